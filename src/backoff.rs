@@ -1,0 +1,242 @@
+//! How long to wait before a retry.
+//!
+//! Retrying at once, in lockstep with every other client, turns a blip into a thundering herd.
+//! Both strategies here randomise the wait ("jitter"), as Envoy and linkerd do.
+//!
+//! ```
+//! use meshless::backoff::Backoff;
+//! use std::time::Duration;
+//!
+//! let backoff = Backoff::full_jitter(Duration::from_millis(25), Duration::from_millis(250))?;
+//! let mut state = backoff.start();
+//! for _ in 0..5 {
+//!     let wait = state.next_delay();
+//!     assert!(wait <= Duration::from_millis(250));
+//! }
+//! # Ok::<(), meshless::ConfigError>(())
+//! ```
+
+use crate::error::ConfigError;
+use rand::RngExt;
+use std::time::Duration;
+
+/// A backoff strategy. Cheap to copy; each request keeps its own [`BackoffState`].
+///
+/// ```
+/// use meshless::backoff::Backoff;
+/// let default = Backoff::default(); // full jitter, 25 ms base, 250 ms cap (Envoy, linkerd)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    kind: Kind,
+    base: Duration,
+    cap: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    FullJitter,
+    Decorrelated,
+    None,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            kind: Kind::FullJitter,
+            base: Duration::from_millis(25),
+            cap: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Backoff {
+    /// Exponential backoff with full jitter: the n-th retry waits a uniform random time in
+    /// `[0, min(cap, base × 2ⁿ)]`.
+    ///
+    /// ```
+    /// use meshless::backoff::Backoff;
+    /// use std::time::Duration;
+    /// let b = Backoff::full_jitter(Duration::from_millis(10), Duration::from_secs(1))?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn full_jitter(base: Duration, cap: Duration) -> Result<Self, ConfigError> {
+        Self::checked(Kind::FullJitter, base, cap)
+    }
+
+    /// Decorrelated jitter: each wait is uniform in `[base, 3 × previous wait]`, capped. Waits
+    /// grow like exponential backoff but spread out more between clients.
+    ///
+    /// ```
+    /// use meshless::backoff::Backoff;
+    /// use std::time::Duration;
+    /// let b = Backoff::decorrelated_jitter(Duration::from_millis(25), Duration::from_millis(250))?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn decorrelated_jitter(base: Duration, cap: Duration) -> Result<Self, ConfigError> {
+        Self::checked(Kind::Decorrelated, base, cap)
+    }
+
+    /// No wait at all between attempts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut s = meshless::backoff::Backoff::none().start();
+    /// assert_eq!(s.next_delay(), Duration::ZERO);
+    /// ```
+    pub fn none() -> Self {
+        Backoff {
+            kind: Kind::None,
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+        }
+    }
+
+    fn checked(kind: Kind, base: Duration, cap: Duration) -> Result<Self, ConfigError> {
+        if base.is_zero() {
+            return Err(ConfigError::new(
+                "backoff base",
+                "must be greater than zero",
+            ));
+        }
+        if cap < base {
+            return Err(ConfigError::new(
+                "backoff cap",
+                format!("{cap:?} is less than the base {base:?}"),
+            ));
+        }
+        Ok(Backoff { kind, base, cap })
+    }
+
+    /// The longest single wait.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(meshless::backoff::Backoff::default().cap(), Duration::from_millis(250));
+    /// ```
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
+    /// The state for one request's sequence of retries.
+    ///
+    /// ```
+    /// let state = meshless::backoff::Backoff::default().start();
+    /// ```
+    pub fn start(&self) -> BackoffState {
+        BackoffState {
+            backoff: *self,
+            retries: 0,
+            previous: self.base,
+        }
+    }
+}
+
+/// The backoff position of one request.
+///
+/// ```
+/// use meshless::backoff::Backoff;
+/// let mut state = Backoff::default().start();
+/// let first = state.next_delay();
+/// ```
+#[derive(Debug, Clone)]
+pub struct BackoffState {
+    backoff: Backoff,
+    retries: u32,
+    previous: Duration,
+}
+
+impl BackoffState {
+    /// The wait before the next retry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut state = meshless::backoff::Backoff::default().start();
+    /// assert!(state.next_delay() <= Duration::from_millis(25));
+    /// assert!(state.next_delay() <= Duration::from_millis(50));
+    /// ```
+    pub fn next_delay(&mut self) -> Duration {
+        let Backoff { kind, base, cap } = self.backoff;
+        let delay = match kind {
+            Kind::None => Duration::ZERO,
+            Kind::FullJitter => {
+                // base × 2ⁿ, saturating long before it could overflow.
+                let ceiling = base.saturating_mul(1 << self.retries.min(31)).min(cap);
+                uniform(Duration::ZERO, ceiling)
+            }
+            Kind::Decorrelated => {
+                let ceiling = self.previous.saturating_mul(3).min(cap);
+                let d = uniform(base, ceiling.max(base));
+                self.previous = d;
+                d
+            }
+        };
+        self.retries = self.retries.saturating_add(1);
+        delay
+    }
+}
+
+fn uniform(low: Duration, high: Duration) -> Duration {
+    if high <= low {
+        return low;
+    }
+    let span = u64::try_from((high - low).as_nanos()).unwrap_or(u64::MAX);
+    low + Duration::from_nanos(rand::rng().random_range(0..=span))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn full_jitter_stays_under_the_exponential_ceiling() {
+        let backoff = Backoff::full_jitter(25 * MS, 250 * MS).unwrap();
+        for _ in 0..200 {
+            let mut s = backoff.start();
+            for ceiling in [25, 50, 100, 200, 250, 250, 250] {
+                assert!(s.next_delay() <= ceiling * MS);
+            }
+        }
+    }
+
+    #[test]
+    fn full_jitter_spreads_its_waits() {
+        let mut s = Backoff::default().start();
+        s.retries = 10;
+        let waits: Vec<_> = (0..200).map(|_| s.clone().next_delay()).collect();
+        assert!(waits.iter().any(|w| *w < 100 * MS));
+        assert!(waits.iter().any(|w| *w > 150 * MS));
+    }
+
+    #[test]
+    fn decorrelated_jitter_is_bounded_by_base_and_cap() {
+        let backoff = Backoff::decorrelated_jitter(25 * MS, 250 * MS).unwrap();
+        for _ in 0..200 {
+            let mut s = backoff.start();
+            let mut previous = 25 * MS;
+            for _ in 0..10 {
+                let d = s.next_delay();
+                assert!(d >= 25 * MS && d <= 250 * MS && d <= previous * 3, "{d:?}");
+                previous = d;
+            }
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        assert!(Backoff::full_jitter(Duration::ZERO, MS).is_err());
+        assert!(Backoff::decorrelated_jitter(2 * MS, MS).is_err());
+    }
+
+    #[test]
+    fn huge_retry_counts_do_not_overflow() {
+        let mut s = Backoff::full_jitter(Duration::from_secs(1), Duration::MAX)
+            .unwrap()
+            .start();
+        s.retries = u32::MAX;
+        let _ = s.next_delay();
+        let _ = s.next_delay();
+    }
+}

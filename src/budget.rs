@@ -1,0 +1,612 @@
+//! A retry budget: retries may add at most a fixed share of load, over a sliding window.
+//!
+//! Each request deposits into the budget, each retry withdraws from it. Over any window of `ttl`,
+//! the retries granted never exceed `ratio × requests + min_per_second × ttl`: the ratio bounds
+//! the extra load retries can add, the reserve lets a quiet client still retry. This is the model
+//! of Finagle's and linkerd's budgets, with their defaults (10 s, 10 retries/s, 20%).
+//!
+//! Unlike tower's `TpsBudget`, the ratio is exact (0.3 grants 3 retries per 10 requests, not
+//! one per 3), concurrent withdrawals cannot overdraw (each grant is one compare-and-swap on the
+//! state it checked), and neither deposit nor withdraw takes a lock: a lock is taken only when the
+//! window moves on, once per `ttl / 10`.
+//!
+//! ```
+//! use meshless::budget::Budget;
+//! use std::time::Duration;
+//!
+//! let budget = Budget::builder()
+//!     .ttl(Duration::from_secs(10))
+//!     .min_per_second(0.0)
+//!     .ratio(0.5)
+//!     .build()?;
+//! budget.deposit();
+//! budget.deposit();
+//! assert!(budget.try_withdraw()); // 2 requests × 50% = 1 retry
+//! assert!(!budget.try_withdraw());
+//! # Ok::<(), meshless::ConfigError>(())
+//! ```
+
+use crate::error::ConfigError;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The window is split into this many buckets; a deposit lives between 0.9 and 1.0 × ttl.
+const BUCKETS: u64 = 10;
+
+/// Ratios are kept as fractions over this denominator (reduced), so they are exact to four
+/// decimal places.
+const RATIO_SCALE: i64 = 10_000;
+
+/// A retry budget, shared by every clone (and by every service given a clone).
+///
+/// ```
+/// use meshless::budget::Budget;
+///
+/// let budget = Budget::default(); // 10 s, 10 retries/s reserve, 20%
+/// let shared = budget.clone();    // same tokens
+/// shared.deposit();
+/// assert!(budget.try_withdraw()); // the reserve of 100 retries
+/// ```
+#[derive(Clone)]
+pub struct Budget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    origin: Instant,
+    bucket_nanos: u64,
+    /// A deposit is worth `deposit_units`, a withdrawal costs `withdraw_units`: the ratio is
+    /// `deposit_units / withdraw_units`, exactly.
+    deposit_units: i64,
+    withdraw_units: i64,
+    reserve_units: i64,
+    /// The epoch (bucket number since `origin`) that `current` counts.
+    rotated: AtomicU64,
+    /// The current bucket: epoch tag, deposits and withdrawals, packed so that a withdrawal is
+    /// one compare-and-swap on exactly the state it checked.
+    current: AtomicU64,
+    /// The reserve plus the live past buckets, tagged with the epoch of `current` it goes with.
+    past: AtomicU64,
+    /// The past buckets, touched only when the window moves.
+    history: Mutex<Vec<Bucket>>,
+    ttl: Duration,
+    min_per_second: f64,
+    ratio: f64,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    epoch: u64,
+    deposits: u64,
+    withdrawals: u64,
+}
+
+// `current`: [tag: 16 bits][deposits: 24 bits][withdrawals: 24 bits].
+const COUNT_BITS: u32 = 24;
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+const TAG_MASK: u64 = 0xFFFF;
+
+fn pack_current(epoch: u64, deposits: u64, withdrawals: u64) -> u64 {
+    ((epoch & TAG_MASK) << (2 * COUNT_BITS)) | (deposits << COUNT_BITS) | withdrawals
+}
+fn tag(word: u64) -> u64 {
+    word >> (2 * COUNT_BITS)
+}
+fn deposits(word: u64) -> u64 {
+    (word >> COUNT_BITS) & COUNT_MAX
+}
+fn withdrawals(word: u64) -> u64 {
+    word & COUNT_MAX
+}
+
+// `past`: [tag: 16 bits][balance: 48 bits, two's complement].
+const BALANCE_BITS: u32 = 48;
+const BALANCE_MAX: i64 = (1 << (BALANCE_BITS - 1)) - 1;
+const BALANCE_MASK: u64 = (1 << BALANCE_BITS) - 1;
+
+fn pack_past(epoch: u64, balance: i64) -> u64 {
+    let balance = balance.clamp(-BALANCE_MAX, BALANCE_MAX);
+    ((epoch & TAG_MASK) << BALANCE_BITS) | (balance as u64 & BALANCE_MASK)
+}
+fn past_balance(word: u64) -> i64 {
+    // Sign-extend the low 48 bits.
+    ((word << (64 - BALANCE_BITS)) as i64) >> (64 - BALANCE_BITS)
+}
+fn past_tag(word: u64) -> u64 {
+    word >> BALANCE_BITS
+}
+
+impl Default for Budget {
+    /// Finagle's and linkerd's defaults: ttl 10 s, 10 retries per second, 20% of requests.
+    fn default() -> Self {
+        Budget::builder()
+            .build()
+            .expect("the default budget configuration is valid")
+    }
+}
+
+impl Budget {
+    /// Starts a budget configuration with the defaults.
+    ///
+    /// ```
+    /// let budget = meshless::budget::Budget::builder().ratio(0.1).build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn builder() -> BudgetBuilder {
+        BudgetBuilder::default()
+    }
+
+    /// Records one request: it earns `ratio` of a retry for the next `ttl`.
+    ///
+    /// ```
+    /// meshless::budget::Budget::default().deposit();
+    /// ```
+    pub fn deposit(&self) {
+        self.deposit_at(Instant::now());
+    }
+
+    /// Takes one retry from the budget if it has one.
+    ///
+    /// ```
+    /// let budget = meshless::budget::Budget::default();
+    /// assert!(budget.try_withdraw());
+    /// ```
+    pub fn try_withdraw(&self) -> bool {
+        self.try_withdraw_at(Instant::now())
+    }
+
+    /// The retries the budget could grant right now (possibly fractional, never negative).
+    ///
+    /// ```
+    /// let budget = meshless::budget::Budget::default();
+    /// assert_eq!(budget.balance(), 100.0); // 10/s × 10 s of reserve
+    /// ```
+    pub fn balance(&self) -> f64 {
+        let inner = &self.inner;
+        inner.advance(Instant::now());
+        let (current, past) = inner.snapshot();
+        let units = inner.available(current, past).max(0);
+        units as f64 / inner.withdraw_units as f64
+    }
+
+    /// The window over which deposits and withdrawals count.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(meshless::budget::Budget::default().ttl(), Duration::from_secs(10));
+    /// ```
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// Retries per second always allowed, whatever the traffic.
+    ///
+    /// ```
+    /// assert_eq!(meshless::budget::Budget::default().min_per_second(), 10.0);
+    /// ```
+    pub fn min_per_second(&self) -> f64 {
+        self.inner.min_per_second
+    }
+
+    /// Retries allowed per request deposited.
+    ///
+    /// ```
+    /// assert_eq!(meshless::budget::Budget::default().ratio(), 0.2);
+    /// ```
+    pub fn ratio(&self) -> f64 {
+        self.inner.ratio
+    }
+
+    pub(crate) fn deposit_at(&self, now: Instant) {
+        let inner = &self.inner;
+        inner.advance(now);
+        let mut word = inner.current.load(Ordering::Acquire);
+        loop {
+            // A full bucket stops counting: that only ever denies retries, never grants extra.
+            if deposits(word) == COUNT_MAX {
+                return;
+            }
+            match inner.current.compare_exchange_weak(
+                word,
+                word + (1 << COUNT_BITS),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    pub(crate) fn try_withdraw_at(&self, now: Instant) -> bool {
+        let inner = &self.inner;
+        inner.advance(now);
+        loop {
+            let (current, past) = inner.snapshot();
+            if inner.available(current, past) < inner.withdraw_units
+                || withdrawals(current) == COUNT_MAX
+            {
+                return false;
+            }
+            // The swap succeeds only if `current` is unchanged since it was checked; `past`
+            // cannot have changed without `current` changing first (see `rotate`).
+            if inner
+                .current
+                .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn epoch(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX)
+    }
+
+    fn advance(&self, now: Instant) {
+        let epoch = self.epoch(now);
+        if epoch > self.rotated.load(Ordering::Acquire) {
+            self.rotate(epoch);
+        }
+    }
+
+    /// A consistent pair of `current` and `past`: both tagged with the same epoch.
+    fn snapshot(&self) -> (u64, u64) {
+        loop {
+            let current = self.current.load(Ordering::Acquire);
+            let past = self.past.load(Ordering::Acquire);
+            if tag(current) == past_tag(past) {
+                return (current, past);
+            }
+            // A rotation is between its two stores; wait for it to finish.
+            drop(self.lock_history());
+        }
+    }
+
+    fn available(&self, current: u64, past: u64) -> i64 {
+        past_balance(past) + deposits(current) as i64 * self.deposit_units
+            - withdrawals(current) as i64 * self.withdraw_units
+    }
+
+    fn lock_history(&self) -> MutexGuard<'_, Vec<Bucket>> {
+        // The history is always consistent between statements, so a poisoned lock is safe.
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the window to `epoch`: the current bucket joins the history, buckets older than
+    /// the window leave it, and `past` is recomputed.
+    fn rotate(&self, epoch: u64) {
+        let mut history = self.lock_history();
+        let previous = self.rotated.load(Ordering::Acquire);
+        if epoch <= previous {
+            return; // another thread rotated while this one waited for the lock
+        }
+        // Swap first, then publish `past`: a reader that sees the new `current` with the old
+        // `past` sees different tags and waits, so it never combines two windows.
+        let old = self
+            .current
+            .swap(pack_current(epoch, 0, 0), Ordering::AcqRel);
+        history.push(Bucket {
+            epoch: previous,
+            deposits: deposits(old),
+            withdrawals: withdrawals(old),
+        });
+        let oldest_live = epoch.saturating_sub(BUCKETS - 1);
+        history.retain(|b| b.epoch >= oldest_live);
+        let sum = history
+            .iter()
+            .fold(i128::from(self.reserve_units), |sum, b| {
+                sum + i128::from(b.deposits) * i128::from(self.deposit_units)
+                    - i128::from(b.withdrawals) * i128::from(self.withdraw_units)
+            });
+        let balance = i64::try_from(sum.clamp(-i128::from(BALANCE_MAX), i128::from(BALANCE_MAX)))
+            .unwrap_or(0);
+        self.past
+            .store(pack_past(epoch, balance), Ordering::Release);
+        self.rotated.store(epoch, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Budget")
+            .field("ttl", &self.inner.ttl)
+            .field("min_per_second", &self.inner.min_per_second)
+            .field("ratio", &self.inner.ratio)
+            .field("balance", &self.balance())
+            .finish()
+    }
+}
+
+/// Configures a [`Budget`].
+///
+/// ```
+/// use meshless::budget::Budget;
+/// use std::time::Duration;
+/// let budget = Budget::builder()
+///     .ttl(Duration::from_secs(5))
+///     .min_per_second(2.0)
+///     .ratio(0.3)
+///     .build()?;
+/// # Ok::<(), meshless::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BudgetBuilder {
+    ttl: Duration,
+    min_per_second: f64,
+    ratio: f64,
+}
+
+impl Default for BudgetBuilder {
+    fn default() -> Self {
+        BudgetBuilder {
+            ttl: Duration::from_secs(10),
+            min_per_second: 10.0,
+            ratio: 0.2,
+        }
+    }
+}
+
+impl BudgetBuilder {
+    /// How long a deposit counts (default 10 s). Between 100 ms and 1 hour.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = meshless::budget::Budget::builder().ttl(Duration::from_secs(30));
+    /// ```
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries per second allowed even without traffic (default 10): a reserve of
+    /// `min_per_second × ttl` retries.
+    ///
+    /// ```
+    /// let b = meshless::budget::Budget::builder().min_per_second(1.0);
+    /// ```
+    pub fn min_per_second(mut self, min_per_second: f64) -> Self {
+        self.min_per_second = min_per_second;
+        self
+    }
+
+    /// Retries allowed per request (default 0.2, that is 20% extra load at most). Between 0 and
+    /// 100, exact to four decimal places.
+    ///
+    /// ```
+    /// let b = meshless::budget::Budget::builder().ratio(0.3);
+    /// ```
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Checks the settings and builds the budget.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = meshless::budget::Budget::builder().ttl(Duration::ZERO).build();
+    /// assert!(err.is_err());
+    /// ```
+    pub fn build(self) -> Result<Budget, ConfigError> {
+        let BudgetBuilder {
+            ttl,
+            min_per_second,
+            ratio,
+        } = self;
+        if ttl < Duration::from_millis(100) || ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "ttl",
+                format!("{ttl:?} is outside 100ms..=1h"),
+            ));
+        }
+        if !(ratio.is_finite() && (0.0..=100.0).contains(&ratio)) {
+            return Err(ConfigError::new(
+                "ratio",
+                format!("{ratio} is outside 0..=100"),
+            ));
+        }
+        let reserve = min_per_second * ttl.as_secs_f64();
+        if !(min_per_second.is_finite() && min_per_second >= 0.0 && reserve <= 1e9) {
+            return Err(ConfigError::new(
+                "min_per_second",
+                format!("{min_per_second} must be >= 0 and give at most 1e9 retries per ttl"),
+            ));
+        }
+        // Both values are range-checked above, so these conversions are exact.
+        let scaled = (ratio * RATIO_SCALE as f64).round() as i64;
+        let divisor = gcd(scaled, RATIO_SCALE);
+        let (deposit_units, withdraw_units) = (scaled / divisor, RATIO_SCALE / divisor);
+        let reserve_units = (reserve * withdraw_units as f64).round() as i64;
+        let bucket_nanos = u64::try_from(ttl.as_nanos() / u128::from(BUCKETS)).unwrap_or(u64::MAX);
+        Ok(Budget {
+            inner: Arc::new(Inner {
+                origin: Instant::now(),
+                bucket_nanos,
+                deposit_units,
+                withdraw_units,
+                reserve_units,
+                rotated: AtomicU64::new(0),
+                current: AtomicU64::new(pack_current(0, 0, 0)),
+                past: AtomicU64::new(pack_past(0, reserve_units)),
+                history: Mutex::new(Vec::with_capacity(BUCKETS as usize)),
+                ttl,
+                min_per_second,
+                ratio,
+            }),
+        })
+    }
+}
+
+fn gcd(mut a: i64, mut b: i64) -> i64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn budget(ttl_ms: u64, min: f64, ratio: f64) -> Budget {
+        Budget::builder()
+            .ttl(Duration::from_millis(ttl_ms))
+            .min_per_second(min)
+            .ratio(ratio)
+            .build()
+            .unwrap()
+    }
+
+    fn grants(b: &Budget, at: Instant) -> u32 {
+        let mut n = 0;
+        while b.try_withdraw_at(at) {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn fractional_ratios_are_exact() {
+        for (ratio, deposits, expect) in [
+            (0.3, 10, 3),
+            (0.3, 100, 30),
+            (0.2, 10, 2),
+            (0.25, 7, 1),
+            (1.5, 4, 6),
+            (0.0, 50, 0),
+        ] {
+            let b = budget(10_000, 0.0, ratio);
+            let now = b.inner.origin;
+            for _ in 0..deposits {
+                b.deposit_at(now);
+            }
+            assert_eq!(
+                grants(&b, now),
+                expect,
+                "ratio {ratio} over {deposits} deposits"
+            );
+        }
+    }
+
+    #[test]
+    fn reserve_is_min_per_second_times_ttl() {
+        let b = budget(10_000, 10.0, 0.2);
+        assert_eq!(grants(&b, b.inner.origin), 100);
+        let b = budget(1_000, 2.5, 0.2);
+        assert_eq!(grants(&b, b.inner.origin), 2);
+    }
+
+    #[test]
+    fn deposits_expire_after_ttl_and_withdrawals_are_refunded() {
+        let b = budget(1_000, 0.0, 1.0);
+        let t0 = b.inner.origin;
+        for _ in 0..5 {
+            b.deposit_at(t0);
+        }
+        assert_eq!(grants(&b, t0 + Duration::from_millis(500)), 5);
+        // At 0.95 s the deposits (bucket 0) still count, and so do the withdrawals (bucket 5).
+        assert_eq!(grants(&b, t0 + Duration::from_millis(950)), 0);
+        // At 1.0 s bucket 0 left the window: deposits gone, withdrawals still count.
+        assert_eq!(b.balance_at(t0 + Duration::from_millis(1_000)), -5.0);
+        // At 1.5 s the withdrawals left too.
+        assert_eq!(b.balance_at(t0 + Duration::from_millis(1_500)), 0.0);
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        let bad = [
+            Budget::builder().ttl(Duration::from_millis(10)).build(),
+            Budget::builder().ttl(Duration::from_secs(7200)).build(),
+            Budget::builder().ratio(f64::NAN).build(),
+            Budget::builder().ratio(-0.1).build(),
+            Budget::builder().ratio(101.0).build(),
+            Budget::builder().min_per_second(-1.0).build(),
+            Budget::builder().min_per_second(f64::INFINITY).build(),
+            Budget::builder().min_per_second(1e12).build(),
+        ];
+        for result in bad {
+            assert!(result.is_err());
+        }
+    }
+
+    #[test]
+    fn packing_round_trips() {
+        for balance in [0, 1, -1, BALANCE_MAX, -BALANCE_MAX, 12_345_678_901] {
+            let word = pack_past(0xABCD, balance);
+            assert_eq!(past_balance(word), balance);
+            assert_eq!(past_tag(word), 0xABCD);
+        }
+        let word = pack_current(0x1_2345, 7, COUNT_MAX);
+        assert_eq!(
+            (tag(word), deposits(word), withdrawals(word)),
+            (0x2345, 7, COUNT_MAX)
+        );
+    }
+
+    impl Budget {
+        fn balance_at(&self, now: Instant) -> f64 {
+            self.inner.advance(now);
+            let (current, past) = self.inner.snapshot();
+            self.inner.available(current, past) as f64 / self.inner.withdraw_units as f64
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit,
+        Withdraw,
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Deposit),
+            3 => Just(Op::Withdraw),
+            1 => (0u64..400).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        /// The budget grants exactly what the sliding-window definition allows.
+        #[test]
+        fn matches_the_sliding_window_model(
+            ratio_pct in 0u32..=150,
+            min in 0u32..5,
+            ops in proptest::collection::vec(op(), 1..400),
+        ) {
+            let ratio = f64::from(ratio_pct) / 100.0;
+            let b = budget(1_000, f64::from(min), ratio);
+            let t0 = b.inner.origin;
+            let (mut now_ms, mut events) = (0u64, Vec::<(u64, bool)>::new());
+            let epoch = |ms: u64| ms / 100;
+            for op in ops {
+                match op {
+                    Op::Advance(ms) => now_ms += ms,
+                    Op::Deposit => {
+                        b.deposit_at(t0 + Duration::from_millis(now_ms));
+                        events.push((epoch(now_ms), true));
+                    }
+                    Op::Withdraw => {
+                        let e = epoch(now_ms);
+                        let live = |d: bool| events.iter().filter(|(ev, dd)| *dd == d && *ev + BUCKETS > e).count() as f64;
+                        let model = f64::from(min) + ratio * live(true) - live(false) >= 1.0 - 1e-9;
+                        let granted = b.try_withdraw_at(t0 + Duration::from_millis(now_ms));
+                        prop_assert_eq!(granted, model);
+                        if granted {
+                            events.push((e, false));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

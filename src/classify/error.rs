@@ -1,0 +1,147 @@
+//! Classifying errors: what the source chain says about whether the server saw the request.
+
+use super::{Class, Reason, Retryable};
+use std::error::Error as StdError;
+use std::io;
+
+/// Classifies an error by walking its source chain, outermost first.
+///
+/// What matters most is whether the request could have reached the server: a refused
+/// connection, a failed connect, an HTTP/2 `REFUSED_STREAM` or a request canceled before it was
+/// written may be retried for any request ([`Retryable::Always`]); a reset, an early close or a
+/// timeout may have happened after the server acted, so only idempotent requests retry them.
+/// Unknown errors are treated like the latter.
+///
+/// ```
+/// use meshless::classify::{classify_error, Reason, Retryable};
+/// use std::io;
+///
+/// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+/// let class = classify_error(&refused);
+/// assert_eq!(class.reason(), Reason::Connect);
+/// assert_eq!(class.retryable(), Retryable::Always);
+///
+/// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+/// assert_eq!(classify_error(&reset).retryable(), Retryable::IfIdempotent);
+/// ```
+pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
+    let mut next = Some(error);
+    while let Some(err) = next {
+        if let Some(class) = classify_one(err) {
+            return class;
+        }
+        next = err.source();
+    }
+    Class::failure(Reason::Other, Retryable::IfIdempotent)
+}
+
+fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
+    if let Some(e) = err.downcast_ref::<crate::Error>() {
+        return match e.kind() {
+            crate::error::Kind::AttemptTimedOut | crate::error::Kind::DeadlineExceeded => {
+                Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent))
+            }
+            // Other meshless errors are decided by what caused them.
+            _ => None,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+        // The connector failed: no byte of the request left the client.
+        if e.is_connect() {
+            return Some(Class::failure(Reason::Connect, Retryable::Always));
+        }
+        return None;
+    }
+    if let Some(e) = err.downcast_ref::<hyper::Error>() {
+        if e.is_canceled() {
+            // hyper cancels a request whose connection closed before it was written.
+            return Some(Class::failure(Reason::Refused, Retryable::Always));
+        }
+        if e.is_timeout() {
+            return Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent));
+        }
+        if e.is_incomplete_message() || e.is_closed() {
+            return Some(Class::failure(Reason::Reset, Retryable::IfIdempotent));
+        }
+        return None;
+    }
+    if let Some(e) = err.downcast_ref::<h2::Error>() {
+        if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Some(Class::failure(Reason::Refused, Retryable::Always));
+        }
+        if e.is_io() || e.reason().is_some() {
+            return Some(Class::failure(Reason::Reset, Retryable::IfIdempotent));
+        }
+        return None;
+    }
+    if let Some(e) = err.downcast_ref::<io::Error>() {
+        return Some(classify_io(e.kind()));
+    }
+    if err.is::<tokio::time::error::Elapsed>() {
+        return Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent));
+    }
+    None
+}
+
+fn classify_io(kind: io::ErrorKind) -> Class {
+    use io::ErrorKind::*;
+    match kind {
+        ConnectionRefused => Class::failure(Reason::Connect, Retryable::Always),
+        TimedOut => Class::failure(Reason::Timeout, Retryable::IfIdempotent),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
+            Class::failure(Reason::Reset, Retryable::IfIdempotent)
+        }
+        _ => Class::failure(Reason::Other, Retryable::IfIdempotent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Kind;
+
+    #[derive(Debug)]
+    struct Wrapper(io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapper")
+        }
+    }
+    impl StdError for Wrapper {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn walks_the_source_chain() {
+        let err = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify_error(&err).reason(), Reason::Connect);
+        let err = crate::Error::from_service(Wrapper(io::ErrorKind::BrokenPipe.into()));
+        assert_eq!(classify_error(&err).reason(), Reason::Reset);
+    }
+
+    #[test]
+    fn timeouts_are_retryable_for_idempotent_requests() {
+        let err = crate::Error::new(Kind::AttemptTimedOut);
+        let class = classify_error(&err);
+        assert_eq!(class.reason(), Reason::Timeout);
+        assert_eq!(class.retryable(), Retryable::IfIdempotent);
+    }
+
+    #[test]
+    fn refused_streams_are_always_retryable() {
+        let err = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(classify_error(&err).retryable(), Retryable::Always);
+        let err = h2::Error::from(h2::Reason::INTERNAL_ERROR);
+        assert_eq!(classify_error(&err).retryable(), Retryable::IfIdempotent);
+    }
+
+    #[test]
+    fn unknown_errors_are_failures_for_idempotent_retry() {
+        let err = io::Error::other("mystery");
+        let class = classify_error(&err);
+        assert!(class.is_failure());
+        assert_eq!(class.reason(), Reason::Other);
+    }
+}

@@ -1,0 +1,184 @@
+//! HTTP status rules.
+
+use super::{Class, Pushback, Reason, Retryable, pushback};
+use http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// How HTTP statuses are classified.
+///
+/// Defaults: every 5xx is a failure; 502, 504 and 408 may be retried when the request is
+/// idempotent (the server may have acted on it); 503 and 429 may be retried for any request,
+/// because the server refused it outright, and their `Retry-After` is honoured. Other 4xx are
+/// the client's own mistakes: they say nothing bad about the endpoint and are not retried.
+///
+/// ```
+/// use meshless::classify::{Http, Reason, Retryable};
+/// use http::{HeaderMap, StatusCode};
+///
+/// let http = Http::new().status(500, Retryable::IfIdempotent).success(501);
+/// let c = http.classify(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new());
+/// assert_eq!(c.retryable(), Retryable::IfIdempotent);
+/// assert!(http.classify(StatusCode::NOT_IMPLEMENTED, &HeaderMap::new()).is_success());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Http {
+    // Few entries, looked up linearly: faster than a map at this size, and cheap to clone.
+    overrides: Arc<Vec<(u16, Option<Retryable>)>>,
+}
+
+impl Http {
+    /// The default HTTP rules.
+    ///
+    /// ```
+    /// let http = meshless::classify::Http::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes `status` a failure that may be retried under `retryable`.
+    ///
+    /// ```
+    /// use meshless::classify::{Http, Retryable};
+    /// let http = Http::new().status(409, Retryable::IfIdempotent);
+    /// ```
+    pub fn status(self, status: u16, retryable: Retryable) -> Self {
+        self.set(status, Some(retryable))
+    }
+
+    /// Makes `status` a success.
+    ///
+    /// ```
+    /// let http = meshless::classify::Http::new().success(503);
+    /// ```
+    pub fn success(self, status: u16) -> Self {
+        self.set(status, None)
+    }
+
+    fn set(mut self, status: u16, rule: Option<Retryable>) -> Self {
+        let overrides = Arc::make_mut(&mut self.overrides);
+        overrides.retain(|(s, _)| *s != status);
+        overrides.push((status, rule));
+        self
+    }
+
+    /// Classifies a response head.
+    ///
+    /// ```
+    /// use meshless::classify::Http;
+    /// use http::{HeaderMap, StatusCode};
+    /// assert!(Http::new().classify(StatusCode::OK, &HeaderMap::new()).is_success());
+    /// ```
+    pub fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Class {
+        let code = status.as_u16();
+        let rule = match self.overrides.iter().find(|(s, _)| *s == code) {
+            Some((_, rule)) => *rule,
+            None => default_rule(status),
+        };
+        let Some(retryable) = rule else {
+            return Class::success();
+        };
+        let class = Class::failure(Reason::Status(code), retryable);
+        if retryable != Retryable::Never && carries_pushback(status) {
+            class.with_pushback(retry_after(headers))
+        } else {
+            class
+        }
+    }
+}
+
+fn default_rule(status: StatusCode) -> Option<Retryable> {
+    match status.as_u16() {
+        429 | 503 => Some(Retryable::Always),
+        408 | 502 | 504 => Some(Retryable::IfIdempotent),
+        500..=599 => Some(Retryable::Never),
+        _ => None,
+    }
+}
+
+/// `Retry-After` is defined for 503 and 429 (and 3xx, which are not failures).
+fn carries_pushback(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 503)
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Pushback> {
+    let value = headers.get(http::header::RETRY_AFTER)?;
+    pushback::parse_retry_after(value, SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn classify(status: u16) -> Class {
+        Http::new().classify(StatusCode::from_u16(status).unwrap(), &HeaderMap::new())
+    }
+
+    #[test]
+    fn defaults_follow_the_table() {
+        for s in [200, 201, 204, 301, 304, 400, 401, 403, 404, 409, 422] {
+            assert!(classify(s).is_success(), "{s}");
+        }
+        for s in [429, 503] {
+            assert_eq!(classify(s).retryable(), Retryable::Always, "{s}");
+        }
+        for s in [408, 502, 504] {
+            assert_eq!(classify(s).retryable(), Retryable::IfIdempotent, "{s}");
+        }
+        for s in [500, 501, 505, 599] {
+            let c = classify(s);
+            assert!(c.is_failure(), "{s}");
+            assert_eq!(c.retryable(), Retryable::Never, "{s}");
+        }
+        assert_eq!(classify(408).reason(), Reason::Status(408));
+    }
+
+    #[test]
+    fn retry_after_is_read_on_429_and_503_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, "2".parse().unwrap());
+        let http = Http::new();
+        let expect = Some(Pushback::After(Duration::from_secs(2)));
+        assert_eq!(
+            http.classify(StatusCode::TOO_MANY_REQUESTS, &headers)
+                .pushback(),
+            expect
+        );
+        assert_eq!(
+            http.classify(StatusCode::SERVICE_UNAVAILABLE, &headers)
+                .pushback(),
+            expect
+        );
+        assert_eq!(
+            http.classify(StatusCode::BAD_GATEWAY, &headers).pushback(),
+            None
+        );
+    }
+
+    #[test]
+    fn overrides_replace_defaults() {
+        let http = Http::new()
+            .status(500, Retryable::IfIdempotent)
+            .success(503)
+            .status(404, Retryable::Never);
+        let h = HeaderMap::new();
+        assert_eq!(
+            http.classify(StatusCode::INTERNAL_SERVER_ERROR, &h)
+                .retryable(),
+            Retryable::IfIdempotent
+        );
+        assert!(
+            http.classify(StatusCode::SERVICE_UNAVAILABLE, &h)
+                .is_success()
+        );
+        assert!(http.classify(StatusCode::NOT_FOUND, &h).is_failure());
+        // The last rule for a status wins.
+        let http = http.status(503, Retryable::Never);
+        assert!(
+            http.classify(StatusCode::SERVICE_UNAVAILABLE, &h)
+                .is_failure()
+        );
+    }
+}

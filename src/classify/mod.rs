@@ -1,0 +1,428 @@
+//! One decision per attempt: did it succeed, may it be retried, and why.
+//!
+//! Every layer of meshless reads the same [`Class`]: the retry layer decides whether to try
+//! again, and the balancer, outlier ejection, breaker and metrics (which consume it later) decide
+//! what the outcome says about the endpoint. Deciding once keeps them consistent: an endpoint is
+//! never ejected for an answer that the retry layer considered a success.
+//!
+//! A [`Classify`] implementation looks at response heads, end-of-stream trailers and errors. The
+//! built-in [`Classifier`] understands HTTP and gRPC (it recognises gRPC by the response's
+//! `content-type`), and user closures can override it for any response:
+//!
+//! ```
+//! use meshless::classify::{Class, Classifier, Classify};
+//! use http::StatusCode;
+//!
+//! // Treat 404 from this API as a retryable failure (a replica not yet warmed up, say).
+//! let classify = Classifier::default().with_response(|status, _headers| {
+//!     (status == StatusCode::NOT_FOUND).then(Class::retryable_if_idempotent_failure)
+//! });
+//! let res = http::Response::builder().status(404).body(()).unwrap();
+//! let class = classify.classify_response(res.status(), res.headers()).unwrap();
+//! assert!(class.is_failure());
+//! ```
+
+mod error;
+mod grpc;
+mod http;
+pub mod pushback;
+
+pub use self::error::classify_error;
+pub use self::grpc::{Code, Grpc};
+pub use self::http::Http;
+pub use self::pushback::Pushback;
+
+use ::http::{HeaderMap, StatusCode};
+use std::fmt;
+use std::sync::Arc;
+
+/// The verdict on one attempt: its outcome, whether it may be retried, and why.
+///
+/// ```
+/// use meshless::classify::{Class, Reason, Retryable};
+///
+/// let c = Class::failure(Reason::Status(503), Retryable::Always);
+/// assert!(c.is_failure());
+/// assert_eq!(c.retryable(), Retryable::Always);
+/// assert_eq!(c.reason().as_str(), "http_5xx");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    failure: bool,
+    reason: Reason,
+    retryable: Retryable,
+    pushback: Option<Pushback>,
+}
+
+/// Whether a failed attempt may be tried again, and for which requests.
+///
+/// The distinction matters for requests that are not idempotent (POST, PATCH): they are retried
+/// only when the failure shows the server never acted on them.
+///
+/// ```
+/// use meshless::classify::Retryable;
+/// assert!(Retryable::Always.allows(false));
+/// assert!(Retryable::IfIdempotent.allows(true));
+/// assert!(!Retryable::IfIdempotent.allows(false));
+/// assert!(!Retryable::Never.allows(true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Retryable {
+    /// Never retry (successes, and failures such as HTTP 500 that a retry would only repeat).
+    Never,
+    /// Retry only requests that are safe to repeat: the server may have acted on this one.
+    IfIdempotent,
+    /// Retry any request: the server did not act on it (it never arrived, or was refused).
+    Always,
+}
+
+impl Retryable {
+    /// Whether a request, idempotent or not, may be retried under this rule.
+    ///
+    /// ```
+    /// use meshless::classify::Retryable;
+    /// assert!(Retryable::Always.allows(false));
+    /// ```
+    pub fn allows(self, idempotent: bool) -> bool {
+        match self {
+            Retryable::Never => false,
+            Retryable::IfIdempotent => idempotent,
+            Retryable::Always => true,
+        }
+    }
+}
+
+/// Why an attempt was classified as it was. Bounded, so it is safe as a metric label.
+///
+/// ```
+/// use meshless::classify::{Code, Reason};
+/// assert_eq!(Reason::Grpc(Code::Unavailable).as_str(), "grpc_unavailable");
+/// assert_eq!(Reason::Timeout.as_str(), "timeout");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// A successful response.
+    Success,
+    /// An HTTP status that decided the class (the status code itself).
+    Status(u16),
+    /// A gRPC status that decided the class.
+    Grpc(Code),
+    /// The connection could not be established: the request never left the client.
+    Connect,
+    /// The server refused the stream or request before processing it (HTTP/2 REFUSED_STREAM,
+    /// a connection closed before the request was written).
+    Refused,
+    /// The connection was reset or closed after the request may have been sent.
+    Reset,
+    /// The attempt timed out.
+    Timeout,
+    /// The body of the response failed while streaming.
+    Body,
+    /// Any other error.
+    Other,
+}
+
+impl Reason {
+    /// A short, stable, lower-case name for logs and metric labels.
+    ///
+    /// ```
+    /// use meshless::classify::Reason;
+    /// assert_eq!(Reason::Status(429).as_str(), "http_429");
+    /// assert_eq!(Reason::Status(502).as_str(), "http_5xx");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Success => "success",
+            // Only the statuses that change behaviour get their own label; the rest are grouped
+            // so that label cardinality stays bounded.
+            Reason::Status(408) => "http_408",
+            Reason::Status(429) => "http_429",
+            Reason::Status(s) if *s >= 500 => "http_5xx",
+            Reason::Status(s) if *s >= 400 => "http_4xx",
+            Reason::Status(_) => "http_other",
+            Reason::Grpc(code) => code.label(),
+            Reason::Connect => "connect",
+            Reason::Refused => "refused",
+            Reason::Reset => "reset",
+            Reason::Timeout => "timeout",
+            Reason::Body => "body",
+            Reason::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Status(s) => write!(f, "HTTP status {s}"),
+            Reason::Grpc(code) => write!(f, "gRPC status {}", code.label()),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+impl Class {
+    /// A success: never retried, counts in favour of the endpoint.
+    ///
+    /// ```
+    /// assert!(meshless::classify::Class::success().is_success());
+    /// ```
+    pub const fn success() -> Self {
+        Class {
+            failure: false,
+            reason: Reason::Success,
+            retryable: Retryable::Never,
+            pushback: None,
+        }
+    }
+
+    /// A failure with its reason and retry rule.
+    ///
+    /// ```
+    /// use meshless::classify::{Class, Reason, Retryable};
+    /// let c = Class::failure(Reason::Reset, Retryable::IfIdempotent);
+    /// assert!(c.is_failure());
+    /// ```
+    pub const fn failure(reason: Reason, retryable: Retryable) -> Self {
+        Class {
+            failure: true,
+            reason,
+            retryable,
+            pushback: None,
+        }
+    }
+
+    /// A failure that idempotent requests may retry, with reason [`Reason::Other`]: a
+    /// convenient answer for custom classifiers.
+    ///
+    /// ```
+    /// let c = meshless::classify::Class::retryable_if_idempotent_failure();
+    /// assert!(c.retryable().allows(true));
+    /// ```
+    pub const fn retryable_if_idempotent_failure() -> Self {
+        Class::failure(Reason::Other, Retryable::IfIdempotent)
+    }
+
+    /// The same class carrying the server's pushback (`Retry-After`, `grpc-retry-pushback-ms`).
+    ///
+    /// ```
+    /// use meshless::classify::{Class, Pushback, Reason, Retryable};
+    /// use std::time::Duration;
+    /// let c = Class::failure(Reason::Status(429), Retryable::Always)
+    ///     .with_pushback(Some(Pushback::After(Duration::from_secs(1))));
+    /// assert_eq!(c.pushback(), Some(Pushback::After(Duration::from_secs(1))));
+    /// ```
+    pub const fn with_pushback(mut self, pushback: Option<Pushback>) -> Self {
+        self.pushback = pushback;
+        self
+    }
+
+    /// True for a success.
+    ///
+    /// ```
+    /// assert!(meshless::classify::Class::success().is_success());
+    /// ```
+    pub const fn is_success(&self) -> bool {
+        !self.failure
+    }
+
+    /// True for a failure.
+    ///
+    /// ```
+    /// assert!(!meshless::classify::Class::success().is_failure());
+    /// ```
+    pub const fn is_failure(&self) -> bool {
+        self.failure
+    }
+
+    /// Why this class was given.
+    ///
+    /// ```
+    /// use meshless::classify::{Class, Reason};
+    /// assert_eq!(Class::success().reason(), Reason::Success);
+    /// ```
+    pub const fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// Which requests may retry this outcome.
+    ///
+    /// ```
+    /// use meshless::classify::{Class, Retryable};
+    /// assert_eq!(Class::success().retryable(), Retryable::Never);
+    /// ```
+    pub const fn retryable(&self) -> Retryable {
+        self.retryable
+    }
+
+    /// What the server asked of retries, if it said anything.
+    ///
+    /// ```
+    /// assert_eq!(meshless::classify::Class::success().pushback(), None);
+    /// ```
+    pub const fn pushback(&self) -> Option<Pushback> {
+        self.pushback
+    }
+}
+
+/// Decides the [`Class`] of each attempt's outcome.
+///
+/// `classify_response` sees the response head. It returns `None` when the outcome is only known
+/// at the end of the stream (a gRPC response whose status travels in trailers); then
+/// `classify_eos` decides once the body ends. Errors (from the service or from the response
+/// body) go to `classify_error`.
+///
+/// Retries decide on the head alone: a response whose head has been received is committed (as in
+/// gRPC's retry design), so only trailers-only gRPC responses can be retried.
+///
+/// ```
+/// use meshless::classify::{Class, Classify, Reason, Retryable};
+/// use http::{HeaderMap, StatusCode};
+///
+/// /// Everything but 200 is a retryable failure.
+/// struct Strict;
+/// impl Classify for Strict {
+///     fn classify_response(&self, status: StatusCode, _: &HeaderMap) -> Option<Class> {
+///         Some(if status == StatusCode::OK {
+///             Class::success()
+///         } else {
+///             Class::failure(Reason::Status(status.as_u16()), Retryable::IfIdempotent)
+///         })
+///     }
+///     fn classify_eos(&self, _: Option<&HeaderMap>) -> Class {
+///         Class::success()
+///     }
+///     fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Class {
+///         meshless::classify::classify_error(error)
+///     }
+/// }
+/// assert!(Strict.classify_response(StatusCode::CREATED, &HeaderMap::new()).unwrap().is_failure());
+/// ```
+pub trait Classify: Send + Sync + 'static {
+    /// Classifies a response head; `None` defers to [`Classify::classify_eos`].
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Option<Class>;
+
+    /// Classifies the end of a response stream whose head was deferred.
+    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Class;
+
+    /// Classifies an error returned instead of a response, or raised by the response body.
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Class;
+}
+
+type ResponseFn = dyn Fn(StatusCode, &HeaderMap) -> Option<Class> + Send + Sync;
+
+/// The default classifier: HTTP and gRPC rules, plus optional user overrides.
+///
+/// A response whose `content-type` starts with `application/grpc` follows the [`Grpc`] rules;
+/// any other follows the [`Http`] rules. Errors are classified by [`classify_error`], which walks
+/// the error's source chain for I/O, hyper and HTTP/2 errors.
+///
+/// ```
+/// use meshless::classify::{Classifier, Classify, Reason, Retryable};
+/// use http::StatusCode;
+///
+/// let c = Classifier::default();
+/// let class = c.classify_response(StatusCode::SERVICE_UNAVAILABLE, &Default::default()).unwrap();
+/// assert_eq!(class.retryable(), Retryable::Always);
+/// assert_eq!(class.reason(), Reason::Status(503));
+/// ```
+#[derive(Clone, Default)]
+pub struct Classifier {
+    http: Http,
+    grpc: Grpc,
+    user: Option<Arc<ResponseFn>>,
+}
+
+impl fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Classifier")
+            .field("http", &self.http)
+            .field("grpc", &self.grpc)
+            .field("user", &self.user.is_some())
+            .finish()
+    }
+}
+
+impl Classifier {
+    /// The HTTP and gRPC rules with their defaults.
+    ///
+    /// ```
+    /// let c = meshless::classify::Classifier::new();
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the HTTP rules.
+    ///
+    /// ```
+    /// use meshless::classify::{Classifier, Http, Retryable};
+    /// let c = Classifier::new().http(Http::new().status(500, Retryable::IfIdempotent));
+    /// ```
+    pub fn http(mut self, http: Http) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Replaces the gRPC rules.
+    ///
+    /// ```
+    /// use meshless::classify::{Classifier, Code, Grpc, Retryable};
+    /// let c = Classifier::new().grpc(Grpc::new().code(Code::ResourceExhausted, Retryable::Always));
+    /// ```
+    pub fn grpc(mut self, grpc: Grpc) -> Self {
+        self.grpc = grpc;
+        self
+    }
+
+    /// A closure consulted first for every response head; `None` falls back to the built-in
+    /// rules.
+    ///
+    /// ```
+    /// use meshless::classify::{Class, Classifier};
+    /// let c = Classifier::new().with_response(|status, _| (status == 409).then(Class::success));
+    /// ```
+    pub fn with_response<F>(mut self, f: F) -> Self
+    where
+        F: Fn(StatusCode, &HeaderMap) -> Option<Class> + Send + Sync + 'static,
+    {
+        self.user = Some(Arc::new(f));
+        self
+    }
+}
+
+impl Classify for Classifier {
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Option<Class> {
+        if let Some(user) = &self.user {
+            if let Some(class) = user(status, headers) {
+                return Some(class);
+            }
+        }
+        if grpc::is_grpc(headers) {
+            self.grpc.classify_response(status, headers)
+        } else {
+            Some(self.http.classify(status, headers))
+        }
+    }
+
+    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Class {
+        self.grpc.classify_trailers(trailers)
+    }
+
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Class {
+        classify_error(error)
+    }
+}
+
+impl<C: Classify + ?Sized> Classify for Arc<C> {
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Option<Class> {
+        (**self).classify_response(status, headers)
+    }
+    fn classify_eos(&self, trailers: Option<&HeaderMap>) -> Class {
+        (**self).classify_eos(trailers)
+    }
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Class {
+        (**self).classify_error(error)
+    }
+}

@@ -1,0 +1,348 @@
+//! The timeout of one attempt.
+
+use super::{DEADLINE_HEADER, RequestDeadline, grpc_timeout};
+use crate::error::{BoxError, Error, Kind};
+use http::{HeaderName, HeaderValue, Request};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use tower::{Layer, Service};
+
+/// Bounds each attempt by `min(per-attempt timeout, time left before the request's deadline)`:
+/// [`AttemptTimeout`] services.
+///
+/// Placed inside the retry layer, it times out one attempt so that the next can start. It reads
+/// the deadline set by [`DeadlineLayer`](super::DeadlineLayer) and tells the server how long it
+/// has: `grpc-timeout` on gRPC requests, and the opt-in [`deadline_header`](Self::deadline_header)
+/// on others.
+///
+/// ```
+/// use meshless::deadline::AttemptTimeoutLayer;
+/// use std::time::Duration;
+/// let layer = AttemptTimeoutLayer::new(Duration::from_millis(300)).deadline_header(true);
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptTimeoutLayer {
+    timeout: Option<Duration>,
+    header: Option<HeaderName>,
+}
+
+impl AttemptTimeoutLayer {
+    /// Each attempt may take at most `timeout` (and never past the request's deadline).
+    ///
+    /// ```
+    /// let layer = meshless::deadline::AttemptTimeoutLayer::new(std::time::Duration::from_secs(1));
+    /// ```
+    pub fn new(timeout: Duration) -> Self {
+        AttemptTimeoutLayer {
+            timeout: Some(timeout),
+            header: None,
+        }
+    }
+
+    /// No per-attempt limit: attempts are bounded only by the request's deadline, which is
+    /// still propagated to the server.
+    ///
+    /// ```
+    /// let layer = meshless::deadline::AttemptTimeoutLayer::deadline_only();
+    /// ```
+    pub fn deadline_only() -> Self {
+        AttemptTimeoutLayer {
+            timeout: None,
+            header: None,
+        }
+    }
+
+    /// Sends the attempt's time limit on HTTP requests too, in whole milliseconds, as
+    /// [`DEADLINE_HEADER`]. gRPC requests always carry `grpc-timeout`.
+    ///
+    /// ```
+    /// let layer = meshless::deadline::AttemptTimeoutLayer::deadline_only().deadline_header(true);
+    /// ```
+    pub fn deadline_header(mut self, enabled: bool) -> Self {
+        self.header = enabled.then(|| HeaderName::from_static(DEADLINE_HEADER));
+        self
+    }
+
+    /// Like [`deadline_header`](Self::deadline_header), with a header name of your choice.
+    ///
+    /// ```
+    /// let layer = meshless::deadline::AttemptTimeoutLayer::deadline_only()
+    ///     .deadline_header_name(http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms"));
+    /// ```
+    pub fn deadline_header_name(mut self, name: HeaderName) -> Self {
+        self.header = Some(name);
+        self
+    }
+}
+
+impl<S> Layer<S> for AttemptTimeoutLayer {
+    type Service = AttemptTimeout<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AttemptTimeout {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// Times out one attempt with [`Kind::AttemptTimedOut`], or [`Kind::DeadlineExceeded`] when it
+/// was the request's deadline that ran out. An attempt with no time left is not started.
+///
+/// ```
+/// use meshless::deadline::AttemptTimeout;
+/// use std::time::Duration;
+/// use tower::service_fn;
+/// let svc = AttemptTimeout::new(
+///     service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }),
+///     Duration::from_millis(200),
+/// );
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptTimeout<S> {
+    inner: S,
+    config: AttemptTimeoutLayer,
+}
+
+impl<S> AttemptTimeout<S> {
+    /// Wraps `inner`, bounding each call by `timeout`.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let svc = meshless::deadline::AttemptTimeout::new(svc, std::time::Duration::from_secs(1));
+    /// ```
+    pub fn new(inner: S, timeout: Duration) -> Self {
+        AttemptTimeoutLayer::new(timeout).layer(inner)
+    }
+
+    /// The wrapped service.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let svc = meshless::deadline::AttemptTimeout::new(svc, std::time::Duration::from_secs(1));
+    /// let _inner = svc.get_ref();
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let inner = meshless::deadline::AttemptTimeout::new(svc, std::time::Duration::from_secs(1)).into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for AttemptTimeout<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = Error;
+    type Future = AttemptFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        let remaining = req
+            .extensions()
+            .get::<RequestDeadline>()
+            .map(|d| d.0.saturating_duration_since(now));
+        // Whichever limit is shorter decides both the timer and the error it reports.
+        let (limit, kind) = match (self.config.timeout, remaining) {
+            (Some(t), Some(r)) if r < t => (Some(r), Kind::DeadlineExceeded),
+            (Some(t), _) => (Some(t), Kind::AttemptTimedOut),
+            (None, Some(r)) => (Some(r), Kind::DeadlineExceeded),
+            (None, None) => (None, Kind::AttemptTimedOut),
+        };
+        if limit == Some(Duration::ZERO) {
+            return AttemptFuture {
+                inner: None,
+                sleep: None,
+                kind,
+            };
+        }
+        if let Some(limit) = limit {
+            self.propagate(&mut req, limit);
+        }
+        AttemptFuture {
+            inner: Some(self.inner.call(req)),
+            sleep: limit.map(|l| tokio::time::sleep_until(now + l)),
+            kind,
+        }
+    }
+}
+
+impl<S> AttemptTimeout<S> {
+    fn propagate<B>(&self, req: &mut Request<B>, limit: Duration) {
+        let is_grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if is_grpc {
+            req.headers_mut()
+                .insert(grpc_timeout::HEADER, grpc_timeout::encode(limit));
+        } else if let Some(name) = &self.config.header {
+            // Rounded up, so a limit under a millisecond is not sent as "no time at all".
+            let millis = limit.as_nanos().div_ceil(1_000_000);
+            req.headers_mut().insert(
+                name.clone(),
+                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+            );
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`AttemptTimeout`].
+    pub struct AttemptFuture<F> {
+        // None when the attempt was not started: no time was left.
+        #[pin]
+        inner: Option<F>,
+        #[pin]
+        sleep: Option<Sleep>,
+        kind: Kind,
+    }
+}
+
+impl<F, T, E> Future for AttemptFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(Error::new(*this.kind)));
+        };
+        if let Poll::Ready(result) = inner.poll(cx) {
+            return Poll::Ready(result.map_err(Error::from_service));
+        }
+        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(Error::new(*this.kind))),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for AttemptFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptFuture")
+            .field("started", &self.inner.is_some())
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// Sleeps as long as the request's `x-sleep-ms` says, then echoes its headers.
+    fn sleeper()
+    -> impl Service<Request<()>, Response = http::HeaderMap, Error = BoxError, Future = impl Send>
+    + Clone {
+        tower::service_fn(|req: Request<()>| async move {
+            let ms = req
+                .headers()
+                .get("x-sleep-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(req.headers().clone())
+        })
+    }
+
+    fn request(sleep_ms: u64, deadline_in: Option<Duration>) -> Request<()> {
+        let mut req = Request::new(());
+        req.headers_mut().insert("x-sleep-ms", sleep_ms.into());
+        if let Some(d) = deadline_in {
+            req.extensions_mut()
+                .insert(RequestDeadline(Instant::now() + d));
+        }
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_attempt_timeout_fires() {
+        let svc = AttemptTimeout::new(sleeper(), Duration::from_millis(100));
+        let start = Instant::now();
+        let err = svc.clone().oneshot(request(500, None)).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::AttemptTimedOut);
+        assert_eq!(Instant::now() - start, Duration::from_millis(100));
+        assert!(svc.oneshot(request(50, None)).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_shortens_the_attempt() {
+        let svc = AttemptTimeout::new(sleeper(), Duration::from_millis(100));
+        let start = Instant::now();
+        let err = svc
+            .oneshot(request(500, Some(Duration::from_millis(40))))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::DeadlineExceeded);
+        assert_eq!(Instant::now() - start, Duration::from_millis(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_time_left_means_no_attempt() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let svc = tower::service_fn(move |_: Request<()>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Ok::<_, BoxError>(()) }
+        });
+        let err = AttemptTimeout::new(svc, Duration::from_millis(100))
+            .oneshot(request(0, Some(Duration::ZERO)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::DeadlineExceeded);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_is_propagated() {
+        let svc = AttemptTimeoutLayer::new(Duration::from_millis(300))
+            .deadline_header(true)
+            .layer(sleeper());
+        let mut req = request(0, Some(Duration::from_millis(200)));
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc".parse().unwrap(),
+        );
+        let headers = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(headers["grpc-timeout"], "200000u");
+        assert!(headers.get(DEADLINE_HEADER).is_none());
+
+        let headers = svc.oneshot(request(0, None)).await.unwrap();
+        assert_eq!(headers[DEADLINE_HEADER], "300");
+
+        let headers = AttemptTimeout::new(sleeper(), Duration::from_millis(300))
+            .oneshot(request(0, None))
+            .await
+            .unwrap();
+        assert!(
+            headers.get(DEADLINE_HEADER).is_none(),
+            "HTTP propagation is opt-in"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Deadlines: a total time budget for the logical request, and a timeout per attempt.
+//!
+//! [`Deadline`] (outermost) gives the whole request — every attempt and every backoff — one
+//! deadline, and records it in the request's extensions as a [`RequestDeadline`]. Layers inside
+//! read it: the retry layer does not start a backoff or an attempt that cannot finish in time,
+//! and [`AttemptTimeout`] bounds each attempt by `min(per-attempt timeout, time remaining)`.
+//! gRPC requests carry the time remaining to the server as `grpc-timeout`; HTTP requests can
+//! opt in to a header of their own.
+//!
+//! ```
+//! use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, service_fn};
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(DeadlineLayer::new(Duration::from_secs(2)))
+//!     .layer(AttemptTimeoutLayer::new(Duration::from_millis(500)))
+//!     .service(service_fn(|_req: http::Request<()>| async {
+//!         Ok::<_, std::io::Error>(http::Response::new(()))
+//!     }));
+//! ```
+
+mod attempt;
+pub mod grpc_timeout;
+mod total;
+
+pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};
+pub use self::total::{Deadline, DeadlineLayer};
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A future used by the deadline layers.
+pub mod future {
+    pub use super::attempt::AttemptFuture;
+    pub use super::total::DeadlineFuture;
+}
+
+/// The instant by which the logical request must complete, stored in the request's extensions.
+///
+/// [`Deadline`] inserts it; any layer or service inside can read it. A request that already
+/// carries one (set by the application, or by a server layer from an inbound request) keeps
+/// the earlier of the two.
+///
+/// ```
+/// use meshless::deadline::RequestDeadline;
+/// use std::time::Duration;
+///
+/// # tokio_test::block_on(async {
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(RequestDeadline::after(Duration::from_secs(1)));
+/// let d = req.extensions().get::<RequestDeadline>().unwrap();
+/// assert!(d.remaining() <= Duration::from_secs(1));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestDeadline(pub Instant);
+
+impl RequestDeadline {
+    /// A deadline `timeout` from now.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let d = meshless::deadline::RequestDeadline::after(std::time::Duration::from_secs(1));
+    /// # });
+    /// ```
+    pub fn after(timeout: Duration) -> Self {
+        let now = Instant::now();
+        RequestDeadline(now.checked_add(timeout).unwrap_or(now + FAR_FUTURE))
+    }
+
+    /// The time left, zero once passed.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// use meshless::deadline::RequestDeadline;
+    /// use std::time::Duration;
+    /// assert_eq!(RequestDeadline::after(Duration::ZERO).remaining(), Duration::ZERO);
+    /// # });
+    /// ```
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Stands in for "no deadline" where an instant is needed; far enough never to matter.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A header that carries the time remaining, in whole milliseconds, on HTTP requests.
+///
+/// Off by default for HTTP; enable it with [`AttemptTimeoutLayer::deadline_header`] on the
+/// client and [`DeadlineLayer::honor_inbound`] on a service that should respect its callers'.
+///
+/// ```
+/// assert_eq!(meshless::deadline::DEADLINE_HEADER, "x-meshless-timeout-ms");
+/// ```
+pub const DEADLINE_HEADER: &str = "x-meshless-timeout-ms";

@@ -1,0 +1,398 @@
+//! One error type that says which layer rejected a request, and why.
+//!
+//! Every meshless layer returns [`Error`]. Its [`kind`](Error::kind) names the reason, its
+//! [`layer`](Error::layer) the layer that gave up, and its [`source`](std::error::Error::source)
+//! the failure underneath (for example the last attempt's connection error when the retry budget
+//! ran out). Errors from the wrapped service pass through as [`Kind::Service`], never wrapped
+//! twice however many meshless layers are stacked.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// A boxed, thread-safe error, as tower and hyper use.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The response header that [`Error::to_response`] uses to name the reason.
+pub const ERROR_HEADER: &str = "x-meshless-error";
+
+/// Why a request failed, and which layer decided it.
+///
+/// ```
+/// use meshless::{Error, error::{Kind, Layer}};
+///
+/// let err = Error::new(Kind::DeadlineExceeded);
+/// assert_eq!(err.layer(), Layer::Deadline);
+/// assert_eq!(err.to_string(), "deadline exceeded");
+/// assert!(err.is_timeout());
+/// ```
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    attempts: u32,
+    source: Option<BoxError>,
+}
+
+/// The reason a request failed.
+///
+/// ```
+/// use meshless::error::Kind;
+/// assert_eq!(Kind::BudgetExhausted.as_str(), "budget-exhausted");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Kind {
+    /// The wrapped service failed, and the failure was not retried (see the source).
+    Service,
+    /// A retry was warranted but the retry budget had no tokens left. The source is the last
+    /// attempt's failure.
+    BudgetExhausted,
+    /// The maximum number of retries was reached. The source is the last attempt's failure.
+    RetriesExhausted,
+    /// The request body was larger than the replay buffer, so the failed attempt could not be
+    /// retried. The source is the attempt's failure.
+    BodyTooLarge,
+    /// The server asked not to be retried (`grpc-retry-pushback-ms` negative), or to wait
+    /// longer than the client allows. The source is the attempt's failure.
+    Pushback,
+    /// The request's total deadline passed, or too little of it remained to start another
+    /// attempt. The source, if any, is the last attempt's failure.
+    DeadlineExceeded,
+    /// One attempt took longer than its per-attempt timeout.
+    AttemptTimedOut,
+}
+
+/// The layer that rejected a request.
+///
+/// ```
+/// use meshless::error::{Kind, Layer};
+/// assert_eq!(Kind::AttemptTimedOut.layer(), Layer::Attempt);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Layer {
+    /// The total deadline ([`crate::deadline::Deadline`]).
+    Deadline,
+    /// The retry layer ([`crate::retry::Retry`]).
+    Retry,
+    /// The per-attempt timeout ([`crate::deadline::AttemptTimeout`]).
+    Attempt,
+    /// The wrapped service itself.
+    Service,
+}
+
+impl Kind {
+    /// The layer that produces this kind of error.
+    ///
+    /// ```
+    /// use meshless::error::{Kind, Layer};
+    /// assert_eq!(Kind::BudgetExhausted.layer(), Layer::Retry);
+    /// ```
+    pub fn layer(self) -> Layer {
+        match self {
+            Kind::Service => Layer::Service,
+            Kind::BudgetExhausted
+            | Kind::RetriesExhausted
+            | Kind::BodyTooLarge
+            | Kind::Pushback => Layer::Retry,
+            Kind::DeadlineExceeded => Layer::Deadline,
+            Kind::AttemptTimedOut => Layer::Attempt,
+        }
+    }
+
+    /// A short, stable name: used in the `x-meshless-error` header and as a metric label.
+    ///
+    /// ```
+    /// assert_eq!(meshless::error::Kind::DeadlineExceeded.as_str(), "deadline-exceeded");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "service",
+            Kind::BudgetExhausted => "budget-exhausted",
+            Kind::RetriesExhausted => "retries-exhausted",
+            Kind::BodyTooLarge => "body-too-large",
+            Kind::Pushback => "pushback",
+            Kind::DeadlineExceeded => "deadline-exceeded",
+            Kind::AttemptTimedOut => "attempt-timed-out",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layer::Deadline => "deadline",
+            Layer::Retry => "retry",
+            Layer::Attempt => "attempt",
+            Layer::Service => "service",
+        })
+    }
+}
+
+impl Error {
+    /// An error of this kind with no source.
+    ///
+    /// ```
+    /// let err = meshless::Error::new(meshless::error::Kind::AttemptTimedOut);
+    /// ```
+    pub fn new(kind: Kind) -> Self {
+        Error {
+            kind,
+            attempts: 0,
+            source: None,
+        }
+    }
+
+    /// An error of this kind caused by `source`.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// use std::error::Error as _;
+    /// let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let err = Error::with_source(Kind::BudgetExhausted, io);
+    /// assert!(err.source().is_some());
+    /// ```
+    pub fn with_source(kind: Kind, source: impl Into<BoxError>) -> Self {
+        Error {
+            kind,
+            attempts: 0,
+            source: Some(source.into()),
+        }
+    }
+
+    /// Wraps an error from the wrapped service, unless it already is a meshless [`Error`]
+    /// (stacked layers never wrap each other's errors).
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// let err = Error::from_service(std::io::Error::other("boom"));
+    /// assert_eq!(err.kind(), Kind::Service);
+    /// let again = Error::from_service(err);
+    /// assert_eq!(again.kind(), Kind::Service);
+    /// ```
+    pub fn from_service(error: impl Into<BoxError>) -> Self {
+        match error.into().downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(theirs) => Error {
+                kind: Kind::Service,
+                attempts: 0,
+                source: Some(theirs),
+            },
+        }
+    }
+
+    /// The failure underneath: the source of a [`Kind::Service`] error, or the error itself.
+    /// Used to chain a retry decision onto the failure without a "service error" in between.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// let cause = Error::from_service(std::io::Error::other("boom")).into_cause();
+    /// assert_eq!(cause.to_string(), "boom");
+    /// ```
+    pub fn into_cause(self) -> BoxError {
+        match (self.kind, self.source) {
+            (Kind::Service, Some(source)) => source,
+            (kind, source) => Box::new(Error {
+                kind,
+                attempts: self.attempts,
+                source,
+            }),
+        }
+    }
+
+    /// Records how many attempts were made before this error.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// let err = Error::new(Kind::RetriesExhausted).with_attempts(3);
+    /// assert_eq!(err.attempts(), 3);
+    /// ```
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The reason.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// assert_eq!(Error::new(Kind::Pushback).kind(), Kind::Pushback);
+    /// ```
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The layer that rejected the request.
+    ///
+    /// ```
+    /// use meshless::{Error, error::{Kind, Layer}};
+    /// assert_eq!(Error::new(Kind::RetriesExhausted).layer(), Layer::Retry);
+    /// ```
+    pub fn layer(&self) -> Layer {
+        self.kind.layer()
+    }
+
+    /// How many attempts were made, when the retry layer knows it (0 otherwise).
+    ///
+    /// ```
+    /// assert_eq!(meshless::Error::new(meshless::error::Kind::Service).attempts(), 0);
+    /// ```
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// True when time ran out: the deadline passed or an attempt timed out.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// assert!(Error::new(Kind::AttemptTimedOut).is_timeout());
+    /// assert!(!Error::new(Kind::BudgetExhausted).is_timeout());
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, Kind::DeadlineExceeded | Kind::AttemptTimedOut)
+    }
+
+    /// Converts the error into an HTTP response, for applications that answer their own
+    /// callers with responses rather than errors (as axum's error handling does): 504 for a
+    /// timeout, 503 otherwise, with an `x-meshless-error` header naming the reason.
+    ///
+    /// ```
+    /// use meshless::{Error, error::Kind};
+    /// let res: http::Response<String> = Error::new(Kind::DeadlineExceeded).to_response();
+    /// assert_eq!(res.status(), 504);
+    /// assert_eq!(res.headers()["x-meshless-error"], "deadline-exceeded");
+    /// ```
+    pub fn to_response<B: Default>(&self) -> http::Response<B> {
+        let status = if self.is_timeout() {
+            http::StatusCode::GATEWAY_TIMEOUT
+        } else {
+            http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        let mut res = http::Response::new(B::default());
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            http::HeaderName::from_static(ERROR_HEADER),
+            http::HeaderValue::from_static(self.kind.as_str()),
+        );
+        res
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            Kind::Service => "service error",
+            Kind::BudgetExhausted => "retry budget exhausted",
+            Kind::RetriesExhausted => "maximum retries reached",
+            Kind::BodyTooLarge => "request body too large to replay for a retry",
+            Kind::Pushback => "server pushback forbids a retry",
+            Kind::DeadlineExceeded => "deadline exceeded",
+            Kind::AttemptTimedOut => "attempt timed out",
+        };
+        f.write_str(what)?;
+        if self.attempts > 0 {
+            write!(f, " after {} attempt", self.attempts)?;
+            if self.attempts > 1 {
+                f.write_str("s")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_reason_and_attempts() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let err = Error::with_source(Kind::BudgetExhausted, io).with_attempts(2);
+        assert_eq!(err.to_string(), "retry budget exhausted after 2 attempts");
+        let src = err
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .unwrap();
+        assert_eq!(src.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn responses_name_the_reason() {
+        let res: http::Response<()> = Error::new(Kind::BudgetExhausted).to_response();
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[ERROR_HEADER], "budget-exhausted");
+        let res: http::Response<()> = Error::new(Kind::AttemptTimedOut).to_response();
+        assert_eq!(res.status(), 504);
+    }
+
+    #[test]
+    fn every_kind_has_a_layer_and_a_name() {
+        for kind in [
+            Kind::Service,
+            Kind::BudgetExhausted,
+            Kind::RetriesExhausted,
+            Kind::BodyTooLarge,
+            Kind::Pushback,
+            Kind::DeadlineExceeded,
+            Kind::AttemptTimedOut,
+        ] {
+            assert!(!kind.as_str().is_empty());
+            assert!(!kind.layer().to_string().is_empty());
+            assert!(!Error::new(kind).to_string().is_empty());
+        }
+    }
+}
+
+/// A configuration value that cannot work, reported when a layer or budget is built.
+///
+/// ```
+/// use meshless::budget::Budget;
+/// use std::time::Duration;
+/// let err = Budget::builder().ratio(-1.0).build().unwrap_err();
+/// assert!(err.to_string().contains("ratio"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: &'static str,
+    problem: String,
+}
+
+impl ConfigError {
+    /// A problem with the named setting.
+    ///
+    /// ```
+    /// let err = meshless::ConfigError::new("max_retries", "must be at most 10");
+    /// assert_eq!(err.setting(), "max_retries");
+    /// ```
+    pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            problem: problem.into(),
+        }
+    }
+
+    /// The name of the setting at fault.
+    ///
+    /// ```
+    /// assert_eq!(meshless::ConfigError::new("ttl", "too long").setting(), "ttl");
+    /// ```
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.setting, self.problem)
+    }
+}
+
+impl StdError for ConfigError {}

@@ -1,0 +1,12 @@
+//! meshless: service-mesh-grade fault tolerance, in process.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod budget;
+pub mod classify;
+pub mod deadline;
+pub mod error;
+pub mod retry;
+
+pub use error::{BoxError, ConfigError, Error};

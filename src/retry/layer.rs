@@ -1,0 +1,310 @@
+//! The retry layer and service.
+
+use super::future::ResponseFuture;
+use super::policy::{Idempotency, RetryStats};
+use super::replay::{DEFAULT_REPLAY_CAP, ReplayBody};
+use crate::backoff::Backoff;
+use crate::budget::Budget;
+use crate::classify::{Classifier, Classify};
+use crate::deadline::RequestDeadline;
+use crate::error::{BoxError, Error};
+use http::Request;
+use http_body::Body;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower::{Layer, Service};
+
+/// Default retries per request. linkerd and Envoy allow 1, Polly 3, gRPC up to 4; 2 gives a
+/// request that first met a dying endpoint a fair chance to find a healthy one, while the budget
+/// — not this number — is what bounds the load retries add.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+
+/// Default longest server pushback honoured: a server asking for a longer wait gets its answer
+/// returned to the caller rather than an in-process wait.
+pub const DEFAULT_MAX_PUSHBACK: Duration = Duration::from_secs(10);
+
+/// Adds retries to a service: [`Retry`] services.
+///
+/// ```
+/// use meshless::{backoff::Backoff, budget::Budget, retry::{Idempotency, RetryLayer}};
+/// use std::time::Duration;
+///
+/// let layer = RetryLayer::new(Budget::default())
+///     .max_retries(3)
+///     .backoff(Backoff::decorrelated_jitter(Duration::from_millis(10), Duration::from_millis(500))?)
+///     .idempotency(Idempotency::default().route(|_, uri, _| uri.path() == "/search"))
+///     .replay_cap(16 * 1024);
+/// # Ok::<(), meshless::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RetryLayer<C = Classifier> {
+    config: Config<C>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config<C> {
+    pub(crate) budget: Budget,
+    pub(crate) max_retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) classifier: C,
+    pub(crate) idempotency: Idempotency,
+    pub(crate) replay_cap: usize,
+    pub(crate) max_pushback: Duration,
+    pub(crate) stats: Arc<RetryStats>,
+    /// A low estimate of how long a successful attempt takes (nanoseconds, 0 = unknown), so
+    /// that a retry which cannot finish before the deadline is not started.
+    pub(crate) fast_attempt: Arc<AtomicU64>,
+}
+
+impl RetryLayer<Classifier> {
+    /// Retries under `budget`, with the default classifier, 2 retries per request, full-jitter
+    /// backoff (25 ms base, 250 ms cap) and a 64 KiB replay buffer.
+    ///
+    /// ```
+    /// let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// ```
+    pub fn new(budget: Budget) -> Self {
+        RetryLayer {
+            config: Config {
+                budget,
+                max_retries: DEFAULT_MAX_RETRIES,
+                backoff: Backoff::default(),
+                classifier: Classifier::default(),
+                idempotency: Idempotency::default(),
+                replay_cap: DEFAULT_REPLAY_CAP,
+                max_pushback: DEFAULT_MAX_PUSHBACK,
+                stats: Arc::default(),
+                fast_attempt: Arc::default(),
+            },
+        }
+    }
+}
+
+impl<C> RetryLayer<C> {
+    /// The most retries for one request (default [`DEFAULT_MAX_RETRIES`]); 0 disables retries.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.max_retries(1);
+    /// ```
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.config.max_retries = max_retries;
+        self
+    }
+
+    /// The wait between attempts (default: full jitter, 25 ms base, 250 ms cap).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.backoff(meshless::backoff::Backoff::none());
+    /// ```
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Which requests may be retried after a failure the server may have acted on.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.idempotency(meshless::retry::Idempotency::default().all(true));
+    /// ```
+    pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.config.idempotency = idempotency;
+        self
+    }
+
+    /// The most request-body bytes kept for replay (default 64 KiB). Larger bodies are sent once
+    /// and never retried.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.replay_cap(1024 * 1024);
+    /// ```
+    pub fn replay_cap(mut self, bytes: usize) -> Self {
+        self.config.replay_cap = bytes;
+        self
+    }
+
+    /// The longest server pushback the layer will wait out (default
+    /// [`DEFAULT_MAX_PUSHBACK`]).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.max_pushback(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn max_pushback(mut self, max: Duration) -> Self {
+        self.config.max_pushback = max;
+        self
+    }
+
+    /// Classifies outcomes with `classifier` instead of the default.
+    ///
+    /// ```
+    /// use meshless::classify::{Classifier, Http, Retryable};
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.classifier(Classifier::new().http(Http::new().status(500, Retryable::IfIdempotent)));
+    /// ```
+    pub fn classifier<C2: Classify>(self, classifier: C2) -> RetryLayer<C2> {
+        let c = self.config;
+        RetryLayer {
+            config: Config {
+                budget: c.budget,
+                max_retries: c.max_retries,
+                backoff: c.backoff,
+                classifier,
+                idempotency: c.idempotency,
+                replay_cap: c.replay_cap,
+                max_pushback: c.max_pushback,
+                stats: c.stats,
+                fast_attempt: c.fast_attempt,
+            },
+        }
+    }
+
+    /// The counters of every service this layer builds.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let stats = layer.stats();
+    /// assert_eq!(stats.retries(), 0);
+    /// ```
+    pub fn stats(&self) -> Arc<RetryStats> {
+        self.config.stats.clone()
+    }
+}
+
+impl<S, C: Clone> Layer<S> for RetryLayer<C> {
+    type Service = Retry<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            config: Arc::new(self.config.clone()),
+        }
+    }
+}
+
+/// Retries failed attempts of a request, within its budget, deadline and idempotency rules.
+///
+/// The wrapped service receives `Request<ReplayBody<B>>`; a retry goes through the service's
+/// `poll_ready` again, so behind a balancer it goes to a freshly chosen endpoint. When retries
+/// stop on a failed *response* (a 503, say), that response is returned as it is; when they stop
+/// on an *error*, the [`Error`] says why they stopped and carries the last failure as its source.
+///
+/// ```
+/// use meshless::{budget::Budget, retry::{ReplayBody, Retry}};
+/// use tower::{ServiceExt, service_fn};
+///
+/// # tokio_test::block_on(async {
+/// let svc = Retry::new(
+///     service_fn(|_: http::Request<ReplayBody<String>>| async {
+///         Ok::<_, std::io::Error>(http::Response::new("hello"))
+///     }),
+///     Budget::default(),
+/// );
+/// let res = svc.oneshot(http::Request::new(String::new())).await.unwrap();
+/// assert_eq!(*res.body(), "hello");
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct Retry<S, C = Classifier> {
+    inner: S,
+    config: Arc<Config<C>>,
+}
+
+impl<S> Retry<S, Classifier> {
+    /// Wraps `inner` with the default retry policy under `budget`.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<meshless::retry::ReplayBody<String>>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let svc = meshless::retry::Retry::new(svc, meshless::budget::Budget::default());
+    /// ```
+    pub fn new(inner: S, budget: Budget) -> Self {
+        RetryLayer::new(budget).layer(inner)
+    }
+}
+
+impl<S, C> Retry<S, C> {
+    /// The wrapped service.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<meshless::retry::ReplayBody<String>>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let svc = meshless::retry::Retry::new(svc, meshless::budget::Budget::default());
+    /// let _inner = svc.get_ref();
+    /// ```
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<meshless::retry::ReplayBody<String>>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let inner = meshless::retry::Retry::new(svc, meshless::budget::Budget::default()).into_inner();
+    /// ```
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The counters shared with the layer that built this service.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_: http::Request<meshless::retry::ReplayBody<String>>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let svc = meshless::retry::Retry::new(svc, meshless::budget::Budget::default());
+    /// assert_eq!(svc.stats().requests(), 0);
+    /// ```
+    pub fn stats(&self) -> Arc<RetryStats> {
+        self.config.stats.clone()
+    }
+}
+
+impl<S, C, B, RB> Service<Request<B>> for Retry<S, C>
+where
+    S: Service<Request<ReplayBody<B>>, Response = http::Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+    C: Classify,
+{
+    type Response = http::Response<RB>;
+    type Error = Error;
+    type Future = ResponseFuture<S, B, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::from_service)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The ready service makes the first attempt; a clone takes its place here.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let config = self.config.clone();
+        config.budget.deposit();
+        RetryStats::add(&config.stats.requests);
+
+        let idempotent = config.idempotency.is_idempotent(&req);
+        let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+        let (parts, body) = req.into_parts();
+        let body = ReplayBody::new(body, config.replay_cap);
+        let (first, replay) = match body.try_clone() {
+            Some(first) => (first, Some(body)),
+            None => (body, None),
+        };
+        let template = (config.max_retries > 0).then(|| (parts.clone(), replay));
+        ResponseFuture::start(
+            service,
+            Request::from_parts(parts, first),
+            template,
+            config,
+            idempotent,
+            deadline,
+        )
+    }
+}

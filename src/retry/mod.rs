@@ -1,0 +1,39 @@
+//! Retries under a budget, with backoff, pushback, idempotency rules and body replay.
+//!
+//! [`Retry`] sends a request again when an attempt fails in a way the [classifier](crate::classify)
+//! calls retryable, and only when every rule agrees:
+//!
+//! - the request may be repeated: GET, HEAD, OPTIONS, PUT, DELETE and TRACE always; POST and PATCH
+//!   only when the failure shows the server did not act (a refused connection or stream, 429,
+//!   503, gRPC UNAVAILABLE), unless the caller marked them idempotent ([`Idempotency`]);
+//! - the request has retries left ([`RetryLayer::max_retries`], default 2);
+//! - the [budget](crate::budget::Budget) has a token: retries never add more than its ratio of load;
+//! - the server's pushback allows it: never earlier than `Retry-After` or
+//!   `grpc-retry-pushback-ms`, never when it asks for no retry or longer than the deadline;
+//! - the request's deadline leaves time for the backoff and another attempt;
+//! - the body could be kept for replay (up to 64 KiB by default; larger bodies are sent once).
+//!
+//! Every request deposits into the budget; every retry withdraws. The request type never needs
+//! `Clone`: the head is copied and the body replayed from a [`ReplayBody`].
+//!
+//! ```
+//! use meshless::{budget::Budget, retry::RetryLayer};
+//! use tower::{ServiceBuilder, service_fn};
+//!
+//! let retry = RetryLayer::new(Budget::default()).max_retries(3);
+//! let svc = ServiceBuilder::new().layer(retry).service(service_fn(
+//!     |_req: http::Request<meshless::retry::ReplayBody<String>>| async {
+//!         Ok::<_, std::io::Error>(http::Response::new(()))
+//!     },
+//! ));
+//! ```
+
+mod future;
+mod layer;
+mod policy;
+mod replay;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::{Retry, RetryLayer};
+pub use self::policy::{Idempotency, Idempotent, RetryStats};
+pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};

@@ -1,0 +1,288 @@
+//! Which requests may be repeated, and the counters of what the retry layer decided.
+
+use http::{HeaderMap, Method, Uri};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Marks one request as idempotent (`Idempotent(true)`) or not (`Idempotent(false)`),
+/// overriding every other rule. Insert it into the request's extensions.
+///
+/// ```
+/// use meshless::retry::Idempotent;
+/// let mut req = http::Request::post("http://pay/charge").body(()).unwrap();
+/// // The server deduplicates by the charge id: safe to retry.
+/// req.extensions_mut().insert(Idempotent(true));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotent(pub bool);
+
+type RouteFn = dyn Fn(&Method, &Uri, &HeaderMap) -> bool + Send + Sync;
+
+/// Decides whether a request is idempotent: safe to send again after a failure the server may
+/// have acted on.
+///
+/// In order: a per-request [`Idempotent`] extension; the per-client setting
+/// ([`all`](Self::all)); per-route rules ([`route`](Self::route)); an `Idempotency-Key` header
+/// (the server deduplicates such requests); and finally the method, where GET, HEAD, OPTIONS,
+/// PUT, DELETE and TRACE are idempotent, as RFC 9110 defines them.
+///
+/// ```
+/// use meshless::retry::Idempotency;
+/// use http::Method;
+///
+/// let rules = Idempotency::default()
+///     .route(|method, uri, _headers| method == Method::POST && uri.path().starts_with("/v1/quotes"));
+/// let req = http::Request::post("http://svc/v1/quotes").body(()).unwrap();
+/// assert!(rules.is_idempotent(&req));
+/// let req = http::Request::post("http://svc/v1/orders").body(()).unwrap();
+/// assert!(!rules.is_idempotent(&req));
+/// ```
+#[derive(Clone)]
+pub struct Idempotency {
+    all: bool,
+    idempotency_key: bool,
+    routes: Vec<Arc<RouteFn>>,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Idempotency {
+            all: false,
+            idempotency_key: true,
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("all", &self.all)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("routes", &self.routes.len())
+            .finish()
+    }
+}
+
+impl Idempotency {
+    /// Treats every request of this client as idempotent (or, with `false`, goes back to the
+    /// rules).
+    ///
+    /// ```
+    /// let rules = meshless::retry::Idempotency::default().all(true);
+    /// let req = http::Request::post("http://svc/").body(()).unwrap();
+    /// assert!(rules.is_idempotent(&req));
+    /// ```
+    pub fn all(mut self, all: bool) -> Self {
+        self.all = all;
+        self
+    }
+
+    /// Adds a per-route rule: requests it returns `true` for are idempotent.
+    ///
+    /// ```
+    /// let rules = meshless::retry::Idempotency::default()
+    ///     .route(|_, uri, _| uri.path() == "/search");
+    /// ```
+    pub fn route<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Method, &Uri, &HeaderMap) -> bool + Send + Sync + 'static,
+    {
+        self.routes.push(Arc::new(rule));
+        self
+    }
+
+    /// Whether an `Idempotency-Key` header makes a request idempotent (default `true`).
+    ///
+    /// ```
+    /// let rules = meshless::retry::Idempotency::default().idempotency_key(false);
+    /// ```
+    pub fn idempotency_key(mut self, honor: bool) -> Self {
+        self.idempotency_key = honor;
+        self
+    }
+
+    /// Applies the rules to a request.
+    ///
+    /// ```
+    /// let rules = meshless::retry::Idempotency::default();
+    /// assert!(rules.is_idempotent(&http::Request::get("http://svc/").body(()).unwrap()));
+    /// ```
+    pub fn is_idempotent<B>(&self, req: &http::Request<B>) -> bool {
+        if let Some(Idempotent(marked)) = req.extensions().get::<Idempotent>() {
+            return *marked;
+        }
+        if self.all {
+            return true;
+        }
+        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
+        if self.routes.iter().any(|rule| rule(method, uri, headers)) {
+            return true;
+        }
+        if self.idempotency_key && headers.contains_key("idempotency-key") {
+            return true;
+        }
+        matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        )
+    }
+}
+
+/// What a retry layer has done since it was built. Shared by all its services and clones.
+///
+/// ```
+/// use meshless::{budget::Budget, retry::RetryLayer};
+/// let layer = RetryLayer::new(Budget::default());
+/// let stats = layer.stats();
+/// assert_eq!(stats.requests(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct RetryStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) budget_exhausted: AtomicU64,
+    pub(crate) retries_exhausted: AtomicU64,
+    pub(crate) body_too_large: AtomicU64,
+    pub(crate) pushback_refused: AtomicU64,
+    pub(crate) deadline_refused: AtomicU64,
+}
+
+impl RetryStats {
+    /// Logical requests received (each deposits into the budget).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().requests();
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Retries sent. Attempts in total are `requests + retries`.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().retries();
+    /// ```
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Retries refused because the budget was empty.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().budget_exhausted();
+    /// ```
+    pub fn budget_exhausted(&self) -> u64 {
+        self.budget_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Retries refused because the request had used all its retries.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().retries_exhausted();
+    /// ```
+    pub fn retries_exhausted(&self) -> u64 {
+        self.retries_exhausted.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body outgrew the replay buffer: sent once, and not retried when they failed.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().body_too_large();
+    /// ```
+    pub fn body_too_large(&self) -> u64 {
+        self.body_too_large.load(Ordering::Relaxed)
+    }
+
+    /// Retries refused because the server's pushback forbade them or asked for too long a wait.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().pushback_refused();
+    /// ```
+    pub fn pushback_refused(&self) -> u64 {
+        self.pushback_refused.load(Ordering::Relaxed)
+    }
+
+    /// Retries not started because the deadline would pass first.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().deadline_refused();
+    /// ```
+    pub fn deadline_refused(&self) -> u64 {
+        self.deadline_refused.load(Ordering::Relaxed)
+    }
+}
+
+impl RetryStats {
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method) -> http::Request<()> {
+        http::Request::builder()
+            .method(method)
+            .uri("http://svc/x")
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn methods_follow_rfc_9110() {
+        let rules = Idempotency::default();
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ] {
+            assert!(rules.is_idempotent(&req(m.clone())), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!rules.is_idempotent(&req(m.clone())), "{m}");
+        }
+    }
+
+    #[test]
+    fn per_request_marks_override_everything() {
+        let rules = Idempotency::default().all(true);
+        let mut get = req(Method::GET);
+        get.extensions_mut().insert(Idempotent(false));
+        assert!(!rules.is_idempotent(&get));
+        let mut post = req(Method::POST);
+        post.extensions_mut().insert(Idempotent(true));
+        assert!(Idempotency::default().is_idempotent(&post));
+    }
+
+    #[test]
+    fn idempotency_keys_count_unless_disabled() {
+        let mut post = req(Method::POST);
+        post.headers_mut()
+            .insert("idempotency-key", "8e03978e".parse().unwrap());
+        assert!(Idempotency::default().is_idempotent(&post));
+        assert!(
+            !Idempotency::default()
+                .idempotency_key(false)
+                .is_idempotent(&post)
+        );
+    }
+}

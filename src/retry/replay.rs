@@ -1,0 +1,1014 @@
+//! A lazily-buffering request body that can be replayed for retries.
+//!
+//! [`ReplayBody`] wraps any [`http_body::Body`] and keeps the bytes it yields
+//! (up to a cap) in a buffer shared by all of its clones, so a retry can resend
+//! the request body without the body (or the request) being `Clone`. Nothing is
+//! read ahead: the buffer fills only as fast as an attempt consumes the body,
+//! and a later attempt first replays what was buffered and then carries on
+//! reading the original body where the previous attempt stopped.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::error::BoxError;
+
+/// The default number of body bytes kept for replay: 64 KiB, as in linkerd.
+///
+/// # Example
+///
+/// ```
+/// use http_body_util::Full;
+/// use meshless::retry::{DEFAULT_REPLAY_CAP, ReplayBody};
+///
+/// let body = ReplayBody::new(Full::new(bytes::Bytes::from_static(b"hi")), DEFAULT_REPLAY_CAP);
+/// assert!(body.try_clone().is_some());
+/// ```
+pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
+
+/// A request body that can be cloned for a retry, buffering lazily.
+///
+/// [`ReplayBody::new`] wraps the body of the first attempt; each call to
+/// [`try_clone`](ReplayBody::try_clone) makes a body for another attempt that
+/// yields the same frames from the start: first those already buffered, then
+/// (once it has caught up) frames read from the original body, which are
+/// buffered in turn. Data frames are replayed with the same chunk boundaries
+/// and trailers are replayed too.
+///
+/// At most `cap` bytes of data are kept. When the body turns out to be larger,
+/// the buffer is dropped and the body can no longer be cloned, but the reader
+/// that crossed the cap keeps streaming the rest of the body normally, so a
+/// large body is still sent once, intact. A body whose size hint already says
+/// it is larger than `cap` is never buffered at all.
+///
+/// Only one handle may read at a time: creating a clone *supersedes* every
+/// earlier handle, whose next [`poll_frame`](Body::poll_frame) yields a
+/// [`ReplayError`] (see [`ReplayError::is_superseded`]). This keeps two
+/// attempts from polling the original body concurrently and stealing each
+/// other's wakers. A superseded handle can still be used to create further
+/// clones, so a retry layer may keep one handle as a never-polled "template"
+/// and send clones of it.
+///
+/// A body that is already at its end when wrapped (e.g. of a `GET`) takes a
+/// fast path: nothing is allocated and clones are free.
+///
+/// `ReplayBody<B>` is `Send + Sync` when `B: Send`, and `Unpin` for any `B`.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use meshless::retry::ReplayBody;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let template = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
+///
+/// // First attempt.
+/// let first = template.try_clone().expect("small body is replayable");
+/// let bytes = first.collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, "hello");
+///
+/// // Retry: the same bytes again, although `Full` is consumed.
+/// let second = template.try_clone().expect("still replayable");
+/// let bytes = second.collect().await.unwrap().to_bytes();
+/// assert_eq!(bytes, "hello");
+/// # }
+/// ```
+pub struct ReplayBody<B> {
+    /// `None` for a body that was empty when wrapped (the fast path).
+    shared: Option<Arc<Mutex<Shared<B>>>>,
+    /// The generation this handle belongs to; it may read only while it is
+    /// the shared state's current generation.
+    generation: u64,
+    /// Absolute index of the next data chunk this handle yields.
+    pos: usize,
+    /// Whether this handle has yielded the trailers.
+    trailers_sent: bool,
+    /// Data bytes this handle has yielded, to keep `size_hint` accurate.
+    yielded: u64,
+    /// The size hint of the wrapped body (lower, upper), captured when it
+    /// was wrapped.
+    hint: (u64, Option<u64>),
+}
+
+/// State shared by all handles of one [`ReplayBody`].
+struct Shared<B> {
+    /// The wrapped body; `None` once it ended or failed.
+    body: Option<Pin<Box<B>>>,
+    /// Buffered data chunks; `chunks[0]` has absolute index `start`.
+    chunks: Vec<Bytes>,
+    /// Absolute index of `chunks[0]`: chunks before it were dropped.
+    start: usize,
+    /// Total length of `chunks`.
+    buffered: usize,
+    /// At most this many bytes are buffered.
+    cap: usize,
+    /// Trailers yielded by the wrapped body, if any.
+    trailers: Option<HeaderMap>,
+    /// The wrapped body is done: it yielded its end or its trailers.
+    ended: bool,
+    /// The body is larger than `cap`: it is not buffered and not replayable.
+    capped: bool,
+    /// The wrapped body yielded an error: it is not replayable.
+    failed: bool,
+    /// The generation of the newest handle, the only one that may read.
+    generation: u64,
+}
+
+impl<B> Shared<B> {
+    /// Absolute index one past the last buffered chunk.
+    fn end(&self) -> usize {
+        self.start.saturating_add(self.chunks.len())
+    }
+
+    /// Drops the buffer (`extra` more chunks are consumed unbuffered) and
+    /// returns the absolute index a caught-up reader is then at.
+    fn drop_buffer(&mut self, extra: usize) -> usize {
+        self.start = self.end().saturating_add(extra);
+        self.chunks = Vec::new();
+        self.buffered = 0;
+        self.start
+    }
+
+    fn replayable(&self) -> bool {
+        !self.capped && !self.failed
+    }
+}
+
+/// Locks the shared state, recovering from a poisoned mutex.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<B> ReplayBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    /// Wraps the body of the first attempt; up to `cap` bytes are kept for
+    /// replay as they are read.
+    ///
+    /// If the body is already at its end, it is dropped and nothing is
+    /// allocated. If its size hint says it is larger than `cap`, it is
+    /// marked [capped](ReplayBody::is_capped) at once and never buffered.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use meshless::retry::ReplayBody;
+    ///
+    /// let small = ReplayBody::new(Full::new(Bytes::from_static(b"abc")), 3);
+    /// assert!(!small.is_capped());
+    ///
+    /// let large = ReplayBody::new(Full::new(Bytes::from_static(b"abcd")), 3);
+    /// assert!(large.is_capped());
+    /// ```
+    pub fn new(body: B, cap: usize) -> Self {
+        let hint = body.size_hint();
+        let hint = (hint.lower(), hint.upper());
+        let shared = if body.is_end_stream() {
+            None
+        } else {
+            let cap_u64 = u64::try_from(cap).unwrap_or(u64::MAX);
+            Some(Arc::new(Mutex::new(Shared {
+                body: Some(Box::pin(body)),
+                chunks: Vec::new(),
+                start: 0,
+                buffered: 0,
+                cap,
+                trailers: None,
+                ended: false,
+                capped: hint.0 > cap_u64,
+                failed: false,
+                generation: 0,
+            })))
+        };
+        ReplayBody {
+            shared,
+            generation: 0,
+            pos: 0,
+            trailers_sent: false,
+            yielded: 0,
+            hint,
+        }
+    }
+
+    /// A body for the next attempt, replaying from byte 0; `None` when it
+    /// cannot be replayed (more than `cap` bytes were read, the size hint
+    /// says the body is larger than `cap`, or the wrapped body failed).
+    ///
+    /// Creating a clone supersedes every earlier clone (including `self`):
+    /// from then on only the newest reads, and the others yield a
+    /// [`ReplayError`] when polled. Any handle, superseded or not, can create
+    /// clones.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use meshless::retry::{ReplayBody, ReplayError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let first = ReplayBody::new(Full::new(Bytes::from_static(b"data")), 1024);
+    /// let second = first.try_clone().unwrap();
+    ///
+    /// // `first` is superseded by `second`.
+    /// let err = first.collect().await.unwrap_err();
+    /// assert!(err.downcast_ref::<ReplayError>().unwrap().is_superseded());
+    /// assert_eq!(second.collect().await.unwrap().to_bytes(), "data");
+    /// # }
+    /// ```
+    pub fn try_clone(&self) -> Option<Self> {
+        let generation = match &self.shared {
+            None => 0,
+            Some(shared) => {
+                let mut state = lock(shared);
+                if !state.replayable() {
+                    return None;
+                }
+                state.generation = state.generation.wrapping_add(1);
+                state.generation
+            }
+        };
+        Some(ReplayBody {
+            shared: self.shared.clone(),
+            generation,
+            pos: 0,
+            trailers_sent: false,
+            yielded: 0,
+            hint: self.hint,
+        })
+    }
+
+    /// True once the body was found larger than the cap (then it is sent
+    /// once, never replayed).
+    ///
+    /// This is about size only: after the wrapped body failed, `is_capped`
+    /// may be false while [`try_clone`](ReplayBody::try_clone) returns `None`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use meshless::retry::ReplayBody;
+    ///
+    /// let body = ReplayBody::new(Full::new(Bytes::from(vec![0u8; 100])), 10);
+    /// assert!(body.is_capped());
+    /// assert!(body.try_clone().is_none());
+    /// ```
+    pub fn is_capped(&self) -> bool {
+        match &self.shared {
+            None => false,
+            Some(shared) => lock(shared).capped,
+        }
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(shared) = &this.shared else {
+            return Poll::Ready(None);
+        };
+        let mut state = lock(shared);
+
+        if state.generation != this.generation {
+            return Poll::Ready(Some(Err(ReplayError::superseded().into())));
+        }
+        if this.pos < state.start {
+            return Poll::Ready(Some(Err(ReplayError::overflowed().into())));
+        }
+
+        // Replay buffered data.
+        if let Some(chunk) = state.chunks.get(this.pos - state.start) {
+            let chunk = chunk.clone();
+            this.pos += 1;
+            this.yielded = this.yielded.saturating_add(chunk.len() as u64);
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+
+        // Caught up with the buffer.
+        if state.failed {
+            return Poll::Ready(None);
+        }
+        if !this.trailers_sent {
+            if let Some(trailers) = &state.trailers {
+                this.trailers_sent = true;
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
+            }
+        }
+        if state.ended {
+            return Poll::Ready(None);
+        }
+
+        // Read on from the wrapped body.
+        loop {
+            let Some(body) = state.body.as_mut() else {
+                state.ended = true;
+                return Poll::Ready(None);
+            };
+            if body.is_end_stream() {
+                state.ended = true;
+                state.body = None;
+                return Poll::Ready(None);
+            }
+            let frame = match body.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    state.ended = true;
+                    state.body = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    state.failed = true;
+                    state.body = None;
+                    this.pos = state.drop_buffer(0);
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            match frame.into_data() {
+                Ok(mut data) => {
+                    let data = data.copy_to_bytes(data.remaining());
+                    let fits = state
+                        .buffered
+                        .checked_add(data.len())
+                        .is_some_and(|total| total <= state.cap);
+                    if state.capped || !fits {
+                        state.capped = true;
+                        this.pos = state.drop_buffer(1);
+                    } else {
+                        state.buffered += data.len();
+                        state.chunks.push(data.clone());
+                        this.pos = state.end();
+                    }
+                    this.yielded = this.yielded.saturating_add(data.len() as u64);
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        // Trailers are the last frame of a body.
+                        state.trailers = Some(trailers.clone());
+                        state.ended = true;
+                        state.body = None;
+                        this.trailers_sent = true;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    // A frame of an unknown kind: skip it.
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        let state = lock(shared);
+        if state.generation != self.generation || self.pos < state.start {
+            // The next poll yields an error.
+            return false;
+        }
+        if self.pos < state.end() {
+            return false;
+        }
+        if state.failed {
+            return true;
+        }
+        if state.trailers.is_some() && !self.trailers_sent {
+            return false;
+        }
+        if state.ended {
+            return true;
+        }
+        state.body.as_ref().is_none_or(|body| body.is_end_stream())
+    }
+
+    /// The size hint of the wrapped body as captured by [`ReplayBody::new`],
+    /// less the data bytes this handle has already yielded (so a fresh clone
+    /// reports the original hint).
+    fn size_hint(&self) -> SizeHint {
+        let (lower, upper) = self.hint;
+        let lower = lower.saturating_sub(self.yielded);
+        let mut hint = SizeHint::new();
+        hint.set_lower(lower);
+        if let Some(upper) = upper {
+            // `upper >= lower` held, so it still holds after subtracting.
+            hint.set_upper(upper.saturating_sub(self.yielded).max(lower));
+        }
+        hint
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ReplayBody");
+        d.field("generation", &self.generation)
+            .field("pos", &self.pos)
+            .field("yielded", &self.yielded)
+            .field("hint", &self.hint);
+        match &self.shared {
+            None => d.field("empty", &true),
+            Some(shared) => {
+                let state = lock(shared);
+                d.field("buffered", &state.buffered)
+                    .field("cap", &state.cap)
+                    .field("ended", &state.ended)
+                    .field("capped", &state.capped)
+                    .field("failed", &state.failed)
+                    .field("current_generation", &state.generation)
+            }
+        };
+        d.finish()
+    }
+}
+
+/// Error yielded by a superseded clone or one asked for bytes the buffer no
+/// longer holds.
+///
+/// It reaches callers boxed in a [`BoxError`]; use `downcast_ref` to find it.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use meshless::retry::{ReplayBody, ReplayError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let old = ReplayBody::new(Full::new(Bytes::from_static(b"x")), 16);
+/// let _new = old.try_clone().unwrap();
+/// let err = old.collect().await.unwrap_err();
+/// let replay = err.downcast_ref::<ReplayError>().unwrap();
+/// assert!(replay.is_superseded());
+/// assert!(!replay.is_overflowed());
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayError {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Superseded,
+    Overflowed,
+}
+
+impl ReplayError {
+    fn superseded() -> Self {
+        ReplayError {
+            kind: Kind::Superseded,
+        }
+    }
+
+    fn overflowed() -> Self {
+        ReplayError {
+            kind: Kind::Overflowed,
+        }
+    }
+
+    /// True when a newer clone of the body was created, so this one may no
+    /// longer read.
+    ///
+    /// # Example
+    ///
+    /// See [`ReplayError`].
+    pub fn is_superseded(&self) -> bool {
+        self.kind == Kind::Superseded
+    }
+
+    /// True when the body needed bytes that were dropped from the buffer
+    /// because the body grew larger than the cap.
+    ///
+    /// # Example
+    ///
+    /// See [`ReplayError`].
+    pub fn is_overflowed(&self) -> bool {
+        self.kind == Kind::Overflowed
+    }
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Superseded => f.write_str("replay body superseded by a newer clone"),
+            Kind::Overflowed => f.write_str(
+                "replay body needs bytes dropped from the buffer after the cap was exceeded",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
+    use tokio::sync::mpsc;
+
+    type TestFrame = Result<Frame<Bytes>, BoxError>;
+
+    /// A streaming body fed through a channel, with an optional size hint.
+    struct ChannelBody {
+        rx: mpsc::Receiver<TestFrame>,
+        hint: SizeHint,
+    }
+
+    impl Body for ChannelBody {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TestFrame>> {
+            self.rx.poll_recv(cx)
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.hint
+        }
+    }
+
+    fn channel(hint: SizeHint) -> (mpsc::Sender<TestFrame>, ChannelBody) {
+        let (tx, rx) = mpsc::channel(16);
+        (tx, ChannelBody { rx, hint })
+    }
+
+    /// A body yielding scripted frames, returning `Pending` (and waking
+    /// itself) before each one.
+    struct ScriptBody {
+        frames: VecDeque<TestFrame>,
+        hint: SizeHint,
+        pending: bool,
+    }
+
+    impl ScriptBody {
+        fn new(frames: Vec<TestFrame>, hint: SizeHint) -> Self {
+            ScriptBody {
+                frames: frames.into(),
+                hint,
+                pending: true,
+            }
+        }
+    }
+
+    impl Body for ScriptBody {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TestFrame>> {
+            if self.pending {
+                self.pending = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.pending = true;
+            Poll::Ready(self.frames.pop_front())
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.frames.is_empty()
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            self.hint
+        }
+    }
+
+    fn trailers() -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", HeaderValue::from_static("0"));
+        map
+    }
+
+    fn data(bytes: &'static [u8]) -> TestFrame {
+        Ok(Frame::data(Bytes::from_static(bytes)))
+    }
+
+    /// Everything a body yielded, frame by frame.
+    #[derive(Debug, PartialEq)]
+    struct Output {
+        chunks: Vec<Bytes>,
+        trailers: Option<HeaderMap>,
+    }
+
+    impl Output {
+        fn bytes(&self) -> Vec<u8> {
+            self.chunks.concat()
+        }
+    }
+
+    async fn read_all<B>(mut body: B) -> Result<Output, BoxError>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let mut out = Output {
+            chunks: Vec::new(),
+            trailers: None,
+        };
+        while let Some(frame) = body.frame().await {
+            match frame?.into_data() {
+                Ok(chunk) => out.chunks.push(chunk),
+                Err(frame) => out.trailers = frame.into_trailers().ok(),
+            }
+        }
+        assert!(body.is_end_stream());
+        Ok(out)
+    }
+
+    /// Reads a body to its end without a runtime (the test bodies wake
+    /// themselves, so polling in a loop makes progress).
+    fn read_sync<B>(body: &mut B) -> Result<Output, BoxError>
+    where
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Output {
+            chunks: Vec::new(),
+            trailers: None,
+        };
+        let mut spins = 0;
+        loop {
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Pending => {
+                    spins += 1;
+                    assert!(spins < 1_000_000, "body never became ready");
+                }
+                Poll::Ready(None) => return Ok(out),
+                Poll::Ready(Some(frame)) => match frame?.into_data() {
+                    Ok(chunk) => out.chunks.push(chunk),
+                    Err(frame) => out.trailers = frame.into_trailers().ok(),
+                },
+            }
+        }
+    }
+
+    fn is_superseded(err: &BoxError) -> bool {
+        err.downcast_ref::<ReplayError>()
+            .is_some_and(ReplayError::is_superseded)
+    }
+
+    #[test]
+    fn is_send_sync_unpin_static() {
+        fn check<T: Send + Sync + Unpin + 'static>() {}
+        check::<ReplayBody<ChannelBody>>();
+        check::<ReplayBody<Full<Bytes>>>();
+        check::<ReplayError>();
+    }
+
+    #[tokio::test]
+    async fn empty_body_fast_path() {
+        let body = ReplayBody::new(Empty::<Bytes>::new(), DEFAULT_REPLAY_CAP);
+        assert!(body.shared.is_none(), "no shared state for an empty body");
+        assert!(body.is_end_stream());
+        assert!(!body.is_capped());
+        assert_eq!(body.size_hint().exact(), Some(0));
+
+        let clone = body.try_clone().expect("empty body is replayable");
+        assert!(clone.shared.is_none());
+        assert!(clone.is_end_stream());
+
+        let out = read_all(body).await.unwrap();
+        assert!(out.chunks.is_empty() && out.trailers.is_none());
+        let out = read_all(clone).await.unwrap();
+        assert!(out.chunks.is_empty() && out.trailers.is_none());
+
+        // `Full` of nothing is empty too.
+        let full = ReplayBody::new(Full::new(Bytes::new()), 0);
+        assert!(full.shared.is_none());
+        assert!(full.try_clone().is_some());
+    }
+
+    #[tokio::test]
+    async fn full_read_then_replayed_twice_with_trailers() {
+        let (tx, inner) = channel(SizeHint::new());
+        let feeder = tokio::spawn(async move {
+            for chunk in [&b"hello "[..], b"streaming ", b"world"] {
+                tx.send(Ok(Frame::data(Bytes::from_static(chunk))))
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+            tx.send(Ok(Frame::trailers(trailers()))).await.unwrap();
+        });
+
+        let template = ReplayBody::new(inner, DEFAULT_REPLAY_CAP);
+        let first = template.try_clone().unwrap();
+        let out1 = read_all(first).await.unwrap();
+        feeder.await.unwrap();
+        assert_eq!(out1.bytes(), b"hello streaming world");
+        assert_eq!(out1.chunks.len(), 3);
+        assert_eq!(out1.trailers, Some(trailers()));
+
+        for _ in 0..2 {
+            let retry = template.try_clone().unwrap();
+            assert!(!retry.is_end_stream());
+            let out = read_all(retry).await.unwrap();
+            assert_eq!(out, out1, "replay must be frame-for-frame identical");
+        }
+        assert!(!template.is_capped());
+    }
+
+    #[tokio::test]
+    async fn partial_read_then_replay_continues_from_inner() {
+        let (tx, inner) = channel(SizeHint::new());
+        let mut first = ReplayBody::new(inner, DEFAULT_REPLAY_CAP);
+        let template = first.try_clone().unwrap();
+        let mut first_attempt = template.try_clone().unwrap();
+        // `first` is superseded; the template is never polled.
+        assert!(is_superseded(&first.frame().await.unwrap().unwrap_err()));
+
+        tx.send(data(b"abc")).await.unwrap();
+        tx.send(data(b"def")).await.unwrap();
+        let f = first_attempt.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "abc");
+        let f = first_attempt.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "def");
+        // Attempt 1 is abandoned mid-stream (e.g. the connection failed).
+        drop(first_attempt);
+
+        let second = template.try_clone().unwrap();
+        let reader = tokio::spawn(read_all(second));
+        tx.send(data(b"ghi")).await.unwrap();
+        tokio::task::yield_now().await;
+        tx.send(data(b"jkl")).await.unwrap();
+        drop(tx);
+        let out = reader.await.unwrap().unwrap();
+        assert_eq!(out.bytes(), b"abcdefghijkl");
+        assert_eq!(out.trailers, None);
+
+        // And a third attempt replays everything from the buffer alone.
+        let third = template.try_clone().unwrap();
+        assert_eq!(read_all(third).await.unwrap(), out);
+    }
+
+    #[tokio::test]
+    async fn over_cap_body_streams_intact_but_is_not_replayable() {
+        let (tx, inner) = channel(SizeHint::new());
+        let body = ReplayBody::new(inner, 10);
+        let template = body.try_clone().unwrap();
+        let reader = tokio::spawn(read_all(template.try_clone().unwrap()));
+        for chunk in [&b"0123"[..], b"4567", b"89ab", b"cdef", b""] {
+            tx.send(Ok(Frame::data(Bytes::from_static(chunk))))
+                .await
+                .unwrap();
+        }
+        tx.send(Ok(Frame::trailers(trailers()))).await.unwrap();
+        drop(tx);
+        let out = reader.await.unwrap().unwrap();
+        assert_eq!(out.bytes(), b"0123456789abcdef");
+        assert_eq!(out.trailers, Some(trailers()));
+
+        assert!(template.is_capped());
+        assert!(template.try_clone().is_none());
+        let state = lock(template.shared.as_ref().unwrap());
+        assert!(
+            state.chunks.is_empty() && state.buffered == 0,
+            "buffer freed"
+        );
+    }
+
+    #[tokio::test]
+    async fn cap_is_inclusive() {
+        let body = ReplayBody::new(ScriptBody::new(vec![data(b"12345")], SizeHint::new()), 5);
+        let retry = body.try_clone().unwrap();
+        assert_eq!(read_all(retry).await.unwrap().bytes(), b"12345");
+        let again = body.try_clone().expect("exactly cap bytes is replayable");
+        assert_eq!(read_all(again).await.unwrap().bytes(), b"12345");
+    }
+
+    #[tokio::test]
+    async fn size_hint_over_cap_is_not_replayable_up_front() {
+        let (tx, inner) = channel(SizeHint::with_exact(100));
+        let body = ReplayBody::new(inner, 99);
+        assert!(body.is_capped());
+        assert!(body.try_clone().is_none());
+        assert_eq!(body.size_hint().exact(), Some(100));
+
+        // The one attempt still gets the whole body, and nothing is buffered.
+        let reader = tokio::spawn(read_all(body));
+        tx.send(Ok(Frame::data(Bytes::from(vec![7u8; 100]))))
+            .await
+            .unwrap();
+        drop(tx);
+        let out = reader.await.unwrap().unwrap();
+        assert_eq!(out.bytes(), vec![7u8; 100]);
+
+        // A lower bound over the cap is enough.
+        let mut hint = SizeHint::new();
+        hint.set_lower(11);
+        let (_tx, inner) = channel(hint);
+        assert!(ReplayBody::new(inner, 10).try_clone().is_none());
+
+        // Exactly the cap is fine.
+        let full = ReplayBody::new(Full::new(Bytes::from_static(b"0123456789")), 10);
+        assert!(!full.is_capped());
+        assert!(full.try_clone().is_some());
+    }
+
+    #[tokio::test]
+    async fn size_hint_is_the_original_for_fresh_clones() {
+        let body = ReplayBody::new(Full::new(Bytes::from_static(b"0123456789")), 64);
+        assert_eq!(body.size_hint().exact(), Some(10));
+        let mut first = body.try_clone().unwrap();
+        assert_eq!(first.size_hint().exact(), Some(10));
+        first.frame().await.unwrap().unwrap();
+        assert_eq!(first.size_hint().exact(), Some(0));
+        let second = body.try_clone().unwrap();
+        assert_eq!(second.size_hint().exact(), Some(10));
+    }
+
+    #[tokio::test]
+    async fn superseded_clone_errors() {
+        let (tx, inner) = channel(SizeHint::new());
+        tx.send(data(b"one")).await.unwrap();
+        tx.send(data(b"two")).await.unwrap();
+        drop(tx);
+
+        let mut a = ReplayBody::new(inner, DEFAULT_REPLAY_CAP);
+        let f = a.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "one");
+
+        let mut b = a.try_clone().unwrap();
+        assert!(!a.is_end_stream());
+        let err = a.frame().await.unwrap().unwrap_err();
+        assert!(is_superseded(&err));
+        assert!(err.to_string().contains("superseded"));
+
+        // `b` replays "one" and reads "two" from the inner body.
+        let f = b.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "one");
+
+        // A clone made from the superseded `a` supersedes `b`.
+        let c = a.try_clone().unwrap();
+        assert!(is_superseded(&b.frame().await.unwrap().unwrap_err()));
+        assert_eq!(read_all(c).await.unwrap().bytes(), b"onetwo");
+    }
+
+    #[tokio::test]
+    async fn inner_error_is_returned_and_poisons_replay() {
+        let frames = vec![data(b"ok"), Err("boom".into())];
+        let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::new()), 64);
+        let mut first = body.try_clone().unwrap();
+        let f = first.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "ok");
+        let err = first.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert!(err.downcast_ref::<ReplayError>().is_none());
+        assert!(first.frame().await.is_none());
+        assert!(first.is_end_stream());
+
+        assert!(body.try_clone().is_none());
+        assert!(!body.is_capped());
+    }
+
+    #[tokio::test]
+    async fn is_end_stream_tracks_replay() {
+        // A body that says it ended before yielding `None`.
+        let body = ReplayBody::new(Full::new(Bytes::from_static(b"x")), 8);
+        let mut first = body.try_clone().unwrap();
+        assert!(!first.is_end_stream());
+        first.frame().await.unwrap().unwrap();
+        assert!(first.is_end_stream());
+
+        let mut second = body.try_clone().unwrap();
+        assert!(!second.is_end_stream());
+        second.frame().await.unwrap().unwrap();
+        assert!(second.is_end_stream());
+        assert!(second.frame().await.is_none());
+
+        // Trailers still to replay keep a clone open.
+        let frames = vec![Ok(Frame::trailers(trailers()))];
+        let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::new()), 8);
+        let out = read_all(body.try_clone().unwrap()).await.unwrap();
+        assert_eq!(out.trailers, Some(trailers()));
+        let clone = body.try_clone().unwrap();
+        assert!(!clone.is_end_stream());
+        let out = read_all(clone).await.unwrap();
+        assert_eq!(out.trailers, Some(trailers()));
+    }
+
+    #[tokio::test]
+    async fn works_with_stream_body() {
+        // `BodyStream` turns a body into a `Stream` of frames, which
+        // `StreamBody` turns back into a body (with no size hint).
+        let (tx, inner) = channel(SizeHint::with_exact(2));
+        let inner = StreamBody::new(BodyStream::new(inner));
+        let body = ReplayBody::new(inner, 8);
+        tx.send(data(b"a")).await.unwrap();
+        tx.send(data(b"b")).await.unwrap();
+        drop(tx);
+        let first = body.try_clone().unwrap();
+        assert_eq!(first.collect().await.unwrap().to_bytes(), "ab");
+        let second = body.try_clone().unwrap();
+        assert_eq!(second.collect().await.unwrap().to_bytes(), "ab");
+    }
+
+    #[test]
+    fn overflowed_reader_errors() {
+        let body = ReplayBody::new(ScriptBody::new(vec![data(b"x")], SizeHint::new()), 8);
+        let mut reader = body.try_clone().unwrap();
+        reader.pos = 0;
+        lock(body.shared.as_ref().unwrap()).start = 3;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Some(Err(err))) = Pin::new(&mut reader).poll_frame(&mut cx) else {
+            panic!("expected an error");
+        };
+        let err = err.downcast_ref::<ReplayError>().unwrap();
+        assert!(err.is_overflowed() && !err.is_superseded());
+        assert!(!reader.is_end_stream());
+    }
+
+    #[test]
+    fn poisoned_mutex_does_not_panic() {
+        let body = ReplayBody::new(ScriptBody::new(vec![data(b"xy")], SizeHint::new()), 8);
+        let shared = Arc::clone(body.shared.as_ref().unwrap());
+        let _ = std::thread::spawn(move || {
+            let _guard = shared.lock().unwrap();
+            panic!("poison the mutex");
+        })
+        .join();
+        assert!(body.shared.as_ref().unwrap().is_poisoned());
+        let mut clone = body.try_clone().unwrap();
+        assert_eq!(read_sync(&mut clone).unwrap().bytes(), b"xy");
+        assert!(!body.is_capped());
+        let _ = format!("{body:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn replays_arbitrary_chunkings(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..48), 0..12),
+            cap in 0usize..400,
+            exact_hint in any::<bool>(),
+            with_trailers in any::<bool>(),
+        ) {
+            let total: usize = chunks.iter().map(Vec::len).sum();
+            let expected: Vec<u8> = chunks.concat();
+            let mut frames: Vec<TestFrame> = chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
+                .collect();
+            if with_trailers {
+                frames.push(Ok(Frame::trailers(trailers())));
+            }
+            let hint = if exact_hint {
+                SizeHint::with_exact(total as u64)
+            } else {
+                SizeHint::new()
+            };
+
+            let body = ReplayBody::new(ScriptBody::new(frames, hint), cap);
+            prop_assert_eq!(body.size_hint().lower(), hint.lower());
+            let mut first = match body.try_clone() {
+                Some(first) => first,
+                None => {
+                    // Only an exact hint over the cap refuses up front.
+                    prop_assert!(exact_hint && total > cap);
+                    body
+                }
+            };
+            let out = read_sync(&mut first).unwrap();
+            prop_assert_eq!(out.bytes(), expected.clone());
+            prop_assert_eq!(out.trailers.is_some(), with_trailers);
+            prop_assert!(first.is_end_stream());
+
+            if total <= cap {
+                prop_assert!(!first.is_capped());
+                let mut second = first.try_clone().expect("within cap");
+                let again = read_sync(&mut second).unwrap();
+                prop_assert_eq!(again, out);
+                prop_assert!(second.is_end_stream());
+            } else {
+                prop_assert!(first.is_capped());
+                prop_assert!(first.try_clone().is_none());
+            }
+        }
+    }
+}
