@@ -1,4 +1,4 @@
-//! meshless: service-mesh-grade fault tolerance, in process.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
