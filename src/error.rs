@@ -59,6 +59,11 @@ pub enum Kind {
     DeadlineExceeded,
     /// One attempt took longer than its per-attempt timeout.
     AttemptTimedOut,
+    /// No endpoint was ready (none known, or all ejected or failing to connect) within the
+    /// balancer's fail-fast timeout.
+    NoReadyEndpoint,
+    /// The request could not be sent as given (an invalid URI, say). Nothing was sent.
+    InvalidRequest,
 }
 
 /// The layer that rejected a request.
@@ -76,6 +81,10 @@ pub enum Layer {
     Retry,
     /// The per-attempt timeout ([`crate::deadline::AttemptTimeout`]).
     Attempt,
+    /// The load balancer ([`crate::balance::Balance`]).
+    Balance,
+    /// The client front end ([`crate::http::Client`]), before any layer ran.
+    Client,
     /// The wrapped service itself.
     Service,
 }
@@ -96,6 +105,8 @@ impl Kind {
             | Kind::Pushback => Layer::Retry,
             Kind::DeadlineExceeded => Layer::Deadline,
             Kind::AttemptTimedOut => Layer::Attempt,
+            Kind::NoReadyEndpoint => Layer::Balance,
+            Kind::InvalidRequest => Layer::Client,
         }
     }
 
@@ -113,6 +124,8 @@ impl Kind {
             Kind::Pushback => "pushback",
             Kind::DeadlineExceeded => "deadline-exceeded",
             Kind::AttemptTimedOut => "attempt-timed-out",
+            Kind::NoReadyEndpoint => "no-ready-endpoint",
+            Kind::InvalidRequest => "invalid-request",
         }
     }
 }
@@ -123,6 +136,8 @@ impl fmt::Display for Layer {
             Layer::Deadline => "deadline",
             Layer::Retry => "retry",
             Layer::Attempt => "attempt",
+            Layer::Balance => "balance",
+            Layer::Client => "client",
             Layer::Service => "service",
         })
     }
@@ -287,6 +302,8 @@ impl fmt::Display for Error {
             Kind::Pushback => "server pushback forbids a retry",
             Kind::DeadlineExceeded => "deadline exceeded",
             Kind::AttemptTimedOut => "attempt timed out",
+            Kind::NoReadyEndpoint => "no ready endpoint",
+            Kind::InvalidRequest => "invalid request",
         };
         f.write_str(what)?;
         if self.attempts > 0 {
@@ -343,6 +360,8 @@ mod tests {
             Kind::Pushback,
             Kind::DeadlineExceeded,
             Kind::AttemptTimedOut,
+            Kind::NoReadyEndpoint,
+            Kind::InvalidRequest,
         ] {
             assert!(!kind.as_str().is_empty());
             assert!(!kind.layer().to_string().is_empty());

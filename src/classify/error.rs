@@ -41,6 +41,10 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
             crate::error::Kind::AttemptTimedOut | crate::error::Kind::DeadlineExceeded => {
                 Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent))
             }
+            // The balancer already waited for an endpoint: trying again at once cannot help.
+            crate::error::Kind::NoReadyEndpoint | crate::error::Kind::InvalidRequest => {
+                Some(Class::failure(Reason::NoEndpoint, Retryable::Never))
+            }
             // Other meshless errors are decided by what caused them.
             _ => None,
         };

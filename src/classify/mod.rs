@@ -119,6 +119,8 @@ pub enum Reason {
     Timeout,
     /// The body of the response failed while streaming.
     Body,
+    /// No endpoint could take the request.
+    NoEndpoint,
     /// Any other error.
     Other,
 }
@@ -147,6 +149,7 @@ impl Reason {
             Reason::Reset => "reset",
             Reason::Timeout => "timeout",
             Reason::Body => "body",
+            Reason::NoEndpoint => "no_endpoint",
             Reason::Other => "other",
         }
     }

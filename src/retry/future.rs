@@ -187,11 +187,13 @@ where
         }
         return Decision::Return(outcome);
     }
-    if !class.retryable().allows(idempotent) {
-        return Decision::Return(outcome);
+    // Once the deadline has passed there is nothing left to decide.
+    let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
+    if out_of_time || !class.retryable().allows(idempotent) {
+        return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
     let stats = &config.stats;
-    let refuse = |kind: Kind, counter: &AtomicU64| {
+    let refuse = |outcome: Result<http::Response<RB>, Error>, kind: Kind, counter: &AtomicU64| {
         RetryStats::add(counter);
         tracing::debug!(attempts, reason = %class.reason(), stop = kind.as_str(), "not retrying");
         Decision::Return(
@@ -200,15 +202,15 @@ where
     };
 
     let Some((_, replay)) = template else {
-        return refuse(Kind::RetriesExhausted, &stats.retries_exhausted);
+        return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     };
     if attempts > config.max_retries {
-        return refuse(Kind::RetriesExhausted, &stats.retries_exhausted);
+        return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     }
     let pushback = match class.pushback() {
         None => Duration::ZERO,
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
-        Some(_) => return refuse(Kind::Pushback, &stats.pushback_refused),
+        Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };
     let backoff = backoff.get_or_insert_with(|| config.backoff.start());
     // Never earlier than the server asked.
@@ -217,15 +219,19 @@ where
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
         let now = Instant::now();
         if now + delay + expected >= deadline {
-            return refuse(Kind::DeadlineExceeded, &stats.deadline_refused);
+            return refuse(outcome, Kind::DeadlineExceeded, &stats.deadline_refused);
         }
     }
     let Some(body) = replay.as_ref().and_then(ReplayBody::try_clone) else {
-        return refuse(Kind::BodyTooLarge, &stats.body_too_large);
+        if replay.as_ref().is_none_or(ReplayBody::is_capped) {
+            return refuse(outcome, Kind::BodyTooLarge, &stats.body_too_large);
+        }
+        // The body itself failed: what the attempt returned already says why.
+        return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     };
     // Last, so that a token is only spent on a retry that will really be sent.
     if !config.budget.try_withdraw() {
-        return refuse(Kind::BudgetExhausted, &stats.budget_exhausted);
+        return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
     }
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
     *next_body = Some(body);
