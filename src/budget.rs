@@ -65,6 +65,9 @@ struct Inner {
     reserve_units: i64,
     /// The epoch (bucket number since `origin`) that `current` counts.
     rotated: AtomicU64,
+    /// When (nanoseconds since `origin`) the next epoch begins: the hot path compares against
+    /// it instead of dividing.
+    next_epoch_at: AtomicU64,
     /// The current bucket: epoch tag, deposits and withdrawals, packed so that a withdrawal is
     /// one compare-and-swap on exactly the state it checked.
     current: AtomicU64,
@@ -84,10 +87,11 @@ struct Bucket {
     withdrawals: u64,
 }
 
-// `current`: [tag: 16 bits][deposits: 24 bits][withdrawals: 24 bits].
-const COUNT_BITS: u32 = 24;
+// `current`: [tag: 8 bits][deposits: 28 bits][withdrawals: 28 bits]. The tag only has to tell
+// apart the epochs of `current` and `past` while a rotation is between its two stores.
+const COUNT_BITS: u32 = 28;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
-const TAG_MASK: u64 = 0xFFFF;
+const TAG_MASK: u64 = 0xFF;
 
 fn pack_current(epoch: u64, deposits: u64, withdrawals: u64) -> u64 {
     ((epoch & TAG_MASK) << (2 * COUNT_BITS)) | (deposits << COUNT_BITS) | withdrawals
@@ -102,8 +106,8 @@ fn withdrawals(word: u64) -> u64 {
     word & COUNT_MAX
 }
 
-// `past`: [tag: 16 bits][balance: 48 bits, two's complement].
-const BALANCE_BITS: u32 = 48;
+// `past`: [tag: 8 bits][balance: 56 bits, two's complement].
+const BALANCE_BITS: u32 = 56;
 const BALANCE_MAX: i64 = (1 << (BALANCE_BITS - 1)) - 1;
 const BALANCE_MASK: u64 = (1 << BALANCE_BITS) - 1;
 
@@ -245,15 +249,18 @@ impl Budget {
 }
 
 impl Inner {
-    fn epoch(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / u128::from(self.bucket_nanos)).unwrap_or(u64::MAX)
+    fn nanos(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.origin);
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
     }
 
     fn advance(&self, now: Instant) {
-        let epoch = self.epoch(now);
-        if epoch > self.rotated.load(Ordering::Acquire) {
-            self.rotate(epoch);
+        let nanos = self.nanos(now);
+        if nanos >= self.next_epoch_at.load(Ordering::Acquire) {
+            self.rotate(nanos / self.bucket_nanos);
         }
     }
 
@@ -311,6 +318,8 @@ impl Inner {
         self.past
             .store(pack_past(epoch, balance), Ordering::Release);
         self.rotated.store(epoch, Ordering::Release);
+        let next = epoch.saturating_add(1).saturating_mul(self.bucket_nanos);
+        self.next_epoch_at.store(next, Ordering::Release);
     }
 }
 
@@ -425,7 +434,9 @@ impl BudgetBuilder {
         let divisor = gcd(scaled, RATIO_SCALE);
         let (deposit_units, withdraw_units) = (scaled / divisor, RATIO_SCALE / divisor);
         let reserve_units = (reserve * withdraw_units as f64).round() as i64;
-        let bucket_nanos = u64::try_from(ttl.as_nanos() / u128::from(BUCKETS)).unwrap_or(u64::MAX);
+        let bucket_nanos = u64::try_from(ttl.as_nanos() / u128::from(BUCKETS))
+            .unwrap_or(u64::MAX)
+            .max(1);
         Ok(Budget {
             inner: Arc::new(Inner {
                 origin: Instant::now(),
@@ -434,6 +445,7 @@ impl BudgetBuilder {
                 withdraw_units,
                 reserve_units,
                 rotated: AtomicU64::new(0),
+                next_epoch_at: AtomicU64::new(bucket_nanos),
                 current: AtomicU64::new(pack_current(0, 0, 0)),
                 past: AtomicU64::new(pack_past(0, reserve_units)),
                 history: Mutex::new(Vec::with_capacity(BUCKETS as usize)),
@@ -543,12 +555,12 @@ mod tests {
         for balance in [0, 1, -1, BALANCE_MAX, -BALANCE_MAX, 12_345_678_901] {
             let word = pack_past(0xABCD, balance);
             assert_eq!(past_balance(word), balance);
-            assert_eq!(past_tag(word), 0xABCD);
+            assert_eq!(past_tag(word), 0xCD);
         }
         let word = pack_current(0x1_2345, 7, COUNT_MAX);
         assert_eq!(
             (tag(word), deposits(word), withdrawals(word)),
-            (0x2345, 7, COUNT_MAX)
+            (0x45, 7, COUNT_MAX)
         );
     }
 

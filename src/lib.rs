@@ -3,10 +3,13 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod balance;
 pub mod budget;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod http;
+pub mod outlier;
 pub mod retry;
 
 pub use error::{BoxError, ConfigError, Error};

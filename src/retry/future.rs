@@ -31,10 +31,9 @@ pin_project! {
         service: S,
         // The head and replayable body for the next attempt; `None` when retries are off.
         template: Option<(Parts, Option<ReplayBody<B>>)>,
-        // The body of the next attempt, taken from the replay buffer when the retry was decided.
-        next_body: Option<ReplayBody<B>>,
+        // What only retries need, allocated on the first retry to keep the common path small.
+        retry: Option<Box<RetryState<B>>>,
         config: Arc<Config<C>>,
-        backoff: Option<BackoffState>,
         attempts: u32,
         attempt_started: Option<Instant>,
         idempotent: bool,
@@ -46,9 +45,15 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Attempt { #[pin] future: F },
-        Backoff { #[pin] sleep: Sleep },
+        Backoff { sleep: Pin<Box<Sleep>> },
         Ready,
     }
+}
+
+struct RetryState<B> {
+    backoff: BackoffState,
+    // The body of the next attempt, taken from the replay buffer when the retry was decided.
+    next_body: Option<ReplayBody<B>>,
 }
 
 /// What to do after an attempt: return its outcome, or retry after a wait.
@@ -79,9 +84,8 @@ where
             },
             service,
             template,
-            next_body: None,
+            retry: None,
             config,
-            backoff: None,
             attempts: 1,
             attempt_started,
             idempotent,
@@ -110,8 +114,7 @@ where
                         outcome,
                         this.config,
                         this.template,
-                        this.next_body,
-                        this.backoff,
+                        this.retry,
                         *this.attempts,
                         *this.attempt_started,
                         *this.idempotent,
@@ -121,13 +124,13 @@ where
                         Decision::Return(outcome) => return Poll::Ready(outcome),
                         Decision::Retry(delay) => {
                             this.state.set(State::Backoff {
-                                sleep: tokio::time::sleep(delay),
+                                sleep: Box::pin(tokio::time::sleep(delay)),
                             });
                         }
                     }
                 }
                 StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -136,9 +139,8 @@ where
                             Error::from_service(e).with_attempts(*this.attempts)
                         ));
                     }
-                    let (Some((parts, _)), Some(body)) =
-                        (this.template.as_ref(), this.next_body.take())
-                    else {
+                    let next_body = this.retry.as_mut().and_then(|r| r.next_body.take());
+                    let (Some((parts, _)), Some(body)) = (this.template.as_ref(), next_body) else {
                         // Unreachable: a retry is only decided with a template and a body.
                         return Poll::Ready(Err(Error::new(Kind::RetriesExhausted)));
                     };
@@ -162,8 +164,7 @@ fn decide<B, C: Classify, RB>(
     outcome: Result<http::Response<RB>, Error>,
     config: &Config<C>,
     template: &Option<(Parts, Option<ReplayBody<B>>)>,
-    next_body: &mut Option<ReplayBody<B>>,
-    backoff: &mut Option<BackoffState>,
+    retry: &mut Option<Box<RetryState<B>>>,
     attempts: u32,
     attempt_started: Option<Instant>,
     idempotent: bool,
@@ -212,9 +213,14 @@ where
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
         Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };
-    let backoff = backoff.get_or_insert_with(|| config.backoff.start());
+    let retry = retry.get_or_insert_with(|| {
+        Box::new(RetryState {
+            backoff: config.backoff.start(),
+            next_body: None,
+        })
+    });
     // Never earlier than the server asked.
-    let delay = backoff.next_delay().max(pushback);
+    let delay = retry.backoff.next_delay().max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
         let now = Instant::now();
@@ -234,7 +240,7 @@ where
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
     }
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
-    *next_body = Some(body);
+    retry.next_body = Some(body);
     Decision::Retry(delay)
 }
 

@@ -34,6 +34,6 @@ mod policy;
 mod replay;
 
 pub use self::future::ResponseFuture;
-pub use self::layer::{Retry, RetryLayer};
+pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};
 pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idempotent(pub bool);
 
+/// The header of the IETF idempotency-key draft: a server that takes it deduplicates retries.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 type RouteFn = dyn Fn(&Method, &Uri, &HeaderMap) -> bool + Send + Sync;
 
 /// Decides whether a request is idempotent: safe to send again after a failure the server may
@@ -120,7 +123,7 @@ impl Idempotency {
         if self.routes.iter().any(|rule| rule(method, uri, headers)) {
             return true;
         }
-        if self.idempotency_key && headers.contains_key("idempotency-key") {
+        if self.idempotency_key && !headers.is_empty() && headers.contains_key(IDEMPOTENCY_KEY) {
             return true;
         }
         matches!(

@@ -229,6 +229,7 @@ where
     /// assert_eq!(second.collect().await.unwrap().to_bytes(), "data");
     /// # }
     /// ```
+    #[inline]
     pub fn try_clone(&self) -> Option<Self> {
         let generation = match &self.shared {
             None => 0,

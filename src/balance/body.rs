@@ -1,0 +1,113 @@
+//! The response body, metered: an endpoint's latency runs to the end of the body, and a gRPC
+//! status in trailers is classified when they arrive.
+
+use super::endpoint::InFlight;
+use crate::classify::{Class, Classify};
+use crate::error::BoxError;
+use bytes::Buf;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+pin_project! {
+    /// A response body that reports to its endpoint when it ends.
+    ///
+    /// It yields exactly what the endpoint sent. At the end of the stream (or on an error) it
+    /// records the request's latency and class with the endpoint that served it; dropped
+    /// early, it records the class of the response head.
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        meter: Option<(InFlight, Option<Class>)>,
+        classifier: Arc<dyn Classify>,
+    }
+
+    impl<B> PinnedDrop for ResponseBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some((in_flight, head)) = this.meter.take() {
+                // The caller stopped reading: that says nothing bad about the endpoint.
+                in_flight.finish(&head.unwrap_or(Class::success()));
+            }
+        }
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// `head` is the class of the response head, or `None` when it is decided at the end of
+    /// the stream. `meter` is `None` when the request was already recorded (RTT at headers).
+    pub(crate) fn new(
+        inner: B,
+        meter: Option<(InFlight, Option<Class>)>,
+        classifier: Arc<dyn Classify>,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            meter,
+            classifier,
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("metered", &self.meter.is_some())
+            .finish()
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx)).map(|f| f.map_err(Into::into));
+        match &frame {
+            None => finish(this.meter, this.classifier, None),
+            Some(Ok(f)) => {
+                if let Some(trailers) = f.trailers_ref() {
+                    finish(this.meter, this.classifier, Some(Some(trailers)));
+                }
+            }
+            Some(Err(e)) => {
+                if let Some((in_flight, _)) = this.meter.take() {
+                    in_flight.finish(&this.classifier.classify_error(&**e));
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Records the end of the stream: `trailers` is `Some` when trailers arrived.
+fn finish(
+    meter: &mut Option<(InFlight, Option<Class>)>,
+    classifier: &Arc<dyn Classify>,
+    trailers: Option<Option<&HeaderMap>>,
+) {
+    if let Some((in_flight, head)) = meter.take() {
+        let class = head.unwrap_or_else(|| classifier.classify_eos(trailers.flatten()));
+        in_flight.finish(&class);
+    }
+}

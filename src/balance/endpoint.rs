@@ -1,0 +1,109 @@
+//! One endpoint: its service, and what the balancer knows of it.
+
+use super::ewma::PeakEwma;
+use crate::classify::{Class, Pushback};
+use crate::outlier::Health;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// An endpoint in the balancer's set.
+#[derive(Debug)]
+pub(crate) struct Endpoint<K, S> {
+    pub(crate) key: K,
+    pub(crate) service: S,
+    pub(crate) meter: std::sync::Arc<Meter>,
+}
+
+/// The load and health of one endpoint, updated by every request it serves. Not generic, so
+/// that response bodies can carry it without naming the endpoint's service type.
+#[derive(Debug)]
+pub(crate) struct Meter {
+    pub(crate) rtt: PeakEwma,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) health: Health,
+    /// Static weight: the cost is divided by it.
+    pub(crate) weight: f64,
+    /// The latency recorded for a failure without pushback.
+    pub(crate) penalty: Duration,
+    pub(crate) requests: AtomicU64,
+    pub(crate) failures: AtomicU64,
+}
+
+impl Meter {
+    /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
+    /// and by the slow-start factor (an endpoint back from ejection looks dearer while it warms).
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
+        let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
+        let share = self.weight * self.health.slow_start_factor(now);
+        // A zero RTT (an idle estimate decayed to nothing) still orders by load.
+        (self.rtt.get(now).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+    }
+
+    /// Records the end of one request.
+    pub(crate) fn finish(&self, class: &Class, latency: Duration, probe: bool, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if class.is_failure() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            // A failure is as bad as a slow answer: recording it as fast would draw traffic to
+            // the endpoint that fails fastest. The server's own pushback, when it gives one,
+            // says how long it wants to be left alone.
+            let sample = match class.pushback() {
+                Some(Pushback::After(wait)) if !wait.is_zero() => wait,
+                _ => self.penalty.max(latency),
+            };
+            self.rtt.observe(sample, now);
+        } else if probe {
+            // Back from ejection and proven healthy: start afresh from this sample.
+            self.rtt.reset(latency, now);
+        } else {
+            self.rtt.observe(latency, now);
+        }
+        self.health.report(now, class, latency);
+    }
+}
+
+/// Marks one request in flight on an endpoint; recording its end exactly once. Dropped before
+/// the end (the caller gave up: an attempt timeout, the deadline), it records a timeout.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    meter: std::sync::Arc<Meter>,
+    started: Instant,
+    probe: bool,
+    done: bool,
+}
+
+impl InFlight {
+    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool) -> Self {
+        meter.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            meter,
+            started: Instant::now(),
+            probe,
+            done: false,
+        }
+    }
+
+    pub(crate) fn finish(mut self, class: &Class) {
+        self.record(class);
+    }
+
+    fn record(&mut self, class: &Class) {
+        if !self.done {
+            self.done = true;
+            let now = Instant::now();
+            let latency = now.saturating_duration_since(self.started);
+            self.meter.finish(class, latency, self.probe, now);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.record(&Class::failure(
+            crate::classify::Reason::Timeout,
+            crate::classify::Retryable::IfIdempotent,
+        ));
+    }
+}

@@ -1,0 +1,121 @@
+//! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly.
+
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A peak-sensitive exponentially weighted moving average of round-trip time.
+///
+/// A sample above the estimate replaces it (the peak), so an endpoint that slows down loses
+/// traffic immediately; a sample below it is blended in with a weight that grows with the time
+/// since the last update (decay time `tau`). Reading the estimate also decays it towards zero,
+/// so an endpoint that gets no traffic — because it looked slow — is eventually tried again.
+#[derive(Debug)]
+pub(crate) struct PeakEwma {
+    tau_nanos: f64,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    estimate_nanos: f64,
+    updated: Instant,
+}
+
+impl PeakEwma {
+    pub(crate) fn new(initial: Duration, tau: Duration, now: Instant) -> Self {
+        PeakEwma {
+            tau_nanos: (tau.as_nanos() as f64).max(1.0),
+            state: Mutex::new(State {
+                estimate_nanos: initial.as_nanos() as f64,
+                updated: now,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every write leaves the state whole, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn decayed(&self, state: &State, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(state.updated).as_nanos() as f64;
+        state.estimate_nanos * (-elapsed / self.tau_nanos).exp()
+    }
+
+    /// The current estimate, in nanoseconds, decayed to `now`.
+    pub(crate) fn get(&self, now: Instant) -> f64 {
+        let state = *self.lock();
+        self.decayed(&state, now)
+    }
+
+    /// Records one round trip.
+    pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        let mut state = self.lock();
+        let current = state.estimate_nanos;
+        state.estimate_nanos = if rtt > current {
+            rtt
+        } else {
+            let elapsed = now.saturating_duration_since(state.updated).as_nanos() as f64;
+            let keep = (-elapsed / self.tau_nanos).exp();
+            current * keep + rtt * (1.0 - keep)
+        };
+        state.updated = state.updated.max(now);
+    }
+
+    /// Forgets the history: used when an endpoint comes back from ejection, so that the penalty
+    /// that got it ejected does not keep it idle after it has proven healthy again.
+    pub(crate) fn reset(&self, rtt: Duration, now: Instant) {
+        let mut state = self.lock();
+        state.estimate_nanos = rtt.as_nanos() as f64;
+        state.updated = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_slower_sample_is_taken_at_once() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0);
+        e.observe(500 * MS, t0);
+        assert_eq!(e.get(t0), 500e6);
+    }
+
+    #[test]
+    fn faster_samples_blend_by_elapsed_time() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0);
+        // Immediately after: almost no weight for the new sample.
+        e.observe(10 * MS, t0 + Duration::from_millis(1));
+        let v = e.get(t0 + Duration::from_millis(1));
+        assert!(v > 99e6 && v < 100e6, "{v}");
+        // Ten seconds (one tau) later: the sample gets 1 - 1/e of the weight.
+        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0);
+        e.observe(10 * MS, t0 + Duration::from_secs(10));
+        let expect = 100e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp());
+        assert!((e.get(t0 + Duration::from_secs(10)) - expect).abs() < 1.0);
+    }
+
+    #[test]
+    fn idle_estimates_decay_towards_zero() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(1000 * MS, Duration::from_secs(10), t0);
+        let later = e.get(t0 + Duration::from_secs(30));
+        assert!((later - 1000e6 * (-3f64).exp()).abs() < 1.0);
+    }
+
+    #[test]
+    fn reset_forgets_the_penalty() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0);
+        e.observe(Duration::from_secs(1), t0);
+        e.reset(2 * MS, t0 + Duration::from_secs(1));
+        assert_eq!(e.get(t0 + Duration::from_secs(1)), 2e6);
+    }
+}

@@ -1,0 +1,168 @@
+//! Choosing an endpoint and calling it, waiting at most the fail-fast timeout for one.
+
+use super::Shared;
+use super::body::ResponseBody;
+use super::endpoint::InFlight;
+use super::p2c;
+use crate::error::{BoxError, Error, Kind};
+use http::Request;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+/// How often a request waiting for an endpoint looks again: ejections end and discovery
+/// changes arrive without notice, and a short poll is cheaper than a notification per change.
+const RECHECK: Duration = Duration::from_millis(20);
+
+pin_project! {
+    /// The response future of [`Balance`](super::Balance).
+    pub struct ResponseFuture<K, S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, S::Future>,
+        shared: Arc<Shared<K, S>>,
+        request: Option<Request<B>>,
+        give_up_at: Option<Instant>,
+        recheck: Option<Pin<Box<Sleep>>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F> {
+        Pick,
+        Ready { service: S, in_flight: Option<InFlight> },
+        Call { #[pin] future: F, in_flight: Option<InFlight> },
+    }
+}
+
+impl<K, S, B> ResponseFuture<K, S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>) -> Self {
+        ResponseFuture {
+            state: State::Pick,
+            shared,
+            request: Some(request),
+            give_up_at: None,
+            recheck: None,
+        }
+    }
+}
+
+impl<K, S, B, RB> Future for ResponseFuture<K, S, B>
+where
+    S: Service<Request<B>, Response = http::Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    RB: http_body::Body,
+{
+    type Output = Result<http::Response<ResponseBody<RB>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Pick => {
+                    let now = Instant::now();
+                    let shared = &**this.shared;
+                    let endpoints = shared.snapshot();
+                    let fail_open = shared.detector.panicking();
+                    if let Some(choice) = p2c::pick(&endpoints, now, fail_open) {
+                        let in_flight =
+                            InFlight::start(choice.endpoint.meter.clone(), choice.probe);
+                        let service = choice.endpoint.service.clone();
+                        this.state.set(State::Ready {
+                            service,
+                            in_flight: Some(in_flight),
+                        });
+                        continue;
+                    }
+                    // Nothing available: wait, but never longer than the fail-fast timeout.
+                    let give_up_at = *this.give_up_at.get_or_insert(now + shared.config.fail_fast);
+                    if now >= give_up_at {
+                        shared
+                            .fail_fast_events
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(
+                            endpoints = endpoints.len(),
+                            "no ready endpoint: failing fast"
+                        );
+                        return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
+                    }
+                    let wake = (now + RECHECK).min(give_up_at);
+                    let sleep = this
+                        .recheck
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
+                    sleep.as_mut().reset(wake);
+                    ready!(sleep.as_mut().poll(cx));
+                }
+                StateProj::Ready { service, in_flight } => {
+                    let ready = ready!(service.poll_ready(cx));
+                    let in_flight = in_flight.take();
+                    if let Err(e) = ready {
+                        let err = Error::from_service(e);
+                        if let Some(f) = in_flight {
+                            f.finish(&this.shared.classifier.classify_error(&err));
+                        }
+                        return Poll::Ready(Err(err));
+                    }
+                    let Some(request) = this.request.take() else {
+                        return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Call { future, in_flight });
+                }
+                StateProj::Call { future, in_flight } => {
+                    let result = ready!(future.poll(cx));
+                    let in_flight = in_flight.take();
+                    let classifier = &this.shared.classifier;
+                    return Poll::Ready(match result {
+                        Ok(res) => {
+                            let head = classifier.classify_response(res.status(), res.headers());
+                            let (parts, body) = res.into_parts();
+                            let meter = match in_flight {
+                                Some(f)
+                                    if this.shared.config.rtt_at_headers
+                                        || body.is_end_stream() =>
+                                {
+                                    let class =
+                                        head.unwrap_or_else(|| classifier.classify_eos(None));
+                                    f.finish(&class);
+                                    None
+                                }
+                                Some(f) => Some((f, head)),
+                                None => None,
+                            };
+                            let body = ResponseBody::new(body, meter, classifier.clone());
+                            Ok(http::Response::from_parts(parts, body))
+                        }
+                        Err(e) => {
+                            let err = Error::from_service(e);
+                            if let Some(f) = in_flight {
+                                f.finish(&classifier.classify_error(&err));
+                            }
+                            Err(err)
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl<K, S, B> std::fmt::Debug for ResponseFuture<K, S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

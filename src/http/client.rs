@@ -1,0 +1,190 @@
+//! The client and its conveniences.
+
+use super::builder::ClientBuilder;
+use super::endpoint::EndpointService;
+use crate::balance::{Balance, EndpointStats};
+use crate::error::{BoxError, Error, Kind};
+use crate::retry::RetryStats;
+use bytes::Bytes;
+use http::{Method, Request, Response, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+/// The body of a response from [`Client`]: hyper's body, metered for the balancer.
+pub type ResponseBody = crate::balance::ResponseBody<Incoming>;
+
+pub(crate) type Stack =
+    BoxCloneSyncService<Request<UnsyncBoxBody<Bytes, BoxError>>, Response<ResponseBody>, Error>;
+
+/// An HTTP client with retries, deadlines, latency-aware balancing and outlier ejection.
+///
+/// Cheap to clone; clones share connections, budget and measurements. It is a
+/// `tower::Service<http::Request<B>>` for any body `B` of [`Bytes`], and has `get`, `post` and
+/// `request` for direct use.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use meshless::http::Client;
+/// use std::time::Duration;
+///
+/// let client = Client::builder()
+///     .endpoints(["127.0.0.1:8080", "127.0.0.1:8081"])
+///     .deadline(Duration::from_secs(2))
+///     .build()?;
+/// let res = client.post("/v1/orders", r#"{"qty": 1}"#).await?;
+/// println!("{}", res.status());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) stack: Stack,
+    pub(crate) balance: Balance<SocketAddr, EndpointService>,
+    pub(crate) retry: Arc<RetryStats>,
+    pub(crate) _dns: Option<Arc<AbortOnDrop>>,
+}
+
+/// Stops the DNS task when the last clone of the client goes away.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.balance.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts a client configuration.
+    ///
+    /// ```
+    /// let builder = meshless::http::Client::builder();
+    /// ```
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Sends a GET. `uri` may be a path (`/a?b=c`) or a full URI whose authority becomes the
+    /// `Host` header; the connection always goes to a chosen endpoint.
+    ///
+    /// ```no_run
+    /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
+    /// let res = client.get("/health").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self, uri: impl AsRef<str>) -> Result<Response<ResponseBody>, Error> {
+        let req = build(Method::GET, uri.as_ref(), Empty::<Bytes>::new())?;
+        self.request(req).await
+    }
+
+    /// Sends a POST with `body`. POSTs are retried only when the server did not act on them,
+    /// unless marked idempotent (see [`crate::retry::Idempotency`]).
+    ///
+    /// ```no_run
+    /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
+    /// let res = client.post("/v1/orders", "{}").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn post(
+        &self,
+        uri: impl AsRef<str>,
+        body: impl Into<Bytes>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let req = build(Method::POST, uri.as_ref(), Full::new(body.into()))?;
+        self.request(req).await
+    }
+
+    /// Sends any request.
+    ///
+    /// ```no_run
+    /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
+    /// let req = http::Request::put("/v1/items/7").body(http_body_util::Full::new(bytes::Bytes::from("x"))).unwrap();
+    /// let res = client.request(req).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.stack.clone().oneshot(boxed(req)).await
+    }
+
+    /// Each endpoint's requests, failures, ejections, in-flight count, RTT and status.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.endpoints().len(), 1);
+    /// ```
+    pub fn endpoints(&self) -> Vec<EndpointStats<SocketAddr>> {
+        self.balance.endpoints()
+    }
+
+    /// The retry layer's counters: requests, retries, and why retries were refused.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.retry_stats().requests(), 0);
+    /// ```
+    pub fn retry_stats(&self) -> Arc<RetryStats> {
+        self.retry.clone()
+    }
+
+    /// Requests that failed fast because no endpoint was ready.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.fail_fast_events(), 0);
+    /// ```
+    pub fn fail_fast_events(&self) -> u64 {
+        self.balance.fail_fast_events()
+    }
+}
+
+fn build<B>(method: Method, uri: &str, body: B) -> Result<Request<B>, Error> {
+    let uri: Uri = uri
+        .parse()
+        .map_err(|e| Error::with_source(Kind::InvalidRequest, e))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    Ok(req)
+}
+
+fn boxed<B>(req: Request<B>) -> Request<UnsyncBoxBody<Bytes, BoxError>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    req.map(|b| b.map_err(Into::into).boxed_unsync())
+}
+
+impl<B> Service<Request<B>> for Client
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Error;
+    type Future = <Stack as Service<Request<UnsyncBoxBody<Bytes, BoxError>>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.stack.call(boxed(req))
+    }
+}

@@ -1,0 +1,29 @@
+//! `meshless::http::Client`: the whole stack over hyper-util, in one line.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = meshless::http::Client::builder()
+//!     .endpoints(["10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"])
+//!     .build()?;
+//! let res = client.get("/v1/quote?ccy=EUR").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! With no other configuration the client already retries safely (GETs and requests the server
+//! never saw, under a 20% budget), balances by latency (P2C over peak-EWMA), ejects failing
+//! endpoints, and bounds every request by a deadline. The layers, outermost first:
+//!
+//! ```text
+//! Deadline → Retry (budget, backoff, replay) → AttemptTimeout → Balance (P2C, outlier gates)
+//!          → endpoint connection pool (hyper-util, HTTP/1.1 or HTTP/2)
+//! ```
+//!
+//! A retry goes through the balancer again, so it goes to a freshly chosen endpoint.
+
+mod builder;
+mod client;
+mod dns;
+mod endpoint;
+
+pub use self::builder::ClientBuilder;
+pub use self::client::{Client, ResponseBody};

@@ -1,0 +1,501 @@
+//! The fleet: every endpoint of one balancer, the share that may be ejected, and the sweeps.
+
+use super::gate::{self, Clock};
+use super::health::{Endpoint, Health};
+use super::{EjectReason, OutlierConfig, Status, penalty};
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use tokio::time::Instant;
+
+/// `next_sweep` before the first endpoint registers: nothing to analyse yet.
+const UNARMED: i64 = i64::MIN;
+
+/// Watches the endpoints of one balancer: registers them, runs the periodic analysis, and
+/// keeps the share of ejected endpoints within bounds. Cheap to clone (one `Arc`); clones
+/// share everything.
+///
+/// ```
+/// use meshless::outlier::{Detector, OutlierConfig};
+/// use tokio::time::Instant;
+///
+/// let detector = Detector::new(OutlierConfig::default());
+/// let now = Instant::now();
+/// let endpoints: Vec<_> = (0..3).map(|_| detector.register(now)).collect();
+/// detector.sweep_if_due(now); // call often: it is one atomic load when nothing is due
+/// assert!(!detector.panicking());
+/// assert_eq!(detector.stats().active, 3);
+/// ```
+#[derive(Clone)]
+pub struct Detector {
+    fleet: Arc<Fleet>,
+}
+
+pub(crate) struct Fleet {
+    pub(crate) config: OutlierConfig,
+    pub(crate) clock: Clock,
+    pub(crate) timing: Timing,
+    /// When the next sweep is due (µs on `clock`), or [`UNARMED`].
+    next_sweep: AtomicI64,
+    /// When the first endpoint registered, or [`UNARMED`]: endpoints that join within the
+    /// first slow-start window are the founding batch and do not ramp.
+    founded: AtomicI64,
+    /// Endpoints registered and not retired.
+    total: AtomicUsize,
+    /// Endpoints ejected or in probation, plus ejections reserved but not yet swapped in.
+    unavailable: AtomicUsize,
+    /// Every registered endpoint, for sweeps and stats. Weak, so that dropping an endpoint's
+    /// last `Health` frees it; pruned as it goes.
+    endpoints: Mutex<Vec<Weak<Endpoint>>>,
+    ejections: [AtomicU64; 4],
+    sweeps: AtomicU64,
+}
+
+/// The config's durations in microseconds, converted once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub(crate) interval: i64,
+    pub(crate) base_ejection: i64,
+    pub(crate) max_ejection: i64,
+    pub(crate) probe_timeout: i64,
+    pub(crate) slow_start: i64,
+}
+
+/// A snapshot of a [`Detector`]'s fleet.
+///
+/// ```
+/// use meshless::outlier::Detector;
+/// use tokio::time::Instant;
+///
+/// let detector = Detector::default();
+/// let _endpoint = detector.register(Instant::now());
+/// let stats = detector.stats();
+/// assert_eq!((stats.endpoints, stats.active, stats.ejected, stats.probation), (1, 1, 0, 0));
+/// assert_eq!(stats.ejections.total(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DetectorStats {
+    /// Endpoints registered and not retired.
+    pub endpoints: usize,
+    /// Endpoints serving traffic (ramping ones included).
+    pub active: usize,
+    /// Endpoints ejected, whose ejection has not ended.
+    pub ejected: usize,
+    /// Endpoints whose ejection has ended, waiting for or serving their probe.
+    pub probation: usize,
+    /// Analysis sweeps run so far.
+    pub sweeps: u64,
+    /// Ejections so far, by reason.
+    pub ejections: EjectionCounts,
+}
+
+/// Ejections so far by reason, re-ejections after failed probes included (under the reason
+/// of the first ejection).
+///
+/// ```
+/// use meshless::outlier::{Detector, EjectReason};
+/// let counts = Detector::default().stats().ejections;
+/// assert_eq!(counts.get(EjectReason::Latency), counts.latency);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct EjectionCounts {
+    /// After consecutive failures.
+    pub consecutive_failures: u64,
+    /// For a low success rate.
+    pub success_rate: u64,
+    /// For a high failure percentage.
+    pub failure_percentage: u64,
+    /// For high latency.
+    pub latency: u64,
+}
+
+impl EjectionCounts {
+    /// The count for one reason.
+    ///
+    /// ```
+    /// use meshless::outlier::{Detector, EjectReason};
+    /// assert_eq!(Detector::default().stats().ejections.get(EjectReason::SuccessRate), 0);
+    /// ```
+    pub fn get(&self, reason: EjectReason) -> u64 {
+        match reason {
+            EjectReason::ConsecutiveFailures => self.consecutive_failures,
+            EjectReason::SuccessRate => self.success_rate,
+            EjectReason::FailurePercentage => self.failure_percentage,
+            EjectReason::Latency => self.latency,
+        }
+    }
+
+    /// All reasons together.
+    ///
+    /// ```
+    /// assert_eq!(meshless::outlier::Detector::default().stats().ejections.total(), 0);
+    /// ```
+    pub fn total(&self) -> u64 {
+        self.consecutive_failures + self.success_rate + self.failure_percentage + self.latency
+    }
+}
+
+impl Default for Detector {
+    /// A detector with the documented defaults.
+    fn default() -> Self {
+        Detector::new(OutlierConfig::default())
+    }
+}
+
+impl Detector {
+    /// A detector for one balancer's fleet.
+    ///
+    /// ```
+    /// use meshless::outlier::{Detector, OutlierConfig};
+    /// let detector = Detector::new(OutlierConfig::builder().consecutive_failures(Some(3)).build()?);
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn new(config: OutlierConfig) -> Self {
+        let timing = Timing {
+            interval: gate::micros(config.interval),
+            base_ejection: gate::micros(config.base_ejection_time),
+            max_ejection: gate::micros(config.max_ejection_time),
+            probe_timeout: gate::micros(config.probe_timeout),
+            slow_start: gate::micros(config.slow_start),
+        };
+        Detector {
+            fleet: Arc::new(Fleet {
+                config,
+                // Only an origin for timestamps: every decision uses the callers' `now`.
+                clock: Clock::new(Instant::now()),
+                timing,
+                next_sweep: AtomicI64::new(UNARMED),
+                founded: AtomicI64::new(UNARMED),
+                total: AtomicUsize::new(0),
+                unavailable: AtomicUsize::new(0),
+                endpoints: Mutex::new(Vec::new()),
+                ejections: Default::default(),
+                sweeps: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The settings.
+    ///
+    /// ```
+    /// let detector = meshless::outlier::Detector::default();
+    /// assert_eq!(detector.config().consecutive_failures(), Some(5));
+    /// ```
+    pub fn config(&self) -> &OutlierConfig {
+        &self.fleet.config
+    }
+
+    /// Adds an endpoint to the fleet, active. The first registration starts the first
+    /// analysis interval.
+    ///
+    /// A new endpoint ramps up over the slow-start window (like one returning from ejection)
+    /// when the fleet is established: its first endpoint registered at least one slow-start
+    /// window ago. Endpoints of the founding batch start at their full share, since ramping
+    /// all of them would leave every endpoint with the same share anyway. Turn ramping of new
+    /// endpoints off with
+    /// [`slow_start_new_endpoints(false)`](super::OutlierConfigBuilder::slow_start_new_endpoints).
+    ///
+    /// ```
+    /// use meshless::outlier::{Detector, Status};
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let detector = Detector::default();
+    /// let t0 = Instant::now();
+    /// let first = detector.register(t0);
+    /// assert_eq!(first.slow_start_factor(t0), 1.0);
+    /// let later = t0 + Duration::from_secs(60);
+    /// let newcomer = detector.register(later);
+    /// assert_eq!(newcomer.status(later), Status::Active);
+    /// assert_eq!(newcomer.slow_start_factor(later), 0.1); // ramping up over 10 s
+    /// ```
+    pub fn register(&self, now: Instant) -> Health {
+        let fleet = &self.fleet;
+        let now_us = fleet.clock.micros(now);
+        let founded = match fleet.founded.compare_exchange(
+            UNARMED,
+            now_us,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => now_us,
+            Err(founded) => founded,
+        };
+        let _ = fleet.next_sweep.compare_exchange(
+            UNARMED,
+            now_us.saturating_add(fleet.timing.interval),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let ramp = fleet.timing.slow_start > 0
+            && fleet.config.slow_start_new_endpoints
+            && now_us.saturating_sub(founded) >= fleet.timing.slow_start;
+        let health = Health::new(fleet.clone(), now_us, ramp);
+        fleet.total.fetch_add(1, Ordering::AcqRel);
+        let mut endpoints = fleet.lock();
+        // Prune retired endpoints now and then, so that churn without sweeps cannot grow the
+        // list without bound (amortised: only once it is twice the live size).
+        if endpoints.len() >= 2 * fleet.total.load(Ordering::Acquire) + 16 {
+            endpoints.retain(|e| e.upgrade().is_some_and(|e| !e.is_retired()));
+        }
+        endpoints.push(Arc::downgrade(health.endpoint()));
+        health
+    }
+
+    /// Runs the interval analysis (success rate, failure percentage, latency) if an interval
+    /// has passed since the last one; true if this call ran it. When nothing is due this is
+    /// one atomic load; when something is, exactly one of the concurrent callers runs it.
+    ///
+    /// The analysis judges the endpoints that are active, over the requests they reported
+    /// since the previous sweep, and ejects the outliers worst-first within the max ejected
+    /// share. Ejections end on their own (see [`Health::admit`]); sweeps never un-eject.
+    ///
+    /// ```
+    /// use meshless::outlier::Detector;
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let detector = Detector::default();
+    /// let t0 = Instant::now();
+    /// let _endpoint = detector.register(t0);
+    /// assert!(!detector.sweep_if_due(t0));
+    /// assert!(detector.sweep_if_due(t0 + Duration::from_secs(10)));
+    /// assert!(!detector.sweep_if_due(t0 + Duration::from_secs(10)));
+    /// ```
+    pub fn sweep_if_due(&self, now: Instant) -> bool {
+        let fleet = &self.fleet;
+        let due = fleet.next_sweep.load(Ordering::Acquire);
+        if due == UNARMED {
+            return false;
+        }
+        let now_us = fleet.clock.micros(now);
+        if now_us < due {
+            return false;
+        }
+        // From now rather than from `due`: after a quiet spell, the next sweep still gets a
+        // full interval of reports instead of running at once on an empty one.
+        let next = now_us.saturating_add(fleet.timing.interval);
+        if fleet
+            .next_sweep
+            .compare_exchange(due, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false; // another caller is running this sweep
+        }
+        self.sweep(now_us);
+        true
+    }
+
+    fn sweep(&self, now_us: i64) {
+        let fleet = &*self.fleet;
+        fleet.sweeps.fetch_add(1, Ordering::Relaxed);
+        let live = fleet.live();
+        let mut judged = Vec::with_capacity(live.len());
+        let mut windows = Vec::with_capacity(live.len());
+        for endpoint in &live {
+            // Every window restarts, judged or not, so an endpoint back from ejection starts
+            // its next interval clean.
+            let window = endpoint.take_window();
+            if endpoint.is_active() {
+                judged.push(endpoint);
+                windows.push(window);
+            }
+        }
+        let config = &fleet.config;
+        // Worst-first across policies too: when the share leaves room for only some
+        // ejections, the endpoints that fail outright go before the merely worse or slower.
+        let mut verdicts = Vec::with_capacity(3);
+        if let Some(policy) = &config.failure_percentage {
+            verdicts.push((EjectReason::FailurePercentage, policy.outliers(&windows)));
+        }
+        if let Some(policy) = &config.success_rate {
+            verdicts.push((EjectReason::SuccessRate, policy.outliers(&windows)));
+        }
+        if let Some(policy) = &config.latency {
+            verdicts.push((EjectReason::Latency, policy.outliers(&windows)));
+        }
+        for (reason, outliers) in verdicts {
+            for i in outliers {
+                if let Some(endpoint) = judged.get(i) {
+                    // Refused when the share is used up or it is already ejected: both fine.
+                    endpoint.try_eject(now_us, reason);
+                }
+            }
+        }
+    }
+
+    /// True when fewer than the panic threshold's share of the endpoints are available (not
+    /// ejected, not in probation). The balancer should then ignore ejections and use every
+    /// endpoint (fail open), as Envoy does below its healthy panic threshold: a fleet that
+    /// mostly looks broken more likely has a broken client, network or classifier than broken
+    /// endpoints. False for an empty fleet.
+    ///
+    /// ```
+    /// use meshless::outlier::Detector;
+    /// use tokio::time::Instant;
+    /// let detector = Detector::default();
+    /// let _endpoint = detector.register(Instant::now());
+    /// assert!(!detector.panicking());
+    /// ```
+    pub fn panicking(&self) -> bool {
+        let fleet = &self.fleet;
+        let total = fleet.total.load(Ordering::Acquire);
+        let unavailable = fleet.unavailable.load(Ordering::Acquire);
+        let available = total.saturating_sub(unavailable);
+        total > 0 && (available as f64) < fleet.config.panic_threshold * total as f64
+    }
+
+    /// A snapshot of the fleet now. (Uses `Instant::now()`; see
+    /// [`stats_at`](Detector::stats_at).)
+    ///
+    /// ```
+    /// assert_eq!(meshless::outlier::Detector::default().stats().endpoints, 0);
+    /// ```
+    pub fn stats(&self) -> DetectorStats {
+        self.stats_at(Instant::now())
+    }
+
+    /// A snapshot of the fleet at `now`: which ejections have ended depends on the time.
+    /// Walks every endpoint: for metrics and logs, not for the request path.
+    ///
+    /// ```
+    /// use tokio::time::Instant;
+    /// let detector = meshless::outlier::Detector::default();
+    /// assert_eq!(detector.stats_at(Instant::now()).ejected, 0);
+    /// ```
+    pub fn stats_at(&self, now: Instant) -> DetectorStats {
+        let fleet = &*self.fleet;
+        let now_us = fleet.clock.micros(now);
+        let mut stats = DetectorStats {
+            sweeps: fleet.sweeps.load(Ordering::Relaxed),
+            ejections: fleet.ejection_counts(),
+            ..DetectorStats::default()
+        };
+        for endpoint in fleet.live() {
+            stats.endpoints += 1;
+            match endpoint.status_at(now_us) {
+                Status::Active => stats.active += 1,
+                Status::Ejected { .. } => stats.ejected += 1,
+                Status::Probation => stats.probation += 1,
+                Status::Retired => stats.endpoints -= 1, // retired since `live` looked
+            }
+        }
+        stats
+    }
+
+    #[cfg(test)]
+    pub(crate) fn origin(&self) -> Instant {
+        self.fleet.clock.instant(0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn unavailable(&self) -> usize {
+        self.fleet.unavailable.load(Ordering::Acquire)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
+        self.fleet.total.load(Ordering::Acquire)
+    }
+}
+
+impl fmt::Debug for Detector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Detector")
+            .field("config", &self.fleet.config)
+            .field("endpoints", &self.fleet.total.load(Ordering::Relaxed))
+            .field(
+                "unavailable",
+                &self.fleet.unavailable.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// How many of `total` endpoints may be ejected at once: the share rounded down, but at
+/// least one of two or more (as Envoy), so that small fleets can eject at all.
+fn allowed_ejections(total: usize, share: f64) -> usize {
+    // f64 → usize saturates; `share` is within [0, 1].
+    let by_share = (share * total as f64).floor() as usize;
+    if total >= 2 {
+        by_share.max(1)
+    } else {
+        by_share
+    }
+}
+
+impl Fleet {
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Endpoint>>> {
+        // The list is consistent between statements, so a poisoned lock is safe to use.
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoints registered and not retired; prunes the rest from the list.
+    fn live(&self) -> Vec<Arc<Endpoint>> {
+        let mut live = Vec::new();
+        self.lock().retain(|weak| match weak.upgrade() {
+            Some(endpoint) if !endpoint.is_retired() => {
+                live.push(endpoint);
+                true
+            }
+            _ => false,
+        });
+        live
+    }
+
+    /// Takes one ejection slot if the max ejected share has one free.
+    pub(crate) fn reserve_ejection(&self) -> bool {
+        let total = self.total.load(Ordering::Acquire);
+        let allowed = allowed_ejections(total, self.config.max_ejected_share);
+        self.unavailable
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < allowed).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Frees an ejection slot: the endpoint is active again, retired, or lost its swap.
+    pub(crate) fn release(&self) {
+        let _ = self
+            .unavailable
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// An endpoint retired.
+    pub(crate) fn leave(&self) {
+        let _ = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    pub(crate) fn penalty(&self, step: u32) -> i64 {
+        penalty::ejection_micros(
+            self.timing.base_ejection,
+            self.timing.max_ejection,
+            self.config.ejection_jitter,
+            step,
+        )
+    }
+
+    pub(crate) fn count_ejection(&self, reason: EjectReason) {
+        if let Some(counter) = self.ejections.get(reason.bits() as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn ejection_counts(&self) -> EjectionCounts {
+        let get = |reason: EjectReason| {
+            self.ejections
+                .get(reason.bits() as usize)
+                .map_or(0, |c| c.load(Ordering::Relaxed))
+        };
+        EjectionCounts {
+            consecutive_failures: get(EjectReason::ConsecutiveFailures),
+            success_rate: get(EjectReason::SuccessRate),
+            failure_percentage: get(EjectReason::FailurePercentage),
+            latency: get(EjectReason::Latency),
+        }
+    }
+}
