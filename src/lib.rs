@@ -11,5 +11,7 @@ pub mod error;
 pub mod http;
 pub mod outlier;
 pub mod retry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{BoxError, ConfigError, Error};
