@@ -10,17 +10,21 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
 /// The body of a response from [`Client`]: hyper's body, metered for the balancer.
 pub type ResponseBody = crate::balance::ResponseBody<Incoming>;
 
-pub(crate) type Stack =
-    BoxCloneSyncService<Request<UnsyncBoxBody<Bytes, BoxError>>, Response<ResponseBody>, Error>;
+/// A request as it enters the stack: any body, boxed.
+pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
+
+pub(crate) type Stack = BoxCloneSyncService<StackRequest, Response<ResponseBody>, Error>;
 
 /// An HTTP client with retries, deadlines, latency-aware balancing and outlier ejection.
 ///
@@ -84,9 +88,11 @@ impl Client {
     /// let res = client.get("/health").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn get(&self, uri: impl AsRef<str>) -> Result<Response<ResponseBody>, Error> {
-        let req = build(Method::GET, uri.as_ref(), Empty::<Bytes>::new())?;
-        self.request(req).await
+    pub fn get(&self, uri: impl AsRef<str>) -> ResponseFuture {
+        match build(Method::GET, uri.as_ref(), Empty::<Bytes>::new()) {
+            Ok(req) => self.request(req),
+            Err(e) => ResponseFuture::failed(e),
+        }
     }
 
     /// Sends a POST with `body`. POSTs are retried only when the server did not act on them,
@@ -97,29 +103,29 @@ impl Client {
     /// let res = client.post("/v1/orders", "{}").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn post(
-        &self,
-        uri: impl AsRef<str>,
-        body: impl Into<Bytes>,
-    ) -> Result<Response<ResponseBody>, Error> {
-        let req = build(Method::POST, uri.as_ref(), Full::new(body.into()))?;
-        self.request(req).await
+    pub fn post(&self, uri: impl AsRef<str>, body: impl Into<Bytes>) -> ResponseFuture {
+        match build(Method::POST, uri.as_ref(), Full::new(body.into())) {
+            Ok(req) => self.request(req),
+            Err(e) => ResponseFuture::failed(e),
+        }
     }
 
-    /// Sends any request.
+    /// Sends any request. The future is `Send + 'static`: spawn it freely.
     ///
     /// ```no_run
     /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
     /// let req = http::Request::put("/v1/items/7").body(http_body_util::Full::new(bytes::Bytes::from("x"))).unwrap();
-    /// let res = client.request(req).await?;
+    /// let res = tokio::spawn(client.request(req)).await.unwrap()?;
     /// # Ok(()) }
     /// ```
-    pub async fn request<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Error>
+    pub fn request<B>(&self, req: Request<B>) -> ResponseFuture
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        self.stack.clone().oneshot(boxed(req)).await
+        ResponseFuture {
+            state: Some(Err(self.stack.clone().oneshot(boxed(req)))),
+        }
     }
 
     /// Each endpoint's requests, failures, ejections, in-flight count, RTT and status.
@@ -150,6 +156,44 @@ impl Client {
     /// ```
     pub fn fail_fast_events(&self) -> u64 {
         self.balance.fail_fast_events()
+    }
+}
+
+/// The future of a request sent with [`Client::get`], [`Client::post`] or [`Client::request`].
+///
+/// A named, `Send + 'static` type, so it can be spawned, stored or selected on.
+#[must_use = "futures do nothing unless polled"]
+pub struct ResponseFuture {
+    // `Ok` holds an error found before sending (an invalid URI); `Err` the call in flight.
+    state: Option<Result<Error, Oneshot<Stack, StackRequest>>>,
+}
+
+impl ResponseFuture {
+    fn failed(error: Error) -> Self {
+        ResponseFuture {
+            state: Some(Ok(error)),
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            Some(Err(call)) => Pin::new(call).poll(cx),
+            Some(Ok(_)) => match self.state.take() {
+                Some(Ok(error)) => Poll::Ready(Err(error)),
+                _ => Poll::Ready(Err(Error::new(Kind::InvalidRequest))),
+            },
+            None => Poll::Ready(Err(Error::new(Kind::InvalidRequest))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 

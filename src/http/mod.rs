@@ -26,4 +26,4 @@ mod dns;
 mod endpoint;
 
 pub use self::builder::ClientBuilder;
-pub use self::client::{Client, ResponseBody};
+pub use self::client::{Client, ResponseBody, ResponseFuture};

@@ -29,10 +29,8 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         service: S,
-        // The head and replayable body for the next attempt; `None` when retries are off.
-        template: Option<(Parts, Option<ReplayBody<B>>)>,
-        // What only retries need, allocated on the first retry to keep the common path small.
-        retry: Option<Box<RetryState<B>>>,
+        // The head and body replay for retries; `None` when retries are off.
+        retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
         attempts: u32,
         attempt_started: Option<Instant>,
@@ -50,10 +48,25 @@ pin_project! {
     }
 }
 
-struct RetryState<B> {
-    backoff: BackoffState,
+/// The head and replayable body to build the next attempt from, and the backoff position.
+pub(super) struct RetryState<B> {
+    parts: Parts,
+    // `None` when the body cannot be replayed (known from the start to exceed the cap).
+    replay: Option<ReplayBody<B>>,
+    backoff: Option<BackoffState>,
     // The body of the next attempt, taken from the replay buffer when the retry was decided.
     next_body: Option<ReplayBody<B>>,
+}
+
+impl<B> RetryState<B> {
+    pub(super) fn new(parts: Parts, replay: Option<ReplayBody<B>>) -> Self {
+        RetryState {
+            parts,
+            replay,
+            backoff: None,
+            next_body: None,
+        }
+    }
 }
 
 /// What to do after an attempt: return its outcome, or retry after a wait.
@@ -71,7 +84,7 @@ where
     pub(super) fn start(
         mut service: S,
         first: Request<ReplayBody<B>>,
-        template: Option<(Parts, Option<ReplayBody<B>>)>,
+        retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
         idempotent: bool,
         deadline: Option<Instant>,
@@ -83,8 +96,7 @@ where
                 future: service.call(first),
             },
             service,
-            template,
-            retry: None,
+            retry,
             config,
             attempts: 1,
             attempt_started,
@@ -113,7 +125,6 @@ where
                     let decision = decide(
                         outcome,
                         this.config,
-                        this.template,
                         this.retry,
                         *this.attempts,
                         *this.attempt_started,
@@ -139,12 +150,14 @@ where
                             Error::from_service(e).with_attempts(*this.attempts)
                         ));
                     }
-                    let next_body = this.retry.as_mut().and_then(|r| r.next_body.take());
-                    let (Some((parts, _)), Some(body)) = (this.template.as_ref(), next_body) else {
-                        // Unreachable: a retry is only decided with a template and a body.
+                    let Some(state) = this.retry.as_mut() else {
+                        // Unreachable: a retry is only decided with its state.
                         return Poll::Ready(Err(Error::new(Kind::RetriesExhausted)));
                     };
-                    let req = Request::from_parts(parts.clone(), body);
+                    let Some(body) = state.next_body.take() else {
+                        return Poll::Ready(Err(Error::new(Kind::RetriesExhausted)));
+                    };
+                    let req = Request::from_parts(state.parts.clone(), body);
                     *this.attempts += 1;
                     if this.deadline.is_some() {
                         *this.attempt_started = Some(Instant::now());
@@ -163,8 +176,7 @@ where
 fn decide<B, C: Classify, RB>(
     outcome: Result<http::Response<RB>, Error>,
     config: &Config<C>,
-    template: &Option<(Parts, Option<ReplayBody<B>>)>,
-    retry: &mut Option<Box<RetryState<B>>>,
+    retry: &mut Option<RetryState<B>>,
     attempts: u32,
     attempt_started: Option<Instant>,
     idempotent: bool,
@@ -202,7 +214,7 @@ where
         )
     };
 
-    let Some((_, replay)) = template else {
+    let Some(state) = retry else {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     };
     if attempts > config.max_retries {
@@ -213,14 +225,9 @@ where
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
         Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };
-    let retry = retry.get_or_insert_with(|| {
-        Box::new(RetryState {
-            backoff: config.backoff.start(),
-            next_body: None,
-        })
-    });
+    let backoff = state.backoff.get_or_insert_with(|| config.backoff.start());
     // Never earlier than the server asked.
-    let delay = retry.backoff.next_delay().max(pushback);
+    let delay = backoff.next_delay().max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
         let now = Instant::now();
@@ -228,8 +235,8 @@ where
             return refuse(outcome, Kind::DeadlineExceeded, &stats.deadline_refused);
         }
     }
-    let Some(body) = replay.as_ref().and_then(ReplayBody::try_clone) else {
-        if replay.as_ref().is_none_or(ReplayBody::is_capped) {
+    let Some(body) = state.replay.as_ref().and_then(ReplayBody::try_clone) else {
+        if state.replay.as_ref().is_none_or(ReplayBody::is_capped) {
             return refuse(outcome, Kind::BodyTooLarge, &stats.body_too_large);
         }
         // The body itself failed: what the attempt returned already says why.
@@ -240,7 +247,7 @@ where
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
     }
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
-    retry.next_body = Some(body);
+    state.next_body = Some(body);
     Decision::Retry(delay)
 }
 

@@ -1,6 +1,6 @@
 //! The retry layer and service.
 
-use super::future::ResponseFuture;
+use super::future::{ResponseFuture, RetryState};
 use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, ReplayBody};
 use crate::backoff::Backoff;
@@ -297,11 +297,11 @@ where
             Some(first) => (first, Some(body)),
             None => (body, None),
         };
-        let template = (config.max_retries > 0).then(|| (parts.clone(), replay));
+        let retry = (config.max_retries > 0).then(|| RetryState::new(parts.clone(), replay));
         ResponseFuture::start(
             service,
             Request::from_parts(parts, first),
-            template,
+            retry,
             config,
             idempotent,
             deadline,

@@ -1,0 +1,357 @@
+//! The loadgen example's contract: its command line, its exit statuses and its one JSON object.
+//!
+//! Each test starts a fleet on 127.0.0.1 and runs the example through cargo, as a harness would
+//! (`cargo run --quiet --example loadgen -- ...`), with few requests so that it stays fast.
+
+use meshless::testing::{Behavior, Fleet};
+use serde_json::Value;
+use std::process::{Command, Output};
+
+/// Runs the example with `args`, in the same profile as this test.
+async fn loadgen(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO"));
+    command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+        "run",
+        "--quiet",
+        "--example",
+        "loadgen",
+    ]);
+    if !cfg!(debug_assertions) {
+        command.arg("--release");
+    }
+    command.arg("--").args(args);
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the blocking task ran")
+        .expect("cargo runs")
+}
+
+/// A fleet of `behaviors` and its addresses as `--endpoints` takes them.
+async fn fleet(behaviors: &[Behavior]) -> (Fleet, String) {
+    let mut builder = Fleet::builder();
+    for behavior in behaviors {
+        builder = builder.backend(behavior.clone());
+    }
+    let fleet = builder.start().await.expect("the fleet starts");
+    let endpoints = fleet
+        .addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    (fleet, endpoints)
+}
+
+fn healthy(n: usize) -> Vec<Behavior> {
+    vec![Behavior::healthy(); n]
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Checks that the run succeeded and that stdout is exactly one JSON object with every field of
+/// the contract, of the right type, and no other; returns it.
+fn parse_report(output: &Output) -> Value {
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "loadgen failed ({}): {stderr}",
+        output.status
+    );
+    let values: Vec<Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {stdout:?}"));
+    assert_eq!(values.len(), 1, "one JSON value on stdout: {stdout:?}");
+    let report = values.into_iter().next().unwrap();
+    let object = report.as_object().expect("the report is an object");
+
+    let integers = ["requests", "ok", "attempts"];
+    let floats = [
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "duration_s",
+        "rps",
+    ];
+    let mut expected: Vec<&str> = [&integers[..], &floats[..], &["failed", "endpoints"]].concat();
+    expected.sort_unstable();
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, expected, "the report's fields");
+
+    for key in integers {
+        assert!(report[key].is_u64(), "{key} is a whole number: {report}");
+    }
+    for key in floats {
+        assert!(report[key].is_f64(), "{key} is a float: {report}");
+    }
+    let failed = report["failed"].as_object().expect("failed is an object");
+    assert!(
+        failed.values().all(Value::is_u64),
+        "failed counts: {report}"
+    );
+    let endpoints = report["endpoints"]
+        .as_array()
+        .expect("endpoints is an array");
+    for endpoint in endpoints {
+        let mut keys: Vec<&str> = endpoint
+            .as_object()
+            .expect("an endpoint is an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["addr", "ejections", "failures", "requests"]);
+        assert!(endpoint["addr"].is_string());
+        for key in ["requests", "failures", "ejections"] {
+            assert!(endpoint[key].is_u64(), "endpoint {key}: {report}");
+        }
+    }
+
+    // What the numbers must agree on, whatever the mode.
+    let requests = report["requests"].as_u64().unwrap();
+    let ok = report["ok"].as_u64().unwrap();
+    let failures: u64 = failed.values().filter_map(Value::as_u64).sum();
+    assert_eq!(ok + failures, requests, "every request is ok or failed");
+    assert!(report["attempts"].as_u64().unwrap() >= requests);
+    let p = |key: &str| report[key].as_f64().unwrap();
+    assert!(p("p50_ms") <= p("p90_ms") && p("p90_ms") <= p("p99_ms"));
+    assert!(p("p99_ms") <= p("p999_ms") && p("p999_ms") <= p("max_ms"));
+    report
+}
+
+fn u(report: &Value, key: &str) -> u64 {
+    report[key].as_u64().unwrap()
+}
+
+/// The endpoints' attempts, added up.
+fn endpoint_requests(report: &Value) -> u64 {
+    report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["requests"].as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mode_serves_a_healthy_fleet() {
+    let (fleet, endpoints) = fleet(&healthy(3)).await;
+    for mode in ["meshless", "plain", "tower"] {
+        let output = loadgen(&[
+            "--endpoints",
+            &endpoints,
+            "--requests",
+            "60",
+            "--concurrency",
+            "4",
+            "--mode",
+            mode,
+        ])
+        .await;
+        let report = parse_report(&output);
+        assert_eq!(u(&report, "requests"), 60, "{mode}: {report}");
+        assert_eq!(u(&report, "ok"), 60, "{mode}: {report}");
+        assert_eq!(report["failed"], serde_json::json!({}), "{mode}: {report}");
+        assert_eq!(u(&report, "attempts"), 60, "{mode}: no retries: {report}");
+        let addrs: Vec<&str> = report["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["addr"].as_str().unwrap())
+            .collect();
+        assert_eq!(addrs.join(","), endpoints, "{mode}: {report}");
+        assert_eq!(endpoint_requests(&report), 60, "{mode}: {report}");
+    }
+    assert_eq!(fleet.totals().requests, 180);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_arrive_intact_in_every_mode() {
+    // The fleet answers 400 when a body's length is not its `x-body-len`.
+    let (fleet, endpoints) = fleet(&healthy(2)).await;
+    for mode in ["meshless", "plain", "tower"] {
+        let output = loadgen(&[
+            "--endpoints",
+            &endpoints,
+            "--requests",
+            "20",
+            "--concurrency",
+            "3",
+            "--method",
+            "POST",
+            "--body-bytes",
+            "20000",
+            "--path",
+            "/orders?x=1",
+            "--idempotent",
+            "--mode",
+            mode,
+        ])
+        .await;
+        let report = parse_report(&output);
+        assert_eq!(u(&report, "ok"), 20, "{mode}: {report}");
+    }
+    assert_eq!(fleet.totals().body_bytes, 3 * 20 * 20000);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_keeps_to_the_rate() {
+    let (fleet, endpoints) = fleet(&healthy(2)).await;
+    let output = loadgen(&[
+        "--endpoints",
+        &endpoints,
+        "--requests",
+        "30",
+        "--concurrency",
+        "2",
+        "--rate",
+        "100",
+    ])
+    .await;
+    let report = parse_report(&output);
+    assert_eq!(u(&report, "ok"), 30, "{report}");
+    // The last request is due 290 ms after the first.
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((0.28..2.0).contains(&duration), "{report}");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_counted_by_reason() {
+    let (fleet, endpoints) = fleet(&[
+        Behavior::healthy().errors(1.0, http::StatusCode::SERVICE_UNAVAILABLE),
+        Behavior::down(),
+        Behavior::healthy().hangs(1.0),
+    ])
+    .await;
+    let output = loadgen(&[
+        "--endpoints",
+        &endpoints,
+        "--requests",
+        "9",
+        "--concurrency",
+        "3",
+        "--timeout-ms",
+        "200",
+        "--mode",
+        "plain",
+    ])
+    .await;
+    let report = parse_report(&output);
+    // Round robin: three requests to each endpoint.
+    assert_eq!(
+        report["failed"],
+        serde_json::json!({"status_503": 3, "connect": 3, "timeout": 3}),
+        "{report}"
+    );
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        assert_eq!(endpoint["requests"], 3, "{report}");
+        assert_eq!(endpoint["failures"], 3, "{report}");
+        assert_eq!(endpoint["ejections"], 0, "{report}");
+    }
+
+    // meshless names its own reasons; the deadline bounds every request.
+    let output = loadgen(&[
+        "--endpoints",
+        &endpoints,
+        "--requests",
+        "6",
+        "--concurrency",
+        "3",
+        "--timeout-ms",
+        "200",
+    ])
+    .await;
+    let report = parse_report(&output);
+    assert_eq!(u(&report, "ok"), 0, "{report}");
+    assert!(report["max_ms"].as_f64().unwrap() < 1000.0, "{report}");
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedge_is_refused_with_status_2() {
+    let (fleet, endpoints) = fleet(&healthy(1)).await;
+    let output = loadgen(&[
+        "--endpoints",
+        &endpoints,
+        "--requests",
+        "5",
+        "--concurrency",
+        "1",
+        "--hedge",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).contains("--hedge: hedging is not implemented yet"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(fleet.totals().requests, 0);
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_command_lines_exit_2_with_the_usage() {
+    let bad: [&[&str]; 6] = [
+        &[
+            "--endpoints",
+            "127.0.0.1:9",
+            "--requests",
+            "5",
+            "--concurrency",
+            "1",
+            "--bogus",
+        ],
+        &["--requests", "5", "--concurrency", "1"],
+        &["--endpoints", "127.0.0.1:9", "--concurrency", "1"],
+        &[
+            "--endpoints",
+            "127.0.0.1:9",
+            "--requests",
+            "five",
+            "--concurrency",
+            "1",
+        ],
+        &[
+            "--endpoints",
+            "127.0.0.1",
+            "--requests",
+            "5",
+            "--concurrency",
+            "1",
+        ],
+        &[
+            "--endpoints",
+            "127.0.0.1:9",
+            "--requests",
+            "5",
+            "--concurrency",
+            "1",
+            "--mode",
+            "envoy",
+        ],
+    ];
+    for args in bad {
+        let output = loadgen(args).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            output.stdout.is_empty(),
+            "{args:?}: {}",
+            text(&output.stdout)
+        );
+        assert!(
+            text(&output.stderr).contains("usage:"),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+}
