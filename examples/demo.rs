@@ -1,88 +1,91 @@
-//! The meshless demo: the same workload against a flaky local server, through a plain
-//! hyper-util client and through the same client wrapped by meshless.
+//! The meshless demo: one workload, a misbehaving fleet, two clients side by side.
 //!
-//! The server (on 127.0.0.1, a port the OS picks) answers each request at random: mostly 200,
-//! but 8% 503, 3% a dropped connection, 2% an answer delayed by 2 s. The table shows what the
-//! caller sees.
+//! It starts six backends on 127.0.0.1 (ports the OS picks): two healthy, one slow, one flaky,
+//! one that dies and comes back, one that hangs. Then it sends the same requests through a plain
+//! hyper-util client (round robin, no retries) and through `meshless::http::Client` with its
+//! defaults, and prints what each caller saw.
 //!
 //! ```text
 //! cargo run --release --example demo
 //! ```
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use meshless::budget::Budget;
-use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
-use meshless::retry::RetryLayer;
-use rand::RngExt;
+use http::StatusCode;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use meshless::testing::{Backend, Behavior, Fleet, Latency, Phase};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tower::{Service, ServiceBuilder, ServiceExt};
 
 const REQUESTS: usize = 4_000;
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
 const DEADLINE: Duration = Duration::from_secs(1);
+
+/// The fleet: what each backend does, and its name in the table.
+fn fleet() -> Vec<(&'static str, Backend)> {
+    let fast = || Behavior::healthy().latency(Latency::lognormal(ms(1), ms(5)));
+    vec![
+        ("healthy-1", Backend::new(fast())),
+        ("healthy-2", Backend::new(fast())),
+        ("slow (150 ms)", Backend::new(Behavior::healthy().latency(Latency::fixed(ms(150))))),
+        ("flaky (30% 503)", Backend::new(fast().errors(0.3, StatusCode::SERVICE_UNAVAILABLE))),
+        (
+            "dies, comes back",
+            Backend::phases([
+                Phase::new(ms(1_500), fast()),
+                Phase::new(ms(1_500), Behavior::down()),
+            ])
+            .looping(),
+        ),
+        ("hangs", Backend::new(Behavior::healthy().hangs(1.0))),
+    ]
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let received = Arc::new(AtomicU64::new(0));
-    let addr = flaky_server(received.clone()).await?;
-    println!("flaky server on {addr}: 8% 503, 3% dropped connections, 2% answers delayed 2 s");
-    println!("{REQUESTS} GET requests, {CONCURRENCY} at a time, {DEADLINE:?} deadline each\n");
+    let started = Instant::now();
+    let (names, backends): (Vec<_>, Vec<_>) = fleet().into_iter().unzip();
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let plain = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(DEADLINE)) // the same deadline, without retries
-        .service(client);
-    let before = received.load(Ordering::Relaxed);
-    let plain = run(plain, addr).await;
-    let plain_attempts = received.load(Ordering::Relaxed) - before;
+    eprintln!("running the plain hyper-util client…");
+    let fleet = Fleet::builder().backends(backends.clone()).start().await?;
+    let plain = run_plain(&fleet.addrs()).await;
+    fleet.shutdown().await;
 
-    let client = Client::builder(TokioExecutor::new()).build_http();
-    let meshless = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(DEADLINE))
-        .layer(RetryLayer::new(Budget::default()))
-        .layer(AttemptTimeoutLayer::new(Duration::from_millis(250)))
-        .service(client);
-    let before = received.load(Ordering::Relaxed);
-    let mesh = run(meshless, addr).await;
-    let mesh_attempts = received.load(Ordering::Relaxed) - before;
+    eprintln!("running meshless…");
+    let fleet = Fleet::builder().backends(backends).start().await?;
+    let mesh = run_meshless(&fleet.addrs()).await?;
+    fleet.shutdown().await;
 
-    println!("{:<22} {:>12} {:>12}", "", "hyper-util", "meshless");
-    let row = |name: &str, a: String, b: String| println!("{name:<22} {a:>12} {b:>12}");
-    row("success", pct(plain.ok), pct(mesh.ok));
-    row(
-        "p50 latency",
-        ms(plain.quantile(0.50)),
-        ms(mesh.quantile(0.50)),
-    );
-    row(
-        "p99 latency",
-        ms(plain.quantile(0.99)),
-        ms(mesh.quantile(0.99)),
-    );
-    row(
-        "p99.9 latency",
-        ms(plain.quantile(0.999)),
-        ms(mesh.quantile(0.999)),
-    );
-    let per = |n: u64| format!("{:.2}", n as f64 / REQUESTS as f64);
-    row(
-        "attempts per request",
-        per(plain_attempts),
-        per(mesh_attempts),
-    );
+    println!();
+    println!("{REQUESTS} GETs, {CONCURRENCY} at a time, a {DEADLINE:?} deadline each, against:");
+    println!("  {}", names.join(", "));
+    println!();
+    println!("{:<24} {:>14} {:>14}", "", "hyper-util", "meshless");
+    let row = |name: &str, a: String, b: String| println!("{name:<24} {a:>14} {b:>14}");
+    row("success", pct(plain.ok, REQUESTS), pct(mesh.ok, REQUESTS));
+    for (label, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+        row(label, latency(plain.quantile(q)), latency(mesh.quantile(q)));
+    }
+    let per = |n: u64| format!("{:.3}", n as f64 / REQUESTS as f64);
+    row("attempts per request", per(plain.attempts), per(mesh.attempts));
+    println!();
+    println!("each endpoint's share of attempts:");
+    for (i, name) in names.iter().enumerate() {
+        let share = |r: &Outcome| pct(r.per_endpoint[i] as usize, r.attempts as usize);
+        row(&format!("  {name}"), share(&plain), share(&mesh));
+    }
+    eprintln!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
+/// What one client saw.
 struct Outcome {
     ok: usize,
+    attempts: u64,
+    per_endpoint: Vec<u64>,
     latencies: Vec<Duration>,
 }
 
@@ -93,96 +96,120 @@ impl Outcome {
     }
 }
 
-fn pct(ok: usize) -> String {
-    format!("{:.2}%", 100.0 * ok as f64 / REQUESTS as f64)
+async fn run_meshless(addrs: &[SocketAddr]) -> Result<Outcome, meshless::ConfigError> {
+    let client = meshless::http::Client::builder()
+        .endpoints(addrs.iter().map(|a| a.to_string()))
+        .deadline(DEADLINE)
+        .build()?;
+    let send = {
+        let client = client.clone();
+        move |_| {
+            let client = client.clone();
+            async move {
+                match client.get("/").await {
+                    Ok(res) => {
+                        let ok = res.status().is_success();
+                        ok && res.into_body().collect().await.is_ok()
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    };
+    let (ok, latencies) = drive(send).await;
+    let stats = client.endpoints();
+    let per_endpoint = addrs
+        .iter()
+        .map(|a| stats.iter().find(|s| s.key == *a).map_or(0, |s| s.requests))
+        .collect::<Vec<_>>();
+    let attempts = per_endpoint.iter().sum();
+    Ok(Outcome {
+        ok,
+        attempts,
+        per_endpoint,
+        latencies,
+    })
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+async fn run_plain(addrs: &[SocketAddr]) -> Outcome {
+    let client = HyperClient::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let counts: Arc<Vec<AtomicU64>> = Arc::new(addrs.iter().map(|_| AtomicU64::new(0)).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let send = {
+        let (addrs, counts) = (addrs.to_vec(), counts.clone());
+        move |_| {
+            // Round robin, as a plain client over a list of addresses would do.
+            let i = next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            counts[i].fetch_add(1, Ordering::Relaxed);
+            let (client, addr) = (client.clone(), addrs[i]);
+            async move {
+                let Ok(uri) = format!("http://{addr}/").parse() else {
+                    return false;
+                };
+                let call = async {
+                    let res = client.get(uri).await.ok()?;
+                    let ok = res.status().is_success();
+                    Some(ok && res.into_body().collect().await.is_ok())
+                };
+                matches!(tokio::time::timeout(DEADLINE, call).await, Ok(Some(true)))
+            }
+        }
+    };
+    let (ok, latencies) = drive(send).await;
+    let per_endpoint: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    Outcome {
+        ok,
+        attempts: per_endpoint.iter().sum(),
+        per_endpoint,
+        latencies,
+    }
 }
 
-/// Sends REQUESTS GETs, CONCURRENCY at a time, and records what came back.
-async fn run<S, B>(svc: S, addr: SocketAddr) -> Outcome
+/// Sends REQUESTS requests, CONCURRENCY at a time; returns the successes and every latency.
+async fn drive<F, Fut>(send: F) -> (usize, Vec<Duration>)
 where
-    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Error: std::fmt::Debug + Send,
-    S::Future: Send,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
 {
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (mut svc, next) = (svc.clone(), next.clone());
+        let (send, next) = (send.clone(), next.clone());
         workers.push(tokio::spawn(async move {
             let (mut ok, mut latencies) = (0, Vec::new());
-            while next.fetch_add(1, Ordering::Relaxed) < REQUESTS as u64 {
-                let req = http::Request::get(format!("http://{addr}/"))
-                    .body(Empty::new())
-                    .expect("a valid request");
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= REQUESTS {
+                    break;
+                }
                 let start = Instant::now();
-                let result = match svc.ready().await {
-                    Ok(svc) => svc.call(req).await,
-                    Err(e) => Err(e),
-                };
-                if let Ok(res) = result {
-                    let success = res.status().is_success();
-                    if res.into_body().collect().await.is_ok() && success {
-                        ok += 1;
-                    }
+                if send(n).await {
+                    ok += 1;
                 }
                 latencies.push(start.elapsed());
             }
             (ok, latencies)
         }));
     }
-    let mut outcome = Outcome {
-        ok: 0,
-        latencies: Vec::with_capacity(REQUESTS),
-    };
-    for w in workers {
-        if let Ok((ok, latencies)) = w.await {
-            outcome.ok += ok;
-            outcome.latencies.extend(latencies);
+    let (mut ok, mut latencies) = (0, Vec::with_capacity(REQUESTS));
+    for worker in workers {
+        if let Ok((n, l)) = worker.await {
+            ok += n;
+            latencies.extend(l);
         }
     }
-    outcome.latencies.sort();
-    outcome
+    latencies.sort();
+    (ok, latencies)
 }
 
-/// A server that misbehaves at random, counting every request it receives.
-async fn flaky_server(received: Arc<AtomicU64>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let received = received.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-                    received.fetch_add(1, Ordering::Relaxed);
-                    let roll: f64 = rand::rng().random();
-                    async move {
-                        if roll < 0.03 {
-                            // An error from the service makes hyper drop the connection unanswered.
-                            return Err("dropped");
-                        }
-                        if roll < 0.05 {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                        }
-                        let status = if roll > 0.92 { 503 } else { 200 };
-                        let mut res = http::Response::new(Full::new(Bytes::from_static(b"ok")));
-                        *res.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
-                        Ok::<_, &str>(res)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(addr)
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn pct(part: usize, whole: usize) -> String {
+    format!("{:.2}%", 100.0 * part as f64 / whole.max(1) as f64)
+}
+
+fn latency(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }

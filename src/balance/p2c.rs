@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
-const PAIRS: usize = 3;
+const PAIRS: usize = 4;
 
 /// The chosen endpoint, and whether this request is its probation probe.
 pub(crate) struct Choice<K, S> {
@@ -68,9 +68,10 @@ pub(crate) fn pick<K, S>(
         } else {
             match (usable(pa), usable(pb)) {
                 (true, true) => cheaper(endpoints, a, b, now),
-                (true, false) => a,
-                (false, true) => b,
-                (false, false) => continue,
+                // Taking the one usable endpoint of a pair would hand a slow endpoint every
+                // draw that pairs it with an ejected one: draw again, so that each choice
+                // is a real comparison.
+                _ => continue,
             }
         };
         if let Some(choice) = take(chosen) {
