@@ -30,8 +30,14 @@ fn fleet() -> Vec<(&'static str, Backend)> {
     vec![
         ("healthy-1", Backend::new(fast())),
         ("healthy-2", Backend::new(fast())),
-        ("slow (150 ms)", Backend::new(Behavior::healthy().latency(Latency::fixed(ms(150))))),
-        ("flaky (30% 503)", Backend::new(fast().errors(0.3, StatusCode::SERVICE_UNAVAILABLE))),
+        (
+            "slow (150 ms)",
+            Backend::new(Behavior::healthy().latency(Latency::fixed(ms(150)))),
+        ),
+        (
+            "flaky (30% 503)",
+            Backend::new(fast().errors(0.3, StatusCode::SERVICE_UNAVAILABLE)),
+        ),
         (
             "dies, comes back",
             Backend::phases([
@@ -70,7 +76,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         row(label, latency(plain.quantile(q)), latency(mesh.quantile(q)));
     }
     let per = |n: u64| format!("{:.3}", n as f64 / REQUESTS as f64);
-    row("attempts per request", per(plain.attempts), per(mesh.attempts));
+    row(
+        "attempts per request",
+        per(plain.attempts),
+        per(mesh.attempts),
+    );
     println!();
     println!("each endpoint's share of attempts:");
     for (i, name) in names.iter().enumerate() {
