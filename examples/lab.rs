@@ -1,0 +1,394 @@
+//! lab: runs the scenarios — a slow endpoint, a flaky one, one dying and returning, one
+//! hanging, a full outage, tail latency, throttling with Retry-After, endpoint churn — against
+//! a local fleet of misbehaving backends, in three modes (plain, tower, meshless), and writes
+//! `target/lab/report.md` with SVG charts next to it.
+//!
+//! ```text
+//! cargo run --release --example lab [-- [--only NAME[,NAME...]] [--requests N] [--rate RPS]
+//!                                       [--max-in-flight C] [--publish]]
+//! ```
+//!
+//! - `--only`: run these scenarios only (slow, flaky, dying, hanging, outage, tail,
+//!   throttling, churn).
+//! - `--requests` (default 4000) and `--rate` (default 1000 req/s): the open-loop load of each
+//!   scenario and mode; the run lasts `requests / rate` seconds, and the dying and churn
+//!   scenarios place their phases within it.
+//! - `--max-in-flight` (default 256): requests in flight at most.
+//! - `--publish`: also write the report to `docs/lab-report.md` and its charts to `docs/lab/`.
+//!
+//! Progress goes to stderr. The modes are loadgen's (`loadgen/plain.rs`,
+//! `loadgen/tower_mode.rs`, included read-only) and meshless' `http::Client` with its default
+//! policy, built as loadgen builds it (see `lab/target.rs`).
+
+#[allow(dead_code)]
+#[path = "loadgen/cli.rs"]
+mod cli;
+#[allow(dead_code)]
+#[path = "loadgen/common.rs"]
+mod common;
+#[path = "loadgen/plain.rs"]
+mod plain;
+#[path = "loadgen/tower_mode.rs"]
+mod tower_mode;
+
+#[path = "lab/charts.rs"]
+mod charts;
+#[path = "lab/report.rs"]
+mod report;
+#[path = "lab/scenario.rs"]
+mod scenario;
+#[path = "lab/stats.rs"]
+mod stats;
+#[path = "lab/target.rs"]
+mod target;
+
+use bytes::Bytes;
+use cli::Mode;
+use common::Spec;
+use http::Method;
+use http::uri::PathAndQuery;
+use meshless::testing::Fleet;
+use stats::{EndpointLine, Run};
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use target::{Load, Target};
+
+/// The same deadline for every mode: loadgen's `--timeout-ms` default.
+const TIMEOUT: Duration = Duration::from_millis(1000);
+
+const MODES: [Mode; 3] = [Mode::Plain, Mode::Tower, Mode::Meshless];
+
+const USAGE: &str = "\
+usage: cargo run --release --example lab [-- [--only NAME[,NAME...]] [--requests N] [--rate RPS]
+                                             [--max-in-flight C] [--publish]]
+";
+
+struct Options {
+    only: Option<Vec<String>>,
+    requests: u64,
+    rate: f64,
+    max_in_flight: usize,
+    publish: bool,
+    /// The arguments as given, for the report's command line.
+    given: Vec<String>,
+}
+
+fn parse(args: Vec<String>) -> Result<Options, String> {
+    let mut options = Options {
+        only: None,
+        requests: 4000,
+        rate: 1000.0,
+        max_in_flight: 256,
+        publish: false,
+        given: args.clone(),
+    };
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--only" => {
+                options.only = Some(
+                    value("--only")?
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .collect(),
+                );
+            }
+            "--requests" => {
+                options.requests = value("--requests")?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--requests needs a positive whole number")?;
+            }
+            "--rate" => {
+                options.rate = value("--rate")?
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| r.is_finite() && *r > 0.0)
+                    .ok_or("--rate needs a positive number")?;
+            }
+            "--max-in-flight" => {
+                options.max_in_flight = value("--max-in-flight")?
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or("--max-in-flight needs a positive whole number")?;
+            }
+            "--publish" => options.publish = true,
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let options = match parse(std::env::args().skip(1).collect()) {
+        Ok(options) => options,
+        Err(message) => {
+            if !message.is_empty() {
+                eprintln!("lab: {message}\n");
+            }
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("lab: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(lab(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
+    let wall = std::time::Instant::now();
+    let load_avg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string));
+    let run_length = Duration::from_secs_f64(options.requests as f64 / options.rate);
+    let mut scenarios = scenario::all(run_length);
+    if let Some(only) = &options.only {
+        for name in only {
+            if !scenarios.iter().any(|s| s.name == name) {
+                return Err(format!("--only: no scenario named {name:?}").into());
+            }
+        }
+        scenarios.retain(|s| only.iter().any(|n| n == s.name));
+    }
+    let out_dir = target_dir().join("lab");
+    std::fs::create_dir_all(&out_dir)?;
+    let load = Load {
+        requests: options.requests,
+        rate: options.rate,
+        max_in_flight: options.max_in_flight,
+    };
+    let total = scenarios.len() * MODES.len();
+    eprintln!(
+        "lab: {} scenarios × {} modes, {} requests each at {} req/s ({:.1} s), at most {} in \
+         flight, deadline {} ms; writing to {}",
+        scenarios.len(),
+        MODES.len(),
+        load.requests,
+        load.rate,
+        run_length.as_secs_f64(),
+        load.max_in_flight,
+        TIMEOUT.as_millis(),
+        out_dir.display()
+    );
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut n = 0;
+    for scenario in &scenarios {
+        for mode in MODES {
+            n += 1;
+            let run = run_one(scenario, mode, &load).await?;
+            eprintln!(
+                "lab: [{n:>2}/{total}] {:<10} {:<8} {:>5} requests, {:>7.2}% ok, {:.3} \
+                 attempts/req, p99 {}, p99.9 {}, {:.2} s{}",
+                scenario.name,
+                mode.name(),
+                run.requests,
+                run.success_pct(),
+                run.attempts_per_request(),
+                charts::ms_text(run.quantile_ms(0.99)),
+                charts::ms_text(run.quantile_ms(0.999)),
+                run.duration.as_secs_f64(),
+                if run.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failures: {}", run.failures_text())
+                }
+            );
+            runs.push(run);
+        }
+        let mine: Vec<&Run> = runs
+            .iter()
+            .filter(|r| r.scenario == scenario.name)
+            .collect();
+        charts::cdf(
+            &out_dir.join(format!("{}-cdf.svg", scenario.name)),
+            &format!("{}: latency CDF", scenario.title),
+            &mine,
+        )?;
+        charts::success(
+            &out_dir.join(format!("{}-success.svg", scenario.name)),
+            &format!("{}: success over time", scenario.title),
+            &mine,
+        )?;
+    }
+
+    let wall_s = wall.elapsed().as_secs_f64();
+    let mut command = "cargo run --release --example lab".to_string();
+    if !options.given.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&options.given.join(" "));
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let setup = report::Setup {
+        command,
+        date: utc_now(),
+        commit: commit(),
+        machine: format!(
+            "{cores} cores ({}), shared with other jobs (builds and tests of other engineers \
+             may run at the same time; load average {} when the lab started); the fleet and \
+             the client share one tokio runtime and these cores",
+            cpu_model().unwrap_or_else(|| "CPU model unknown".into()),
+            load_avg.unwrap_or_else(|| "unknown".into())
+        ),
+        requests: load.requests,
+        rate: load.rate,
+        max_in_flight: load.max_in_flight,
+        timeout_ms: TIMEOUT.as_millis(),
+        wall_s,
+    };
+    let report_path = out_dir.join("report.md");
+    std::fs::write(
+        &report_path,
+        report::markdown(&setup, &scenarios, &runs, ""),
+    )?;
+    eprintln!("lab: wrote {}", report_path.display());
+    if options.publish {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+        std::fs::create_dir_all(docs.join("lab"))?;
+        for scenario in &scenarios {
+            for kind in ["cdf", "success"] {
+                let file = format!("{}-{kind}.svg", scenario.name);
+                std::fs::copy(out_dir.join(&file), docs.join("lab").join(&file))?;
+            }
+        }
+        let docs_report = docs.join("lab-report.md");
+        std::fs::write(
+            &docs_report,
+            report::markdown(&setup, &scenarios, &runs, "lab/"),
+        )?;
+        eprintln!("lab: published {}", docs_report.display());
+    }
+    for verdict in report::verdicts(&runs) {
+        eprintln!("lab: {}", verdict.line());
+    }
+    eprintln!("lab: done in {wall_s:.1} s");
+    Ok(())
+}
+
+/// One scenario in one mode, on a fresh fleet.
+async fn run_one(
+    scenario: &scenario::Scenario,
+    mode: Mode,
+    load: &Load,
+) -> Result<Run, Box<dyn Error>> {
+    let fleet = Fleet::builder()
+        .backends(scenario.backends.iter().map(|(b, _)| b.clone()))
+        .start()
+        .await?;
+    let addrs = fleet.addrs();
+    let target = Arc::new(Target::new(mode, &addrs, TIMEOUT));
+    let spec = Arc::new(Spec {
+        method: Method::GET,
+        path: PathAndQuery::from_static("/"),
+        body: Bytes::new(),
+        timeout: TIMEOUT,
+    });
+    let (records, duration) = target::drive(target.clone(), spec, load).await;
+    let mut run = Run::new(scenario.name, mode.name(), &records, duration);
+    run.attempts = target.attempts(run.requests);
+    let reports = target.endpoints();
+    run.endpoints = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let report = reports.iter().find(|e| e.addr == *addr);
+            EndpointLine {
+                attempts: report.map_or(0, |e| e.requests),
+                failures: report.map_or(0, |e| e.failures),
+                ejections: report.map_or(0, |e| e.ejections),
+                served: fleet.backend(i).counters().requests(),
+            }
+        })
+        .collect();
+    run.meshless = target.meshless_stats().map(|mut stats| {
+        // In the fleet's order, as the other tables are.
+        stats
+            .status
+            .sort_by_key(|(addr, _)| addrs.iter().position(|a| a == addr));
+        stats
+    });
+    drop(target);
+    fleet.shutdown().await;
+    Ok(run)
+}
+
+/// The cargo target directory this example runs from (`<target>/release/examples/lab`), or
+/// `target/` in the package.
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            let examples = exe.parent()?;
+            (examples.file_name()? == "examples").then_some(())?;
+            Some(examples.parent()?.parent()?.to_path_buf())
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// `2025-01-31 14:05 UTC`, from the system clock.
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let (hh, mm) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
+}
+
+/// The commit the lab was built from, and whether the work tree had changes.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        None => "unknown".to_string(),
+        Some(hash) => match git(&["status", "--porcelain"]) {
+            Some(changes) if !changes.is_empty() => {
+                format!("`{hash}` with uncommitted changes in the work tree")
+            }
+            _ => format!("`{hash}`"),
+        },
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+}
