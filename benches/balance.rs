@@ -128,11 +128,24 @@ fn measure_allocations<T>(f: impl FnOnce() -> T) -> (T, isize, usize) {
 type Req = Request<Empty<Bytes>>;
 type Res = Response<Empty<Bytes>>;
 
+/// What the in-memory endpoints are.
+trait Endpoint:
+    Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
+{
+}
+
+impl<T> Endpoint for T where
+    T: Service<Req, Response = Res, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The endpoint: answers `200` with an empty body at once. Zero-sized, so that the memory
 /// measured is the balancer's own.
-fn endpoint()
--> impl Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
-{
+fn endpoint() -> impl Endpoint {
     service_fn(|_req: Req| async { Ok::<_, Infallible>(Response::new(Empty::new())) })
 }
 
@@ -411,6 +424,9 @@ where
     start.elapsed()
 }
 
+/// One request in flight, read to the end: its status.
+type Call = std::pin::Pin<Box<dyn Future<Output = StatusCode> + Send>>;
+
 struct Clients {
     bare: HyperClient<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
     uri: http::Uri,
@@ -418,10 +434,7 @@ struct Clients {
 }
 
 impl Clients {
-    fn bare(
-        &self,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = StatusCode> + Send>> + Clone + Send + 'static
-    {
+    fn bare(&self) -> impl Fn() -> Call + Clone + Send + 'static {
         let (client, uri) = (self.bare.clone(), self.uri.clone());
         move || {
             let (client, uri) = (client.clone(), uri.clone());
@@ -434,10 +447,7 @@ impl Clients {
         }
     }
 
-    fn meshless(
-        &self,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = StatusCode> + Send>> + Clone + Send + 'static
-    {
+    fn meshless(&self) -> impl Fn() -> Call + Clone + Send + 'static {
         let client = self.meshless.clone();
         move || {
             let call = client.get("/");
@@ -485,7 +495,16 @@ fn throughput(c: &mut Criterion) {
     });
     group.finish();
 
-    // Interleaved rounds: bare, meshless, bare, meshless, ...
+    // Interleaved rounds: bare, meshless, bare, meshless, ... Skipped when the command line
+    // filters the benchmarks and the filter does not select this group.
+    let filters = filters();
+    if !filters.is_empty()
+        && !filters
+            .iter()
+            .any(|f| "client/throughput".contains(f.as_str()))
+    {
+        return;
+    }
     let rate = |send: &dyn Fn(u64) -> Duration| {
         // As many requests as fit in about 2 s, from a short calibration.
         let probe = 2_000;
@@ -511,6 +530,33 @@ fn throughput(c: &mut Criterion) {
     println!("  rounds: bare {bare:.0?}, meshless {mesh:.0?}");
     drop(clients);
     rt.block_on(fleet.shutdown());
+}
+
+/// The benchmark filters on the command line: the arguments that are neither options nor the
+/// values of criterion's options that take one.
+fn filters() -> Vec<String> {
+    const WITH_VALUE: [&str; 10] = [
+        "--profile-time",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--measurement-time",
+        "--warm-up-time",
+        "--sample-size",
+        "--nresamples",
+        "--color",
+    ];
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    filters
 }
 
 criterion_group!(benches, pick, apply, throughput);
