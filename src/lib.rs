@@ -9,6 +9,7 @@ pub mod classify;
 pub mod deadline;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod outlier;
 pub mod retry;
 #[cfg(feature = "testing")]

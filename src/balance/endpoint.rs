@@ -2,6 +2,7 @@
 
 use super::ewma::PeakEwma;
 use crate::classify::{Class, Pushback};
+use crate::observe::EndpointMetrics;
 use crate::outlier::Health;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub(crate) struct Meter {
     pub(crate) penalty: Duration,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// The endpoint's key as `Display` writes it: its label in metrics and spans.
+    pub(crate) label: std::sync::Arc<str>,
+    /// `None` when the balancer's metrics are off.
+    pub(crate) metrics: Option<EndpointMetrics>,
 }
 
 impl Meter {
@@ -44,7 +49,8 @@ impl Meter {
     pub(crate) fn finish(&self, class: &Class, latency: Duration, probe: bool, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        if class.is_failure() {
+        // The new peak-EWMA estimate, in nanoseconds.
+        let rtt = if class.is_failure() {
             self.failures.fetch_add(1, Ordering::Relaxed);
             // A failure is as bad as a slow answer: recording it as fast would draw traffic to
             // the endpoint that fails fastest. The server's own pushback, when it gives one,
@@ -53,12 +59,20 @@ impl Meter {
                 Some(Pushback::After(wait)) if !wait.is_zero() => wait,
                 _ => self.penalty.max(latency),
             };
-            self.rtt.observe(sample, now);
+            self.rtt.observe(sample, now)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
-            self.rtt.reset(latency, now);
+            self.rtt.reset(latency, now)
         } else {
-            self.rtt.observe(latency, now);
+            self.rtt.observe(latency, now)
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.finished(class.is_failure(), latency);
+            // The estimate jumps on a failure and restarts on a probe; between sweeps it only
+            // drifts (see `EndpointMetrics::rtt`).
+            if class.is_failure() || probe {
+                metrics.rtt(rtt);
+            }
         }
         self.health.report(now, class, latency);
     }

@@ -49,8 +49,8 @@ impl PeakEwma {
         self.decayed(&state, now)
     }
 
-    /// Records one round trip.
-    pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
+    /// Records one round trip; returns the new estimate, in nanoseconds.
+    pub(crate) fn observe(&self, rtt: Duration, now: Instant) -> f64 {
         let rtt = rtt.as_nanos() as f64;
         let mut state = self.lock();
         let current = state.estimate_nanos;
@@ -62,14 +62,17 @@ impl PeakEwma {
             current * keep + rtt * (1.0 - keep)
         };
         state.updated = state.updated.max(now);
+        state.estimate_nanos
     }
 
     /// Forgets the history: used when an endpoint comes back from ejection, so that the penalty
     /// that got it ejected does not keep it idle after it has proven healthy again.
-    pub(crate) fn reset(&self, rtt: Duration, now: Instant) {
+    /// Returns the new estimate, in nanoseconds.
+    pub(crate) fn reset(&self, rtt: Duration, now: Instant) -> f64 {
         let mut state = self.lock();
         state.estimate_nanos = rtt.as_nanos() as f64;
         state.updated = now;
+        state.estimate_nanos
     }
 }
 

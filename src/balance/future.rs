@@ -76,6 +76,7 @@ where
                     let endpoints = shared.snapshot();
                     let fail_open = shared.detector.panicking();
                     if let Some(choice) = p2c::pick(&endpoints, now, fail_open) {
+                        crate::observe::trace::record_endpoint(&choice.endpoint.meter.label);
                         let in_flight =
                             InFlight::start(choice.endpoint.meter.clone(), choice.probe);
                         let service = choice.endpoint.service.clone();
@@ -91,6 +92,9 @@ where
                         shared
                             .fail_fast_events
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(metrics) = &shared.metrics {
+                            metrics.failed_fast();
+                        }
                         tracing::debug!(
                             endpoints = endpoints.len(),
                             "no ready endpoint: failing fast"

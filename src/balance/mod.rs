@@ -46,6 +46,7 @@ use self::endpoint::{Endpoint, Meter};
 use self::ewma::PeakEwma;
 use crate::classify::{Classifier, Classify};
 use crate::error::{BoxError, ConfigError, Error};
+use crate::observe::{BalancerMetrics, HealthObserver, Settings};
 use crate::outlier::{Detector, OutlierConfig, Status};
 use http::Request;
 use std::collections::HashMap;
@@ -95,6 +96,8 @@ pub(crate) struct Shared<K, S> {
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) config: BalanceBuilder,
     pub(crate) fail_fast_events: AtomicU64,
+    /// `None` when metrics are off.
+    pub(crate) metrics: Option<BalancerMetrics>,
 }
 
 impl<K, S> Shared<K, S> {
@@ -104,6 +107,18 @@ impl<K, S> Shared<K, S> {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Publishes every endpoint's EWMA gauge: run once per outlier sweep.
+    fn publish_rtt(&self, now: Instant) {
+        if self.metrics.is_none() {
+            return;
+        }
+        for endpoint in self.snapshot().iter() {
+            if let Some(metrics) = &endpoint.meter.metrics {
+                metrics.rtt(endpoint.meter.rtt.get(now));
+            }
+        }
     }
 }
 
@@ -134,6 +149,7 @@ pub struct BalanceBuilder {
     pub(crate) rtt_at_headers: bool,
     outlier: OutlierConfig,
     classifier: Arc<dyn Classify>,
+    observe: Settings,
 }
 
 impl fmt::Debug for BalanceBuilder {
@@ -144,6 +160,7 @@ impl fmt::Debug for BalanceBuilder {
             .field("fail_fast", &self.fail_fast)
             .field("penalty", &self.penalty)
             .field("rtt_at_headers", &self.rtt_at_headers)
+            .field("observe", &self.observe)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +175,7 @@ impl Default for BalanceBuilder {
             rtt_at_headers: false,
             outlier: OutlierConfig::default(),
             classifier: Arc::new(Classifier::default()),
+            observe: Settings::default(),
         }
     }
 }
@@ -239,6 +257,31 @@ impl BalanceBuilder {
         self
     }
 
+    /// The `service` label of this balancer's metrics and events (default `"default"`). See
+    /// [`crate::observe`].
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().service_name("payments");
+    /// ```
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.observe.set_service(name);
+        self
+    }
+
+    /// Records metrics through the [`metrics`] facade (default `true`); `false` turns them off
+    /// for this balancer. [`Balance::stats`] and tracing events are not affected.
+    ///
+    /// The balancer registers its handles when it is built and each endpoint's when it is
+    /// inserted: install the recorder before that.
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().metrics(false);
+    /// ```
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.observe.metrics = enabled;
+        self
+    }
+
     /// Checks the settings.
     ///
     /// ```
@@ -277,6 +320,7 @@ impl BalanceBuilder {
                 endpoints: RwLock::new(Arc::from(Vec::new())),
                 detector: Detector::new(self.outlier.clone()),
                 classifier: self.classifier.clone(),
+                metrics: BalancerMetrics::register(&self.observe),
                 config: self,
                 fail_fast_events: AtomicU64::new(0),
             }),
@@ -360,9 +404,36 @@ impl<K, S> Balance<K, S> {
     }
 }
 
+/// A snapshot of a [`Balance`]: its endpoints, how many are in each state, and how often it
+/// failed fast.
+///
+/// ```
+/// use meshless::balance::Balance;
+/// # use tower::service_fn;
+/// let balance = Balance::builder().build();
+/// balance.insert("a", service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }));
+/// let stats = balance.stats();
+/// assert_eq!((stats.active, stats.ejected, stats.probation), (1, 0, 0));
+/// assert_eq!(stats.endpoints[0].key, "a");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BalanceStats<K> {
+    /// Every endpoint's measurements, as [`Balance::endpoints`] gives them.
+    pub endpoints: Vec<EndpointStats<K>>,
+    /// Endpoints serving traffic.
+    pub active: usize,
+    /// Endpoints ejected, whose ejection has not ended.
+    pub ejected: usize,
+    /// Endpoints whose ejection has ended, waiting for or serving their probe.
+    pub probation: usize,
+    /// Requests that failed fast because no endpoint was ready.
+    pub fail_fast_events: u64,
+}
+
 impl<K, S> Balance<K, S>
 where
-    K: Clone + Eq + Hash,
+    K: Clone + Eq + Hash + fmt::Display,
 {
     /// Adds an endpoint, or replaces the one with the same key.
     ///
@@ -432,9 +503,9 @@ where
             match change {
                 Change::Insert(key, service) => {
                     let endpoint = Arc::new(Endpoint {
+                        meter: Arc::new(self.meter(now, weight, &key)),
                         key: key.clone(),
                         service,
-                        meter: Arc::new(self.meter(now, weight)),
                     });
                     match by_key.insert(key.clone(), endpoint) {
                         Some(old) => old.meter.health.retire(),
@@ -455,19 +526,34 @@ where
         *slot = Arc::from(next);
     }
 
-    fn meter(&self, now: Instant, weight: f64) -> Meter {
-        let config = &self.shared.config;
+    fn meter(&self, now: Instant, weight: f64, key: &K) -> Meter {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        // The endpoint's label in metrics and spans, written once.
+        let label: Arc<str> = Arc::from(key.to_string());
+        let observer = HealthObserver::new(&config.observe, label.clone(), shared.metrics.as_ref());
         Meter {
             rtt: PeakEwma::new(config.default_rtt, config.decay, now),
             in_flight: AtomicU32::new(0),
-            health: self.shared.detector.register(now),
+            health: shared.detector.register_observed(now, observer),
             weight,
             penalty: config.penalty,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            metrics: shared.metrics.as_ref().map(|m| {
+                let metrics = m.endpoint(&label);
+                metrics.rtt(config.default_rtt.as_nanos() as f64);
+                metrics
+            }),
+            label,
         }
     }
+}
 
+impl<K, S> Balance<K, S>
+where
+    K: Clone + Eq + Hash,
+{
     /// A snapshot of every endpoint's measurements.
     ///
     /// ```
@@ -490,11 +576,33 @@ where
             })
             .collect()
     }
+
+    /// The endpoints, how many are in each state, and the fail-fast count. Walks every
+    /// endpoint: for dashboards and tests, not for the request path.
+    ///
+    /// ```
+    /// let balance = meshless::balance::Balance::builder().build::<&str, ()>();
+    /// let stats = balance.stats();
+    /// assert!(stats.endpoints.is_empty());
+    /// assert_eq!(stats.fail_fast_events, 0);
+    /// ```
+    pub fn stats(&self) -> BalanceStats<K> {
+        let endpoints = self.endpoints();
+        let count =
+            |wanted: fn(&Status) -> bool| endpoints.iter().filter(|e| wanted(&e.status)).count();
+        BalanceStats {
+            active: count(|s| matches!(s, Status::Active)),
+            ejected: count(|s| matches!(s, Status::Ejected { .. })),
+            probation: count(|s| matches!(s, Status::Probation)),
+            fail_fast_events: self.fail_fast_events(),
+            endpoints,
+        }
+    }
 }
 
 impl<K, S> Balance<K, S>
 where
-    K: Clone + Eq + Hash + Send + Sync + 'static,
+    K: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static,
     S: Send + Sync + 'static,
 {
     /// Follows a discovery stream in a background task: changes that arrive together are
@@ -625,7 +733,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.shared.detector.sweep_if_due(Instant::now());
+        let now = Instant::now();
+        if self.shared.detector.sweep_if_due(now) {
+            self.shared.publish_rtt(now);
+        }
         ResponseFuture::new(self.shared.clone(), req)
     }
 }

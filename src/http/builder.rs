@@ -33,6 +33,8 @@ use tower::util::BoxCloneSyncService;
 /// | retries, budget, backoff, replay | see [`RetryLayer`] | Finagle, linkerd, Envoy |
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
+/// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
+/// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
 ///
 /// ```
 /// use meshless::http::Client;
@@ -61,6 +63,8 @@ pub struct ClientBuilder {
     idempotency: Idempotency,
     classifier: Classifier,
     balance: BalanceBuilder,
+    service_name: String,
+    metrics: bool,
 }
 
 impl Default for ClientBuilder {
@@ -79,6 +83,8 @@ impl Default for ClientBuilder {
             idempotency: Idempotency::default(),
             classifier: Classifier::default(),
             balance: BalanceBuilder::default(),
+            service_name: crate::observe::DEFAULT_SERVICE.to_string(),
+            metrics: true,
         }
     }
 }
@@ -238,6 +244,32 @@ impl ClientBuilder {
         self
     }
 
+    /// The `service` label of the client's metrics and spans (default `"default"`): name the
+    /// service the client talks to, so that several clients in one process can be told apart.
+    /// See [`crate::observe`].
+    ///
+    /// ```
+    /// let b = meshless::http::Client::builder().service_name("payments");
+    /// ```
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.service_name = name.into();
+        self
+    }
+
+    /// Records metrics through the [`metrics`] facade (default `true`); `false` turns them off
+    /// for the retry layer and the balancer alike. [`Client::stats`] and tracing are not
+    /// affected.
+    ///
+    /// The client registers its metric handles when it is built: install the recorder first.
+    ///
+    /// ```
+    /// let b = meshless::http::Client::builder().metrics(false);
+    /// ```
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.metrics = enabled;
+        self
+    }
+
     /// Checks the configuration and builds the client.
     ///
     /// ```
@@ -289,6 +321,8 @@ impl ClientBuilder {
             .balance
             .clone()
             .classifier(self.classifier.clone())
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics)
             .build();
         balance.apply(addrs.iter().filter_map(|addr| {
             let authority: Authority = addr.to_string().parse().ok()?;
@@ -322,6 +356,8 @@ impl ClientBuilder {
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics)
             .classifier(self.classifier);
         let retry_stats = retry.stats();
         let stack: Stack = BoxCloneSyncService::new(
@@ -335,6 +371,7 @@ impl ClientBuilder {
             stack,
             balance,
             retry: retry_stats,
+            service: Arc::from(self.service_name),
             _dns: dns,
         })
     }

@@ -4,6 +4,7 @@ use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
 use crate::balance::{Balance, EndpointStats};
 use crate::error::{BoxError, Error, Kind};
+use crate::observe::ClientStats;
 use crate::retry::RetryStats;
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
@@ -50,6 +51,7 @@ pub struct Client {
     pub(crate) stack: Stack,
     pub(crate) balance: Balance<SocketAddr, EndpointService>,
     pub(crate) retry: Arc<RetryStats>,
+    pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
 
@@ -156,6 +158,34 @@ impl Client {
     /// ```
     pub fn fail_fast_events(&self) -> u64 {
         self.balance.fail_fast_events()
+    }
+
+    /// A snapshot for programs, dashboards and tests: lifetime counts, the success rate and
+    /// latency percentiles of the last minute, and every endpoint's state and peak-EWMA RTT.
+    /// Cheap: atomic loads, and one look at each endpoint.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// let stats = client.stats();
+    /// assert_eq!(stats.requests, 0);
+    /// assert_eq!(stats.recent.p99, None);
+    /// println!("{} endpoints, success rate {:?}", stats.endpoints.len(), stats.success_rate());
+    /// ```
+    pub fn stats(&self) -> ClientStats {
+        let retry = &self.retry;
+        ClientStats {
+            service: self.service.to_string(),
+            requests: retry.requests(),
+            successes: retry.successes(),
+            failures: retry.failures(),
+            cancelled: retry.cancelled(),
+            retries: retry.retries(),
+            budget_exhausted: retry.budget_exhausted(),
+            attempt_timeouts: retry.attempt_timeouts(),
+            fail_fast_events: self.balance.fail_fast_events(),
+            recent: retry.recent(),
+            endpoints: self.balance.endpoints(),
+        }
     }
 }
 

@@ -27,3 +27,4 @@ mod endpoint;
 
 pub use self::builder::ClientBuilder;
 pub use self::client::{Client, ResponseBody, ResponseFuture};
+pub use crate::observe::ClientStats;

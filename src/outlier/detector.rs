@@ -3,6 +3,7 @@
 use super::gate::{self, Clock};
 use super::health::{Endpoint, Health};
 use super::{EjectReason, OutlierConfig, Status, penalty};
+use crate::observe::HealthObserver;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -212,6 +213,12 @@ impl Detector {
     /// assert_eq!(newcomer.slow_start_factor(later), 0.1); // ramping up over 10 s
     /// ```
     pub fn register(&self, now: Instant) -> Health {
+        self.register_observed(now, HealthObserver::unnamed())
+    }
+
+    /// [`register`](Self::register), with an observer told of the endpoint's transitions
+    /// (the balancer's: its metrics and named events).
+    pub(crate) fn register_observed(&self, now: Instant, observer: HealthObserver) -> Health {
         let fleet = &self.fleet;
         let now_us = fleet.clock.micros(now);
         let founded = match fleet.founded.compare_exchange(
@@ -232,7 +239,7 @@ impl Detector {
         let ramp = fleet.timing.slow_start > 0
             && fleet.config.slow_start_new_endpoints
             && now_us.saturating_sub(founded) >= fleet.timing.slow_start;
-        let health = Health::new(fleet.clone(), now_us, ramp);
+        let health = Health::new(fleet.clone(), now_us, ramp, observer);
         fleet.total.fetch_add(1, Ordering::AcqRel);
         let mut endpoints = fleet.lock();
         // Prune retired endpoints now and then, so that churn without sweeps cannot grow the

@@ -6,6 +6,7 @@ use super::gate::{self, ACTIVE, EJECTED, LONG_AGO, PROBING, RETIRED};
 use super::histogram::Histogram;
 use super::{Admit, EjectReason, Status, Window, slow_start};
 use crate::classify::Class;
+use crate::observe::{HealthObserver, State};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -60,12 +61,20 @@ pub(crate) struct Endpoint {
     /// interval, which no endpoint serves.)
     outcomes: AtomicU64,
     latency: Histogram,
+    /// Told of every transition: metrics and tracing events.
+    observer: HealthObserver,
 }
 
 impl Health {
-    pub(crate) fn new(fleet: Arc<Fleet>, now_us: i64, ramp: bool) -> Self {
+    pub(crate) fn new(
+        fleet: Arc<Fleet>,
+        now_us: i64,
+        ramp: bool,
+        observer: HealthObserver,
+    ) -> Self {
         let ramp_start = if ramp { now_us } else { LONG_AGO };
         let latency = Histogram::new(fleet.config.latency.is_some());
+        observer.joined();
         Health {
             inner: Arc::new(Endpoint {
                 gate: AtomicU64::new(active(ramp_start)),
@@ -76,6 +85,7 @@ impl Health {
                 ejections: AtomicU64::new(0),
                 outcomes: AtomicU64::new(0),
                 latency,
+                observer,
                 fleet,
             }),
         }
@@ -298,7 +308,13 @@ impl Endpoint {
                 .gate
                 .compare_exchange(word, probing, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Admit::Probe,
+                Ok(_) => {
+                    // From PROBING, a lost probe is replaced: the state does not change.
+                    if gate::state(word) == EJECTED {
+                        self.observer.probing();
+                    }
+                    return Admit::Probe;
+                }
                 Err(actual) => word = actual,
             }
         }
@@ -339,6 +355,8 @@ impl Endpoint {
             {
                 // Still unavailable: the fleet's count does not change.
                 self.ejected(now_us, step, reason);
+                self.observer
+                    .ejected(reason, micros_between(now_us, until), true);
             }
         } else {
             let ramp_start = if fleet.timing.slow_start > 0 {
@@ -360,6 +378,7 @@ impl Endpoint {
             {
                 self.consecutive.reset();
                 fleet.release();
+                self.observer.returned();
             }
         }
     }
@@ -391,6 +410,8 @@ impl Endpoint {
             return false;
         }
         self.ejected(now_us, step, reason);
+        self.observer
+            .ejected(reason, micros_between(now_us, until), false);
         true
     }
 
@@ -428,9 +449,19 @@ impl Endpoint {
                     self.fleet.release();
                 }
                 self.fleet.leave();
+                self.observer.left(match state {
+                    ACTIVE => State::Active,
+                    EJECTED => State::Ejected,
+                    _ => State::Probation,
+                });
             }
         }
     }
+}
+
+/// The time from `from` to `to` (microseconds on the fleet's clock), zero if `to` is earlier.
+fn micros_between(from: i64, to: i64) -> Duration {
+    Duration::from_micros(u64::try_from(to.saturating_sub(from)).unwrap_or(0))
 }
 
 impl Drop for Endpoint {

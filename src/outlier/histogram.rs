@@ -4,13 +4,16 @@
 //! not a running mean, but it does not need much precision: buckets a quarter of an octave
 //! wide (the median is off by at most 12.5%) are plenty to tell a 3× slower endpoint apart.
 //! Recording is one relaxed `fetch_add`; reading (once per interval) swaps the counts out.
+//!
+//! The stats window of [`crate::observe`] reuses it for latency percentiles, reading the counts
+//! without clearing them.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Four buckets per octave of microseconds, up to 2³³ µs (about 2.4 hours); slower requests
 /// land in the last bucket.
-const BUCKETS: usize = 128;
+pub(crate) const BUCKETS: usize = 128;
 
 pub(crate) struct Histogram {
     /// Empty when the latency policy is off: nothing to record, nothing allocated.
@@ -39,6 +42,14 @@ impl Histogram {
         }
     }
 
+    /// Adds each bucket's count to `totals` (one entry per bucket), leaving the counts as they
+    /// are.
+    pub(crate) fn add_counts_to(&self, totals: &mut [u64]) {
+        for (total, bucket) in totals.iter_mut().zip(self.buckets.iter()) {
+            *total += u64::from(bucket.load(Ordering::Relaxed));
+        }
+    }
+
     /// The median of everything recorded since the last call, in microseconds, and clears
     /// the counts. `None` when nothing was recorded.
     pub(crate) fn take_median(&self) -> Option<f64> {
@@ -61,6 +72,25 @@ impl Histogram {
         }
         None
     }
+}
+
+/// The value at quantile `q` (in `[0, 1]`) of a histogram's bucket `counts`, in
+/// microseconds: the middle of the bucket that holds it. `None` when the counts are all zero.
+pub(crate) fn quantile(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    // The rank of the value sought, 1-based: at least the first value, at most the last.
+    let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, count) in counts.iter().enumerate() {
+        seen += count;
+        if seen >= rank {
+            return Some(midpoint(i));
+        }
+    }
+    None
 }
 
 /// Values below 8 µs get a bucket each; above, an octave `[2ᵒ, 2ᵒ⁺¹)` splits into four buckets
@@ -129,6 +159,30 @@ mod tests {
         }
         let median = h.take_median().unwrap();
         assert!((9_000.0..=11_000.0).contains(&median), "{median}");
+    }
+
+    #[test]
+    fn quantiles_come_from_the_counts_without_clearing_them() {
+        let h = Histogram::new(true);
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        let mut counts = vec![0; BUCKETS];
+        h.add_counts_to(&mut counts);
+        let within = |q: f64, expect_ms: f64| {
+            let got = quantile(&counts, q).unwrap() / 1000.0;
+            assert!((got - expect_ms).abs() <= expect_ms / 8.0, "p{q}: {got} ms");
+        };
+        within(0.5, 50.0);
+        within(0.9, 90.0);
+        within(0.99, 99.0);
+        within(0.0, 1.0);
+        within(1.0, 100.0);
+        assert_eq!(quantile(&[0; BUCKETS], 0.5), None);
+        assert!(
+            h.take_median().is_some(),
+            "reading the counts left them in place"
+        );
     }
 
     #[test]

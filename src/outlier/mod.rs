@@ -109,7 +109,7 @@ mod detector;
 mod failure_percent;
 mod gate;
 mod health;
-mod histogram;
+pub(crate) mod histogram;
 mod latency;
 mod penalty;
 mod slow_start;

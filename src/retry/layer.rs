@@ -8,6 +8,8 @@ use crate::budget::Budget;
 use crate::classify::{Classifier, Classify};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error};
+use crate::observe::trace::Trace;
+use crate::observe::{RequestMetrics, Settings};
 use http::Request;
 use http_body::Body;
 use std::sync::Arc;
@@ -56,6 +58,11 @@ pub(crate) struct Config<C> {
     /// A low estimate of how long a successful attempt takes (nanoseconds, 0 = unknown), so
     /// that a retry which cannot finish before the deadline is not started.
     pub(crate) fast_attempt: Arc<AtomicU64>,
+    /// The `service` label and whether to record metrics.
+    pub(crate) observe: Settings,
+    /// The metric handles, registered when the layer builds a service; `None` when metrics
+    /// are off (or before the layer is applied).
+    pub(crate) metrics: Option<Arc<RequestMetrics>>,
 }
 
 impl RetryLayer<Classifier> {
@@ -77,6 +84,8 @@ impl RetryLayer<Classifier> {
                 max_pushback: DEFAULT_MAX_PUSHBACK,
                 stats: Arc::default(),
                 fast_attempt: Arc::default(),
+                observe: Settings::default(),
+                metrics: None,
             },
         }
     }
@@ -160,8 +169,37 @@ impl<C> RetryLayer<C> {
                 max_pushback: c.max_pushback,
                 stats: c.stats,
                 fast_attempt: c.fast_attempt,
+                observe: c.observe,
+                metrics: c.metrics,
             },
         }
+    }
+
+    /// The `service` label of this layer's metrics and spans (default `"default"`): the
+    /// logical service its requests go to. See [`crate::observe`].
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.service_name("payments");
+    /// ```
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.config.observe.set_service(name);
+        self
+    }
+
+    /// Records metrics through the [`metrics`] facade (default `true`); `false` turns them off
+    /// for this layer. [`stats`](Self::stats) and tracing are not affected.
+    ///
+    /// The layer registers its metric handles when it builds a service: install the recorder
+    /// before that.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.metrics(false);
+    /// ```
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.config.observe.metrics = enabled;
+        self
     }
 
     /// The counters of every service this layer builds.
@@ -180,9 +218,13 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
     type Service = Retry<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let mut config = self.config.clone();
+        // Registered here rather than when the layer is configured, so that a recorder
+        // installed in between is the one that gets them.
+        config.metrics = RequestMetrics::register(&config.observe).map(Arc::new);
         Retry {
             inner,
-            config: Arc::new(self.config.clone()),
+            config: Arc::new(config),
         }
     }
 }
@@ -288,10 +330,14 @@ where
         let config = self.config.clone();
         config.budget.deposit();
         RetryStats::add(&config.stats.requests);
+        if let Some(metrics) = &config.metrics {
+            metrics.started();
+        }
 
         let idempotent = config.idempotency.is_idempotent(&req);
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
         let (parts, body) = req.into_parts();
+        let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
         let body = ReplayBody::new(body, config.replay_cap);
         let (first, replay) = match body.try_clone() {
             Some(first) => (first, Some(body)),
@@ -305,6 +351,7 @@ where
             config,
             idempotent,
             deadline,
+            trace,
         )
     }
 }

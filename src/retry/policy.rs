@@ -1,9 +1,11 @@
 //! Which requests may be repeated, and the counters of what the retry layer decided.
 
+use crate::observe::{Recent, RecentStats};
 use http::{HeaderMap, Method, Uri};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Marks one request as idempotent (`Idempotent(true)`) or not (`Idempotent(false)`),
 /// overriding every other rule. Insert it into the request's extensions.
@@ -138,7 +140,9 @@ impl Idempotency {
     }
 }
 
-/// What a retry layer has done since it was built. Shared by all its services and clones.
+/// What a retry layer has done since it was built, and how its requests did over the last
+/// minute ([`recent`](Self::recent)). Shared by all its services and clones; every reading is
+/// an atomic load.
 ///
 /// ```
 /// use meshless::{budget::Budget, retry::RetryLayer};
@@ -155,6 +159,13 @@ pub struct RetryStats {
     pub(crate) body_too_large: AtomicU64,
     pub(crate) pushback_refused: AtomicU64,
     pub(crate) deadline_refused: AtomicU64,
+    pub(crate) successes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) attempt_timeouts: AtomicU64,
+    pub(crate) replay_overflows: AtomicU64,
+    pub(crate) backoff_nanos: AtomicU64,
+    pub(crate) recent: Recent,
 }
 
 impl RetryStats {
@@ -227,11 +238,105 @@ impl RetryStats {
     pub fn deadline_refused(&self) -> u64 {
         self.deadline_refused.load(Ordering::Relaxed)
     }
+
+    /// Attempts sent: the first attempt of every request, and every retry.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let stats = layer.stats();
+    /// assert_eq!(stats.attempts(), stats.requests() + stats.retries());
+    /// ```
+    pub fn attempts(&self) -> u64 {
+        self.requests().saturating_add(self.retries())
+    }
+
+    /// Requests that finished with a success, by the classifier (a 404 is one: the server
+    /// answered as it should).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().successes();
+    /// ```
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+
+    /// Requests that finished with a failure: a failure answer (say a 503 that was not
+    /// retried), an error, or a deadline that passed while they were under way.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().failures();
+    /// ```
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose caller dropped them before they finished and before their deadline.
+    /// Once none is in flight, `requests = successes + failures + cancelled`.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().cancelled();
+    /// ```
+    pub fn cancelled(&self) -> u64 {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Attempts cut by the per-attempt timeout
+    /// ([`AttemptTimeout`](crate::deadline::AttemptTimeout), inside the retry layer).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().attempt_timeouts();
+    /// ```
+    pub fn attempt_timeouts(&self) -> u64 {
+        self.attempt_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body outgrew the replay buffer, so that they could not have been
+    /// retried, whether or not they needed it ([`body_too_large`](Self::body_too_large) counts
+    /// those that did).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().replay_overflows();
+    /// ```
+    pub fn replay_overflows(&self) -> u64 {
+        self.replay_overflows.load(Ordering::Relaxed)
+    }
+
+    /// The time spent waiting before retries (backoff, or the server's pushback), added up.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// assert_eq!(layer.stats().backoff_time(), std::time::Duration::ZERO);
+    /// ```
+    pub fn backoff_time(&self) -> Duration {
+        Duration::from_nanos(self.backoff_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Success rate and latency percentiles of the requests that finished in the last minute.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let recent = layer.stats().recent();
+    /// assert_eq!(recent.success_rate(), None); // nothing sent yet
+    /// ```
+    pub fn recent(&self) -> RecentStats {
+        self.recent.read(tokio::time::Instant::now())
+    }
 }
 
 impl RetryStats {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_backoff(&self, waited: Duration) {
+        // Waits are capped by the max pushback: u64 nanoseconds (584 years) never overflow.
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+        self.backoff_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 

@@ -251,7 +251,10 @@ where
             hint: self.hint,
         })
     }
+}
 
+// Apart from the `Body` bounds, so that the retry future can ask while it is dropped.
+impl<B> ReplayBody<B> {
     /// True once the body was found larger than the cap (then it is sent
     /// once, never replayed).
     ///
