@@ -425,17 +425,18 @@ async fn a_thousand_changes_give_the_right_endpoint_set() {
 /// while ejected, gets exactly one probe when the ejection ends (a failed probe ejects it again,
 /// for twice as long), and comes back when a probe succeeds.
 ///
-/// The failure penalty is set to 1 ms (it is 1 s by default) so that P2C keeps choosing the
-/// failing endpoint, which fails at once, over the healthy 5 ms ones, and the five failures come
-/// quickly. With the default penalty the endpoint would get one request every 30 s or so and
-/// the test would be about the penalty (test (b)), not about ejection.
+/// The failure penalty is set to 1 ms (it is 1 s by default) and the healthy endpoints answer
+/// in 100 ms, so that P2C keeps choosing the failing endpoint (5 ms, plus a few milliseconds of
+/// penalty) and the five failures come quickly. With the default penalty the endpoint would get
+/// a request only every few seconds and the test would be about the penalty (test (b)), not
+/// about ejection.
 #[tokio::test(start_paused = true)]
 async fn a_failing_endpoint_is_ejected_probed_once_and_returns() {
     let outlier = consecutive_only().build().unwrap();
     let mocks = [
         Mock::new(ms(5)).failing(),
-        Mock::new(ms(5)),
-        Mock::new(ms(5)),
+        Mock::new(ms(100)),
+        Mock::new(ms(100)),
     ];
     let bad = &mocks[0];
     let balance = Balance::builder()
@@ -473,10 +474,12 @@ async fn a_failing_endpoint_is_ejected_probed_once_and_returns() {
     // 3. One probe once the ejection is over; it fails, and the endpoint is out for 2 s.
     sleep_until(until).await;
     assert_eq!(status_of(&balance, &0), Status::Probation);
-    for _ in 0..50 {
-        send(&balance).await.unwrap(); // 50 × 5 ms: well within the next ejection
+    let mut sent = 0;
+    while bad.hits() == 5 {
+        send(&balance).await.unwrap();
+        sent += 1;
+        assert!(sent < 100, "never probed: {:?}", balance.endpoints());
     }
-    assert_eq!(bad.hits(), 6, "exactly one probe");
     let Status::Ejected { until, .. } = status_of(&balance, &0) else {
         panic!("a failed probe ejects again: {:?}", balance.endpoints());
     };
@@ -486,6 +489,10 @@ async fn a_failing_endpoint_is_ejected_probed_once_and_returns() {
         remaining > ms(1_700) && remaining <= ms(2_000),
         "{remaining:?}"
     );
+    for _ in 0..10 {
+        send(&balance).await.unwrap(); // at most 10 × 100 ms: within the new ejection
+    }
+    assert_eq!(bad.hits(), 6, "exactly one probe");
 
     // 4. Healthy again: the next probe succeeds and the endpoint is active.
     bad.failing.store(false, Ordering::SeqCst);

@@ -325,8 +325,10 @@ fn a_retried_request_is_counted_once_per_request_attempt_and_endpoint() {
     assert_eq!(m.count(observe::ENDPOINT_REQUESTS_TOTAL, &solo), 2);
     assert_eq!(m.count(observe::ENDPOINT_FAILURES_TOTAL, &solo), 1);
     assert_eq!(m.samples(observe::ENDPOINT_LATENCY_SECONDS, &solo).len(), 2);
-    // The failure put the 1 s penalty into the EWMA; time is paused, so nothing decayed it.
-    assert_eq!(m.gauge(observe::ENDPOINT_RTT_EWMA_SECONDS, &solo), 1.0);
+    // The failure added the 1 s penalty to the default 30 ms RTT; time is paused, so nothing
+    // decayed either.
+    let rtt = m.gauge(observe::ENDPOINT_RTT_EWMA_SECONDS, &solo);
+    assert!((rtt - 1.03).abs() < 1e-9, "{rtt}");
     assert_eq!(
         m.gauge(
             observe::ENDPOINT_STATE,

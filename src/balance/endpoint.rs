@@ -55,11 +55,11 @@ impl Meter {
             // A failure is as bad as a slow answer: recording it as fast would draw traffic to
             // the endpoint that fails fastest. The server's own pushback, when it gives one,
             // says how long it wants to be left alone.
-            let sample = match class.pushback() {
+            let penalty = match class.pushback() {
                 Some(Pushback::After(wait)) if !wait.is_zero() => wait,
                 _ => self.penalty.max(latency),
             };
-            self.rtt.observe(sample, now)
+            self.rtt.penalize(penalty, now)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
             self.rtt.reset(latency, now)

@@ -16,10 +16,19 @@ pub(crate) struct PeakEwma {
     state: Mutex<State>,
 }
 
+/// How fast a failure's penalty fades: e-fold every second. A penalty is not a latency the
+/// endpoint showed, so it must not linger for the RTT's decay time (10 s): an endpoint that
+/// failed once would sit idle for most of a minute (1 s decaying to a healthy 5 ms takes
+/// 10 s × ln 200 ≈ 53 s). Fading in seconds brings an endpoint that blipped back within about
+/// five seconds, while one that keeps failing keeps renewing its penalty.
+const PENALTY_DECAY_NANOS: f64 = 1e9;
+
 #[derive(Debug, Clone, Copy)]
 struct State {
     estimate_nanos: f64,
     updated: Instant,
+    penalty_nanos: f64,
+    penalized: Instant,
 }
 
 impl PeakEwma {
@@ -29,6 +38,8 @@ impl PeakEwma {
             state: Mutex::new(State {
                 estimate_nanos: initial.as_nanos() as f64,
                 updated: now,
+                penalty_nanos: 0.0,
+                penalized: now,
             }),
         }
     }
@@ -40,7 +51,7 @@ impl PeakEwma {
 
     fn decayed(&self, state: &State, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(state.updated).as_nanos() as f64;
-        state.estimate_nanos * (-elapsed / self.tau_nanos).exp()
+        state.estimate_nanos * (-elapsed / self.tau_nanos).exp() + penalty(state, now)
     }
 
     /// The current estimate, in nanoseconds, decayed to `now`.
@@ -72,8 +83,27 @@ impl PeakEwma {
         let mut state = self.lock();
         state.estimate_nanos = rtt.as_nanos() as f64;
         state.updated = now;
+        state.penalty_nanos = 0.0;
+        state.penalized = now;
         state.estimate_nanos
     }
+
+    /// Records a failure's penalty: like a peak, it replaces what is left of earlier ones when
+    /// larger (penalties do not pile up, or one burst of failures would bar an endpoint for
+    /// long after it recovered). Returns the cost estimate it leads to, in nanoseconds.
+    pub(crate) fn penalize(&self, amount: Duration, now: Instant) -> f64 {
+        let mut state = self.lock();
+        state.penalty_nanos = penalty(&state, now).max(amount.as_nanos() as f64);
+        state.penalized = now;
+        let state = *state;
+        self.decayed(&state, now)
+    }
+}
+
+/// What is left of the last penalty at `now`.
+fn penalty(state: &State, now: Instant) -> f64 {
+    let elapsed = now.saturating_duration_since(state.penalized).as_nanos() as f64;
+    state.penalty_nanos * (-elapsed / PENALTY_DECAY_NANOS).exp()
 }
 
 #[cfg(test)]
@@ -111,6 +141,24 @@ mod tests {
         let e = PeakEwma::new(1000 * MS, Duration::from_secs(10), t0);
         let later = e.get(t0 + Duration::from_secs(30));
         assert!((later - 1000e6 * (-3f64).exp()).abs() < 1.0);
+    }
+
+    #[test]
+    fn penalties_fade_within_seconds() {
+        let t0 = Instant::now();
+        let e = PeakEwma::new(5 * MS, Duration::from_secs(10), t0);
+        e.penalize(Duration::from_secs(1), t0);
+        e.penalize(Duration::from_millis(500), t0);
+        assert!((e.get(t0) - 1.005e9).abs() < 1.0, "the larger penalty stands");
+        // Five seconds later the penalty is about 7 ms, against an RTT of about 3 ms.
+        let later = e.get(t0 + Duration::from_secs(5));
+        let expect = 5e6 * (-0.5f64).exp() + 1e9 * (-5f64).exp();
+        assert!((later - expect).abs() < 1.0, "{later}");
+        // A success does not clear it, but a probe's reset does.
+        e.observe(MS, t0 + Duration::from_secs(5));
+        assert!(e.get(t0 + Duration::from_secs(5)) > 6e6);
+        e.reset(MS, t0 + Duration::from_secs(5));
+        assert_eq!(e.get(t0 + Duration::from_secs(5)), 1e6);
     }
 
     #[test]
