@@ -149,7 +149,10 @@ mod tests {
         let e = PeakEwma::new(5 * MS, Duration::from_secs(10), t0);
         e.penalize(Duration::from_secs(1), t0);
         e.penalize(Duration::from_millis(500), t0);
-        assert!((e.get(t0) - 1.005e9).abs() < 1.0, "the larger penalty stands");
+        assert!(
+            (e.get(t0) - 1.005e9).abs() < 1.0,
+            "the larger penalty stands"
+        );
         // Five seconds later the penalty is about 7 ms, against an RTT of about 3 ms.
         let later = e.get(t0 + Duration::from_secs(5));
         let expect = 5e6 * (-0.5f64).exp() + 1e9 * (-5f64).exp();
