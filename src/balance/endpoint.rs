@@ -89,11 +89,11 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool) -> Self {
+    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool, now: Instant) -> Self {
         meter.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             meter,
-            started: Instant::now(),
+            started: now,
             probe,
             done: false,
         }

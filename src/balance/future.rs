@@ -31,6 +31,7 @@ pin_project! {
         request: Option<Request<B>>,
         give_up_at: Option<Instant>,
         recheck: Option<Pin<Box<Sleep>>>,
+        called_at: Option<Instant>,
     }
 }
 
@@ -47,13 +48,14 @@ impl<K, S, B> ResponseFuture<K, S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>) -> Self {
+    pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>, now: Instant) -> Self {
         ResponseFuture {
             state: State::Pick,
             shared,
             request: Some(request),
             give_up_at: None,
             recheck: None,
+            called_at: Some(now),
         }
     }
 }
@@ -71,14 +73,16 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Pick => {
-                    let now = Instant::now();
+                    // The first pick reuses the instant `call` read; a clock read costs as
+                    // much as the pick itself on some machines.
+                    let now = this.called_at.take().unwrap_or_else(Instant::now);
                     let shared = &**this.shared;
                     let endpoints = shared.snapshot();
                     let fail_open = shared.detector.panicking();
                     if let Some(choice) = p2c::pick(&endpoints, now, fail_open) {
                         crate::observe::trace::record_endpoint(&choice.endpoint.meter.label);
                         let in_flight =
-                            InFlight::start(choice.endpoint.meter.clone(), choice.probe);
+                            InFlight::start(choice.endpoint.meter.clone(), choice.probe, now);
                         let service = choice.endpoint.service.clone();
                         this.state.set(State::Ready {
                             service,

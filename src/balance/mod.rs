@@ -737,7 +737,7 @@ where
         if self.shared.detector.sweep_if_due(now) {
             self.shared.publish_rtt(now);
         }
-        ResponseFuture::new(self.shared.clone(), req)
+        ResponseFuture::new(self.shared.clone(), req, now)
     }
 }
 

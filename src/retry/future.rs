@@ -5,6 +5,7 @@ use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use crate::backoff::BackoffState;
 use crate::classify::{Class, Classify, Pushback, Reason};
+use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind};
 use crate::observe::Outcome;
 use crate::observe::trace::{self, Trace};
@@ -253,7 +254,17 @@ where
                     let request = match (ready, this.retry.as_mut()) {
                         (Err(e), _) => Err(Error::from_service(e)),
                         (Ok(()), Some(state)) => match state.next_body.take() {
-                            Some(body) => Ok(Request::from_parts(state.parts.clone(), body)),
+                            Some(body) => {
+                                let mut req = Request::from_parts(state.parts.clone(), body);
+                                if let Some(deadline) = *this.deadline {
+                                    // Left out of the head's copy when it was the only extension.
+                                    let extensions = req.extensions_mut();
+                                    if extensions.get::<RequestDeadline>().is_none() {
+                                        extensions.insert(RequestDeadline(deadline));
+                                    }
+                                }
+                                Ok(req)
+                            }
                             // Unreachable: a retry is only decided with its body.
                             None => Err(Error::new(Kind::RetriesExhausted)),
                         },

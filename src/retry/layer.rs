@@ -307,6 +307,22 @@ impl<S, C> Retry<S, C> {
     }
 }
 
+/// A copy of the request head for retries. When the only extension is the deadline, the copy
+/// leaves the extensions out: copying a map of one entry costs three allocations on every
+/// request, and the deadline, which the retry state keeps anyway, is put back on the rare
+/// request that is retried.
+fn copy_head(parts: &http::request::Parts, has_deadline: bool) -> http::request::Parts {
+    if !(has_deadline && parts.extensions.len() == 1) {
+        return parts.clone();
+    }
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
 impl<S, C, B, RB> Service<Request<B>> for Retry<S, C>
 where
     S: Service<Request<ReplayBody<B>>, Response = http::Response<RB>> + Clone,
@@ -343,7 +359,8 @@ where
             Some(first) => (first, Some(body)),
             None => (body, None),
         };
-        let retry = (config.max_retries > 0).then(|| RetryState::new(parts.clone(), replay));
+        let retry = (config.max_retries > 0)
+            .then(|| RetryState::new(copy_head(&parts, deadline.is_some()), replay));
         ResponseFuture::start(
             service,
             Request::from_parts(parts, first),
