@@ -714,6 +714,26 @@ async fn pushback_retry_after_delays_the_retry() {
     assert_eq!(log.arrivals(), vec![Duration::ZERO, ms(1_000)]);
 }
 
+/// Behind a balancer, the endpoint that pushed back is kept away by the balancer; the retry
+/// goes out after the ordinary backoff, and a pushback that forbids retries still forbids them.
+#[tokio::test(start_paused = true)]
+async fn pushback_per_endpoint_does_not_delay_the_retry() {
+    let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "30"), reply(200)]);
+    let layer = RetryLayer::new(Budget::default()).pushback_per_endpoint(true);
+    let res = send(&mut layer.layer(inner), get("/items")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let arrivals = log.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    assert!(arrivals[1] <= ms(25), "only the backoff: {arrivals:?}");
+
+    let (inner, log) = mock::<String>(vec![grpc("14").header("grpc-retry-pushback-ms", "-1")]);
+    let layer = RetryLayer::new(Budget::default()).pushback_per_endpoint(true);
+    let stats = layer.stats();
+    send(&mut layer.layer(inner), grpc_post()).await.unwrap();
+    assert_eq!(log.count(), 1);
+    assert_eq!(stats.pushback_refused(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn pushback_longer_than_max_pushback_returns_the_response() {
     let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "2"), reply(200)]);

@@ -356,6 +356,8 @@ impl ClientBuilder {
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
+            // With peers to go to, a pushback keeps its endpoint away rather than the request.
+            .pushback_per_endpoint(addrs.len() >= 2)
             .service_name(self.service_name.clone())
             .metrics(self.metrics)
             .classifier(self.classifier);

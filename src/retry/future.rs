@@ -455,6 +455,8 @@ where
     }
     let pushback = match class.pushback() {
         None => Duration::ZERO,
+        // The endpoint that asked is the balancer's to keep away; another can take the retry.
+        Some(Pushback::After(_)) if config.pushback_per_endpoint => Duration::ZERO,
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
         Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };

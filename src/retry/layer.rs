@@ -54,6 +54,7 @@ pub(crate) struct Config<C> {
     pub(crate) idempotency: Idempotency,
     pub(crate) replay_cap: usize,
     pub(crate) max_pushback: Duration,
+    pub(crate) pushback_per_endpoint: bool,
     pub(crate) stats: Arc<RetryStats>,
     /// A low estimate of how long a successful attempt takes (nanoseconds, 0 = unknown), so
     /// that a retry which cannot finish before the deadline is not started.
@@ -82,6 +83,7 @@ impl RetryLayer<Classifier> {
                 idempotency: Idempotency::default(),
                 replay_cap: DEFAULT_REPLAY_CAP,
                 max_pushback: DEFAULT_MAX_PUSHBACK,
+                pushback_per_endpoint: false,
                 stats: Arc::default(),
                 fast_attempt: Arc::default(),
                 observe: Settings::default(),
@@ -149,6 +151,23 @@ impl<C> RetryLayer<C> {
         self
     }
 
+    /// Treats a server's pushback (`Retry-After`, `grpc-retry-pushback-ms`) as that endpoint's
+    /// alone (default `false`). Use it behind a balancer over several endpoints: the balancer
+    /// keeps the endpoint that asked out of rotation for about as long as it asked (it records
+    /// the pushback as the endpoint's penalty), and the retry goes to another endpoint after the
+    /// ordinary backoff instead of making the whole request wait. A pushback that forbids
+    /// retries still forbids them. [`crate::http::Client`] turns this on when it has two or more
+    /// static endpoints.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.pushback_per_endpoint(true);
+    /// ```
+    pub fn pushback_per_endpoint(mut self, per_endpoint: bool) -> Self {
+        self.config.pushback_per_endpoint = per_endpoint;
+        self
+    }
+
     /// Classifies outcomes with `classifier` instead of the default.
     ///
     /// ```
@@ -167,6 +186,7 @@ impl<C> RetryLayer<C> {
                 idempotency: c.idempotency,
                 replay_cap: c.replay_cap,
                 max_pushback: c.max_pushback,
+                pushback_per_endpoint: c.pushback_per_endpoint,
                 stats: c.stats,
                 fast_attempt: c.fast_attempt,
                 observe: c.observe,
