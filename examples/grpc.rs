@@ -45,20 +45,23 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 
 const CALLS: usize = 300;
 const CONCURRENCY: usize = 8;
-const SAY_HELLO: &str = "/demo.Greeter/SayHello";
+pub(crate) const SAY_HELLO: &str = "/demo.Greeter/SayHello";
 
 /// `message HelloRequest { string name = 1; }`
 #[derive(Clone, PartialEq, prost::Message)]
-struct HelloRequest {
+pub(crate) struct HelloRequest {
     #[prost(string, tag = "1")]
-    name: String,
+    pub(crate) name: String,
 }
 
-/// `message HelloReply { string message = 1; }`
+/// `message HelloReply { string message = 1; string grpc_timeout = 2; }`
 #[derive(Clone, PartialEq, prost::Message)]
-struct HelloReply {
+pub(crate) struct HelloReply {
     #[prost(string, tag = "1")]
-    message: String,
+    pub(crate) message: String,
+    /// The `grpc-timeout` the server received: the caller's deadline, as it reached the server.
+    #[prost(string, tag = "2")]
+    pub(crate) grpc_timeout: String,
 }
 
 #[tokio::main]
@@ -217,14 +220,14 @@ where
 /// The retry layer hands each attempt a replayable copy of tonic's request body; a tonic
 /// Channel only takes `tonic::body::Body`, so every endpoint re-boxes it. (`Body::new` keeps an
 /// empty body empty, so nothing is allocated for it.)
-fn into_tonic_body(req: http::Request<ReplayBody<Body>>) -> http::Request<Body> {
+pub(crate) fn into_tonic_body(req: http::Request<ReplayBody<Body>>) -> http::Request<Body> {
     req.map(Body::new)
 }
 
 /// What tonic's code generator would write for `service Greeter { rpc SayHello(..) }`: a
 /// `tonic::client::Grpc` over any service that speaks HTTP, here the meshless stack.
 #[derive(Clone)]
-struct GreeterClient<T> {
+pub(crate) struct GreeterClient<T> {
     inner: tonic::client::Grpc<T>,
 }
 
@@ -235,13 +238,13 @@ where
     T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
     <T::ResponseBody as http_body::Body>::Error: Into<meshless::BoxError>,
 {
-    fn new(service: T) -> Self {
+    pub(crate) fn new(service: T) -> Self {
         GreeterClient {
             inner: tonic::client::Grpc::new(service),
         }
     }
 
-    async fn say_hello(
+    pub(crate) async fn say_hello(
         &mut self,
         request: HelloRequest,
     ) -> Result<tonic::Response<HelloReply>, Status> {
@@ -263,9 +266,9 @@ where
 /// One `demo.Greeter` server. An unhealthy one still decodes each request (it is a real gRPC
 /// server), then answers UNAVAILABLE: a trailers-only response, `grpc-status: 14` in the head.
 #[derive(Clone)]
-struct Greeter {
-    name: &'static str,
-    healthy: bool,
+pub(crate) struct Greeter {
+    pub(crate) name: &'static str,
+    pub(crate) healthy: bool,
 }
 
 impl Greeter {
@@ -276,8 +279,17 @@ impl Greeter {
         if !self.healthy {
             return Err(Status::unavailable("draining"));
         }
+        let grpc_timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let message = format!("hello {}, from {}", request.get_ref().name, self.name);
-        Ok(tonic::Response::new(HelloReply { message }))
+        Ok(tonic::Response::new(HelloReply {
+            message,
+            grpc_timeout,
+        }))
     }
 }
 
@@ -309,7 +321,7 @@ impl NamedService for Greeter {
 }
 
 /// Serves one greeter on 127.0.0.1, on a port the OS picks, until the program ends.
-fn serve(greeter: Greeter) -> std::io::Result<SocketAddr> {
+pub(crate) fn serve(greeter: Greeter) -> std::io::Result<SocketAddr> {
     let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
     let addr = incoming.local_addr()?;
     let server = Server::builder()
