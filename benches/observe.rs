@@ -49,15 +49,18 @@ use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use meshless::retry::RetryLayer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::convert::Infallible;
-use std::hint::black_box;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::runtime::Runtime;
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{Service, ServiceBuilder, service_fn};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
+
+#[path = "common/drive.rs"]
+mod drive;
+use drive::{drive, runtime};
 
 /// An endpoint: answers `200 OK` at once, without reading the request.
 async fn ok<B>(_req: Request<B>) -> Result<Response<Empty<Bytes>>, Infallible> {
@@ -117,35 +120,6 @@ fn request() -> Request<Empty<Bytes>> {
     req
 }
 
-/// Runs `iters` requests through `svc`, each with `ready().await` then `call(req).await`, and
-/// returns the time taken.
-async fn drive<S>(mut svc: S, iters: u64) -> Duration
-where
-    S: Service<Request<Empty<Bytes>>>,
-    S::Error: std::fmt::Debug,
-{
-    let start = Instant::now();
-    for _ in 0..iters {
-        let req = request();
-        let res = svc
-            .ready()
-            .await
-            .expect("always ready")
-            .call(req)
-            .await
-            .expect("always answers");
-        black_box(res);
-    }
-    start.elapsed()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// Installs metrics-exporter-prometheus's recorder (once), with buckets for the `_seconds`
 /// families as a real deployment would configure them.
 fn prometheus() -> &'static PrometheusHandle {
@@ -203,9 +177,9 @@ const VARIANTS: [&str; 7] = [
 /// Runs `n` requests through variant `variant`; the time taken.
 fn run_variant(rt: &Runtime, variant: &str, n: u64) -> Duration {
     let (metrics, level) = match variant {
-        "bare" => return rt.block_on(drive(service_fn(ok), n)),
-        "off" => return rt.block_on(drive(stack(false), n)),
-        "noop_recorder" => return rt.block_on(drive(stack_noop_handles(), n)),
+        "bare" => return rt.block_on(drive(service_fn(ok), n, request)),
+        "off" => return rt.block_on(drive(stack(false), n, request)),
+        "noop_recorder" => return rt.block_on(drive(stack_noop_handles(), n, request)),
         "metrics" => (true, None),
         "tracing" => (false, Some(Level::TRACE)),
         "metrics_tracing" => (true, Some(Level::TRACE)),
@@ -215,10 +189,10 @@ fn run_variant(rt: &Runtime, variant: &str, n: u64) -> Duration {
     let handle = prometheus();
     let svc = stack(metrics);
     let took = match level {
-        None => rt.block_on(drive(svc, n)),
-        Some(level) => {
-            tracing::subscriber::with_default(subscriber(level), || rt.block_on(drive(svc, n)))
-        }
+        None => rt.block_on(drive(svc, n, request)),
+        Some(level) => tracing::subscriber::with_default(subscriber(level), || {
+            rt.block_on(drive(svc, n, request))
+        }),
     };
     // Outside the timed region: what the exporter's upkeep does every few seconds.
     handle.run_upkeep();

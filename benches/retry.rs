@@ -23,48 +23,23 @@ use http_body_util::{Empty, Full};
 use meshless::budget::Budget;
 use meshless::retry::RetryLayer;
 use std::convert::Infallible;
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use tower::retry::Retry;
-use tower::{Layer, Service, ServiceExt, service_fn};
+use tower::{Layer, service_fn};
 
 #[path = "common/tower_policy.rs"]
 mod tower_policy;
 use tower_policy::tower_policy;
 
+#[path = "common/drive.rs"]
+mod drive;
+use drive::{drive, runtime};
+
 /// The mock service: answers `200 OK` without reading the request.
 async fn ok<B>(_req: Request<B>) -> Result<Response<()>, Infallible> {
     Ok(Response::new(()))
-}
-
-/// Runs `iters` requests from `request` through `svc`, each with `ready().await` then
-/// `call(req).await`, and returns the time taken.
-async fn drive<S, B>(mut svc: S, iters: u64, request: impl Fn() -> Request<B>) -> Duration
-where
-    S: Service<Request<B>, Response = Response<()>>,
-    S::Error: std::fmt::Debug,
-{
-    let start = Instant::now();
-    for _ in 0..iters {
-        let req = request();
-        let res = svc
-            .ready()
-            .await
-            .expect("mock is always ready")
-            .call(req)
-            .await
-            .expect("mock always answers");
-        black_box(res);
-    }
-    start.elapsed()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// Benchmarks bare, meshless and tower on requests made by `request`.
