@@ -64,6 +64,9 @@ pub enum Kind {
     NoReadyEndpoint,
     /// The request could not be sent as given (an invalid URI, say). Nothing was sent.
     InvalidRequest,
+    /// Every endpoint that could take the request had asked for quiet (`Retry-After`,
+    /// `grpc-retry-pushback-ms`) until after the request's deadline. Nothing was sent.
+    EndpointsPushingBack,
 }
 
 /// The layer that rejected a request.
@@ -105,7 +108,7 @@ impl Kind {
             | Kind::Pushback => Layer::Retry,
             Kind::DeadlineExceeded => Layer::Deadline,
             Kind::AttemptTimedOut => Layer::Attempt,
-            Kind::NoReadyEndpoint => Layer::Balance,
+            Kind::NoReadyEndpoint | Kind::EndpointsPushingBack => Layer::Balance,
             Kind::InvalidRequest => Layer::Client,
         }
     }
@@ -125,6 +128,7 @@ impl Kind {
             Kind::DeadlineExceeded => "deadline-exceeded",
             Kind::AttemptTimedOut => "attempt-timed-out",
             Kind::NoReadyEndpoint => "no-ready-endpoint",
+            Kind::EndpointsPushingBack => "endpoints-pushing-back",
             Kind::InvalidRequest => "invalid-request",
         }
     }
@@ -303,6 +307,7 @@ impl fmt::Display for Error {
             Kind::DeadlineExceeded => "deadline exceeded",
             Kind::AttemptTimedOut => "attempt timed out",
             Kind::NoReadyEndpoint => "no ready endpoint",
+            Kind::EndpointsPushingBack => "every endpoint is pushing back past the deadline",
             Kind::InvalidRequest => "invalid request",
         };
         f.write_str(what)?;

@@ -1,6 +1,7 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
 use super::ewma::PeakEwma;
+use super::quiet::Quiet;
 use crate::classify::{Class, Pushback};
 use crate::observe::EndpointMetrics;
 use crate::outlier::Health;
@@ -23,10 +24,14 @@ pub(crate) struct Meter {
     pub(crate) rtt: PeakEwma,
     pub(crate) in_flight: AtomicU32,
     pub(crate) health: Health,
-    /// Static weight: the cost is divided by it.
-    pub(crate) weight: f64,
-    /// The latency recorded for a failure without pushback.
+    /// Static weight (the bits of an `f64`): the cost is divided by it. Atomic, so that an
+    /// endpoint inserted again with a new weight keeps everything else it has learnt.
+    pub(crate) weight: AtomicU64,
+    /// The latency recorded for a failure.
     pub(crate) penalty: Duration,
+    /// Until when the server asked to be left alone, and the longest such request honoured.
+    pub(crate) quiet: Quiet,
+    pub(crate) max_quiet: Duration,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
     /// The endpoint's key as `Display` writes it: its label in metrics and spans.
@@ -40,7 +45,8 @@ impl Meter {
     /// and by the slow-start factor (an endpoint back from ejection looks dearer while it warms).
     pub(crate) fn cost(&self, now: Instant) -> f64 {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        let share = self.weight * self.health.slow_start_factor(now);
+        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
+        let share = weight * self.health.slow_start_factor(now);
         // A zero RTT (an idle estimate decayed to nothing) still orders by load.
         (self.rtt.get(now).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
     }
@@ -53,13 +59,12 @@ impl Meter {
         let rtt = if class.is_failure() {
             self.failures.fetch_add(1, Ordering::Relaxed);
             // A failure is as bad as a slow answer: recording it as fast would draw traffic to
-            // the endpoint that fails fastest. The server's own pushback, when it gives one,
-            // says how long it wants to be left alone.
-            let penalty = match class.pushback() {
-                Some(Pushback::After(wait)) if !wait.is_zero() => wait,
-                _ => self.penalty.max(latency),
-            };
-            self.rtt.penalize(penalty, now)
+            // the endpoint that fails fastest. A server's pushback says how long it wants no
+            // request at all: that is kept apart, as quiet, rather than folded into the RTT.
+            if let Some(Pushback::After(wait)) = class.pushback() {
+                self.quiet.hold(now, wait, self.max_quiet);
+            }
+            self.rtt.penalize(self.penalty.max(latency), now)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
             self.rtt.reset(latency, now)

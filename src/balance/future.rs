@@ -2,8 +2,9 @@
 
 use super::Shared;
 use super::body::ResponseBody;
-use super::endpoint::InFlight;
+use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
+use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind};
 use http::Request;
 use pin_project_lite::pin_project;
@@ -19,6 +20,9 @@ use tower::Service;
 /// changes arrive without notice, and a short poll is cheaper than a notification per change.
 const RECHECK: Duration = Duration::from_millis(20);
 
+/// Stands in for a fail-fast timeout too long for an `Instant`: waiting "forever".
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 pin_project! {
     /// The response future of [`Balance`](super::Balance).
     pub struct ResponseFuture<K, S, B>
@@ -26,20 +30,21 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, S::Future>,
+        state: State<S::Future>,
         shared: Arc<Shared<K, S>>,
         request: Option<Request<B>>,
         give_up_at: Option<Instant>,
         recheck: Option<Pin<Box<Sleep>>>,
         called_at: Option<Instant>,
+        // The last endpoint service that failed to become ready: the source of a fail-fast.
+        not_ready: Option<Error>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, F> {
+    enum State<F> {
         Pick,
-        Ready { service: S, in_flight: Option<InFlight> },
         Call { #[pin] future: F, in_flight: Option<InFlight> },
     }
 }
@@ -56,6 +61,7 @@ where
             give_up_at: None,
             recheck: None,
             called_at: Some(now),
+            not_ready: None,
         }
     }
 }
@@ -79,54 +85,84 @@ where
                     let shared = &**this.shared;
                     let endpoints = shared.snapshot();
                     let fail_open = shared.detector.panicking();
-                    if let Some(choice) = p2c::pick(&endpoints, now, fail_open) {
+                    let not_ready = &mut *this.not_ready;
+                    let ready = |endpoint: &Endpoint<K, S>| {
+                        let mut service = endpoint.service.clone();
+                        match service.poll_ready(cx) {
+                            Poll::Ready(Ok(())) => Some(service),
+                            // Not ready now: the pick goes on among the others, and this
+                            // request is woken when the service is ready, or looks again.
+                            Poll::Pending => None,
+                            Poll::Ready(Err(e)) => {
+                                let err = Error::from_service(e);
+                                let class = shared.classifier.classify_error(&err);
+                                InFlight::start(endpoint.meter.clone(), false, now).finish(&class);
+                                *not_ready = Some(err);
+                                None
+                            }
+                        }
+                    };
+                    if let Some(choice) = p2c::pick(&endpoints, now, fail_open, ready) {
                         crate::observe::trace::record_endpoint(&choice.endpoint.meter.label);
+                        let Some(request) = this.request.take() else {
+                            return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
+                        };
                         let in_flight =
                             InFlight::start(choice.endpoint.meter.clone(), choice.probe, now);
-                        let service = choice.endpoint.service.clone();
-                        this.state.set(State::Ready {
-                            service,
+                        let mut service = choice.service;
+                        let future = service.call(request);
+                        this.state.set(State::Call {
+                            future,
                             in_flight: Some(in_flight),
                         });
                         continue;
                     }
-                    // Nothing available: wait, but never longer than the fail-fast timeout.
-                    let give_up_at = *this.give_up_at.get_or_insert(now + shared.config.fail_fast);
-                    if now >= give_up_at {
-                        shared
-                            .fail_fast_events
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if let Some(metrics) = &shared.metrics {
-                            metrics.failed_fast();
+                    // Every endpoint that could take the request is pushing back: wait for
+                    // the first to be free, if that is before the request's deadline.
+                    let wake = if let Some(free_at) = p2c::quiet_end(&endpoints, now, fail_open) {
+                        let deadline = this
+                            .request
+                            .as_ref()
+                            .and_then(|r| r.extensions().get::<RequestDeadline>());
+                        if deadline.is_some_and(|d| free_at > d.0) {
+                            tracing::debug!(
+                                endpoints = endpoints.len(),
+                                "every endpoint is pushing back past the deadline"
+                            );
+                            return Poll::Ready(Err(Error::new(Kind::EndpointsPushingBack)));
                         }
-                        tracing::debug!(
-                            endpoints = endpoints.len(),
-                            "no ready endpoint: failing fast"
-                        );
-                        return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
-                    }
-                    let wake = (now + RECHECK).min(give_up_at);
+                        // A pushback ends on time: the fail-fast clock starts after it.
+                        *this.give_up_at = None;
+                        free_at.min(now + RECHECK)
+                    } else {
+                        // Nothing available: wait, but never longer than the fail-fast timeout.
+                        let give_up_at = *this.give_up_at.get_or_insert_with(|| {
+                            now.checked_add(shared.config.fail_fast)
+                                .unwrap_or(now + FAR)
+                        });
+                        if now >= give_up_at {
+                            shared
+                                .fail_fast_events
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            if let Some(metrics) = &shared.metrics {
+                                metrics.failed_fast();
+                            }
+                            tracing::debug!(
+                                endpoints = endpoints.len(),
+                                "no ready endpoint: failing fast"
+                            );
+                            return Poll::Ready(Err(match this.not_ready.take() {
+                                Some(cause) => Error::with_source(Kind::NoReadyEndpoint, cause),
+                                None => Error::new(Kind::NoReadyEndpoint),
+                            }));
+                        }
+                        (now + RECHECK).min(give_up_at)
+                    };
                     let sleep = this
                         .recheck
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake)));
                     sleep.as_mut().reset(wake);
                     ready!(sleep.as_mut().poll(cx));
-                }
-                StateProj::Ready { service, in_flight } => {
-                    let ready = ready!(service.poll_ready(cx));
-                    let in_flight = in_flight.take();
-                    if let Err(e) = ready {
-                        let err = Error::from_service(e);
-                        if let Some(f) = in_flight {
-                            f.finish(&this.shared.classifier.classify_error(&err));
-                        }
-                        return Poll::Ready(Err(err));
-                    }
-                    let Some(request) = this.request.take() else {
-                        return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
-                    };
-                    let future = service.call(request);
-                    this.state.set(State::Call { future, in_flight });
                 }
                 StateProj::Call { future, in_flight } => {
                     let result = ready!(future.poll(cx));

@@ -37,6 +37,7 @@ mod endpoint;
 mod ewma;
 mod future;
 mod p2c;
+mod quiet;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
@@ -130,6 +131,7 @@ impl<K, S> Shared<K, S> {
 /// | EWMA decay | 10 s | linkerd |
 /// | fail-fast timeout | 3 s | linkerd |
 /// | failure penalty | 1 s | ours: a failure must look dearer than any healthy answer |
+/// | longest pushback kept per endpoint | 10 s | ours, as the retry layer's longest pushback |
 /// | RTT measured to | end of response body | ours (tower stops at headers) |
 ///
 /// ```
@@ -146,6 +148,7 @@ pub struct BalanceBuilder {
     pub(crate) decay: Duration,
     pub(crate) fail_fast: Duration,
     pub(crate) penalty: Duration,
+    pub(crate) max_pushback: Duration,
     pub(crate) rtt_at_headers: bool,
     outlier: OutlierConfig,
     classifier: Arc<dyn Classify>,
@@ -159,6 +162,7 @@ impl fmt::Debug for BalanceBuilder {
             .field("decay", &self.decay)
             .field("fail_fast", &self.fail_fast)
             .field("penalty", &self.penalty)
+            .field("max_pushback", &self.max_pushback)
             .field("rtt_at_headers", &self.rtt_at_headers)
             .field("observe", &self.observe)
             .finish_non_exhaustive()
@@ -172,6 +176,7 @@ impl Default for BalanceBuilder {
             decay: Duration::from_secs(10),
             fail_fast: Duration::from_secs(3),
             penalty: Duration::from_secs(1),
+            max_pushback: Duration::from_secs(10),
             rtt_at_headers: false,
             outlier: OutlierConfig::default(),
             classifier: Arc::new(Classifier::default()),
@@ -222,6 +227,24 @@ impl BalanceBuilder {
     /// ```
     pub fn failure_penalty(mut self, penalty: Duration) -> Self {
         self.penalty = penalty;
+        self
+    }
+
+    /// The longest quiet an endpoint gets when its server pushes back (`Retry-After` on a
+    /// 429 or 503, `grpc-retry-pushback-ms`; default 10 s). Until the time the server named,
+    /// clamped by this, the endpoint gets no request from this balancer: P2C picks among the
+    /// others. When every endpoint is pushing back, a request waits for the first to be free
+    /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline)),
+    /// and otherwise fails at once with
+    /// [`Kind::EndpointsPushingBack`](crate::error::Kind::EndpointsPushingBack).
+    /// `Duration::ZERO` ignores pushback; `Duration::MAX` honours any.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().max_pushback(Duration::from_secs(30));
+    /// ```
+    pub fn max_pushback(mut self, max: Duration) -> Self {
+        self.max_pushback = max;
         self
     }
 
@@ -435,7 +458,8 @@ impl<K, S> Balance<K, S>
 where
     K: Clone + Eq + Hash + fmt::Display,
 {
-    /// Adds an endpoint, or replaces the one with the same key.
+    /// Adds an endpoint, or replaces the service of the one with the same key, which keeps
+    /// its measurements and outlier state.
     ///
     /// ```
     /// # use tower::service_fn;
@@ -502,15 +526,26 @@ where
         for (change, weight) in changes {
             match change {
                 Change::Insert(key, service) => {
+                    // An endpoint inserted again (a discovery refresh, a new connection
+                    // handle) keeps its measurements, ejection and quiet: only the service
+                    // and the weight are new. Forgetting them would hand an ejected endpoint
+                    // its traffic back.
+                    let meter = match by_key.get(&key) {
+                        Some(old) => {
+                            old.meter.weight.store(weight.to_bits(), Ordering::Relaxed);
+                            old.meter.clone()
+                        }
+                        None => {
+                            order.push(key.clone());
+                            Arc::new(self.meter(now, weight, &key))
+                        }
+                    };
                     let endpoint = Arc::new(Endpoint {
-                        meter: Arc::new(self.meter(now, weight, &key)),
+                        meter,
                         key: key.clone(),
                         service,
                     });
-                    match by_key.insert(key.clone(), endpoint) {
-                        Some(old) => old.meter.health.retire(),
-                        None => order.push(key),
-                    }
+                    by_key.insert(key, endpoint);
                 }
                 Change::Remove(key) => {
                     if let Some(old) = by_key.remove(&key) {
@@ -536,8 +571,10 @@ where
             rtt: PeakEwma::new(config.default_rtt, config.decay, now),
             in_flight: AtomicU32::new(0),
             health: shared.detector.register_observed(now, observer),
-            weight,
+            weight: AtomicU64::new(weight.to_bits()),
             penalty: config.penalty,
+            quiet: quiet::Quiet::new(now),
+            max_quiet: config.max_pushback,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             metrics: shared.metrics.as_ref().map(|m| {

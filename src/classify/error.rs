@@ -42,7 +42,9 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
                 Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent))
             }
             // The balancer already waited for an endpoint: trying again at once cannot help.
-            crate::error::Kind::NoReadyEndpoint | crate::error::Kind::InvalidRequest => {
+            crate::error::Kind::NoReadyEndpoint
+            | crate::error::Kind::InvalidRequest
+            | crate::error::Kind::EndpointsPushingBack => {
                 Some(Class::failure(Reason::NoEndpoint, Retryable::Never))
             }
             // Other meshless errors are decided by what caused them.
