@@ -4,6 +4,7 @@ use super::Shared;
 use super::body::ResponseBody;
 use super::endpoint::InFlight;
 use super::p2c;
+use crate::deadline::StreamingRule;
 use crate::error::{BoxError, Error, Kind};
 use http::Request;
 use pin_project_lite::pin_project;
@@ -32,6 +33,7 @@ pin_project! {
         give_up_at: Option<Instant>,
         recheck: Option<Pin<Box<Sleep>>>,
         called_at: Option<Instant>,
+        streaming: StreamingRule,
     }
 }
 
@@ -50,6 +52,7 @@ where
 {
     pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>, now: Instant) -> Self {
         ResponseFuture {
+            streaming: StreamingRule::of(&request),
             state: State::Pick,
             shared,
             request: Some(request),
@@ -146,7 +149,14 @@ where
                                     f.finish(&class);
                                     None
                                 }
-                                Some(f) => Some((f, head)),
+                                Some(mut f) => {
+                                    // A stream's length is not the endpoint's speed: its RTT is
+                                    // taken at the head, its class still at the end (trailers).
+                                    if this.streaming.applies(&parts.headers) {
+                                        f.latency_at_head();
+                                    }
+                                    Some((f, head))
+                                }
                                 None => None,
                             };
                             let body = ResponseBody::new(body, meter, classifier.clone());
