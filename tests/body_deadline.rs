@@ -102,7 +102,9 @@ async fn read(mut body: ResponseBody) -> (usize, Option<Kind>) {
         }
         None
     };
-    let end = timeout(BOUND * 2, read).await.expect("the body never hangs");
+    let end = timeout(BOUND * 2, read)
+        .await
+        .expect("the body never hangs");
     (bytes, end)
 }
 
@@ -146,8 +148,8 @@ async fn a_stalled_body_ends_at_the_deadline_and_charges_the_endpoint() {
 async fn the_idle_timeout_ends_a_body_that_stops_dripping() {
     // Eight chunks 150 ms apart (1.2 s in all, longer than the 1 s idle limit, so the limit
     // must restart with each chunk), then silence.
-    let addr = serve(|socket, _| drip(socket, "text/plain", 8, Duration::from_millis(150), false))
-        .await;
+    let addr =
+        serve(|socket, _| drip(socket, "text/plain", 8, Duration::from_millis(150), false)).await;
     let client = client(addr, Duration::from_secs(30))
         .body_idle_timeout(Duration::from_secs(1))
         .build()
@@ -178,13 +180,21 @@ async fn a_stream_outlives_the_deadline_but_not_the_idle_timeout() {
         .build()
         .unwrap();
 
-    let mut marked = http::Request::get("/download").body(Empty::<Bytes>::new()).unwrap();
+    let mut marked = http::Request::get("/download")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     marked.extensions_mut().insert(Streaming);
     let res = client.request(marked).await.unwrap();
-    assert_eq!(read(res.into_body()).await, (6, Some(Kind::BodyIdleTimeout)));
+    assert_eq!(
+        read(res.into_body()).await,
+        (6, Some(Kind::BodyIdleTimeout))
+    );
 
     let res = client.get("/sse").await.unwrap();
-    assert_eq!(read(res.into_body()).await, (6, Some(Kind::BodyIdleTimeout)));
+    assert_eq!(
+        read(res.into_body()).await,
+        (6, Some(Kind::BodyIdleTimeout))
+    );
 
     let res = client.get("/download").await.unwrap();
     let (bytes, end) = read(res.into_body()).await;
@@ -197,14 +207,24 @@ async fn a_stream_outlives_the_deadline_but_not_the_idle_timeout() {
 #[tokio::test]
 async fn a_stream_s_rtt_is_taken_at_its_head() {
     let addr = serve(|socket, _| {
-        drip(socket, "text/event-stream", 6, Duration::from_millis(150), true)
+        drip(
+            socket,
+            "text/event-stream",
+            6,
+            Duration::from_millis(150),
+            true,
+        )
     })
     .await;
     let client = client(addr, Duration::from_secs(10)).build().unwrap();
     let res = client.get("/events").await.unwrap();
     assert_eq!(read(res.into_body()).await, (6, None));
     let endpoint = &client.endpoints()[0];
-    assert_eq!((endpoint.requests, endpoint.failures), (1, 0), "{endpoint:?}");
+    assert_eq!(
+        (endpoint.requests, endpoint.failures),
+        (1, 0),
+        "{endpoint:?}"
+    );
     assert!(
         endpoint.rtt < Duration::from_millis(400),
         "a 900 ms stream reads as a slow endpoint: {endpoint:?}"

@@ -40,7 +40,11 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
                         }
                     }
                     let _ = tx.send(());
-                    let wait = if head.starts_with(b"GET /slow") { 5_000 } else { 50 };
+                    let wait = if head.starts_with(b"GET /slow") {
+                        5_000
+                    } else {
+                        50
+                    };
                     sleep(Duration::from_millis(wait)).await;
                     let res = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                     if socket.write_all(res).await.is_err() {
@@ -202,7 +206,11 @@ async fn a_cancelled_probe_leaves_the_endpoint_in_probation_for_the_next_probe()
     let bad_hits = Arc::new(AtomicUsize::new(0));
     balance.insert(
         0,
-        endpoint(failing.clone(), Duration::from_millis(200), bad_hits.clone()),
+        endpoint(
+            failing.clone(),
+            Duration::from_millis(200),
+            bad_hits.clone(),
+        ),
     );
     for key in 1..3 {
         let healthy = Arc::new(AtomicBool::new(false));

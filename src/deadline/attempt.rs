@@ -373,4 +373,73 @@ mod tests {
             "HTTP propagation is opt-in"
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_own_limit_is_never_raised() {
+        let svc = AttemptTimeoutLayer::new(Duration::from_millis(300))
+            .deadline_header(true)
+            .layer(sleeper());
+        let with = |name: &'static str, value: &'static str| {
+            let mut req = request(0, None);
+            req.headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+            req
+        };
+        let cases = [
+            (DEADLINE_HEADER, "50", "50"),
+            (DEADLINE_HEADER, "9000", "300"),
+            (DEADLINE_HEADER, "soon", "300"),
+        ];
+        for (name, value, expect) in cases {
+            let headers = svc.clone().oneshot(with(name, value)).await.unwrap();
+            assert_eq!(headers[name], expect, "{value}");
+        }
+        let mut grpc = with("grpc-timeout", "100m");
+        grpc.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let headers = svc.clone().oneshot(grpc).await.unwrap();
+        assert_eq!(headers["grpc-timeout"], "100000u");
+
+        // A retry carries the caller's original header; what is left of it is what counts.
+        let mut retry = with(DEADLINE_HEADER, "100");
+        retry
+            .extensions_mut()
+            .insert(CallerDeadline(Instant::now() + Duration::from_millis(40)));
+        let headers = svc.oneshot(retry).await.unwrap();
+        assert_eq!(headers[DEADLINE_HEADER], "40");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_drops_the_attempt_as_expiring() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let held = seen.clone();
+        let svc = tower::service_fn(move |_: Request<()>| {
+            let held = held.clone();
+            async move {
+                struct Witness(std::sync::Arc<std::sync::Mutex<Option<bool>>>);
+                impl Drop for Witness {
+                    fn drop(&mut self) {
+                        *self.0.lock().unwrap() = Some(expiry::expiring());
+                    }
+                }
+                let _w = Witness(held);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }
+        });
+        let err = AttemptTimeout::new(svc, Duration::from_millis(100))
+            .oneshot(request(0, None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::AttemptTimedOut);
+        assert_eq!(*seen.lock().unwrap(), Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_never_panics() {
+        let svc = AttemptTimeout::new(sleeper(), Duration::MAX);
+        assert!(svc.oneshot(request(10, None)).await.is_ok());
+    }
 }

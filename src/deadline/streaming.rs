@@ -68,7 +68,11 @@ impl StreamingRule {
         DEFAULT_TYPES
             .iter()
             .map(|t| t.as_bytes())
-            .chain(self.extra.iter().flat_map(|e| e.iter().map(|v| v.as_bytes())))
+            .chain(
+                self.extra
+                    .iter()
+                    .flat_map(|e| e.iter().map(|v| v.as_bytes())),
+            )
             .any(|t| t.eq_ignore_ascii_case(essence))
     }
 }

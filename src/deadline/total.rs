@@ -334,7 +334,10 @@ mod tests {
         let start = Instant::now();
         let svc = Deadline::new(echo_deadline(), Duration::from_secs(2));
         let res = svc.oneshot(Request::new(())).await.unwrap();
-        assert_eq!(seen(res), Some(RequestDeadline(start + Duration::from_secs(2))));
+        assert_eq!(
+            seen(res),
+            Some(RequestDeadline(start + Duration::from_secs(2)))
+        );
 
         let slow = tower::service_fn(|_: Request<()>| async {
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -370,7 +373,11 @@ mod tests {
                 req.headers_mut().insert(name, value.parse().unwrap());
             }
             let res = layer.layer(echo_deadline()).oneshot(req).await.unwrap();
-            assert_eq!(seen(res), Some(RequestDeadline(start + expect)), "{header:?}");
+            assert_eq!(
+                seen(res),
+                Some(RequestDeadline(start + expect)),
+                "{header:?}"
+            );
         }
         // Not honoured unless asked.
         let mut req = Request::new(());
@@ -380,7 +387,10 @@ mod tests {
             .oneshot(req)
             .await
             .unwrap();
-        assert_eq!(seen(res), Some(RequestDeadline(start + Duration::from_secs(2))));
+        assert_eq!(
+            seen(res),
+            Some(RequestDeadline(start + Duration::from_secs(2)))
+        );
     }
 
     #[tokio::test(start_paused = true)]
