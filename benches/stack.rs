@@ -149,7 +149,7 @@ fn bare() -> impl Service<Req, Response = Res, Error = Infallible> + Clone {
     service_fn(ok::<Empty<Bytes>>)
 }
 
-fn deadline_meshless() -> impl Service<Req, Response = Res, Error = meshless::Error> {
+fn deadline_meshless() -> impl Service<Req, Error = meshless::Error> {
     DeadlineLayer::new(DEADLINE).layer(bare())
 }
 

@@ -59,6 +59,9 @@ pub enum Kind {
     DeadlineExceeded,
     /// One attempt took longer than its per-attempt timeout.
     AttemptTimedOut,
+    /// The response body sent no frame for longer than the body idle timeout
+    /// ([`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout)).
+    BodyIdleTimeout,
     /// No endpoint was ready (none known, or all ejected or failing to connect) within the
     /// balancer's fail-fast timeout.
     NoReadyEndpoint,
@@ -106,7 +109,7 @@ impl Kind {
             | Kind::RetriesExhausted
             | Kind::BodyTooLarge
             | Kind::Pushback => Layer::Retry,
-            Kind::DeadlineExceeded => Layer::Deadline,
+            Kind::DeadlineExceeded | Kind::BodyIdleTimeout => Layer::Deadline,
             Kind::AttemptTimedOut => Layer::Attempt,
             Kind::NoReadyEndpoint | Kind::EndpointsPushingBack => Layer::Balance,
             Kind::InvalidRequest => Layer::Client,
@@ -127,6 +130,7 @@ impl Kind {
             Kind::Pushback => "pushback",
             Kind::DeadlineExceeded => "deadline-exceeded",
             Kind::AttemptTimedOut => "attempt-timed-out",
+            Kind::BodyIdleTimeout => "body-idle-timeout",
             Kind::NoReadyEndpoint => "no-ready-endpoint",
             Kind::EndpointsPushingBack => "endpoints-pushing-back",
             Kind::InvalidRequest => "invalid-request",
@@ -267,7 +271,10 @@ impl Error {
     /// assert!(!Error::new(Kind::BudgetExhausted).is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, Kind::DeadlineExceeded | Kind::AttemptTimedOut)
+        matches!(
+            self.kind,
+            Kind::DeadlineExceeded | Kind::AttemptTimedOut | Kind::BodyIdleTimeout
+        )
     }
 
     /// Converts the error into an HTTP response, for applications that answer their own
@@ -306,6 +313,7 @@ impl fmt::Display for Error {
             Kind::Pushback => "server pushback forbids a retry",
             Kind::DeadlineExceeded => "deadline exceeded",
             Kind::AttemptTimedOut => "attempt timed out",
+            Kind::BodyIdleTimeout => "response body idle for too long",
             Kind::NoReadyEndpoint => "no ready endpoint",
             Kind::EndpointsPushingBack => "every endpoint is pushing back past the deadline",
             Kind::InvalidRequest => "invalid request",
@@ -365,6 +373,7 @@ mod tests {
             Kind::Pushback,
             Kind::DeadlineExceeded,
             Kind::AttemptTimedOut,
+            Kind::BodyIdleTimeout,
             Kind::NoReadyEndpoint,
             Kind::InvalidRequest,
         ] {

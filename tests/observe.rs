@@ -428,10 +428,14 @@ fn refusals_timeouts_and_cancellations_are_counted_by_reason() {
         m.samples(observe::REQUEST_DURATION_SECONDS, &[("class", "cancelled")]),
         vec![0.01]
     );
-    // The attempt the caller abandoned still ended at the endpoint, as a timeout.
+    // The attempt the caller abandoned is a cancellation at the endpoint, not a failure.
     assert_eq!(
         m.count(observe::ENDPOINT_FAILURES_TOTAL, &[("endpoint", "solo")]),
-        3
+        2
+    );
+    assert_eq!(
+        m.count(observe::ENDPOINT_CANCELLED_TOTAL, &[("endpoint", "solo")]),
+        1
     );
 }
 

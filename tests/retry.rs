@@ -379,9 +379,9 @@ fn quick() -> RetryLayer {
     RetryLayer::new(Budget::default()).backoff(Backoff::none())
 }
 
-async fn send<S, B>(svc: &mut S, req: Request<B>) -> Result<Response<ResBody>, Error>
+async fn send<S, B, RB>(svc: &mut S, req: Request<B>) -> Result<Response<RB>, Error>
 where
-    S: Service<Request<B>, Response = Response<ResBody>, Error = Error>,
+    S: Service<Request<B>, Response = Response<RB>, Error = Error>,
 {
     svc.ready().await?;
     svc.call(req).await

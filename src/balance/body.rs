@@ -1,8 +1,8 @@
-//! The response body, metered: an endpoint's latency runs to the end of the body, and a gRPC
-//! status in trailers is classified when they arrive.
+//! The response body, metered: an endpoint's latency runs to the end of the body (to the head
+//! for a stream), and a gRPC status in trailers is classified when they arrive.
 
 use super::endpoint::InFlight;
-use crate::classify::{Class, Classify};
+use crate::classify::{Class, Classify, Reason, Retryable};
 use crate::error::BoxError;
 use bytes::Buf;
 use http::HeaderMap;
@@ -16,8 +16,10 @@ pin_project! {
     /// A response body that reports to its endpoint when it ends.
     ///
     /// It yields exactly what the endpoint sent. At the end of the stream (or on an error) it
-    /// records the request's latency and class with the endpoint that served it; dropped
-    /// early, it records the class of the response head.
+    /// records the request's latency and class with the endpoint that served it. Dropped early
+    /// by the caller, it records the class of the response head; dropped by a meshless timer
+    /// (the deadline or the idle timeout of a [`DeadlineBody`](crate::deadline::DeadlineBody)),
+    /// it records a timeout.
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
@@ -29,8 +31,14 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some((in_flight, head)) = this.meter.take() {
-                // The caller stopped reading: that says nothing bad about the endpoint.
-                in_flight.finish(&head.unwrap_or(Class::success()));
+                let class = if crate::deadline::expiry::expiring() {
+                    // The body stalled past its deadline: the endpoint's doing.
+                    Class::failure(Reason::Timeout, Retryable::IfIdempotent)
+                } else {
+                    // The caller stopped reading: that says nothing bad about the endpoint.
+                    head.unwrap_or(Class::success())
+                };
+                in_flight.finish(&class);
             }
         }
     }

@@ -34,6 +34,8 @@ pub(crate) struct Meter {
     pub(crate) max_quiet: Duration,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
+    /// Requests their caller gave up on: neither successes nor failures.
+    pub(crate) cancelled: AtomicU64,
     /// The endpoint's key as `Display` writes it: its label in metrics and spans.
     pub(crate) label: std::sync::Arc<str>,
     /// `None` when the balancer's metrics are off.
@@ -83,12 +85,33 @@ impl Meter {
     }
 }
 
-/// Marks one request in flight on an endpoint; recording its end exactly once. Dropped before
-/// the end (the caller gave up: an attempt timeout, the deadline), it records a timeout.
+impl Meter {
+    /// Records a request its caller gave up on: it leaves the in-flight count and is counted
+    /// apart, and says nothing of the endpoint (no failure, no RTT sample, no health report).
+    /// A cancelled probe frees the probation for the next request instead of deciding it.
+    fn cancel(&self, probe: bool, started: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        if probe {
+            self.health.release_probe(started);
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.cancelled();
+        }
+    }
+}
+
+/// Marks one request in flight on an endpoint; recording its end exactly once.
+///
+/// Dropped before the end, it asks who dropped it: one of meshless's timers (an attempt
+/// timeout, the deadline, a body timeout; see [`crate::deadline::expiry`]) charges the endpoint
+/// with a timeout, and anything else is the caller giving up, a cancellation.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     meter: std::sync::Arc<Meter>,
     started: Instant,
+    /// Set for a stream once its head arrived: its RTT sample, whenever the stream ends.
+    head_latency: Option<Duration>,
     probe: bool,
     done: bool,
 }
@@ -99,9 +122,16 @@ impl InFlight {
         InFlight {
             meter,
             started: now,
+            head_latency: None,
             probe,
             done: false,
         }
+    }
+
+    /// Takes the latency now, at the response head, for a stream whose outcome is only known
+    /// at its end (gRPC trailers) but whose length says nothing of the endpoint's speed.
+    pub(crate) fn latency_at_head(&mut self) {
+        self.head_latency = Some(Instant::now().saturating_duration_since(self.started));
     }
 
     pub(crate) fn finish(mut self, class: &Class) {
@@ -112,7 +142,9 @@ impl InFlight {
         if !self.done {
             self.done = true;
             let now = Instant::now();
-            let latency = now.saturating_duration_since(self.started);
+            let latency = self
+                .head_latency
+                .unwrap_or_else(|| now.saturating_duration_since(self.started));
             self.meter.finish(class, latency, self.probe, now);
         }
     }
@@ -120,9 +152,17 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.record(&Class::failure(
-            crate::classify::Reason::Timeout,
-            crate::classify::Retryable::IfIdempotent,
-        ));
+        if self.done {
+            return;
+        }
+        if crate::deadline::expiry::expiring() {
+            self.record(&Class::failure(
+                crate::classify::Reason::Timeout,
+                crate::classify::Retryable::IfIdempotent,
+            ));
+        } else {
+            self.done = true;
+            self.meter.cancel(self.probe, self.started);
+        }
     }
 }

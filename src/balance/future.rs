@@ -4,7 +4,7 @@ use super::Shared;
 use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
-use crate::deadline::RequestDeadline;
+use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind};
 use http::Request;
 use pin_project_lite::pin_project;
@@ -38,6 +38,7 @@ pin_project! {
         called_at: Option<Instant>,
         // The last endpoint service that failed to become ready: the source of a fail-fast.
         not_ready: Option<Error>,
+        streaming: StreamingRule,
     }
 }
 
@@ -55,6 +56,7 @@ where
 {
     pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>, now: Instant) -> Self {
         ResponseFuture {
+            streaming: StreamingRule::of(&request),
             state: State::Pick,
             shared,
             request: Some(request),
@@ -182,7 +184,14 @@ where
                                     f.finish(&class);
                                     None
                                 }
-                                Some(f) => Some((f, head)),
+                                Some(mut f) => {
+                                    // A stream's length is not the endpoint's speed: its RTT is
+                                    // taken at the head, its class still at the end (trailers).
+                                    if this.streaming.applies(&parts.headers) {
+                                        f.latency_at_head();
+                                    }
+                                    Some((f, head))
+                                }
                                 None => None,
                             };
                             let body = ResponseBody::new(body, meter, classifier.clone());

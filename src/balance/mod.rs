@@ -371,6 +371,8 @@ pub struct EndpointStats<K> {
     pub requests: u64,
     /// Of which failures.
     pub failures: u64,
+    /// Requests its caller gave up on before they finished: not in `requests`, never failures.
+    pub cancelled: u64,
     /// Times it was ejected.
     pub ejections: u64,
     /// Requests in flight now.
@@ -577,6 +579,7 @@ where
             max_quiet: config.max_pushback,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             metrics: shared.metrics.as_ref().map(|m| {
                 let metrics = m.endpoint(&label);
                 metrics.rtt(config.default_rtt.as_nanos() as f64);
@@ -606,6 +609,7 @@ where
                 key: e.key.clone(),
                 requests: e.meter.requests.load(Ordering::Relaxed),
                 failures: e.meter.failures.load(Ordering::Relaxed),
+                cancelled: e.meter.cancelled.load(Ordering::Relaxed),
                 ejections: e.meter.health.ejections(),
                 in_flight: e.meter.in_flight.load(Ordering::Relaxed),
                 rtt: Duration::from_nanos(e.meter.rtt.get(now) as u64),

@@ -1,6 +1,6 @@
 //! The timeout of one attempt.
 
-use super::{DEADLINE_HEADER, RequestDeadline, grpc_timeout};
+use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
 use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
@@ -32,6 +32,7 @@ pub struct AttemptTimeoutLayer {
 
 impl AttemptTimeoutLayer {
     /// Each attempt may take at most `timeout` (and never past the request's deadline).
+    /// [`Duration::MAX`] means no per-attempt limit.
     ///
     /// ```
     /// let layer = meshless::deadline::AttemptTimeoutLayer::new(std::time::Duration::from_secs(1));
@@ -178,40 +179,63 @@ where
             };
         }
         if let Some(limit) = limit {
-            self.propagate(&mut req, limit);
+            self.propagate(&mut req, limit, now);
         }
         AttemptFuture {
             inner: Some(self.inner.call(req)),
-            sleep: limit.map(|l| tokio::time::sleep_until(now + l)),
+            sleep: limit.map(|l| tokio::time::sleep_until(super::instant_after(now, l))),
             kind,
         }
     }
 }
 
 impl<S> AttemptTimeout<S> {
-    fn propagate<B>(&self, req: &mut Request<B>, limit: Duration) {
+    /// Tells the server the attempt's limit, never more than the caller asked for: the
+    /// smallest of `limit`, the caller's own header and what is left of the caller's limit
+    /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
+    fn propagate<B>(&self, req: &mut Request<B>, limit: Duration, now: Instant) {
         let is_grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if is_grpc {
-            req.headers_mut()
-                .insert(grpc_timeout::HEADER, grpc_timeout::encode(limit));
-        } else if let Some(name) = &self.config.header {
+        let name = if is_grpc {
+            &grpc_timeout::HEADER
+        } else {
+            match &self.config.header {
+                Some(name) => name,
+                None => return,
+            }
+        };
+        let mut limit = limit;
+        if let Some(CallerDeadline(at)) = req.extensions().get::<CallerDeadline>() {
+            limit = limit.min(at.saturating_duration_since(now));
+        }
+        let own = req.headers().get(name).and_then(|v| {
+            if is_grpc {
+                grpc_timeout::parse(v)
+            } else {
+                super::total::parse_millis(v)
+            }
+        });
+        if let Some(own) = own {
+            limit = limit.min(own);
+        }
+        let value = if is_grpc {
+            grpc_timeout::encode(limit)
+        } else {
             // Rounded up, so a limit under a millisecond is not sent as "no time at all".
             let millis = limit.as_nanos().div_ceil(1_000_000);
-            req.headers_mut().insert(
-                name.clone(),
-                HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-            );
-        }
+            HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
+        };
+        req.headers_mut().insert(name.clone(), value);
     }
 }
 
 pin_project! {
     /// The response future of [`AttemptTimeout`].
     pub struct AttemptFuture<F> {
-        // None when the attempt was not started: no time was left.
+        // None when the attempt was not started (no time was left), and once the timeout
+        // dropped it.
         #[pin]
         inner: Option<F>,
         #[pin]
@@ -228,15 +252,19 @@ where
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(Err(Error::new(*this.kind)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Error::from_service));
         }
         match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Error::new(*this.kind))),
+            Some(Poll::Ready(())) => {
+                // Dropped by our own timer: the endpoint is charged with the timeout.
+                expiry::while_expiring(|| this.inner.set(None));
+                Poll::Ready(Err(Error::new(*this.kind)))
+            }
             _ => Poll::Pending,
         }
     }
@@ -344,5 +372,74 @@ mod tests {
             headers.get(DEADLINE_HEADER).is_none(),
             "HTTP propagation is opt-in"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_own_limit_is_never_raised() {
+        let svc = AttemptTimeoutLayer::new(Duration::from_millis(300))
+            .deadline_header(true)
+            .layer(sleeper());
+        let with = |name: &'static str, value: &'static str| {
+            let mut req = request(0, None);
+            req.headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+            req
+        };
+        let cases = [
+            (DEADLINE_HEADER, "50", "50"),
+            (DEADLINE_HEADER, "9000", "300"),
+            (DEADLINE_HEADER, "soon", "300"),
+        ];
+        for (name, value, expect) in cases {
+            let headers = svc.clone().oneshot(with(name, value)).await.unwrap();
+            assert_eq!(headers[name], expect, "{value}");
+        }
+        let mut grpc = with("grpc-timeout", "100m");
+        grpc.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        let headers = svc.clone().oneshot(grpc).await.unwrap();
+        assert_eq!(headers["grpc-timeout"], "100000u");
+
+        // A retry carries the caller's original header; what is left of it is what counts.
+        let mut retry = with(DEADLINE_HEADER, "100");
+        retry
+            .extensions_mut()
+            .insert(CallerDeadline(Instant::now() + Duration::from_millis(40)));
+        let headers = svc.oneshot(retry).await.unwrap();
+        assert_eq!(headers[DEADLINE_HEADER], "40");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_drops_the_attempt_as_expiring() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let held = seen.clone();
+        let svc = tower::service_fn(move |_: Request<()>| {
+            let held = held.clone();
+            async move {
+                struct Witness(std::sync::Arc<std::sync::Mutex<Option<bool>>>);
+                impl Drop for Witness {
+                    fn drop(&mut self) {
+                        *self.0.lock().unwrap() = Some(expiry::expiring());
+                    }
+                }
+                let _w = Witness(held);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }
+        });
+        let err = AttemptTimeout::new(svc, Duration::from_millis(100))
+            .oneshot(request(0, None))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::AttemptTimedOut);
+        assert_eq!(*seen.lock().unwrap(), Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_never_panics() {
+        let svc = AttemptTimeout::new(sleeper(), Duration::MAX);
+        assert!(svc.oneshot(request(10, None)).await.is_ok());
     }
 }

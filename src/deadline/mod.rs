@@ -5,7 +5,16 @@
 //! read it: the retry layer does not start a backoff or an attempt that cannot finish in time,
 //! and [`AttemptTimeout`] bounds each attempt by `min(per-attempt timeout, time remaining)`.
 //! gRPC requests carry the time remaining to the server as `grpc-timeout`; HTTP requests can
-//! opt in to a header of their own.
+//! opt in to a header of their own. Neither is ever longer than the caller's own.
+//!
+//! The deadline runs to the last byte of the response: [`DeadlineLayer`] wraps the body in a
+//! [`DeadlineBody`], which also enforces an optional idle timeout between frames. Responses
+//! marked [`Streaming`] (or of a streaming content type such as `text/event-stream`) are bounded
+//! by the idle timeout only once their head has arrived.
+//!
+//! When one of these timers fires, the endpoint serving the request is charged with a timeout.
+//! When the caller gives up first (drops the future or the body), nothing is charged: that is a
+//! cancellation, counted apart.
 //!
 //! ```
 //! use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
@@ -21,10 +30,16 @@
 //! ```
 
 mod attempt;
+mod body;
+pub(crate) mod expiry;
 pub mod grpc_timeout;
+mod streaming;
 mod total;
 
 pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};
+pub use self::body::DeadlineBody;
+pub use self::streaming::Streaming;
+pub(crate) use self::streaming::StreamingRule;
 pub use self::total::{Deadline, DeadlineLayer};
 
 use std::time::Duration;
@@ -65,8 +80,7 @@ impl RequestDeadline {
     /// # });
     /// ```
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        RequestDeadline(now.checked_add(timeout).unwrap_or(now + FAR_FUTURE))
+        RequestDeadline(instant_after(Instant::now(), timeout))
     }
 
     /// The time left, zero once passed.
@@ -85,6 +99,18 @@ impl RequestDeadline {
 
 /// Stands in for "no deadline" where an instant is needed; far enough never to matter.
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + timeout`, where a timeout too long for the clock (`Duration::MAX`) means "never".
+pub(crate) fn instant_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// The limit the caller put in its own request headers, as an instant, recorded by
+/// [`Deadline`] so that every attempt sends at most what is left of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallerDeadline(pub(crate) Instant);
 
 /// A header that carries the time remaining, in whole milliseconds, on HTTP requests.
 ///

@@ -1,32 +1,42 @@
 //! The total deadline of a logical request.
 
-use super::{DEADLINE_HEADER, RequestDeadline, grpc_timeout};
+use super::body::DeadlineBody;
+use super::streaming::{StreamingRule, StreamingTypes};
+use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
-use http::{HeaderName, Request};
+use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
-/// Applies a total deadline to each request: [`Deadline`] services.
+/// Applies a total deadline to each request, response body included: [`Deadline`] services.
 ///
 /// ```
 /// use meshless::deadline::DeadlineLayer;
 /// use std::time::Duration;
-/// let layer = DeadlineLayer::new(Duration::from_secs(2)).honor_inbound(true);
+/// let layer = DeadlineLayer::new(Duration::from_secs(2))
+///     .body_idle_timeout(Duration::from_secs(30))
+///     .honor_inbound(true);
 /// ```
 #[derive(Debug, Clone)]
 pub struct DeadlineLayer {
     timeout: Duration,
     honor_inbound: bool,
     header: HeaderName,
+    body_idle: Option<Duration>,
+    /// Streaming content types beyond the defaults; `None` keeps requests free of the extra
+    /// extension.
+    streaming_types: Option<Arc<[HeaderValue]>>,
 }
 
 impl DeadlineLayer {
-    /// Every request must complete within `timeout`, retries and backoff included.
+    /// Every request must complete within `timeout`, retries, backoff and reading the response
+    /// body included. [`Duration::MAX`] means no limit.
     ///
     /// ```
     /// let layer = meshless::deadline::DeadlineLayer::new(std::time::Duration::from_secs(5));
@@ -36,13 +46,50 @@ impl DeadlineLayer {
             timeout,
             honor_inbound: false,
             header: HeaderName::from_static(DEADLINE_HEADER),
+            body_idle: None,
+            streaming_types: None,
         }
+    }
+
+    /// Fails the response body with [`Kind::BodyIdleTimeout`] when no frame arrives for
+    /// `timeout` (default: no idle limit; [`Duration::MAX`] is no limit too). It covers
+    /// [`Streaming`](super::Streaming) responses as well, which the total deadline does not.
+    ///
+    /// ```
+    /// use meshless::deadline::DeadlineLayer;
+    /// use std::time::Duration;
+    /// let layer = DeadlineLayer::new(Duration::from_secs(5)).body_idle_timeout(Duration::from_secs(1));
+    /// ```
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle = Some(timeout);
+        self
+    }
+
+    /// Treats responses of this content type (its media type, parameters ignored) as streams,
+    /// as if their request carried [`Streaming`](super::Streaming): the total deadline ends at
+    /// their head and the balancer takes their RTT there. `text/event-stream` always is one.
+    ///
+    /// ```
+    /// use meshless::deadline::DeadlineLayer;
+    /// use std::time::Duration;
+    /// let layer = DeadlineLayer::new(Duration::from_secs(5))
+    ///     .streaming_content_type(http::HeaderValue::from_static("application/x-ndjson"));
+    /// ```
+    pub fn streaming_content_type(mut self, content_type: HeaderValue) -> Self {
+        let mut types: Vec<HeaderValue> = self.streaming_types.as_deref().unwrap_or(&[]).to_vec();
+        types.push(content_type);
+        self.streaming_types = Some(Arc::from(types));
+        self
     }
 
     /// Also honours a deadline the request arrives with: a `grpc-timeout` header, the HTTP
     /// deadline header, or a [`RequestDeadline`] extension. An inbound deadline can only
     /// shorten this layer's, never extend it (it is clamped to `timeout`). Malformed headers are
     /// ignored. A [`RequestDeadline`] extension is always honoured.
+    ///
+    /// Whether or not it is honoured here, a caller's own `grpc-timeout` or deadline header is
+    /// never raised on its way out: [`AttemptTimeout`](super::AttemptTimeout) sends the
+    /// smallest of it, the time left and the attempt's limit.
     ///
     /// ```
     /// use meshless::deadline::DeadlineLayer;
@@ -81,7 +128,7 @@ impl<S> Layer<S> for DeadlineLayer {
 }
 
 /// Fails a request with [`Kind::DeadlineExceeded`] once its deadline passes, dropping whatever
-/// attempt or backoff is in progress.
+/// attempt or backoff is in progress, and bounds the response body with a [`DeadlineBody`].
 ///
 /// ```
 /// use meshless::deadline::Deadline;
@@ -133,30 +180,31 @@ impl<S> Deadline<S> {
         self.inner
     }
 
-    fn deadline_for<B>(&self, req: &Request<B>, now: Instant) -> Instant {
-        let own = now
-            .checked_add(self.config.timeout)
-            .unwrap_or(now + super::FAR_FUTURE);
+    /// The request's deadline, and the caller's own limit from its headers when it sent one.
+    fn deadline_for<B>(&self, req: &Request<B>, now: Instant) -> (Instant, Option<Instant>) {
+        let own = super::instant_after(now, self.config.timeout);
         let mut deadline = own;
         if let Some(RequestDeadline(existing)) = req.extensions().get::<RequestDeadline>() {
             deadline = deadline.min(*existing);
         }
+        let headers = req.headers();
+        // An empty map answers at once; most requests pay nothing more.
+        let caller = headers
+            .get(grpc_timeout::HEADER)
+            .and_then(grpc_timeout::parse)
+            .or_else(|| headers.get(&self.config.header).and_then(parse_millis))
+            .map(|limit| super::instant_after(now, limit));
         if self.config.honor_inbound {
-            let headers = req.headers();
-            let inbound = headers
-                .get(grpc_timeout::HEADER)
-                .and_then(grpc_timeout::parse)
-                .or_else(|| headers.get(&self.config.header).and_then(parse_millis));
-            if let Some(inbound) = inbound {
-                deadline = deadline.min(now.checked_add(inbound).unwrap_or(own));
+            if let Some(caller) = caller {
+                deadline = deadline.min(caller);
             }
         }
-        deadline
+        (deadline, caller)
     }
 }
 
 /// Whole milliseconds, as the HTTP deadline header carries them. Malformed values are ignored.
-fn parse_millis(value: &http::HeaderValue) -> Option<Duration> {
+pub(super) fn parse_millis(value: &http::HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if text.is_empty() || text.len() > 12 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -164,12 +212,13 @@ fn parse_millis(value: &http::HeaderValue) -> Option<Duration> {
     text.parse::<u64>().ok().map(Duration::from_millis)
 }
 
-impl<S, B> Service<Request<B>> for Deadline<S>
+impl<S, B, RB> Service<Request<B>> for Deadline<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = http::Response<RB>>,
     S::Error: Into<BoxError>,
+    RB: http_body::Body,
 {
-    type Response = S::Response;
+    type Response = http::Response<DeadlineBody<RB>>;
     type Error = Error;
     type Future = DeadlineFuture<S::Future>;
 
@@ -178,11 +227,23 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let deadline = self.deadline_for(&req, Instant::now());
-        req.extensions_mut().insert(RequestDeadline(deadline));
+        let (deadline, caller) = self.deadline_for(&req, Instant::now());
+        let extensions = req.extensions_mut();
+        extensions.insert(RequestDeadline(deadline));
+        if let Some(caller) = caller {
+            // Kept for every attempt, so that a retry never restates the caller's limit as
+            // if it started anew.
+            extensions.insert(CallerDeadline(caller));
+        }
+        if let Some(types) = &self.config.streaming_types {
+            extensions.insert(StreamingTypes(types.clone()));
+        }
+        let streaming = StreamingRule::with_types(&req, self.config.streaming_types.as_ref());
         DeadlineFuture {
-            inner: self.inner.call(req),
+            inner: Some(self.inner.call(req)),
             sleep: tokio::time::sleep_until(deadline),
+            idle: self.config.body_idle,
+            streaming,
         }
     }
 }
@@ -190,27 +251,44 @@ where
 pin_project! {
     /// The response future of [`Deadline`].
     pub struct DeadlineFuture<F> {
+        // Dropped, as expiring, the moment the deadline passes.
         #[pin]
-        inner: F,
+        inner: Option<F>,
         #[pin]
         sleep: Sleep,
+        idle: Option<Duration>,
+        streaming: StreamingRule,
     }
 }
 
-impl<F, T, E> Future for DeadlineFuture<F>
+impl<F, RB, E> Future for DeadlineFuture<F>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<http::Response<RB>, E>>,
     E: Into<BoxError>,
+    RB: http_body::Body,
 {
-    type Output = Result<T, Error>;
+    type Output = Result<http::Response<DeadlineBody<RB>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(Error::from_service));
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)));
+        };
+        if let Poll::Ready(result) = inner.poll(cx) {
+            let res = result.map_err(Error::from_service)?;
+            let deadline = this.sleep.deadline();
+            // A complete body needs neither limit, and its headers need no look.
+            let streaming = !res.body().is_end_stream() && this.streaming.applies(res.headers());
+            let deadline = (!streaming).then_some(deadline);
+            let idle = *this.idle;
+            return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Error::new(Kind::DeadlineExceeded))),
+            Poll::Ready(()) => {
+                // Dropped by our own timer: whatever attempt was in flight is charged.
+                expiry::while_expiring(|| this.inner.set(None));
+                Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -229,27 +307,41 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
+    type Empty = http_body_util::Empty<bytes::Bytes>;
+
+    /// Answers with the request's deadline in the response's extensions.
     fn echo_deadline() -> impl Service<
         Request<()>,
-        Response = Option<RequestDeadline>,
+        Response = http::Response<Empty>,
         Error = BoxError,
-        Future = impl Future<Output = Result<Option<RequestDeadline>, BoxError>>,
+        Future = impl Future<Output = Result<http::Response<Empty>, BoxError>>,
     > + Clone {
         tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, BoxError>(req.extensions().get::<RequestDeadline>().copied())
+            let mut res = http::Response::new(Empty::new());
+            if let Some(d) = req.extensions().get::<RequestDeadline>() {
+                res.extensions_mut().insert(*d);
+            }
+            Ok::<_, BoxError>(res)
         })
+    }
+
+    fn seen(res: http::Response<DeadlineBody<Empty>>) -> Option<RequestDeadline> {
+        res.extensions().get::<RequestDeadline>().copied()
     }
 
     #[tokio::test(start_paused = true)]
     async fn deadline_is_recorded_and_enforced() {
         let start = Instant::now();
         let svc = Deadline::new(echo_deadline(), Duration::from_secs(2));
-        let seen = svc.oneshot(Request::new(())).await.unwrap();
-        assert_eq!(seen, Some(RequestDeadline(start + Duration::from_secs(2))));
+        let res = svc.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(
+            seen(res),
+            Some(RequestDeadline(start + Duration::from_secs(2)))
+        );
 
         let slow = tower::service_fn(|_: Request<()>| async {
             tokio::time::sleep(Duration::from_secs(10)).await;
-            Ok::<_, BoxError>(())
+            Ok::<_, BoxError>(http::Response::new(Empty::new()))
         });
         let err = Deadline::new(slow, Duration::from_secs(2))
             .oneshot(Request::new(()))
@@ -280,18 +372,25 @@ mod tests {
             if let Some((name, value)) = header {
                 req.headers_mut().insert(name, value.parse().unwrap());
             }
-            let seen = layer.layer(echo_deadline()).oneshot(req).await.unwrap();
-            assert_eq!(seen, Some(RequestDeadline(start + expect)), "{header:?}");
+            let res = layer.layer(echo_deadline()).oneshot(req).await.unwrap();
+            assert_eq!(
+                seen(res),
+                Some(RequestDeadline(start + expect)),
+                "{header:?}"
+            );
         }
         // Not honoured unless asked.
         let mut req = Request::new(());
         req.headers_mut()
             .insert("grpc-timeout", "1m".parse().unwrap());
-        let seen = Deadline::new(echo_deadline(), Duration::from_secs(2))
+        let res = Deadline::new(echo_deadline(), Duration::from_secs(2))
             .oneshot(req)
             .await
             .unwrap();
-        assert_eq!(seen, Some(RequestDeadline(start + Duration::from_secs(2))));
+        assert_eq!(
+            seen(res),
+            Some(RequestDeadline(start + Duration::from_secs(2)))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -300,13 +399,50 @@ mod tests {
         let mut req = Request::new(());
         req.extensions_mut()
             .insert(RequestDeadline(start + Duration::from_millis(300)));
-        let seen = Deadline::new(echo_deadline(), Duration::from_secs(2))
+        let res = Deadline::new(echo_deadline(), Duration::from_secs(2))
             .oneshot(req)
             .await
             .unwrap();
         assert_eq!(
-            seen,
+            seen(res),
             Some(RequestDeadline(start + Duration::from_millis(300)))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_limit_never_panics() {
+        let res = DeadlineLayer::new(Duration::MAX)
+            .body_idle_timeout(Duration::MAX)
+            .layer(echo_deadline())
+            .oneshot(Request::new(()))
+            .await
+            .unwrap();
+        assert!(seen(res).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_drops_the_attempt_as_expiring() {
+        struct Witness(std::sync::Arc<std::sync::Mutex<Option<bool>>>);
+        impl Drop for Witness {
+            fn drop(&mut self) {
+                *self.0.lock().unwrap() = Some(expiry::expiring());
+            }
+        }
+        let witness = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let held = witness.clone();
+        let slow = tower::service_fn(move |_: Request<()>| {
+            let w = Witness(held.clone());
+            async move {
+                let _w = w;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(http::Response::new(Empty::new()))
+            }
+        });
+        let err = Deadline::new(slow, Duration::from_secs(1))
+            .oneshot(Request::new(()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::DeadlineExceeded);
+        assert_eq!(*witness.lock().unwrap(), Some(true));
     }
 }

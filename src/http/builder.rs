@@ -57,6 +57,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     deadline: Duration,
     attempt_timeout: Option<Duration>,
+    body_idle_timeout: Option<Duration>,
     budget: Option<Budget>,
     max_retries: u32,
     backoff: Backoff,
@@ -77,6 +78,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(10),
             attempt_timeout: None,
+            body_idle_timeout: None,
             budget: None,
             max_retries: crate::retry::DEFAULT_MAX_RETRIES,
             backoff: Backoff::default(),
@@ -167,6 +169,20 @@ impl ClientBuilder {
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Fails a response body that sends nothing for `timeout` (default: none; the deadline
+    /// still covers the body). The only limit on the body of a
+    /// [`Streaming`](crate::deadline::Streaming) response. See
+    /// [`DeadlineLayer::body_idle_timeout`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::http::Client::builder().body_idle_timeout(Duration::from_secs(30));
+    /// ```
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = Some(timeout);
         self
     }
 
@@ -362,9 +378,13 @@ impl ClientBuilder {
             .metrics(self.metrics)
             .classifier(self.classifier);
         let retry_stats = retry.stats();
+        let mut deadline = DeadlineLayer::new(self.deadline);
+        if let Some(idle) = self.body_idle_timeout {
+            deadline = deadline.body_idle_timeout(idle);
+        }
         let stack: Stack = BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(DeadlineLayer::new(self.deadline))
+                .layer(deadline)
                 .layer(retry)
                 .layer(AttemptTimeoutLayer::new(attempt_timeout))
                 .service(balance.clone()),

@@ -19,8 +19,9 @@ use std::task::{Context, Poll};
 use tower::util::{BoxCloneSyncService, Oneshot};
 use tower::{Service, ServiceExt};
 
-/// The body of a response from [`Client`]: hyper's body, metered for the balancer.
-pub type ResponseBody = crate::balance::ResponseBody<Incoming>;
+/// The body of a response from [`Client`]: hyper's body, metered for the balancer and bounded
+/// by the request's deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
+pub type ResponseBody = crate::deadline::DeadlineBody<crate::balance::ResponseBody<Incoming>>;
 
 /// A request as it enters the stack: any body, boxed.
 pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;

@@ -2,9 +2,9 @@
 
 use super::labels::Settings;
 use super::{
-    BALANCER_ENDPOINTS, BALANCER_FAIL_FAST_TOTAL, ENDPOINT, ENDPOINT_EJECTIONS_TOTAL,
-    ENDPOINT_FAILURES_TOTAL, ENDPOINT_LATENCY_SECONDS, ENDPOINT_REQUESTS_TOTAL,
-    ENDPOINT_RTT_EWMA_SECONDS, ENDPOINT_STATE, REASON, STATE,
+    BALANCER_ENDPOINTS, BALANCER_FAIL_FAST_TOTAL, ENDPOINT, ENDPOINT_CANCELLED_TOTAL,
+    ENDPOINT_EJECTIONS_TOTAL, ENDPOINT_FAILURES_TOTAL, ENDPOINT_LATENCY_SECONDS,
+    ENDPOINT_REQUESTS_TOTAL, ENDPOINT_RTT_EWMA_SECONDS, ENDPOINT_STATE, REASON, STATE,
 };
 use crate::outlier::EjectReason;
 use metrics::{Counter, Gauge, Histogram, Label, SharedString};
@@ -80,6 +80,7 @@ impl BalancerMetrics {
         EndpointMetrics {
             requests: metrics::counter!(ENDPOINT_REQUESTS_TOTAL, labels.clone()),
             failures: metrics::counter!(ENDPOINT_FAILURES_TOTAL, labels.clone()),
+            cancelled: metrics::counter!(ENDPOINT_CANCELLED_TOTAL, labels.clone()),
             latency: metrics::histogram!(ENDPOINT_LATENCY_SECONDS, labels.clone()),
             rtt: metrics::gauge!(ENDPOINT_RTT_EWMA_SECONDS, labels),
         }
@@ -105,6 +106,7 @@ fn endpoint_labels(settings: &Settings, endpoint: &Arc<str>) -> Vec<Label> {
 pub(crate) struct EndpointMetrics {
     requests: Counter,
     failures: Counter,
+    cancelled: Counter,
     latency: Histogram,
     rtt: Gauge,
 }
@@ -117,6 +119,11 @@ impl EndpointMetrics {
             self.failures.increment(1);
         }
         self.latency.record(latency.as_secs_f64());
+    }
+
+    /// A request's caller gave up on it while at the endpoint.
+    pub(crate) fn cancelled(&self) {
+        self.cancelled.increment(1);
     }
 
     /// Publishes the endpoint's peak-EWMA estimate, `rtt_nanos`.

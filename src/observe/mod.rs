@@ -35,6 +35,7 @@
 //! | `meshless_backoff_seconds` | histogram | service | each wait before a retry (backoff, or the server's pushback when longer); its `_sum` is the time spent in backoff |
 //! | `meshless_endpoint_requests_total` | counter | service, endpoint | requests an endpoint finished (at the end of the response body) |
 //! | `meshless_endpoint_failures_total` | counter | service, endpoint | of which failures, by the classifier |
+//! | `meshless_endpoint_cancelled_total` | counter | service, endpoint | requests their caller gave up on while at the endpoint: not in `requests_total`, never failures |
 //! | `meshless_endpoint_latency_seconds` | histogram | service, endpoint | each request's latency at an endpoint, to the end of the response body, failures included |
 //! | `meshless_endpoint_rtt_ewma_seconds` | gauge | service, endpoint | the peak-EWMA round-trip time the balancer ranks the endpoint by: updated when it jumps (a failure, a probe) and for every endpoint at each outlier sweep (10 s by default) |
 //! | `meshless_endpoint_state` | gauge | service, endpoint, state | 1 for the endpoint's state — `active`, `ejected` or `probation` — and 0 for the others |
@@ -190,6 +191,13 @@ pub const ENDPOINT_REQUESTS_TOTAL: &str = "meshless_endpoint_requests_total";
 /// assert_eq!(meshless::observe::ENDPOINT_FAILURES_TOTAL, "meshless_endpoint_failures_total");
 /// ```
 pub const ENDPOINT_FAILURES_TOTAL: &str = "meshless_endpoint_failures_total";
+
+/// Requests their caller gave up on while at an endpoint. Labels: `service`, `endpoint`.
+///
+/// ```
+/// assert_eq!(meshless::observe::ENDPOINT_CANCELLED_TOTAL, "meshless_endpoint_cancelled_total");
+/// ```
+pub const ENDPOINT_CANCELLED_TOTAL: &str = "meshless_endpoint_cancelled_total";
 
 /// Each request's latency at an endpoint, in seconds. Labels: `service`, `endpoint`.
 ///
@@ -362,6 +370,11 @@ pub fn describe() {
         ENDPOINT_FAILURES_TOTAL,
         Unit::Count,
         "Requests an endpoint failed."
+    );
+    describe_counter!(
+        ENDPOINT_CANCELLED_TOTAL,
+        Unit::Count,
+        "Requests their caller gave up on while at an endpoint; never counted as failures."
     );
     describe_histogram!(
         ENDPOINT_LATENCY_SECONDS,

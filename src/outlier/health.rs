@@ -168,6 +168,36 @@ impl Health {
         }
     }
 
+    /// Gives back the probe admitted at `admitted` (the instant passed to
+    /// [`admit`](Health::admit)) when its request was cancelled by its caller: the cancellation
+    /// says nothing of the endpoint, so it stays in probation and the next request becomes the
+    /// probe at once, without waiting for the probe timeout. Does nothing if that probe was
+    /// already replaced or decided.
+    ///
+    /// ```
+    /// use meshless::outlier::{Admit, Detector};
+    /// use tokio::time::Instant;
+    /// let endpoint = Detector::default().register(Instant::now());
+    /// endpoint.release_probe(Instant::now()); // not probing: nothing to give back
+    /// assert_eq!(endpoint.admit(Instant::now()), Admit::Yes);
+    /// ```
+    pub fn release_probe(&self, admitted: Instant) {
+        let e = &*self.inner;
+        let word = e.gate.load(Ordering::Acquire);
+        let admitted_us = e.fleet.clock.micros(admitted);
+        if gate::state(word) != PROBING || gate::time(word) != admitted_us {
+            return;
+        }
+        // Still probing, but as if the probe had been lost long ago: the next `admit` claims a
+        // new one. The state does not change, so no transition is reported.
+        let due = admitted_us.saturating_sub(e.fleet.timing.probe_timeout);
+        let released = gate::pack(PROBING, gate::reason(word), due);
+        // Losing the race means the probe was decided or replaced meanwhile: nothing to do.
+        let _ = e
+            .gate
+            .compare_exchange(word, released, Ordering::AcqRel, Ordering::Acquire);
+    }
+
     /// The share of its normal traffic the endpoint should get, in `(0, 1]`: rising linearly
     /// from the slow-start floor to 1 over the slow-start window after the endpoint returns
     /// from ejection (or joins an established fleet), 1 otherwise. An ejected endpoint or one
@@ -673,6 +703,23 @@ mod tests {
         // The probe itself decides.
         h.report(back + 2 * MS, &Class::success(), MS);
         assert_eq!(h.status(back + 2 * MS), Status::Active);
+    }
+
+    #[test]
+    fn a_released_probe_is_replaced_at_once() {
+        let (_d, hs, t0) = fleet(consecutive_only(), 3);
+        let h = &hs[0];
+        let back = t0 + eject(h, t0);
+        assert_eq!(h.admit(back), Admit::Probe);
+        assert_eq!(h.admit(back + MS), Admit::No);
+        // A release naming another admission (a replaced probe) changes nothing.
+        h.release_probe(back + MS);
+        assert_eq!(h.admit(back + 2 * MS), Admit::No);
+        h.release_probe(back);
+        assert_eq!(h.status(back + 2 * MS), Status::Probation);
+        assert_eq!(h.admit(back + 2 * MS), Admit::Probe);
+        assert_eq!(h.admit(back + 3 * MS), Admit::No);
+        assert_eq!(h.ejections(), 1, "released, not re-ejected");
     }
 
     #[test]

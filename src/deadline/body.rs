@@ -1,0 +1,163 @@
+//! The response body under the deadline: the total deadline and the idle timeout cover it.
+
+use super::expiry;
+use crate::error::{BoxError, Error, Kind};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pin_project! {
+    /// A response body bounded by the request's deadline and by an idle timeout.
+    ///
+    /// [`DeadlineLayer`](super::DeadlineLayer) wraps every response body in one. It yields the
+    /// inner body's frames unchanged. When the total deadline passes, or no frame arrives for
+    /// the idle timeout, it drops the inner body (the endpoint is charged with a timeout), yields
+    /// one error, a [`meshless::Error`](crate::Error) of kind [`Kind::DeadlineExceeded`] or
+    /// [`Kind::BodyIdleTimeout`], and then ends. A [`Streaming`](super::Streaming) response is
+    /// bounded by the idle timeout only.
+    ///
+    /// No timer exists until the inner body first has to wait, so a body that is already
+    /// complete costs nothing: no timer, no allocation, no clock read.
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Full};
+    /// use meshless::deadline::DeadlineBody;
+    /// use std::time::Duration;
+    ///
+    /// # tokio_test::block_on(async {
+    /// let body = DeadlineBody::new(
+    ///     Full::new(bytes::Bytes::from("hello")),
+    ///     Some(tokio::time::Instant::now() + Duration::from_secs(1)),
+    ///     Some(Duration::from_millis(100)),
+    /// );
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    /// # });
+    /// ```
+    pub struct DeadlineBody<B> {
+        // `None` once the body ended by a timeout.
+        #[pin]
+        inner: Option<B>,
+        // Armed on the first `Pending`, at the earlier of the deadline and the idle limit. Boxed,
+        // so that the body stays `Unpin` when the inner one is (`body.frame().await` works).
+        sleep: Option<Pin<Box<Sleep>>>,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+        // A frame arrived since the timer was armed: the idle limit starts over.
+        rearm: bool,
+    }
+}
+
+impl<B> DeadlineBody<B> {
+    /// Bounds `inner` by `deadline` (the instant the whole response must have arrived by) and by
+    /// `idle` (the longest wait for a frame). `None` is no limit.
+    ///
+    /// ```
+    /// use meshless::deadline::DeadlineBody;
+    /// let body = DeadlineBody::new(http_body_util::Empty::<bytes::Bytes>::new(), None, None);
+    /// ```
+    pub fn new(inner: B, deadline: Option<Instant>, idle: Option<Duration>) -> Self {
+        DeadlineBody {
+            inner: Some(inner),
+            sleep: None,
+            deadline,
+            idle,
+            rearm: false,
+        }
+    }
+
+    /// The wrapped body, unless a timeout already dropped it.
+    ///
+    /// ```
+    /// use meshless::deadline::DeadlineBody;
+    /// let body = DeadlineBody::new(http_body_util::Empty::<bytes::Bytes>::new(), None, None);
+    /// assert!(body.get_ref().is_some());
+    /// ```
+    pub fn get_ref(&self) -> Option<&B> {
+        self.inner.as_ref()
+    }
+}
+
+impl<B> std::fmt::Debug for DeadlineBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineBody")
+            .field("deadline", &self.deadline)
+            .field("idle", &self.idle)
+            .field("expired", &self.inner.is_none())
+            .finish()
+    }
+}
+
+impl<B> Body for DeadlineBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(None); // after the timeout's error
+        };
+        if let Poll::Ready(frame) = inner.poll_frame(cx) {
+            *this.rearm = true;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if this.deadline.is_none() && this.idle.is_none() {
+            return Poll::Pending;
+        }
+        // The clock is read only here, on the way to waiting.
+        if this.sleep.is_none() || (*this.rearm && this.idle.is_some()) {
+            *this.rearm = false;
+            let now = Instant::now();
+            let idle_end = this.idle.and_then(|d| now.checked_add(d));
+            let wake = match (*this.deadline, idle_end) {
+                (Some(d), Some(i)) => d.min(i),
+                (Some(d), None) => d,
+                (None, Some(i)) => i,
+                // An idle limit too long for the clock: no limit.
+                (None, None) => return Poll::Pending,
+            };
+            match this.sleep {
+                Some(sleep) => sleep.as_mut().reset(wake),
+                None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(wake))),
+            }
+        }
+        if let Some(sleep) = this.sleep {
+            ready!(sleep.as_mut().poll(cx));
+        }
+        let kind = match *this.deadline {
+            Some(d) if Instant::now() >= d => Kind::DeadlineExceeded,
+            _ => Kind::BodyIdleTimeout,
+        };
+        // Dropped by our own timer: the endpoint that stopped sending is charged for it.
+        expiry::while_expiring(|| this.inner.set(None));
+        *this.sleep = None;
+        Poll::Ready(Some(Err(Error::new(kind).into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

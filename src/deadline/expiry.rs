@@ -1,0 +1,76 @@
+//! Who is to blame for a drop: meshless's own timer, or the caller.
+//!
+//! Work in progress (an attempt, a response body) holds an endpoint's in-flight slot, and the
+//! slot has to know why it is being released. When one of meshless's timers fires (the total
+//! deadline, an attempt timeout, a body timeout) the endpoint took too long and is charged with
+//! a timeout. When the caller gives up (a `select!`, `tokio::time::timeout`, a dropped future)
+//! the endpoint did nothing wrong. Drops are synchronous, so a thread-local flag raised around
+//! the timer's own drop tells the two apart at no cost to the success path.
+
+use std::cell::Cell;
+
+thread_local! {
+    static EXPIRING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, which drops work in progress (in place, `Pin::set(None)`, since it is pinned), as
+/// the consequence of a meshless timer firing: everything dropped inside sees [`expiring`]
+/// return `true`.
+pub(crate) fn while_expiring<R>(f: impl FnOnce() -> R) -> R {
+    // The previous value is restored, so a timer firing inside another timer's drop (a body
+    // inside a future) does not clear the outer one's flag early.
+    // A guard, so that a panicking drop does not leave the flag raised for the next one.
+    let _restore = Restore(EXPIRING.with(|flag| flag.replace(true)));
+    f()
+}
+
+struct Restore(bool);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        EXPIRING.with(|flag| flag.set(self.0));
+    }
+}
+
+/// Whether the current drop was caused by a meshless timer rather than by the caller.
+pub(crate) fn expiring() -> bool {
+    EXPIRING.with(Cell::get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Probe(std::rc::Rc<Cell<Option<bool>>>);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.0.set(Some(expiring()));
+        }
+    }
+
+    #[test]
+    fn the_flag_is_raised_only_inside_while_expiring() {
+        let seen = std::rc::Rc::new(Cell::new(None));
+        drop(Probe(seen.clone()));
+        assert_eq!(seen.get(), Some(false));
+        while_expiring(|| drop(Probe(seen.clone())));
+        assert_eq!(seen.get(), Some(true));
+        assert!(!expiring());
+    }
+
+    #[test]
+    fn nesting_restores_the_outer_flag() {
+        struct Outer(std::rc::Rc<Cell<Option<bool>>>);
+        impl Drop for Outer {
+            fn drop(&mut self) {
+                while_expiring(|| ());
+                self.0.set(Some(expiring()));
+            }
+        }
+        let seen = std::rc::Rc::new(Cell::new(None));
+        while_expiring(|| drop(Outer(seen.clone())));
+        assert_eq!(seen.get(), Some(true));
+        assert!(!expiring());
+    }
+}

@@ -1,0 +1,232 @@
+//! Deadlines to the last byte, through `meshless::http::Client` against raw TCP servers: the
+//! total deadline and the body idle timeout cover reading the response body, streams opt out of
+//! the total deadline but not of the idle timeout, and a stream's length never enters the RTT.
+//!
+//! These run on the real clock (paused time would race the sockets); every bound is generous
+//! and no assertion depends on a sleep winning against the scheduler.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use meshless::deadline::Streaming;
+use meshless::error::Kind;
+use meshless::http::{Client, ResponseBody};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, sleep, timeout};
+
+/// How long a test waits for something that should end far sooner: the hang detector.
+const BOUND: Duration = Duration::from_secs(5);
+
+/// Serves every connection: reads one request head, then hands the socket and the head to
+/// `script`. The listener lives as long as the test's runtime.
+async fn serve<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                script(socket, String::from_utf8_lossy(&head).into_owned()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes a chunked response head, then `chunks` one-byte chunks `every` apart, then either
+/// ends the body or goes silent with the connection open.
+async fn drip(
+    mut socket: TcpStream,
+    content_type: &str,
+    chunks: usize,
+    every: Duration,
+    end: bool,
+) {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    if socket.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    for _ in 0..chunks {
+        sleep(every).await;
+        if socket.write_all(b"1\r\nx\r\n").await.is_err() {
+            return;
+        }
+    }
+    if end {
+        let _ = socket.write_all(b"0\r\n\r\n").await;
+        sleep(BOUND).await; // keep the connection for the client's pool
+    } else {
+        sleep(BOUND * 4).await;
+    }
+}
+
+/// The kind of the meshless error somewhere in `err`'s source chain.
+fn meshless_kind(err: &(dyn std::error::Error + 'static)) -> Option<Kind> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(ours) = e.downcast_ref::<meshless::Error>() {
+            return Some(ours.kind());
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Reads `body` to its end: the data bytes received, and the error it ended with, if any.
+async fn read(mut body: ResponseBody) -> (usize, Option<Kind>) {
+    let mut bytes = 0;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len()),
+                Err(e) => return Some(meshless_kind(&*e).expect("a meshless error")),
+            }
+        }
+        None
+    };
+    let end = timeout(BOUND * 2, read)
+        .await
+        .expect("the body never hangs");
+    (bytes, end)
+}
+
+fn client(addr: SocketAddr, deadline: Duration) -> meshless::http::ClientBuilder {
+    Client::builder()
+        .endpoints([addr.to_string()])
+        .deadline(deadline)
+        .metrics(false)
+}
+
+#[tokio::test]
+async fn a_stalled_body_ends_at_the_deadline_and_charges_the_endpoint() {
+    let addr = serve(|mut socket, _| async move {
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhello")
+            .await;
+        sleep(BOUND * 4).await; // then silence, the connection open
+    })
+    .await;
+    let client = client(addr, Duration::from_millis(300)).build().unwrap();
+    let started = Instant::now();
+    let res = client.get("/").await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let err = timeout(BOUND, res.into_body().collect())
+        .await
+        .expect("the body ends by its deadline, not never")
+        .unwrap_err();
+    assert_eq!(meshless_kind(&*err), Some(Kind::DeadlineExceeded), "{err}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(290), "{took:?}");
+
+    let endpoint = &client.endpoints()[0];
+    assert_eq!(endpoint.failures, 1, "{endpoint:?}");
+    assert_eq!(endpoint.requests, 1, "{endpoint:?}");
+    assert_eq!(endpoint.cancelled, 0, "{endpoint:?}");
+    assert_eq!(endpoint.in_flight, 0, "{endpoint:?}");
+}
+
+#[tokio::test]
+async fn the_idle_timeout_ends_a_body_that_stops_dripping() {
+    // Eight chunks 150 ms apart (1.2 s in all, longer than the 1 s idle limit, so the limit
+    // must restart with each chunk), then silence.
+    let addr =
+        serve(|socket, _| drip(socket, "text/plain", 8, Duration::from_millis(150), false)).await;
+    let client = client(addr, Duration::from_secs(30))
+        .body_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let res = client.get("/").await.unwrap();
+    let (bytes, end) = read(res.into_body()).await;
+    assert_eq!(bytes, 8, "every chunk within the idle limit arrives");
+    assert_eq!(end, Some(Kind::BodyIdleTimeout));
+    assert_eq!(client.endpoints()[0].failures, 1);
+}
+
+/// Six chunks 150 ms apart outlive a 300 ms deadline: a stream (marked, or `text/event-stream`)
+/// gets them all and then ends by the idle timeout; the same body, not a stream, ends by the
+/// deadline.
+#[tokio::test]
+async fn a_stream_outlives_the_deadline_but_not_the_idle_timeout() {
+    let addr = serve(|socket, head| async move {
+        let content_type = if head.starts_with("GET /sse") {
+            "text/event-stream; charset=utf-8"
+        } else {
+            "application/octet-stream"
+        };
+        drip(socket, content_type, 6, Duration::from_millis(150), false).await;
+    })
+    .await;
+    let client = client(addr, Duration::from_millis(300))
+        .body_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+
+    let mut marked = http::Request::get("/download")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    marked.extensions_mut().insert(Streaming);
+    let res = client.request(marked).await.unwrap();
+    assert_eq!(
+        read(res.into_body()).await,
+        (6, Some(Kind::BodyIdleTimeout))
+    );
+
+    let res = client.get("/sse").await.unwrap();
+    assert_eq!(
+        read(res.into_body()).await,
+        (6, Some(Kind::BodyIdleTimeout))
+    );
+
+    let res = client.get("/download").await.unwrap();
+    let (bytes, end) = read(res.into_body()).await;
+    assert_eq!(end, Some(Kind::DeadlineExceeded));
+    assert!(bytes < 6, "cut by the deadline after {bytes} chunks");
+}
+
+/// A stream that lasts 900 ms is recorded at its head: its length does not become the
+/// endpoint's RTT. Its outcome is still recorded when it ends.
+#[tokio::test]
+async fn a_stream_s_rtt_is_taken_at_its_head() {
+    let addr = serve(|socket, _| {
+        drip(
+            socket,
+            "text/event-stream",
+            6,
+            Duration::from_millis(150),
+            true,
+        )
+    })
+    .await;
+    let client = client(addr, Duration::from_secs(10)).build().unwrap();
+    let res = client.get("/events").await.unwrap();
+    assert_eq!(read(res.into_body()).await, (6, None));
+    let endpoint = &client.endpoints()[0];
+    assert_eq!(
+        (endpoint.requests, endpoint.failures),
+        (1, 0),
+        "{endpoint:?}"
+    );
+    assert!(
+        endpoint.rtt < Duration::from_millis(400),
+        "a 900 ms stream reads as a slow endpoint: {endpoint:?}"
+    );
+}
