@@ -545,9 +545,20 @@ async fn idempotency_post_502_is_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idempotency_post_503_and_429_are_retried() {
-    assert_eq!(attempts_with(quick(), post("/orders", "x"), 503).await, 2);
+async fn idempotency_post_429_is_retried_but_a_plain_503_is_not() {
+    // 429 proves the server did not act (RFC 6585); a plain 503 may come from a proxy or an
+    // application that acted first.
     assert_eq!(attempts_with(quick(), post("/orders", "x"), 429).await, 2);
+    assert_eq!(attempts_with(quick(), post("/orders", "x"), 503).await, 1);
+    // A 503 that says when to come back is the server declining the request.
+    let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "0"), reply(200)]);
+    let res = send(&mut quick().layer(inner), post("/orders", "x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 2);
+    // A plain 503 is retried for a GET.
+    assert_eq!(attempts_with(quick(), get("/orders"), 503).await, 2);
     // 500 is never retried, even for a GET.
     assert_eq!(attempts_with(quick(), get("/orders"), 500).await, 1);
 }
@@ -621,8 +632,14 @@ async fn idempotency_get_marked_not_idempotent_is_not_retried() {
     assert_eq!(err.kind(), Kind::Service);
     assert_eq!(log.count(), 1);
 
-    // A failure that proves the server did not act (503) is retried whatever the request.
-    assert_eq!(attempts_with(quick(), marked(), 503).await, 2);
+    // `Idempotent(false)` trusts no answer from the server: not even 429.
+    assert_eq!(attempts_with(quick(), marked(), 503).await, 1);
+    assert_eq!(attempts_with(quick(), marked(), 429).await, 1);
+    // Only an attempt that never left is repeated.
+    let (inner, log) = mock::<String>(vec![fail(io::ErrorKind::ConnectionRefused), reply(200)]);
+    let res = send(&mut quick().layer(inner), marked()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,7 +746,9 @@ async fn pushback_per_endpoint_does_not_delay_the_retry() {
     let (inner, log) = mock::<String>(vec![grpc("14").header("grpc-retry-pushback-ms", "-1")]);
     let layer = RetryLayer::new(Budget::default()).pushback_per_endpoint(true);
     let stats = layer.stats();
-    send(&mut layer.layer(inner), grpc_post()).await.unwrap();
+    send(&mut layer.layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(log.count(), 1);
     assert_eq!(stats.pushback_refused(), 1);
 }
@@ -762,6 +781,13 @@ fn grpc_post() -> Request<String> {
     req
 }
 
+/// A call to a method declared idempotent: UNAVAILABLE without pushback may be retried.
+fn idempotent_grpc_post() -> Request<String> {
+    let mut req = grpc_post();
+    req.extensions_mut().insert(Idempotent(true));
+    req
+}
+
 #[tokio::test(start_paused = true)]
 async fn pushback_grpc_trailers_only_unavailable_retried_after_pushback() {
     let (inner, log) = mock::<String>(vec![
@@ -772,7 +798,8 @@ async fn pushback_grpc_trailers_only_unavailable_retried_after_pushback() {
     let stats = layer.stats();
     let res = send(&mut layer.layer(inner), grpc_post()).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "0");
-    // UNAVAILABLE is retried even though every gRPC call is a POST.
+    // UNAVAILABLE with pushback is retried even though every gRPC call is a POST: the server
+    // said it did not act.
     assert_eq!(log.arrivals(), vec![Duration::ZERO, ms(300)]);
     assert_eq!(stats.retries(), 1);
 }
@@ -785,7 +812,9 @@ async fn pushback_grpc_negative_means_do_not_retry() {
     ]);
     let layer = quick();
     let stats = layer.stats();
-    let res = send(&mut layer.layer(inner), grpc_post()).await.unwrap();
+    let res = send(&mut layer.layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(res.headers()["grpc-status"], "14");
     assert_eq!(log.count(), 1);
     assert_eq!(stats.pushback_refused(), 1);
@@ -1037,7 +1066,7 @@ async fn budget_ratio_bounds_the_attempts_of_a_failing_service() {
 async fn replay_streaming_body_is_resent_byte_for_byte() {
     let chunks: [&[u8]; 4] = [b"hello ", b"streaming ", b"", b"world\0\xff"];
     let trailers = header_map(&[("x-checksum", "abc123")]);
-    let (inner, log) = mock::<Chunked>(vec![reply(503), reply(200)]);
+    let (inner, log) = mock::<Chunked>(vec![reply(429), reply(200)]);
     let layer = quick();
     let stats = layer.stats();
     let req = request(
@@ -1133,8 +1162,8 @@ async fn replay_body_over_the_cap_is_sent_once_and_not_retried() {
 async fn replay_partially_read_body_is_replayed_intact() {
     let chunks: [&[u8]; 3] = [b"one-", b"two-", b"three"];
     let (inner, log) = mock::<Chunked>(vec![
-        reply(503).reading(Read::Chunks(1)),
-        reply(503).reading(Read::Chunks(2)),
+        reply(429).reading(Read::Chunks(1)),
+        reply(429).reading(Read::Chunks(2)),
         reply(200),
     ]);
     let req = request(Method::POST, "/upload", Chunked::new(&chunks, None));
@@ -1209,9 +1238,12 @@ async fn grpc_status_in_trailers_is_committed_and_not_retried() {
     assert_eq!(log.count(), 1);
     assert_eq!(stats.retries(), 0);
 
-    // The same status in a trailers-only response (in the head) is retried.
+    // The same status in a trailers-only response (in the head) is retried, for a method
+    // declared idempotent.
     let (inner, log) = mock::<String>(vec![grpc("14"), grpc("0")]);
-    let res = send(&mut quick().layer(inner), grpc_post()).await.unwrap();
+    let res = send(&mut quick().layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(res.headers()["grpc-status"], "0");
     assert_eq!(log.count(), 2);
 }

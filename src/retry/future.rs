@@ -4,7 +4,7 @@ use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use crate::backoff::BackoffState;
-use crate::classify::{Class, Classify, Pushback, Reason};
+use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind};
 use crate::observe::Outcome;
@@ -41,7 +41,7 @@ pin_project! {
         started: Instant,
         // When the attempt in flight started.
         attempt_started: Instant,
-        idempotent: bool,
+        idempotent: Idempotence,
         deadline: Option<Instant>,
         // The request's spans, when a subscriber wants them.
         trace: Option<Box<Trace>>,
@@ -125,7 +125,7 @@ where
         first: Request<ReplayBody<B>>,
         retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
-        idempotent: bool,
+        idempotent: Idempotence,
         deadline: Option<Instant>,
         mut trace: Option<Box<Trace>>,
     ) -> Self {
@@ -410,7 +410,7 @@ fn decide<B, C: Classify, RB>(
     retry: &mut Option<RetryState<B>>,
     attempts: u32,
     attempt_started: Instant,
-    idempotent: bool,
+    idempotent: Idempotence,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Decision<http::Response<RB>>

@@ -370,7 +370,7 @@ where
             metrics.started();
         }
 
-        let idempotent = config.idempotency.is_idempotent(&req);
+        let idempotent = config.idempotency.idempotence(&req);
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
         let (parts, body) = req.into_parts();
         let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
