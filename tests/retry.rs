@@ -987,6 +987,45 @@ async fn deadline_retry_that_cannot_finish_in_time_is_not_started() {
 // 7. Budget.
 // ---------------------------------------------------------------------------------------------
 
+/// A retry paid for but never sent (the caller gave up during the backoff) gives its token
+/// back: cancellation costs the budget nothing.
+#[tokio::test(start_paused = true)]
+async fn budget_token_of_a_retry_cancelled_during_backoff_is_refunded() {
+    // Exactly one retry in reserve, and requests earn none.
+    let budget = Budget::builder()
+        .min_per_second(0.1)
+        .ratio(0.0)
+        .build()
+        .unwrap();
+    assert_eq!(budget.balance(), 1.0);
+    let (inner, log) = mock::<String>(vec![
+        reply(503).header("retry-after", "5"),
+        reply(503),
+        reply(200),
+    ]);
+    let layer = RetryLayer::new(budget.clone());
+    let stats = layer.stats();
+    let mut svc = layer.layer(inner);
+
+    // The 503 asks for 5 s; the caller gives up after 1 s, during the wait.
+    let gave_up = tokio::time::timeout(ms(1_000), send(&mut svc, get("/items"))).await;
+    assert!(gave_up.is_err());
+    assert_eq!(log.count(), 1, "the retry was never sent");
+    assert_eq!(stats.retries(), 0);
+    assert_eq!(stats.cancelled(), 1);
+    assert_eq!(budget.balance(), 1.0, "the token went back");
+
+    // And the next request can still use it: its 503 is retried.
+    let res = send(&mut svc, get("/items")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 3);
+    assert_eq!(
+        budget.balance(),
+        0.0,
+        "a retry that was sent keeps its token"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn budget_empty_refuses_every_retry() {
     let empty = || {

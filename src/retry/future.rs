@@ -4,6 +4,7 @@ use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use crate::backoff::BackoffState;
+use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind};
@@ -56,6 +57,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            // A retry was paid for but never sent: its token goes back to the budget.
+            if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                withdrawal.refund();
+            }
             // Unless its outcome was returned, the request ends here, unfinished.
             if !*this.done {
                 dropped(
@@ -95,6 +100,8 @@ pub(super) struct RetryState<B> {
     backoff: Option<BackoffState>,
     // The body of the next attempt, taken from the replay buffer when the retry was decided.
     next_body: Option<ReplayBody<B>>,
+    // The budget token of a retry decided but not sent yet, refunded if it never is.
+    withdrawal: Option<Withdrawal>,
 }
 
 impl<B> RetryState<B> {
@@ -104,6 +111,7 @@ impl<B> RetryState<B> {
             replay,
             backoff: None,
             next_body: None,
+            withdrawal: None,
         }
     }
 }
@@ -274,6 +282,10 @@ where
                     let req = match request {
                         Ok(req) => req,
                         Err(e) => {
+                            // The retry is not sent after all.
+                            if let Some(w) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                                w.refund();
+                            }
                             let e = e.with_attempts(*this.attempts);
                             let class = this.config.classifier.classify_error(&e);
                             let now = Instant::now();
@@ -292,6 +304,10 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
+                    // Sent: the token is spent for good.
+                    if let Some(state) = this.retry.as_mut() {
+                        state.withdrawal = None;
+                    }
                     *this.attempts += 1;
                     *this.attempt_started = Instant::now();
                     let config = &**this.config;
@@ -476,10 +492,12 @@ where
         // The body itself failed: what the attempt returned already says why.
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     };
-    // Last, so that a token is only spent on a retry that will really be sent.
-    if !config.budget.try_withdraw() {
+    // Last, so that a token is only spent on a retry that will really be sent; if the request
+    // is dropped before it is, the token goes back.
+    let Some(withdrawal) = config.budget.withdraw() else {
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
-    }
+    };
+    state.withdrawal = Some(withdrawal);
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
     state.next_body = Some(body);
     Decision::Retry(delay)
