@@ -1334,3 +1334,39 @@ async fn replay_failed_request_body_is_not_reported_as_too_large() {
     assert_ne!(err.kind(), Kind::BodyTooLarge, "{err}");
     assert_eq!(stats.body_too_large(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Duration::MAX settings.
+// ---------------------------------------------------------------------------------------------
+
+/// `Duration::MAX` means "no limit" where a limit is optional, is refused with a `ConfigError`
+/// naming the setting where it makes no sense, and never panics.
+#[tokio::test(start_paused = true)]
+async fn duration_max_settings_never_panic() {
+    // No limit on the pushback honoured: the server's 2 s are waited out.
+    let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "2"), reply(200)]);
+    let layer = quick().max_pushback(Duration::MAX);
+    let res = send(&mut layer.layer(inner), get("/items")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.arrivals(), vec![Duration::ZERO, ms(2_000)]);
+
+    // An uncapped backoff under a deadline: the retry would end past it, so it is not started.
+    let backoff = Backoff::decorrelated_jitter(Duration::from_secs(3_600), Duration::MAX).unwrap();
+    let (inner, log) = mock::<String>(vec![reply(503), reply(200)]);
+    let retry = RetryLayer::new(Budget::default()).backoff(backoff);
+    let stats = retry.stats();
+    let mut svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(ms(1_000)))
+        .layer(retry)
+        .service(inner);
+    let res = send(&mut svc, get("/items")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.count(), 1);
+    assert_eq!(stats.deadline_refused(), 1);
+
+    // Settings with no sensible "infinite" are refused, naming the setting.
+    let err = Backoff::full_jitter(Duration::MAX, Duration::MAX).unwrap_err();
+    assert!(err.to_string().contains("backoff base"), "{err}");
+    let err = Budget::builder().ttl(Duration::MAX).build().unwrap_err();
+    assert!(err.to_string().contains("ttl"), "{err}");
+}

@@ -481,7 +481,10 @@ where
     let delay = backoff.next_delay().max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
-        if now + delay + expected >= deadline {
+        // Saturating: a backoff configured without a cap may exceed what an `Instant` can hold,
+        // and then it certainly ends past the deadline.
+        let ends = now.checked_add(delay).and_then(|t| t.checked_add(expected));
+        if ends.is_none_or(|ends| ends >= deadline) {
             return refuse(outcome, Kind::DeadlineExceeded, &stats.deadline_refused);
         }
     }
