@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! DeadlineLayer (2 s for the whole call)
-//!   RetryLayer (budgeted; UNAVAILABLE means the server did not act, so even a POST is retried)
+//!   RetryLayer (budgeted; SayHello is declared idempotent, so its UNAVAILABLE is retried)
 //!     AttemptTimeoutLayer (500 ms per attempt; tells the server through grpc-timeout)
 //!       Balance (P2C over peak-EWMA latency, failures cost a penalty, outlier ejection)
 //!         one tonic Channel per endpoint
@@ -27,7 +27,7 @@ use http::uri::PathAndQuery;
 use meshless::balance::Balance;
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
-use meshless::retry::{ReplayBody, RetryLayer};
+use meshless::retry::{Idempotency, ReplayBody, RetryLayer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +46,13 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 const CALLS: usize = 300;
 const CONCURRENCY: usize = 8;
 pub(crate) const SAY_HELLO: &str = "/demo.Greeter/SayHello";
+
+/// Every gRPC call is a POST, and UNAVAILABLE without pushback may come after the server acted,
+/// so it is retried only for methods declared idempotent. SayHello only reads: this rule is what
+/// `option idempotency_level = NO_SIDE_EFFECTS;` on the proto method would say.
+pub(crate) fn idempotency() -> Idempotency {
+    Idempotency::default().route(|_, uri, _| uri.path() == SAY_HELLO)
+}
 
 /// `message HelloRequest { string name = 1; }`
 #[derive(Clone, PartialEq, prost::Message)]
@@ -85,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         balance.insert(name, channel.map_request(into_tonic_body));
     }
 
-    let retry = RetryLayer::new(Budget::default());
+    let retry = RetryLayer::new(Budget::default()).idempotency(idempotency());
     let retry_stats = retry.stats();
     // tonic takes the balancer's response body as it is: `ResponseBody<tonic::body::Body>`
     // yields the same `Bytes` frames, and its errors are boxed, which tonic accepts.

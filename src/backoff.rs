@@ -20,6 +20,11 @@ use crate::error::ConfigError;
 use rand::RngExt;
 use std::time::Duration;
 
+/// The longest first wait a backoff may have: a larger base would park every retry for longer
+/// than any server pushback is honoured (an hour). The cap may be anything, `Duration::MAX`
+/// meaning no cap.
+const MAX_BASE: Duration = Duration::from_secs(3_600);
+
 /// A backoff strategy. Cheap to copy; each request keeps its own [`BackoffState`].
 ///
 /// ```
@@ -52,7 +57,8 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Exponential backoff with full jitter: the n-th retry waits a uniform random time in
-    /// `[0, min(cap, base × 2ⁿ)]`.
+    /// `[0, min(cap, base × 2ⁿ)]`. `base` is between 1 ns and 1 hour; `cap` is at least `base`,
+    /// and `Duration::MAX` means no cap.
     ///
     /// ```
     /// use meshless::backoff::Backoff;
@@ -65,7 +71,8 @@ impl Backoff {
     }
 
     /// Decorrelated jitter: each wait is uniform in `[base, 3 × previous wait]`, capped. Waits
-    /// grow like exponential backoff but spread out more between clients.
+    /// grow like exponential backoff but spread out more between clients. The limits are those
+    /// of [`full_jitter`](Self::full_jitter).
     ///
     /// ```
     /// use meshless::backoff::Backoff;
@@ -97,6 +104,12 @@ impl Backoff {
             return Err(ConfigError::new(
                 "backoff base",
                 "must be greater than zero",
+            ));
+        }
+        if base > MAX_BASE {
+            return Err(ConfigError::new(
+                "backoff base",
+                format!("{base:?} is more than {MAX_BASE:?}"),
             ));
         }
         if cap < base {
@@ -228,6 +241,20 @@ mod tests {
     fn bad_settings_are_rejected() {
         assert!(Backoff::full_jitter(Duration::ZERO, MS).is_err());
         assert!(Backoff::decorrelated_jitter(2 * MS, MS).is_err());
+    }
+
+    #[test]
+    fn duration_max_is_no_cap_but_not_a_base() {
+        for make in [Backoff::full_jitter, Backoff::decorrelated_jitter] {
+            let err = make(Duration::MAX, Duration::MAX).unwrap_err();
+            assert!(err.to_string().contains("backoff base"), "{err}");
+            let mut s = make(Duration::from_secs(3_600), Duration::MAX)
+                .unwrap()
+                .start();
+            for _ in 0..100 {
+                let _ = s.next_delay();
+            }
+        }
     }
 
     #[test]

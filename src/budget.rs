@@ -179,6 +179,27 @@ impl Budget {
         self.try_withdraw_at(Instant::now())
     }
 
+    /// Takes one retry from the budget if it has one, as a [`Withdrawal`] that can be given back
+    /// with [`Withdrawal::refund`] if the retry is never sent (its caller gave up during the
+    /// backoff, say). Dropping the withdrawal keeps the retry spent.
+    ///
+    /// ```
+    /// let budget = meshless::budget::Budget::builder().min_per_second(0.1).build()?;
+    /// assert_eq!(budget.balance(), 1.0);
+    /// let token = budget.withdraw().expect("one retry in reserve");
+    /// assert_eq!(budget.balance(), 0.0);
+    /// token.refund(); // the retry was never sent
+    /// assert_eq!(budget.balance(), 1.0);
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn withdraw(&self) -> Option<Withdrawal> {
+        let epoch = self.inner.withdraw_at(Instant::now())?;
+        Some(Withdrawal {
+            budget: self.clone(),
+            epoch,
+        })
+    }
+
     /// The retries the budget could grant right now (possibly fractional, never negative).
     ///
     /// ```
@@ -228,29 +249,133 @@ impl Budget {
     }
 
     pub(crate) fn try_withdraw_at(&self, now: Instant) -> bool {
-        let inner = &self.inner;
-        inner.advance(now);
-        loop {
-            let (current, past) = inner.snapshot();
-            if inner.available(current, past) < inner.withdraw_units
-                || withdrawals(current) == COUNT_MAX
-            {
-                return false;
-            }
-            // The swap succeeds only if `current` is unchanged since it was checked; `past`
-            // cannot have changed without `current` changing first (see `rotate`).
-            if inner
-                .current
-                .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return true;
-            }
-        }
+        self.inner.withdraw_at(now).is_some()
+    }
+}
+
+/// One retry taken from a [`Budget`] by [`Budget::withdraw`].
+///
+/// [`refund`](Self::refund) gives it back exactly: the budget is as if the withdrawal never
+/// happened, down to when it would have left the window. Dropping it keeps the retry spent.
+///
+/// ```
+/// let budget = meshless::budget::Budget::default();
+/// let before = budget.balance();
+/// let token = budget.withdraw().unwrap();
+/// token.refund();
+/// assert_eq!(budget.balance(), before);
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping a withdrawal keeps the retry spent; refund it if the retry is not sent"]
+pub struct Withdrawal {
+    budget: Budget,
+    /// The window bucket the withdrawal was counted in.
+    epoch: u64,
+}
+
+impl Withdrawal {
+    /// Gives the retry back to its budget, for a retry that was never sent.
+    ///
+    /// ```
+    /// let budget = meshless::budget::Budget::default();
+    /// budget.withdraw().unwrap().refund();
+    /// assert_eq!(budget.balance(), 100.0);
+    /// ```
+    pub fn refund(self) {
+        self.budget.inner.refund(self.epoch);
     }
 }
 
 impl Inner {
+    /// Takes one retry, returning the epoch of the bucket it was counted in.
+    fn withdraw_at(&self, now: Instant) -> Option<u64> {
+        self.advance(now);
+        loop {
+            // `rotated` read around the snapshot names the epoch of `current` exactly: a
+            // rotation stores `rotated` after swapping `current`, under the history lock, so
+            // equal reads and a matching tag rule out any other epoch.
+            let before = self.rotated.load(Ordering::Acquire);
+            let (current, past) = self.snapshot();
+            let after = self.rotated.load(Ordering::Acquire);
+            if before != after || tag(current) != before & TAG_MASK {
+                // A rotation is between its stores; wait for it to finish.
+                drop(self.lock_history());
+                continue;
+            }
+            if self.available(current, past) < self.withdraw_units
+                || withdrawals(current) == COUNT_MAX
+            {
+                return None;
+            }
+            // The swap succeeds only if `current` is unchanged since it was checked; `past`
+            // cannot have changed without `current` changing first (see `rotate`), except to
+            // grow by a refund, which only makes the check more conservative.
+            if self
+                .current
+                .compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(before);
+            }
+        }
+    }
+
+    /// Takes back one withdrawal counted in the bucket of `epoch`.
+    fn refund(&self, epoch: u64) {
+        // Most refunds come within the bucket they were taken in (a backoff is milliseconds, a
+        // bucket a tenth of the ttl): one compare-and-swap, no lock.
+        loop {
+            let before = self.rotated.load(Ordering::Acquire);
+            let current = self.current.load(Ordering::Acquire);
+            let after = self.rotated.load(Ordering::Acquire);
+            if before != epoch || after != epoch || tag(current) != epoch & TAG_MASK {
+                break;
+            }
+            if withdrawals(current) == 0 {
+                return; // cannot happen for a real withdrawal; never go negative
+            }
+            if self
+                .current
+                .compare_exchange(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+        // The window moved on: the withdrawal is in the history, or already expired. The lock
+        // keeps rotations out while the history and `past` change together.
+        let mut history = self.lock_history();
+        if self.rotated.load(Ordering::Acquire) == epoch {
+            // The fast path met a rotation between its stores. Under the lock none runs, so
+            // `current` is this epoch's bucket.
+            let mut current = self.current.load(Ordering::Acquire);
+            while withdrawals(current) > 0 {
+                match self.current.compare_exchange(
+                    current,
+                    current - 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return,
+                    Err(actual) => current = actual,
+                }
+            }
+            return;
+        }
+        let Some(bucket) = history
+            .iter_mut()
+            .find(|b| b.epoch == epoch && b.withdrawals > 0)
+        else {
+            return; // it already left the window: nothing to give back
+        };
+        bucket.withdrawals -= 1;
+        let past = self.past.load(Ordering::Acquire);
+        let balance = past_balance(past).saturating_add(self.withdraw_units);
+        // `past` only changes under this lock, so the store loses nothing.
+        self.past
+            .store(pack_past(past_tag(past), balance), Ordering::Release);
+    }
+
     fn add_deposit(&self) {
         let mut word = self.current.load(Ordering::Acquire);
         loop {
@@ -597,6 +722,7 @@ mod tests {
     enum Op {
         Deposit,
         Withdraw,
+        Refund(usize),
         Advance(u64),
     }
 
@@ -604,8 +730,71 @@ mod tests {
         prop_oneof![
             4 => Just(Op::Deposit),
             3 => Just(Op::Withdraw),
+            1 => any::<usize>().prop_map(Op::Refund),
             1 => (0u64..400).prop_map(Op::Advance),
         ]
+    }
+
+    #[test]
+    fn refunds_give_back_exactly_in_the_same_bucket_or_later() {
+        let b = budget(1_000, 0.0, 1.0);
+        let t0 = b.inner.origin;
+        for _ in 0..2 {
+            b.deposit_at(t0);
+        }
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let first = b.inner.withdraw_at(at(0)).unwrap();
+        let second = b.inner.withdraw_at(at(50)).unwrap();
+        assert_eq!(b.inner.withdraw_at(at(50)), None);
+        // Same bucket: the lock-free path.
+        b.inner.refund(second);
+        assert_eq!(b.balance_at(at(50)), 1.0);
+        // A later bucket: the withdrawal is in the history.
+        assert_eq!(b.balance_at(at(450)), 1.0);
+        b.inner.refund(first);
+        assert_eq!(b.balance_at(at(450)), 2.0);
+        // The deposits still expire on time, and the refunds with them.
+        assert_eq!(b.balance_at(at(1_000)), 0.0);
+        // Refunding a withdrawal that already left the window changes nothing.
+        let c = budget(1_000, 1.0, 1.0);
+        let t = c.inner.origin;
+        let token = c.inner.withdraw_at(t).unwrap();
+        assert_eq!(c.balance_at(t + Duration::from_millis(1_500)), 1.0);
+        c.inner.refund(token);
+        assert_eq!(c.balance_at(t + Duration::from_millis(1_500)), 1.0);
+    }
+
+    #[test]
+    fn concurrent_withdrawals_and_refunds_never_lose_a_token() {
+        let b = budget(10_000, 1.0, 0.0);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2_000 {
+                        if let Some(token) = b.withdraw() {
+                            token.refund();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(b.balance(), 10.0);
+    }
+
+    #[test]
+    fn public_withdrawal_round_trips() {
+        let b = budget(10_000, 1.0, 0.0);
+        assert_eq!(b.balance(), 10.0);
+        let tokens: Vec<_> = (0..10).map(|_| b.withdraw().unwrap()).collect();
+        assert!(b.withdraw().is_none());
+        for t in tokens {
+            t.refund();
+        }
+        assert_eq!(b.balance(), 10.0);
     }
 
     proptest! {
@@ -619,23 +808,35 @@ mod tests {
             let ratio = f64::from(ratio_pct) / 100.0;
             let b = budget(1_000, f64::from(min), ratio);
             let t0 = b.inner.origin;
-            let (mut now_ms, mut events) = (0u64, Vec::<(u64, bool)>::new());
+            // (epoch, is a deposit, still counts)
+            let (mut now_ms, mut events) = (0u64, Vec::<(u64, bool, bool)>::new());
+            // Withdrawals not refunded yet: their token and their index in `events`.
+            let mut taken = Vec::<(u64, usize)>::new();
             let epoch = |ms: u64| ms / 100;
             for op in ops {
                 match op {
                     Op::Advance(ms) => now_ms += ms,
                     Op::Deposit => {
                         b.deposit_at(t0 + Duration::from_millis(now_ms));
-                        events.push((epoch(now_ms), true));
+                        events.push((epoch(now_ms), true, true));
                     }
                     Op::Withdraw => {
                         let e = epoch(now_ms);
-                        let live = |d: bool| events.iter().filter(|(ev, dd)| *dd == d && *ev + BUCKETS > e).count() as f64;
+                        let live = |d: bool| events.iter().filter(|(ev, dd, on)| *on && *dd == d && *ev + BUCKETS > e).count() as f64;
                         let model = f64::from(min) + ratio * live(true) - live(false) >= 1.0 - 1e-9;
-                        let granted = b.try_withdraw_at(t0 + Duration::from_millis(now_ms));
-                        prop_assert_eq!(granted, model);
-                        if granted {
-                            events.push((e, false));
+                        let granted = b.inner.withdraw_at(t0 + Duration::from_millis(now_ms));
+                        prop_assert_eq!(granted.is_some(), model);
+                        if let Some(token) = granted {
+                            taken.push((token, events.len()));
+                            events.push((e, false, true));
+                        }
+                    }
+                    Op::Refund(pick) => {
+                        if !taken.is_empty() {
+                            let (token, index) = taken.swap_remove(pick % taken.len());
+                            b.inner.refund(token);
+                            // As if it never happened: the event leaves the model.
+                            events[index].2 = false;
                         }
                     }
                 }

@@ -8,7 +8,9 @@
 #[allow(dead_code)] // the example's `main` and its table are not used here
 mod example;
 
-use example::{Greeter, GreeterClient, HelloReply, HelloRequest, into_tonic_body, serve};
+use example::{
+    Greeter, GreeterClient, HelloReply, HelloRequest, idempotency, into_tonic_body, serve,
+};
 use meshless::balance::{Balance, EndpointStats};
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer, grpc_timeout};
@@ -45,7 +47,7 @@ async fn calls_route_around_an_unavailable_endpoint() {
     .unwrap();
 
     let balance = Balance::builder().build();
-    let retry = RetryLayer::new(Budget::default());
+    let retry = RetryLayer::new(Budget::default()).idempotency(idempotency());
     let retry_stats = retry.stats();
     let service = ServiceBuilder::new()
         .layer(DeadlineLayer::new(DEADLINE))
@@ -55,8 +57,8 @@ async fn calls_route_around_an_unavailable_endpoint() {
     let mut client = GreeterClient::new(service);
 
     // Warm-up, made deterministic: with the failing endpoint alone in the balancer, a call has
-    // nowhere else to go. UNAVAILABLE is retryable even for a POST, so it is tried 1 + 2 times,
-    // and then the caller gets the server's own status, untouched.
+    // nowhere else to go. SayHello is declared idempotent, so UNAVAILABLE is retried: it is
+    // tried 1 + 2 times, and then the caller gets the server's own status, untouched.
     balance.insert("bad", channel(bad));
     let status = client.say_hello(hello("warm-up")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");

@@ -545,9 +545,20 @@ async fn idempotency_post_502_is_not_retried() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn idempotency_post_503_and_429_are_retried() {
-    assert_eq!(attempts_with(quick(), post("/orders", "x"), 503).await, 2);
+async fn idempotency_post_429_is_retried_but_a_plain_503_is_not() {
+    // 429 proves the server did not act (RFC 6585); a plain 503 may come from a proxy or an
+    // application that acted first.
     assert_eq!(attempts_with(quick(), post("/orders", "x"), 429).await, 2);
+    assert_eq!(attempts_with(quick(), post("/orders", "x"), 503).await, 1);
+    // A 503 that says when to come back is the server declining the request.
+    let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "0"), reply(200)]);
+    let res = send(&mut quick().layer(inner), post("/orders", "x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 2);
+    // A plain 503 is retried for a GET.
+    assert_eq!(attempts_with(quick(), get("/orders"), 503).await, 2);
     // 500 is never retried, even for a GET.
     assert_eq!(attempts_with(quick(), get("/orders"), 500).await, 1);
 }
@@ -621,8 +632,14 @@ async fn idempotency_get_marked_not_idempotent_is_not_retried() {
     assert_eq!(err.kind(), Kind::Service);
     assert_eq!(log.count(), 1);
 
-    // A failure that proves the server did not act (503) is retried whatever the request.
-    assert_eq!(attempts_with(quick(), marked(), 503).await, 2);
+    // `Idempotent(false)` trusts no answer from the server: not even 429.
+    assert_eq!(attempts_with(quick(), marked(), 503).await, 1);
+    assert_eq!(attempts_with(quick(), marked(), 429).await, 1);
+    // Only an attempt that never left is repeated.
+    let (inner, log) = mock::<String>(vec![fail(io::ErrorKind::ConnectionRefused), reply(200)]);
+    let res = send(&mut quick().layer(inner), marked()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,7 +746,9 @@ async fn pushback_per_endpoint_does_not_delay_the_retry() {
     let (inner, log) = mock::<String>(vec![grpc("14").header("grpc-retry-pushback-ms", "-1")]);
     let layer = RetryLayer::new(Budget::default()).pushback_per_endpoint(true);
     let stats = layer.stats();
-    send(&mut layer.layer(inner), grpc_post()).await.unwrap();
+    send(&mut layer.layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(log.count(), 1);
     assert_eq!(stats.pushback_refused(), 1);
 }
@@ -762,6 +781,13 @@ fn grpc_post() -> Request<String> {
     req
 }
 
+/// A call to a method declared idempotent: UNAVAILABLE without pushback may be retried.
+fn idempotent_grpc_post() -> Request<String> {
+    let mut req = grpc_post();
+    req.extensions_mut().insert(Idempotent(true));
+    req
+}
+
 #[tokio::test(start_paused = true)]
 async fn pushback_grpc_trailers_only_unavailable_retried_after_pushback() {
     let (inner, log) = mock::<String>(vec![
@@ -772,7 +798,8 @@ async fn pushback_grpc_trailers_only_unavailable_retried_after_pushback() {
     let stats = layer.stats();
     let res = send(&mut layer.layer(inner), grpc_post()).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "0");
-    // UNAVAILABLE is retried even though every gRPC call is a POST.
+    // UNAVAILABLE with pushback is retried even though every gRPC call is a POST: the server
+    // said it did not act.
     assert_eq!(log.arrivals(), vec![Duration::ZERO, ms(300)]);
     assert_eq!(stats.retries(), 1);
 }
@@ -785,7 +812,9 @@ async fn pushback_grpc_negative_means_do_not_retry() {
     ]);
     let layer = quick();
     let stats = layer.stats();
-    let res = send(&mut layer.layer(inner), grpc_post()).await.unwrap();
+    let res = send(&mut layer.layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(res.headers()["grpc-status"], "14");
     assert_eq!(log.count(), 1);
     assert_eq!(stats.pushback_refused(), 1);
@@ -958,6 +987,45 @@ async fn deadline_retry_that_cannot_finish_in_time_is_not_started() {
 // 7. Budget.
 // ---------------------------------------------------------------------------------------------
 
+/// A retry paid for but never sent (the caller gave up during the backoff) gives its token
+/// back: cancellation costs the budget nothing.
+#[tokio::test(start_paused = true)]
+async fn budget_token_of_a_retry_cancelled_during_backoff_is_refunded() {
+    // Exactly one retry in reserve, and requests earn none.
+    let budget = Budget::builder()
+        .min_per_second(0.1)
+        .ratio(0.0)
+        .build()
+        .unwrap();
+    assert_eq!(budget.balance(), 1.0);
+    let (inner, log) = mock::<String>(vec![
+        reply(503).header("retry-after", "5"),
+        reply(503),
+        reply(200),
+    ]);
+    let layer = RetryLayer::new(budget.clone());
+    let stats = layer.stats();
+    let mut svc = layer.layer(inner);
+
+    // The 503 asks for 5 s; the caller gives up after 1 s, during the wait.
+    let gave_up = tokio::time::timeout(ms(1_000), send(&mut svc, get("/items"))).await;
+    assert!(gave_up.is_err());
+    assert_eq!(log.count(), 1, "the retry was never sent");
+    assert_eq!(stats.retries(), 0);
+    assert_eq!(stats.cancelled(), 1);
+    assert_eq!(budget.balance(), 1.0, "the token went back");
+
+    // And the next request can still use it: its 503 is retried.
+    let res = send(&mut svc, get("/items")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.count(), 3);
+    assert_eq!(
+        budget.balance(),
+        0.0,
+        "a retry that was sent keeps its token"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn budget_empty_refuses_every_retry() {
     let empty = || {
@@ -1037,7 +1105,7 @@ async fn budget_ratio_bounds_the_attempts_of_a_failing_service() {
 async fn replay_streaming_body_is_resent_byte_for_byte() {
     let chunks: [&[u8]; 4] = [b"hello ", b"streaming ", b"", b"world\0\xff"];
     let trailers = header_map(&[("x-checksum", "abc123")]);
-    let (inner, log) = mock::<Chunked>(vec![reply(503), reply(200)]);
+    let (inner, log) = mock::<Chunked>(vec![reply(429), reply(200)]);
     let layer = quick();
     let stats = layer.stats();
     let req = request(
@@ -1133,8 +1201,8 @@ async fn replay_body_over_the_cap_is_sent_once_and_not_retried() {
 async fn replay_partially_read_body_is_replayed_intact() {
     let chunks: [&[u8]; 3] = [b"one-", b"two-", b"three"];
     let (inner, log) = mock::<Chunked>(vec![
-        reply(503).reading(Read::Chunks(1)),
-        reply(503).reading(Read::Chunks(2)),
+        reply(429).reading(Read::Chunks(1)),
+        reply(429).reading(Read::Chunks(2)),
         reply(200),
     ]);
     let req = request(Method::POST, "/upload", Chunked::new(&chunks, None));
@@ -1209,9 +1277,12 @@ async fn grpc_status_in_trailers_is_committed_and_not_retried() {
     assert_eq!(log.count(), 1);
     assert_eq!(stats.retries(), 0);
 
-    // The same status in a trailers-only response (in the head) is retried.
+    // The same status in a trailers-only response (in the head) is retried, for a method
+    // declared idempotent.
     let (inner, log) = mock::<String>(vec![grpc("14"), grpc("0")]);
-    let res = send(&mut quick().layer(inner), grpc_post()).await.unwrap();
+    let res = send(&mut quick().layer(inner), idempotent_grpc_post())
+        .await
+        .unwrap();
     assert_eq!(res.headers()["grpc-status"], "0");
     assert_eq!(log.count(), 2);
 }
@@ -1262,4 +1333,40 @@ async fn replay_failed_request_body_is_not_reported_as_too_large() {
     // But 4 bytes did not outgrow a 64 KiB replay buffer.
     assert_ne!(err.kind(), Kind::BodyTooLarge, "{err}");
     assert_eq!(stats.body_too_large(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Duration::MAX settings.
+// ---------------------------------------------------------------------------------------------
+
+/// `Duration::MAX` means "no limit" where a limit is optional, is refused with a `ConfigError`
+/// naming the setting where it makes no sense, and never panics.
+#[tokio::test(start_paused = true)]
+async fn duration_max_settings_never_panic() {
+    // No limit on the pushback honoured: the server's 2 s are waited out.
+    let (inner, log) = mock::<String>(vec![reply(503).header("retry-after", "2"), reply(200)]);
+    let layer = quick().max_pushback(Duration::MAX);
+    let res = send(&mut layer.layer(inner), get("/items")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(log.arrivals(), vec![Duration::ZERO, ms(2_000)]);
+
+    // An uncapped backoff under a deadline: the retry would end past it, so it is not started.
+    let backoff = Backoff::decorrelated_jitter(Duration::from_secs(3_600), Duration::MAX).unwrap();
+    let (inner, log) = mock::<String>(vec![reply(503), reply(200)]);
+    let retry = RetryLayer::new(Budget::default()).backoff(backoff);
+    let stats = retry.stats();
+    let mut svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(ms(1_000)))
+        .layer(retry)
+        .service(inner);
+    let res = send(&mut svc, get("/items")).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(log.count(), 1);
+    assert_eq!(stats.deadline_refused(), 1);
+
+    // Settings with no sensible "infinite" are refused, naming the setting.
+    let err = Backoff::full_jitter(Duration::MAX, Duration::MAX).unwrap_err();
+    assert!(err.to_string().contains("backoff base"), "{err}");
+    let err = Budget::builder().ttl(Duration::MAX).build().unwrap_err();
+    assert!(err.to_string().contains("ttl"), "{err}");
 }

@@ -6,11 +6,20 @@ use std::io;
 
 /// Classifies an error by walking its source chain, outermost first.
 ///
-/// What matters most is whether the request could have reached the server: a refused
-/// connection, a failed connect, an HTTP/2 `REFUSED_STREAM` or a request canceled before it was
-/// written may be retried for any request ([`Retryable::Always`]); a reset, an early close or a
-/// timeout may have happened after the server acted, so only idempotent requests retry them.
-/// Unknown errors are treated like the latter.
+/// What matters most is whether the request could have reached the server's application. These
+/// provably did not, and may be retried for any request, even one marked `Idempotent(false)`
+/// ([`Retryable::NeverSent`]):
+///
+/// - a refused connection or a failed connect: nothing was written;
+/// - a request hyper canceled before writing it (its connection closed first);
+/// - HTTP/2 `RST_STREAM` with `REFUSED_STREAM` (RFC 9113 §8.7: the stream was not processed);
+/// - a `GOAWAY` received from the server for a stream above its last stream id, or opened after
+///   it (RFC 9113 §6.8: such streams were not processed). h2 reports those streams, and only
+///   those, with a remote `GOAWAY` error; a `GOAWAY` h2 itself sent on a protocol error ends every
+///   stream, processed or not, and counts as a reset.
+///
+/// A reset, an early close or a timeout may have happened after the server acted, so only
+/// idempotent requests retry them. Unknown errors are treated like the latter.
 ///
 /// ```
 /// use meshless::classify::{classify_error, Reason, Retryable};
@@ -19,7 +28,7 @@ use std::io;
 /// let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
 /// let class = classify_error(&refused);
 /// assert_eq!(class.reason(), Reason::Connect);
-/// assert_eq!(class.retryable(), Retryable::Always);
+/// assert_eq!(class.retryable(), Retryable::NeverSent);
 ///
 /// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
 /// assert_eq!(classify_error(&reset).retryable(), Retryable::IfIdempotent);
@@ -54,14 +63,14 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
     if let Some(e) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
         // The connector failed: no byte of the request left the client.
         if e.is_connect() {
-            return Some(Class::failure(Reason::Connect, Retryable::Always));
+            return Some(Class::failure(Reason::Connect, Retryable::NeverSent));
         }
         return None;
     }
     if let Some(e) = err.downcast_ref::<hyper::Error>() {
         if e.is_canceled() {
             // hyper cancels a request whose connection closed before it was written.
-            return Some(Class::failure(Reason::Refused, Retryable::Always));
+            return Some(Class::failure(Reason::Refused, Retryable::NeverSent));
         }
         if e.is_timeout() {
             return Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent));
@@ -73,7 +82,10 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
     }
     if let Some(e) = err.downcast_ref::<h2::Error>() {
         if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-            return Some(Class::failure(Reason::Refused, Retryable::Always));
+            return Some(Class::failure(Reason::Refused, Retryable::NeverSent));
+        }
+        if e.is_go_away() && e.is_remote() {
+            return Some(Class::failure(Reason::Refused, Retryable::NeverSent));
         }
         if e.is_io() || e.reason().is_some() {
             return Some(Class::failure(Reason::Reset, Retryable::IfIdempotent));
@@ -92,7 +104,7 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
 fn classify_io(kind: io::ErrorKind) -> Class {
     use io::ErrorKind::*;
     match kind {
-        ConnectionRefused => Class::failure(Reason::Connect, Retryable::Always),
+        ConnectionRefused => Class::failure(Reason::Connect, Retryable::NeverSent),
         TimedOut => Class::failure(Reason::Timeout, Retryable::IfIdempotent),
         ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | NotConnected => {
             Class::failure(Reason::Reset, Retryable::IfIdempotent)
@@ -136,11 +148,48 @@ mod tests {
     }
 
     #[test]
-    fn refused_streams_are_always_retryable() {
+    fn refused_streams_never_reached_the_application() {
         let err = h2::Error::from(h2::Reason::REFUSED_STREAM);
-        assert_eq!(classify_error(&err).retryable(), Retryable::Always);
+        let class = classify_error(&err);
+        assert_eq!(class.retryable(), Retryable::NeverSent);
+        assert_eq!(class.reason(), Reason::Refused);
+        assert!(
+            class
+                .retryable()
+                .allows(crate::classify::Idempotence::Forbidden)
+        );
+        // Wrapped as hyper and the client wrap it.
+        let err = crate::Error::from_service(Wrapper2(err));
+        assert_eq!(classify_error(&err).retryable(), Retryable::NeverSent);
         let err = h2::Error::from(h2::Reason::INTERNAL_ERROR);
         assert_eq!(classify_error(&err).retryable(), Retryable::IfIdempotent);
+    }
+
+    #[test]
+    fn io_failures_after_connect_may_have_been_processed() {
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::BrokenPipe,
+            io::ErrorKind::UnexpectedEof,
+        ] {
+            let class = classify_error(&io::Error::from(kind));
+            assert_eq!(class.retryable(), Retryable::IfIdempotent, "{kind:?}");
+        }
+        let refused = classify_error(&io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(refused.retryable(), Retryable::NeverSent);
+    }
+
+    #[derive(Debug)]
+    struct Wrapper2(h2::Error);
+    impl std::fmt::Display for Wrapper2 {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapper")
+        }
+    }
+    impl StdError for Wrapper2 {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
     }
 
     #[test]

@@ -122,15 +122,21 @@ impl Code {
 /// How gRPC statuses are classified.
 ///
 /// Defaults: the codes that say something is wrong with the server — UNKNOWN, DEADLINE_EXCEEDED,
-/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS — are failures. UNAVAILABLE may be retried for
-/// any request (the server did not process it, as gRPC's retry design assumes), the others are
-/// not retried. The remaining codes describe the caller's request (NOT_FOUND, INVALID_ARGUMENT,
-/// …) and count as successes for the endpoint's health. `grpc-retry-pushback-ms` is honoured.
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS — are failures. UNAVAILABLE may be retried
+/// when the call is idempotent (gRPC's status code guide: it is not always safe to retry
+/// non-idempotent operations); with a `grpc-retry-pushback-ms` of zero or more, the server said
+/// it did not act and when to come back (gRPC A6), so it becomes [`Retryable::NotProcessed`]
+/// and any call but one marked `Idempotent(false)` may retry. The same holds for a gRPC call
+/// answered by HTTP 429, or 503 with `Retry-After`, from something in between. The other
+/// failures are not retried. The remaining codes describe the caller's request (NOT_FOUND,
+/// INVALID_ARGUMENT, …) and count as successes for the endpoint's health. Every gRPC call is a
+/// POST: declare idempotent methods with [`Idempotency`](crate::retry::Idempotency) (the
+/// analog of a proto `idempotency_level`).
 ///
 /// ```
 /// use meshless::classify::{Code, Grpc, Retryable};
 /// let grpc = Grpc::new()
-///     .code(Code::ResourceExhausted, Retryable::Always)
+///     .code(Code::ResourceExhausted, Retryable::NotProcessed)
 ///     .code(Code::Aborted, Retryable::IfIdempotent)
 ///     .success(Code::Unimplemented);
 /// assert_eq!(grpc.classify_code(Code::Aborted).retryable(), Retryable::IfIdempotent);
@@ -153,7 +159,7 @@ impl Default for Grpc {
         ] {
             rules[code as usize] = Some(Retryable::Never);
         }
-        rules[Code::Unavailable as usize] = Some(Retryable::Always);
+        rules[Code::Unavailable as usize] = Some(Retryable::IfIdempotent);
         Grpc {
             rules: Arc::new(rules),
         }
@@ -224,7 +230,21 @@ impl Grpc {
             // A non-200 head on a gRPC call came from something in between (a proxy, a load
             // balancer); gRPC maps it to a status code.
             let code = code_for_http_status(status);
-            return Some(self.classify_code(code));
+            let class = self.classify_code(code);
+            if class.retryable() != Retryable::IfIdempotent {
+                return Some(class);
+            }
+            let pushback = super::http::retry_after(headers);
+            let declined = match status.as_u16() {
+                429 => true,
+                503 => pushback.is_some(),
+                _ => false,
+            };
+            return Some(if declined {
+                Class::failure(class.reason(), Retryable::NotProcessed).with_pushback(pushback)
+            } else {
+                class
+            });
         }
         None
     }
@@ -248,13 +268,20 @@ impl Grpc {
             .get(GRPC_STATUS)
             .map_or(Code::Unknown, Code::from_header);
         let class = self.classify_code(code);
-        if class.is_failure() {
-            let pushback = headers
-                .get(pushback::GRPC_RETRY_PUSHBACK_MS)
-                .map(pushback::parse_grpc_retry_pushback);
-            class.with_pushback(pushback)
+        if !class.is_failure() {
+            return class;
+        }
+        let pushback = headers
+            .get(pushback::GRPC_RETRY_PUSHBACK_MS)
+            .map(pushback::parse_grpc_retry_pushback);
+        // A server that says when to retry says it did not act (gRPC A6).
+        let declined = code == Code::Unavailable
+            && class.retryable() == Retryable::IfIdempotent
+            && matches!(pushback, Some(super::Pushback::After(_)));
+        if declined {
+            Class::failure(class.reason(), Retryable::NotProcessed).with_pushback(pushback)
         } else {
-            class
+            class.with_pushback(pushback)
         }
     }
 }
@@ -272,10 +299,14 @@ fn code_for_http_status(status: StatusCode) -> Code {
 }
 
 /// True when the response is gRPC (`content-type: application/grpc[+proto|…]`).
+/// gRPC-web (`application/grpc-web…`) is gRPC too: its status is in the head of a trailers-only
+/// response, else in the body's trailer frame (see `grpc_web`).
 pub(super) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .get(..16)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+    })
 }
 
 #[cfg(test)]
@@ -318,7 +349,7 @@ mod tests {
             .classify_response(StatusCode::OK, &head("14", Some("250")))
             .unwrap();
         assert_eq!(c.reason(), Reason::Grpc(Code::Unavailable));
-        assert_eq!(c.retryable(), Retryable::Always);
+        assert_eq!(c.retryable(), Retryable::NotProcessed);
         assert_eq!(
             c.pushback(),
             Some(Pushback::After(Duration::from_millis(250)))
@@ -328,6 +359,13 @@ mod tests {
             .classify_response(StatusCode::OK, &head("14", Some("-1")))
             .unwrap();
         assert_eq!(c.pushback(), Some(Pushback::DoNotRetry));
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
+
+        // Without pushback, UNAVAILABLE is retried only for idempotent calls.
+        let c = grpc
+            .classify_response(StatusCode::OK, &head("14", None))
+            .unwrap();
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
 
         assert!(
             grpc.classify_response(StatusCode::OK, &head("5", None))
@@ -357,6 +395,19 @@ mod tests {
             .classify_response(StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new())
             .unwrap();
         assert_eq!(c.reason(), Reason::Grpc(Code::Unavailable));
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
+        let c = grpc
+            .classify_response(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new())
+            .unwrap();
+        assert_eq!(c.reason(), Reason::Grpc(Code::Unavailable));
+        assert_eq!(c.retryable(), Retryable::NotProcessed);
+        let mut retry_after = HeaderMap::new();
+        retry_after.insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+        let c = grpc
+            .classify_response(StatusCode::SERVICE_UNAVAILABLE, &retry_after)
+            .unwrap();
+        assert_eq!(c.retryable(), Retryable::NotProcessed);
+        assert_eq!(c.pushback(), Some(Pushback::After(Duration::from_secs(1))));
         let c = grpc
             .classify_response(StatusCode::NOT_FOUND, &HeaderMap::new())
             .unwrap();
@@ -396,7 +447,7 @@ mod tests {
         }
         // OK cannot be made a failure.
         assert!(
-            grpc.code(Code::Ok, Retryable::Always)
+            grpc.code(Code::Ok, Retryable::NeverSent)
                 .classify_code(Code::Ok)
                 .is_success()
         );

@@ -7,10 +7,14 @@ use std::time::SystemTime;
 
 /// How HTTP statuses are classified.
 ///
-/// Defaults: every 5xx is a failure; 502, 504 and 408 may be retried when the request is
-/// idempotent (the server may have acted on it); 503 and 429 may be retried for any request,
-/// because the server refused it outright, and their `Retry-After` is honoured. Other 4xx are
-/// the client's own mistakes: they say nothing bad about the endpoint and are not retried.
+/// Defaults: every 5xx is a failure; 502, 503, 504 and 408 may be retried when the request is
+/// idempotent (the server, or a proxy in front of it, may have acted on it). 429 says the
+/// request was rate limited before it was processed (RFC 6585 §4), and a 503 that carries a
+/// valid `Retry-After` says the server could not handle it and when to come back (RFC 9110
+/// §15.6.4, §10.2.3): both are [`Retryable::NotProcessed`], retried for any request but one
+/// marked `Idempotent(false)`, and their `Retry-After` is honoured. Other 4xx are the client's
+/// own mistakes: they say nothing bad about the endpoint and are not retried. Overrides set
+/// with [`status`](Self::status) apply as given.
 ///
 /// ```
 /// use meshless::classify::{Http, Reason, Retryable};
@@ -72,26 +76,32 @@ impl Http {
     /// ```
     pub fn classify(&self, status: StatusCode, headers: &HeaderMap) -> Class {
         let code = status.as_u16();
-        let rule = match self.overrides.iter().find(|(s, _)| *s == code) {
-            Some((_, rule)) => *rule,
-            None => default_rule(status),
+        let (rule, overridden) = match self.overrides.iter().find(|(s, _)| *s == code) {
+            Some((_, rule)) => (*rule, true),
+            None => (default_rule(status), false),
         };
         let Some(retryable) = rule else {
             return Class::success();
         };
-        let class = Class::failure(Reason::Status(code), retryable);
-        if retryable != Retryable::Never && carries_pushback(status) {
-            class.with_pushback(retry_after(headers))
-        } else {
-            class
+        if retryable == Retryable::Never || !carries_pushback(status) {
+            return Class::failure(Reason::Status(code), retryable);
         }
+        let pushback = retry_after(headers);
+        // A 503 that says when to come back is the server declining the request; without it,
+        // it may come from anything on the way, after the request was acted on.
+        let retryable = if code == 503 && pushback.is_some() && !overridden {
+            Retryable::NotProcessed
+        } else {
+            retryable
+        };
+        Class::failure(Reason::Status(code), retryable).with_pushback(pushback)
     }
 }
 
 fn default_rule(status: StatusCode) -> Option<Retryable> {
     match status.as_u16() {
-        429 | 503 => Some(Retryable::Always),
-        408 | 502 | 504 => Some(Retryable::IfIdempotent),
+        429 => Some(Retryable::NotProcessed),
+        408 | 502 | 503 | 504 => Some(Retryable::IfIdempotent),
         500..=599 => Some(Retryable::Never),
         _ => None,
     }
@@ -102,7 +112,7 @@ fn carries_pushback(status: StatusCode) -> bool {
     matches!(status.as_u16(), 429 | 503)
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Pushback> {
+pub(super) fn retry_after(headers: &HeaderMap) -> Option<Pushback> {
     let value = headers.get(http::header::RETRY_AFTER)?;
     pushback::parse_retry_after(value, SystemTime::now())
 }
@@ -121,10 +131,8 @@ mod tests {
         for s in [200, 201, 204, 301, 304, 400, 401, 403, 404, 409, 422] {
             assert!(classify(s).is_success(), "{s}");
         }
-        for s in [429, 503] {
-            assert_eq!(classify(s).retryable(), Retryable::Always, "{s}");
-        }
-        for s in [408, 502, 504] {
+        assert_eq!(classify(429).retryable(), Retryable::NotProcessed);
+        for s in [408, 502, 503, 504] {
             assert_eq!(classify(s).retryable(), Retryable::IfIdempotent, "{s}");
         }
         for s in [500, 501, 505, 599] {
@@ -155,6 +163,30 @@ mod tests {
             http.classify(StatusCode::BAD_GATEWAY, &headers).pushback(),
             None
         );
+    }
+
+    #[test]
+    fn a_503_is_proof_of_no_processing_only_with_retry_after() {
+        let http = Http::new();
+        let mut headers = HeaderMap::new();
+        let c = http.classify(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
+        // An unparseable Retry-After proves nothing.
+        headers.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
+        let c = http.classify(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
+        headers.insert(http::header::RETRY_AFTER, "0".parse().unwrap());
+        let c = http.classify(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        assert_eq!(c.retryable(), Retryable::NotProcessed);
+        assert_eq!(c.pushback(), Some(Pushback::After(Duration::ZERO)));
+        // 429 is proof with or without it.
+        let c = http.classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new());
+        assert_eq!(c.retryable(), Retryable::NotProcessed);
+        // An override is taken as given.
+        let strict = Http::new().status(503, Retryable::IfIdempotent);
+        let c = strict.classify(StatusCode::SERVICE_UNAVAILABLE, &headers);
+        assert_eq!(c.retryable(), Retryable::IfIdempotent);
+        assert_eq!(c.pushback(), Some(Pushback::After(Duration::ZERO)));
     }
 
     #[test]

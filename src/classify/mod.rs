@@ -5,6 +5,30 @@
 //! what the outcome says about the endpoint. Deciding once keeps them consistent: an endpoint is
 //! never ejected for an answer that the retry layer considered a success.
 //!
+//! # Which failures may be retried, and for which requests
+//!
+//! A request that may have reached the server is sent again only when it is idempotent, or
+//! when the failure proves the server did not act on it ([`Retryable`]). The built-in rules
+//! count these as proof:
+//!
+//! | outcome | [`Retryable`] | source |
+//! |---|---|---|
+//! | connection refused, connect failure | `NeverSent` | nothing was written to any server |
+//! | request canceled by hyper before it was written | `NeverSent` | hyper `Error::is_canceled` |
+//! | HTTP/2 `RST_STREAM(REFUSED_STREAM)` | `NeverSent` | RFC 9113 §8.7: "not processed" |
+//! | HTTP/2 `GOAWAY` received, stream above its last stream id | `NeverSent` | RFC 9113 §6.8 |
+//! | HTTP 429 Too Many Requests | `NotProcessed` | RFC 6585 §4: the request was rate limited |
+//! | HTTP 503 with `Retry-After` | `NotProcessed` | RFC 9110 §15.6.4, §10.2.3: the server is unable to handle it and says when to come back |
+//! | gRPC UNAVAILABLE with `grpc-retry-pushback-ms` ≥ 0 | `NotProcessed` | gRPC A6: the server's pushback |
+//! | HTTP 503 without `Retry-After`, 502, 504, 408 | `IfIdempotent` | a proxy or the application may have acted |
+//! | gRPC UNAVAILABLE without pushback | `IfIdempotent` | gRPC status code guide: not safe to retry non-idempotent calls |
+//! | reset, early close, timeout, unknown error | `IfIdempotent` | the request may have been processed |
+//!
+//! `NeverSent` failures are retried for every request, even one marked
+//! [`Idempotent(false)`](crate::retry::Idempotent); `NotProcessed` ones for every request but
+//! those (an explicit `Idempotent(false)` trusts no answer: once a byte may have reached the
+//! server, it is never sent again); `IfIdempotent` ones for idempotent requests only.
+//!
 //! A [`Classify`] implementation looks at response heads, end-of-stream trailers and errors. The
 //! built-in [`Classifier`] understands HTTP and gRPC (it recognises gRPC by the response's
 //! `content-type`), and user closures can override it for any response:
@@ -32,6 +56,8 @@ pub use self::grpc::{Code, Grpc};
 pub use self::http::Http;
 pub use self::pushback::Pushback;
 
+pub(crate) mod grpc_web;
+
 use ::http::{HeaderMap, StatusCode};
 use std::fmt;
 use std::sync::Arc;
@@ -41,9 +67,9 @@ use std::sync::Arc;
 /// ```
 /// use meshless::classify::{Class, Reason, Retryable};
 ///
-/// let c = Class::failure(Reason::Status(503), Retryable::Always);
+/// let c = Class::failure(Reason::Status(503), Retryable::IfIdempotent);
 /// assert!(c.is_failure());
-/// assert_eq!(c.retryable(), Retryable::Always);
+/// assert_eq!(c.retryable(), Retryable::IfIdempotent);
 /// assert_eq!(c.reason().as_str(), "http_5xx");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +82,25 @@ pub struct Class {
 
 /// Whether a failed attempt may be tried again, and for which requests.
 ///
-/// The distinction matters for requests that are not idempotent (POST, PATCH): they are retried
-/// only when the failure shows the server never acted on them.
+/// The levels rank how sure the client is that the server did not act on the request, and so
+/// which requests may be sent again (see [`Idempotence`]):
+///
+/// | level | idempotent | not idempotent, unmarked | `Idempotent(false)` |
+/// |---|---|---|---|
+/// | [`Never`](Retryable::Never) | no | no | no |
+/// | [`IfIdempotent`](Retryable::IfIdempotent) | yes | no | no |
+/// | [`NotProcessed`](Retryable::NotProcessed) | yes | yes | no |
+/// | [`NeverSent`](Retryable::NeverSent) | yes | yes | yes |
+///
+/// An explicit [`Idempotent(false)`](crate::retry::Idempotent) is absolute: once any byte of the
+/// request may have reached the server, it is not sent again, whatever the server said. Only an
+/// attempt that provably never left the client is repeated for it.
 ///
 /// ```
-/// use meshless::classify::Retryable;
-/// assert!(Retryable::Always.allows(false));
+/// use meshless::classify::{Idempotence, Retryable};
+/// assert!(Retryable::NeverSent.allows(Idempotence::Forbidden));
+/// assert!(Retryable::NotProcessed.allows(Idempotence::Unmarked));
+/// assert!(!Retryable::NotProcessed.allows(Idempotence::Forbidden));
 /// assert!(Retryable::IfIdempotent.allows(true));
 /// assert!(!Retryable::IfIdempotent.allows(false));
 /// assert!(!Retryable::Never.allows(true));
@@ -72,22 +111,65 @@ pub enum Retryable {
     Never,
     /// Retry only requests that are safe to repeat: the server may have acted on this one.
     IfIdempotent,
-    /// Retry any request: the server did not act on it (it never arrived, or was refused).
-    Always,
+    /// The server answered that it did not act on the request (HTTP 429, a 503 with
+    /// `Retry-After`, gRPC pushback): any request may retry, except one explicitly marked
+    /// `Idempotent(false)`, for which an answer that a proxy or the application may have sent
+    /// after acting is not proof enough.
+    NotProcessed,
+    /// The attempt provably never reached the server's application: the connection was refused
+    /// or failed, the HTTP client canceled the request before writing it, or HTTP/2 guarantees
+    /// that the stream was not processed (`REFUSED_STREAM`, RFC 9113 §8.7; a `GOAWAY` whose last
+    /// stream id is below the request's, §6.8). Any request may retry, even `Idempotent(false)`:
+    /// this is the transparent retry of Envoy, linkerd and gRPC.
+    NeverSent,
 }
 
 impl Retryable {
-    /// Whether a request, idempotent or not, may be retried under this rule.
+    /// Whether a request of the given [`Idempotence`] may be retried under this rule. A `bool`
+    /// reads as idempotent (`true`) or unmarked and not idempotent (`false`).
     ///
     /// ```
-    /// use meshless::classify::Retryable;
-    /// assert!(Retryable::Always.allows(false));
+    /// use meshless::classify::{Idempotence, Retryable};
+    /// assert!(Retryable::NotProcessed.allows(false));
+    /// assert!(!Retryable::NotProcessed.allows(Idempotence::Forbidden));
     /// ```
-    pub fn allows(self, idempotent: bool) -> bool {
+    pub fn allows(self, request: impl Into<Idempotence>) -> bool {
+        let request = request.into();
         match self {
             Retryable::Never => false,
-            Retryable::IfIdempotent => idempotent,
-            Retryable::Always => true,
+            Retryable::IfIdempotent => request == Idempotence::Idempotent,
+            Retryable::NotProcessed => request != Idempotence::Forbidden,
+            Retryable::NeverSent => true,
+        }
+    }
+}
+
+/// How safe a request is to send again, as the retry layer decides it
+/// ([`Idempotency`](crate::retry::Idempotency)).
+///
+/// ```
+/// use meshless::classify::Idempotence;
+/// assert_eq!(Idempotence::from(true), Idempotence::Idempotent);
+/// assert_eq!(Idempotence::from(false), Idempotence::Unmarked);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Idempotence {
+    /// Safe to repeat: by method (GET, PUT…), route rule, `Idempotency-Key` or an explicit
+    /// `Idempotent(true)`.
+    Idempotent,
+    /// Not idempotent by the rules (a POST, say), with no marking: retried only when the server
+    /// said it did not act, or the attempt never left.
+    Unmarked,
+    /// Explicitly `Idempotent(false)`: retried only when the attempt never left the client.
+    Forbidden,
+}
+
+impl From<bool> for Idempotence {
+    fn from(idempotent: bool) -> Self {
+        if idempotent {
+            Idempotence::Idempotent
+        } else {
+            Idempotence::Unmarked
         }
     }
 }
@@ -212,7 +294,7 @@ impl Class {
     /// ```
     /// use meshless::classify::{Class, Pushback, Reason, Retryable};
     /// use std::time::Duration;
-    /// let c = Class::failure(Reason::Status(429), Retryable::Always)
+    /// let c = Class::failure(Reason::Status(429), Retryable::NotProcessed)
     ///     .with_pushback(Some(Pushback::After(Duration::from_secs(1))));
     /// assert_eq!(c.pushback(), Some(Pushback::After(Duration::from_secs(1))));
     /// ```
@@ -326,9 +408,13 @@ type ResponseFn = dyn Fn(StatusCode, &HeaderMap) -> Option<Class> + Send + Sync;
 /// use http::StatusCode;
 ///
 /// let c = Classifier::default();
+/// // A plain 503 may come from a proxy or an application that acted: idempotent requests only.
 /// let class = c.classify_response(StatusCode::SERVICE_UNAVAILABLE, &Default::default()).unwrap();
-/// assert_eq!(class.retryable(), Retryable::Always);
+/// assert_eq!(class.retryable(), Retryable::IfIdempotent);
 /// assert_eq!(class.reason(), Reason::Status(503));
+/// // 429 says the request was rejected before it was processed.
+/// let class = c.classify_response(StatusCode::TOO_MANY_REQUESTS, &Default::default()).unwrap();
+/// assert_eq!(class.retryable(), Retryable::NotProcessed);
 /// ```
 #[derive(Clone, Default)]
 pub struct Classifier {
@@ -372,7 +458,7 @@ impl Classifier {
     ///
     /// ```
     /// use meshless::classify::{Classifier, Code, Grpc, Retryable};
-    /// let c = Classifier::new().grpc(Grpc::new().code(Code::ResourceExhausted, Retryable::Always));
+    /// let c = Classifier::new().grpc(Grpc::new().code(Code::ResourceExhausted, Retryable::NotProcessed));
     /// ```
     pub fn grpc(mut self, grpc: Grpc) -> Self {
         self.grpc = grpc;

@@ -152,7 +152,7 @@ impl Health {
     /// use tokio::time::Instant;
     ///
     /// let endpoint = Detector::default().register(Instant::now());
-    /// let refused = Class::failure(Reason::Refused, Retryable::Always);
+    /// let refused = Class::failure(Reason::Refused, Retryable::NeverSent);
     /// endpoint.report(Instant::now(), &refused, Duration::from_millis(1));
     /// ```
     pub fn report(&self, now: Instant, class: &Class, latency: Duration) {
@@ -510,7 +510,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn fail() -> Class {
-        Class::failure(Reason::Status(503), Retryable::Always)
+        Class::failure(Reason::Status(503), Retryable::IfIdempotent)
     }
 
     /// Only the consecutive-failure policy, so that the tests below see nothing else.

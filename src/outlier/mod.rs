@@ -23,7 +23,7 @@
 //! let ms = Duration::from_millis(3);
 //! for _ in 0..5 {
 //!     assert_eq!(bad.admit(t0), Admit::Yes);
-//!     bad.report(t0, &Class::failure(Reason::Status(503), Retryable::Always), ms);
+//!     bad.report(t0, &Class::failure(Reason::Status(503), Retryable::IfIdempotent), ms);
 //! }
 //! assert!(matches!(bad.status(t0), Status::Ejected { .. })); // 5 consecutive failures
 //! assert_eq!(bad.admit(t0), Admit::No);

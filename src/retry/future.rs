@@ -4,7 +4,8 @@ use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use crate::backoff::BackoffState;
-use crate::classify::{Class, Classify, Pushback, Reason};
+use crate::budget::Withdrawal;
+use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind};
 use crate::observe::Outcome;
@@ -41,7 +42,7 @@ pin_project! {
         started: Instant,
         // When the attempt in flight started.
         attempt_started: Instant,
-        idempotent: bool,
+        idempotent: Idempotence,
         deadline: Option<Instant>,
         // The request's spans, when a subscriber wants them.
         trace: Option<Box<Trace>>,
@@ -56,6 +57,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            // A retry was paid for but never sent: its token goes back to the budget.
+            if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                withdrawal.refund();
+            }
             // Unless its outcome was returned, the request ends here, unfinished.
             if !*this.done {
                 dropped(
@@ -95,6 +100,8 @@ pub(super) struct RetryState<B> {
     backoff: Option<BackoffState>,
     // The body of the next attempt, taken from the replay buffer when the retry was decided.
     next_body: Option<ReplayBody<B>>,
+    // The budget token of a retry decided but not sent yet, refunded if it never is.
+    withdrawal: Option<Withdrawal>,
 }
 
 impl<B> RetryState<B> {
@@ -104,6 +111,7 @@ impl<B> RetryState<B> {
             replay,
             backoff: None,
             next_body: None,
+            withdrawal: None,
         }
     }
 }
@@ -125,7 +133,7 @@ where
         first: Request<ReplayBody<B>>,
         retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
-        idempotent: bool,
+        idempotent: Idempotence,
         deadline: Option<Instant>,
         mut trace: Option<Box<Trace>>,
     ) -> Self {
@@ -274,6 +282,10 @@ where
                     let req = match request {
                         Ok(req) => req,
                         Err(e) => {
+                            // The retry is not sent after all.
+                            if let Some(w) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                                w.refund();
+                            }
                             let e = e.with_attempts(*this.attempts);
                             let class = this.config.classifier.classify_error(&e);
                             let now = Instant::now();
@@ -292,6 +304,10 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
+                    // Sent: the token is spent for good.
+                    if let Some(state) = this.retry.as_mut() {
+                        state.withdrawal = None;
+                    }
                     *this.attempts += 1;
                     *this.attempt_started = Instant::now();
                     let config = &**this.config;
@@ -410,7 +426,7 @@ fn decide<B, C: Classify, RB>(
     retry: &mut Option<RetryState<B>>,
     attempts: u32,
     attempt_started: Instant,
-    idempotent: bool,
+    idempotent: Idempotence,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Decision<http::Response<RB>>
@@ -465,7 +481,10 @@ where
     let delay = backoff.next_delay().max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
-        if now + delay + expected >= deadline {
+        // Saturating: a backoff configured without a cap may exceed what an `Instant` can hold,
+        // and then it certainly ends past the deadline.
+        let ends = now.checked_add(delay).and_then(|t| t.checked_add(expected));
+        if ends.is_none_or(|ends| ends >= deadline) {
             return refuse(outcome, Kind::DeadlineExceeded, &stats.deadline_refused);
         }
     }
@@ -476,10 +495,12 @@ where
         // The body itself failed: what the attempt returned already says why.
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     };
-    // Last, so that a token is only spent on a retry that will really be sent.
-    if !config.budget.try_withdraw() {
+    // Last, so that a token is only spent on a retry that will really be sent; if the request
+    // is dropped before it is, the token goes back.
+    let Some(withdrawal) = config.budget.withdraw() else {
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
-    }
+    };
+    state.withdrawal = Some(withdrawal);
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
     state.next_body = Some(body);
     Decision::Retry(delay)

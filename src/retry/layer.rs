@@ -2,7 +2,7 @@
 
 use super::future::{ResponseFuture, RetryState};
 use super::policy::{Idempotency, RetryStats};
-use super::replay::{DEFAULT_REPLAY_CAP, ReplayBody};
+use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
 use crate::backoff::Backoff;
 use crate::budget::Budget;
 use crate::classify::{Classifier, Classify};
@@ -53,6 +53,7 @@ pub(crate) struct Config<C> {
     pub(crate) classifier: C,
     pub(crate) idempotency: Idempotency,
     pub(crate) replay_cap: usize,
+    pub(crate) replay_frames: usize,
     pub(crate) max_pushback: Duration,
     pub(crate) pushback_per_endpoint: bool,
     pub(crate) stats: Arc<RetryStats>,
@@ -82,6 +83,7 @@ impl RetryLayer<Classifier> {
                 classifier: Classifier::default(),
                 idempotency: Idempotency::default(),
                 replay_cap: DEFAULT_REPLAY_CAP,
+                replay_frames: DEFAULT_REPLAY_FRAMES,
                 max_pushback: DEFAULT_MAX_PUSHBACK,
                 pushback_per_endpoint: false,
                 stats: Arc::default(),
@@ -139,6 +141,18 @@ impl<C> RetryLayer<C> {
         self
     }
 
+    /// The most request-body data frames kept for replay (default [`DEFAULT_REPLAY_FRAMES`]),
+    /// zero-length ones included. A body cut into more frames is sent once and never retried.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.replay_frames(4096);
+    /// ```
+    pub fn replay_frames(mut self, frames: usize) -> Self {
+        self.config.replay_frames = frames;
+        self
+    }
+
     /// The longest server pushback the layer will wait out (default
     /// [`DEFAULT_MAX_PUSHBACK`]).
     ///
@@ -185,6 +199,7 @@ impl<C> RetryLayer<C> {
                 classifier,
                 idempotency: c.idempotency,
                 replay_cap: c.replay_cap,
+                replay_frames: c.replay_frames,
                 max_pushback: c.max_pushback,
                 pushback_per_endpoint: c.pushback_per_endpoint,
                 stats: c.stats,
@@ -370,11 +385,11 @@ where
             metrics.started();
         }
 
-        let idempotent = config.idempotency.is_idempotent(&req);
+        let idempotent = config.idempotency.idempotence(&req);
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
         let (parts, body) = req.into_parts();
         let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
-        let body = ReplayBody::new(body, config.replay_cap);
+        let body = ReplayBody::with_limits(body, config.replay_cap, config.replay_frames);
         let (first, replay) = match body.try_clone() {
             Some(first) => (first, Some(body)),
             None => (body, None),

@@ -11,7 +11,8 @@
 //! - the server's pushback allows it: never earlier than `Retry-After` or
 //!   `grpc-retry-pushback-ms`, never when it asks for no retry or longer than the deadline;
 //! - the request's deadline leaves time for the backoff and another attempt;
-//! - the body could be kept for replay (up to 64 KiB by default; larger bodies are sent once).
+//! - the body could be kept for replay (up to 64 KiB in 1024 frames by default; larger bodies
+//!   are sent once).
 //!
 //! Every request deposits into the budget; every retry withdraws. The request type never needs
 //! `Clone`: the head is copied and the body replayed from a [`ReplayBody`].
@@ -36,4 +37,4 @@ mod replay;
 pub use self::future::ResponseFuture;
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};
-pub use self::replay::{DEFAULT_REPLAY_CAP, ReplayBody, ReplayError};
+pub use self::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody, ReplayError};

@@ -1,5 +1,6 @@
 //! Which requests may be repeated, and the counters of what the retry layer decided.
 
+use crate::classify::Idempotence;
 use crate::observe::{Recent, RecentStats};
 use http::{HeaderMap, Method, Uri};
 use std::fmt;
@@ -9,6 +10,12 @@ use std::time::Duration;
 
 /// Marks one request as idempotent (`Idempotent(true)`) or not (`Idempotent(false)`),
 /// overriding every other rule. Insert it into the request's extensions.
+///
+/// `Idempotent(false)` is absolute: once any byte of the request may have reached the server,
+/// it is never sent again, whatever the server answered (even 429 or gRPC pushback). The only
+/// repeat it allows is the transparent retry of an attempt that provably never left: a refused
+/// connection, a request canceled before it was written, HTTP/2 `REFUSED_STREAM`, or a `GOAWAY`
+/// above the request's stream ([`Retryable::NeverSent`](crate::classify::Retryable::NeverSent)).
 ///
 /// ```
 /// use meshless::retry::Idempotent;
@@ -115,9 +122,33 @@ impl Idempotency {
     /// assert!(rules.is_idempotent(&http::Request::get("http://svc/").body(()).unwrap()));
     /// ```
     pub fn is_idempotent<B>(&self, req: &http::Request<B>) -> bool {
+        self.idempotence(req) == Idempotence::Idempotent
+    }
+
+    /// Applies the rules to a request, telling a request explicitly marked `Idempotent(false)`
+    /// ([`Idempotence::Forbidden`]) from one that is merely not idempotent by the rules
+    /// ([`Idempotence::Unmarked`]).
+    ///
+    /// ```
+    /// use meshless::{classify::Idempotence, retry::{Idempotency, Idempotent}};
+    /// let rules = Idempotency::default();
+    /// let mut post = http::Request::post("http://svc/").body(()).unwrap();
+    /// assert_eq!(rules.idempotence(&post), Idempotence::Unmarked);
+    /// post.extensions_mut().insert(Idempotent(false));
+    /// assert_eq!(rules.idempotence(&post), Idempotence::Forbidden);
+    /// ```
+    pub fn idempotence<B>(&self, req: &http::Request<B>) -> Idempotence {
         if let Some(Idempotent(marked)) = req.extensions().get::<Idempotent>() {
-            return *marked;
+            return if *marked {
+                Idempotence::Idempotent
+            } else {
+                Idempotence::Forbidden
+            };
         }
+        Idempotence::from(self.by_rules(req))
+    }
+
+    fn by_rules<B>(&self, req: &http::Request<B>) -> bool {
         if self.all {
             return true;
         }
@@ -376,6 +407,15 @@ mod tests {
         let mut get = req(Method::GET);
         get.extensions_mut().insert(Idempotent(false));
         assert!(!rules.is_idempotent(&get));
+        assert_eq!(rules.idempotence(&get), Idempotence::Forbidden);
+        assert_eq!(
+            rules.idempotence(&req(Method::GET)),
+            Idempotence::Idempotent
+        );
+        assert_eq!(
+            Idempotency::default().idempotence(&req(Method::POST)),
+            Idempotence::Unmarked
+        );
         let mut post = req(Method::POST);
         post.extensions_mut().insert(Idempotent(true));
         assert!(Idempotency::default().is_idempotent(&post));

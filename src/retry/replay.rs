@@ -31,6 +31,28 @@ use crate::error::BoxError;
 /// ```
 pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 
+/// The default number of body frames kept for replay: 1024.
+///
+/// Bytes alone do not bound the buffer: each frame costs a handle (and may keep a larger
+/// allocation alive), and zero-length frames cost one each while adding no bytes. 1024 frames
+/// hold the default 64 KiB in frames of 64 bytes on average; a body cut finer is sent once,
+/// intact, and not replayed.
+///
+/// # Example
+///
+/// ```
+/// use http_body_util::Full;
+/// use meshless::retry::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
+///
+/// let body = ReplayBody::with_limits(
+///     Full::new(bytes::Bytes::from_static(b"hi")),
+///     DEFAULT_REPLAY_CAP,
+///     DEFAULT_REPLAY_FRAMES,
+/// );
+/// assert!(body.try_clone().is_some());
+/// ```
+pub const DEFAULT_REPLAY_FRAMES: usize = 1024;
+
 /// A request body that can be cloned for a retry, buffering lazily.
 ///
 /// [`ReplayBody::new`] wraps the body of the first attempt; each call to
@@ -40,8 +62,9 @@ pub const DEFAULT_REPLAY_CAP: usize = 64 * 1024;
 /// buffered in turn. Data frames are replayed with the same chunk boundaries
 /// and trailers are replayed too.
 ///
-/// At most `cap` bytes of data are kept. When the body turns out to be larger,
-/// the buffer is dropped and the body can no longer be cloned, but the reader
+/// At most `cap` bytes of data are kept, in at most [`DEFAULT_REPLAY_FRAMES`]
+/// data frames (zero-length ones included; see [`with_limits`](Self::with_limits)).
+/// When the body turns out to be larger, or cut into more frames, the buffer is dropped and the body can no longer be cloned, but the reader
 /// that crossed the cap keeps streaming the rest of the body normally, so a
 /// large body is still sent once, intact. A body whose size hint already says
 /// it is larger than `cap` is never buffered at all.
@@ -110,6 +133,8 @@ struct Shared<B> {
     buffered: usize,
     /// At most this many bytes are buffered.
     cap: usize,
+    /// At most this many data frames are buffered.
+    frame_cap: usize,
     /// Trailers yielded by the wrapped body, if any.
     trailers: Option<HeaderMap>,
     /// The wrapped body is done: it yielded its end or its trailers.
@@ -173,6 +198,31 @@ where
     /// assert!(large.is_capped());
     /// ```
     pub fn new(body: B, cap: usize) -> Self {
+        Self::with_limits(body, cap, DEFAULT_REPLAY_FRAMES)
+    }
+
+    /// Like [`new`](Self::new), keeping at most `frames` data frames as well as `cap` bytes:
+    /// a body cut into more frames is [capped](ReplayBody::is_capped), sent once and intact,
+    /// and not replayed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use meshless::retry::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // No frame may be kept: the one attempt still gets the whole body.
+    /// let body = ReplayBody::with_limits(Full::new(Bytes::from_static(b"xyz")), 1024, 0);
+    /// let first = body.try_clone().unwrap();
+    /// assert_eq!(first.collect().await.unwrap().to_bytes(), "xyz");
+    /// assert!(body.is_capped());
+    /// assert!(body.try_clone().is_none());
+    /// # }
+    /// ```
+    pub fn with_limits(body: B, cap: usize, frames: usize) -> Self {
         let hint = body.size_hint();
         let hint = (hint.lower(), hint.upper());
         let shared = if body.is_end_stream() {
@@ -185,6 +235,7 @@ where
                 start: 0,
                 buffered: 0,
                 cap,
+                frame_cap: frames,
                 trailers: None,
                 ended: false,
                 capped: hint.0 > cap_u64,
@@ -356,10 +407,13 @@ where
             match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
+                    // Zero-length frames count too: they add no bytes, but an endless run of
+                    // them would grow the buffer without bound.
                     let fits = state
                         .buffered
                         .checked_add(data.len())
-                        .is_some_and(|total| total <= state.cap);
+                        .is_some_and(|total| total <= state.cap)
+                        && state.chunks.len() < state.frame_cap;
                     if state.capped || !fits {
                         state.capped = true;
                         this.pos = state.drop_buffer(1);
@@ -439,6 +493,8 @@ impl<B> fmt::Debug for ReplayBody<B> {
                 let state = lock(shared);
                 d.field("buffered", &state.buffered)
                     .field("cap", &state.cap)
+                    .field("frames", &state.chunks.len())
+                    .field("frame_cap", &state.frame_cap)
                     .field("ended", &state.ended)
                     .field("capped", &state.capped)
                     .field("failed", &state.failed)
@@ -963,6 +1019,81 @@ mod tests {
         assert_eq!(read_sync(&mut clone).unwrap().bytes(), b"xy");
         assert!(!body.is_capped());
         let _ = format!("{body:?}");
+    }
+
+    #[tokio::test]
+    async fn endless_empty_frames_stop_buffering_at_the_frame_cap() {
+        let mut frames: Vec<TestFrame> = (0..10_000).map(|_| data(b"")).collect();
+        frames.insert(5_000, data(b"payload"));
+        let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::new()), DEFAULT_REPLAY_CAP);
+        let mut first = body.try_clone().unwrap();
+        let out = read_sync(&mut first).unwrap();
+        // The one attempt gets every frame, in order.
+        assert_eq!(out.chunks.len(), 10_001);
+        assert_eq!(out.bytes(), b"payload");
+        assert!(body.is_capped());
+        assert!(body.try_clone().is_none());
+        let state = lock(body.shared.as_ref().unwrap());
+        assert!(
+            state.chunks.is_empty() && state.buffered == 0,
+            "buffer freed"
+        );
+    }
+
+    #[tokio::test]
+    async fn frame_cap_is_inclusive_and_replays_frame_for_frame() {
+        let frames = || vec![data(b"a"), data(b""), data(b"c")];
+        let body = ReplayBody::with_limits(ScriptBody::new(frames(), SizeHint::new()), 64, 3);
+        let out = read_all(body.try_clone().unwrap()).await.unwrap();
+        let again = read_all(body.try_clone().expect("3 frames fit"))
+            .await
+            .unwrap();
+        assert_eq!(again, out);
+        assert_eq!(again.chunks.len(), 3);
+
+        let body = ReplayBody::with_limits(ScriptBody::new(frames(), SizeHint::new()), 64, 2);
+        let out = read_all(body.try_clone().unwrap()).await.unwrap();
+        assert_eq!(out.bytes(), b"ac");
+        assert_eq!(out.chunks.len(), 3, "sent intact");
+        assert!(body.is_capped());
+    }
+
+    proptest! {
+        /// Whatever the chunking and the limits, the first attempt gets the body intact, and
+        /// the buffer never holds more than the limits allow.
+        #[test]
+        fn buffer_stays_within_bytes_and_frames(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..64),
+            cap in 0usize..200,
+            frame_cap in 0usize..40,
+        ) {
+            let frames: Vec<TestFrame> = chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from(c.clone()))))
+                .collect();
+            let body = ReplayBody::with_limits(ScriptBody::new(frames, SizeHint::new()), cap, frame_cap);
+            let Some(mut first) = body.try_clone() else {
+                return Ok(());
+            };
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut got = Vec::new();
+            loop {
+                match Pin::new(&mut first).poll_frame(&mut cx) {
+                    Poll::Pending => continue,
+                    Poll::Ready(None) => break,
+                    Poll::Ready(Some(frame)) => {
+                        got.push(frame.unwrap().into_data().unwrap());
+                        let state = lock(body.shared.as_ref().unwrap());
+                        prop_assert!(state.buffered <= cap);
+                        prop_assert!(state.chunks.len() <= frame_cap);
+                    }
+                }
+            }
+            prop_assert_eq!(got.len(), chunks.len());
+            prop_assert_eq!(got.concat(), chunks.concat());
+            let fits = chunks.concat().len() <= cap && chunks.len() <= frame_cap;
+            prop_assert_eq!(body.try_clone().is_some(), fits);
+        }
     }
 
     proptest! {
