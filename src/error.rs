@@ -64,6 +64,9 @@ pub enum Kind {
     NoReadyEndpoint,
     /// The request could not be sent as given (an invalid URI, say). Nothing was sent.
     InvalidRequest,
+    /// The request is `https` but TLS is compiled out (the `tls` feature is off). Nothing was
+    /// sent: an `https` request never leaves in clear text.
+    TlsUnavailable,
 }
 
 /// The layer that rejected a request.
@@ -106,7 +109,7 @@ impl Kind {
             Kind::DeadlineExceeded => Layer::Deadline,
             Kind::AttemptTimedOut => Layer::Attempt,
             Kind::NoReadyEndpoint => Layer::Balance,
-            Kind::InvalidRequest => Layer::Client,
+            Kind::InvalidRequest | Kind::TlsUnavailable => Layer::Client,
         }
     }
 
@@ -126,6 +129,7 @@ impl Kind {
             Kind::AttemptTimedOut => "attempt-timed-out",
             Kind::NoReadyEndpoint => "no-ready-endpoint",
             Kind::InvalidRequest => "invalid-request",
+            Kind::TlsUnavailable => "tls-unavailable",
         }
     }
 }
@@ -304,6 +308,7 @@ impl fmt::Display for Error {
             Kind::AttemptTimedOut => "attempt timed out",
             Kind::NoReadyEndpoint => "no ready endpoint",
             Kind::InvalidRequest => "invalid request",
+            Kind::TlsUnavailable => "https refused: TLS is compiled out (feature `tls`)",
         };
         f.write_str(what)?;
         if self.attempts > 0 {
@@ -362,6 +367,7 @@ mod tests {
             Kind::AttemptTimedOut,
             Kind::NoReadyEndpoint,
             Kind::InvalidRequest,
+            Kind::TlsUnavailable,
         ] {
             assert!(!kind.as_str().is_empty());
             assert!(!kind.layer().to_string().is_empty());

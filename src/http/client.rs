@@ -7,6 +7,7 @@ use crate::error::{BoxError, Error, Kind};
 use crate::observe::ClientStats;
 use crate::retry::RetryStats;
 use bytes::Bytes;
+use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -82,8 +83,10 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Sends a GET. `uri` may be a path (`/a?b=c`) or a full URI whose authority becomes the
-    /// `Host` header; the connection always goes to a chosen endpoint.
+    /// Sends a GET. `uri` may be a path (`/a?b=c`), sent with the configured scheme and authority
+    /// (see [`ClientBuilder::authority`]), or a full URI whose host becomes the `Host` header
+    /// (`:authority` in HTTP/2) and, for `https`, the name the server's certificate must carry.
+    /// Userinfo (`user:pass@`) is never sent. The connection always goes to a chosen endpoint.
     ///
     /// ```no_run
     /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
@@ -125,6 +128,9 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Err(e) = check_scheme(req.uri()) {
+            return ResponseFuture::failed(e);
+        }
         ResponseFuture {
             state: Some(Err(self.stack.clone().oneshot(boxed(req)))),
         }
@@ -237,6 +243,24 @@ fn build<B>(method: Method, uri: &str, body: B) -> Result<Request<B>, Error> {
     Ok(req)
 }
 
+/// Refuses, before any layer sees it, a request this client cannot send as asked: `https`
+/// without TLS compiled in (never a silent downgrade to clear text), or a scheme other than
+/// `http` and `https`. Two comparisons of an enum on the hot path.
+fn check_scheme(uri: &Uri) -> Result<(), Error> {
+    match uri.scheme() {
+        None => Ok(()),
+        Some(s) if *s == Scheme::HTTP => Ok(()),
+        #[cfg(feature = "tls")]
+        Some(s) if *s == Scheme::HTTPS => Ok(()),
+        #[cfg(not(feature = "tls"))]
+        Some(s) if *s == Scheme::HTTPS => Err(Error::new(Kind::TlsUnavailable)),
+        Some(other) => Err(Error::with_source(
+            Kind::InvalidRequest,
+            format!("unsupported scheme {other}: only http and https"),
+        )),
+    }
+}
+
 fn boxed<B>(req: Request<B>) -> Request<UnsyncBoxBody<Bytes, BoxError>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -259,6 +283,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Err(e) = check_scheme(req.uri()) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.stack.call(boxed(req))
     }
 }

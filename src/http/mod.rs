@@ -22,8 +22,11 @@
 
 mod builder;
 mod client;
+mod connect;
 mod dns;
 mod endpoint;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::builder::ClientBuilder;
 pub use self::client::{Client, ResponseBody, ResponseFuture};
