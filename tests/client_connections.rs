@@ -17,8 +17,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// A request's head and body, as a raw server read them.
+type Request = (String, Vec<u8>);
+
 /// Reads one HTTP/1.1 request (head and `content-length` body) from `tcp`.
-async fn read_request(tcp: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+async fn read_request(tcp: &mut TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -34,7 +37,11 @@ async fn read_request(tcp: &mut TcpStream) -> Option<(String, Vec<u8>)> {
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let length = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
     while buf.len() < head_end + length {
@@ -52,7 +59,7 @@ async fn read_request(tcp: &mut TcpStream) -> Option<(String, Vec<u8>)> {
 /// `Connection: close`, as a server whose keep-alive timer just fired would.
 struct RawServer {
     addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     connections: Arc<Mutex<usize>>,
 }
 
@@ -86,7 +93,12 @@ async fn raw_server(close_after_each: bool) -> RawServer {
 
 impl RawServer {
     fn heads(&self) -> Vec<String> {
-        self.requests.lock().unwrap().iter().map(|(h, _)| h.clone()).collect()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 
     fn connections(&self) -> usize {
@@ -145,7 +157,11 @@ async fn host_names_the_logical_host_and_never_carries_userinfo() {
     for head in &heads {
         assert!(!head.contains("user") && !head.contains("pass"), "{head}");
     }
-    assert!(heads[1].starts_with("GET /a?b=c HTTP/1.1\r\n"), "{}", heads[1]);
+    assert!(
+        heads[1].starts_with("GET /a?b=c HTTP/1.1\r\n"),
+        "{}",
+        heads[1]
+    );
 }
 
 #[tokio::test]
@@ -158,10 +174,10 @@ async fn http2_authority_names_the_logical_host_without_userinfo() {
         while let Ok((tcp, _)) = listener.accept().await {
             let record = record.clone();
             let service = service_fn(move |req: hyper::Request<Incoming>| {
-                record.lock().unwrap().push((
-                    req.version(),
-                    req.uri().authority().map(|a| a.to_string()),
-                ));
+                record
+                    .lock()
+                    .unwrap()
+                    .push((req.version(), req.uri().authority().map(|a| a.to_string())));
                 async { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new()))) }
             });
             tokio::spawn(
@@ -341,7 +357,11 @@ async fn idle_connections_leave_the_pool_after_the_idle_timeout() {
     ok(&kept, "/one").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     ok(&kept, "/two").await;
-    assert_eq!(server.connections(), 3, "no idle timeout: the connection is reused");
+    assert_eq!(
+        server.connections(),
+        3,
+        "no idle timeout: the connection is reused"
+    );
 }
 
 #[tokio::test]

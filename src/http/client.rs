@@ -289,3 +289,50 @@ where
         self.stack.call(boxed(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client::builder()
+            .endpoints(["127.0.0.1:1"])
+            .build()
+            .expect("client")
+    }
+
+    #[tokio::test]
+    async fn schemes_other_than_http_and_https_are_refused_before_sending() {
+        let err = client().get("ftp://svc.example/file").await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidRequest);
+        assert_eq!(client().stats().requests, 0, "no layer saw it");
+    }
+
+    // Run with `cargo test --no-default-features --lib http::client`.
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn without_tls_https_is_refused_with_a_typed_error_and_never_sent() {
+        let client = client();
+        let err = client
+            .get("https://svc.example/secret?token=1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::TlsUnavailable);
+        let service = client.clone();
+        let req = Request::get("https://svc.example/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let err = ServiceExt::<Request<Empty<Bytes>>>::oneshot(service, req)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::TlsUnavailable);
+        assert_eq!(client.stats().requests, 0, "no layer saw it");
+
+        let err = Client::builder()
+            .endpoints(["127.0.0.1:1"])
+            .https(true)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "https");
+    }
+}

@@ -41,9 +41,7 @@ impl Endpoints {
             None => addr.to_string().parse().ok()?,
         };
         Some(EndpointService {
-            client: self
-                .hyper
-                .build(Connector::new(addr, self.connect.clone())),
+            client: self.hyper.build(Connector::new(addr, self.connect.clone())),
             scheme: self.scheme.clone(),
             authority,
         })

@@ -186,13 +186,17 @@ mod tests {
 
     #[test]
     fn bad_pem_is_a_config_error_naming_the_field() {
-        let mut settings = TlsSettings::default();
-        settings.roots_pem.push(b"not a certificate".to_vec());
+        let settings = TlsSettings {
+            roots_pem: vec![b"not a certificate".to_vec()],
+            ..TlsSettings::default()
+        };
         let err = settings.build(false).err().map(|e| e.setting());
         assert_eq!(err, Some("tls_root_pem"));
 
-        let mut settings = TlsSettings::default();
-        settings.identity_pem = Some((b"nope".to_vec(), b"nope".to_vec()));
+        let settings = TlsSettings {
+            identity_pem: Some((b"nope".to_vec(), b"nope".to_vec())),
+            ..TlsSettings::default()
+        };
         let err = settings.build(false).err().map(|e| e.setting());
         assert_eq!(err, Some("tls_identity_pem"));
 

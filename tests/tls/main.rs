@@ -88,7 +88,11 @@ async fn an_explicit_server_name_is_checked_whatever_the_uri_names() {
         .get(format!("https://{addr}/x"))
         .await
         .expect("https GET by IP with an explicit server name");
-    assert!(body(res).await.starts_with("HTTP/1.1 sni=svc.example host=127.0.0.1:"));
+    assert!(
+        body(res)
+            .await
+            .starts_with("HTTP/1.1 sni=svc.example host=127.0.0.1:")
+    );
 }
 
 #[tokio::test]
@@ -177,7 +181,10 @@ async fn mutual_tls_is_accepted_with_a_client_certificate_and_refused_without() 
     let refused = tokio::time::timeout(Duration::from_secs(5), async {
         let res = without.get("https://svc.example/mtls").await?;
         // TLS 1.3 ends the client's handshake first; the server's refusal may come on reading.
-        res.into_body().collect().await.map_err(meshless::Error::from_service)?;
+        res.into_body()
+            .collect()
+            .await
+            .map_err(meshless::Error::from_service)?;
         Ok::<_, meshless::Error>(())
     })
     .await

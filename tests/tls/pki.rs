@@ -102,9 +102,7 @@ pub async fn serve(pki: &Pki, options: ServerOptions) -> SocketAddr {
             .collect::<Result<_, _>>()
             .expect("server chain");
     let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).expect("server key");
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .expect("server config");
+    let mut config = builder.with_single_cert(chain, key).expect("server config");
     config.alpn_protocols = options.alpn;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
@@ -134,7 +132,9 @@ pub async fn serve(pki: &Pki, options: ServerOptions) -> SocketAddr {
                         req.uri().authority().map_or("-", |a| a.as_str()),
                         req.uri().path_and_query().map_or("-", |p| p.as_str()),
                     );
-                    async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(seen)))) }
+                    async move {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(seen))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tls), service)
