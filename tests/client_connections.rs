@@ -396,3 +396,67 @@ async fn duration_max_settings_mean_no_limit_and_never_panic() {
     ok(&discovered, "/dns").await;
     assert_eq!(server.heads().len(), 3);
 }
+
+#[tokio::test]
+async fn http2_pings_find_a_black_holed_connection() {
+    // An HTTP/2 backend behind a proxy that can swallow its first connection: once frozen, the
+    // proxy keeps both sockets open and forwards nothing, as a dead network path would.
+    let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend_addr = backend.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = backend.accept().await {
+            let service = service_fn(|_req: hyper::Request<Incoming>| async {
+                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    let proxy = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_addr = proxy.local_addr().expect("addr");
+    let freeze = Arc::new(tokio::sync::Notify::new());
+    let frozen = freeze.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        let mut swallowed = Vec::new();
+        while let Ok((mut client_side, _)) = proxy.accept().await {
+            let mut server_side = TcpStream::connect(backend_addr).await.expect("backend");
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client_side, &mut server_side).await;
+                });
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client_side, &mut server_side) => {}
+                _ = frozen.notified() => {}
+            }
+            swallowed.push((client_side, server_side));
+        }
+    });
+
+    let attempt_timeout = Duration::from_secs(3);
+    let client = Client::builder()
+        .endpoints([proxy_addr.to_string()])
+        .http2_prior_knowledge(true)
+        .http2_keepalive(Some(Duration::from_millis(100)))
+        .http2_keepalive_timeout(Duration::from_millis(100))
+        .attempt_timeout(attempt_timeout)
+        .deadline(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    ok(&client, "/warm").await;
+    freeze.notify_one();
+
+    // Without pings the GET would wait on the swallowed connection until its attempt timed
+    // out, and its retry would find the same connection in the pool.
+    let started = std::time::Instant::now();
+    ok(&client, "/after-freeze").await;
+    assert!(
+        started.elapsed() < attempt_timeout,
+        "took {:?}",
+        started.elapsed()
+    );
+}
