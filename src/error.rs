@@ -70,6 +70,9 @@ pub enum Kind {
     /// Every endpoint that could take the request had asked for quiet (`Retry-After`,
     /// `grpc-retry-pushback-ms`) until after the request's deadline. Nothing was sent.
     EndpointsPushingBack,
+    /// The request is `https` but TLS is compiled out (the `tls` feature is off). Nothing was
+    /// sent: an `https` request never leaves in clear text.
+    TlsUnavailable,
 }
 
 /// The layer that rejected a request.
@@ -112,7 +115,7 @@ impl Kind {
             Kind::DeadlineExceeded | Kind::BodyIdleTimeout => Layer::Deadline,
             Kind::AttemptTimedOut => Layer::Attempt,
             Kind::NoReadyEndpoint | Kind::EndpointsPushingBack => Layer::Balance,
-            Kind::InvalidRequest => Layer::Client,
+            Kind::InvalidRequest | Kind::TlsUnavailable => Layer::Client,
         }
     }
 
@@ -134,6 +137,7 @@ impl Kind {
             Kind::NoReadyEndpoint => "no-ready-endpoint",
             Kind::EndpointsPushingBack => "endpoints-pushing-back",
             Kind::InvalidRequest => "invalid-request",
+            Kind::TlsUnavailable => "tls-unavailable",
         }
     }
 }
@@ -317,6 +321,7 @@ impl fmt::Display for Error {
             Kind::NoReadyEndpoint => "no ready endpoint",
             Kind::EndpointsPushingBack => "every endpoint is pushing back past the deadline",
             Kind::InvalidRequest => "invalid request",
+            Kind::TlsUnavailable => "https refused: TLS is compiled out (feature `tls`)",
         };
         f.write_str(what)?;
         if self.attempts > 0 {
@@ -375,7 +380,9 @@ mod tests {
             Kind::AttemptTimedOut,
             Kind::BodyIdleTimeout,
             Kind::NoReadyEndpoint,
+            Kind::EndpointsPushingBack,
             Kind::InvalidRequest,
+            Kind::TlsUnavailable,
         ] {
             assert!(!kind.as_str().is_empty());
             assert!(!kind.layer().to_string().is_empty());

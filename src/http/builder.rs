@@ -1,8 +1,9 @@
 //! Configuring a [`Client`].
 
 use super::client::{AbortOnDrop, Client, Stack};
+use super::connect::ConnectSettings;
 use super::dns;
-use super::endpoint::{EndpointService, Hyper};
+use super::endpoint::{EndpointService, Endpoints};
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder};
 use crate::budget::Budget;
@@ -11,15 +12,25 @@ use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::error::ConfigError;
 use crate::outlier::OutlierConfig;
 use crate::retry::{Idempotency, RetryLayer};
-use http::uri::Authority;
+use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
+
+mod settings;
+
+/// Durations at or above this mean "no limit": far enough never to matter, near enough that
+/// adding it to an `Instant` cannot overflow (`Duration::MAX` would).
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `None` for "no limit".
+fn limit(d: Duration) -> Option<Duration> {
+    (d < NO_LIMIT).then_some(d)
+}
 
 /// Configures a [`Client`]. Every setting has a default; only the endpoints are required.
 ///
@@ -27,14 +38,25 @@ use tower::util::BoxCloneSyncService;
 /// |---|---|---|
 /// | deadline per request | 10 s | ours; set it to your SLA |
 /// | attempt timeout | deadline ÷ (max retries + 1) | ours: every allowed attempt fits in the deadline |
-/// | connect timeout | 1 s | ours; linkerd uses 1 s too |
+/// | connect timeout (TCP and TLS handshake) | 1 s | ours; linkerd uses 1 s too |
 /// | DNS refresh | 5 s | ours |
-/// | HTTP version | HTTP/1.1 (HTTP/2 with prior knowledge on request) | hyper |
+/// | HTTP version | HTTP/1.1; HTTP/2 when the TLS server picks it in ALPN, or with prior knowledge on request | hyper |
+/// | TLS (`https`) | rustls with `ring`, webpki roots, ALPN `h2` + `http/1.1`, name checked against the URI's host | feature `tls`, on by default |
+/// | scheme and authority of relative URIs | `http`, the DNS name or else the endpoint's address | ours |
+/// | TCP keepalive | probes after 10 s idle, every 10 s | linkerd (`LINKERD2_PROXY_OUTBOUND_CONNECT_KEEPALIVE=10000ms`) |
+/// | HTTP/2 keepalive | PING after 20 s without a frame, even when idle; 20 s for the answer | timeout as gRPC's keepalive (A8) and hyper; interval ours |
+/// | pool idle timeout | 4 s | ours: below Node's 5 s and Apache's 5 s server keep-alive |
+/// | pool max idle per endpoint | 128 connections | ours |
+/// | retry of a request that never left a closed pooled connection | on, transparent | hyper-util |
 /// | retries, budget, backoff, replay | see [`RetryLayer`] | Finagle, linkerd, Envoy |
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
 /// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
 /// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
+///
+/// Every duration accepts [`Duration::MAX`] without panicking; for the deadline, the attempt
+/// timeout, the connect timeout, the pool idle timeout, the DNS refresh and the HTTP/2
+/// keepalive it means "no limit" (or "never").
 ///
 /// ```
 /// use meshless::http::Client;
@@ -66,6 +88,15 @@ pub struct ClientBuilder {
     balance: BalanceBuilder,
     service_name: String,
     metrics: bool,
+    authority: Option<String>,
+    https: bool,
+    tcp_keepalive: Option<Duration>,
+    http2_keepalive: Option<Duration>,
+    http2_keepalive_timeout: Duration,
+    pool_idle_timeout: Option<Duration>,
+    pool_max_idle_per_host: usize,
+    #[cfg(feature = "tls")]
+    tls: super::tls::TlsSettings,
 }
 
 impl Default for ClientBuilder {
@@ -87,6 +118,15 @@ impl Default for ClientBuilder {
             balance: BalanceBuilder::default(),
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
             metrics: true,
+            authority: None,
+            https: false,
+            tcp_keepalive: Some(Duration::from_secs(10)),
+            http2_keepalive: Some(Duration::from_secs(20)),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            pool_idle_timeout: Some(Duration::from_secs(4)),
+            pool_max_idle_per_host: 128,
+            #[cfg(feature = "tls")]
+            tls: super::tls::TlsSettings::default(),
         }
     }
 }
@@ -325,14 +365,7 @@ impl ClientBuilder {
             addrs.push(addr);
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        connector.set_nodelay(true);
-        let hyper: Hyper = HyperClient::builder(TokioExecutor::new())
-            .http2_only(self.http2)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
-
+        let endpoints = self.endpoints_factory()?;
         let balance: Balance<SocketAddr, EndpointService> = self
             .balance
             .clone()
@@ -341,10 +374,9 @@ impl ClientBuilder {
             .metrics(self.metrics)
             .build();
         balance.apply(addrs.iter().filter_map(|addr| {
-            let authority: Authority = addr.to_string().parse().ok()?;
             Some(crate::balance::Change::Insert(
                 *addr,
-                EndpointService::new(hyper.clone(), authority),
+                endpoints.endpoint(*addr)?,
             ))
         }));
         let dns = match &self.dns {
@@ -358,8 +390,8 @@ impl ClientBuilder {
                 }
                 let task = dns::spawn(
                     name.clone(),
-                    self.dns_refresh,
-                    hyper.clone(),
+                    self.dns_refresh.min(NO_LIMIT),
+                    endpoints.clone(),
                     balance.clone(),
                 );
                 Some(Arc::new(AbortOnDrop(task)))
@@ -367,24 +399,30 @@ impl ClientBuilder {
         };
 
         let attempts = self.max_retries.saturating_add(1);
-        let attempt_timeout = self.attempt_timeout.unwrap_or(self.deadline / attempts);
+        let deadline = self.deadline.min(NO_LIMIT);
+        let attempt_timeout = self
+            .attempt_timeout
+            .unwrap_or(deadline / attempts)
+            .min(NO_LIMIT);
         let retry = RetryLayer::new(self.budget.unwrap_or_default())
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
-            // With peers to go to, a pushback keeps its endpoint away rather than the request.
-            .pushback_per_endpoint(addrs.len() >= 2)
+            // A pushback keeps its endpoint away (the balancer holds it for its duration)
+            // rather than the request: a peer can take the retry at once, and with none free
+            // the balancer waits for the first one that is, within the deadline.
+            .pushback_per_endpoint(true)
             .service_name(self.service_name.clone())
             .metrics(self.metrics)
             .classifier(self.classifier);
         let retry_stats = retry.stats();
-        let mut deadline = DeadlineLayer::new(self.deadline);
+        let mut deadline_layer = DeadlineLayer::new(deadline);
         if let Some(idle) = self.body_idle_timeout {
-            deadline = deadline.body_idle_timeout(idle);
+            deadline_layer = deadline_layer.body_idle_timeout(idle);
         }
         let stack: Stack = BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(deadline)
+                .layer(deadline_layer)
                 .layer(retry)
                 .layer(AttemptTimeoutLayer::new(attempt_timeout))
                 .service(balance.clone()),
@@ -397,4 +435,65 @@ impl ClientBuilder {
             _dns: dns,
         })
     }
+
+    /// The per-endpoint client settings, the TLS configuration and the logical authority.
+    fn endpoints_factory(&self) -> Result<Endpoints, ConfigError> {
+        let authority = match (&self.authority, &self.dns) {
+            (Some(text), _) => Some(parse_authority("authority", text)?),
+            (None, Some(name)) => Some(parse_authority("dns", name)?),
+            (None, None) => None,
+        };
+        let scheme = if self.https {
+            #[cfg(not(feature = "tls"))]
+            return Err(ConfigError::new(
+                "https",
+                "TLS is compiled out: enable the `tls` feature",
+            ));
+            #[cfg(feature = "tls")]
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let connect = ConnectSettings {
+            connect_timeout: limit(self.connect_timeout),
+            tcp_keepalive: self.tcp_keepalive,
+            #[cfg(feature = "tls")]
+            tls: self.tls.build(self.http2)?,
+        };
+        let mut hyper = HyperClient::builder(TokioExecutor::new());
+        hyper
+            .http2_only(self.http2)
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(self.pool_idle_timeout.and_then(limit))
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .http2_keep_alive_interval(self.http2_keepalive.and_then(limit))
+            .http2_keep_alive_timeout(self.http2_keepalive_timeout.min(NO_LIMIT))
+            .http2_keep_alive_while_idle(true)
+            // Said out loud although it is hyper-util's default: a request that never left a
+            // pooled connection the server had closed is sent again on a fresh one.
+            .retry_canceled_requests(true)
+            .set_host(true);
+        Ok(Endpoints {
+            hyper,
+            connect: Arc::new(connect),
+            scheme,
+            authority,
+        })
+    }
+}
+
+/// The authority part of `text` (`host`, `host:port`), without userinfo.
+fn parse_authority(setting: &'static str, text: &str) -> Result<Authority, ConfigError> {
+    let authority: Authority = text
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(setting, format!("{text:?} is not host[:port]")))?;
+    if authority.as_str().contains('@') {
+        return Err(ConfigError::new(
+            setting,
+            "must not carry userinfo: it would leak into Host",
+        ));
+    }
+    Ok(authority)
 }

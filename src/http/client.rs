@@ -7,6 +7,7 @@ use crate::error::{BoxError, Error, Kind};
 use crate::observe::ClientStats;
 use crate::retry::RetryStats;
 use bytes::Bytes;
+use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -83,8 +84,10 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// Sends a GET. `uri` may be a path (`/a?b=c`) or a full URI whose authority becomes the
-    /// `Host` header; the connection always goes to a chosen endpoint.
+    /// Sends a GET. `uri` may be a path (`/a?b=c`), sent with the configured scheme and authority
+    /// (see [`ClientBuilder::authority`]), or a full URI whose host becomes the `Host` header
+    /// (`:authority` in HTTP/2) and, for `https`, the name the server's certificate must carry.
+    /// Userinfo (`user:pass@`) is never sent. The connection always goes to a chosen endpoint.
     ///
     /// ```no_run
     /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
@@ -126,6 +129,9 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Err(e) = check_scheme(req.uri()) {
+            return ResponseFuture::failed(e);
+        }
         ResponseFuture {
             state: Some(Err(self.stack.clone().oneshot(boxed(req)))),
         }
@@ -238,6 +244,24 @@ fn build<B>(method: Method, uri: &str, body: B) -> Result<Request<B>, Error> {
     Ok(req)
 }
 
+/// Refuses, before any layer sees it, a request this client cannot send as asked: `https`
+/// without TLS compiled in (never a silent downgrade to clear text), or a scheme other than
+/// `http` and `https`. Two comparisons of an enum on the hot path.
+fn check_scheme(uri: &Uri) -> Result<(), Error> {
+    match uri.scheme() {
+        None => Ok(()),
+        Some(s) if *s == Scheme::HTTP => Ok(()),
+        #[cfg(feature = "tls")]
+        Some(s) if *s == Scheme::HTTPS => Ok(()),
+        #[cfg(not(feature = "tls"))]
+        Some(s) if *s == Scheme::HTTPS => Err(Error::new(Kind::TlsUnavailable)),
+        Some(other) => Err(Error::with_source(
+            Kind::InvalidRequest,
+            format!("unsupported scheme {other}: only http and https"),
+        )),
+    }
+}
+
 fn boxed<B>(req: Request<B>) -> Request<UnsyncBoxBody<Bytes, BoxError>>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -260,6 +284,56 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Err(e) = check_scheme(req.uri()) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         self.stack.call(boxed(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client::builder()
+            .endpoints(["127.0.0.1:1"])
+            .build()
+            .expect("client")
+    }
+
+    #[tokio::test]
+    async fn schemes_other_than_http_and_https_are_refused_before_sending() {
+        let err = client().get("ftp://svc.example/file").await.unwrap_err();
+        assert_eq!(err.kind(), Kind::InvalidRequest);
+        assert_eq!(client().stats().requests, 0, "no layer saw it");
+    }
+
+    // Run with `cargo test --no-default-features --lib http::client`.
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn without_tls_https_is_refused_with_a_typed_error_and_never_sent() {
+        let client = client();
+        let err = client
+            .get("https://svc.example/secret?token=1")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::TlsUnavailable);
+        let service = client.clone();
+        let req = Request::get("https://svc.example/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let err = ServiceExt::<Request<Empty<Bytes>>>::oneshot(service, req)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), Kind::TlsUnavailable);
+        assert_eq!(client.stats().requests, 0, "no layer saw it");
+
+        let err = Client::builder()
+            .endpoints(["127.0.0.1:1"])
+            .https(true)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "https");
     }
 }

@@ -1,8 +1,7 @@
 //! DNS discovery: a host name re-resolved periodically, its addresses applied live.
 
-use super::endpoint::{EndpointService, Hyper};
+use super::endpoint::{EndpointService, Endpoints};
 use crate::balance::{Balance, Change};
-use http::uri::Authority;
 use std::collections::HashSet;
 use std::future::Future;
 use std::io;
@@ -13,13 +12,10 @@ use std::time::Duration;
 pub(crate) fn spawn(
     name: String,
     every: Duration,
-    client: Hyper,
+    endpoints: Endpoints,
     balance: Balance<SocketAddr, EndpointService>,
 ) -> tokio::task::JoinHandle<()> {
-    let connect = move |addr: SocketAddr| {
-        let authority: Authority = addr.to_string().parse().ok()?;
-        Some(EndpointService::new(client.clone(), authority))
-    };
+    let connect = move |addr: SocketAddr| endpoints.endpoint(addr);
     tokio::spawn(follow(name, every, resolve, connect, balance))
 }
 

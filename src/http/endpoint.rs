@@ -1,36 +1,60 @@
-//! One endpoint's connection: the shared hyper-util client, aimed at one address.
+//! One endpoint: its own hyper-util client and pool, whose connector always dials its address.
 
+use super::connect::{ConnectSettings, Connector};
 use crate::error::BoxError;
 use crate::retry::ReplayBody;
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::Builder as HyperBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
 
 /// The request body as it travels through the stack: any body, boxed, replayable.
 pub(crate) type RequestBody = ReplayBody<UnsyncBoxBody<Bytes, BoxError>>;
 
-pub(crate) type Hyper = HyperClient<HttpConnector, RequestBody>;
+type Hyper = HyperClient<Connector, RequestBody>;
 
-/// Sends requests to one endpoint through the shared hyper-util client, whose pool keeps the
-/// connections of each endpoint apart (it is keyed by authority).
+/// Everything needed to open an endpoint, shared by static endpoints and DNS discovery.
+#[derive(Clone)]
+pub(crate) struct Endpoints {
+    pub(crate) hyper: HyperBuilder,
+    pub(crate) connect: Arc<ConnectSettings>,
+    /// The scheme of relative URIs (`/path`).
+    pub(crate) scheme: Scheme,
+    /// The authority of relative URIs: configured, or the DNS name; `None` names the endpoint's
+    /// own address, the only name there is.
+    pub(crate) authority: Option<Authority>,
+}
+
+impl Endpoints {
+    pub(crate) fn endpoint(&self, addr: SocketAddr) -> Option<EndpointService> {
+        let authority = match &self.authority {
+            Some(authority) => authority.clone(),
+            None => addr.to_string().parse().ok()?,
+        };
+        Some(EndpointService {
+            client: self.hyper.build(Connector::new(addr, self.connect.clone())),
+            scheme: self.scheme.clone(),
+            authority,
+        })
+    }
+}
+
+/// Sends requests to one endpoint. Absolute URIs go out as the caller wrote them (the connector
+/// decides where the bytes go), so `Host` and `:authority` name what the caller named.
 #[derive(Clone)]
 pub(crate) struct EndpointService {
     client: Hyper,
+    scheme: Scheme,
     authority: Authority,
-}
-
-impl EndpointService {
-    pub(crate) fn new(client: Hyper, authority: Authority) -> Self {
-        EndpointService { client, authority }
-    }
 }
 
 impl Service<Request<RequestBody>> for EndpointService {
@@ -43,24 +67,89 @@ impl Service<Request<RequestBody>> for EndpointService {
     }
 
     fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
-        // Keep the logical name the caller addressed as Host; the connection goes to the
-        // endpoint.
-        if let Some(logical) = req.uri().authority() {
-            if !req.headers().contains_key(http::header::HOST) {
-                if let Ok(host) = HeaderValue::from_str(logical.as_str()) {
-                    req.headers_mut().insert(http::header::HOST, host);
-                }
-            }
-        }
-        let mut parts = req.uri().clone().into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        if let Ok(uri) = Uri::from_parts(parts) {
+        if let Some(uri) = self.target(req.uri()) {
             *req.uri_mut() = uri;
         }
         Box::pin(self.client.call(req))
+    }
+}
+
+impl EndpointService {
+    /// The URI to send instead of the caller's, if it must change: a relative URI gets this
+    /// client's scheme and authority, and userinfo is removed so it never reaches `Host` or
+    /// `:authority`. The common case, an absolute URI without userinfo, allocates nothing.
+    fn target(&self, uri: &Uri) -> Option<Uri> {
+        let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+        if uri.scheme().is_some() && uri.authority().is_some() && !userinfo {
+            return None;
+        }
+        let mut parts = uri.clone().into_parts();
+        parts.authority = match parts.authority.take() {
+            Some(authority) if userinfo => without_userinfo(&authority),
+            Some(authority) => Some(authority),
+            None => Some(self.authority.clone()),
+        };
+        if parts.scheme.is_none() {
+            parts.scheme = Some(self.scheme.clone());
+        }
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        }
+        Uri::from_parts(parts).ok()
+    }
+}
+
+fn without_userinfo(authority: &Authority) -> Option<Authority> {
+    let text = authority.as_str();
+    let host = text.rsplit_once('@').map_or(text, |(_, host)| host);
+    host.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(authority: &str) -> EndpointService {
+        let endpoints = Endpoints {
+            hyper: HyperClient::builder(hyper_util::rt::TokioExecutor::new()),
+            connect: Arc::new(ConnectSettings {
+                connect_timeout: None,
+                tcp_keepalive: None,
+                #[cfg(feature = "tls")]
+                tls: super::super::tls::TlsSettings::default()
+                    .build(false)
+                    .expect("default TLS settings"),
+            }),
+            scheme: Scheme::HTTP,
+            authority: Some(authority.parse().expect("authority")),
+        };
+        endpoints
+            .endpoint(SocketAddr::from(([127, 0, 0, 1], 1)))
+            .expect("endpoint")
+    }
+
+    fn target(service: &EndpointService, uri: &str) -> String {
+        let uri: Uri = uri.parse().expect("uri");
+        service
+            .target(&uri)
+            .map_or(uri.to_string(), |u| u.to_string())
+    }
+
+    #[test]
+    fn relative_uris_get_the_logical_authority_and_userinfo_is_dropped() {
+        let s = service("svc.example:8080");
+        assert_eq!(target(&s, "/a?b=c"), "http://svc.example:8080/a?b=c");
+        assert_eq!(
+            target(&s, "https://other.example/x"),
+            "https://other.example/x"
+        );
+        assert_eq!(
+            target(&s, "http://user:pass@svc.example/"),
+            "http://svc.example/"
+        );
+        assert_eq!(
+            target(&s, "http://a@b:c@svc.example:81/p"),
+            "http://svc.example:81/p"
+        );
     }
 }

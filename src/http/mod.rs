@@ -15,15 +15,33 @@
 //!
 //! ```text
 //! Deadline → Retry (budget, backoff, replay) → AttemptTimeout → Balance (P2C, outlier gates)
-//!          → endpoint connection pool (hyper-util, HTTP/1.1 or HTTP/2)
+//!          → the endpoint's own connection pool (hyper-util, HTTP/1.1 or HTTP/2, TLS for https)
 //! ```
 //!
 //! A retry goes through the balancer again, so it goes to a freshly chosen endpoint.
+//!
+//! Each endpoint has its own pool, whose connector always dials that endpoint's address: the
+//! request keeps the URI the caller wrote, so `Host` / `:authority`, SNI and the certificate
+//! check name the service (`https://svc.example/…`), never the endpoint's IP. `https` is TLS
+//! through rustls (feature `tls`, on by default) or a typed error, never clear text:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = meshless::http::Client::builder()
+//!     .endpoints(["10.0.0.1:8443", "10.0.0.2:8443"])
+//!     .tls_root_pem(std::fs::read("ca.pem")?)
+//!     .build()?;
+//! let res = client.get("https://payments.internal/v1/quote").await?;
+//! # Ok(()) }
+//! ```
 
 mod builder;
 mod client;
+mod connect;
 mod dns;
 mod endpoint;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::builder::ClientBuilder;
 pub use self::client::{Client, ResponseBody, ResponseFuture};
