@@ -2,6 +2,7 @@
 //! for a stream), and a gRPC status in trailers is classified when they arrive.
 
 use super::endpoint::InFlight;
+use crate::classify::grpc_web::TrailerScanner;
 use crate::classify::{Class, Classify, Reason, Retryable};
 use crate::error::BoxError;
 use bytes::Buf;
@@ -24,6 +25,8 @@ pin_project! {
         #[pin]
         inner: B,
         meter: Option<(InFlight, Option<Class>)>,
+        // For gRPC-web, whose status is in a trailer frame of the body: the frames seen so far.
+        web: Option<Box<TrailerScanner>>,
         classifier: Arc<dyn Classify>,
     }
 
@@ -34,9 +37,15 @@ pin_project! {
                 let class = if crate::deadline::expiry::expiring() {
                     // The body stalled past its deadline: the endpoint's doing.
                     Class::failure(Reason::Timeout, Retryable::IfIdempotent)
-                } else {
+                } else if let Some(class) = head {
                     // The caller stopped reading: that says nothing bad about the endpoint.
-                    head.unwrap_or(Class::success())
+                    class
+                } else {
+                    // A gRPC-web status may have arrived before the caller stopped reading.
+                    match this.web.as_deref() {
+                        Some(web) if web.trailers().is_some() => web.classify_eos(&**this.classifier),
+                        _ => Class::success(),
+                    }
                 };
                 in_flight.finish(&class);
             }
@@ -50,11 +59,13 @@ impl<B> ResponseBody<B> {
     pub(crate) fn new(
         inner: B,
         meter: Option<(InFlight, Option<Class>)>,
+        web: Option<Box<TrailerScanner>>,
         classifier: Arc<dyn Classify>,
     ) -> Self {
         ResponseBody {
             inner,
             meter,
+            web,
             classifier,
         }
     }
@@ -82,12 +93,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx)).map(|f| f.map_err(Into::into));
+        let mut inner = this.inner;
+        let frame = ready!(inner.as_mut().poll_frame(cx)).map(|f| f.map_err(Into::into));
         match &frame {
-            None => finish(this.meter, this.classifier, None),
+            None => finish(this.meter, this.web, this.classifier, None),
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    finish(this.meter, this.classifier, Some(Some(trailers)));
+                    finish(this.meter, this.web, this.classifier, Some(trailers));
+                } else if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
+                    web.feed_buf(data);
+                    // A reader that stops at `is_end_stream` never polls the final `None`.
+                    if inner.is_end_stream() {
+                        finish(this.meter, this.web, this.classifier, None);
+                    }
                 }
             }
             Some(Err(e)) => {
@@ -108,14 +126,24 @@ where
     }
 }
 
-/// Records the end of the stream: `trailers` is `Some` when trailers arrived.
+/// Records the end of the stream: with the HTTP trailers when they arrived, else with the
+/// trailer frame of a gRPC-web body.
 fn finish(
     meter: &mut Option<(InFlight, Option<Class>)>,
+    web: &Option<Box<TrailerScanner>>,
     classifier: &Arc<dyn Classify>,
-    trailers: Option<Option<&HeaderMap>>,
+    trailers: Option<&HeaderMap>,
 ) {
     if let Some((in_flight, head)) = meter.take() {
-        let class = head.unwrap_or_else(|| classifier.classify_eos(trailers.flatten()));
+        let class = head.unwrap_or_else(|| match (trailers, web.as_deref()) {
+            (None, Some(web)) => {
+                if let Some(error) = web.error() {
+                    tracing::debug!(?error, "gRPC-web trailers unreadable");
+                }
+                web.classify_eos(&**classifier)
+            }
+            _ => classifier.classify_eos(trailers),
+        });
         in_flight.finish(&class);
     }
 }

@@ -4,6 +4,8 @@ use super::Shared;
 use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
+use crate::classify::Class;
+use crate::classify::grpc_web::TrailerScanner;
 use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind};
 use http::Request;
@@ -174,27 +176,37 @@ where
                         Ok(res) => {
                             let head = classifier.classify_response(res.status(), res.headers());
                             let (parts, body) = res.into_parts();
+                            let config = &this.shared.config;
+                            let mut web = None;
                             let meter = match in_flight {
-                                Some(f)
-                                    if this.shared.config.rtt_at_headers
-                                        || body.is_end_stream() =>
-                                {
-                                    let class =
-                                        head.unwrap_or_else(|| classifier.classify_eos(None));
-                                    f.finish(&class);
+                                None => None,
+                                Some(f) if body.is_end_stream() => {
+                                    f.finish(
+                                        &head.unwrap_or_else(|| classifier.classify_eos(None)),
+                                    );
+                                    None
+                                }
+                                Some(f) if config.rtt_at_headers && head.is_some() => {
+                                    f.finish(&head.unwrap_or(Class::success()));
                                     None
                                 }
                                 Some(mut f) => {
                                     // A stream's length is not the endpoint's speed: its RTT is
                                     // taken at the head, its class still at the end (trailers).
-                                    if this.streaming.applies(&parts.headers) {
+                                    if config.rtt_at_headers
+                                        || this.streaming.applies(&parts.headers)
+                                    {
                                         f.latency_at_head();
+                                    }
+                                    // gRPC-web carries its status in the body: scan for it.
+                                    if head.is_none() {
+                                        web = TrailerScanner::for_response(&parts.headers)
+                                            .map(Box::new);
                                     }
                                     Some((f, head))
                                 }
-                                None => None,
                             };
-                            let body = ResponseBody::new(body, meter, classifier.clone());
+                            let body = ResponseBody::new(body, meter, web, classifier.clone());
                             Ok(http::Response::from_parts(parts, body))
                         }
                         Err(e) => {

@@ -10,10 +10,6 @@
 //! (nothing is held back or copied but the trailer block), then classifies with
 //! [`TrailerScanner::classify_eos`]. Responses that are not gRPC-web never build one.
 
-// The balancer's response body is what feeds the scanner; until it is wired there, only the
-// tests use parts of this module.
-#![allow(dead_code)]
-
 use super::{Class, Classify};
 use bytes::Buf;
 use http::header::CONTENT_TYPE;
@@ -56,11 +52,6 @@ pub(crate) fn encoding(headers: &HeaderMap) -> Option<Encoding> {
     } else {
         Encoding::Binary
     })
-}
-
-/// True for a gRPC-web response (`content-type: application/grpc-web…`).
-pub(crate) fn is_grpc_web(headers: &HeaderMap) -> bool {
-    encoding(headers).is_some()
 }
 
 /// Why a gRPC-web body could not yield its trailers.

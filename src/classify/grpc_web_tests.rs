@@ -73,9 +73,13 @@ fn recognises_grpc_web_content_types() {
         ("", None),
     ] {
         assert_eq!(encoding(&content_type(ct)), expect, "{ct}");
-        assert_eq!(is_grpc_web(&content_type(ct)), expect.is_some(), "{ct}");
+        assert_eq!(
+            encoding(&content_type(ct)).is_some(),
+            expect.is_some(),
+            "{ct}"
+        );
     }
-    assert!(!is_grpc_web(&HeaderMap::new()));
+    assert!(encoding(&HeaderMap::new()).is_none());
     assert!(TrailerScanner::for_response(&content_type("text/plain")).is_none());
 }
 

@@ -1,0 +1,171 @@
+//! `meshless::http::Client` against raw TCP servers that answer exactly the bytes given:
+//! gRPC-web statuses carried in the body, and server pushback kept per endpoint.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use meshless::error::Kind;
+use meshless::http::Client;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A server that answers every request on every connection with `response` (whole bytes), and
+/// counts the requests it read.
+async fn raw_server(response: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let response = Arc::new(response);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let (hits, response) = (counter.clone(), response.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request is a head (these requests carry no body).
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if socket.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// A gRPC-web body: one message frame, then the trailer frame with `status`.
+fn grpc_web_body(status: u32) -> Vec<u8> {
+    let mut body = vec![0x00, 0, 0, 0, 3, b'a', b'b', b'c'];
+    let trailers = format!("grpc-status:{status}\r\ngrpc-message:x\r\n");
+    body.push(0x80);
+    body.extend_from_slice(&(trailers.len() as u32).to_be_bytes());
+    body.extend_from_slice(trailers.as_bytes());
+    body
+}
+
+fn grpc_web_response(status: u32) -> Vec<u8> {
+    let body = grpc_web_body(status);
+    let mut res = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    res.extend_from_slice(&body);
+    res
+}
+
+fn grpc_web_request(client: &Client) -> meshless::http::ResponseFuture {
+    let req = http::Request::post("/greet.Greeter/Hello")
+        .header("content-type", "application/grpc-web+proto")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    client.request(req)
+}
+
+#[tokio::test]
+async fn grpc_web_answers_are_classified_by_the_status_in_their_body() {
+    let (ok, _) = raw_server(grpc_web_response(0)).await;
+    let client = Client::builder()
+        .endpoints([ok.to_string()])
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        let res = grpc_web_request(&client).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            &grpc_web_body(0)[..],
+            "the body reaches the caller intact"
+        );
+    }
+    let endpoint = &client.endpoints()[0];
+    assert_eq!((endpoint.requests, endpoint.failures), (10, 0));
+
+    // The same framing with UNAVAILABLE in the trailer frame is a failure of the endpoint.
+    let (unavailable, _) = raw_server(grpc_web_response(14)).await;
+    let client = Client::builder()
+        .endpoints([unavailable.to_string()])
+        .max_retries(0)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let res = grpc_web_request(&client).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let endpoint = &client.endpoints()[0];
+    assert_eq!((endpoint.requests, endpoint.failures), (3, 3));
+}
+
+#[tokio::test]
+async fn endpoints_pushing_back_get_nothing_until_the_time_they_named() {
+    let throttled =
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n".to_vec();
+    let (a, hits_a) = raw_server(throttled.clone()).await;
+    let (b, hits_b) = raw_server(throttled).await;
+    let client = Client::builder()
+        .endpoints([a.to_string(), b.to_string()])
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // Each endpoint answers 429 once; the retry finds both quiet for two seconds, longer than
+    // the deadline, and the request fails at once with an error that says so.
+    let started = tokio::time::Instant::now();
+    let err = client.get("/quote").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::EndpointsPushingBack, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+    // The next request, within the two seconds, reaches neither.
+    let err = client.get("/quote").await.unwrap_err();
+    assert_eq!(err.kind(), Kind::EndpointsPushingBack);
+    assert_eq!(
+        (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_request_waits_for_a_pushback_that_ends_within_its_deadline() {
+    let throttled =
+        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n".to_vec();
+    let (a, hits) = raw_server(throttled).await;
+    let client = Client::builder()
+        .endpoints([a.to_string()])
+        .deadline(Duration::from_secs(5))
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let res = client.get("/quote").await.unwrap();
+    assert_eq!(res.status(), 503);
+    // The retry went out only once the endpoint's second of quiet was over.
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
