@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use meshless::http::Client;
 use meshless::testing::{Backend, Behavior, Fleet, Latency, Phase};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -93,6 +94,8 @@ impl Options {
 /// Install it before building clients: they register their metric handles when built.
 pub fn install_recorder() -> Result<PrometheusHandle, Box<dyn std::error::Error>> {
     let recorder = PrometheusBuilder::new()
+        // Series of endpoints that left (DNS churn) are dropped once idle for five minutes.
+        .idle_timeout(MetricKindMask::ALL, Some(Duration::from_secs(300)))
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".to_string()),
             meshless::observe::LATENCY_BUCKETS,

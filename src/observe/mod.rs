@@ -22,6 +22,14 @@
 //! [`http::Client`]), and `class`, `reason` and `state` take the fixed values listed below.
 //! No label ever carries a per-request value.
 //!
+//! Endpoints come and go (DNS churn, discovery). meshless keeps nothing of a removed endpoint
+//! (its stats, handles and outlier state go with it, and its state gauge returns to 0), but the
+//! `metrics` facade has no way to unregister a series: the exporter keeps the last values of a
+//! removed endpoint's counters until it is told to forget idle series. With Prometheus, give
+//! the recorder an idle timeout (`PrometheusBuilder::idle_timeout(MetricKindMask::ALL,
+//! Some(Duration::from_secs(300)))`, as `examples/prometheus.rs` does) so that churn never grows
+//! the scrape.
+//!
 //! | name | type | labels | what it counts |
 //! |---|---|---|---|
 //! | `meshless_requests_total` | counter | service | logical requests received by the retry layer (each makes one or more attempts) |
