@@ -320,3 +320,39 @@ async fn duration_max_settings_mean_no_limit_and_never_panic() {
     }
     let _ = balance.stats();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_key_removed_and_inserted_in_one_batch_is_listed_once() {
+    use meshless::balance::Change;
+    let balance = Balance::builder().build();
+    balance.insert("a", Endpoint::new(200));
+    balance.insert("b", Endpoint::new(200));
+    balance.apply([Change::Remove("a"), Change::Insert("a", Endpoint::new(200))]);
+    let mut keys: Vec<_> = balance.endpoints().into_iter().map(|e| e.key).collect();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pushback_longer_than_the_attempt_timeout_fails_the_attempt_at_once() {
+    use meshless::deadline::AttemptTimeoutLayer;
+    use tower::Layer;
+    let a = Endpoint::new(429).retry_after(2);
+    let balance = Balance::builder().build();
+    balance.insert("a", a.clone());
+    assert_eq!(
+        send(&balance, None).await,
+        Ok(StatusCode::TOO_MANY_REQUESTS)
+    );
+    // A 10 s deadline would let the request wait, but its attempt may last only one second:
+    // waiting in the balancer would end in an attempt timeout, with nothing sent.
+    let attempt = AttemptTimeoutLayer::new(ms(1000)).layer(balance.clone());
+    let started = Instant::now();
+    let err = attempt
+        .oneshot(request(Some(Duration::from_secs(10))))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::EndpointsPushingBack);
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(a.hits(), 1);
+}

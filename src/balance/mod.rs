@@ -556,10 +556,9 @@ where
                 }
             }
         }
-        let next: Vec<_> = order
-            .iter()
-            .filter_map(|k| by_key.get(k).cloned())
-            .collect();
+        // Taken out as they are listed, so that a key removed and inserted again in one batch
+        // is listed once.
+        let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
         *slot = Arc::from(next);
     }
 

@@ -160,9 +160,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
-        let remaining = req
-            .extensions()
-            .get::<RequestDeadline>()
+        let deadline = req.extensions_mut().get_mut::<RequestDeadline>();
+        let remaining = deadline
+            .as_ref()
             .map(|d| d.0.saturating_duration_since(now));
         // Whichever limit is shorter decides both the timer and the error it reports.
         let (limit, kind) = match (self.config.timeout, remaining) {
@@ -171,6 +171,12 @@ where
             (None, Some(r)) => (Some(r), Kind::DeadlineExceeded),
             (None, None) => (None, Kind::AttemptTimedOut),
         };
+        // Below this layer the request must be done when the attempt ends: the balancer does
+        // not wait for an endpoint's pushback past it. Written in place, so nothing allocates;
+        // the retry layer above keeps its own copy of the head for the next attempt.
+        if let (Some(deadline), Some(t), Kind::AttemptTimedOut) = (deadline, limit, kind) {
+            deadline.0 = super::instant_after(now, t);
+        }
         if limit == Some(Duration::ZERO) {
             return AttemptFuture {
                 inner: None,
