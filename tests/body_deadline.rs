@@ -5,6 +5,8 @@
 //! These run on the real clock (paused time would race the sockets); every bound is generous
 //! and no assertion depends on a sleep winning against the scheduler.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use meshless::deadline::Streaming;
@@ -13,7 +15,7 @@ use meshless::http::{Client, ResponseBody};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -34,14 +36,9 @@ where
         while let Ok((mut socket, _)) = listener.accept().await {
             let script = script.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = common::read_head(&mut socket, &mut Vec::new()).await else {
+                    return;
+                };
                 script(socket, String::from_utf8_lossy(&head).into_owned()).await;
             });
         }

@@ -2,6 +2,8 @@
 //! `select!`, a dropped future) releases its endpoint and is counted apart, never as a failure,
 //! a penalty or an ejection. meshless's own timers still charge the endpoint.
 
+mod common;
+
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
@@ -14,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -30,15 +32,8 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
         while let Ok((mut socket, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                let mut pending = Vec::new();
+                while let Some(head) = common::read_head(&mut socket, &mut pending).await {
                     let _ = tx.send(());
                     let wait = if head.starts_with(b"GET /slow") {
                         5_000

@@ -1,6 +1,8 @@
 //! `meshless::http::Client` against raw TCP servers that answer exactly the bytes given:
 //! gRPC-web statuses carried in the body, and server pushback kept per endpoint.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use meshless::error::Kind;
@@ -9,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// A server that answers every request on every connection with `response` (whole bytes), and
@@ -27,18 +29,9 @@ async fn raw_server(response: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
             };
             let (hits, response) = (counter.clone(), response.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    // One request is a head (these requests carry no body).
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    buf.drain(..end);
+                let mut pending = Vec::new();
+                // One request is a head (these requests carry no body worth reading).
+                while common::read_head(&mut socket, &mut pending).await.is_some() {
                     hits.fetch_add(1, Ordering::SeqCst);
                     if socket.write_all(&response).await.is_err() {
                         return;

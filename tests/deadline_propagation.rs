@@ -2,13 +2,15 @@
 //! the caller's own, the time left before the request's deadline and the attempt timeout.
 //! Through `meshless::http::Client`, against a raw TCP server that records the header.
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::Empty;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer, grpc_timeout};
 use meshless::http::Client;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::{ServiceBuilder, ServiceExt};
@@ -22,15 +24,8 @@ async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Option<String>>) {
         while let Ok((mut socket, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                let mut pending = Vec::new();
+                while let Some(head) = common::read_head(&mut socket, &mut pending).await {
                     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                     let timeout = head
                         .lines()
