@@ -16,8 +16,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::{Service, ServiceExt, service_fn};
@@ -25,30 +23,20 @@ use tower::{Service, ServiceExt, service_fn};
 /// A healthy endpoint: `/` answers in 50 ms, `/slow` in 5 s. Each request head received is
 /// announced on the returned channel.
 async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                while let Some(head) = common::read_head(&mut socket, &mut pending).await {
-                    let _ = tx.send(());
-                    let wait = if head.starts_with(b"GET /slow") {
-                        5_000
-                    } else {
-                        50
-                    };
-                    sleep(Duration::from_millis(wait)).await;
-                    let res = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if socket.write_all(res).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let addr = common::serve_heads(move |head| {
+        let _ = tx.send(());
+        async move {
+            let wait = if head.starts_with(b"GET /slow") {
+                5_000
+            } else {
+                50
+            };
+            sleep(Duration::from_millis(wait)).await;
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
         }
-    });
+    })
+    .await;
     (addr, rx)
 }
 

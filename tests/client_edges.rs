@@ -11,35 +11,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 /// A server that answers every request on every connection with `response` (whole bytes), and
 /// counts the requests it read.
 async fn raw_server(response: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
-    let response = Arc::new(response);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let (hits, response) = (counter.clone(), response.clone());
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                // One request is a head (these requests carry no body worth reading).
-                while common::read_head(&mut socket, &mut pending).await.is_some() {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    if socket.write_all(&response).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = common::serve_heads(move |_head| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(response.clone())
+    })
+    .await;
     (addr, hits)
 }
 

@@ -10,36 +10,22 @@ use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer, grpc_timeout};
 use meshless::http::Client;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// Answers every request with `200`, sending the `grpc-timeout` it carried (or `None`).
 async fn server() -> (SocketAddr, mpsc::UnboundedReceiver<Option<String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                while let Some(head) = common::read_head(&mut socket, &mut pending).await {
-                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let timeout = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("grpc-timeout:"))
-                        .map(|v| v.trim().to_string());
-                    let _ = tx.send(timeout);
-                    let res = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                    if socket.write_all(res).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = common::serve_heads(move |head| {
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let timeout = head
+            .lines()
+            .find_map(|l| l.strip_prefix("grpc-timeout:"))
+            .map(|v| v.trim().to_string());
+        let _ = tx.send(timeout);
+        async { b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec() }
+    })
+    .await;
     (addr, rx)
 }
 

@@ -1,5 +1,8 @@
 //! What the raw-socket tests share: reading request heads byte by byte, as a server would.
 
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
+
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -16,4 +19,32 @@ pub async fn read_head(socket: &mut TcpStream, pending: &mut Vec<u8>) -> Option<
             Ok(n) => pending.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// A server on 127.0.0.1:0 that answers every request head on every connection with the bytes
+/// `respond` gives for it (bodies of requests are not read: these tests send none).
+pub async fn serve_heads<F, Fut>(respond: F) -> std::net::SocketAddr
+where
+    F: Fn(Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Vec<u8>> + Send + 'static,
+{
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let respond = std::sync::Arc::new(respond);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(head) = read_head(&mut socket, &mut pending).await {
+                    let response = respond(head).await;
+                    if socket.write_all(&response).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
