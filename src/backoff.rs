@@ -20,9 +20,9 @@ use crate::error::ConfigError;
 use rand::RngExt;
 use std::time::Duration;
 
-/// The longest first wait a backoff may have: a larger base would park every retry for longer
-/// than any server pushback is honoured (an hour). The cap may be anything, `Duration::MAX`
-/// meaning no cap.
+/// The longest first wait a backoff may have; a larger base counts as this. A larger one would
+/// park every retry for longer than any server pushback is honoured (an hour). The cap may be
+/// anything, `Duration::MAX` meaning no cap.
 const MAX_BASE: Duration = Duration::from_secs(3_600);
 
 /// A backoff strategy. Cheap to copy; each request keeps its own [`BackoffState`].
@@ -57,13 +57,17 @@ impl Default for Backoff {
 
 impl Backoff {
     /// Exponential backoff with full jitter: the n-th retry waits a uniform random time in
-    /// `[0, min(cap, base × 2ⁿ)]`. `base` is between 1 ns and 1 hour; `cap` is at least `base`,
-    /// and `Duration::MAX` means no cap.
+    /// `[0, min(cap, base × 2ⁿ)]`. `base` is at least 1 ns; values above 1 hour count as
+    /// 1 hour (`Duration::MAX` is accepted), since the doubling needs a finite first step.
+    /// `cap` is at least the (clamped) base, with no upper bound: `Duration::MAX` means no cap.
+    /// An uncapped wait is still cut short by the request's deadline, if it has one.
     ///
     /// ```
     /// use meshless::backoff::Backoff;
     /// use std::time::Duration;
     /// let b = Backoff::full_jitter(Duration::from_millis(10), Duration::from_secs(1))?;
+    /// let unbounded = Backoff::full_jitter(Duration::MAX, Duration::MAX)?;
+    /// assert!(unbounded.start().next_delay() <= Duration::from_secs(3600));
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn full_jitter(base: Duration, cap: Duration) -> Result<Self, ConfigError> {
@@ -71,8 +75,8 @@ impl Backoff {
     }
 
     /// Decorrelated jitter: each wait is uniform in `[base, 3 × previous wait]`, capped. Waits
-    /// grow like exponential backoff but spread out more between clients. The limits are those
-    /// of [`full_jitter`](Self::full_jitter).
+    /// grow like exponential backoff but spread out more between clients. The limits, and the
+    /// meaning of `Duration::MAX`, are those of [`full_jitter`](Self::full_jitter).
     ///
     /// ```
     /// use meshless::backoff::Backoff;
@@ -106,12 +110,7 @@ impl Backoff {
                 "must be greater than zero",
             ));
         }
-        if base > MAX_BASE {
-            return Err(ConfigError::new(
-                "backoff base",
-                format!("{base:?} is more than {MAX_BASE:?}"),
-            ));
-        }
+        let base = base.min(MAX_BASE);
         if cap < base {
             return Err(ConfigError::new(
                 "backoff cap",
@@ -244,16 +243,19 @@ mod tests {
     }
 
     #[test]
-    fn duration_max_is_no_cap_but_not_a_base() {
+    fn duration_max_is_no_cap_and_a_base_of_an_hour() {
+        let hour = Duration::from_secs(3_600);
         for make in [Backoff::full_jitter, Backoff::decorrelated_jitter] {
-            let err = make(Duration::MAX, Duration::MAX).unwrap_err();
-            assert!(err.to_string().contains("backoff base"), "{err}");
-            let mut s = make(Duration::from_secs(3_600), Duration::MAX)
-                .unwrap()
-                .start();
+            let backoff = make(Duration::MAX, Duration::MAX).unwrap();
+            assert_eq!(backoff, make(hour, Duration::MAX).unwrap());
+            assert_eq!(backoff.cap(), Duration::MAX);
+            let mut s = backoff.start();
             for _ in 0..100 {
                 let _ = s.next_delay();
             }
+            // Clamped before the cap is checked: a cap between the hour and the base given is
+            // above the base that counts.
+            assert!(make(2 * hour, hour + MS).is_ok());
         }
     }
 

@@ -41,6 +41,9 @@ thread_local! {
 /// The window is split into this many buckets; a deposit lives between 0.9 and 1.0 × ttl.
 const BUCKETS: u64 = 10;
 
+/// The longest window; a longer ttl counts as this.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+
 /// Ratios are kept as fractions over this denominator (reduced), so they are exact to four
 /// decimal places.
 const RATIO_SCALE: i64 = 10_000;
@@ -510,11 +513,16 @@ impl Default for BudgetBuilder {
 }
 
 impl BudgetBuilder {
-    /// How long a deposit counts (default 10 s). Between 100 ms and 1 hour.
+    /// How long a deposit counts (default 10 s). At least 100 ms. Values above 1 hour count as
+    /// 1 hour (`Duration::MAX` is accepted): deposits must expire for the ratio to bound the
+    /// load retries add, and an hour already remembers far more than any incident needs.
     ///
     /// ```
     /// use std::time::Duration;
     /// let b = meshless::budget::Budget::builder().ttl(Duration::from_secs(30));
+    /// let budget = meshless::budget::Budget::builder().ttl(Duration::MAX).build()?;
+    /// assert_eq!(budget.ttl(), Duration::from_secs(3600));
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
@@ -543,7 +551,7 @@ impl BudgetBuilder {
         self
     }
 
-    /// Checks the settings and builds the budget.
+    /// Checks the settings (a ttl above 1 hour counts as 1 hour) and builds the budget.
     ///
     /// ```
     /// use std::time::Duration;
@@ -556,12 +564,13 @@ impl BudgetBuilder {
             min_per_second,
             ratio,
         } = self;
-        if ttl < Duration::from_millis(100) || ttl > Duration::from_secs(3600) {
+        if ttl < Duration::from_millis(100) {
             return Err(ConfigError::new(
                 "ttl",
-                format!("{ttl:?} is outside 100ms..=1h"),
+                format!("{ttl:?} is less than 100ms"),
             ));
         }
+        let ttl = ttl.min(MAX_TTL);
         if !(ratio.is_finite() && (0.0..=100.0).contains(&ratio)) {
             return Err(ConfigError::new(
                 "ratio",
@@ -683,7 +692,6 @@ mod tests {
     fn invalid_settings_are_rejected() {
         let bad = [
             Budget::builder().ttl(Duration::from_millis(10)).build(),
-            Budget::builder().ttl(Duration::from_secs(7200)).build(),
             Budget::builder().ratio(f64::NAN).build(),
             Budget::builder().ratio(-0.1).build(),
             Budget::builder().ratio(101.0).build(),
@@ -693,6 +701,23 @@ mod tests {
         ];
         for result in bad {
             assert!(result.is_err());
+        }
+    }
+
+    #[test]
+    fn a_ttl_past_an_hour_counts_as_an_hour() {
+        for ttl in [Duration::from_secs(7200), Duration::MAX] {
+            let b = Budget::builder()
+                .ttl(ttl)
+                .min_per_second(0.0)
+                .ratio(1.0)
+                .build()
+                .unwrap();
+            assert_eq!(b.ttl(), MAX_TTL);
+            let t0 = b.inner.origin;
+            b.deposit_at(t0);
+            assert_eq!(b.balance_at(t0 + MAX_TTL - Duration::from_secs(1)), 1.0);
+            assert_eq!(b.balance_at(t0 + MAX_TTL), 0.0);
         }
     }
 

@@ -73,6 +73,7 @@ impl OutlierConfig {
     pub fn builder() -> OutlierConfigBuilder {
         OutlierConfigBuilder {
             config: OutlierConfig::default(),
+            max_ejection_set: false,
         }
     }
 
@@ -116,6 +117,18 @@ impl OutlierConfig {
     /// ```
     pub fn max_ejection_time(&self) -> Duration {
         self.max_ejection_time
+    }
+
+    /// How long a probe may go without a report before another may be sent (default 10 s;
+    /// `Duration::MAX` for no limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = meshless::outlier::OutlierConfig::default();
+    /// assert_eq!(config.probe_timeout(), Duration::from_secs(10));
+    /// ```
+    pub fn probe_timeout(&self) -> Duration {
+        self.probe_timeout
     }
 
     /// The success-rate policy, if enabled.
@@ -195,14 +208,21 @@ impl OutlierConfig {
 #[derive(Debug, Clone)]
 pub struct OutlierConfigBuilder {
     config: OutlierConfig,
+    /// Whether `max_ejection_time` was set: if not, it follows a base above its default.
+    max_ejection_set: bool,
 }
 
 impl OutlierConfigBuilder {
-    /// How often the interval policies run (default 10 s). Between 1 ms and 1 hour.
+    /// How often the interval policies run (default 10 s). At least 1 ms. Values above 1 hour
+    /// count as 1 hour (`Duration::MAX` is accepted): the policies need a finite interval to run
+    /// at all, and an hour of reports already judges only endpoints that fail for that long.
     ///
     /// ```
+    /// use meshless::outlier::OutlierConfig;
     /// use std::time::Duration;
-    /// let b = meshless::outlier::OutlierConfig::builder().interval(Duration::from_secs(30));
+    /// let config = OutlierConfig::builder().interval(Duration::MAX).build()?;
+    /// assert_eq!(config.interval(), Duration::from_secs(3600));
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn interval(mut self, interval: Duration) -> Self {
         self.config.interval = interval;
@@ -221,28 +241,43 @@ impl OutlierConfigBuilder {
     }
 
     /// The first ejection's nominal length (default 1 s); each consecutive ejection of the
-    /// same endpoint doubles it, up to the maximum. Between 1 ms and 1 day.
+    /// same endpoint doubles it, up to the maximum. At least 1 ms. Values above 1 day count as
+    /// 1 day (`Duration::MAX` is accepted): an ejection must end for its probe to be sent, and
+    /// the ladder of doublings needs a finite first step.
+    ///
+    /// If [`max_ejection_time`](Self::max_ejection_time) is not set, it becomes the larger of
+    /// its default (60 s) and this base, as in Envoy.
     ///
     /// ```
+    /// use meshless::outlier::OutlierConfig;
     /// use std::time::Duration;
-    /// let b = meshless::outlier::OutlierConfig::builder()
-    ///     .base_ejection_time(Duration::from_millis(500));
+    /// let config = OutlierConfig::builder().base_ejection_time(Duration::MAX).build()?;
+    /// assert_eq!(config.base_ejection_time(), Duration::from_secs(24 * 3600));
+    /// assert_eq!(config.max_ejection_time(), Duration::from_secs(24 * 3600));
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn base_ejection_time(mut self, base: Duration) -> Self {
         self.config.base_ejection_time = base;
         self
     }
 
-    /// The longest ejection (default 60 s), also how long an endpoint must stay active for
-    /// its backoff to start over. At least the base, at most 1 day.
+    /// The longest ejection (default 60 s, or the base if that is longer), also how long an
+    /// endpoint must stay active for its backoff to start over. At least the base, with no
+    /// upper bound: `Duration::MAX` means no limit, so each ejection of a relapsing endpoint
+    /// doubles the last one for good and its ladder never starts over. The
+    /// [max ejected share](Self::max_ejected_share) still keeps enough endpoints in.
     ///
     /// ```
+    /// use meshless::outlier::OutlierConfig;
     /// use std::time::Duration;
-    /// let b = meshless::outlier::OutlierConfig::builder()
-    ///     .max_ejection_time(Duration::from_secs(300)); // Envoy's maximum
+    /// let b = OutlierConfig::builder().max_ejection_time(Duration::from_secs(300)); // Envoy's
+    /// let unbounded = OutlierConfig::builder().max_ejection_time(Duration::MAX).build()?;
+    /// assert_eq!(unbounded.max_ejection_time(), Duration::MAX);
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn max_ejection_time(mut self, max: Duration) -> Self {
         self.config.max_ejection_time = max;
+        self.max_ejection_set = true;
         self
     }
 
@@ -259,12 +294,17 @@ impl OutlierConfigBuilder {
     }
 
     /// How long a probe may go without a report before another request may probe instead
-    /// (default 10 s). Between 1 ms and 1 day. A probe whose request was cancelled would
-    /// otherwise keep the endpoint out for good.
+    /// (default 10 s). At least 1 ms, with no upper bound: `Duration::MAX` means no limit, and
+    /// then a probe that never reports (its task hung, say) keeps the endpoint out until it
+    /// does. A cancelled probe gives its turn back at once either way.
     ///
     /// ```
+    /// use meshless::outlier::OutlierConfig;
     /// use std::time::Duration;
-    /// let b = meshless::outlier::OutlierConfig::builder().probe_timeout(Duration::from_secs(30));
+    /// let b = OutlierConfig::builder().probe_timeout(Duration::from_secs(30));
+    /// let unbounded = OutlierConfig::builder().probe_timeout(Duration::MAX).build()?;
+    /// assert_eq!(unbounded.probe_timeout(), Duration::MAX);
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.config.probe_timeout = timeout;
@@ -331,12 +371,17 @@ impl OutlierConfigBuilder {
     }
 
     /// How long an endpoint ramps up from the floor to its full share after it returns from
-    /// ejection or joins an established fleet (default 10 s). Zero disables slow start; at
-    /// most 1 hour.
+    /// ejection or joins an established fleet (default 10 s). Zero disables slow start. Values
+    /// above 1 hour count as 1 hour (`Duration::MAX` is accepted): a ramp that never ends
+    /// would keep every returning endpoint at its floor for good.
     ///
     /// ```
+    /// use meshless::outlier::OutlierConfig;
     /// use std::time::Duration;
-    /// let b = meshless::outlier::OutlierConfig::builder().slow_start(Duration::ZERO);
+    /// let b = OutlierConfig::builder().slow_start(Duration::ZERO);
+    /// let config = OutlierConfig::builder().slow_start(Duration::MAX).build()?;
+    /// assert_eq!(config.slow_start(), Duration::from_secs(3600));
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn slow_start(mut self, window: Duration) -> Self {
         self.config.slow_start = window;
@@ -365,7 +410,8 @@ impl OutlierConfigBuilder {
         self
     }
 
-    /// Checks every setting.
+    /// Checks every setting, and brings the periods above their largest supported value down
+    /// to it (see each setter).
     ///
     /// ```
     /// use meshless::outlier::OutlierConfig;
@@ -373,26 +419,30 @@ impl OutlierConfigBuilder {
     /// assert_eq!(err.setting(), "outlier.consecutive_failures");
     /// ```
     pub fn build(self) -> Result<OutlierConfig, ConfigError> {
-        let c = self.config;
-        within("outlier.interval", c.interval, MS, HOUR)?;
+        let mut c = self.config;
+        c.interval = at_least("outlier.interval", c.interval, MS)?.min(HOUR);
         if c.consecutive_failures == Some(0) {
             return Err(ConfigError::new(
                 "outlier.consecutive_failures",
                 "must be at least 1 (use None to disable the policy)",
             ));
         }
-        within("outlier.base_ejection_time", c.base_ejection_time, MS, DAY)?;
-        if c.max_ejection_time < c.base_ejection_time || c.max_ejection_time > DAY {
+        c.base_ejection_time =
+            at_least("outlier.base_ejection_time", c.base_ejection_time, MS)?.min(DAY);
+        if !self.max_ejection_set {
+            c.max_ejection_time = c.max_ejection_time.max(c.base_ejection_time);
+        }
+        if c.max_ejection_time < c.base_ejection_time {
             return Err(ConfigError::new(
                 "outlier.max_ejection_time",
                 format!(
-                    "{:?} is outside the base ejection time ({:?}) ..= 1 day",
+                    "{:?} is less than the base ejection time ({:?})",
                     c.max_ejection_time, c.base_ejection_time
                 ),
             ));
         }
         share("outlier.ejection_jitter", c.ejection_jitter)?;
-        within("outlier.probe_timeout", c.probe_timeout, MS, DAY)?;
+        at_least("outlier.probe_timeout", c.probe_timeout, MS)?;
         if let Some(policy) = &c.success_rate {
             policy.validate()?;
         }
@@ -404,7 +454,7 @@ impl OutlierConfigBuilder {
         }
         share("outlier.max_ejected_share", c.max_ejected_share)?;
         share("outlier.panic_threshold", c.panic_threshold)?;
-        within("outlier.slow_start", c.slow_start, Duration::ZERO, HOUR)?;
+        c.slow_start = c.slow_start.min(HOUR);
         if !(c.slow_start_floor > 0.0 && c.slow_start_floor <= 1.0) {
             return Err(ConfigError::new(
                 "outlier.slow_start_floor",
@@ -415,19 +465,16 @@ impl OutlierConfigBuilder {
     }
 }
 
-fn within(
-    setting: &'static str,
-    d: Duration,
-    low: Duration,
-    high: Duration,
-) -> Result<(), ConfigError> {
-    if d < low || d > high {
+/// `d` itself if it is at least `low`; durations have no upper bound to check here, since
+/// each setting either clamps its top or reads it as "no limit".
+fn at_least(setting: &'static str, d: Duration, low: Duration) -> Result<Duration, ConfigError> {
+    if d < low {
         return Err(ConfigError::new(
             setting,
-            format!("{d:?} is outside {low:?}..={high:?}"),
+            format!("{d:?} is less than {low:?}"),
         ));
     }
-    Ok(())
+    Ok(d)
 }
 
 /// A share in [0, 1]; NaN fails the range check.
@@ -458,7 +505,6 @@ mod tests {
         let b = OutlierConfig::builder;
         let cases = [
             (b().interval(Duration::ZERO), "outlier.interval"),
-            (b().interval(2 * HOUR), "outlier.interval"),
             (
                 b().consecutive_failures(Some(0)),
                 "outlier.consecutive_failures",
@@ -472,7 +518,6 @@ mod tests {
                     .max_ejection_time(Duration::from_secs(5)),
                 "outlier.max_ejection_time",
             ),
-            (b().max_ejection_time(2 * DAY), "outlier.max_ejection_time"),
             (b().ejection_jitter(1.5), "outlier.ejection_jitter"),
             (b().ejection_jitter(f64::NAN), "outlier.ejection_jitter"),
             (b().probe_timeout(Duration::ZERO), "outlier.probe_timeout"),
@@ -481,7 +526,6 @@ mod tests {
                 b().panic_threshold(f64::INFINITY),
                 "outlier.panic_threshold",
             ),
-            (b().slow_start(2 * HOUR), "outlier.slow_start"),
             (b().slow_start_floor(0.0), "outlier.slow_start_floor"),
             (b().slow_start_floor(f64::NAN), "outlier.slow_start_floor"),
             (
@@ -502,6 +546,44 @@ mod tests {
             assert_eq!(err.setting(), setting, "{err}");
             assert!(err.to_string().contains(setting));
         }
+    }
+
+    #[test]
+    fn periods_past_their_top_are_clamped_and_limits_past_it_are_kept() {
+        let all_max = OutlierConfig::builder()
+            .interval(Duration::MAX)
+            .base_ejection_time(Duration::MAX)
+            .max_ejection_time(Duration::MAX)
+            .probe_timeout(Duration::MAX)
+            .slow_start(Duration::MAX)
+            .build()
+            .unwrap();
+        assert_eq!(all_max.interval(), HOUR);
+        assert_eq!(all_max.base_ejection_time(), DAY);
+        assert_eq!(all_max.max_ejection_time(), Duration::MAX);
+        assert_eq!(all_max.probe_timeout(), Duration::MAX);
+        assert_eq!(all_max.slow_start(), HOUR);
+        let b = OutlierConfig::builder;
+        assert_eq!(b().interval(2 * HOUR).build().unwrap().interval(), HOUR);
+        assert_eq!(b().slow_start(2 * HOUR).build().unwrap().slow_start(), HOUR);
+        let long = b().max_ejection_time(2 * DAY).build().unwrap();
+        assert_eq!(long.max_ejection_time(), 2 * DAY);
+    }
+
+    #[test]
+    fn an_unset_maximum_follows_a_longer_base_but_a_set_one_is_checked() {
+        let b = OutlierConfig::builder;
+        let two_min = Duration::from_secs(120);
+        let config = b().base_ejection_time(two_min).build().unwrap();
+        assert_eq!(config.max_ejection_time(), two_min);
+        let config = b().base_ejection_time(MS).build().unwrap();
+        assert_eq!(config.max_ejection_time(), Duration::from_secs(60));
+        let err = b()
+            .base_ejection_time(Duration::MAX)
+            .max_ejection_time(HOUR)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.setting(), "outlier.max_ejection_time");
     }
 
     #[test]

@@ -66,14 +66,23 @@ impl Clock {
         }
     }
 
+    /// The instant `micros` from the origin. One the platform's `Instant` cannot hold (an
+    /// ejection with no maximum ends millennia away) becomes the farthest it can, found by
+    /// halving: never the origin, which would read as an ejection already over.
     pub(crate) fn instant(&self, micros: i64) -> Instant {
-        let offset = Duration::from_micros(micros.unsigned_abs());
-        let t = if micros >= 0 {
-            self.origin.checked_add(offset)
-        } else {
-            self.origin.checked_sub(offset)
-        };
-        t.unwrap_or(self.origin)
+        let mut offset = Duration::from_micros(micros.unsigned_abs());
+        loop {
+            let t = if micros >= 0 {
+                self.origin.checked_add(offset)
+            } else {
+                self.origin.checked_sub(offset)
+            };
+            match t {
+                Some(t) => return t,
+                None if offset.is_zero() => return self.origin,
+                None => offset /= 2,
+            }
+        }
     }
 }
 

@@ -87,11 +87,17 @@ impl LatencyPolicy {
         self
     }
 
-    /// Peers' medians below this count as this (default 1 ms). At most 1 hour.
+    /// Peers' medians below this count as this (default 1 ms). No upper bound: a floor above
+    /// any real latency (`Duration::MAX`, say) means the policy ejects nothing.
     ///
     /// ```
+    /// use meshless::outlier::{LatencyPolicy, OutlierConfig};
     /// use std::time::Duration;
-    /// let p = meshless::outlier::LatencyPolicy::default().floor(Duration::ZERO);
+    /// let p = LatencyPolicy::default().floor(Duration::ZERO);
+    /// let config = OutlierConfig::builder()
+    ///     .latency(Some(LatencyPolicy::default().floor(Duration::MAX)))
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn floor(mut self, floor: Duration) -> Self {
         self.floor = floor;
@@ -115,12 +121,6 @@ impl LatencyPolicy {
             return Err(ConfigError::new(
                 "outlier.latency.request_volume",
                 "must be at least 1",
-            ));
-        }
-        if self.floor > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "outlier.latency.floor",
-                format!("{:?} is longer than 1 hour", self.floor),
             ));
         }
         Ok(())
