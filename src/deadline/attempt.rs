@@ -174,8 +174,10 @@ where
         // Below this layer the request must be done when the attempt ends: the balancer does
         // not wait for an endpoint's pushback past it. Written in place, so nothing allocates;
         // the retry layer above keeps its own copy of the head for the next attempt.
-        if let (Some(deadline), Some(t), Kind::AttemptTimedOut) = (deadline, limit, kind) {
-            deadline.0 = super::instant_after(now, t);
+        // One addition serves the deadline below and the timer.
+        let end = limit.map(|l| super::instant_after(now, l));
+        if let (Some(deadline), Some(end), Kind::AttemptTimedOut) = (deadline, end, kind) {
+            deadline.0 = end;
         }
         if limit == Some(Duration::ZERO) {
             return AttemptFuture {
@@ -189,7 +191,7 @@ where
         }
         AttemptFuture {
             inner: Some(self.inner.call(req)),
-            sleep: limit.map(|l| tokio::time::sleep_until(super::instant_after(now, l))),
+            sleep: end.map(tokio::time::sleep_until),
             kind,
         }
     }
@@ -200,6 +202,10 @@ impl<S> AttemptTimeout<S> {
     /// smallest of `limit`, the caller's own header and what is left of the caller's limit
     /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
     fn propagate<B>(&self, req: &mut Request<B>, limit: Duration, now: Instant) {
+        // A request without headers is no gRPC call, and the lookup hashes the name anyway.
+        if self.config.header.is_none() && req.headers().is_empty() {
+            return;
+        }
         let is_grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
