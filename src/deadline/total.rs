@@ -246,9 +246,12 @@ where
         if let Some(types) = &self.config.streaming_types {
             extensions.insert(StreamingTypes(types.clone()));
         }
+        // The timer first: the inner future, the largest part, is then written last, straight
+        // into place (the other order copies it once more).
+        let sleep = tokio::time::sleep_until(deadline);
         DeadlineFuture {
             inner: Some(self.inner.call(req)),
-            sleep: tokio::time::sleep_until(deadline),
+            sleep,
             idle: self.config.body_idle,
             streaming,
         }
