@@ -5,7 +5,7 @@ use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
 use crate::backoff::Backoff;
 use crate::budget::Budget;
-use crate::classify::{Classifier, Classify};
+use crate::classify::{Classifier, Classify, Idempotence};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error};
 use crate::observe::trace::Trace;
@@ -385,8 +385,13 @@ where
             metrics.started();
         }
 
-        let idempotent = config.idempotency.idempotence(&req);
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+        // When the deadline is the only extension there is no `Idempotent` marker to look up.
+        let idempotent = if req.extensions().len() == usize::from(deadline.is_some()) {
+            Idempotence::from(config.idempotency.by_rules(&req))
+        } else {
+            config.idempotency.idempotence(&req)
+        };
         let (parts, body) = req.into_parts();
         let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
         let body = ReplayBody::with_limits(body, config.replay_cap, config.replay_frames);
