@@ -346,15 +346,15 @@ impl<S, C> Retry<S, C> {
 /// leaves the extensions out: copying a map of one entry costs three allocations on every
 /// request, and the deadline, which the retry state keeps anyway, is put back on the rare
 /// request that is retried.
-fn copy_head(parts: &http::request::Parts, has_deadline: bool) -> http::request::Parts {
+fn copy_head(parts: &mut http::request::Parts, has_deadline: bool) -> http::request::Parts {
     if !(has_deadline && parts.extensions.len() == 1) {
         return parts.clone();
     }
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
+    // Set aside while the head is cloned, and put back: cloning an empty map costs nothing,
+    // where building a fresh head and overwriting its fields pays for dropping them.
+    let extensions = std::mem::take(&mut parts.extensions);
+    let head = parts.clone();
+    parts.extensions = extensions;
     head
 }
 
@@ -392,7 +392,7 @@ where
         } else {
             config.idempotency.idempotence(&req)
         };
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
         let body = ReplayBody::with_limits(body, config.replay_cap, config.replay_frames);
         let (first, replay) = match body.try_clone() {
@@ -400,7 +400,7 @@ where
             None => (body, None),
         };
         let retry = (config.max_retries > 0)
-            .then(|| RetryState::new(copy_head(&parts, deadline.is_some()), replay));
+            .then(|| RetryState::new(copy_head(&mut parts, deadline.is_some()), replay));
         ResponseFuture::start(
             service,
             Request::from_parts(parts, first),
