@@ -41,6 +41,7 @@ pub(crate) struct StreamingRule {
 }
 
 impl StreamingRule {
+    #[inline]
     pub(crate) fn of<B>(req: &Request<B>) -> Self {
         let extensions = req.extensions();
         // Below a deadline layer the map usually holds its deadline alone: one lookup then
