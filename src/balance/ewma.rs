@@ -50,7 +50,7 @@ impl PeakEwma {
     }
 
     fn decayed(&self, state: &State, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(state.updated).as_nanos() as f64;
+        let elapsed = nanos(now.saturating_duration_since(state.updated));
         state.estimate_nanos * (-elapsed / self.tau_nanos).exp() + penalty(state, now)
     }
 
@@ -62,13 +62,13 @@ impl PeakEwma {
 
     /// Records one round trip; returns the new estimate, in nanoseconds.
     pub(crate) fn observe(&self, rtt: Duration, now: Instant) -> f64 {
-        let rtt = rtt.as_nanos() as f64;
+        let rtt = nanos(rtt);
         let mut state = self.lock();
         let current = state.estimate_nanos;
         state.estimate_nanos = if rtt > current {
             rtt
         } else {
-            let elapsed = now.saturating_duration_since(state.updated).as_nanos() as f64;
+            let elapsed = nanos(now.saturating_duration_since(state.updated));
             let keep = (-elapsed / self.tau_nanos).exp();
             current * keep + rtt * (1.0 - keep)
         };
@@ -81,7 +81,7 @@ impl PeakEwma {
     /// Returns the new estimate, in nanoseconds.
     pub(crate) fn reset(&self, rtt: Duration, now: Instant) -> f64 {
         let mut state = self.lock();
-        state.estimate_nanos = rtt.as_nanos() as f64;
+        state.estimate_nanos = nanos(rtt);
         state.updated = now;
         state.penalty_nanos = 0.0;
         state.penalized = now;
@@ -93,7 +93,7 @@ impl PeakEwma {
     /// long after it recovered). Returns the cost estimate it leads to, in nanoseconds.
     pub(crate) fn penalize(&self, amount: Duration, now: Instant) -> f64 {
         let mut state = self.lock();
-        state.penalty_nanos = penalty(&state, now).max(amount.as_nanos() as f64);
+        state.penalty_nanos = penalty(&state, now).max(nanos(amount));
         state.penalized = now;
         let state = *state;
         self.decayed(&state, now)
@@ -102,8 +102,27 @@ impl PeakEwma {
 
 /// What is left of the last penalty at `now`.
 fn penalty(state: &State, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(state.penalized).as_nanos() as f64;
+    // Most endpoints never failed: nothing to decay, and no clock arithmetic or `exp` to pay
+    // on every pick (the product below would be 0.0 all the same).
+    if state.penalty_nanos == 0.0 {
+        return 0.0;
+    }
+    let elapsed = nanos(now.saturating_duration_since(state.penalized));
     state.penalty_nanos * (-elapsed / PENALTY_DECAY_NANOS).exp()
+}
+
+/// `d` in nanoseconds, rounded exactly as `d.as_nanos() as f64` would be, without its
+/// 128-bit conversion (a library call costing as much as the rest of a pick's arithmetic)
+/// for any duration under 584 years.
+fn nanos(d: Duration) -> f64 {
+    let whole = d
+        .as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())));
+    match whole {
+        Some(n) => n as f64,
+        None => d.as_nanos() as f64,
+    }
 }
 
 #[cfg(test)]
@@ -111,6 +130,24 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn nanoseconds_round_as_the_128_bit_conversion_does() {
+        let cases = [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            30 * MS,
+            Duration::from_nanos((1 << 53) + 1),
+            Duration::from_nanos((1 << 54) + 3),
+            Duration::from_nanos(u64::MAX),
+            Duration::new(u64::MAX / 1_000_000_000, 999_999_999),
+            Duration::new(u64::MAX / 1_000_000_000 + 1, 0),
+            Duration::MAX,
+        ];
+        for d in cases {
+            assert_eq!(nanos(d).to_bits(), (d.as_nanos() as f64).to_bits(), "{d:?}");
+        }
+    }
 
     #[test]
     fn a_slower_sample_is_taken_at_once() {

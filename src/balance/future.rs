@@ -32,9 +32,8 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
+        state: State<S::Future, B>,
         shared: Arc<Shared<K, S>>,
-        request: Option<Request<B>>,
         give_up_at: Option<Instant>,
         recheck: Option<Pin<Box<Sleep>>>,
         called_at: Option<Instant>,
@@ -45,9 +44,11 @@ pin_project! {
 }
 
 pin_project! {
+    // The request waits in `Pick`, so that it shares its bytes with the endpoint's future: the
+    // whole future is moved several times on its way up the stack.
     #[project = StateProj]
-    enum State<F> {
-        Pick,
+    enum State<F, B> {
+        Pick { request: Option<Request<B>> },
         Call { #[pin] future: F, in_flight: Option<InFlight> },
     }
 }
@@ -59,9 +60,10 @@ where
     pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>, now: Instant) -> Self {
         ResponseFuture {
             streaming: StreamingRule::of(&request),
-            state: State::Pick,
+            state: State::Pick {
+                request: Some(request),
+            },
             shared,
-            request: Some(request),
             give_up_at: None,
             recheck: None,
             called_at: Some(now),
@@ -82,7 +84,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Pick => {
+                StateProj::Pick { request } => {
                     // The first pick reuses the instant `call` read; a clock read costs as
                     // much as the pick itself on some machines.
                     let now = this.called_at.take().unwrap_or_else(Instant::now);
@@ -108,7 +110,7 @@ where
                     };
                     if let Some(choice) = p2c::pick(&endpoints, now, fail_open, ready) {
                         crate::observe::trace::record_endpoint(&choice.endpoint.meter.label);
-                        let Some(request) = this.request.take() else {
+                        let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };
                         let in_flight =
@@ -124,8 +126,7 @@ where
                     // Every endpoint that could take the request is pushing back: wait for
                     // the first to be free, if that is before the request's deadline.
                     let wake = if let Some(free_at) = p2c::quiet_end(&endpoints, now, fail_open) {
-                        let deadline = this
-                            .request
+                        let deadline = request
                             .as_ref()
                             .and_then(|r| r.extensions().get::<RequestDeadline>());
                         if deadline.is_some_and(|d| free_at > d.0) {

@@ -43,6 +43,7 @@ impl Quiet {
     }
 
     /// Whether the endpoint asked for quiet that has not ended at `now`.
+    #[inline]
     pub(crate) fn is_quiet(&self, now: Instant) -> bool {
         let until = self.until_nanos.load(Ordering::Relaxed);
         until != 0 && until > self.nanos(now)

@@ -161,35 +161,48 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
         let deadline = req.extensions_mut().get_mut::<RequestDeadline>();
-        let remaining = deadline
-            .as_ref()
-            .map(|d| d.0.saturating_duration_since(now));
-        // Whichever limit is shorter decides both the timer and the error it reports.
-        let (limit, kind) = match (self.config.timeout, remaining) {
-            (Some(t), Some(r)) if r < t => (Some(r), Kind::DeadlineExceeded),
-            (Some(t), _) => (Some(t), Kind::AttemptTimedOut),
-            (None, Some(r)) => (Some(r), Kind::DeadlineExceeded),
+        // Compared as instants: a duration between two instants costs as much as the rest of
+        // this function, and only a propagated limit needs one.
+        let cut = deadline.as_ref().map(|d| d.0.max(now));
+        // Whichever limit is shorter decides both the timer and the error it reports. A
+        // timeout too long for the clock is longer than any deadline.
+        let own = self.config.timeout.map(|t| (t, now.checked_add(t)));
+        let (end, kind) = match (own, cut) {
+            (Some((_, own)), Some(cut)) if own.is_none_or(|own| cut < own) => {
+                (Some(cut), Kind::DeadlineExceeded)
+            }
+            (Some((t, own)), _) => (
+                Some(own.unwrap_or_else(|| super::instant_after(now, t))),
+                Kind::AttemptTimedOut,
+            ),
+            (None, Some(cut)) => (Some(cut), Kind::DeadlineExceeded),
             (None, None) => (None, Kind::AttemptTimedOut),
         };
         // Below this layer the request must be done when the attempt ends: the balancer does
         // not wait for an endpoint's pushback past it. Written in place, so nothing allocates;
         // the retry layer above keeps its own copy of the head for the next attempt.
-        if let (Some(deadline), Some(t), Kind::AttemptTimedOut) = (deadline, limit, kind) {
-            deadline.0 = super::instant_after(now, t);
+        if let (Some(deadline), Some(end), Kind::AttemptTimedOut) = (deadline, end, kind) {
+            deadline.0 = end;
         }
-        if limit == Some(Duration::ZERO) {
+        if end == Some(now) {
+            // No time left (or a zero timeout): the attempt is not started.
             return AttemptFuture {
                 inner: None,
                 sleep: None,
                 kind,
             };
         }
-        if let Some(limit) = limit {
+        if let Some(end) = end {
+            let timeout = self.config.timeout;
+            let limit = || match (kind, timeout) {
+                (Kind::AttemptTimedOut, Some(t)) => t,
+                _ => end.saturating_duration_since(now),
+            };
             self.propagate(&mut req, limit, now);
         }
         AttemptFuture {
             inner: Some(self.inner.call(req)),
-            sleep: limit.map(|l| tokio::time::sleep_until(super::instant_after(now, l))),
+            sleep: end.map(tokio::time::sleep_until),
             kind,
         }
     }
@@ -199,7 +212,11 @@ impl<S> AttemptTimeout<S> {
     /// Tells the server the attempt's limit, never more than the caller asked for: the
     /// smallest of `limit`, the caller's own header and what is left of the caller's limit
     /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
-    fn propagate<B>(&self, req: &mut Request<B>, limit: Duration, now: Instant) {
+    fn propagate<B>(&self, req: &mut Request<B>, limit: impl FnOnce() -> Duration, now: Instant) {
+        // A request without headers is no gRPC call, and the lookup hashes the name anyway.
+        if self.config.header.is_none() && req.headers().is_empty() {
+            return;
+        }
         let is_grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -212,7 +229,7 @@ impl<S> AttemptTimeout<S> {
                 None => return,
             }
         };
-        let mut limit = limit;
+        let mut limit = limit();
         if let Some(CallerDeadline(at)) = req.extensions().get::<CallerDeadline>() {
             limit = limit.min(at.saturating_duration_since(now));
         }

@@ -101,6 +101,7 @@ impl RequestDeadline {
 const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `now + timeout`, where a timeout too long for the clock (`Duration::MAX`) means "never".
+#[inline]
 pub(crate) fn instant_after(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout)
         .or_else(|| now.checked_add(FAR_FUTURE))

@@ -1,6 +1,7 @@
 //! Which responses are streams: the total deadline stops at their head, and the balancer takes
 //! their RTT at the head.
 
+use super::RequestDeadline;
 use http::{HeaderMap, HeaderValue, Request};
 use std::sync::Arc;
 
@@ -40,8 +41,16 @@ pub(crate) struct StreamingRule {
 }
 
 impl StreamingRule {
+    #[inline]
     pub(crate) fn of<B>(req: &Request<B>) -> Self {
         let extensions = req.extensions();
+        // Below a deadline layer the map usually holds its deadline alone: one lookup then
+        // answers for both of ours, and an empty map needs none.
+        if extensions.is_empty()
+            || (extensions.len() == 1 && extensions.get::<RequestDeadline>().is_some())
+        {
+            return StreamingRule::default();
+        }
         StreamingRule {
             marked: extensions.get::<Streaming>().is_some(),
             extra: extensions.get::<StreamingTypes>().map(|t| t.0.clone()),

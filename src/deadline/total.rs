@@ -188,12 +188,17 @@ impl<S> Deadline<S> {
             deadline = deadline.min(*existing);
         }
         let headers = req.headers();
-        // An empty map answers at once; most requests pay nothing more.
-        let caller = headers
-            .get(grpc_timeout::HEADER)
-            .and_then(grpc_timeout::parse)
-            .or_else(|| headers.get(&self.config.header).and_then(parse_millis))
-            .map(|limit| super::instant_after(now, limit));
+        // Two lookups hash both names even in an empty map: a request without headers skips
+        // them.
+        let caller = if headers.is_empty() {
+            None
+        } else {
+            headers
+                .get(grpc_timeout::HEADER)
+                .and_then(grpc_timeout::parse)
+                .or_else(|| headers.get(&self.config.header).and_then(parse_millis))
+                .map(|limit| super::instant_after(now, limit))
+        };
         if self.config.honor_inbound {
             if let Some(caller) = caller {
                 deadline = deadline.min(caller);
@@ -228,6 +233,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let (deadline, caller) = self.deadline_for(&req, Instant::now());
+        // Asked before the inserts below: most requests arrive with no extension at all, and
+        // an empty map answers without a lookup.
+        let streaming = StreamingRule::with_types(&req, self.config.streaming_types.as_ref());
         let extensions = req.extensions_mut();
         extensions.insert(RequestDeadline(deadline));
         if let Some(caller) = caller {
@@ -238,10 +246,12 @@ where
         if let Some(types) = &self.config.streaming_types {
             extensions.insert(StreamingTypes(types.clone()));
         }
-        let streaming = StreamingRule::with_types(&req, self.config.streaming_types.as_ref());
+        // The timer first: the inner future, the largest part, is then written last, straight
+        // into place (the other order copies it once more).
+        let sleep = tokio::time::sleep_until(deadline);
         DeadlineFuture {
             inner: Some(self.inner.call(req)),
-            sleep: tokio::time::sleep_until(deadline),
+            sleep,
             idle: self.config.body_idle,
             streaming,
         }

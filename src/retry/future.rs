@@ -207,13 +207,21 @@ where
                             metrics.attempt_failed(e.kind());
                         }
                     }
+                    let took = now.saturating_duration_since(*this.started);
+                    // The first attempt started with the request, and took as long: one
+                    // subtraction of instants (as dear as a clock read) less per request.
+                    let attempt_took = if *this.attempt_started == *this.started {
+                        took
+                    } else {
+                        now.saturating_duration_since(*this.attempt_started)
+                    };
                     let decision = decide(
                         outcome,
                         &class,
                         config,
                         this.retry,
                         *this.attempts,
-                        *this.attempt_started,
+                        attempt_took,
                         *this.idempotent,
                         *this.deadline,
                         now,
@@ -221,7 +229,6 @@ where
                     if let Decision::Return(_) = &decision {
                         // Recorded while the outcome is still in the decision: returning it
                         // straight after saves a copy of it (callgrind: 20 instructions).
-                        let took = now.saturating_duration_since(*this.started);
                         let attempts = *this.attempts;
                         finished(
                             config,
@@ -425,7 +432,7 @@ fn decide<B, C: Classify, RB>(
     config: &Config<C>,
     retry: &mut Option<RetryState<B>>,
     attempts: u32,
-    attempt_started: Instant,
+    attempt_took: Duration,
     idempotent: Idempotence,
     deadline: Option<Instant>,
     now: Instant,
@@ -437,8 +444,7 @@ where
     if class.is_success() {
         // The estimate only serves to check deadlines.
         if deadline.is_some() {
-            let took = now.saturating_duration_since(attempt_started);
-            record_attempt_time(&config.fast_attempt, took);
+            record_attempt_time(&config.fast_attempt, attempt_took);
         }
         return Decision::Return(outcome);
     }

@@ -5,7 +5,7 @@ use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
 use crate::backoff::Backoff;
 use crate::budget::Budget;
-use crate::classify::{Classifier, Classify};
+use crate::classify::{Classifier, Classify, Idempotence};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error};
 use crate::observe::trace::Trace;
@@ -346,15 +346,15 @@ impl<S, C> Retry<S, C> {
 /// leaves the extensions out: copying a map of one entry costs three allocations on every
 /// request, and the deadline, which the retry state keeps anyway, is put back on the rare
 /// request that is retried.
-fn copy_head(parts: &http::request::Parts, has_deadline: bool) -> http::request::Parts {
+fn copy_head(parts: &mut http::request::Parts, has_deadline: bool) -> http::request::Parts {
     if !(has_deadline && parts.extensions.len() == 1) {
         return parts.clone();
     }
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
+    // Set aside while the head is cloned, and put back: cloning an empty map costs nothing,
+    // where building a fresh head and overwriting its fields pays for dropping them.
+    let extensions = std::mem::take(&mut parts.extensions);
+    let head = parts.clone();
+    parts.extensions = extensions;
     head
 }
 
@@ -385,9 +385,14 @@ where
             metrics.started();
         }
 
-        let idempotent = config.idempotency.idempotence(&req);
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
-        let (parts, body) = req.into_parts();
+        // When the deadline is the only extension there is no `Idempotent` marker to look up.
+        let idempotent = if req.extensions().len() == usize::from(deadline.is_some()) {
+            Idempotence::from(config.idempotency.by_rules(&req))
+        } else {
+            config.idempotency.idempotence(&req)
+        };
+        let (mut parts, body) = req.into_parts();
         let trace = Trace::start(&config.observe.service, &parts.method, parts.uri.path());
         let body = ReplayBody::with_limits(body, config.replay_cap, config.replay_frames);
         let (first, replay) = match body.try_clone() {
@@ -395,7 +400,7 @@ where
             None => (body, None),
         };
         let retry = (config.max_retries > 0)
-            .then(|| RetryState::new(copy_head(&parts, deadline.is_some()), replay));
+            .then(|| RetryState::new(copy_head(&mut parts, deadline.is_some()), replay));
         ResponseFuture::start(
             service,
             Request::from_parts(parts, first),

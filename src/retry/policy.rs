@@ -148,7 +148,7 @@ impl Idempotency {
         Idempotence::from(self.by_rules(req))
     }
 
-    fn by_rules<B>(&self, req: &http::Request<B>) -> bool {
+    pub(crate) fn by_rules<B>(&self, req: &http::Request<B>) -> bool {
         if self.all {
             return true;
         }
