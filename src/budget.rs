@@ -289,6 +289,27 @@ impl Withdrawal {
     }
 }
 
+/// A retry's withdrawal travelling with the request it paid for, as a request extension, so
+/// that a layer below the retry layer (the balancer) that drops the request without sending it
+/// can give the token back. Whoever sends the request lets it go with the request: a dropped
+/// `UnsentRetry` keeps the retry spent, like a dropped [`Withdrawal`].
+#[derive(Debug, Clone)]
+pub(crate) struct UnsentRetry(Arc<Mutex<Option<Withdrawal>>>);
+
+impl UnsentRetry {
+    pub(crate) fn new(withdrawal: Withdrawal) -> Self {
+        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))))
+    }
+
+    /// Gives the token back: the request was never sent. At most once, whatever the clones.
+    pub(crate) fn refund(&self) {
+        let taken = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(withdrawal) = taken {
+            withdrawal.refund();
+        }
+    }
+}
+
 impl Inner {
     /// Takes one retry, returning the epoch of the bucket it was counted in.
     fn withdraw_at(&self, now: Instant) -> Option<u64> {

@@ -8,6 +8,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use tokio::time::Instant;
 
 /// A boxed, thread-safe error, as tower and hyper use.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -31,6 +32,29 @@ pub struct Error {
     attempts: u32,
     source: Option<BoxError>,
 }
+
+/// The source of a [`Kind::EndpointsPushingBack`] error: the first instant at which an endpoint
+/// that could take the request is free of its server's pushback. The retry layer sends the
+/// request then, if its deadline allows: nothing was sent, so it costs no retry.
+///
+/// ```
+/// use meshless::error::QuietUntil;
+/// # tokio_test::block_on(async {
+/// let until = QuietUntil(tokio::time::Instant::now());
+/// assert!(until.to_string().contains("pushing back"));
+/// # });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietUntil(pub Instant);
+
+impl fmt::Display for QuietUntil {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let left = self.0.saturating_duration_since(Instant::now());
+        write!(f, "every endpoint is pushing back for {left:?} more")
+    }
+}
+
+impl StdError for QuietUntil {}
 
 /// The reason a request failed.
 ///

@@ -144,3 +144,73 @@ async fn a_request_waits_for_a_pushback_that_ends_within_its_deadline() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+/// A server that answers the first request it gets with `first`, and every later one `200`.
+async fn first_then_ok(first: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let addr = common::serve_heads(move |_head| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let response: &[u8] = if n == 0 {
+            first
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+        };
+        std::future::ready(response.to_vec())
+    })
+    .await;
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_request_waits_out_a_pushback_longer_than_its_attempt_timeout_within_its_deadline() {
+    let throttled: &[u8] =
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n";
+    let (a, hits_a) = first_then_ok(throttled).await;
+    let (b, hits_b) = first_then_ok(throttled).await;
+    // The attempt timeout defaults to 5 s / 3: shorter than the two seconds of quiet.
+    let client = Client::builder()
+        .endpoints([a.to_string(), b.to_string()])
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let res = client.get("/quote").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "sent again after {took:?}, inside the pushback"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // One 429 each, then one 200 from whichever was free first.
+    let (a, b) = (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst));
+    assert_eq!(a + b, 3, "{a} + {b}");
+    // The first retry went to the other endpoint; the second found both quiet, waited, and
+    // went out once one was free. The wait itself was no retry: two in all, not three.
+    assert_eq!(client.stats().retries, 2, "{:?}", client.stats());
+}
+
+#[tokio::test]
+async fn a_retry_token_comes_back_when_the_caller_gives_up_before_the_retry_is_sent() {
+    let throttled: &[u8] =
+        b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 5\r\ncontent-length: 0\r\n\r\n";
+    let (a, hits) = first_then_ok(throttled).await;
+    let budget = meshless::budget::Budget::default();
+    let client = Client::builder()
+        .endpoints([a.to_string()])
+        .budget(budget.clone())
+        .deadline(Duration::from_secs(30))
+        .attempt_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let before = budget.balance();
+    // The retry waits in the balancer for the endpoint's five seconds of quiet; the caller
+    // leaves first.
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), client.get("/")).await;
+    assert!(gave_up.is_err());
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the retry was never sent");
+    // The request's deposit stays; the retry's token came back.
+    let after = budget.balance();
+    assert!(after > before, "token not given back: {before} -> {after}");
+}

@@ -4,10 +4,11 @@ use super::Shared;
 use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
+use crate::budget::UnsentRetry;
 use crate::classify::Class;
 use crate::classify::grpc_web::TrailerScanner;
 use crate::deadline::{RequestDeadline, StreamingRule};
-use crate::error::{BoxError, Error, Kind};
+use crate::error::{BoxError, Error, Kind, QuietUntil};
 use http::Request;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -40,6 +41,21 @@ pin_project! {
         // The last endpoint service that failed to become ready: the source of a fail-fast.
         not_ready: Option<Error>,
         streaming: StreamingRule,
+    }
+
+    impl<K, S, B> PinnedDrop for ResponseFuture<K, S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before an endpoint was called: a retry paid for with a token was never
+            // sent, so the token goes back to the budget.
+            if let StateProj::Pick { request: Some(request) } = this.project().state.project() {
+                if let Some(token) = request.extensions().get::<UnsentRetry>() {
+                    token.refund();
+                }
+            }
+        }
     }
 }
 
@@ -134,7 +150,10 @@ where
                                 endpoints = endpoints.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
-                            return Poll::Ready(Err(Error::new(Kind::EndpointsPushingBack)));
+                            return Poll::Ready(Err(Error::with_source(
+                                Kind::EndpointsPushingBack,
+                                QuietUntil(free_at),
+                            )));
                         }
                         // A pushback ends on time: the fail-fast clock starts after it.
                         *this.give_up_at = None;

@@ -4,10 +4,11 @@ use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use crate::backoff::BackoffState;
+use crate::budget::UnsentRetry;
 use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::deadline::RequestDeadline;
-use crate::error::{BoxError, Error, Kind};
+use crate::error::{BoxError, Error, Kind, QuietUntil};
 use crate::observe::Outcome;
 use crate::observe::trace::{self, Trace};
 use http::Request;
@@ -90,6 +91,9 @@ pin_project! {
 struct NextAttempt {
     reason: &'static str,
     waited: Duration,
+    /// The attempt before was never sent (every endpoint was pushing back): this one is the
+    /// same attempt again, not a retry. It costs no token and counts as no retry.
+    again: bool,
 }
 
 /// The head and replayable body to build the next attempt from, and the backoff position.
@@ -120,6 +124,8 @@ impl<B> RetryState<B> {
 enum Decision<T> {
     Return(Result<T, Error>),
     Retry(Duration),
+    /// Send the attempt that never left again after this wait.
+    Again(Duration),
 }
 
 impl<S, B, C, RB> ResponseFuture<S, B, C>
@@ -245,10 +251,11 @@ where
                             *this.done = true;
                             return Poll::Ready(outcome);
                         }
-                        Decision::Retry(delay) => {
+                        Decision::Retry(delay) | Decision::Again(delay) => {
                             let next = NextAttempt {
                                 reason: class.reason().as_str(),
                                 waited: delay,
+                                again: matches!(decision, Decision::Again(_)),
                             };
                             this.state.set(State::Backoff {
                                 sleep: Box::pin(tokio::time::sleep(delay)),
@@ -311,17 +318,22 @@ where
                             return Poll::Ready(Err(e));
                         }
                     };
-                    // Sent: the token is spent for good.
-                    if let Some(state) = this.retry.as_mut() {
-                        state.withdrawal = None;
+                    // The token goes with the request: spent once it is sent, given back by
+                    // the balancer if it drops the request unsent.
+                    let mut req = req;
+                    if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take())
+                    {
+                        req.extensions_mut().insert(UnsentRetry::new(withdrawal));
                     }
-                    *this.attempts += 1;
                     *this.attempt_started = Instant::now();
                     let config = &**this.config;
-                    RetryStats::add(&config.stats.retries);
-                    config.stats.add_backoff(next.waited);
-                    if let Some(metrics) = &config.metrics {
-                        metrics.retried(next.reason, next.waited);
+                    if !next.again {
+                        *this.attempts += 1;
+                        RetryStats::add(&config.stats.retries);
+                        config.stats.add_backoff(next.waited);
+                        if let Some(metrics) = &config.metrics {
+                            metrics.retried(next.reason, next.waited);
+                        }
                     }
                     if let (Some(request), Some(attempt)) =
                         (request_span, attempt_span.as_deref_mut())
@@ -448,6 +460,10 @@ where
         }
         return Decision::Return(outcome);
     }
+    if let Some(decision) = again(&outcome, config, retry, deadline, now) {
+        return decision
+            .unwrap_or_else(|| Decision::Return(outcome.map_err(|e| e.with_attempts(attempts))));
+    }
     // Once the deadline has passed there is nothing left to decide.
     let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
     if out_of_time || !class.retryable().allows(idempotent) {
@@ -510,6 +526,52 @@ where
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
     state.next_body = Some(body);
     Decision::Retry(delay)
+}
+
+/// An attempt the balancer never sent because every endpoint was pushing back past the
+/// attempt's own limit: `None` when the outcome is something else; `Some(None)` to return it
+/// as it is (no time, or no body to send again); `Some(Some(Again))` to send the same attempt
+/// once the first endpoint is free, within the request's deadline. Nothing reached a server,
+/// so this costs no retry token and counts against no retry limit.
+fn again<B, C, RB>(
+    outcome: &Result<http::Response<RB>, Error>,
+    config: &Config<C>,
+    retry: &mut Option<RetryState<B>>,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> Option<Option<Decision<http::Response<RB>>>>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let Err(e) = outcome else { return None };
+    if e.kind() != Kind::EndpointsPushingBack {
+        return None;
+    }
+    let QuietUntil(free_at) = *std::error::Error::source(e)?.downcast_ref::<QuietUntil>()?;
+    let wait = free_at.saturating_duration_since(now);
+    let fits = match deadline {
+        Some(deadline) => {
+            let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
+            free_at
+                .checked_add(expected)
+                .is_some_and(|end| end < deadline)
+        }
+        None => wait <= config.max_pushback,
+    };
+    let state = retry.as_mut()?;
+    if !fits {
+        return Some(None);
+    }
+    let Some(body) = state.replay.as_ref().and_then(ReplayBody::try_clone) else {
+        return Some(None);
+    };
+    state.next_body = Some(body);
+    tracing::debug!(
+        wait_ms = wait.as_millis() as u64,
+        "every endpoint is pushing back: waiting"
+    );
+    Some(Some(Decision::Again(wait)))
 }
 
 /// Tracks a low estimate of a successful attempt's duration: it drops at once to a faster
