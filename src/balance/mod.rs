@@ -234,9 +234,13 @@ impl BalanceBuilder {
     /// 429 or 503, `grpc-retry-pushback-ms`; default 10 s). Until the time the server named,
     /// clamped by this, the endpoint gets no request from this balancer: P2C picks among the
     /// others. When every endpoint is pushing back, a request waits for the first to be free
-    /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline)),
-    /// and otherwise fails at once with
-    /// [`Kind::EndpointsPushingBack`](crate::error::Kind::EndpointsPushingBack).
+    /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline),
+    /// which an [`AttemptTimeout`](crate::deadline::AttemptTimeout) above shortens to the
+    /// attempt's), and otherwise fails at once with
+    /// [`Kind::EndpointsPushingBack`](crate::error::Kind::EndpointsPushingBack), whose source
+    /// is a [`QuietUntil`](crate::error::QuietUntil): a retry layer above waits until then and
+    /// sends the request again if its own deadline allows (nothing was sent, so it costs no
+    /// retry).
     /// `Duration::ZERO` ignores pushback; `Duration::MAX` honours any.
     ///
     /// ```

@@ -175,6 +175,12 @@ impl Idempotency {
 /// minute ([`recent`](Self::recent)). Shared by all its services and clones; every reading is
 /// an atomic load.
 ///
+/// The retry layer decides at the response head (a retry is only possible before the answer is
+/// committed), so a request is counted there. A body that fails afterwards (a reset, a deadline
+/// passing while it stalls) reaches the caller as an error from the body, and is charged to the
+/// endpoint that sent it ([`EndpointStats`](crate::balance::EndpointStats)`::failures`,
+/// `meshless_endpoint_failures_total`); here it stays counted as the head said.
+///
 /// ```
 /// use meshless::{budget::Budget, retry::RetryLayer};
 /// let layer = RetryLayer::new(Budget::default());
