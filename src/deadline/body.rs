@@ -114,11 +114,11 @@ where
         if this.deadline.is_none() && this.idle.is_none() {
             return Poll::Pending;
         }
-        // The clock is read only here, on the way to waiting.
+        // The clock is read only here, on the way to waiting, and only for an idle limit: the
+        // deadline alone is an instant already.
         if this.sleep.is_none() || (*this.rearm && this.idle.is_some()) {
             *this.rearm = false;
-            let now = Instant::now();
-            let idle_end = this.idle.and_then(|d| now.checked_add(d));
+            let idle_end = this.idle.and_then(|d| Instant::now().checked_add(d));
             let wake = match (*this.deadline, idle_end) {
                 (Some(d), Some(i)) => d.min(i),
                 (Some(d), None) => d,
