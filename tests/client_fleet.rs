@@ -114,7 +114,7 @@ const SLOW_LATENCY: Duration = ms(200);
 /// Two healthy backends (1 ms), one slow ([`SLOW_LATENCY`]), one failing half its requests
 /// with `503`, one refusing connections, one never answering; a client over all six, with a
 /// 2 s deadline, a 300 ms attempt timeout and otherwise its defaults. A warm-up of 300
-/// requests at concurrency 16; then 1,000 requests at concurrency 16, measured.
+/// requests at concurrency 16; then 2,000 requests at concurrency 16, measured.
 async fn misbehaving_fleet() -> Measured {
     let fleet = Fleet::builder()
         .backend(Behavior::healthy().latency(Latency::fixed(ms(1))))
@@ -141,7 +141,7 @@ async fn misbehaving_fleet() -> Measured {
     let stats_before = client.endpoints();
     let retries_before = client.retry_stats().retries();
     let started = std::time::Instant::now();
-    let outcome = drive(&client, 1_000, 16).await;
+    let outcome = drive(&client, 2_000, 16).await;
     let elapsed = started.elapsed();
     let measured = Measured {
         outcome,
@@ -178,8 +178,10 @@ async fn misbehaving_fleet() -> Measured {
 /// - Success: a request fails only if three attempts in a row fail (two retries, each to a
 ///   freshly chosen endpoint) or the retry budget runs dry. The refusing and hanging backends
 ///   are ejected during warm-up, and the flaky one is dear (each failure counts as 1 s of
-///   latency) or ejected. Observed: 1,000 of 1,000 in 81 runs of 84, 999 in three; the bound
-///   is 999, as required (99.9%). (In warm-up, with nothing ejected yet, about one run in
+///   latency) or ejected. Observed over 1,000 requests: 1,000 in 138 runs of 145, 999 in
+///   six, 998 once (a CI run). A failed request is rare (about 1 in 20,000) but the bound sat
+///   one failure from a sample of 1,000; over 2,000 requests the same 99.9% allows two, which
+///   such a rate exceeds about once in several thousand runs. (In warm-up, with nothing ejected yet, about one run in
 ///   four has one failure: three attempts that all met a broken backend.)
 /// - The slow backend: observed 0.2% to 2.7% of the requests the backends received (54
 ///   runs); the bound is 5%. With an 80 ms slow backend the share was not reliably under 5%
@@ -198,8 +200,8 @@ async fn misbehaving_fleet() -> Measured {
 async fn the_client_routes_around_a_misbehaving_fleet() {
     let m = misbehaving_fleet().await;
     let o = &m.outcome;
-    assert_eq!(o.ok + o.non_2xx + o.errors, 1_000);
-    assert!(o.ok >= 999, "success rate below 99.9%: {o:?}");
+    assert_eq!(o.ok + o.non_2xx + o.errors, 2_000);
+    assert!(o.ok >= 1_998, "success rate below 99.9%: {o:?}");
     assert!(
         m.share(SLOW) < 0.05,
         "the slow backend got {:.1}% of the requests: {:?}",
