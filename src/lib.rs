@@ -2,7 +2,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backoff;
 pub mod balance;
 pub mod budget;
 pub mod classify;
@@ -11,8 +10,11 @@ pub mod error;
 pub mod http;
 pub mod observe;
 pub mod outlier;
+mod primitives;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{BoxError, ConfigError, Error};
+/// Retry backoff: how long to wait before a retry (the doubling ladder ejections climb too).
+pub use primitives::ladder as backoff;

@@ -112,13 +112,12 @@ mod labels;
 mod request;
 mod stats;
 pub(crate) mod trace;
-mod window;
 
 pub(crate) use self::endpoint::{BalancerMetrics, EndpointMetrics, HealthObserver, State};
 pub(crate) use self::labels::Settings;
 pub(crate) use self::request::{Outcome, RequestMetrics};
 pub use self::stats::{ClientStats, RecentStats};
-pub(crate) use self::window::Recent;
+pub(crate) use crate::primitives::ring::Recent;
 
 use metrics::Unit;
 

@@ -2,63 +2,8 @@
 
 use crate::balance::EndpointStats;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-/// Outcomes and latency percentiles of the logical requests that finished in the last minute
-/// (between 50 and 60 seconds: the window moves in 10-second steps).
-///
-/// Latencies run from the call to the answer, retries included, for successes and failures
-/// alike; requests their caller cancelled are left out. Percentiles are the middle of a
-/// quarter-octave bucket: within 12.5% of the true value.
-///
-/// ```
-/// use meshless::{budget::Budget, retry::RetryLayer};
-/// let layer = RetryLayer::new(Budget::default());
-/// let recent = layer.stats().recent();
-/// assert_eq!(recent.requests(), 0);
-/// assert_eq!(recent.success_rate(), None);
-/// assert_eq!(recent.p99, None);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-#[non_exhaustive]
-pub struct RecentStats {
-    /// The stretch of time the figures cover, up to the snapshot.
-    pub window: Duration,
-    /// Requests that succeeded.
-    pub successes: u64,
-    /// Requests that failed (a failure answer, an error, or their deadline passed).
-    pub failures: u64,
-    /// The median latency, or `None` with no request in the window.
-    pub p50: Option<Duration>,
-    /// The 90th-percentile latency.
-    pub p90: Option<Duration>,
-    /// The 99th-percentile latency.
-    pub p99: Option<Duration>,
-}
-
-impl RecentStats {
-    /// Requests finished in the window: successes and failures.
-    ///
-    /// ```
-    /// let recent = meshless::observe::RecentStats::default();
-    /// assert_eq!(recent.requests(), 0);
-    /// ```
-    pub fn requests(&self) -> u64 {
-        self.successes + self.failures
-    }
-
-    /// The share of requests that succeeded, in `[0, 1]`; `None` with no request in the
-    /// window.
-    ///
-    /// ```
-    /// let recent = meshless::observe::RecentStats::default();
-    /// assert_eq!(recent.success_rate(), None);
-    /// ```
-    pub fn success_rate(&self) -> Option<f64> {
-        let requests = self.requests();
-        (requests > 0).then(|| self.successes as f64 / requests as f64)
-    }
-}
+pub use crate::primitives::ring::RecentStats;
 
 /// A snapshot of a [`Client`](crate::http::Client): what it has done since it was built, how it
 /// did over the last minute, and where each endpoint stands. Cheap: a few atomic loads, and one

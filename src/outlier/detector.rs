@@ -1,9 +1,10 @@
 //! The fleet: every endpoint of one balancer, the share that may be ejected, and the sweeps.
 
-use super::gate::{self, Clock};
 use super::health::{Endpoint, Health};
-use super::{EjectReason, OutlierConfig, Status, penalty};
+use super::{EjectReason, OutlierConfig, Status};
 use crate::observe::HealthObserver;
+use crate::primitives::clock::{self, Clock};
+use crate::primitives::ladder;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -155,11 +156,11 @@ impl Detector {
     /// ```
     pub fn new(config: OutlierConfig) -> Self {
         let timing = Timing {
-            interval: gate::micros(config.interval),
-            base_ejection: gate::micros(config.base_ejection_time),
-            max_ejection: gate::micros(config.max_ejection_time),
-            probe_timeout: gate::micros(config.probe_timeout),
-            slow_start: gate::micros(config.slow_start),
+            interval: clock::micros(config.interval),
+            base_ejection: clock::micros(config.base_ejection_time),
+            max_ejection: clock::micros(config.max_ejection_time),
+            probe_timeout: clock::micros(config.probe_timeout),
+            slow_start: clock::micros(config.slow_start),
         };
         Detector {
             fleet: Arc::new(Fleet {
@@ -477,8 +478,9 @@ impl Fleet {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
-    pub(crate) fn penalty(&self, step: u32) -> i64 {
-        penalty::ejection_micros(
+    /// How long the `step`-th consecutive ejection of an endpoint lasts, in microseconds.
+    pub(crate) fn ejection_length(&self, step: u32) -> i64 {
+        ladder::ejection_micros(
             self.timing.base_ejection,
             self.timing.max_ejection,
             self.config.ejection_jitter,

@@ -2,11 +2,12 @@
 
 use super::consecutive::Consecutive;
 use super::detector::Fleet;
-use super::gate::{self, ACTIVE, EJECTED, LONG_AGO, PROBING, RETIRED};
-use super::histogram::Histogram;
 use super::{Admit, EjectReason, Status, Window, slow_start};
 use crate::classify::Class;
 use crate::observe::{HealthObserver, State};
+use crate::primitives::clock;
+use crate::primitives::gate::{self, ACTIVE, EJECTED, LONG_AGO, PROBING, RETIRED};
+use crate::primitives::histogram::Histogram;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -288,7 +289,7 @@ impl fmt::Debug for Health {
 /// The state word of an active endpoint whose ramp started at `ramp_start`.
 fn active(ramp_start: i64) -> u64 {
     // The reason bits mean nothing while active.
-    gate::pack(ACTIVE, EjectReason::ConsecutiveFailures, ramp_start)
+    gate::pack(ACTIVE, EjectReason::ConsecutiveFailures.bits(), ramp_start)
 }
 
 impl Endpoint {
@@ -306,7 +307,7 @@ impl Endpoint {
             ACTIVE => Status::Active,
             EJECTED if now_us < gate::time(word) => Status::Ejected {
                 until: self.fleet.clock.instant(gate::time(word)),
-                reason: gate::reason(word),
+                reason: EjectReason::from_bits(gate::reason(word)),
             },
             EJECTED | PROBING => Status::Probation,
             _ => Status::Retired,
@@ -369,15 +370,15 @@ impl Endpoint {
     fn report_probe(&self, word: u64, now: Instant, failure: bool, latency: Duration) {
         let fleet = &*self.fleet;
         let now_us = fleet.clock.micros(now);
-        let started = now_us.saturating_sub(gate::micros(latency));
+        let started = now_us.saturating_sub(clock::micros(latency));
         if started < self.ejected_at.load(Ordering::Acquire) {
             return; // a straggler from before the ejection, not the probe
         }
         if failure {
             let step = self.step.load(Ordering::Relaxed);
-            let until = now_us.saturating_add(fleet.penalty(step));
-            let reason = gate::reason(word);
-            let ejected = gate::pack(EJECTED, reason, until);
+            let until = now_us.saturating_add(fleet.ejection_length(step));
+            let reason = EjectReason::from_bits(gate::reason(word));
+            let ejected = gate::pack(EJECTED, reason.bits(), until);
             if self
                 .gate
                 .compare_exchange(word, ejected, Ordering::AcqRel, Ordering::Acquire)
@@ -429,8 +430,8 @@ impl Endpoint {
         if active_for >= self.fleet.timing.max_ejection {
             step = 0; // it served long enough unejected: this is a new incident
         }
-        let until = now_us.saturating_add(self.fleet.penalty(step));
-        let ejected = gate::pack(EJECTED, reason, until);
+        let until = now_us.saturating_add(self.fleet.ejection_length(step));
+        let ejected = gate::pack(EJECTED, reason.bits(), until);
         if self
             .gate
             .compare_exchange(word, ejected, Ordering::AcqRel, Ordering::Acquire)
@@ -470,7 +471,7 @@ impl Endpoint {
     }
 
     pub(crate) fn retire(&self) {
-        let retired = gate::pack(RETIRED, EjectReason::ConsecutiveFailures, 0);
+        let retired = gate::pack(RETIRED, EjectReason::ConsecutiveFailures.bits(), 0);
         let old = self.gate.swap(retired, Ordering::AcqRel);
         match gate::state(old) {
             RETIRED => {}

@@ -1,8 +1,8 @@
 //! Latency ejection: an endpoint that stays much slower than its peers for a whole interval.
 
 use super::Window;
-use super::gate;
 use crate::error::ConfigError;
+use crate::primitives::clock;
 use std::time::Duration;
 
 /// Ejects endpoints whose median latency over an interval is above `factor ×` the median of
@@ -139,7 +139,7 @@ impl LatencyPolicy {
         }
         medians.sort_by(|a, b| a.1.total_cmp(&b.1));
         let sorted: Vec<f64> = medians.iter().map(|(_, m)| *m).collect();
-        let floor = gate::micros(self.floor) as f64;
+        let floor = clock::micros(self.floor) as f64;
         let mut out: Vec<(usize, f64)> = medians
             .iter()
             .enumerate()

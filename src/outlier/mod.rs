@@ -107,11 +107,8 @@ mod config;
 mod consecutive;
 mod detector;
 mod failure_percent;
-mod gate;
 mod health;
-pub(crate) mod histogram;
 mod latency;
-mod penalty;
 mod slow_start;
 mod success_rate;
 

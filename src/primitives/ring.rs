@@ -1,4 +1,6 @@
-//! Outcomes and latencies over the last minute, for `stats()`.
+//! The lossy statistics ring: outcomes and latencies over the last minute, for `stats()`.
+//!
+//! Its contract, unlike the retry budget's exact ledger: readings are statistics.
 //!
 //! Time is cut into 10-second slots ([`SLOT_SECS`]), and the last [`SLOTS`] of them are kept
 //! in a ring: the current slot and the five before it, so a reading covers between 50 and 60
@@ -10,8 +12,8 @@
 //! It is a statistic, not a ledger: a request recorded by one thread while another clears the
 //! slot it lands in may be lost, once per slot at most per thread.
 
-use super::stats::RecentStats;
-use crate::outlier::histogram::{self, BUCKETS, Histogram};
+use super::clock::Clock;
+use super::histogram::{self, BUCKETS, Histogram};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,9 +25,65 @@ const SLOT_SECS: u64 = 10;
 /// How many slots the ring keeps.
 pub(crate) const SLOTS: usize = 6;
 
+/// Outcomes and latency percentiles of the logical requests that finished in the last minute
+/// (between 50 and 60 seconds: the window moves in 10-second steps).
+///
+/// Latencies run from the call to the answer, retries included, for successes and failures
+/// alike; requests their caller cancelled are left out. Percentiles are the middle of a
+/// quarter-octave bucket: within 12.5% of the true value.
+///
+/// ```
+/// use meshless::{budget::Budget, retry::RetryLayer};
+/// let layer = RetryLayer::new(Budget::default());
+/// let recent = layer.stats().recent();
+/// assert_eq!(recent.requests(), 0);
+/// assert_eq!(recent.success_rate(), None);
+/// assert_eq!(recent.p99, None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct RecentStats {
+    /// The stretch of time the figures cover, up to the snapshot.
+    pub window: Duration,
+    /// Requests that succeeded.
+    pub successes: u64,
+    /// Requests that failed (a failure answer, an error, or their deadline passed).
+    pub failures: u64,
+    /// The median latency, or `None` with no request in the window.
+    pub p50: Option<Duration>,
+    /// The 90th-percentile latency.
+    pub p90: Option<Duration>,
+    /// The 99th-percentile latency.
+    pub p99: Option<Duration>,
+}
+
+impl RecentStats {
+    /// Requests finished in the window: successes and failures.
+    ///
+    /// ```
+    /// let recent = meshless::observe::RecentStats::default();
+    /// assert_eq!(recent.requests(), 0);
+    /// ```
+    pub fn requests(&self) -> u64 {
+        self.successes + self.failures
+    }
+
+    /// The share of requests that succeeded, in `[0, 1]`; `None` with no request in the
+    /// window.
+    ///
+    /// ```
+    /// let recent = meshless::observe::RecentStats::default();
+    /// assert_eq!(recent.success_rate(), None);
+    /// ```
+    pub fn success_rate(&self) -> Option<f64> {
+        let requests = self.requests();
+        (requests > 0).then(|| self.successes as f64 / requests as f64)
+    }
+}
+
 /// The last minute of outcomes.
 pub(crate) struct Recent {
-    origin: Instant,
+    clock: Clock,
     slots: [Slot; SLOTS],
 }
 
@@ -46,7 +104,7 @@ impl Default for Recent {
 impl Recent {
     pub(crate) fn new(origin: Instant) -> Self {
         Recent {
-            origin,
+            clock: Clock::new(origin),
             slots: std::array::from_fn(|_| Slot {
                 tag: AtomicU64::new(0),
                 successes: AtomicU64::new(0),
@@ -58,8 +116,7 @@ impl Recent {
 
     /// The tag of the slot of time `now` falls in.
     fn tag(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin);
-        since.as_secs() / SLOT_SECS + 1
+        self.clock.elapsed(now).as_secs() / SLOT_SECS + 1
     }
 
     /// Records a request that finished at `now` after `latency`.
@@ -111,7 +168,7 @@ impl Recent {
             histogram::quantile(&counts, q).map(|micros| Duration::from_secs_f64(micros / 1e6))
         };
         // From the start of the oldest slot read (or the origin) to now.
-        let covered = now.saturating_duration_since(self.origin);
+        let covered = self.clock.elapsed(now);
         let oldest_start = Duration::from_secs((oldest - 1).saturating_mul(SLOT_SECS));
         RecentStats {
             window: covered.saturating_sub(oldest_start),
@@ -127,7 +184,7 @@ impl Recent {
 impl fmt::Debug for Recent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Recent")
-            .field("origin", &self.origin)
+            .field("origin", &self.clock.origin())
             .finish_non_exhaustive()
     }
 }

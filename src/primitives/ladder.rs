@@ -1,7 +1,9 @@
-//! How long to wait before a retry.
+//! How long to wait before a retry, and how long an ejection lasts: one doubling ladder,
+//! randomised.
 //!
 //! Retrying at once, in lockstep with every other client, turns a blip into a thundering herd.
-//! Both strategies here randomise the wait ("jitter"), as Envoy and linkerd do.
+//! Both retry strategies here randomise the wait ("jitter"), as Envoy and linkerd do. An
+//! endpoint's n-th consecutive ejection climbs the same ladder ([`rung`]): `base × 2ⁿ`, capped.
 //!
 //! ```
 //! use meshless::backoff::Backoff;
@@ -172,8 +174,8 @@ impl BackoffState {
         let delay = match kind {
             Kind::None => Duration::ZERO,
             Kind::FullJitter => {
-                // base × 2ⁿ, saturating long before it could overflow.
-                let ceiling = base.saturating_mul(1 << self.retries.min(31)).min(cap);
+                let ceiling =
+                    duration_from_nanos(rung(base.as_nanos(), cap.as_nanos(), self.retries));
                 uniform(Duration::ZERO, ceiling)
             }
             Kind::Decorrelated => {
@@ -186,6 +188,40 @@ impl BackoffState {
         self.retries = self.retries.saturating_add(1);
         delay
     }
+}
+
+/// Rung `step` of the ladder: `base × 2^step`, at most `cap`, in any unit (nanoseconds for
+/// retry waits, microseconds for ejections). Saturates, so no step overflows.
+pub(crate) fn rung(base: u128, cap: u128, step: u32) -> u128 {
+    base.saturating_mul(1u128 << step.min(127)).min(cap)
+}
+
+/// `nanos` as a `Duration`, saturating at `Duration::MAX`.
+fn duration_from_nanos(nanos: u128) -> Duration {
+    const PER_SEC: u128 = 1_000_000_000;
+    match u64::try_from(nanos / PER_SEC) {
+        Ok(secs) => Duration::new(secs, (nanos % PER_SEC) as u32),
+        Err(_) => Duration::MAX,
+    }
+}
+
+/// How long an ejection lasts, in microseconds, for ladder step `step` (0 for the first
+/// ejection): [`rung`] `step`, moved by up to ± `jitter` of itself and kept within
+/// `[base, max]`. Doubling lets a flapping endpoint fail its probe cheaply at first and then
+/// rarely; jitter keeps the many clients that ejected the same endpoint at the same moment from
+/// probing it in lockstep; the clamp keeps the documented bounds exact.
+/// Callers guarantee `0 < base <= max` (checked by the config).
+pub(crate) fn ejection_micros(base: i64, max: i64, jitter: f64, step: u32) -> i64 {
+    // `base` and `max` are positive (checked by the config), so the casts are exact.
+    let nominal = rung(base as u128, max as u128, step) as i64;
+    let spread = if jitter > 0.0 {
+        1.0 + jitter * rand::rng().random_range(-1.0..=1.0)
+    } else {
+        1.0
+    };
+    // f64 → i64 saturates, and `spread` is within [0, 2], so this never wraps.
+    let jittered = (nominal as f64 * spread) as i64;
+    jittered.max(base).min(max)
 }
 
 fn uniform(low: Duration, high: Duration) -> Duration {
@@ -267,5 +303,56 @@ mod tests {
         s.retries = u32::MAX;
         let _ = s.next_delay();
         let _ = s.next_delay();
+    }
+
+    const S: i64 = 1_000_000;
+
+    #[test]
+    fn rungs_double_up_to_the_cap_and_saturate() {
+        let ladder: Vec<u128> = (0..6).map(|n| rung(3, 40, n)).collect();
+        assert_eq!(ladder, [3, 6, 12, 24, 40, 40]);
+        assert_eq!(rung(u128::MAX / 2, u128::MAX, 200), u128::MAX);
+        assert_eq!(duration_from_nanos(u128::MAX), Duration::MAX);
+        assert_eq!(
+            duration_from_nanos(1_500_000_000),
+            Duration::from_millis(1_500)
+        );
+    }
+
+    #[test]
+    fn ejections_double_from_one_to_sixty_seconds_within_the_jitter() {
+        for step in 0..12u32 {
+            let nominal = (S << step).min(60 * S);
+            let low = (nominal / 2).max(S);
+            let high = (nominal + nominal / 2).min(60 * S);
+            for _ in 0..200 {
+                let d = ejection_micros(S, 60 * S, 0.5, step);
+                assert!((low..=high).contains(&d), "step {step}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn without_jitter_the_ladder_is_exact() {
+        let ladder: Vec<i64> = (0..8)
+            .map(|n| ejection_micros(S, 60 * S, 0.0, n) / S)
+            .collect();
+        assert_eq!(ladder, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn jitter_spreads_the_ejections() {
+        let samples: Vec<i64> = (0..200)
+            .map(|_| ejection_micros(S, 60 * S, 0.5, 3))
+            .collect();
+        assert!(samples.iter().any(|d| *d < 7 * S));
+        assert!(samples.iter().any(|d| *d > 9 * S));
+    }
+
+    #[test]
+    fn extreme_steps_and_lengths_do_not_overflow() {
+        assert!(ejection_micros(S, 60 * S, 0.5, u32::MAX) <= 60 * S);
+        let huge = i64::MAX / 2;
+        assert!(ejection_micros(huge, i64::MAX, 1.0, 40) >= huge);
     }
 }

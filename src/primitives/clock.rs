@@ -1,0 +1,91 @@
+//! The one clock every layer measures with: instants as signed microseconds from an origin.
+//!
+//! tokio's `Instant`, so that paused test time drives everything. Signed, so that an instant
+//! from before the origin (a test's base instant, say) still orders correctly; microseconds
+//! and 60 bits of them span ±18,000 years, so no real instant is ever clamped.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Timestamps are clamped to ±`LIMIT` microseconds around a clock's origin (60 bits, the
+/// width a [gate word](super::gate) keeps).
+pub(crate) const LIMIT: i64 = (1 << 59) - 1;
+
+/// Reads instants against a fixed origin. Cheap to copy; it never reads the time itself, so
+/// each event reads `Instant::now()` once and hands the reading to every window it feeds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    origin: Instant,
+}
+
+impl Clock {
+    pub(crate) fn new(origin: Instant) -> Self {
+        Clock { origin }
+    }
+
+    /// The instant every reading counts from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// The time from the origin to `now`, zero if `now` is earlier: for windows that count
+    /// forward from the origin and drop stragglers.
+    pub(crate) fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+    }
+
+    /// `t` in signed microseconds from the origin, clamped to ±[`LIMIT`].
+    pub(crate) fn micros(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.origin) {
+            Some(after) => micros(after),
+            None => -micros(self.origin.saturating_duration_since(t)),
+        }
+    }
+
+    /// The instant `micros` from the origin. One the platform's `Instant` cannot hold (an
+    /// ejection with no maximum ends millennia away) becomes the farthest it can, found by
+    /// halving: never the origin, which would read as an ejection already over.
+    pub(crate) fn instant(&self, micros: i64) -> Instant {
+        let mut offset = Duration::from_micros(micros.unsigned_abs());
+        loop {
+            let t = if micros >= 0 {
+                self.origin.checked_add(offset)
+            } else {
+                self.origin.checked_sub(offset)
+            };
+            match t {
+                Some(t) => return t,
+                None if offset.is_zero() => return self.origin,
+                None => offset /= 2,
+            }
+        }
+    }
+}
+
+/// A duration in microseconds, clamped to [`LIMIT`].
+pub(crate) fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).map_or(LIMIT, |us| us.min(LIMIT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_is_signed_around_its_origin() {
+        let origin = Instant::now();
+        let clock = Clock::new(origin);
+        let second = Duration::from_secs(1);
+        assert_eq!(clock.micros(origin), 0);
+        assert_eq!(clock.micros(origin + second), 1_000_000);
+        if let Some(before) = origin.checked_sub(second) {
+            assert_eq!(clock.micros(before), -1_000_000);
+            assert_eq!(clock.instant(-1_000_000), before);
+        }
+        assert_eq!(clock.instant(1_000_000), origin + second);
+        // Far-off values never panic.
+        let _ = clock.instant(LIMIT);
+        let _ = clock.instant(-LIMIT);
+        assert_eq!(micros(Duration::MAX), LIMIT);
+    }
+}
