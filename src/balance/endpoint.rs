@@ -2,8 +2,8 @@
 
 use super::ewma::PeakEwma;
 use super::quiet::Quiet;
+use super::telemetry::EndpointMetrics;
 use crate::classify::{Class, Pushback};
-use crate::observe::EndpointMetrics;
 use crate::outlier::Health;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

@@ -38,6 +38,7 @@ mod ewma;
 mod future;
 mod p2c;
 mod quiet;
+mod telemetry;
 
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
@@ -45,9 +46,11 @@ pub use tower::discover::{Change, Discover};
 
 use self::endpoint::{Endpoint, Meter};
 use self::ewma::PeakEwma;
+use self::telemetry::BalancerMetrics;
 use crate::classify::{Classifier, Classify};
 use crate::error::{BoxError, ConfigError, Error};
-use crate::observe::{BalancerMetrics, HealthObserver, Settings};
+use crate::observe::Settings;
+use crate::outlier::HealthObserver;
 use crate::outlier::{Detector, OutlierConfig, Status};
 use http::Request;
 use std::collections::HashMap;
@@ -571,7 +574,11 @@ where
         let config = &shared.config;
         // The endpoint's label in metrics and spans, written once.
         let label: Arc<str> = Arc::from(key.to_string());
-        let observer = HealthObserver::new(&config.observe, label.clone(), shared.metrics.as_ref());
+        let observer = HealthObserver::new(
+            &config.observe,
+            label.clone(),
+            shared.metrics.as_ref().map(BalancerMetrics::by_state),
+        );
         Meter {
             rtt: PeakEwma::new(config.default_rtt, config.decay, now),
             in_flight: AtomicU32::new(0),

@@ -2,9 +2,9 @@
 
 use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
+use super::stats::ClientStats;
 use crate::balance::{Balance, EndpointStats};
 use crate::error::{BoxError, Error, Kind};
-use crate::observe::ClientStats;
 use crate::retry::RetryStats;
 use bytes::Bytes;
 use http::uri::Scheme;

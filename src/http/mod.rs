@@ -40,9 +40,10 @@ mod client;
 mod connect;
 mod dns;
 mod endpoint;
+mod stats;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use self::builder::ClientBuilder;
 pub use self::client::{Client, ResponseBody, ResponseFuture};
-pub use crate::observe::ClientStats;
+pub use self::stats::ClientStats;

@@ -1,6 +1,6 @@
 //! Label values, and the handles of families labelled by an outcome's reason.
 
-use super::{DEFAULT_SERVICE, REASON, SERVICE};
+use super::{DEFAULT_SERVICE, ENDPOINT, REASON, SERVICE};
 use metrics::{Counter, Label, SharedString};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -31,6 +31,14 @@ impl Settings {
     /// The `service` label alone.
     pub(crate) fn service_label(&self) -> Label {
         Label::new(SERVICE, self.service.clone())
+    }
+
+    /// The labels of the endpoint labelled `endpoint`: `service` and `endpoint`.
+    pub(crate) fn endpoint_labels(&self, endpoint: &Arc<str>) -> Vec<Label> {
+        vec![
+            self.service_label(),
+            Label::new(ENDPOINT, SharedString::from(endpoint.clone())),
+        ]
     }
 }
 

@@ -107,17 +107,10 @@
 //! [`Balance`]: crate::balance::Balance
 //! [`Balance::stats`]: crate::balance::Balance::stats
 
-mod endpoint;
 mod labels;
-mod request;
-mod stats;
-pub(crate) mod trace;
 
-pub(crate) use self::endpoint::{BalancerMetrics, EndpointMetrics, HealthObserver, State};
-pub(crate) use self::labels::Settings;
-pub(crate) use self::request::{Outcome, RequestMetrics};
-pub use self::stats::{ClientStats, RecentStats};
-pub(crate) use crate::primitives::ring::Recent;
+pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
+pub use crate::primitives::ring::RecentStats;
 
 use metrics::Unit;
 

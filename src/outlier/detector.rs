@@ -1,8 +1,8 @@
 //! The fleet: every endpoint of one balancer, the share that may be ejected, and the sweeps.
 
 use super::health::{Endpoint, Health};
+use super::telemetry::HealthObserver;
 use super::{EjectReason, OutlierConfig, Status};
-use crate::observe::HealthObserver;
 use crate::primitives::clock::{self, Clock};
 use crate::primitives::ladder;
 use std::fmt;

@@ -2,9 +2,9 @@
 
 use super::consecutive::Consecutive;
 use super::detector::Fleet;
+use super::telemetry::{HealthObserver, State};
 use super::{Admit, EjectReason, Status, Window, slow_start};
 use crate::classify::Class;
-use crate::observe::{HealthObserver, State};
 use crate::primitives::clock;
 use crate::primitives::gate::{self, ACTIVE, EJECTED, LONG_AGO, PROBING, RETIRED};
 use crate::primitives::histogram::Histogram;

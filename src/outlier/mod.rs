@@ -111,6 +111,7 @@ mod health;
 mod latency;
 mod slow_start;
 mod success_rate;
+mod telemetry;
 
 pub use self::config::{OutlierConfig, OutlierConfigBuilder};
 pub use self::detector::{Detector, DetectorStats, EjectionCounts};
@@ -118,6 +119,7 @@ pub use self::failure_percent::FailurePercentagePolicy;
 pub use self::health::Health;
 pub use self::latency::LatencyPolicy;
 pub use self::success_rate::SuccessRatePolicy;
+pub(crate) use self::telemetry::{FleetGauges, HealthObserver};
 
 use std::fmt;
 use tokio::time::Instant;

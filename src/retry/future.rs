@@ -3,14 +3,14 @@
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
+use super::telemetry::Outcome;
+use super::trace::{self, Trace};
 use crate::backoff::BackoffState;
 use crate::budget::UnsentRetry;
 use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind, QuietUntil};
-use crate::observe::Outcome;
-use crate::observe::trace::{self, Trace};
 use http::Request;
 use http::request::Parts;
 use pin_project_lite::pin_project;

@@ -3,13 +3,14 @@
 use super::future::{ResponseFuture, RetryState};
 use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
+use super::telemetry::RequestMetrics;
+use super::trace::Trace;
 use crate::backoff::Backoff;
 use crate::budget::Budget;
 use crate::classify::{Classifier, Classify, Idempotence};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error};
-use crate::observe::trace::Trace;
-use crate::observe::{RequestMetrics, Settings};
+use crate::observe::Settings;
 use http::Request;
 use http_body::Body;
 use std::sync::Arc;

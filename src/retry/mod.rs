@@ -33,6 +33,8 @@ mod future;
 mod layer;
 mod policy;
 mod replay;
+mod telemetry;
+pub(crate) mod trace;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};

@@ -1,7 +1,8 @@
 //! Which requests may be repeated, and the counters of what the retry layer decided.
 
 use crate::classify::Idempotence;
-use crate::observe::{Recent, RecentStats};
+use crate::observe::RecentStats;
+use crate::primitives::ring::Recent;
 use http::{HeaderMap, Method, Uri};
 use std::fmt;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
-//! Snapshots for programs, dashboards and tests.
+//! The snapshot of a client: what it has done since it was built, and its endpoints.
 
 use crate::balance::EndpointStats;
+use crate::observe::RecentStats;
 use std::net::SocketAddr;
-
-pub use crate::primitives::ring::RecentStats;
 
 /// A snapshot of a [`Client`](crate::http::Client): what it has done since it was built, how it
 /// did over the last minute, and where each endpoint stands. Cheap: a few atomic loads, and one

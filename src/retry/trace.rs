@@ -1,10 +1,10 @@
-//! Tracing: the spans of a request and its attempts, and the events of endpoint health.
+//! Tracing: the spans of a request and its attempts.
 //!
 //! Span names are literals because `tracing` keeps them in static metadata; they equal
-//! [`REQUEST_SPAN`](super::REQUEST_SPAN) and [`ATTEMPT_SPAN`](super::ATTEMPT_SPAN), as
+//! [`REQUEST_SPAN`](crate::observe::REQUEST_SPAN) and
+//! [`ATTEMPT_SPAN`](crate::observe::ATTEMPT_SPAN), as
 //! `tests/tracing.rs` checks.
 
-use crate::outlier::EjectReason;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tracing::Span;
@@ -111,60 +111,7 @@ fn late_fields<T>(
     cell.get_or_init(lookup).as_ref()
 }
 
-/// Records the endpoint the balancer picked in the current span: the attempt's span when the
-/// balancer runs under a retry layer (a span without an `endpoint` field ignores it).
-///
-/// This is what `Span::current().record("endpoint", …)` does, without making a handle to the
-/// current span: with a real subscriber that saves cloning and closing it on every request.
-pub(crate) fn record_endpoint(endpoint: &str) {
-    // Attempt spans are DEBUG: nothing to do unless they can exist.
-    if !tracing::level_enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    tracing::dispatcher::get_default(|dispatch| {
-        let Some((id, metadata)) = dispatch.current_span().into_inner() else {
-            return;
-        };
-        let fields = metadata.fields();
-        let Some(field) = fields.field("endpoint") else {
-            return;
-        };
-        let values = [(&field, Some(&endpoint as &dyn Value))];
-        dispatch.record(&id, &tracing::span::Record::new(&fields.value_set(&values)));
-    });
-}
-
 /// A retry was refused because the budget was empty.
 pub(crate) fn budget_exhausted(attempts: u32, reason: &'static str) {
     tracing::info!(attempts, reason, "retry budget exhausted: not retrying");
-}
-
-pub(crate) fn ejected(
-    service: &str,
-    endpoint: &str,
-    reason: EjectReason,
-    length: Duration,
-    probe_failed: bool,
-) {
-    let ejected_for_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(
-        service,
-        endpoint,
-        reason = reason.as_str(),
-        ejected_for_ms,
-        probe_failed,
-        "endpoint ejected"
-    );
-}
-
-pub(crate) fn probation(service: &str, endpoint: &str) {
-    tracing::info!(
-        service,
-        endpoint,
-        "endpoint on probation: sending its probe"
-    );
-}
-
-pub(crate) fn returned(service: &str, endpoint: &str) {
-    tracing::info!(service, endpoint, "endpoint returned: its probe succeeded");
 }

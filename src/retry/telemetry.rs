@@ -1,13 +1,12 @@
 //! The metrics of logical requests and their attempts, recorded by the retry layer.
 
-use super::labels::{CANCELLED, ReasonCounters, Settings};
-use super::{
-    ATTEMPT_TIMEOUTS_TOTAL, ATTEMPTS_TOTAL, BACKOFF_SECONDS, CLASS, REASON, REPLAY_OVERFLOWS_TOTAL,
-    REQUEST_DURATION_SECONDS, REQUESTS_COMPLETED_TOTAL, REQUESTS_TOTAL, RETRIES_REFUSED_TOTAL,
-    RETRIES_TOTAL,
-};
 use crate::classify::{Class, Reason};
 use crate::error::Kind;
+use crate::observe::{
+    ATTEMPT_TIMEOUTS_TOTAL, ATTEMPTS_TOTAL, BACKOFF_SECONDS, CANCELLED, CLASS, REASON,
+    REPLAY_OVERFLOWS_TOTAL, REQUEST_DURATION_SECONDS, REQUESTS_COMPLETED_TOTAL, REQUESTS_TOTAL,
+    RETRIES_REFUSED_TOTAL, RETRIES_TOTAL, ReasonCounters, Settings,
+};
 use metrics::{Counter, Histogram, Label};
 use std::fmt;
 use std::sync::OnceLock;
@@ -75,7 +74,7 @@ impl RequestMetrics {
         if !settings.metrics {
             return None;
         }
-        super::describe();
+        crate::observe::describe();
         let service = settings.service_label();
         let only_service = || vec![service.clone()];
         let with_class = |class: Outcome| {

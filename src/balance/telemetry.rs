@@ -1,0 +1,128 @@
+//! The metrics and span fields of a balancer and its endpoints.
+
+use crate::observe::{
+    self, BALANCER_FAIL_FAST_TOTAL, ENDPOINT_CANCELLED_TOTAL, ENDPOINT_FAILURES_TOTAL,
+    ENDPOINT_LATENCY_SECONDS, ENDPOINT_REQUESTS_TOTAL, ENDPOINT_RTT_EWMA_SECONDS, Settings,
+};
+use crate::outlier::FleetGauges;
+use metrics::{Counter, Gauge, Histogram};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::field::Value;
+
+/// One balancer's handles: its endpoints by state, and its fail-fast counter.
+pub(crate) struct BalancerMetrics {
+    settings: Settings,
+    by_state: FleetGauges,
+    fail_fast: Counter,
+}
+
+impl BalancerMetrics {
+    /// Registers the handles, or `None` when the settings turn metrics off.
+    pub(crate) fn register(settings: &Settings) -> Option<Self> {
+        if !settings.metrics {
+            return None;
+        }
+        observe::describe();
+        Some(BalancerMetrics {
+            settings: settings.clone(),
+            by_state: FleetGauges::register(settings),
+            fail_fast: metrics::counter!(BALANCER_FAIL_FAST_TOTAL, vec![settings.service_label()]),
+        })
+    }
+
+    /// The balancer's endpoints by state, which each endpoint's health observer moves.
+    pub(crate) fn by_state(&self) -> &FleetGauges {
+        &self.by_state
+    }
+
+    /// A request failed for want of a ready endpoint.
+    pub(crate) fn failed_fast(&self) {
+        self.fail_fast.increment(1);
+    }
+
+    /// Registers the handles of the endpoint labelled `endpoint`.
+    pub(crate) fn endpoint(&self, endpoint: &Arc<str>) -> EndpointMetrics {
+        let labels = self.settings.endpoint_labels(endpoint);
+        EndpointMetrics {
+            requests: metrics::counter!(ENDPOINT_REQUESTS_TOTAL, labels.clone()),
+            failures: metrics::counter!(ENDPOINT_FAILURES_TOTAL, labels.clone()),
+            cancelled: metrics::counter!(ENDPOINT_CANCELLED_TOTAL, labels.clone()),
+            latency: metrics::histogram!(ENDPOINT_LATENCY_SECONDS, labels.clone()),
+            rtt: metrics::gauge!(ENDPOINT_RTT_EWMA_SECONDS, labels),
+        }
+    }
+}
+
+impl fmt::Debug for BalancerMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerMetrics")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One endpoint's request handles, kept in the balancer's meter for the endpoint.
+pub(crate) struct EndpointMetrics {
+    requests: Counter,
+    failures: Counter,
+    cancelled: Counter,
+    latency: Histogram,
+    rtt: Gauge,
+}
+
+impl EndpointMetrics {
+    /// A request finished after `latency`.
+    pub(crate) fn finished(&self, failure: bool, latency: Duration) {
+        self.requests.increment(1);
+        if failure {
+            self.failures.increment(1);
+        }
+        self.latency.record(latency.as_secs_f64());
+    }
+
+    /// A request's caller gave up on it while at the endpoint.
+    pub(crate) fn cancelled(&self) {
+        self.cancelled.increment(1);
+    }
+
+    /// Publishes the endpoint's peak-EWMA estimate, `rtt_nanos`.
+    ///
+    /// Not on every request: the balancer publishes it when it jumps (a failure's penalty, a
+    /// probe's fresh start) and for every endpoint at each outlier sweep (every 10 s by
+    /// default). Between those it only drifts, and a gauge operation per request would cost
+    /// more than the drift is worth.
+    pub(crate) fn rtt(&self, rtt_nanos: f64) {
+        self.rtt.set(rtt_nanos / 1e9);
+    }
+}
+
+impl fmt::Debug for EndpointMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointMetrics").finish_non_exhaustive()
+    }
+}
+
+/// Records the endpoint the balancer picked in the current span: the attempt's span when the
+/// balancer runs under a retry layer (a span without an `endpoint` field ignores it).
+///
+/// This is what `Span::current().record("endpoint", …)` does, without making a handle to the
+/// current span: with a real subscriber that saves cloning and closing it on every request.
+pub(crate) fn record_endpoint(endpoint: &str) {
+    // Attempt spans are DEBUG: nothing to do unless they can exist.
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    tracing::dispatcher::get_default(|dispatch| {
+        let Some((id, metadata)) = dispatch.current_span().into_inner() else {
+            return;
+        };
+        let fields = metadata.fields();
+        let Some(field) = fields.field("endpoint") else {
+            return;
+        };
+        let values = [(&field, Some(&endpoint as &dyn Value))];
+        dispatch.record(&id, &tracing::span::Record::new(&fields.value_set(&values)));
+    });
+}
