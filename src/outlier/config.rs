@@ -8,8 +8,10 @@ const MS: Duration = Duration::from_millis(1);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// The settings of a [`Detector`](super::Detector). `Default` gives the documented defaults
-/// (see the [module docs](super#defaults-and-where-they-come-from)).
+/// The outlier ejection settings of one balancer, given to
+/// [`BalanceBuilder::outlier`](crate::balance::BalanceBuilder::outlier) or
+/// [`ClientBuilder::outlier`](crate::http::ClientBuilder::outlier). `Default` gives the
+/// documented defaults (see the [module docs](super#defaults-and-where-they-come-from)).
 ///
 /// ```
 /// use meshless::outlier::{LatencyPolicy, OutlierConfig};
@@ -359,8 +361,9 @@ impl OutlierConfigBuilder {
         self
     }
 
-    /// [`Detector::panicking`](super::Detector::panicking) is true when fewer than this share
-    /// of the endpoints are available (default 0.5). Between 0 (never panic) and 1.
+    /// The balancer panics (fails open: ignores ejections and uses every endpoint, as Envoy
+    /// does below its healthy panic threshold) when fewer than this share of the endpoints are
+    /// available (default 0.5). Between 0 (never panic) and 1.
     ///
     /// ```
     /// let b = meshless::outlier::OutlierConfig::builder().panic_threshold(0.0);

@@ -1,8 +1,10 @@
 //! The fleet: every endpoint of one balancer, the share that may be ejected, and the sweeps.
 
+#[cfg(test)]
+use super::Status;
 use super::health::{Endpoint, Health};
 use super::telemetry::HealthObserver;
-use super::{EjectReason, OutlierConfig, Status};
+use super::{EjectReason, OutlierConfig};
 use crate::primitives::clock::{self, Clock};
 use crate::primitives::ladder;
 use std::fmt;
@@ -17,19 +19,22 @@ const UNARMED: i64 = i64::MIN;
 /// keeps the share of ejected endpoints within bounds. Cheap to clone (one `Arc`); clones
 /// share everything.
 ///
-/// ```
-/// use meshless::outlier::{Detector, OutlierConfig};
-/// use tokio::time::Instant;
+/// Each endpoint gets a [`Health`] when it registers. What the balancer must do with them:
 ///
-/// let detector = Detector::new(OutlierConfig::default());
-/// let now = Instant::now();
-/// let endpoints: Vec<_> = (0..3).map(|_| detector.register(now)).collect();
-/// detector.sweep_if_due(now); // call often: it is one atomic load when nothing is due
-/// assert!(!detector.panicking());
-/// assert_eq!(detector.stats().active, 3);
-/// ```
+/// - Call [`sweep_if_due`](Detector::sweep_if_due) often (on every pick is fine: it is one
+///   atomic load when nothing is due).
+/// - When [`panicking`](Detector::panicking) is true, ignore `Admit::No` and treat every
+///   endpoint as ready (fail open), but still call `admit` so that probes keep running.
+/// - [`Health::peek`] tells readiness without claiming the probe; [`Health::admit`] claims it,
+///   once the endpoint is chosen. A request that got `Admit::Probe` must be sent and reported
+///   (or given back with [`Health::release_probe`] if its caller cancels it); a probe that
+///   never reports is replaced after the probe timeout.
+/// - An ejected endpoint's `Status::Ejected` carries `until`: a timer for it wakes the
+///   balancer when the endpoint can be probed.
+/// - Report every finished request ([`Health::report`]), with the latency up to the end of
+///   the response body, and retire endpoints that discovery removes ([`Health::retire`]).
 #[derive(Clone)]
-pub struct Detector {
+pub(crate) struct Detector {
     fleet: Arc<Fleet>,
 }
 
@@ -49,6 +54,8 @@ pub(crate) struct Fleet {
     /// Every registered endpoint, for sweeps and stats. Weak, so that dropping an endpoint's
     /// last `Health` frees it; pruned as it goes.
     endpoints: Mutex<Vec<Weak<Endpoint>>>,
+    /// Ejections by reason and sweeps run: rare events, counted for the detector's own tests
+    /// (`stats_at`); the balancer's metrics count ejections on their own.
     ejections: [AtomicU64; 4],
     sweeps: AtomicU64,
 }
@@ -63,64 +70,44 @@ pub(crate) struct Timing {
     pub(crate) slow_start: i64,
 }
 
-/// A snapshot of a [`Detector`]'s fleet.
-///
-/// ```
-/// use meshless::outlier::Detector;
-/// use tokio::time::Instant;
-///
-/// let detector = Detector::default();
-/// let _endpoint = detector.register(Instant::now());
-/// let stats = detector.stats();
-/// assert_eq!((stats.endpoints, stats.active, stats.ejected, stats.probation), (1, 1, 0, 0));
-/// assert_eq!(stats.ejections.total(), 0);
-/// ```
+/// A snapshot of a [`Detector`]'s fleet, for tests: the balancer reads the same from its
+/// endpoints' [`Health::status`].
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct DetectorStats {
+pub(crate) struct DetectorStats {
     /// Endpoints registered and not retired.
-    pub endpoints: usize,
+    pub(crate) endpoints: usize,
     /// Endpoints serving traffic (ramping ones included).
-    pub active: usize,
+    pub(crate) active: usize,
     /// Endpoints ejected, whose ejection has not ended.
-    pub ejected: usize,
+    pub(crate) ejected: usize,
     /// Endpoints whose ejection has ended, waiting for or serving their probe.
-    pub probation: usize,
+    pub(crate) probation: usize,
     /// Analysis sweeps run so far.
-    pub sweeps: u64,
+    pub(crate) sweeps: u64,
     /// Ejections so far, by reason.
-    pub ejections: EjectionCounts,
+    pub(crate) ejections: EjectionCounts,
 }
 
 /// Ejections so far by reason, re-ejections after failed probes included (under the reason
 /// of the first ejection).
-///
-/// ```
-/// use meshless::outlier::{Detector, EjectReason};
-/// let counts = Detector::default().stats().ejections;
-/// assert_eq!(counts.get(EjectReason::Latency), counts.latency);
-/// ```
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct EjectionCounts {
+pub(crate) struct EjectionCounts {
     /// After consecutive failures.
-    pub consecutive_failures: u64,
+    pub(crate) consecutive_failures: u64,
     /// For a low success rate.
-    pub success_rate: u64,
+    pub(crate) success_rate: u64,
     /// For a high failure percentage.
-    pub failure_percentage: u64,
+    pub(crate) failure_percentage: u64,
     /// For high latency.
-    pub latency: u64,
+    pub(crate) latency: u64,
 }
 
+#[cfg(test)]
 impl EjectionCounts {
     /// The count for one reason.
-    ///
-    /// ```
-    /// use meshless::outlier::{Detector, EjectReason};
-    /// assert_eq!(Detector::default().stats().ejections.get(EjectReason::SuccessRate), 0);
-    /// ```
-    pub fn get(&self, reason: EjectReason) -> u64 {
+    pub(crate) fn get(&self, reason: EjectReason) -> u64 {
         match reason {
             EjectReason::ConsecutiveFailures => self.consecutive_failures,
             EjectReason::SuccessRate => self.success_rate,
@@ -130,15 +117,12 @@ impl EjectionCounts {
     }
 
     /// All reasons together.
-    ///
-    /// ```
-    /// assert_eq!(meshless::outlier::Detector::default().stats().ejections.total(), 0);
-    /// ```
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.consecutive_failures + self.success_rate + self.failure_percentage + self.latency
     }
 }
 
+#[cfg(test)]
 impl Default for Detector {
     /// A detector with the documented defaults.
     fn default() -> Self {
@@ -148,13 +132,7 @@ impl Default for Detector {
 
 impl Detector {
     /// A detector for one balancer's fleet.
-    ///
-    /// ```
-    /// use meshless::outlier::{Detector, OutlierConfig};
-    /// let detector = Detector::new(OutlierConfig::builder().consecutive_failures(Some(3)).build()?);
-    /// # Ok::<(), meshless::ConfigError>(())
-    /// ```
-    pub fn new(config: OutlierConfig) -> Self {
+    pub(crate) fn new(config: OutlierConfig) -> Self {
         let timing = Timing {
             interval: clock::micros(config.interval),
             base_ejection: clock::micros(config.base_ejection_time),
@@ -180,12 +158,8 @@ impl Detector {
     }
 
     /// The settings.
-    ///
-    /// ```
-    /// let detector = meshless::outlier::Detector::default();
-    /// assert_eq!(detector.config().consecutive_failures(), Some(5));
-    /// ```
-    pub fn config(&self) -> &OutlierConfig {
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &OutlierConfig {
         &self.fleet.config
     }
 
@@ -198,27 +172,13 @@ impl Detector {
     /// all of them would leave every endpoint with the same share anyway. Turn ramping of new
     /// endpoints off with
     /// [`slow_start_new_endpoints(false)`](super::OutlierConfigBuilder::slow_start_new_endpoints).
-    ///
-    /// ```
-    /// use meshless::outlier::{Detector, Status};
-    /// use std::time::Duration;
-    /// use tokio::time::Instant;
-    ///
-    /// let detector = Detector::default();
-    /// let t0 = Instant::now();
-    /// let first = detector.register(t0);
-    /// assert_eq!(first.slow_start_factor(t0), 1.0);
-    /// let later = t0 + Duration::from_secs(60);
-    /// let newcomer = detector.register(later);
-    /// assert_eq!(newcomer.status(later), Status::Active);
-    /// assert_eq!(newcomer.slow_start_factor(later), 0.1); // ramping up over 10 s
-    /// ```
-    pub fn register(&self, now: Instant) -> Health {
+    #[cfg(test)]
+    pub(crate) fn register(&self, now: Instant) -> Health {
         self.register_observed(now, HealthObserver::unnamed())
     }
 
-    /// [`register`](Self::register), with an observer told of the endpoint's transitions
-    /// (the balancer's: its metrics and named events).
+    /// Adds an endpoint, as `register` does, with an observer told of its transitions (the
+    /// balancer's: its metrics and named events).
     pub(crate) fn register_observed(&self, now: Instant, observer: HealthObserver) -> Health {
         let fleet = &self.fleet;
         let now_us = fleet.clock.micros(now);
@@ -259,20 +219,7 @@ impl Detector {
     /// The analysis judges the endpoints that are active, over the requests they reported
     /// since the previous sweep, and ejects the outliers worst-first within the max ejected
     /// share. Ejections end on their own (see [`Health::admit`]); sweeps never un-eject.
-    ///
-    /// ```
-    /// use meshless::outlier::Detector;
-    /// use std::time::Duration;
-    /// use tokio::time::Instant;
-    ///
-    /// let detector = Detector::default();
-    /// let t0 = Instant::now();
-    /// let _endpoint = detector.register(t0);
-    /// assert!(!detector.sweep_if_due(t0));
-    /// assert!(detector.sweep_if_due(t0 + Duration::from_secs(10)));
-    /// assert!(!detector.sweep_if_due(t0 + Duration::from_secs(10)));
-    /// ```
-    pub fn sweep_if_due(&self, now: Instant) -> bool {
+    pub(crate) fn sweep_if_due(&self, now: Instant) -> bool {
         let fleet = &self.fleet;
         let due = fleet.next_sweep.load(Ordering::Acquire);
         if due == UNARMED {
@@ -339,15 +286,7 @@ impl Detector {
     /// endpoint (fail open), as Envoy does below its healthy panic threshold: a fleet that
     /// mostly looks broken more likely has a broken client, network or classifier than broken
     /// endpoints. False for an empty fleet.
-    ///
-    /// ```
-    /// use meshless::outlier::Detector;
-    /// use tokio::time::Instant;
-    /// let detector = Detector::default();
-    /// let _endpoint = detector.register(Instant::now());
-    /// assert!(!detector.panicking());
-    /// ```
-    pub fn panicking(&self) -> bool {
+    pub(crate) fn panicking(&self) -> bool {
         let fleet = &self.fleet;
         let total = fleet.total.load(Ordering::Acquire);
         let unavailable = fleet.unavailable.load(Ordering::Acquire);
@@ -357,23 +296,15 @@ impl Detector {
 
     /// A snapshot of the fleet now. (Uses `Instant::now()`; see
     /// [`stats_at`](Detector::stats_at).)
-    ///
-    /// ```
-    /// assert_eq!(meshless::outlier::Detector::default().stats().endpoints, 0);
-    /// ```
-    pub fn stats(&self) -> DetectorStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> DetectorStats {
         self.stats_at(Instant::now())
     }
 
     /// A snapshot of the fleet at `now`: which ejections have ended depends on the time.
-    /// Walks every endpoint: for metrics and logs, not for the request path.
-    ///
-    /// ```
-    /// use tokio::time::Instant;
-    /// let detector = meshless::outlier::Detector::default();
-    /// assert_eq!(detector.stats_at(Instant::now()).ejected, 0);
-    /// ```
-    pub fn stats_at(&self, now: Instant) -> DetectorStats {
+    /// Walks every endpoint: for tests, not for the request path.
+    #[cfg(test)]
+    pub(crate) fn stats_at(&self, now: Instant) -> DetectorStats {
         let fleet = &*self.fleet;
         let now_us = fleet.clock.micros(now);
         let mut stats = DetectorStats {
@@ -494,6 +425,7 @@ impl Fleet {
         }
     }
 
+    #[cfg(test)]
     fn ejection_counts(&self) -> EjectionCounts {
         let get = |reason: EjectReason| {
             self.ejections

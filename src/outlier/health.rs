@@ -22,24 +22,8 @@ use tokio::time::Instant;
 /// on every response, is a few relaxed atomic increments. Nothing takes a lock.
 ///
 /// Dropping the last clone retires the endpoint, as [`retire`](Health::retire) does.
-///
-/// ```
-/// use meshless::classify::Class;
-/// use meshless::outlier::{Admit, Detector};
-/// use std::time::Duration;
-/// use tokio::time::Instant;
-///
-/// let detector = Detector::default();
-/// let endpoint = detector.register(Instant::now());
-/// let now = Instant::now();
-/// if endpoint.admit(now).allows() {
-///     // ... send the request, then:
-///     endpoint.report(now, &Class::success(), Duration::from_millis(12));
-/// }
-/// assert_eq!(endpoint.slow_start_factor(now), 1.0);
-/// ```
 #[derive(Clone)]
-pub struct Health {
+pub(crate) struct Health {
     inner: Arc<Endpoint>,
 }
 
@@ -101,14 +85,7 @@ impl Health {
     /// [`Admit::Probe`] goes to exactly one caller once an ejection has ended; every other
     /// caller gets [`Admit::No`] until that probe is reported (or, if it never is, until the
     /// probe timeout passes). A retired endpoint is no longer gated: [`Admit::Yes`].
-    ///
-    /// ```
-    /// use meshless::outlier::{Admit, Detector};
-    /// use tokio::time::Instant;
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// assert_eq!(endpoint.admit(Instant::now()), Admit::Yes);
-    /// ```
-    pub fn admit(&self, now: Instant) -> Admit {
+    pub(crate) fn admit(&self, now: Instant) -> Admit {
         let word = self.inner.gate.load(Ordering::Acquire);
         match gate::state(word) {
             ACTIVE | RETIRED => Admit::Yes,
@@ -119,14 +96,7 @@ impl Health {
     /// What [`admit`](Health::admit) would answer now, without claiming the probe: for a
     /// balancer's readiness check, which must not use up the probe on an endpoint it may not
     /// pick.
-    ///
-    /// ```
-    /// use meshless::outlier::{Admit, Detector};
-    /// use tokio::time::Instant;
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// assert_eq!(endpoint.peek(Instant::now()), Admit::Yes);
-    /// ```
-    pub fn peek(&self, now: Instant) -> Admit {
+    pub(crate) fn peek(&self, now: Instant) -> Admit {
         let e = &*self.inner;
         let word = e.gate.load(Ordering::Acquire);
         match gate::state(word) {
@@ -145,18 +115,7 @@ impl Health {
     /// a request that started after the ejection decides: success returns the endpoint to
     /// active (ramping up), failure ejects it again for the next backoff step. Reports of
     /// requests that started before the ejection are stragglers and change nothing.
-    ///
-    /// ```
-    /// use meshless::classify::{Class, Reason, Retryable};
-    /// use meshless::outlier::Detector;
-    /// use std::time::Duration;
-    /// use tokio::time::Instant;
-    ///
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// let refused = Class::failure(Reason::Refused, Retryable::NeverSent);
-    /// endpoint.report(Instant::now(), &refused, Duration::from_millis(1));
-    /// ```
-    pub fn report(&self, now: Instant, class: &Class, latency: Duration) {
+    pub(crate) fn report(&self, now: Instant, class: &Class, latency: Duration) {
         let e = &*self.inner;
         let failure = class.is_failure();
         let word = e.gate.load(Ordering::Acquire);
@@ -174,15 +133,7 @@ impl Health {
     /// says nothing of the endpoint, so it stays in probation and the next request becomes the
     /// probe at once, without waiting for the probe timeout. Does nothing if that probe was
     /// already replaced or decided.
-    ///
-    /// ```
-    /// use meshless::outlier::{Admit, Detector};
-    /// use tokio::time::Instant;
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// endpoint.release_probe(Instant::now()); // not probing: nothing to give back
-    /// assert_eq!(endpoint.admit(Instant::now()), Admit::Yes);
-    /// ```
-    pub fn release_probe(&self, admitted: Instant) {
+    pub(crate) fn release_probe(&self, admitted: Instant) {
         let e = &*self.inner;
         let word = e.gate.load(Ordering::Acquire);
         let admitted_us = e.fleet.clock.micros(admitted);
@@ -203,14 +154,7 @@ impl Health {
     /// from the slow-start floor to 1 over the slow-start window after the endpoint returns
     /// from ejection (or joins an established fleet), 1 otherwise. An ejected endpoint or one
     /// in probation gets the floor.
-    ///
-    /// ```
-    /// use meshless::outlier::Detector;
-    /// use tokio::time::Instant;
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// assert_eq!(endpoint.slow_start_factor(Instant::now()), 1.0); // the first batch never ramps
-    /// ```
-    pub fn slow_start_factor(&self, now: Instant) -> f64 {
+    pub(crate) fn slow_start_factor(&self, now: Instant) -> f64 {
         let e = &*self.inner;
         let word = e.gate.load(Ordering::Acquire);
         let f = &*e.fleet;
@@ -229,43 +173,21 @@ impl Health {
     }
 
     /// Where the endpoint stands at `now`.
-    ///
-    /// ```
-    /// use meshless::outlier::{Detector, Status};
-    /// use tokio::time::Instant;
-    /// let endpoint = Detector::default().register(Instant::now());
-    /// assert_eq!(endpoint.status(Instant::now()), Status::Active);
-    /// ```
-    pub fn status(&self, now: Instant) -> Status {
+    pub(crate) fn status(&self, now: Instant) -> Status {
         let e = &*self.inner;
         e.status_at(e.fleet.clock.micros(now))
     }
 
     /// How many times this endpoint has been ejected, re-ejections after failed probes
     /// included.
-    ///
-    /// ```
-    /// use meshless::outlier::Detector;
-    /// use tokio::time::Instant;
-    /// assert_eq!(Detector::default().register(Instant::now()).ejections(), 0);
-    /// ```
-    pub fn ejections(&self) -> u64 {
+    pub(crate) fn ejections(&self) -> u64 {
         self.inner.ejections.load(Ordering::Relaxed)
     }
 
     /// Removes the endpoint from the detector's accounting, when discovery drops it: it no
     /// longer counts towards the fleet's size, its ejected share or its sweeps, and it is no
     /// longer gated. Idempotent; dropping the last clone does the same.
-    ///
-    /// ```
-    /// use meshless::outlier::Detector;
-    /// use tokio::time::Instant;
-    /// let detector = Detector::default();
-    /// let endpoint = detector.register(Instant::now());
-    /// endpoint.retire();
-    /// assert_eq!(detector.stats().endpoints, 0);
-    /// ```
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.inner.retire();
     }
 }

@@ -1,40 +1,51 @@
 //! Outlier ejection: stop sending traffic to the endpoints that fail or crawl, for a while.
 //!
-//! A [`Detector`] watches one balancer's fleet of endpoints; each endpoint gets a [`Health`]
-//! when it is [registered](Detector::register). The balancer asks the `Health` whether it may
-//! send a request ([`Health::admit`]), how much of its normal share to give it while it ramps
-//! back ([`Health::slow_start_factor`]), and tells it how every request ended
-//! ([`Health::report`], with the [`Class`](crate::classify::Class) the classifier gave it).
+//! Every [`Balance`](crate::balance::Balance) (and so every
+//! [`http::Client`](crate::http::Client)) gates each of its endpoints with outlier ejection.
+//! Configure it with an [`OutlierConfig`] ([`BalanceBuilder::outlier`], or
+//! [`ClientBuilder::outlier`]), and read where each endpoint stands, as a [`Status`], in
+//! [`Balance::endpoints`] or [`Balance::stats`].
 //!
 //! Ejected means *not ready*: an endpoint is never removed from the balancer by ejection (unlike
 //! tower's `ReadyCache`, where one `poll_ready` error evicts an endpoint for good). Only discovery
-//! removes endpoints, through [`Health::retire`].
+//! removes endpoints.
+//!
+//! [`BalanceBuilder::outlier`]: crate::balance::BalanceBuilder::outlier
+//! [`ClientBuilder::outlier`]: crate::http::ClientBuilder::outlier
+//! [`Balance::endpoints`]: crate::balance::Balance::endpoints
+//! [`Balance::stats`]: crate::balance::Balance::stats
 //!
 //! ```
-//! use meshless::classify::{Class, Reason, Retryable};
-//! use meshless::outlier::{Admit, Detector, OutlierConfig, Status};
-//! use std::time::Duration;
-//! use tokio::time::Instant;
+//! use meshless::balance::Balance;
+//! use meshless::outlier::{EjectReason, OutlierConfig, Status};
+//! use tower::{ServiceExt, service_fn};
 //!
-//! let detector = Detector::new(OutlierConfig::default());
-//! let t0 = Instant::now();
-//! let fleet: Vec<_> = (0..4).map(|_| detector.register(t0)).collect();
-//! let bad = &fleet[0];
-//! let ms = Duration::from_millis(3);
-//! for _ in 0..5 {
-//!     assert_eq!(bad.admit(t0), Admit::Yes);
-//!     bad.report(t0, &Class::failure(Reason::Status(503), Retryable::IfIdempotent), ms);
+//! # tokio_test::block_on(async {
+//! // Eject after three failures in a row (the default is five).
+//! let config = OutlierConfig::builder().consecutive_failures(Some(3)).build()?;
+//! let balance = Balance::builder().outlier(config).build();
+//! let failing = || service_fn(|_req: http::Request<()>| async {
+//!     let mut res = http::Response::new(String::new());
+//!     *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+//!     Ok::<_, std::io::Error>(res)
+//! });
+//! balance.insert("a", failing());
+//! balance.insert("b", failing());
+//!
+//! // Within five requests one endpoint fails three times in a row and is ejected; the max
+//! // ejected share (half the fleet) keeps the other one serving, failures and all.
+//! for _ in 0..6 {
+//!     let res = balance.clone().oneshot(http::Request::new(())).await?;
+//!     assert_eq!(res.status(), 503);
 //! }
-//! assert!(matches!(bad.status(t0), Status::Ejected { .. })); // 5 consecutive failures
-//! assert_eq!(bad.admit(t0), Admit::No);
-//!
-//! // The first ejection lasts 1 to 1.5 s; then exactly one request probes the endpoint.
-//! let later = t0 + Duration::from_secs(2);
-//! assert_eq!(bad.admit(later), Admit::Probe);
-//! assert_eq!(bad.admit(later), Admit::No);
-//! bad.report(later, &Class::success(), ms);
-//! assert_eq!(bad.status(later), Status::Active);
-//! assert!(bad.slow_start_factor(later) < 1.0); // ramping back up over 10 s
+//! let statuses: Vec<Status> = balance.endpoints().iter().map(|e| e.status).collect();
+//! assert!(statuses.contains(&Status::Active));
+//! assert!(statuses.iter().any(|s| matches!(
+//!     s,
+//!     Status::Ejected { reason: EjectReason::ConsecutiveFailures, .. }
+//! )));
+//! assert_eq!(balance.stats().ejected, 1);
+//! # Ok::<_, Box<dyn std::error::Error>>(()) });
 //! ```
 //!
 //! # Life of an endpoint
@@ -44,7 +55,7 @@
 //!   Active ─────────────────────────────────────────────▶ Ejected { until }
 //!     ▲  ▲                                                   │ until passes
 //!     │  │ probe succeeds (slow start ramp)                  ▼
-//!     │  └──────────────────────────────────────────────── Probation ── one Admit::Probe
+//!     │  └──────────────────────────────────────────────── Probation ── one probe request
 //!     │                                                      │ probe fails
 //!     │                                                      ▼
 //!     │                                                   Ejected again, next backoff step
@@ -89,19 +100,6 @@
 //! | slow start window | 10 s | ours (Envoy requires a value): one analysis interval, long enough to warm connections and caches, short enough not to idle capacity |
 //! | slow start curve | linear from 10% to 100% | Envoy's `min_weight_percent` (10%) and default aggression 1.0 (linear) |
 //! | slow start for new endpoints | yes, except those that join in the fleet's first window | ours: ramping the whole first batch is pointless, every endpoint would get the same share (as Envoy's docs note) |
-//!
-//! # Integration with a balancer
-//!
-//! - Call [`Detector::sweep_if_due`] often (on every pick is fine: it is one atomic load when
-//!   nothing is due).
-//! - When [`Detector::panicking`] is true, ignore `Admit::No` and treat every endpoint as ready
-//!   (fail open), but still call `admit` so that probes keep running.
-//! - [`Health::peek`] tells readiness without claiming the probe; [`Health::admit`] claims it.
-//!   Call `admit` once the endpoint is chosen. A request that got [`Admit::Probe`] must be sent
-//!   and reported; a probe that never reports is replaced after the probe timeout.
-//! - An ejected endpoint's [`Status::Ejected`] carries `until`: arm a timer for it to wake the
-//!   balancer when the endpoint can be probed.
-//! - Report every finished request, with the latency up to the end of the response body.
 
 mod config;
 mod consecutive;
@@ -114,9 +112,11 @@ mod success_rate;
 mod telemetry;
 
 pub use self::config::{OutlierConfig, OutlierConfigBuilder};
-pub use self::detector::{Detector, DetectorStats, EjectionCounts};
+pub(crate) use self::detector::Detector;
+#[cfg(test)]
+pub(crate) use self::detector::EjectionCounts;
 pub use self::failure_percent::FailurePercentagePolicy;
-pub use self::health::Health;
+pub(crate) use self::health::Health;
 pub use self::latency::LatencyPolicy;
 pub use self::success_rate::SuccessRatePolicy;
 pub(crate) use self::telemetry::{FleetGauges, HealthObserver};
@@ -125,18 +125,8 @@ use std::fmt;
 use tokio::time::Instant;
 
 /// Whether a request may go to an endpoint, from [`Health::admit`].
-///
-/// ```
-/// use meshless::outlier::{Admit, Detector};
-/// use tokio::time::Instant;
-///
-/// let endpoint = Detector::default().register(Instant::now());
-/// let admit = endpoint.admit(Instant::now());
-/// assert_eq!(admit, Admit::Yes);
-/// assert!(admit.allows());
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Admit {
+pub(crate) enum Admit {
     /// The endpoint is active: send as usual.
     Yes,
     /// The endpoint's ejection is over and this request is its single probation request. Send
@@ -146,33 +136,33 @@ pub enum Admit {
     No,
 }
 
+#[cfg(test)]
 impl Admit {
     /// True for [`Admit::Yes`] and [`Admit::Probe`]: the request may be sent.
-    ///
-    /// ```
-    /// use meshless::outlier::Admit;
-    /// assert!(Admit::Probe.allows());
-    /// assert!(!Admit::No.allows());
-    /// ```
-    pub fn allows(self) -> bool {
+    pub(crate) fn allows(self) -> bool {
         !matches!(self, Admit::No)
     }
 }
 
-/// Where an endpoint stands, from [`Health::status`].
+/// Where an endpoint stands: [`EndpointStats::status`](crate::balance::EndpointStats::status)
+/// in [`Balance::endpoints`](crate::balance::Balance::endpoints) and
+/// [`Balance::stats`](crate::balance::Balance::stats).
 ///
 /// ```
-/// use meshless::outlier::{Detector, Status};
-/// use tokio::time::Instant;
+/// use meshless::balance::Balance;
+/// use meshless::outlier::Status;
+/// # use tower::service_fn;
 ///
-/// let endpoint = Detector::default().register(Instant::now());
-/// assert_eq!(endpoint.status(Instant::now()), Status::Active);
-/// endpoint.retire();
-/// assert_eq!(endpoint.status(Instant::now()), Status::Retired);
+/// let balance = Balance::builder().build();
+/// balance.insert("a", service_fn(|_req: http::Request<()>| async {
+///     Ok::<_, std::io::Error>(http::Response::new(()))
+/// }));
+/// assert_eq!(balance.endpoints()[0].status, Status::Active);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Serving traffic (possibly still ramping up: see [`Health::slow_start_factor`]).
+    /// Serving traffic (possibly still ramping up over the slow-start window, with a smaller
+    /// share of the requests).
     Active,
     /// Not ready until `until`, ejected for `reason`.
     Ejected {
@@ -183,7 +173,7 @@ pub enum Status {
     },
     /// The ejection is over: the endpoint waits for, or is serving, its one probe request.
     Probation,
-    /// Removed from discovery ([`Health::retire`]): no longer gated or counted.
+    /// Removed by discovery: no longer gated or counted.
     Retired,
 }
 
@@ -273,3 +263,9 @@ pub(crate) struct Window {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod api_tests;
+
+#[cfg(test)]
+mod duration_limits_tests;

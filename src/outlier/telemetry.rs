@@ -3,8 +3,8 @@
 
 use super::EjectReason;
 use crate::observe::{
-    self, BALANCER_ENDPOINTS, ENDPOINT, ENDPOINT_EJECTIONS_TOTAL, ENDPOINT_STATE, REASON, SERVICE,
-    STATE, Settings,
+    BALANCER_ENDPOINTS, ENDPOINT, ENDPOINT_EJECTIONS_TOTAL, ENDPOINT_STATE, REASON, SERVICE, STATE,
+    Settings,
 };
 use metrics::{Gauge, Label, SharedString};
 use std::fmt;
@@ -82,11 +82,12 @@ struct HealthMetrics {
 
 impl HealthObserver {
     /// An observer that only emits events, for an endpoint with no name: a detector used
-    /// without a balancer.
+    /// without a balancer, which only tests do.
+    #[cfg(test)]
     pub(crate) fn unnamed() -> Self {
         HealthObserver {
             endpoint: Arc::from("unnamed"),
-            service: SharedString::const_str(observe::DEFAULT_SERVICE),
+            service: SharedString::const_str(crate::observe::DEFAULT_SERVICE),
             metrics: None,
         }
     }
