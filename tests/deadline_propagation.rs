@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use http_body_util::Empty;
-use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer, grpc_timeout};
+use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use meshless::http::Client;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,7 +43,7 @@ fn grpc_request(timeout: Option<&str>) -> http::Request<Empty<Bytes>> {
 /// What the server saw, as a duration.
 async fn seen(rx: &mut mpsc::UnboundedReceiver<Option<String>>) -> Duration {
     let value = rx.recv().await.unwrap().expect("a grpc-timeout was sent");
-    grpc_timeout::parse(&value.parse().unwrap()).expect("a valid grpc-timeout")
+    common::grpc_timeout(&value).expect("a valid grpc-timeout")
 }
 
 #[tokio::test]

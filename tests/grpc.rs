@@ -8,12 +8,14 @@
 #[allow(dead_code)] // the example's `main` and its table are not used here
 mod example;
 
+mod common;
+
 use example::{
     Greeter, GreeterClient, HelloReply, HelloRequest, idempotency, into_tonic_body, serve,
 };
 use meshless::balance::{Balance, EndpointStats};
 use meshless::budget::Budget;
-use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer, grpc_timeout};
+use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use meshless::retry::{ReplayBody, RetryLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -104,8 +106,8 @@ async fn calls_route_around_an_unavailable_endpoint() {
             reply.message
         );
         // The per-attempt limit reached the server as `grpc-timeout`, never above the limit.
-        let header = http::HeaderValue::from_str(&reply.grpc_timeout).unwrap();
-        let limit = grpc_timeout::parse(&header).expect("a grpc-timeout on every attempt");
+        let limit =
+            common::grpc_timeout(&reply.grpc_timeout).expect("a grpc-timeout on every attempt");
         assert!(limit <= ATTEMPT_TIMEOUT, "{limit:?}");
     }
     assert_eq!(retry_stats.requests(), 101);

@@ -49,7 +49,7 @@
 mod error;
 mod grpc;
 mod http;
-pub mod pushback;
+pub(crate) mod pushback;
 
 pub use self::error::classify_error;
 pub use self::grpc::{Code, Grpc};

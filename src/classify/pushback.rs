@@ -11,28 +11,22 @@
 //! could otherwise park a client forever, every delay is clamped to
 //! [`MAX_PUSHBACK`].
 //!
-//! ```rust
-//! use std::time::{Duration, SystemTime};
-//! use http::{HeaderMap, HeaderValue};
-//! use meshless::classify::pushback::{self, Pushback};
-//!
-//! let mut headers = HeaderMap::new();
-//! headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-//! assert_eq!(
-//!     pushback::from_headers(&headers, SystemTime::now()),
-//!     Some(Pushback::After(Duration::from_secs(5))),
-//! );
-//! ```
+//! The parsers are the classifiers' business: users read the outcome, a
+//! [`Pushback`], from [`Class::pushback`](super::Class::pushback).
 
 use std::time::{Duration, SystemTime};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+#[cfg(test)]
+use http::HeaderMap;
+use http::{HeaderName, HeaderValue};
 
-/// What the server asked of a client that wants to retry.
+/// What the server asked of a client that wants to retry, from HTTP
+/// `Retry-After` or gRPC `grpc-retry-pushback-ms`: see
+/// [`Class::pushback`](super::Class::pushback).
 ///
 /// ```rust
 /// use std::time::Duration;
-/// use meshless::classify::pushback::Pushback;
+/// use meshless::classify::Pushback;
 ///
 /// let wait = Pushback::After(Duration::from_secs(1));
 /// assert_ne!(wait, Pushback::DoNotRetry);
@@ -40,7 +34,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushback {
     /// The server asked the client to wait at least this long before
-    /// retrying. Never longer than [`MAX_PUSHBACK`].
+    /// retrying. Never longer than an hour: a longer (or absurd) delay is
+    /// clamped to it, so that a hostile server cannot park a client forever.
     After(Duration),
     /// The server asked the client not to retry at all.
     DoNotRetry,
@@ -51,23 +46,11 @@ pub enum Pushback {
 /// Absurd values are clamped to it rather than rejected, so that a server
 /// that asks for "a very long time" still gets a long back-off instead of
 /// having its header ignored.
-///
-/// ```rust
-/// use std::time::Duration;
-/// use meshless::classify::pushback::MAX_PUSHBACK;
-///
-/// assert_eq!(MAX_PUSHBACK, Duration::from_secs(3_600));
-/// ```
-pub const MAX_PUSHBACK: Duration = Duration::from_secs(3_600);
+pub(crate) const MAX_PUSHBACK: Duration = Duration::from_secs(3_600);
 
 /// The `grpc-retry-pushback-ms` trailer/header name.
-///
-/// ```rust
-/// use meshless::classify::pushback::GRPC_RETRY_PUSHBACK_MS;
-///
-/// assert_eq!(GRPC_RETRY_PUSHBACK_MS.as_str(), "grpc-retry-pushback-ms");
-/// ```
-pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+pub(crate) const GRPC_RETRY_PUSHBACK_MS: HeaderName =
+    HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// Parses an HTTP `Retry-After` value.
 ///
@@ -80,24 +63,7 @@ pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-ret
 /// Returns `None` for a malformed value, which the caller should ignore as
 /// though the header were absent. `Retry-After` never yields
 /// [`Pushback::DoNotRetry`]: it can only delay a retry.
-///
-/// ```rust
-/// use std::time::{Duration, SystemTime};
-/// use http::HeaderValue;
-/// use meshless::classify::pushback::{parse_retry_after, Pushback, MAX_PUSHBACK};
-///
-/// let now = SystemTime::now();
-/// assert_eq!(
-///     parse_retry_after(&HeaderValue::from_static("120"), now),
-///     Some(Pushback::After(Duration::from_secs(120))),
-/// );
-/// assert_eq!(
-///     parse_retry_after(&HeaderValue::from_static("99999999999"), now),
-///     Some(Pushback::After(MAX_PUSHBACK)),
-/// );
-/// assert_eq!(parse_retry_after(&HeaderValue::from_static("soon"), now), None);
-/// ```
-pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Pushback> {
+pub(crate) fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Pushback> {
     let trimmed = trim_ows(value.as_bytes());
     if trimmed.is_empty() {
         return None;
@@ -126,26 +92,7 @@ pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Option<Pushbac
 ///
 /// `-0` counts as negative: when the server's intent is unclear, not
 /// retrying is the choice that cannot add load to a struggling server.
-///
-/// ```rust
-/// use std::time::Duration;
-/// use http::HeaderValue;
-/// use meshless::classify::pushback::{parse_grpc_retry_pushback, Pushback};
-///
-/// assert_eq!(
-///     parse_grpc_retry_pushback(&HeaderValue::from_static("250")),
-///     Pushback::After(Duration::from_millis(250)),
-/// );
-/// assert_eq!(
-///     parse_grpc_retry_pushback(&HeaderValue::from_static("-1")),
-///     Pushback::DoNotRetry,
-/// );
-/// assert_eq!(
-///     parse_grpc_retry_pushback(&HeaderValue::from_static("later")),
-///     Pushback::DoNotRetry,
-/// );
-/// ```
-pub fn parse_grpc_retry_pushback(value: &HeaderValue) -> Pushback {
+pub(crate) fn parse_grpc_retry_pushback(value: &HeaderValue) -> Pushback {
     match parse_digits(trim_ows(value.as_bytes())) {
         Some(millis) => after(Duration::from_millis(millis)),
         None => Pushback::DoNotRetry,
@@ -160,19 +107,10 @@ pub fn parse_grpc_retry_pushback(value: &HeaderValue) -> Pushback {
 /// Returns `None` when neither header is present, or when only a malformed
 /// `Retry-After` is.
 ///
-/// ```rust
-/// use std::time::SystemTime;
-/// use http::{HeaderMap, HeaderValue};
-/// use meshless::classify::pushback::{from_headers, Pushback, GRPC_RETRY_PUSHBACK_MS};
-///
-/// let mut headers = HeaderMap::new();
-/// headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-/// headers.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from_static("-1"));
-/// assert_eq!(from_headers(&headers, SystemTime::now()), Some(Pushback::DoNotRetry));
-///
-/// assert_eq!(from_headers(&HeaderMap::new(), SystemTime::now()), None);
-/// ```
-pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Pushback> {
+/// The classifiers read each header where its protocol puts it (see
+/// `Http::classify` and `Grpc::classify_trailers`), so only tests use this.
+#[cfg(test)]
+pub(crate) fn from_headers(headers: &HeaderMap, now: SystemTime) -> Option<Pushback> {
     // `HeaderMap::get` returns the first value of a repeated header.
     if let Some(value) = headers.get(GRPC_RETRY_PUSHBACK_MS) {
         return Some(parse_grpc_retry_pushback(value));
@@ -234,6 +172,44 @@ mod tests {
 
     fn secs(n: u64) -> Option<Pushback> {
         Some(Pushback::After(Duration::from_secs(n)))
+    }
+
+    #[test]
+    fn the_constants_name_the_header_and_the_clamp() {
+        assert_eq!(GRPC_RETRY_PUSHBACK_MS.as_str(), "grpc-retry-pushback-ms");
+        assert_eq!(MAX_PUSHBACK, Duration::from_secs(3_600));
+    }
+
+    #[test]
+    fn retry_after_seconds_are_clamped_and_words_refused_whatever_the_time() {
+        let now = SystemTime::now();
+        assert_eq!(
+            parse_retry_after(&hv("120"), now),
+            Some(Pushback::After(Duration::from_secs(120))),
+        );
+        assert_eq!(
+            parse_retry_after(&hv("99999999999"), now),
+            Some(Pushback::After(MAX_PUSHBACK)),
+        );
+        assert_eq!(parse_retry_after(&hv("soon"), now), None);
+    }
+
+    #[test]
+    fn grpc_pushback_is_a_delay_or_a_refusal() {
+        assert_eq!(grpc("250"), Pushback::After(Duration::from_millis(250)));
+        assert_eq!(grpc("-1"), Pushback::DoNotRetry);
+        assert_eq!(grpc("later"), Pushback::DoNotRetry);
+    }
+
+    #[test]
+    fn from_headers_reads_retry_after_alone_and_prefers_grpc_pushback() {
+        let now = SystemTime::now();
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::RETRY_AFTER, hv("5"));
+        assert_eq!(from_headers(&headers, now), secs(5));
+        headers.insert(GRPC_RETRY_PUSHBACK_MS, hv("-1"));
+        assert_eq!(from_headers(&headers, now), Some(Pushback::DoNotRetry));
+        assert_eq!(from_headers(&HeaderMap::new(), now), None);
     }
 
     #[test]

@@ -6,26 +6,15 @@
 //! `u` (micros) or `n` (nanos). This module turns that header into a
 //! [`Duration`] and back, without ever panicking on hostile input.
 //!
-//! ```rust
-//! use std::time::Duration;
-//! use meshless::deadline::grpc_timeout;
-//!
-//! let header = grpc_timeout::encode(Duration::from_secs(2));
-//! assert_eq!(grpc_timeout::parse(&header), Some(Duration::from_secs(2)));
-//! ```
+//! The deadline layers read it from the caller's request and write the time
+//! left to each attempt; users set deadlines, not headers.
 
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
 /// The `grpc-timeout` header name.
-///
-/// ```rust
-/// use meshless::deadline::grpc_timeout::HEADER;
-///
-/// assert_eq!(HEADER.as_str(), "grpc-timeout");
-/// ```
-pub const HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The largest value the spec allows: eight decimal digits.
 const MAX_VALUE: u64 = 99_999_999;
@@ -59,19 +48,7 @@ const UNITS: [(char, u64); 6] = [
 /// whitespace), a missing or unknown unit, or non-ASCII bytes. A caller
 /// should treat `None` as "no timeout was sent" rather than as an error the
 /// peer must hear about.
-///
-/// ```rust
-/// use std::time::Duration;
-/// use http::HeaderValue;
-/// use meshless::deadline::grpc_timeout;
-///
-/// let v = HeaderValue::from_static("250m");
-/// assert_eq!(grpc_timeout::parse(&v), Some(Duration::from_millis(250)));
-///
-/// let bad = HeaderValue::from_static("250 ms");
-/// assert_eq!(grpc_timeout::parse(&bad), None);
-/// ```
-pub fn parse(value: &HeaderValue) -> Option<Duration> {
+pub(crate) fn parse(value: &HeaderValue) -> Option<Duration> {
     let (unit, digits) = value.as_bytes().split_last()?;
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -113,17 +90,7 @@ pub fn parse(value: &HeaderValue) -> Option<Duration> {
 ///
 /// [`Duration::ZERO`] encodes as `"0n"`. Timeouts longer than 99,999,999
 /// hours (about 11,400 years) are clamped to `"99999999H"`.
-///
-/// ```rust
-/// use std::time::Duration;
-/// use meshless::deadline::grpc_timeout;
-///
-/// assert_eq!(grpc_timeout::encode(Duration::from_millis(250)), "250000u");
-/// assert_eq!(grpc_timeout::encode(Duration::from_secs(3_600)), "3600000m");
-/// assert_eq!(grpc_timeout::encode(Duration::ZERO), "0n");
-/// assert_eq!(grpc_timeout::encode(Duration::MAX), "99999999H");
-/// ```
-pub fn encode(timeout: Duration) -> HeaderValue {
+pub(crate) fn encode(timeout: Duration) -> HeaderValue {
     let nanos = timeout.as_nanos();
     for (unit, unit_nanos) in UNITS {
         let unit_nanos = u128::from(unit_nanos);
@@ -153,6 +120,27 @@ mod tests {
             .find(|(c, _)| *c == char::from(unit))
             .map(|(_, n)| u128::from(*n))
             .expect("known unit")
+    }
+
+    #[test]
+    fn the_header_is_grpc_timeout_and_two_seconds_round_trip() {
+        assert_eq!(HEADER.as_str(), "grpc-timeout");
+        let header = encode(Duration::from_secs(2));
+        assert_eq!(parse(&header), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn milliseconds_parse_and_a_spelled_out_unit_does_not() {
+        assert_eq!(parse_str("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_str("250 ms"), None);
+    }
+
+    #[test]
+    fn encode_keeps_the_finest_unit_and_clamps_the_longest() {
+        assert_eq!(encode(Duration::from_millis(250)), "250000u");
+        assert_eq!(encode(Duration::from_secs(3_600)), "3600000m");
+        assert_eq!(encode(Duration::ZERO), "0n");
+        assert_eq!(encode(Duration::MAX), "99999999H");
     }
 
     #[test]

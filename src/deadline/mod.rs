@@ -32,7 +32,7 @@
 mod attempt;
 mod body;
 pub(crate) mod expiry;
-pub mod grpc_timeout;
+pub(crate) mod grpc_timeout;
 mod streaming;
 mod total;
 
