@@ -20,7 +20,9 @@
 //! use meshless::outlier::{EjectReason, OutlierConfig, Status};
 //! use tower::{ServiceExt, service_fn};
 //!
-//! # tokio_test::block_on(async {
+//! # // Paused time, so that the ejection (a second or more) cannot end while this runs.
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Eject after three failures in a row (the default is five).
 //! let config = OutlierConfig::builder().consecutive_failures(Some(3)).build()?;
 //! let balance = Balance::builder().outlier(config).build();
@@ -45,7 +47,8 @@
 //!     Status::Ejected { reason: EjectReason::ConsecutiveFailures, .. }
 //! )));
 //! assert_eq!(balance.stats().ejected, 1);
-//! # Ok::<_, Box<dyn std::error::Error>>(()) });
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Life of an endpoint
