@@ -93,7 +93,7 @@
 //!
 //! # Stats
 //!
-//! [`http::Client::stats`] returns a [`ClientStats`] snapshot: lifetime counts, the success
+//! [`http::Client::stats`] returns a [`ClientStats`](crate::http::ClientStats) snapshot: lifetime counts, the success
 //! rate and latency percentiles over the last minute ([`RecentStats`]), and every endpoint's
 //! state and EWMA. The same pieces are on the services: [`RetryStats::recent`] and
 //! [`Balance::stats`].

@@ -3,7 +3,7 @@
 //!
 //! Retrying at once, in lockstep with every other client, turns a blip into a thundering herd.
 //! Both retry strategies here randomise the wait ("jitter"), as Envoy and linkerd do. An
-//! endpoint's n-th consecutive ejection climbs the same ladder ([`rung`]): `base × 2ⁿ`, capped.
+//! endpoint's n-th consecutive ejection climbs the same ladder: `base × 2ⁿ`, capped.
 //!
 //! ```
 //! use meshless::backoff::Backoff;
