@@ -312,6 +312,35 @@ impl BalanceBuilder {
         self
     }
 
+    /// Drops the metric series of every endpoint removed, through `recorder` (see
+    /// [`ForgetSeries`](crate::observe::ForgetSeries)): once discovery removed an endpoint and
+    /// its last request finished, each of its per-endpoint series is forgotten. Without it the
+    /// series stay in the recorder (the `metrics` facade cannot unregister one); with an
+    /// exporter that cannot drop series, set its idle timeout instead (see
+    /// [`observe`](crate::observe)).
+    ///
+    /// ```
+    /// use meshless::balance::Balance;
+    /// use meshless::observe::ForgetSeries;
+    /// use metrics::Key;
+    /// use metrics_util::registry::{AtomicStorage, Registry};
+    /// use std::sync::Arc;
+    ///
+    /// struct Dropping(Arc<Registry<Key, AtomicStorage>>);
+    /// impl ForgetSeries for Dropping {
+    ///     fn forget_counter(&self, key: &Key) { self.0.delete_counter(key); }
+    ///     fn forget_gauge(&self, key: &Key) { self.0.delete_gauge(key); }
+    ///     fn forget_histogram(&self, key: &Key) { self.0.delete_histogram(key); }
+    /// }
+    ///
+    /// let registry = Arc::new(Registry::atomic());
+    /// let b = Balance::builder().forget_series(Dropping(registry.clone()));
+    /// ```
+    pub fn forget_series(mut self, recorder: impl crate::observe::ForgetSeries) -> Self {
+        self.observe.forget = Some(crate::observe::Forgetter::new(Arc::new(recorder)));
+        self
+    }
+
     /// Checks the settings.
     ///
     /// ```

@@ -4,8 +4,11 @@ use crate::observe::{
     self, BALANCER_FAIL_FAST_TOTAL, ENDPOINT_CANCELLED_TOTAL, ENDPOINT_FAILURES_TOTAL,
     ENDPOINT_LATENCY_SECONDS, ENDPOINT_REQUESTS_TOTAL, ENDPOINT_RTT_EWMA_SECONDS, Settings,
 };
-use crate::outlier::FleetGauges;
-use metrics::{Counter, Gauge, Histogram};
+use crate::observe::{
+    ENDPOINT_EJECTIONS_TOTAL, ENDPOINT_STATE, REASON, STATE, SeriesGuard, SeriesKind,
+};
+use crate::outlier::{EjectReason, FleetGauges, State};
+use metrics::{Counter, Gauge, Histogram, Key, Label};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +48,13 @@ impl BalancerMetrics {
     /// Registers the handles of the endpoint labelled `endpoint`.
     pub(crate) fn endpoint(&self, endpoint: &Arc<str>) -> EndpointMetrics {
         let labels = self.settings.endpoint_labels(endpoint);
+        let forget = self
+            .settings
+            .forget
+            .as_ref()
+            .map(|forgetter| forgetter.hold(labels.clone(), series(&labels)));
         EndpointMetrics {
+            _forget: forget,
             requests: metrics::counter!(ENDPOINT_REQUESTS_TOTAL, labels.clone()),
             failures: metrics::counter!(ENDPOINT_FAILURES_TOTAL, labels.clone()),
             cancelled: metrics::counter!(ENDPOINT_CANCELLED_TOTAL, labels.clone()),
@@ -63,8 +72,44 @@ impl fmt::Debug for BalancerMetrics {
     }
 }
 
-/// One endpoint's request handles, kept in the balancer's meter for the endpoint.
+/// Every series an endpoint labelled `labels` can have, those written by its health observer
+/// included; the ones never written (an ejection reason that never happened) are forgotten
+/// too, harmlessly.
+fn series(labels: &[Label]) -> Vec<(SeriesKind, Key)> {
+    let key = |name: &'static str, extra: Option<Label>| {
+        Key::from_parts(
+            name,
+            labels.iter().cloned().chain(extra).collect::<Vec<_>>(),
+        )
+    };
+    let mut all = vec![
+        (SeriesKind::Counter, key(ENDPOINT_REQUESTS_TOTAL, None)),
+        (SeriesKind::Counter, key(ENDPOINT_FAILURES_TOTAL, None)),
+        (SeriesKind::Counter, key(ENDPOINT_CANCELLED_TOTAL, None)),
+        (SeriesKind::Histogram, key(ENDPOINT_LATENCY_SECONDS, None)),
+        (SeriesKind::Gauge, key(ENDPOINT_RTT_EWMA_SECONDS, None)),
+    ];
+    for state in State::ALL {
+        let label = Label::from_static_parts(STATE, state.as_str());
+        all.push((SeriesKind::Gauge, key(ENDPOINT_STATE, Some(label))));
+    }
+    for reason in EjectReason::ALL {
+        let label = Label::from_static_parts(REASON, reason.as_str());
+        all.push((
+            SeriesKind::Counter,
+            key(ENDPOINT_EJECTIONS_TOTAL, Some(label)),
+        ));
+    }
+    all
+}
+
+/// One endpoint's request handles, kept in the balancer's meter for the endpoint: dropped with
+/// the meter, once the endpoint is removed and its last request finished.
 pub(crate) struct EndpointMetrics {
+    /// Forgets the endpoint's series when dropped (with [`ForgetSeries`] configured).
+    ///
+    /// [`ForgetSeries`]: crate::observe::ForgetSeries
+    _forget: Option<SeriesGuard>,
     requests: Counter,
     failures: Counter,
     cancelled: Counter,

@@ -1,5 +1,6 @@
 //! Label values, and the handles of families labelled by an outcome's reason.
 
+use super::forget::Forgetter;
 use super::{DEFAULT_SERVICE, ENDPOINT, REASON, SERVICE};
 use metrics::{Counter, Label, SharedString};
 use std::fmt;
@@ -11,6 +12,8 @@ pub(crate) struct Settings {
     /// The `service` label; shared, so that cloning it for a label never allocates.
     pub(crate) service: SharedString,
     pub(crate) metrics: bool,
+    /// Told the series of every endpoint removed, when set.
+    pub(crate) forget: Option<Forgetter>,
 }
 
 impl Default for Settings {
@@ -18,6 +21,7 @@ impl Default for Settings {
         Settings {
             service: SharedString::const_str(DEFAULT_SERVICE),
             metrics: true,
+            forget: None,
         }
     }
 }

@@ -24,11 +24,17 @@
 //!
 //! Endpoints come and go (DNS churn, discovery). meshless keeps nothing of a removed endpoint
 //! (its stats, handles and outlier state go with it, and its state gauge returns to 0), but the
-//! `metrics` facade has no way to unregister a series: the exporter keeps the last values of a
-//! removed endpoint's counters until it is told to forget idle series. With Prometheus, give
-//! the recorder an idle timeout (`PrometheusBuilder::idle_timeout(MetricKindMask::ALL,
-//! Some(Duration::from_secs(300)))`, as `examples/prometheus.rs` does) so that churn never grows
-//! the scrape.
+//! `metrics` facade has no way to unregister a series. Two ways to drop a removed endpoint's
+//! series from the scrape:
+//!
+//! - with a recorder that can delete series (one built on `metrics_util::registry::Registry`),
+//!   implement [`ForgetSeries`] for it and give it to
+//!   [`BalanceBuilder::forget_series`](crate::balance::BalanceBuilder::forget_series) (for a
+//!   client: `Client::builder().balance(Balance::builder().forget_series(..))`): every series
+//!   of an endpoint is dropped once the endpoint is removed and its last request has finished;
+//! - with an exporter that cannot (`metrics-exporter-prometheus`), give it an idle timeout
+//!   (`PrometheusBuilder::idle_timeout(MetricKindMask::ALL, Some(Duration::from_secs(300)))`, as
+//!   `examples/prometheus.rs` does): a removed endpoint's series stop changing and drop out.
 //!
 //! | name | type | labels | what it counts |
 //! |---|---|---|---|
@@ -107,8 +113,11 @@
 //! [`Balance`]: crate::balance::Balance
 //! [`Balance::stats`]: crate::balance::Balance::stats
 
+mod forget;
 mod labels;
 
+pub use self::forget::ForgetSeries;
+pub(crate) use self::forget::{Forgetter, SeriesGuard, SeriesKind};
 pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
 pub use crate::primitives::ring::RecentStats;
 

@@ -122,7 +122,7 @@ pub use self::failure_percent::FailurePercentagePolicy;
 pub(crate) use self::health::Health;
 pub use self::latency::LatencyPolicy;
 pub use self::success_rate::SuccessRatePolicy;
-pub(crate) use self::telemetry::{FleetGauges, HealthObserver};
+pub(crate) use self::telemetry::{FleetGauges, HealthObserver, State};
 
 use std::fmt;
 use tokio::time::Instant;

@@ -20,7 +20,7 @@ pub(crate) enum State {
 }
 
 impl State {
-    const ALL: [State; 3] = [State::Active, State::Ejected, State::Probation];
+    pub(crate) const ALL: [State; 3] = [State::Active, State::Ejected, State::Probation];
 
     fn index(self) -> usize {
         match self {
@@ -30,7 +30,7 @@ impl State {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Active => "active",
             State::Ejected => "ejected",

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod forget;
 mod metrics;
 mod stats;
 mod trace;
