@@ -159,6 +159,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
         // A request with no extension has no deadline to meet, and one without headers is no

@@ -7,43 +7,59 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 
 pin_project! {
-    /// Fires at `end` (never, when there is none). The tokio timer is built on the first poll
-    /// that has to wait, not when the request is sent: a response ready at once, the common
-    /// case in front of a fast service, then costs no runtime handle, no timer and no copy of
-    /// one. It stays inline (not boxed), so a response that waits pays no allocation either.
+    /// Fires at its end (never, when there is none). The tokio timer is built on the first
+    /// poll that has to wait, not when the request is sent: a response ready at once, the
+    /// common case in front of a fast service, then costs no runtime handle and no timer. It
+    /// stays inline (not boxed), so a response that waits pays no allocation either, and the
+    /// end shares the timer's room until then, so the future grows by nothing.
     #[derive(Debug)]
     pub(crate) struct LazySleep {
-        end: Option<Instant>,
         #[pin]
-        sleep: Option<Sleep>,
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    #[derive(Debug)]
+    enum State {
+        Unarmed { end: Option<Instant> },
+        Armed { #[pin] sleep: Sleep },
     }
 }
 
 impl LazySleep {
     #[inline]
     pub(crate) fn new(end: Option<Instant>) -> Self {
-        LazySleep { end, sleep: None }
+        LazySleep {
+            state: State::Unarmed { end },
+        }
     }
 
     /// The instant it fires at.
     #[inline]
     pub(crate) fn end(&self) -> Option<Instant> {
-        self.end
+        match &self.state {
+            State::Unarmed { end } => *end,
+            State::Armed { sleep } => Some(sleep.deadline()),
+        }
     }
 
-    /// `Ready` once `end` has passed; registers the waker like [`Sleep`] does.
+    /// `Ready` once the end has passed; registers the waker like [`Sleep`] does.
     pub(crate) fn poll_end(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
-        let Some(end) = *this.end else {
-            return Poll::Pending;
-        };
-        if this.sleep.is_none() {
-            this.sleep.set(Some(tokio::time::sleep_until(end)));
+        let mut state = self.project().state;
+        if let StateProj::Unarmed { end } = state.as_mut().project() {
+            let Some(end) = *end else {
+                return Poll::Pending;
+            };
+            state.set(State::Armed {
+                sleep: tokio::time::sleep_until(end),
+            });
         }
-        match this.sleep.as_pin_mut() {
-            Some(sleep) => sleep.poll(cx),
-            // Set just above.
-            None => Poll::Pending,
+        match state.project() {
+            StateProj::Armed { sleep } => sleep.poll(cx),
+            // Armed just above.
+            StateProj::Unarmed { .. } => Poll::Pending,
         }
     }
 }

@@ -243,6 +243,7 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
         let own = super::instant_after(now, self.config.timeout);
