@@ -473,6 +473,17 @@ mod tests {
         assert_eq!(*seen.lock().unwrap(), Some(true));
     }
 
+    /// A response ready at once builds no timer: the future completes without a tokio
+    /// runtime, where building one would panic.
+    #[test]
+    fn a_ready_response_builds_no_timer() {
+        let svc = tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(()) });
+        let mut svc = AttemptTimeout::new(svc, Duration::from_millis(100));
+        let mut future = std::pin::pin!(svc.call(Request::new(())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_limit_never_panics() {
         let svc = AttemptTimeout::new(sleeper(), Duration::MAX);

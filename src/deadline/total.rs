@@ -191,6 +191,8 @@ impl<S> Deadline<S> {
         own: Instant,
         now: Instant,
     ) -> (Instant, StreamingRule) {
+        // Asked before the insert below, which would make the map longer to search.
+        let streaming = StreamingRule::with_types(req, self.config.streaming_types.as_ref());
         let mut deadline = own;
         if let Some(RequestDeadline(existing)) = req.extensions().get::<RequestDeadline>() {
             deadline = deadline.min(*existing);
@@ -215,7 +217,6 @@ impl<S> Deadline<S> {
             // if it started anew.
             req.extensions_mut().insert(CallerDeadline(caller));
         }
-        let streaming = StreamingRule::with_types(req, self.config.streaming_types.as_ref());
         (deadline, streaming)
     }
 }
@@ -250,8 +251,10 @@ where
         // A request with no extension and no header has no earlier deadline, no limit of its
         // own and no streaming marker: only the extra content types are left to carry.
         let (deadline, streaming) = if req.extensions().is_empty() && req.headers().is_empty() {
-            let rule = StreamingRule::with_types(&req, self.config.streaming_types.as_ref());
-            (own, rule)
+            (
+                own,
+                StreamingRule::unmarked(self.config.streaming_types.as_ref()),
+            )
         } else {
             self.deadline_for(&mut req, own, now)
         };
@@ -343,6 +346,10 @@ mod tests {
     }
 
     fn seen(res: http::Response<DeadlineBody<Empty>>) -> Option<RequestDeadline> {
+        seen_ref(&res)
+    }
+
+    fn seen_ref(res: &http::Response<DeadlineBody<Empty>>) -> Option<RequestDeadline> {
         res.extensions().get::<RequestDeadline>().copied()
     }
 
@@ -424,6 +431,26 @@ mod tests {
             seen(res),
             Some(RequestDeadline(start + Duration::from_millis(300)))
         );
+    }
+
+    /// A response ready at once builds no timer, in the future or in its body: both complete
+    /// without a tokio runtime, where building one would panic. The deadline is recorded all
+    /// the same.
+    #[test]
+    fn a_ready_response_builds_no_timer() {
+        use http_body::Body;
+        let mut svc = Deadline::new(echo_deadline(), Duration::from_secs(1));
+        let mut future = std::pin::pin!(svc.call(Request::new(())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
+            panic!("the service answers at once");
+        };
+        assert!(seen_ref(&res).is_some());
+        let mut body = std::pin::pin!(res.into_body());
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
