@@ -1,5 +1,6 @@
 //! The timeout of one attempt.
 
+use super::timer::LazySleep;
 use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
 use http::{HeaderName, HeaderValue, Request};
@@ -8,7 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 /// Bounds each attempt by `min(per-attempt timeout, time left before the request's deadline)`:
@@ -158,65 +159,81 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let now = Instant::now();
-        let deadline = req.extensions_mut().get_mut::<RequestDeadline>();
-        // Compared as instants: a duration between two instants costs as much as the rest of
-        // this function, and only a propagated limit needs one.
-        let cut = deadline.as_ref().map(|d| d.0.max(now));
-        // Whichever limit is shorter decides both the timer and the error it reports. A
-        // timeout too long for the clock is longer than any deadline.
-        let own = self.config.timeout.map(|t| (t, now.checked_add(t)));
-        let (end, kind) = match (own, cut) {
-            (Some((_, own)), Some(cut)) if own.is_none_or(|own| cut < own) => {
-                (Some(cut), Kind::DeadlineExceeded)
-            }
-            (Some((t, own)), _) => (
-                Some(own.unwrap_or_else(|| super::instant_after(now, t))),
-                Kind::AttemptTimedOut,
-            ),
-            (None, Some(cut)) => (Some(cut), Kind::DeadlineExceeded),
-            (None, None) => (None, Kind::AttemptTimedOut),
+        // A request with no extension has no deadline to meet, and one without headers is no
+        // gRPC call: unless an HTTP header is asked for, only the timer is left to set. Kept
+        // small so that it inlines into the caller, as tower's `Timeout` does.
+        let plain =
+            req.extensions().is_empty() && req.headers().is_empty() && self.config.header.is_none();
+        let (end, kind) = if plain {
+            let end = self.config.timeout.map(|t| super::instant_after(now, t));
+            (end, Kind::AttemptTimedOut)
+        } else {
+            self.limit(&mut req, now)
         };
-        // Below this layer the request must be done when the attempt ends: the balancer does
-        // not wait for an endpoint's pushback past it. Written in place, so nothing allocates;
-        // the retry layer above keeps its own copy of the head for the next attempt.
-        if let (Some(deadline), Some(end), Kind::AttemptTimedOut) = (deadline, end, kind) {
-            deadline.0 = end;
-        }
         if end == Some(now) {
             // No time left (or a zero timeout): the attempt is not started.
             return AttemptFuture {
                 inner: None,
-                sleep: None,
+                timer: LazySleep::new(None),
                 kind,
             };
         }
-        if let Some(end) = end {
-            let timeout = self.config.timeout;
-            let limit = || match (kind, timeout) {
-                (Kind::AttemptTimedOut, Some(t)) => t,
-                _ => end.saturating_duration_since(now),
-            };
-            self.propagate(&mut req, limit, now);
-        }
         AttemptFuture {
             inner: Some(self.inner.call(req)),
-            sleep: end.map(tokio::time::sleep_until),
+            timer: LazySleep::new(end),
             kind,
         }
     }
 }
 
 impl<S> AttemptTimeout<S> {
+    /// The attempt's end and the error it reports when it passes, for a request that may
+    /// carry a deadline or propagate a limit; records the end in the request's
+    /// [`RequestDeadline`] and tells the server.
+    #[inline(never)]
+    fn limit<B>(&self, req: &mut Request<B>, now: Instant) -> (Option<Instant>, Kind) {
+        let timeout = self.config.timeout;
+        // Whichever limit is shorter decides both the timer and the error it reports. Compared
+        // as instants: a duration between two instants costs as much as the rest of this
+        // function, and only a propagated limit needs one.
+        let (end, kind) = match req.extensions_mut().get_mut::<RequestDeadline>() {
+            None => (
+                timeout.map(|t| super::instant_after(now, t)),
+                Kind::AttemptTimedOut,
+            ),
+            Some(deadline) => {
+                let cut = deadline.0.max(now);
+                // A timeout too long for the clock is longer than any deadline.
+                match timeout.and_then(|t| now.checked_add(t)) {
+                    Some(own) if own <= cut => {
+                        // Below this layer the request must be done when the attempt ends:
+                        // the balancer does not wait for an endpoint's pushback past it.
+                        // Written in place, so nothing allocates; the retry layer above
+                        // keeps its own copy of the head for the next attempt.
+                        deadline.0 = own;
+                        (Some(own), Kind::AttemptTimedOut)
+                    }
+                    _ => (Some(cut), Kind::DeadlineExceeded),
+                }
+            }
+        };
+        if let Some(end) = end.filter(|end| *end != now) {
+            let limit = || match (kind, timeout) {
+                (Kind::AttemptTimedOut, Some(t)) => t,
+                _ => end.saturating_duration_since(now),
+            };
+            self.propagate(req, limit, now);
+        }
+        (end, kind)
+    }
+
     /// Tells the server the attempt's limit, never more than the caller asked for: the
     /// smallest of `limit`, the caller's own header and what is left of the caller's limit
     /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
     fn propagate<B>(&self, req: &mut Request<B>, limit: impl FnOnce() -> Duration, now: Instant) {
-        // A request without headers is no gRPC call, and the lookup hashes the name anyway.
-        if self.config.header.is_none() && req.headers().is_empty() {
-            return;
-        }
         let is_grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
@@ -262,7 +279,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         #[pin]
-        sleep: Option<Sleep>,
+        timer: LazySleep,
         kind: Kind,
     }
 }
@@ -282,14 +299,10 @@ where
         if let Poll::Ready(result) = inner.poll(cx) {
             return Poll::Ready(result.map_err(Error::from_service));
         }
-        match this.sleep.as_pin_mut().map(|s| s.poll(cx)) {
-            Some(Poll::Ready(())) => {
-                // Dropped by our own timer: the endpoint is charged with the timeout.
-                expiry::while_expiring(|| this.inner.set(None));
-                Poll::Ready(Err(Error::new(*this.kind)))
-            }
-            _ => Poll::Pending,
-        }
+        std::task::ready!(this.timer.poll_end(cx));
+        // Dropped by our own timer: the endpoint is charged with the timeout.
+        expiry::while_expiring(|| this.inner.set(None));
+        Poll::Ready(Err(Error::new(*this.kind)))
     }
 }
 
@@ -458,6 +471,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), Kind::AttemptTimedOut);
         assert_eq!(*seen.lock().unwrap(), Some(true));
+    }
+
+    /// A response ready at once builds no timer: the future completes without a tokio
+    /// runtime, where building one would panic.
+    #[test]
+    fn a_ready_response_builds_no_timer() {
+        let svc = tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(()) });
+        let mut svc = AttemptTimeout::new(svc, Duration::from_millis(100));
+        let mut future = std::pin::pin!(svc.call(Request::new(())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@ mod body;
 pub(crate) mod expiry;
 pub(crate) mod grpc_timeout;
 mod streaming;
+mod timer;
 mod total;
 
 pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};

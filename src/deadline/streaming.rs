@@ -65,6 +65,16 @@ impl StreamingRule {
         }
     }
 
+    /// The rule of a deadline layer for a request known to carry no [`Streaming`] marker (it
+    /// has no extensions at all).
+    #[inline]
+    pub(crate) fn unmarked(extra: Option<&Arc<[HeaderValue]>>) -> Self {
+        StreamingRule {
+            marked: false,
+            extra: extra.cloned(),
+        }
+    }
+
     /// Whether the response with these headers is a stream.
     pub(crate) fn applies(&self, headers: &HeaderMap) -> bool {
         if self.marked {

@@ -2,6 +2,7 @@
 
 use super::body::DeadlineBody;
 use super::streaming::{StreamingRule, StreamingTypes};
+use super::timer::LazySleep;
 use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
 use http::{HeaderName, HeaderValue, Request};
@@ -11,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 /// Applies a total deadline to each request, response body included: [`Deadline`] services.
@@ -180,9 +181,18 @@ impl<S> Deadline<S> {
         self.inner
     }
 
-    /// The request's deadline, and the caller's own limit from its headers when it sent one.
-    fn deadline_for<B>(&self, req: &Request<B>, now: Instant) -> (Instant, Option<Instant>) {
-        let own = super::instant_after(now, self.config.timeout);
+    /// The request's deadline, for a request that carries extensions or headers: an earlier
+    /// [`RequestDeadline`] wins, the caller's own limit from its headers is recorded (and
+    /// honoured on request), and a [`Streaming`](super::Streaming) marker is read.
+    #[inline(never)]
+    fn deadline_for<B>(
+        &self,
+        req: &mut Request<B>,
+        own: Instant,
+        now: Instant,
+    ) -> (Instant, StreamingRule) {
+        // Asked before the insert below, which would make the map longer to search.
+        let streaming = StreamingRule::with_types(req, self.config.streaming_types.as_ref());
         let mut deadline = own;
         if let Some(RequestDeadline(existing)) = req.extensions().get::<RequestDeadline>() {
             deadline = deadline.min(*existing);
@@ -199,12 +209,15 @@ impl<S> Deadline<S> {
                 .or_else(|| headers.get(&self.config.header).and_then(parse_millis))
                 .map(|limit| super::instant_after(now, limit))
         };
-        if self.config.honor_inbound {
-            if let Some(caller) = caller {
+        if let Some(caller) = caller {
+            if self.config.honor_inbound {
                 deadline = deadline.min(caller);
             }
+            // Kept for every attempt, so that a retry never restates the caller's limit as
+            // if it started anew.
+            req.extensions_mut().insert(CallerDeadline(caller));
         }
-        (deadline, caller)
+        (deadline, streaming)
     }
 }
 
@@ -231,27 +244,28 @@ where
         self.inner.poll_ready(cx).map_err(Error::from_service)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let (deadline, caller) = self.deadline_for(&req, Instant::now());
-        // Asked before the inserts below: most requests arrive with no extension at all, and
-        // an empty map answers without a lookup.
-        let streaming = StreamingRule::with_types(&req, self.config.streaming_types.as_ref());
+        let now = Instant::now();
+        let own = super::instant_after(now, self.config.timeout);
+        // A request with no extension and no header has no earlier deadline, no limit of its
+        // own and no streaming marker: only the extra content types are left to carry.
+        let (deadline, streaming) = if req.extensions().is_empty() && req.headers().is_empty() {
+            (
+                own,
+                StreamingRule::unmarked(self.config.streaming_types.as_ref()),
+            )
+        } else {
+            self.deadline_for(&mut req, own, now)
+        };
         let extensions = req.extensions_mut();
         extensions.insert(RequestDeadline(deadline));
-        if let Some(caller) = caller {
-            // Kept for every attempt, so that a retry never restates the caller's limit as
-            // if it started anew.
-            extensions.insert(CallerDeadline(caller));
-        }
         if let Some(types) = &self.config.streaming_types {
             extensions.insert(StreamingTypes(types.clone()));
         }
-        // The timer first: the inner future, the largest part, is then written last, straight
-        // into place (the other order copies it once more).
-        let sleep = tokio::time::sleep_until(deadline);
         DeadlineFuture {
             inner: Some(self.inner.call(req)),
-            sleep,
+            timer: LazySleep::new(Some(deadline)),
             idle: self.config.body_idle,
             streaming,
         }
@@ -265,7 +279,7 @@ pin_project! {
         #[pin]
         inner: Option<F>,
         #[pin]
-        sleep: Sleep,
+        timer: LazySleep,
         idle: Option<Duration>,
         streaming: StreamingRule,
     }
@@ -286,28 +300,24 @@ where
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             let res = result.map_err(Error::from_service)?;
-            let deadline = this.sleep.deadline();
+            let deadline = this.timer.end();
             // A complete body needs neither limit, and its headers need no look.
             let streaming = !res.body().is_end_stream() && this.streaming.applies(res.headers());
-            let deadline = (!streaming).then_some(deadline);
+            let deadline = deadline.filter(|_| !streaming);
             let idle = *this.idle;
             return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => {
-                // Dropped by our own timer: whatever attempt was in flight is charged.
-                expiry::while_expiring(|| this.inner.set(None));
-                Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
+        std::task::ready!(this.timer.poll_end(cx));
+        // Dropped by our own timer: whatever attempt was in flight is charged.
+        expiry::while_expiring(|| this.inner.set(None));
+        Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)))
     }
 }
 
 impl<F> std::fmt::Debug for DeadlineFuture<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeadlineFuture")
-            .field("deadline", &self.sleep.deadline())
+            .field("deadline", &self.timer.end())
             .finish()
     }
 }
@@ -336,6 +346,10 @@ mod tests {
     }
 
     fn seen(res: http::Response<DeadlineBody<Empty>>) -> Option<RequestDeadline> {
+        seen_ref(&res)
+    }
+
+    fn seen_ref(res: &http::Response<DeadlineBody<Empty>>) -> Option<RequestDeadline> {
         res.extensions().get::<RequestDeadline>().copied()
     }
 
@@ -417,6 +431,26 @@ mod tests {
             seen(res),
             Some(RequestDeadline(start + Duration::from_millis(300)))
         );
+    }
+
+    /// A response ready at once builds no timer, in the future or in its body: both complete
+    /// without a tokio runtime, where building one would panic. The deadline is recorded all
+    /// the same.
+    #[test]
+    fn a_ready_response_builds_no_timer() {
+        use http_body::Body;
+        let mut svc = Deadline::new(echo_deadline(), Duration::from_secs(1));
+        let mut future = std::pin::pin!(svc.call(Request::new(())));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(res)) = future.as_mut().poll(&mut cx) else {
+            panic!("the service answers at once");
+        };
+        assert!(seen_ref(&res).is_some());
+        let mut body = std::pin::pin!(res.into_body());
+        assert!(matches!(
+            body.as_mut().poll_frame(&mut cx),
+            Poll::Ready(None)
+        ));
     }
 
     #[tokio::test(start_paused = true)]
