@@ -1,5 +1,6 @@
 //! The retry state machine: attempt, decide, back off, attempt again.
 
+use super::head::Head;
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
@@ -7,12 +8,10 @@ use crate::backoff::BackoffState;
 use crate::budget::UnsentRetry;
 use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
-use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use crate::observe::Outcome;
 use crate::observe::trace::{self, Trace};
 use http::Request;
-use http::request::Parts;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,15 +34,16 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         service: S,
-        // The head and body replay for retries; `None` when retries are off.
-        retry: Option<RetryState<B>>,
+        // The head and body replay for retries; `None` when retries are off. Boxed: the future
+        // is moved several times per request, and this is most of what it would weigh.
+        retry: Option<Box<RetryState<B>>>,
         config: Arc<Config<C>>,
         attempts: u32,
-        // When the request arrived: its end-to-end latency runs from here.
+        // When the request arrived: its end-to-end latency, and its first attempt, run from here.
         started: Instant,
-        // When the attempt in flight started.
-        attempt_started: Instant,
-        idempotent: Idempotence,
+        // Known from the start only when retries are off; otherwise read from the head's copy
+        // when a failure asks, since a success never needs it.
+        idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
         // The request's spans, when a subscriber wants them.
         trace: Option<Box<Trace>>,
@@ -98,7 +98,7 @@ struct NextAttempt {
 
 /// The head and replayable body to build the next attempt from, and the backoff position.
 pub(super) struct RetryState<B> {
-    parts: Parts,
+    head: Head,
     // `None` when the body cannot be replayed (known from the start to exceed the cap).
     replay: Option<ReplayBody<B>>,
     backoff: Option<BackoffState>,
@@ -106,17 +106,21 @@ pub(super) struct RetryState<B> {
     next_body: Option<ReplayBody<B>>,
     // The budget token of a retry decided but not sent yet, refunded if it never is.
     withdrawal: Option<Withdrawal>,
+    // When the attempt in flight started, once it is not the first.
+    attempt_started: Option<Instant>,
 }
 
 impl<B> RetryState<B> {
-    pub(super) fn new(parts: Parts, replay: Option<ReplayBody<B>>) -> Self {
-        RetryState {
-            parts,
+    #[inline]
+    pub(super) fn boxed(head: Head, replay: Option<ReplayBody<B>>) -> Box<Self> {
+        Box::new(RetryState {
+            head,
             replay,
             backoff: None,
             next_body: None,
             withdrawal: None,
-        }
+            attempt_started: None,
+        })
     }
 }
 
@@ -134,12 +138,13 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
 {
+    #[inline]
     pub(super) fn start(
         mut service: S,
         first: Request<ReplayBody<B>>,
-        retry: Option<RetryState<B>>,
+        retry: Option<Box<RetryState<B>>>,
         config: Arc<Config<C>>,
-        idempotent: Idempotence,
+        idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
         mut trace: Option<Box<Trace>>,
     ) -> Self {
@@ -159,7 +164,6 @@ where
             config,
             attempts: 1,
             started,
-            attempt_started: started,
             idempotent,
             deadline,
             trace,
@@ -216,10 +220,9 @@ where
                     let took = now.saturating_duration_since(*this.started);
                     // The first attempt started with the request, and took as long: one
                     // subtraction of instants (as dear as a clock read) less per request.
-                    let attempt_took = if *this.attempt_started == *this.started {
-                        took
-                    } else {
-                        now.saturating_duration_since(*this.attempt_started)
+                    let attempt_took = match this.retry.as_ref().and_then(|r| r.attempt_started) {
+                        None => took,
+                        Some(attempt_started) => now.saturating_duration_since(attempt_started),
                     };
                     let decision = decide(
                         outcome,
@@ -276,17 +279,7 @@ where
                     let request = match (ready, this.retry.as_mut()) {
                         (Err(e), _) => Err(Error::from_service(e)),
                         (Ok(()), Some(state)) => match state.next_body.take() {
-                            Some(body) => {
-                                let mut req = Request::from_parts(state.parts.clone(), body);
-                                if let Some(deadline) = *this.deadline {
-                                    // Left out of the head's copy when it was the only extension.
-                                    let extensions = req.extensions_mut();
-                                    if extensions.get::<RequestDeadline>().is_none() {
-                                        extensions.insert(RequestDeadline(deadline));
-                                    }
-                                }
-                                Ok(req)
-                            }
+                            Some(body) => Ok(state.head.request(body, *this.deadline)),
                             // Unreachable: a retry is only decided with its body.
                             None => Err(Error::new(Kind::RetriesExhausted)),
                         },
@@ -325,7 +318,9 @@ where
                     {
                         req.extensions_mut().insert(UnsentRetry::new(withdrawal));
                     }
-                    *this.attempt_started = Instant::now();
+                    if let Some(state) = this.retry.as_mut() {
+                        state.attempt_started = Some(Instant::now());
+                    }
                     let config = &**this.config;
                     if !next.again {
                         *this.attempts += 1;
@@ -365,7 +360,7 @@ fn classify<RB, C: Classify>(outcome: &Result<http::Response<RB>, Error>, classi
 /// Records a request that finished as `class` after `took`, at `now`.
 fn finished<B, C>(
     config: &Config<C>,
-    retry: &Option<RetryState<B>>,
+    retry: &Option<Box<RetryState<B>>>,
     class: &Class,
     attempts: u32,
     took: Duration,
@@ -394,7 +389,7 @@ fn finished<B, C>(
 /// the deadline passed (a failure), or by its caller (cancelled).
 fn dropped<B, C>(
     config: &Config<C>,
-    retry: &Option<RetryState<B>>,
+    retry: &Option<Box<RetryState<B>>>,
     attempts: u32,
     started: Instant,
     deadline: Option<Instant>,
@@ -426,7 +421,7 @@ fn dropped<B, C>(
 
 /// Counts a request whose body outgrew the replay buffer. Only a request that kept a replay
 /// handle can tell: with retries off, nothing is buffered.
-fn replay_overflow<B, C>(config: &Config<C>, retry: &Option<RetryState<B>>) {
+fn replay_overflow<B, C>(config: &Config<C>, retry: &Option<Box<RetryState<B>>>) {
     let Some(state) = retry else { return };
     // No handle: the body was known to be too large from the start.
     if state.replay.as_ref().is_none_or(ReplayBody::is_capped) {
@@ -442,10 +437,10 @@ fn decide<B, C: Classify, RB>(
     outcome: Result<http::Response<RB>, Error>,
     class: &Class,
     config: &Config<C>,
-    retry: &mut Option<RetryState<B>>,
+    retry: &mut Option<Box<RetryState<B>>>,
     attempts: u32,
     attempt_took: Duration,
-    idempotent: Idempotence,
+    idempotent: Option<Idempotence>,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Decision<http::Response<RB>>
@@ -466,6 +461,12 @@ where
     }
     // Once the deadline has passed there is nothing left to decide.
     let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
+    let idempotent = match (idempotent, retry.as_deref()) {
+        (Some(idempotent), _) => idempotent,
+        (None, Some(state)) => state.head.idempotence(&config.idempotency),
+        // Unreachable: without retries, idempotence is known from the start.
+        (None, None) => Idempotence::Unmarked,
+    };
     if out_of_time || !class.retryable().allows(idempotent) {
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
@@ -536,7 +537,7 @@ where
 fn again<B, C, RB>(
     outcome: &Result<http::Response<RB>, Error>,
     config: &Config<C>,
-    retry: &mut Option<RetryState<B>>,
+    retry: &mut Option<Box<RetryState<B>>>,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Option<Option<Decision<http::Response<RB>>>>

@@ -30,6 +30,7 @@
 //! ```
 
 mod future;
+mod head;
 mod layer;
 mod policy;
 mod replay;
