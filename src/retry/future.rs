@@ -4,7 +4,7 @@ use super::head::Head;
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
-use crate::backoff::BackoffState;
+use crate::backoff::{Backoff, BackoffState};
 use crate::budget::UnsentRetry;
 use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
@@ -36,7 +36,7 @@ pin_project! {
         service: S,
         // The head and body replay for retries; `None` when retries are off. Boxed: the future
         // is moved several times per request, and this is most of what it would weigh.
-        retry: Option<Box<RetryState<B>>>,
+        retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
         attempts: u32,
         // When the request arrived: its end-to-end latency, and its first attempt, run from here.
@@ -59,7 +59,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // A retry was paid for but never sent: its token goes back to the budget.
-            if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+            if let Some(withdrawal) = this.retry.as_mut().and_then(RetryState::take_withdrawal) {
                 withdrawal.refund();
             }
             // Unless its outcome was returned, the request ends here, unfinished.
@@ -96,12 +96,20 @@ struct NextAttempt {
     again: bool,
 }
 
-/// The head and replayable body to build the next attempt from, and the backoff position.
+/// The head and replayable body to build the next attempt from. Kept in the future itself:
+/// every request that may be retried needs them, and an allocation costs more than moving them.
 pub(super) struct RetryState<B> {
     head: Head,
     // `None` when the body cannot be replayed (known from the start to exceed the cap).
     replay: Option<ReplayBody<B>>,
-    backoff: Option<BackoffState>,
+    // What only a retry needs, allocated by the first retry decided: most requests never get
+    // there, and the future they move around stays smaller.
+    retrying: Option<Box<Retrying<B>>>,
+}
+
+/// The state of a request that is being retried.
+struct Retrying<B> {
+    backoff: BackoffState,
     // The body of the next attempt, taken from the replay buffer when the retry was decided.
     next_body: Option<ReplayBody<B>>,
     // The budget token of a retry decided but not sent yet, refunded if it never is.
@@ -112,15 +120,36 @@ pub(super) struct RetryState<B> {
 
 impl<B> RetryState<B> {
     #[inline]
-    pub(super) fn boxed(head: Head, replay: Option<ReplayBody<B>>) -> Box<Self> {
-        Box::new(RetryState {
+    pub(super) fn new(head: Head, replay: Option<ReplayBody<B>>) -> Self {
+        RetryState {
             head,
             replay,
-            backoff: None,
-            next_body: None,
-            withdrawal: None,
-            attempt_started: None,
+            retrying: None,
+        }
+    }
+
+    /// The retry state, created with `backoff` on the first retry.
+    fn retrying(&mut self, backoff: &Backoff) -> &mut Retrying<B> {
+        self.retrying.get_or_insert_with(|| {
+            Box::new(Retrying {
+                backoff: backoff.start(),
+                next_body: None,
+                withdrawal: None,
+                attempt_started: None,
+            })
         })
+    }
+
+    fn take_withdrawal(&mut self) -> Option<Withdrawal> {
+        self.retrying.as_mut()?.withdrawal.take()
+    }
+
+    fn take_next_body(&mut self) -> Option<ReplayBody<B>> {
+        self.retrying.as_mut()?.next_body.take()
+    }
+
+    fn attempt_started(&self) -> Option<Instant> {
+        self.retrying.as_ref()?.attempt_started
     }
 }
 
@@ -142,7 +171,7 @@ where
     pub(super) fn start(
         mut service: S,
         first: Request<ReplayBody<B>>,
-        retry: Option<Box<RetryState<B>>>,
+        retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
         idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
@@ -220,7 +249,7 @@ where
                     let took = now.saturating_duration_since(*this.started);
                     // The first attempt started with the request, and took as long: one
                     // subtraction of instants (as dear as a clock read) less per request.
-                    let attempt_took = match this.retry.as_ref().and_then(|r| r.attempt_started) {
+                    let attempt_took = match this.retry.as_ref().and_then(RetryState::attempt_started) {
                         None => took,
                         Some(attempt_started) => now.saturating_duration_since(attempt_started),
                     };
@@ -278,7 +307,7 @@ where
                     let ready = ready!(this.service.poll_ready(cx));
                     let request = match (ready, this.retry.as_mut()) {
                         (Err(e), _) => Err(Error::from_service(e)),
-                        (Ok(()), Some(state)) => match state.next_body.take() {
+                        (Ok(()), Some(state)) => match state.take_next_body() {
                             Some(body) => Ok(state.head.request(body, *this.deadline)),
                             // Unreachable: a retry is only decided with its body.
                             None => Err(Error::new(Kind::RetriesExhausted)),
@@ -290,7 +319,7 @@ where
                         Ok(req) => req,
                         Err(e) => {
                             // The retry is not sent after all.
-                            if let Some(w) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                            if let Some(w) = this.retry.as_mut().and_then(RetryState::take_withdrawal) {
                                 w.refund();
                             }
                             let e = e.with_attempts(*this.attempts);
@@ -314,12 +343,12 @@ where
                     // The token goes with the request: spent once it is sent, given back by
                     // the balancer if it drops the request unsent.
                     let mut req = req;
-                    if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take())
+                    if let Some(withdrawal) = this.retry.as_mut().and_then(RetryState::take_withdrawal)
                     {
                         req.extensions_mut().insert(UnsentRetry::new(withdrawal));
                     }
                     if let Some(state) = this.retry.as_mut() {
-                        state.attempt_started = Some(Instant::now());
+                        state.retrying(&this.config.backoff).attempt_started = Some(Instant::now());
                     }
                     let config = &**this.config;
                     if !next.again {
@@ -360,7 +389,7 @@ fn classify<RB, C: Classify>(outcome: &Result<http::Response<RB>, Error>, classi
 /// Records a request that finished as `class` after `took`, at `now`.
 fn finished<B, C>(
     config: &Config<C>,
-    retry: &Option<Box<RetryState<B>>>,
+    retry: &Option<RetryState<B>>,
     class: &Class,
     attempts: u32,
     took: Duration,
@@ -389,7 +418,7 @@ fn finished<B, C>(
 /// the deadline passed (a failure), or by its caller (cancelled).
 fn dropped<B, C>(
     config: &Config<C>,
-    retry: &Option<Box<RetryState<B>>>,
+    retry: &Option<RetryState<B>>,
     attempts: u32,
     started: Instant,
     deadline: Option<Instant>,
@@ -421,7 +450,7 @@ fn dropped<B, C>(
 
 /// Counts a request whose body outgrew the replay buffer. Only a request that kept a replay
 /// handle can tell: with retries off, nothing is buffered.
-fn replay_overflow<B, C>(config: &Config<C>, retry: &Option<Box<RetryState<B>>>) {
+fn replay_overflow<B, C>(config: &Config<C>, retry: &Option<RetryState<B>>) {
     let Some(state) = retry else { return };
     // No handle: the body was known to be too large from the start.
     if state.replay.as_ref().is_none_or(ReplayBody::is_capped) {
@@ -437,7 +466,7 @@ fn decide<B, C: Classify, RB>(
     outcome: Result<http::Response<RB>, Error>,
     class: &Class,
     config: &Config<C>,
-    retry: &mut Option<Box<RetryState<B>>>,
+    retry: &mut Option<RetryState<B>>,
     attempts: u32,
     attempt_took: Duration,
     idempotent: Option<Idempotence>,
@@ -461,7 +490,7 @@ where
     }
     // Once the deadline has passed there is nothing left to decide.
     let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
-    let idempotent = match (idempotent, retry.as_deref()) {
+    let idempotent = match (idempotent, retry.as_ref()) {
         (Some(idempotent), _) => idempotent,
         (None, Some(state)) => state.head.idempotence(&config.idempotency),
         // Unreachable: without retries, idempotence is known from the start.
@@ -499,9 +528,12 @@ where
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
         Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };
-    let backoff = state.backoff.get_or_insert_with(|| config.backoff.start());
     // Never earlier than the server asked.
-    let delay = backoff.next_delay().max(pushback);
+    let delay = state
+        .retrying(&config.backoff)
+        .backoff
+        .next_delay()
+        .max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
         // Saturating: a backoff configured without a cap may exceed what an `Instant` can hold,
@@ -523,9 +555,10 @@ where
     let Some(withdrawal) = config.budget.withdraw() else {
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
     };
-    state.withdrawal = Some(withdrawal);
+    let retrying = state.retrying(&config.backoff);
+    retrying.withdrawal = Some(withdrawal);
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
-    state.next_body = Some(body);
+    retrying.next_body = Some(body);
     Decision::Retry(delay)
 }
 
@@ -537,7 +570,7 @@ where
 fn again<B, C, RB>(
     outcome: &Result<http::Response<RB>, Error>,
     config: &Config<C>,
-    retry: &mut Option<Box<RetryState<B>>>,
+    retry: &mut Option<RetryState<B>>,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Option<Option<Decision<http::Response<RB>>>>
@@ -567,7 +600,7 @@ where
     let Some(body) = state.replay.as_ref().and_then(ReplayBody::try_clone) else {
         return Some(None);
     };
-    state.next_body = Some(body);
+    state.retrying(&config.backoff).next_body = Some(body);
     tracing::debug!(
         wait_ms = wait.as_millis() as u64,
         "every endpoint is pushing back: waiting"

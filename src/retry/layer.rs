@@ -382,7 +382,7 @@ where
             None => (body, None),
         };
         let retry = (config.max_retries > 0)
-            .then(|| RetryState::boxed(Head::copy(&parts, deadline.is_some()), replay));
+            .then(|| RetryState::new(Head::copy(&parts, deadline.is_some()), replay));
         ResponseFuture::start(
             service,
             Request::from_parts(parts, first),
