@@ -178,13 +178,13 @@ where
         mut trace: Option<Box<Trace>>,
     ) -> Self {
         let started = Instant::now();
-        let future = match trace.as_deref_mut() {
-            None => service.call(first),
-            Some(t) => {
+        // One call site: the request is moved into it once, not once per branch.
+        let future = {
+            let _attempt = trace.as_deref_mut().map(|t| {
                 t.attempt = trace::attempt_span(&t.request, 1, Duration::ZERO);
-                let _attempt = t.attempt.enter();
-                service.call(first)
-            }
+                t.attempt.enter()
+            });
+            service.call(first)
         };
         ResponseFuture {
             state: State::Attempt { future },
@@ -247,19 +247,31 @@ where
                         }
                     }
                     let took = now.saturating_duration_since(*this.started);
-                    // The first attempt started with the request, and took as long: one
-                    // subtraction of instants (as dear as a clock read) less per request.
-                    let attempt_took = match this.retry.as_ref().and_then(RetryState::attempt_started) {
-                        None => took,
-                        Some(attempt_started) => now.saturating_duration_since(attempt_started),
-                    };
+                    if class.is_success() {
+                        // The hot path returns the outcome as it came, without wrapping it
+                        // in a decision: each wrapping is a copy of the response.
+                        if this.deadline.is_some() {
+                            // The first attempt started with the request, and took as long:
+                            // one subtraction of instants (as dear as a clock read) less.
+                            let attempt_took =
+                                match this.retry.as_ref().and_then(RetryState::attempt_started) {
+                                    None => took,
+                                    Some(started) => now.saturating_duration_since(started),
+                                };
+                            // The estimate only serves to check deadlines.
+                            record_attempt_time(&config.fast_attempt, attempt_took);
+                        }
+                        let attempts = *this.attempts;
+                        finished(config, this.retry, &class, attempts, took, now, request_span);
+                        *this.done = true;
+                        return Poll::Ready(outcome);
+                    }
                     let decision = decide(
                         outcome,
                         &class,
                         config,
                         this.retry,
                         *this.attempts,
-                        attempt_took,
                         *this.idempotent,
                         *this.deadline,
                         now,
@@ -468,7 +480,6 @@ fn decide<B, C: Classify, RB>(
     config: &Config<C>,
     retry: &mut Option<RetryState<B>>,
     attempts: u32,
-    attempt_took: Duration,
     idempotent: Option<Idempotence>,
     deadline: Option<Instant>,
     now: Instant,
@@ -477,13 +488,6 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    if class.is_success() {
-        // The estimate only serves to check deadlines.
-        if deadline.is_some() {
-            record_attempt_time(&config.fast_attempt, attempt_took);
-        }
-        return Decision::Return(outcome);
-    }
     if let Some(decision) = again(&outcome, config, retry, deadline, now) {
         return decision
             .unwrap_or_else(|| Decision::Return(outcome.map_err(|e| e.with_attempts(attempts))));

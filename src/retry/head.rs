@@ -25,17 +25,17 @@ impl Head {
     /// Copies the head of a request; `has_deadline` says its extensions hold a
     /// [`RequestDeadline`].
     #[inline]
-    pub(super) fn copy(parts: &http::request::Parts, has_deadline: bool) -> Self {
-        let extensions = if has_deadline && parts.extensions.len() == 1 {
+    pub(super) fn copy<B>(req: &Request<B>, has_deadline: bool) -> Self {
+        let extensions = if has_deadline && req.extensions().len() == 1 {
             Extensions::new()
         } else {
-            parts.extensions.clone()
+            req.extensions().clone()
         };
         Head {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: (!parts.headers.is_empty()).then(|| parts.headers.clone()),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
             extensions,
         }
     }
@@ -88,16 +88,15 @@ mod tests {
     #[test]
     fn a_retry_gets_the_same_head() {
         let deadline = Instant::now() + Duration::from_secs(1);
-        let (parts, ()) = Request::post("http://svc/x?q=1")
+        let req = Request::post("http://svc/x?q=1")
             .version(Version::HTTP_2)
             .header("x-a", "1")
             .header("x-a", "2")
             .extension(RequestDeadline(deadline))
             .extension(Idempotent(true))
             .body(())
-            .unwrap()
-            .into_parts();
-        let req = Head::copy(&parts, true).request("b", Some(deadline));
+            .unwrap();
+        let req = Head::copy(&req, true).request("b", Some(deadline));
         assert_eq!(req.method(), Method::POST);
         assert_eq!(req.uri(), "http://svc/x?q=1");
         assert_eq!(req.version(), Version::HTTP_2);
@@ -114,12 +113,11 @@ mod tests {
     #[test]
     fn a_deadline_left_out_of_the_copy_is_put_back() {
         let deadline = Instant::now() + Duration::from_secs(1);
-        let (parts, ()) = Request::get("http://svc/")
+        let original = Request::get("http://svc/")
             .extension(RequestDeadline(deadline))
             .body(())
-            .unwrap()
-            .into_parts();
-        let head = Head::copy(&parts, true);
+            .unwrap();
+        let head = Head::copy(&original, true);
         assert!(head.extensions.is_empty() && head.headers.is_none());
         let req = head.request((), Some(deadline));
         assert_eq!(req.extensions().len(), 1);
@@ -128,6 +126,6 @@ mod tests {
             Some(deadline)
         );
         assert!(req.headers().is_empty());
-        assert_eq!(Head::copy(&parts, true).request((), None).extensions().len(), 0);
+        assert_eq!(Head::copy(&original, true).request((), None).extensions().len(), 0);
     }
 }
