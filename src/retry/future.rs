@@ -262,7 +262,15 @@ where
                             record_attempt_time(&config.fast_attempt, attempt_took);
                         }
                         let attempts = *this.attempts;
-                        finished(config, this.retry, &class, attempts, took, now, request_span);
+                        finished(
+                            config,
+                            this.retry,
+                            &class,
+                            attempts,
+                            took,
+                            now,
+                            request_span,
+                        );
                         *this.done = true;
                         return Poll::Ready(outcome);
                     }
@@ -331,7 +339,9 @@ where
                         Ok(req) => req,
                         Err(e) => {
                             // The retry is not sent after all.
-                            if let Some(w) = this.retry.as_mut().and_then(RetryState::take_withdrawal) {
+                            if let Some(w) =
+                                this.retry.as_mut().and_then(RetryState::take_withdrawal)
+                            {
                                 w.refund();
                             }
                             let e = e.with_attempts(*this.attempts);
@@ -355,7 +365,8 @@ where
                     // The token goes with the request: spent once it is sent, given back by
                     // the balancer if it drops the request unsent.
                     let mut req = req;
-                    if let Some(withdrawal) = this.retry.as_mut().and_then(RetryState::take_withdrawal)
+                    if let Some(withdrawal) =
+                        this.retry.as_mut().and_then(RetryState::take_withdrawal)
                     {
                         req.extensions_mut().insert(UnsentRetry::new(withdrawal));
                     }

@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(req.version(), Version::HTTP_2);
         let values: Vec<_> = req.headers().get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
-        assert_eq!(req.extensions().get::<Idempotent>(), Some(&Idempotent(true)));
+        assert_eq!(
+            req.extensions().get::<Idempotent>(),
+            Some(&Idempotent(true))
+        );
         assert_eq!(
             req.extensions().get::<RequestDeadline>().map(|d| d.0),
             Some(deadline)
@@ -126,6 +129,12 @@ mod tests {
             Some(deadline)
         );
         assert!(req.headers().is_empty());
-        assert_eq!(Head::copy(&original, true).request((), None).extensions().len(), 0);
+        assert_eq!(
+            Head::copy(&original, true)
+                .request((), None)
+                .extensions()
+                .len(),
+            0
+        );
     }
 }

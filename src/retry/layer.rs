@@ -390,14 +390,6 @@ where
             }
         });
         let retry = head.map(|head| RetryState::new(head, replay));
-        ResponseFuture::start(
-            service,
-            first,
-            retry,
-            config,
-            idempotent,
-            deadline,
-            trace,
-        )
+        ResponseFuture::start(service, first, retry, config, idempotent, deadline, trace)
     }
 }
