@@ -1,12 +1,10 @@
 //! The retry state machine: attempt, decide, back off, attempt again.
 
-use super::head::Head;
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
-use crate::backoff::{Backoff, BackoffState};
+use super::state::RetryState;
 use crate::budget::UnsentRetry;
-use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use crate::observe::Outcome;
@@ -94,63 +92,6 @@ struct NextAttempt {
     /// The attempt before was never sent (every endpoint was pushing back): this one is the
     /// same attempt again, not a retry. It costs no token and counts as no retry.
     again: bool,
-}
-
-/// The head and replayable body to build the next attempt from. Kept in the future itself:
-/// every request that may be retried needs them, and an allocation costs more than moving them.
-pub(super) struct RetryState<B> {
-    head: Head,
-    // `None` when the body cannot be replayed (known from the start to exceed the cap).
-    replay: Option<ReplayBody<B>>,
-    // What only a retry needs, allocated by the first retry decided: most requests never get
-    // there, and the future they move around stays smaller.
-    retrying: Option<Box<Retrying<B>>>,
-}
-
-/// The state of a request that is being retried.
-struct Retrying<B> {
-    backoff: BackoffState,
-    // The body of the next attempt, taken from the replay buffer when the retry was decided.
-    next_body: Option<ReplayBody<B>>,
-    // The budget token of a retry decided but not sent yet, refunded if it never is.
-    withdrawal: Option<Withdrawal>,
-    // When the attempt in flight started, once it is not the first.
-    attempt_started: Option<Instant>,
-}
-
-impl<B> RetryState<B> {
-    #[inline]
-    pub(super) fn new(head: Head, replay: Option<ReplayBody<B>>) -> Self {
-        RetryState {
-            head,
-            replay,
-            retrying: None,
-        }
-    }
-
-    /// The retry state, created with `backoff` on the first retry.
-    fn retrying(&mut self, backoff: &Backoff) -> &mut Retrying<B> {
-        self.retrying.get_or_insert_with(|| {
-            Box::new(Retrying {
-                backoff: backoff.start(),
-                next_body: None,
-                withdrawal: None,
-                attempt_started: None,
-            })
-        })
-    }
-
-    fn take_withdrawal(&mut self) -> Option<Withdrawal> {
-        self.retrying.as_mut()?.withdrawal.take()
-    }
-
-    fn take_next_body(&mut self) -> Option<ReplayBody<B>> {
-        self.retrying.as_mut()?.next_body.take()
-    }
-
-    fn attempt_started(&self) -> Option<Instant> {
-        self.retrying.as_ref()?.attempt_started
-    }
 }
 
 /// What to do after an attempt: return its outcome, or retry after a wait.

@@ -1,9 +1,10 @@
 //! The retry layer and service.
 
-use super::future::{ResponseFuture, RetryState};
+use super::future::ResponseFuture;
 use super::head::Head;
 use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
+use super::state::RetryState;
 use crate::backoff::Backoff;
 use crate::budget::Budget;
 use crate::classify::{Classifier, Classify};

@@ -34,6 +34,7 @@ mod head;
 mod layer;
 mod policy;
 mod replay;
+mod state;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
