@@ -3,16 +3,13 @@
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
+use super::state::RetryState;
 use super::telemetry::Outcome;
 use super::trace::{self, Trace};
-use crate::backoff::BackoffState;
 use crate::budget::UnsentRetry;
-use crate::budget::Withdrawal;
 use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
-use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use http::Request;
-use http::request::Parts;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,15 +32,16 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         service: S,
-        // The head and body replay for retries; `None` when retries are off.
+        // The head and body replay for retries; `None` when retries are off. Boxed: the future
+        // is moved several times per request, and this is most of what it would weigh.
         retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
         attempts: u32,
-        // When the request arrived: its end-to-end latency runs from here.
+        // When the request arrived: its end-to-end latency, and its first attempt, run from here.
         started: Instant,
-        // When the attempt in flight started.
-        attempt_started: Instant,
-        idempotent: Idempotence,
+        // Known from the start only when retries are off; otherwise read from the head's copy
+        // when a failure asks, since a success never needs it.
+        idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
         // The request's spans, when a subscriber wants them.
         trace: Option<Box<Trace>>,
@@ -59,7 +57,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // A retry was paid for but never sent: its token goes back to the budget.
-            if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+            if let Some(withdrawal) = this.retry.as_mut().and_then(RetryState::take_withdrawal) {
                 withdrawal.refund();
             }
             // Unless its outcome was returned, the request ends here, unfinished.
@@ -96,30 +94,6 @@ struct NextAttempt {
     again: bool,
 }
 
-/// The head and replayable body to build the next attempt from, and the backoff position.
-pub(super) struct RetryState<B> {
-    parts: Parts,
-    // `None` when the body cannot be replayed (known from the start to exceed the cap).
-    replay: Option<ReplayBody<B>>,
-    backoff: Option<BackoffState>,
-    // The body of the next attempt, taken from the replay buffer when the retry was decided.
-    next_body: Option<ReplayBody<B>>,
-    // The budget token of a retry decided but not sent yet, refunded if it never is.
-    withdrawal: Option<Withdrawal>,
-}
-
-impl<B> RetryState<B> {
-    pub(super) fn new(parts: Parts, replay: Option<ReplayBody<B>>) -> Self {
-        RetryState {
-            parts,
-            replay,
-            backoff: None,
-            next_body: None,
-            withdrawal: None,
-        }
-    }
-}
-
 /// What to do after an attempt: return its outcome, or retry after a wait.
 enum Decision<T> {
     Return(Result<T, Error>),
@@ -134,23 +108,24 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
 {
+    #[inline]
     pub(super) fn start(
         mut service: S,
         first: Request<ReplayBody<B>>,
         retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
-        idempotent: Idempotence,
+        idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
         mut trace: Option<Box<Trace>>,
     ) -> Self {
         let started = Instant::now();
-        let future = match trace.as_deref_mut() {
-            None => service.call(first),
-            Some(t) => {
+        // One call site: the request is moved into it once, not once per branch.
+        let future = {
+            let _attempt = trace.as_deref_mut().map(|t| {
                 t.attempt = trace::attempt_span(&t.request, 1, Duration::ZERO);
-                let _attempt = t.attempt.enter();
-                service.call(first)
-            }
+                t.attempt.enter()
+            });
+            service.call(first)
         };
         ResponseFuture {
             state: State::Attempt { future },
@@ -159,7 +134,6 @@ where
             config,
             attempts: 1,
             started,
-            attempt_started: started,
             idempotent,
             deadline,
             trace,
@@ -214,20 +188,39 @@ where
                         }
                     }
                     let took = now.saturating_duration_since(*this.started);
-                    // The first attempt started with the request, and took as long: one
-                    // subtraction of instants (as dear as a clock read) less per request.
-                    let attempt_took = if *this.attempt_started == *this.started {
-                        took
-                    } else {
-                        now.saturating_duration_since(*this.attempt_started)
-                    };
+                    if class.is_success() {
+                        // The hot path returns the outcome as it came, without wrapping it
+                        // in a decision: each wrapping is a copy of the response.
+                        if this.deadline.is_some() {
+                            // The first attempt started with the request, and took as long:
+                            // one subtraction of instants (as dear as a clock read) less.
+                            let attempt_took =
+                                match this.retry.as_ref().and_then(RetryState::attempt_started) {
+                                    None => took,
+                                    Some(started) => now.saturating_duration_since(started),
+                                };
+                            // The estimate only serves to check deadlines.
+                            record_attempt_time(&config.fast_attempt, attempt_took);
+                        }
+                        let attempts = *this.attempts;
+                        finished(
+                            config,
+                            this.retry,
+                            &class,
+                            attempts,
+                            took,
+                            now,
+                            request_span,
+                        );
+                        *this.done = true;
+                        return Poll::Ready(outcome);
+                    }
                     let decision = decide(
                         outcome,
                         &class,
                         config,
                         this.retry,
                         *this.attempts,
-                        attempt_took,
                         *this.idempotent,
                         *this.deadline,
                         now,
@@ -275,18 +268,8 @@ where
                     let ready = ready!(this.service.poll_ready(cx));
                     let request = match (ready, this.retry.as_mut()) {
                         (Err(e), _) => Err(Error::from_service(e)),
-                        (Ok(()), Some(state)) => match state.next_body.take() {
-                            Some(body) => {
-                                let mut req = Request::from_parts(state.parts.clone(), body);
-                                if let Some(deadline) = *this.deadline {
-                                    // Left out of the head's copy when it was the only extension.
-                                    let extensions = req.extensions_mut();
-                                    if extensions.get::<RequestDeadline>().is_none() {
-                                        extensions.insert(RequestDeadline(deadline));
-                                    }
-                                }
-                                Ok(req)
-                            }
+                        (Ok(()), Some(state)) => match state.take_next_body() {
+                            Some(body) => Ok(state.head.request(body, *this.deadline)),
                             // Unreachable: a retry is only decided with its body.
                             None => Err(Error::new(Kind::RetriesExhausted)),
                         },
@@ -297,7 +280,9 @@ where
                         Ok(req) => req,
                         Err(e) => {
                             // The retry is not sent after all.
-                            if let Some(w) = this.retry.as_mut().and_then(|r| r.withdrawal.take()) {
+                            if let Some(w) =
+                                this.retry.as_mut().and_then(RetryState::take_withdrawal)
+                            {
                                 w.refund();
                             }
                             let e = e.with_attempts(*this.attempts);
@@ -321,11 +306,14 @@ where
                     // The token goes with the request: spent once it is sent, given back by
                     // the balancer if it drops the request unsent.
                     let mut req = req;
-                    if let Some(withdrawal) = this.retry.as_mut().and_then(|r| r.withdrawal.take())
+                    if let Some(withdrawal) =
+                        this.retry.as_mut().and_then(RetryState::take_withdrawal)
                     {
                         req.extensions_mut().insert(UnsentRetry::new(withdrawal));
                     }
-                    *this.attempt_started = Instant::now();
+                    if let Some(state) = this.retry.as_mut() {
+                        state.retrying(&this.config.backoff).attempt_started = Some(Instant::now());
+                    }
                     let config = &**this.config;
                     if !next.again {
                         *this.attempts += 1;
@@ -444,8 +432,7 @@ fn decide<B, C: Classify, RB>(
     config: &Config<C>,
     retry: &mut Option<RetryState<B>>,
     attempts: u32,
-    attempt_took: Duration,
-    idempotent: Idempotence,
+    idempotent: Option<Idempotence>,
     deadline: Option<Instant>,
     now: Instant,
 ) -> Decision<http::Response<RB>>
@@ -453,19 +440,18 @@ where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    if class.is_success() {
-        // The estimate only serves to check deadlines.
-        if deadline.is_some() {
-            record_attempt_time(&config.fast_attempt, attempt_took);
-        }
-        return Decision::Return(outcome);
-    }
     if let Some(decision) = again(&outcome, config, retry, deadline, now) {
         return decision
             .unwrap_or_else(|| Decision::Return(outcome.map_err(|e| e.with_attempts(attempts))));
     }
     // Once the deadline has passed there is nothing left to decide.
     let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
+    let idempotent = match (idempotent, retry.as_ref()) {
+        (Some(idempotent), _) => idempotent,
+        (None, Some(state)) => state.head.idempotence(&config.idempotency),
+        // Unreachable: without retries, idempotence is known from the start.
+        (None, None) => Idempotence::Unmarked,
+    };
     if out_of_time || !class.retryable().allows(idempotent) {
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
@@ -498,9 +484,12 @@ where
         Some(Pushback::After(wait)) if wait <= config.max_pushback => wait,
         Some(_) => return refuse(outcome, Kind::Pushback, &stats.pushback_refused),
     };
-    let backoff = state.backoff.get_or_insert_with(|| config.backoff.start());
     // Never earlier than the server asked.
-    let delay = backoff.next_delay().max(pushback);
+    let delay = state
+        .retrying(&config.backoff)
+        .backoff
+        .next_delay()
+        .max(pushback);
     if let Some(deadline) = deadline {
         let expected = Duration::from_nanos(config.fast_attempt.load(Ordering::Relaxed));
         // Saturating: a backoff configured without a cap may exceed what an `Instant` can hold,
@@ -522,9 +511,10 @@ where
     let Some(withdrawal) = config.budget.withdraw() else {
         return refuse(outcome, Kind::BudgetExhausted, &stats.budget_exhausted);
     };
-    state.withdrawal = Some(withdrawal);
+    let retrying = state.retrying(&config.backoff);
+    retrying.withdrawal = Some(withdrawal);
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
-    state.next_body = Some(body);
+    retrying.next_body = Some(body);
     Decision::Retry(delay)
 }
 
@@ -566,7 +556,7 @@ where
     let Some(body) = state.replay.as_ref().and_then(ReplayBody::try_clone) else {
         return Some(None);
     };
-    state.next_body = Some(body);
+    state.retrying(&config.backoff).next_body = Some(body);
     tracing::debug!(
         wait_ms = wait.as_millis() as u64,
         "every endpoint is pushing back: waiting"

@@ -30,9 +30,11 @@
 //! ```
 
 mod future;
+mod head;
 mod layer;
 mod policy;
 mod replay;
+mod state;
 mod telemetry;
 pub(crate) mod trace;
 

@@ -149,11 +149,14 @@ impl Idempotency {
         Idempotence::from(self.by_rules(req))
     }
 
-    pub(crate) fn by_rules<B>(&self, req: &http::Request<B>) -> bool {
+    fn by_rules<B>(&self, req: &http::Request<B>) -> bool {
+        self.by_parts(req.method(), req.uri(), req.headers())
+    }
+
+    pub(crate) fn by_parts(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
         if self.all {
             return true;
         }
-        let (method, uri, headers) = (req.method(), req.uri(), req.headers());
         if self.routes.iter().any(|rule| rule(method, uri, headers)) {
             return true;
         }

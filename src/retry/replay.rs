@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
@@ -106,19 +107,30 @@ pub const DEFAULT_REPLAY_FRAMES: usize = 1024;
 /// ```
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty when wrapped (the fast path).
-    shared: Option<Arc<Mutex<Shared<B>>>>,
+    shared: Option<Arc<Replayed<B>>>,
     /// The generation this handle belongs to; it may read only while it is
-    /// the shared state's current generation.
-    generation: u64,
+    /// the shared state's current generation. 32 bits (with the flag beside it) keep a
+    /// handle at 32 bytes, and so the request it is the body of at 256 (above that size,
+    /// every move of a request or of a future holding one is a slower `memcpy`). It wraps
+    /// after 4 billion clones of one body, which no retry policy makes.
+    generation: u32,
     /// Absolute index of the next data chunk this handle yields.
     pos: usize,
     /// Whether this handle has yielded the trailers.
     trailers_sent: bool,
     /// Data bytes this handle has yielded, to keep `size_hint` accurate.
     yielded: u64,
+}
+
+/// What all handles of one [`ReplayBody`] share.
+struct Replayed<B> {
     /// The size hint of the wrapped body (lower, upper), captured when it
-    /// was wrapped.
+    /// was wrapped; read without the lock.
     hint: (u64, Option<u64>),
+    /// `Shared::capped`, readable without the lock: the retry layer asks on every request
+    /// that finishes, where a lock would be two atomic operations more.
+    capped: AtomicBool,
+    state: Mutex<Shared<B>>,
 }
 
 /// State shared by all handles of one [`ReplayBody`].
@@ -144,7 +156,7 @@ struct Shared<B> {
     /// The wrapped body yielded an error: it is not replayable.
     failed: bool,
     /// The generation of the newest handle, the only one that may read.
-    generation: u64,
+    generation: u32,
 }
 
 impl<B> Shared<B> {
@@ -229,19 +241,23 @@ where
             None
         } else {
             let cap_u64 = u64::try_from(cap).unwrap_or(u64::MAX);
-            Some(Arc::new(Mutex::new(Shared {
-                body: Some(Box::pin(body)),
-                chunks: Vec::new(),
-                start: 0,
-                buffered: 0,
-                cap,
-                frame_cap: frames,
-                trailers: None,
-                ended: false,
-                capped: hint.0 > cap_u64,
-                failed: false,
-                generation: 0,
-            })))
+            Some(Arc::new(Replayed {
+                hint,
+                capped: AtomicBool::new(hint.0 > cap_u64),
+                state: Mutex::new(Shared {
+                    body: Some(Box::pin(body)),
+                    chunks: Vec::new(),
+                    start: 0,
+                    buffered: 0,
+                    cap,
+                    frame_cap: frames,
+                    trailers: None,
+                    ended: false,
+                    capped: hint.0 > cap_u64,
+                    failed: false,
+                    generation: 0,
+                }),
+            }))
         };
         ReplayBody {
             shared,
@@ -249,7 +265,6 @@ where
             pos: 0,
             trailers_sent: false,
             yielded: 0,
-            hint,
         }
     }
 
@@ -285,7 +300,7 @@ where
         let generation = match &self.shared {
             None => 0,
             Some(shared) => {
-                let mut state = lock(shared);
+                let mut state = lock(&shared.state);
                 if !state.replayable() {
                     return None;
                 }
@@ -299,7 +314,6 @@ where
             pos: 0,
             trailers_sent: false,
             yielded: 0,
-            hint: self.hint,
         })
     }
 }
@@ -326,7 +340,7 @@ impl<B> ReplayBody<B> {
     pub fn is_capped(&self) -> bool {
         match &self.shared {
             None => false,
-            Some(shared) => lock(shared).capped,
+            Some(shared) => shared.capped.load(Ordering::Acquire),
         }
     }
 }
@@ -347,7 +361,7 @@ where
         let Some(shared) = &this.shared else {
             return Poll::Ready(None);
         };
-        let mut state = lock(shared);
+        let mut state = lock(&shared.state);
 
         if state.generation != this.generation {
             return Poll::Ready(Some(Err(ReplayError::superseded().into())));
@@ -416,6 +430,7 @@ where
                         && state.chunks.len() < state.frame_cap;
                     if state.capped || !fits {
                         state.capped = true;
+                        shared.capped.store(true, Ordering::Release);
                         this.pos = state.drop_buffer(1);
                     } else {
                         state.buffered += data.len();
@@ -444,7 +459,7 @@ where
         let Some(shared) = &self.shared else {
             return true;
         };
-        let state = lock(shared);
+        let state = lock(&shared.state);
         if state.generation != self.generation || self.pos < state.start {
             // The next poll yields an error.
             return false;
@@ -468,7 +483,11 @@ where
     /// less the data bytes this handle has already yielded (so a fresh clone
     /// reports the original hint).
     fn size_hint(&self) -> SizeHint {
-        let (lower, upper) = self.hint;
+        // A body wrapped at its end has nothing more to send.
+        let Some(shared) = &self.shared else {
+            return SizeHint::with_exact(0);
+        };
+        let (lower, upper) = shared.hint;
         let lower = lower.saturating_sub(self.yielded);
         let mut hint = SizeHint::new();
         hint.set_lower(lower);
@@ -485,13 +504,13 @@ impl<B> fmt::Debug for ReplayBody<B> {
         let mut d = f.debug_struct("ReplayBody");
         d.field("generation", &self.generation)
             .field("pos", &self.pos)
-            .field("yielded", &self.yielded)
-            .field("hint", &self.hint);
+            .field("yielded", &self.yielded);
         match &self.shared {
             None => d.field("empty", &true),
             Some(shared) => {
-                let state = lock(shared);
-                d.field("buffered", &state.buffered)
+                let state = lock(&shared.state);
+                d.field("hint", &shared.hint)
+                    .field("buffered", &state.buffered)
                     .field("cap", &state.cap)
                     .field("frames", &state.chunks.len())
                     .field("frame_cap", &state.frame_cap)
@@ -742,6 +761,15 @@ mod tests {
         check::<ReplayError>();
     }
 
+    #[test]
+    fn a_handle_keeps_a_request_within_256_bytes() {
+        // Above 256 bytes a move of the request (or of a future holding it) is a slower
+        // `memcpy` loop: the handle must stay at 32 bytes whatever it wraps.
+        assert!(std::mem::size_of::<ReplayBody<Empty<Bytes>>>() <= 32);
+        assert!(std::mem::size_of::<ReplayBody<Full<Bytes>>>() <= 32);
+        assert!(std::mem::size_of::<http::Request<ReplayBody<Empty<Bytes>>>>() <= 256);
+    }
+
     #[tokio::test]
     async fn empty_body_fast_path() {
         let body = ReplayBody::new(Empty::<Bytes>::new(), DEFAULT_REPLAY_CAP);
@@ -847,7 +875,7 @@ mod tests {
 
         assert!(template.is_capped());
         assert!(template.try_clone().is_none());
-        let state = lock(template.shared.as_ref().unwrap());
+        let state = lock(&template.shared.as_ref().unwrap().state);
         assert!(
             state.chunks.is_empty() && state.buffered == 0,
             "buffer freed"
@@ -995,7 +1023,7 @@ mod tests {
         let body = ReplayBody::new(ScriptBody::new(vec![data(b"x")], SizeHint::new()), 8);
         let mut reader = body.try_clone().unwrap();
         reader.pos = 0;
-        lock(body.shared.as_ref().unwrap()).start = 3;
+        lock(&body.shared.as_ref().unwrap().state).start = 3;
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let Poll::Ready(Some(Err(err))) = Pin::new(&mut reader).poll_frame(&mut cx) else {
             panic!("expected an error");
@@ -1010,11 +1038,11 @@ mod tests {
         let body = ReplayBody::new(ScriptBody::new(vec![data(b"xy")], SizeHint::new()), 8);
         let shared = Arc::clone(body.shared.as_ref().unwrap());
         let _ = std::thread::spawn(move || {
-            let _guard = shared.lock().unwrap();
+            let _guard = shared.state.lock().unwrap();
             panic!("poison the mutex");
         })
         .join();
-        assert!(body.shared.as_ref().unwrap().is_poisoned());
+        assert!(body.shared.as_ref().unwrap().state.is_poisoned());
         let mut clone = body.try_clone().unwrap();
         assert_eq!(read_sync(&mut clone).unwrap().bytes(), b"xy");
         assert!(!body.is_capped());
@@ -1033,7 +1061,7 @@ mod tests {
         assert_eq!(out.bytes(), b"payload");
         assert!(body.is_capped());
         assert!(body.try_clone().is_none());
-        let state = lock(body.shared.as_ref().unwrap());
+        let state = lock(&body.shared.as_ref().unwrap().state);
         assert!(
             state.chunks.is_empty() && state.buffered == 0,
             "buffer freed"
@@ -1083,7 +1111,7 @@ mod tests {
                     Poll::Ready(None) => break,
                     Poll::Ready(Some(frame)) => {
                         got.push(frame.unwrap().into_data().unwrap());
-                        let state = lock(body.shared.as_ref().unwrap());
+                        let state = lock(&body.shared.as_ref().unwrap().state);
                         prop_assert!(state.buffered <= cap);
                         prop_assert!(state.chunks.len() <= frame_cap);
                     }
