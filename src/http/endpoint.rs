@@ -10,9 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Builder as HyperBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
@@ -60,7 +58,8 @@ pub(crate) struct EndpointService {
 impl Service<Request<RequestBody>> for EndpointService {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    // hyper-util's future is already boxed inside: boxing it again would cost an allocation.
+    type Future = hyper_util::client::legacy::ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.client.poll_ready(cx)
@@ -70,7 +69,7 @@ impl Service<Request<RequestBody>> for EndpointService {
         if let Some(uri) = self.target(req.uri()) {
             *req.uri_mut() = uri;
         }
-        Box::pin(self.client.call(req))
+        self.client.call(req)
     }
 }
 
