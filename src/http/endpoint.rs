@@ -39,17 +39,26 @@ impl Endpoints {
             None => addr.to_string().parse().ok()?,
         };
         Some(EndpointService {
-            client: self.hyper.build(Connector::new(addr, self.connect.clone())),
-            scheme: self.scheme.clone(),
-            authority,
+            inner: Arc::new(Inner {
+                client: self.hyper.build(Connector::new(addr, self.connect.clone())),
+                scheme: self.scheme.clone(),
+                authority,
+            }),
         })
     }
 }
 
 /// Sends requests to one endpoint. Absolute URIs go out as the caller wrote them (the connector
 /// decides where the bytes go), so `Host` and `:authority` name what the caller named.
+///
+/// The balancer clones the chosen endpoint's service for every request: one shared handle
+/// makes that clone a single reference count, where hyper-util's client alone holds several.
 #[derive(Clone)]
 pub(crate) struct EndpointService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Hyper,
     scheme: Scheme,
     authority: Authority,
@@ -61,15 +70,16 @@ impl Service<Request<RequestBody>> for EndpointService {
     // hyper-util's future is already boxed inside: boxing it again would cost an allocation.
     type Future = hyper_util::client::legacy::ResponseFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.client.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // As hyper-util's client: always ready, its future waits for a pooled connection.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         if let Some(uri) = self.target(req.uri()) {
             *req.uri_mut() = uri;
         }
-        self.client.call(req)
+        self.inner.client.request(req)
     }
 }
 
@@ -86,10 +96,10 @@ impl EndpointService {
         parts.authority = match parts.authority.take() {
             Some(authority) if userinfo => without_userinfo(&authority),
             Some(authority) => Some(authority),
-            None => Some(self.authority.clone()),
+            None => Some(self.inner.authority.clone()),
         };
         if parts.scheme.is_none() {
-            parts.scheme = Some(self.scheme.clone());
+            parts.scheme = Some(self.inner.scheme.clone());
         }
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
