@@ -233,6 +233,8 @@ pin_project! {
         Waiting { #[pin] call: Oneshot<Stack, StackRequest> },
         // Sent through `Service::call`, whose caller already waited for readiness.
         Called { #[pin] future: StackFuture },
+        // Reported: the layers' futures are gone, so polling again cannot reach them.
+        Done,
     }
 }
 
@@ -248,14 +250,19 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Waiting { call } => call.poll(cx),
-            StateProj::Called { future } => future.poll(cx),
-            // Polled again after it reported: a caller's bug, answered without a panic.
-            StateProj::Failed { error } => Poll::Ready(Err(error
+        let mut state = self.project().state;
+        let out = match state.as_mut().project() {
+            StateProj::Waiting { call } => std::task::ready!(call.poll(cx)),
+            StateProj::Called { future } => std::task::ready!(future.poll(cx)),
+            StateProj::Failed { error } => Err(error
                 .take()
-                .unwrap_or_else(|| Error::new(Kind::InvalidRequest)))),
-        }
+                .unwrap_or_else(|| Error::new(Kind::InvalidRequest))),
+            // Polled after it reported: a caller's bug, answered without a panic (the layers'
+            // futures, tower's `Oneshot` among them, would panic).
+            StateProj::Done => Err(Error::new(Kind::InvalidRequest)),
+        };
+        state.set(State::Done);
+        Poll::Ready(out)
     }
 }
 
