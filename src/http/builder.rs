@@ -476,6 +476,7 @@ impl ClientBuilder {
             connect: Arc::new(connect),
             scheme,
             authority,
+            http2_only: self.http2,
         })
     }
 }

@@ -4,6 +4,7 @@ use super::connect::{ConnectSettings, Connector};
 use crate::error::BoxError;
 use crate::retry::ReplayBody;
 use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -30,6 +31,8 @@ pub(crate) struct Endpoints {
     /// The authority of relative URIs: configured, or the DNS name; `None` names the endpoint's
     /// own address, the only name there is.
     pub(crate) authority: Option<Authority>,
+    /// HTTP/2 with prior knowledge: no `Host` header, `:authority` instead.
+    pub(crate) http2_only: bool,
 }
 
 impl Endpoints {
@@ -38,11 +41,18 @@ impl Endpoints {
             Some(authority) => authority.clone(),
             None => addr.to_string().parse().ok()?,
         };
+        // Plain `http` without prior knowledge is always HTTP/1.1, the only case where
+        // hyper-util writes `Host`; over TLS, ALPN decides later.
+        let host = match self.scheme == Scheme::HTTP && !self.http2_only {
+            true => http1_host(&authority),
+            false => None,
+        };
         Some(EndpointService {
             inner: Arc::new(Inner {
                 client: self.hyper.build(Connector::new(addr, self.connect.clone())),
                 scheme: self.scheme.clone(),
                 authority,
+                host,
             }),
         })
     }
@@ -62,6 +72,9 @@ struct Inner {
     client: Hyper,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` header of `http://{authority}`, written once: hyper-util would format it
+    /// for every request (a `format!`, a port parse and two allocations).
+    host: Option<HeaderValue>,
 }
 
 impl Service<Request<RequestBody>> for EndpointService {
@@ -78,6 +91,18 @@ impl Service<Request<RequestBody>> for EndpointService {
     fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         if let Some(uri) = self.target(req.uri()) {
             *req.uri_mut() = uri;
+        }
+        if let Some(host) = &self.inner.host {
+            // The same value hyper-util would write, and like it never over one the caller
+            // set; only for the authority it was made from, compared byte for byte.
+            let uri = req.uri();
+            if uri.scheme() == Some(&Scheme::HTTP)
+                && uri.authority().map(Authority::as_str) == Some(self.inner.authority.as_str())
+            {
+                req.headers_mut()
+                    .entry(HOST)
+                    .or_insert_with(|| host.clone());
+            }
         }
         self.inner.client.request(req)
     }
@@ -108,6 +133,17 @@ impl EndpointService {
     }
 }
 
+/// The `Host` header hyper-util writes on HTTP/1.1 for `http://{authority}`: the host, and the
+/// port unless it is 80.
+fn http1_host(authority: &Authority) -> Option<HeaderValue> {
+    // `Port` displays its number (`08080` as `8080`), as in hyper-util's header.
+    let text = match authority.port() {
+        Some(port) if port.as_u16() != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_string(),
+    };
+    HeaderValue::from_str(&text).ok()
+}
+
 fn without_userinfo(authority: &Authority) -> Option<Authority> {
     let text = authority.as_str();
     let host = text.rsplit_once('@').map_or(text, |(_, host)| host);
@@ -131,6 +167,7 @@ mod tests {
             }),
             scheme: Scheme::HTTP,
             authority: Some(authority.parse().expect("authority")),
+            http2_only: false,
         };
         endpoints
             .endpoint(SocketAddr::from(([127, 0, 0, 1], 1)))
