@@ -102,6 +102,7 @@ impl Service<Request<RequestBody>> for EndpointService {
                 req.headers_mut()
                     .entry(HOST)
                     .or_insert_with(|| host.clone());
+                pool_key_authority(req.uri_mut());
             }
         }
         self.inner.client.request(req)
@@ -130,6 +131,23 @@ impl EndpointService {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
         }
         Uri::from_parts(parts).ok()
+    }
+}
+
+/// The authority hyper-util keys this endpoint's pool with, for requests whose `Host` is
+/// already written. Over plain HTTP/1.1 hyper-util reads the URI's authority only for that key
+/// (it sends the path alone, and the connector dials the endpoint's address whatever the URI
+/// says), and hashes and compares it byte by byte, case-folded, several times per request: one
+/// byte instead of the logical name makes that nearly free. These requests all had the same
+/// authority, so they share one key as before.
+const POOL_KEY: &str = "_";
+
+fn pool_key_authority(uri: &mut Uri) {
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.authority = Some(Authority::from_static(POOL_KEY));
+    // Cannot fail: the scheme and the path are there, and the authority is valid.
+    if let Ok(keyed) = Uri::from_parts(parts) {
+        *uri = keyed;
     }
 }
 
