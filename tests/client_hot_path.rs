@@ -213,6 +213,8 @@ async fn the_host_header_is_the_one_hyper_util_writes_and_never_overrides_the_ca
         .expect("client");
     read_to_end(client.get(format!("http://{addr}/same"))).await;
     read_to_end(client.get("/same")).await;
+    // No path at all: `/`, as hyper-util sends it.
+    read_to_end(client.get(format!("http://{addr}"))).await;
     let bare = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
     let res = bare
@@ -246,12 +248,15 @@ async fn the_host_header_is_the_one_hyper_util_writes_and_never_overrides_the_ca
     read_to_end(written.get("http://other.example:08080/f")).await;
 
     let heads = heads.lock().unwrap().clone();
-    assert_eq!(heads.len(), 9);
+    assert_eq!(heads.len(), 10);
+    let no_path = heads[2].replacen("GET / ", "GET /same ", 1);
+    let heads = [&heads[..2], &heads[3..]].concat();
     assert_eq!(heads[0], heads[2], "meshless and bare hyper-util, same URI");
     assert_eq!(
         heads[1], heads[2],
         "a path, completed with the endpoint's address"
     );
+    assert_eq!(no_path, heads[2], "no path: `/`, the rest the same");
     let endpoint = addr.to_string();
     let expected: [&[&str]; 9] = [
         &[&endpoint],

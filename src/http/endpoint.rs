@@ -145,7 +145,11 @@ const POOL_KEY: &str = "_";
 fn pool_key_authority(uri: &mut Uri) {
     let mut parts = std::mem::take(uri).into_parts();
     parts.authority = Some(Authority::from_static(POOL_KEY));
-    // Cannot fail: the scheme and the path are there, and the authority is valid.
+    // hyper-util sends `/` for an absolute URI without a path too.
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    // Cannot fail: the scheme, the authority and the path are all there and valid.
     if let Ok(keyed) = Uri::from_parts(parts) {
         *uri = keyed;
     }
