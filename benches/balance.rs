@@ -18,9 +18,22 @@
 //! - `client/throughput/*`: GET `/` against one healthy `meshless::testing::Fleet` backend on
 //!   127.0.0.1, 64 requests in flight, each read to the end of its body, on a two-worker tokio
 //!   runtime that also runs the backend. `bare` is a hyper-util legacy client, `meshless` is
-//!   `meshless::http::Client` with its defaults. Criterion reports time per request and
+//!   `meshless::http::Client` with its defaults, sent the same request built the same way (one
+//!   parsed absolute URI, cloned); `meshless_path` is `client.get("/")`, a path parsed on every
+//!   call and completed by the client. Criterion reports time per request and
 //!   requests/s. Then the two run again, interleaved, five rounds of 2 s each, and the medians
 //!   and their ratio are printed: interleaving cancels most of the drift of a shared machine.
+//!
+//! With `MESHLESS_BENCH_LOOP=client/<bare|meshless|meshless_path>:<requests>` set, the binary
+//! sends that many GETs one after the other on a current-thread runtime that also runs the
+//! backend (no criterion, no other benchmark) and exits, for `valgrind --tool=callgrind`. Counting at N and
+//! 2N requests and subtracting removes the setup; meshless minus bare is what the client adds:
+//!
+//! ```text
+//! cargo bench --bench balance --no-run
+//! MESHLESS_BENCH_LOOP=client/meshless:20000 valgrind --tool=callgrind \
+//!     --callgrind-out-file=/tmp/cg.client-meshless.20000 target/release/deps/balance-<hash>
+//! ```
 
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
@@ -447,7 +460,26 @@ impl Clients {
         }
     }
 
+    /// The same request as `bare`, built the same way (hyper-util's `get` is `Request::new`
+    /// and a URI swap), so that only what the clients do with it differs.
     fn meshless(&self) -> impl Fn() -> Call + Clone + Send + 'static {
+        let (client, uri) = (self.meshless.clone(), self.uri.clone());
+        move || {
+            let mut req = Request::new(Empty::<Bytes>::new());
+            *req.uri_mut() = uri.clone();
+            let call = client.request(req);
+            Box::pin(async move {
+                let res = call.await.expect("a response");
+                let status = res.status();
+                res.into_body().collect().await.expect("a body");
+                status
+            })
+        }
+    }
+
+    /// `client.get("/")`: a path, parsed on every call and completed with the endpoint's
+    /// address, as most callers write it.
+    fn meshless_path(&self) -> impl Fn() -> Call + Clone + Send + 'static {
         let client = self.meshless.clone();
         move || {
             let call = client.get("/");
@@ -493,6 +525,9 @@ fn throughput(c: &mut Criterion) {
     group.bench_function("meshless", |b| {
         b.iter_custom(|iters| rt.block_on(run(iters, clients.meshless())))
     });
+    group.bench_function("meshless_path", |b| {
+        b.iter_custom(|iters| rt.block_on(run(iters, clients.meshless_path())))
+    });
     group.finish();
 
     // Interleaved rounds: bare, meshless, bare, meshless, ... Skipped when the command line
@@ -532,6 +567,52 @@ fn throughput(c: &mut Criterion) {
     rt.block_on(fleet.shutdown());
 }
 
+/// `MESHLESS_BENCH_LOOP=client/<bare|meshless|meshless_path>:<requests>`: that many requests in a plain loop,
+/// one at a time, on one thread, so that callgrind counts the same work on every run.
+fn client_loop(spec: &str) {
+    let (case, n) = spec
+        .rsplit_once(':')
+        .and_then(|(case, n)| Some((case, n.parse::<u64>().ok()?)))
+        .expect("MESHLESS_BENCH_LOOP=client/<bare|meshless|meshless_path>:<requests>");
+    let rt = current_thread();
+    let fleet = rt
+        .block_on(Fleet::builder().backend(Behavior::healthy()).start())
+        .expect("the backend starts");
+    let addr = fleet.backend(0).addr();
+    let clients = Clients {
+        bare: HyperClient::builder(TokioExecutor::new()).build_http(),
+        uri: format!("http://{addr}/").parse().unwrap(),
+        meshless: meshless::http::Client::builder()
+            .endpoints([addr.to_string()])
+            .build()
+            .expect("a valid client"),
+    };
+    let send = match case {
+        "client/bare" => Box::new(clients.bare()) as Box<dyn Fn() -> Call>,
+        "client/meshless" => Box::new(clients.meshless()),
+        "client/meshless_path" => Box::new(clients.meshless_path()),
+        other => {
+            panic!("unknown case {other:?}: client/bare, client/meshless or client/meshless_path")
+        }
+    };
+    let elapsed = rt.block_on(async {
+        // The first request opens the connection; the loop reuses it.
+        assert_eq!(send().await, StatusCode::OK);
+        let start = Instant::now();
+        for _ in 0..n {
+            assert_eq!(send().await, StatusCode::OK);
+        }
+        start.elapsed()
+    });
+    println!(
+        "{case}: {n} requests in {elapsed:?}, {:?} each",
+        elapsed / n.max(1) as u32
+    );
+    drop(send);
+    drop(clients);
+    rt.block_on(fleet.shutdown());
+}
+
 /// The benchmark filters on the command line: the arguments that are neither options nor the
 /// values of criterion's options that take one.
 fn filters() -> Vec<String> {
@@ -562,6 +643,10 @@ fn filters() -> Vec<String> {
 criterion_group!(benches, pick, apply, throughput);
 
 fn main() {
+    if let Ok(spec) = std::env::var("MESHLESS_BENCH_LOOP") {
+        client_loop(&spec);
+        return;
+    }
     memory_per_endpoint();
     benches();
     Criterion::default().configure_from_args().final_summary();

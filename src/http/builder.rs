@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
 
 mod settings;
 
@@ -420,13 +419,11 @@ impl ClientBuilder {
         if let Some(idle) = self.body_idle_timeout {
             deadline_layer = deadline_layer.body_idle_timeout(idle);
         }
-        let stack: Stack = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .layer(deadline_layer)
-                .layer(retry)
-                .layer(AttemptTimeoutLayer::new(attempt_timeout))
-                .service(balance.clone()),
-        );
+        let stack: Stack = ServiceBuilder::new()
+            .layer(deadline_layer)
+            .layer(retry)
+            .layer(AttemptTimeoutLayer::new(attempt_timeout))
+            .service(balance.clone());
         Ok(Client {
             stack,
             balance,
@@ -479,6 +476,7 @@ impl ClientBuilder {
             connect: Arc::new(connect),
             scheme,
             authority,
+            http2_only: self.http2,
         })
     }
 }

@@ -4,21 +4,23 @@ use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
 use super::stats::ClientStats;
 use crate::balance::{Balance, EndpointStats};
+use crate::deadline::{AttemptTimeout, Deadline};
 use crate::error::{BoxError, Error, Kind};
-use crate::retry::RetryStats;
+use crate::retry::{Retry, RetryStats};
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tower::util::{BoxCloneSyncService, Oneshot};
-use tower::{Service, ServiceExt};
+use tower::Service;
+use tower::util::Oneshot;
 
 /// The body of a response from [`Client`]: hyper's body, metered for the balancer and bounded
 /// by the request's deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
@@ -27,7 +29,12 @@ pub type ResponseBody = crate::deadline::DeadlineBody<crate::balance::ResponseBo
 /// A request as it enters the stack: any body, boxed.
 pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
-pub(crate) type Stack = BoxCloneSyncService<StackRequest, Response<ResponseBody>, Error>;
+/// The layers, as their own types rather than boxed: a request then costs no allocation for
+/// the service clone nor for its future, and no dynamic call per poll.
+pub(crate) type Stack = Deadline<Retry<AttemptTimeout<Balance<SocketAddr, EndpointService>>>>;
+
+/// The stack's future for one request.
+type StackFuture = <Stack as Service<StackRequest>>::Future;
 
 /// An HTTP client with retries, deadlines, latency-aware balancing and outlier ejection.
 ///
@@ -133,7 +140,9 @@ impl Client {
             return ResponseFuture::failed(e);
         }
         ResponseFuture {
-            state: Some(Err(self.stack.clone().oneshot(boxed(req)))),
+            state: State::Waiting {
+                call: Oneshot::new(self.stack.clone(), boxed(req)),
+            },
         }
     }
 
@@ -196,19 +205,43 @@ impl Client {
     }
 }
 
-/// The future of a request sent with [`Client::get`], [`Client::post`] or [`Client::request`].
-///
-/// A named, `Send + 'static` type, so it can be spawned, stored or selected on.
-#[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture {
-    // `Ok` holds an error found before sending (an invalid URI); `Err` the call in flight.
-    state: Option<Result<Error, Oneshot<Stack, StackRequest>>>,
+pin_project! {
+    /// The future of a request sent with [`Client::get`], [`Client::post`] or
+    /// [`Client::request`], or through the client as a `tower::Service`.
+    ///
+    /// A named, `Send + 'static` type, so it can be spawned, stored or selected on.
+    ///
+    /// ```no_run
+    /// # async fn run(client: meshless::http::Client) -> Result<(), meshless::Error> {
+    /// let call: meshless::http::ResponseFuture = client.get("/health");
+    /// let res = tokio::spawn(call).await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        // An error found before sending (an invalid URI); taken when reported.
+        Failed { error: Option<Error> },
+        // Sent by `get`, `post` or `request`: the stack is asked whether it is ready first.
+        Waiting { #[pin] call: Oneshot<Stack, StackRequest> },
+        // Sent through `Service::call`, whose caller already waited for readiness.
+        Called { #[pin] future: StackFuture },
+        // Reported: the layers' futures are gone, so polling again cannot reach them.
+        Done,
+    }
 }
 
 impl ResponseFuture {
     fn failed(error: Error) -> Self {
         ResponseFuture {
-            state: Some(Ok(error)),
+            state: State::Failed { error: Some(error) },
         }
     }
 }
@@ -216,15 +249,20 @@ impl ResponseFuture {
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            Some(Err(call)) => Pin::new(call).poll(cx),
-            Some(Ok(_)) => match self.state.take() {
-                Some(Ok(error)) => Poll::Ready(Err(error)),
-                _ => Poll::Ready(Err(Error::new(Kind::InvalidRequest))),
-            },
-            None => Poll::Ready(Err(Error::new(Kind::InvalidRequest))),
-        }
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        let out = match state.as_mut().project() {
+            StateProj::Waiting { call } => std::task::ready!(call.poll(cx)),
+            StateProj::Called { future } => std::task::ready!(future.poll(cx)),
+            StateProj::Failed { error } => Err(error
+                .take()
+                .unwrap_or_else(|| Error::new(Kind::InvalidRequest))),
+            // Polled after it reported: a caller's bug, answered without a panic (the layers'
+            // futures, tower's `Oneshot` among them, would panic).
+            StateProj::Done => Err(Error::new(Kind::InvalidRequest)),
+        };
+        state.set(State::Done);
+        Poll::Ready(out)
     }
 }
 
@@ -277,7 +315,7 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = Error;
-    type Future = <Stack as Service<Request<UnsyncBoxBody<Bytes, BoxError>>>>::Future;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.stack.poll_ready(cx)
@@ -285,15 +323,21 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Err(e) = check_scheme(req.uri()) {
-            return Box::pin(std::future::ready(Err(e)));
+            return ResponseFuture::failed(e);
         }
-        self.stack.call(boxed(req))
+        ResponseFuture {
+            state: State::Called {
+                future: self.stack.call(boxed(req)),
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(not(feature = "tls"))]
+    use tower::ServiceExt;
 
     fn client() -> Client {
         Client::builder()

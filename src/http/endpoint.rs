@@ -4,15 +4,14 @@ use super::connect::{ConnectSettings, Connector};
 use crate::error::BoxError;
 use crate::retry::ReplayBody;
 use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Builder as HyperBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
@@ -32,6 +31,8 @@ pub(crate) struct Endpoints {
     /// The authority of relative URIs: configured, or the DNS name; `None` names the endpoint's
     /// own address, the only name there is.
     pub(crate) authority: Option<Authority>,
+    /// HTTP/2 with prior knowledge: no `Host` header, `:authority` instead.
+    pub(crate) http2_only: bool,
 }
 
 impl Endpoints {
@@ -40,37 +41,71 @@ impl Endpoints {
             Some(authority) => authority.clone(),
             None => addr.to_string().parse().ok()?,
         };
+        // Plain `http` without prior knowledge is always HTTP/1.1, the only case where
+        // hyper-util writes `Host`; over TLS, ALPN decides later.
+        let host = match self.scheme == Scheme::HTTP && !self.http2_only {
+            true => http1_host(&authority),
+            false => None,
+        };
         Some(EndpointService {
-            client: self.hyper.build(Connector::new(addr, self.connect.clone())),
-            scheme: self.scheme.clone(),
-            authority,
+            inner: Arc::new(Inner {
+                client: self.hyper.build(Connector::new(addr, self.connect.clone())),
+                scheme: self.scheme.clone(),
+                authority,
+                host,
+            }),
         })
     }
 }
 
 /// Sends requests to one endpoint. Absolute URIs go out as the caller wrote them (the connector
 /// decides where the bytes go), so `Host` and `:authority` name what the caller named.
+///
+/// The balancer clones the chosen endpoint's service for every request: one shared handle
+/// makes that clone a single reference count, where hyper-util's client alone holds several.
 #[derive(Clone)]
 pub(crate) struct EndpointService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     client: Hyper,
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` header of `http://{authority}`, written once: hyper-util would format it
+    /// for every request (a `format!`, a port parse and two allocations).
+    host: Option<HeaderValue>,
 }
 
 impl Service<Request<RequestBody>> for EndpointService {
     type Response = Response<Incoming>;
     type Error = hyper_util::client::legacy::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    // hyper-util's future is already boxed inside: boxing it again would cost an allocation.
+    type Future = hyper_util::client::legacy::ResponseFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.client.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // As hyper-util's client: always ready, its future waits for a pooled connection.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<RequestBody>) -> Self::Future {
         if let Some(uri) = self.target(req.uri()) {
             *req.uri_mut() = uri;
         }
-        Box::pin(self.client.call(req))
+        if let Some(host) = &self.inner.host {
+            // The same value hyper-util would write, and like it never over one the caller
+            // set; only for the authority it was made from, compared byte for byte.
+            let uri = req.uri();
+            if uri.scheme() == Some(&Scheme::HTTP)
+                && uri.authority().map(Authority::as_str) == Some(self.inner.authority.as_str())
+            {
+                req.headers_mut()
+                    .entry(HOST)
+                    .or_insert_with(|| host.clone());
+                pool_key_authority(req.uri_mut());
+            }
+        }
+        self.inner.client.request(req)
     }
 }
 
@@ -87,16 +122,48 @@ impl EndpointService {
         parts.authority = match parts.authority.take() {
             Some(authority) if userinfo => without_userinfo(&authority),
             Some(authority) => Some(authority),
-            None => Some(self.authority.clone()),
+            None => Some(self.inner.authority.clone()),
         };
         if parts.scheme.is_none() {
-            parts.scheme = Some(self.scheme.clone());
+            parts.scheme = Some(self.inner.scheme.clone());
         }
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(PathAndQuery::from_static("/"));
         }
         Uri::from_parts(parts).ok()
     }
+}
+
+/// The authority hyper-util keys this endpoint's pool with, for requests whose `Host` is
+/// already written. Over plain HTTP/1.1 hyper-util reads the URI's authority only for that key
+/// (it sends the path alone, and the connector dials the endpoint's address whatever the URI
+/// says), and hashes and compares it byte by byte, case-folded, several times per request: one
+/// byte instead of the logical name makes that nearly free. These requests all had the same
+/// authority, so they share one key as before.
+const POOL_KEY: &str = "_";
+
+fn pool_key_authority(uri: &mut Uri) {
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.authority = Some(Authority::from_static(POOL_KEY));
+    // hyper-util sends `/` for an absolute URI without a path too.
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    // Cannot fail: the scheme, the authority and the path are all there and valid.
+    if let Ok(keyed) = Uri::from_parts(parts) {
+        *uri = keyed;
+    }
+}
+
+/// The `Host` header hyper-util writes on HTTP/1.1 for `http://{authority}`: the host, and the
+/// port unless it is 80.
+fn http1_host(authority: &Authority) -> Option<HeaderValue> {
+    // `Port` displays its number (`08080` as `8080`), as in hyper-util's header.
+    let text = match authority.port() {
+        Some(port) if port.as_u16() != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_string(),
+    };
+    HeaderValue::from_str(&text).ok()
 }
 
 fn without_userinfo(authority: &Authority) -> Option<Authority> {
@@ -122,6 +189,7 @@ mod tests {
             }),
             scheme: Scheme::HTTP,
             authority: Some(authority.parse().expect("authority")),
+            http2_only: false,
         };
         endpoints
             .endpoint(SocketAddr::from(([127, 0, 0, 1], 1)))
