@@ -115,8 +115,11 @@ fn media_type(index: usize, text: &str) -> Result<HeaderValue, ConfigError> {
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
     };
     match text.split_once('/') {
-        Some((kind, sub)) if token(kind) && token(sub) => HeaderValue::from_str(text)
-            .map_err(|_| ConfigError::at(SETTING, index, format!("{text:?} is not a header value"))),
+        Some((kind, sub)) if token(kind) && token(sub) => {
+            HeaderValue::from_str(text).map_err(|_| {
+                ConfigError::at(SETTING, index, format!("{text:?} is not a header value"))
+            })
+        }
         _ => Err(ConfigError::at(
             SETTING,
             index,
