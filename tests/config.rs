@@ -172,12 +172,16 @@ fn the_fluent_setters_write_the_same_struct_as_from_config() {
 
 /// Every invalid value of every field, the error it must give, and a piece of its message
 /// (the bad value, or what it was compared with).
-fn invalid_values() -> Vec<(
+/// One invalid value: what `validate` said, and the setting, index and piece of the message it
+/// must give.
+type Case = (
     Result<(), ConfigError>,
     &'static str,
     Option<usize>,
     &'static str,
-)> {
+);
+
+fn invalid_values() -> Vec<Case> {
     let budget = |f: fn(&mut BudgetConfig)| {
         let mut c = BudgetConfig::default();
         f(&mut c);

@@ -103,15 +103,16 @@ impl BalanceBuilder {
     /// ```
     pub fn from_config(config: &BalanceConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let mut builder = BalanceBuilder::default();
-        builder.default_rtt = config.default_rtt;
-        builder.decay = config.decay;
-        builder.fail_fast = config.fail_fast;
-        builder.penalty = config.failure_penalty;
-        builder.max_pushback = config.max_pushback;
-        builder.rtt_at_headers = config.rtt_at_headers;
-        builder.outlier = config.outlier.clone();
-        Ok(builder)
+        Ok(BalanceBuilder {
+            default_rtt: config.default_rtt,
+            decay: config.decay,
+            fail_fast: config.fail_fast,
+            penalty: config.failure_penalty,
+            max_pushback: config.max_pushback,
+            rtt_at_headers: config.rtt_at_headers,
+            outlier: config.outlier.clone(),
+            ..BalanceBuilder::default()
+        })
     }
 
     /// The settings so far, as plain data (unchecked: see [`validate`](Self::validate)).

@@ -6,6 +6,9 @@ use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A deadline layer's header name and extra streaming types, in the form it keeps them.
+type Checked = (HeaderName, Option<Arc<[HeaderValue]>>);
+
 /// The settings of a [`DeadlineLayer`] as plain data: what a configuration file describes.
 ///
 /// `Default` gives the documented defaults; [`validate`](Self::validate) is the one place the
@@ -76,7 +79,7 @@ impl DeadlineConfig {
     }
 
     /// The header name and the streaming types in the form the layer keeps them.
-    fn checked(&self) -> Result<(HeaderName, Option<Arc<[HeaderValue]>>), ConfigError> {
+    fn checked(&self) -> Result<Checked, ConfigError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::new(
                 "deadline.timeout",
