@@ -504,7 +504,123 @@ impl fmt::Debug for Budget {
     }
 }
 
-/// Configures a [`Budget`].
+/// The settings of a [`Budget`] as plain data: what a configuration file describes.
+///
+/// `Default` gives Finagle's and linkerd's values. [`validate`](Self::validate) is the one
+/// place they are checked; [`Budget::from_config`] and [`BudgetBuilder::build`] both call it.
+///
+/// | field | default | valid | edge values |
+/// |---|---|---|---|
+/// | `ttl` | 10 s | ≥ 100 ms | above 1 hour (`Duration::MAX` included) counts as 1 hour |
+/// | `min_per_second` | 10.0 | finite, ≥ 0, `× ttl` ≤ 1e9 | 0 = no reserve: retries only from deposits |
+/// | `ratio` | 0.2 | finite, 0 ..= 100, exact to 4 decimals | 0 = the reserve alone |
+///
+/// ```
+/// use meshless::budget::{Budget, BudgetConfig};
+/// use std::time::Duration;
+///
+/// let mut config = BudgetConfig::default();
+/// config.ratio = 0.1;
+/// let budget = Budget::from_config(&config)?;
+/// assert_eq!(budget.ratio(), 0.1);
+///
+/// config.ttl = Duration::from_millis(10);
+/// assert_eq!(config.validate().unwrap_err().setting(), "budget.ttl");
+/// # Ok::<(), meshless::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BudgetConfig {
+    /// How long a deposit counts.
+    pub ttl: Duration,
+    /// Retries per second allowed even without traffic: a reserve of `min_per_second × ttl`.
+    pub min_per_second: f64,
+    /// Retries allowed per request deposited.
+    pub ratio: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            ttl: Duration::from_secs(10),
+            min_per_second: 10.0,
+            ratio: 0.2,
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// Checks every field, naming the first bad one (`budget.ttl`, `budget.ratio`,
+    /// `budget.min_per_second`).
+    ///
+    /// ```
+    /// let mut config = meshless::budget::BudgetConfig::default();
+    /// assert!(config.validate().is_ok());
+    /// config.min_per_second = f64::NAN;
+    /// assert_eq!(config.validate().unwrap_err().setting(), "budget.min_per_second");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let BudgetConfig {
+            ttl,
+            min_per_second,
+            ratio,
+        } = *self;
+        if ttl < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format!("{ttl:?} is less than 100ms"),
+            ));
+        }
+        if !(ratio.is_finite() && (0.0..=100.0).contains(&ratio)) {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                format!("{ratio} is outside 0..=100"),
+            ));
+        }
+        let reserve = min_per_second * ttl.min(MAX_TTL).as_secs_f64();
+        if !(min_per_second.is_finite() && min_per_second >= 0.0 && reserve <= 1e9) {
+            return Err(ConfigError::new(
+                "budget.min_per_second",
+                format!("{min_per_second} must be >= 0 and give at most 1e9 retries per ttl"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Budget {
+    /// A budget with these settings, once [`BudgetConfig::validate`] accepts them.
+    ///
+    /// ```
+    /// use meshless::budget::{Budget, BudgetConfig};
+    /// let budget = Budget::from_config(&BudgetConfig::default())?;
+    /// assert_eq!(budget.config(), BudgetConfig::default());
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &BudgetConfig) -> Result<Budget, ConfigError> {
+        BudgetBuilder {
+            config: config.clone(),
+        }
+        .build()
+    }
+
+    /// The settings this budget runs with (a ttl above 1 hour reads as 1 hour).
+    ///
+    /// ```
+    /// let config = meshless::budget::Budget::default().config();
+    /// assert_eq!(config, meshless::budget::BudgetConfig::default());
+    /// ```
+    pub fn config(&self) -> BudgetConfig {
+        BudgetConfig {
+            ttl: self.ttl(),
+            min_per_second: self.min_per_second(),
+            ratio: self.ratio(),
+        }
+    }
+}
+
+/// Configures a [`Budget`] fluently: each setter writes one field of a [`BudgetConfig`], and
+/// [`build`](Self::build) checks it with [`BudgetConfig::validate`].
 ///
 /// ```
 /// use meshless::budget::Budget;
@@ -516,21 +632,9 @@ impl fmt::Debug for Budget {
 ///     .build()?;
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BudgetBuilder {
-    ttl: Duration,
-    min_per_second: f64,
-    ratio: f64,
-}
-
-impl Default for BudgetBuilder {
-    fn default() -> Self {
-        BudgetBuilder {
-            ttl: Duration::from_secs(10),
-            min_per_second: 10.0,
-            ratio: 0.2,
-        }
-    }
+    config: BudgetConfig,
 }
 
 impl BudgetBuilder {
@@ -546,18 +650,18 @@ impl BudgetBuilder {
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.config.ttl = ttl;
         self
     }
 
     /// Retries per second allowed even without traffic (default 10): a reserve of
-    /// `min_per_second × ttl` retries.
+    /// `min_per_second × ttl` retries. 0 leaves no reserve.
     ///
     /// ```
     /// let b = meshless::budget::Budget::builder().min_per_second(1.0);
     /// ```
     pub fn min_per_second(mut self, min_per_second: f64) -> Self {
-        self.min_per_second = min_per_second;
+        self.config.min_per_second = min_per_second;
         self
     }
 
@@ -568,11 +672,22 @@ impl BudgetBuilder {
     /// let b = meshless::budget::Budget::builder().ratio(0.3);
     /// ```
     pub fn ratio(mut self, ratio: f64) -> Self {
-        self.ratio = ratio;
+        self.config.ratio = ratio;
         self
     }
 
-    /// Checks the settings (a ttl above 1 hour counts as 1 hour) and builds the budget.
+    /// The settings so far, unchecked.
+    ///
+    /// ```
+    /// let config = meshless::budget::Budget::builder().ratio(0.5).config();
+    /// assert_eq!(config.ratio, 0.5);
+    /// ```
+    pub fn config(&self) -> BudgetConfig {
+        self.config.clone()
+    }
+
+    /// Checks the settings with [`BudgetConfig::validate`] (a ttl above 1 hour counts as
+    /// 1 hour) and builds the budget.
     ///
     /// ```
     /// use std::time::Duration;
@@ -580,32 +695,15 @@ impl BudgetBuilder {
     /// assert!(err.is_err());
     /// ```
     pub fn build(self) -> Result<Budget, ConfigError> {
-        let BudgetBuilder {
+        self.config.validate()?;
+        let BudgetConfig {
             ttl,
             min_per_second,
             ratio,
-        } = self;
-        if ttl < Duration::from_millis(100) {
-            return Err(ConfigError::new(
-                "ttl",
-                format!("{ttl:?} is less than 100ms"),
-            ));
-        }
+        } = self.config;
         let ttl = ttl.min(MAX_TTL);
-        if !(ratio.is_finite() && (0.0..=100.0).contains(&ratio)) {
-            return Err(ConfigError::new(
-                "ratio",
-                format!("{ratio} is outside 0..=100"),
-            ));
-        }
         let reserve = min_per_second * ttl.as_secs_f64();
-        if !(min_per_second.is_finite() && min_per_second >= 0.0 && reserve <= 1e9) {
-            return Err(ConfigError::new(
-                "min_per_second",
-                format!("{min_per_second} must be >= 0 and give at most 1e9 retries per ttl"),
-            ));
-        }
-        // Both values are range-checked above, so these conversions are exact.
+        // `validate` range-checked both values, so these conversions are exact.
         let scaled = (ratio * RATIO_SCALE as f64).round() as i64;
         let divisor = gcd(scaled, RATIO_SCALE);
         let (deposit_units, withdraw_units) = (scaled / divisor, RATIO_SCALE / divisor);

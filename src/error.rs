@@ -417,15 +417,26 @@ mod tests {
 
 /// A configuration value that cannot work, reported when a layer or budget is built.
 ///
+/// Every config struct ([`BudgetConfig`](crate::budget::BudgetConfig),
+/// [`RetryConfig`](crate::retry::RetryConfig), [`DeadlineConfig`](crate::deadline::DeadlineConfig),
+/// [`AttemptTimeoutConfig`](crate::deadline::AttemptTimeoutConfig),
+/// [`BalanceConfig`](crate::balance::BalanceConfig), [`OutlierConfig`](crate::outlier::OutlierConfig))
+/// is checked in one place, its `validate`, which names the field at fault as
+/// `"<layer>.<field>"` (plus its [`index`](Self::index) within a list) and says what is wrong
+/// with the value given.
+///
 /// ```
 /// use meshless::budget::Budget;
 /// use std::time::Duration;
 /// let err = Budget::builder().ratio(-1.0).build().unwrap_err();
-/// assert!(err.to_string().contains("ratio"));
+/// assert_eq!(err.setting(), "budget.ratio");
+/// assert!(err.to_string().contains("-1"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     setting: &'static str,
+    /// The position of the bad value in a list setting.
+    index: Option<usize>,
     problem: String,
 }
 
@@ -439,6 +450,22 @@ impl ConfigError {
     pub fn new(setting: &'static str, problem: impl Into<String>) -> Self {
         ConfigError {
             setting,
+            index: None,
+            problem: problem.into(),
+        }
+    }
+
+    /// A problem with the value at `index` of the named list setting.
+    ///
+    /// ```
+    /// let err = meshless::ConfigError::at("deadline.streaming_content_types", 1, "is empty");
+    /// assert_eq!(err.index(), Some(1));
+    /// assert_eq!(err.to_string(), "invalid deadline.streaming_content_types[1]: is empty");
+    /// ```
+    pub fn at(setting: &'static str, index: usize, problem: impl Into<String>) -> Self {
+        ConfigError {
+            setting,
+            index: Some(index),
             problem: problem.into(),
         }
     }
@@ -451,11 +478,33 @@ impl ConfigError {
     pub fn setting(&self) -> &'static str {
         self.setting
     }
+
+    /// The position of the bad value when the setting is a list, `None` otherwise.
+    ///
+    /// ```
+    /// assert_eq!(meshless::ConfigError::new("budget.ttl", "too short").index(), None);
+    /// ```
+    pub fn index(&self) -> Option<usize> {
+        self.index
+    }
+
+    /// What is wrong with the value, the value included.
+    ///
+    /// ```
+    /// let err = meshless::ConfigError::new("budget.ttl", "10ms is less than 100ms");
+    /// assert_eq!(err.problem(), "10ms is less than 100ms");
+    /// ```
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {}: {}", self.setting, self.problem)
+        match self.index {
+            Some(index) => write!(f, "invalid {}[{index}]: {}", self.setting, self.problem),
+            None => write!(f, "invalid {}: {}", self.setting, self.problem),
+        }
     }
 }
 

@@ -102,17 +102,17 @@ fn what_is_truly_invalid_is_still_refused_by_name() {
         assert_eq!(result.unwrap_err().setting(), setting);
     }
     let err = Budget::builder().ttl(Duration::ZERO).build().unwrap_err();
-    assert_eq!(err.setting(), "ttl");
+    assert_eq!(err.setting(), "budget.ttl");
     let err = Budget::builder()
         .ttl(Duration::MAX)
         .ratio(f64::NAN)
         .build()
         .unwrap_err();
-    assert_eq!(err.setting(), "ratio");
+    assert_eq!(err.setting(), "budget.ratio");
     let err = Backoff::full_jitter(Duration::ZERO, Duration::MAX).unwrap_err();
-    assert_eq!(err.setting(), "backoff base");
+    assert_eq!(err.setting(), "backoff.base");
     let err = Backoff::decorrelated_jitter(Duration::MAX, MINUTE).unwrap_err();
-    assert_eq!(err.setting(), "backoff cap");
+    assert_eq!(err.setting(), "backoff.cap");
 }
 
 /// One endpoint's answers and the requests it received.

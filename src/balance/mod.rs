@@ -33,6 +33,7 @@
 //! ```
 
 mod body;
+mod config;
 mod endpoint;
 mod ewma;
 mod future;
@@ -41,6 +42,7 @@ mod quiet;
 mod telemetry;
 
 pub use self::body::ResponseBody;
+pub use self::config::BalanceConfig;
 pub use self::future::ResponseFuture;
 pub use tower::discover::{Change, Discover};
 
@@ -190,6 +192,8 @@ impl Default for BalanceBuilder {
 
 impl BalanceBuilder {
     /// The RTT assumed for an endpoint before its first answer (default 30 ms).
+    /// `Duration::ZERO` assumes a new endpoint is instant: P2C picks it by its requests in
+    /// flight alone until it answers ([`validate`](Self::validate) refuses it).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -200,7 +204,9 @@ impl BalanceBuilder {
         self
     }
 
-    /// How fast the EWMA forgets (default 10 s).
+    /// How fast the EWMA forgets (default 10 s). `Duration::MAX` never forgets.
+    /// `Duration::ZERO` forgets at once: every latency reads as gone a nanosecond later, so P2C
+    /// picks by requests in flight alone ([`validate`](Self::validate) refuses it).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -341,39 +347,27 @@ impl BalanceBuilder {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings with [`BalanceConfig::validate`].
     ///
     /// ```
     /// use std::time::Duration;
     /// let b = meshless::balance::Balance::builder().decay(Duration::ZERO);
-    /// assert!(b.validate().is_err());
+    /// assert_eq!(b.validate().unwrap_err().setting(), "balance.decay");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.decay.is_zero() {
-            return Err(ConfigError::new("decay", "must be greater than zero"));
-        }
-        if self.default_rtt.is_zero() {
-            return Err(ConfigError::new("default_rtt", "must be greater than zero"));
-        }
-        Ok(())
+        self.config().validate()
     }
 
-    /// Builds an empty balancer; add endpoints with [`Balance::insert`] or discovery. Invalid
-    /// settings fall back to their defaults; call [`validate`](Self::validate) first to reject
-    /// them instead.
+    /// Builds an empty balancer; add endpoints with [`Balance::insert`] or discovery. It cannot
+    /// fail, so it takes every value as given (no setting falls back to its default): call
+    /// [`validate`](Self::validate) first, or start from [`from_config`](Self::from_config),
+    /// to refuse the zero `decay` and `default_rtt` that the setters give a meaning to.
     ///
     /// ```
     /// let balance = meshless::balance::Balance::builder().build::<&str, ()>();
     /// assert!(balance.is_empty());
     /// ```
-    pub fn build<K, S>(mut self) -> Balance<K, S> {
-        let defaults = BalanceBuilder::default();
-        if self.decay.is_zero() {
-            self.decay = defaults.decay;
-        }
-        if self.default_rtt.is_zero() {
-            self.default_rtt = defaults.default_rtt;
-        }
+    pub fn build<K, S>(self) -> Balance<K, S> {
         Balance {
             shared: Arc::new(Shared {
                 endpoints: RwLock::new(Arc::from(Vec::new())),

@@ -27,13 +27,16 @@ use tower::{Layer, Service};
 /// ```
 #[derive(Debug, Clone)]
 pub struct AttemptTimeoutLayer {
-    timeout: Option<Duration>,
-    header: Option<HeaderName>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) header: Option<HeaderName>,
 }
 
 impl AttemptTimeoutLayer {
     /// Each attempt may take at most `timeout` (and never past the request's deadline).
-    /// [`Duration::MAX`] means no per-attempt limit.
+    /// [`Duration::MAX`] means no per-attempt limit. `Duration::ZERO` starts no attempt: each
+    /// fails at once with [`Kind::AttemptTimedOut`], nothing sent
+    /// ([`AttemptTimeoutConfig::validate`](super::AttemptTimeoutConfig::validate) refuses it;
+    /// use [`from_config`](Self::from_config) for checked settings).
     ///
     /// ```
     /// let layer = meshless::deadline::AttemptTimeoutLayer::new(std::time::Duration::from_secs(1));

@@ -31,6 +31,7 @@
 
 mod attempt;
 mod body;
+mod config;
 pub(crate) mod expiry;
 pub(crate) mod grpc_timeout;
 mod streaming;
@@ -39,6 +40,7 @@ mod total;
 
 pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};
 pub use self::body::DeadlineBody;
+pub use self::config::{AttemptTimeoutConfig, DeadlineConfig};
 pub use self::streaming::Streaming;
 pub(crate) use self::streaming::StreamingRule;
 pub use self::total::{Deadline, DeadlineLayer};

@@ -26,18 +26,22 @@ use tower::{Layer, Service};
 /// ```
 #[derive(Debug, Clone)]
 pub struct DeadlineLayer {
-    timeout: Duration,
-    honor_inbound: bool,
-    header: HeaderName,
-    body_idle: Option<Duration>,
+    // Kept in the form the request path reads (see `DeadlineConfig` for the plain data).
+    pub(super) timeout: Duration,
+    pub(super) honor_inbound: bool,
+    pub(super) header: HeaderName,
+    pub(super) body_idle: Option<Duration>,
     /// Streaming content types beyond the defaults; `None` keeps requests free of the extra
     /// extension.
-    streaming_types: Option<Arc<[HeaderValue]>>,
+    pub(super) streaming_types: Option<Arc<[HeaderValue]>>,
 }
 
 impl DeadlineLayer {
     /// Every request must complete within `timeout`, retries, backoff and reading the response
-    /// body included. [`Duration::MAX`] means no limit.
+    /// body included. [`Duration::MAX`] means no limit. `Duration::ZERO` has passed before the
+    /// request starts: it fails with [`Kind::DeadlineExceeded`] unless the service answers
+    /// without waiting ([`DeadlineConfig::validate`](super::DeadlineConfig::validate) refuses
+    /// it; use [`from_config`](Self::from_config) for checked settings).
     ///
     /// ```
     /// let layer = meshless::deadline::DeadlineLayer::new(std::time::Duration::from_secs(5));
@@ -55,6 +59,8 @@ impl DeadlineLayer {
     /// Fails the response body with [`Kind::BodyIdleTimeout`] when no frame arrives for
     /// `timeout` (default: no idle limit; [`Duration::MAX`] is no limit too). It covers
     /// [`Streaming`](super::Streaming) responses as well, which the total deadline does not.
+    /// `Duration::ZERO` fails the body the first time it has to wait for a frame
+    /// ([`DeadlineConfig::validate`](super::DeadlineConfig::validate) refuses it).
     ///
     /// ```
     /// use meshless::deadline::DeadlineLayer;
@@ -69,6 +75,7 @@ impl DeadlineLayer {
     /// Treats responses of this content type (its media type, parameters ignored) as streams,
     /// as if their request carried [`Streaming`](super::Streaming): the total deadline ends at
     /// their head and the balancer takes their RTT there. `text/event-stream` always is one.
+    /// Give the media type alone (`type/subtype`): a value with parameters never matches.
     ///
     /// ```
     /// use meshless::deadline::DeadlineLayer;

@@ -115,6 +115,7 @@ impl Health {
     /// a request that started after the ejection decides: success returns the endpoint to
     /// active (ramping up), failure ejects it again for the next backoff step. Reports of
     /// requests that started before the ejection are stragglers and change nothing.
+    #[inline]
     pub(crate) fn report(&self, now: Instant, class: &Class, latency: Duration) {
         let e = &*self.inner;
         let failure = class.is_failure();
@@ -154,6 +155,7 @@ impl Health {
     /// from the slow-start floor to 1 over the slow-start window after the endpoint returns
     /// from ejection (or joins an established fleet), 1 otherwise. An ejected endpoint or one
     /// in probation gets the floor.
+    #[inline]
     pub(crate) fn slow_start_factor(&self, now: Instant) -> f64 {
         let e = &*self.inner;
         let word = e.gate.load(Ordering::Acquire);
@@ -273,6 +275,7 @@ impl Endpoint {
         }
     }
 
+    #[inline]
     fn report_active(&self, now: Instant, failure: bool, latency: Duration) {
         self.outcomes
             .fetch_add(1 | (u64::from(failure) << 32), Ordering::Relaxed);

@@ -106,20 +106,59 @@ impl Backoff {
     }
 
     fn checked(kind: Kind, base: Duration, cap: Duration) -> Result<Self, ConfigError> {
-        if base.is_zero() {
-            return Err(ConfigError::new(
-                "backoff base",
-                "must be greater than zero",
-            ));
+        let config = BackoffConfig {
+            kind: match kind {
+                Kind::FullJitter => BackoffKind::FullJitter,
+                Kind::Decorrelated => BackoffKind::DecorrelatedJitter,
+                Kind::None => BackoffKind::None,
+            },
+            base,
+            cap,
+        };
+        Backoff::from_config(&config)
+    }
+
+    /// The backoff these settings describe, once [`BackoffConfig::validate`] accepts them (a
+    /// base above 1 hour counts as 1 hour).
+    ///
+    /// ```
+    /// use meshless::backoff::{Backoff, BackoffConfig, BackoffKind};
+    /// let mut config = BackoffConfig::default();
+    /// assert_eq!(Backoff::from_config(&config)?, Backoff::default());
+    /// config.kind = BackoffKind::None;
+    /// assert_eq!(Backoff::from_config(&config)?, Backoff::none());
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &BackoffConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let kind = match config.kind {
+            BackoffKind::FullJitter => Kind::FullJitter,
+            BackoffKind::DecorrelatedJitter => Kind::Decorrelated,
+            BackoffKind::None => return Ok(Backoff::none()),
+        };
+        Ok(Backoff {
+            kind,
+            base: config.base.min(MAX_BASE),
+            cap: config.cap,
+        })
+    }
+
+    /// The settings of this backoff, as plain data (a base above 1 hour reads as 1 hour).
+    ///
+    /// ```
+    /// use meshless::backoff::{Backoff, BackoffConfig};
+    /// assert_eq!(Backoff::default().config(), BackoffConfig::default());
+    /// ```
+    pub fn config(&self) -> BackoffConfig {
+        BackoffConfig {
+            kind: match self.kind {
+                Kind::FullJitter => BackoffKind::FullJitter,
+                Kind::Decorrelated => BackoffKind::DecorrelatedJitter,
+                Kind::None => BackoffKind::None,
+            },
+            base: self.base,
+            cap: self.cap,
         }
-        let base = base.min(MAX_BASE);
-        if cap < base {
-            return Err(ConfigError::new(
-                "backoff cap",
-                format!("{cap:?} is less than the base {base:?}"),
-            ));
-        }
-        Ok(Backoff { kind, base, cap })
     }
 
     /// The longest single wait.
@@ -143,6 +182,86 @@ impl Backoff {
             retries: 0,
             previous: self.base,
         }
+    }
+}
+
+/// Which wait a [`BackoffConfig`] describes.
+///
+/// ```
+/// assert_eq!(meshless::backoff::BackoffKind::default(), meshless::backoff::BackoffKind::FullJitter);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackoffKind {
+    /// [`Backoff::full_jitter`].
+    #[default]
+    FullJitter,
+    /// [`Backoff::decorrelated_jitter`].
+    DecorrelatedJitter,
+    /// [`Backoff::none`]: `base` and `cap` are ignored.
+    None,
+}
+
+/// The settings of a [`Backoff`] as plain data. `Default` is Envoy's and linkerd's: full
+/// jitter, 25 ms base, 250 ms cap.
+///
+/// | field | valid | edge values |
+/// |---|---|---|
+/// | `base` | > 0 | above 1 hour (`Duration::MAX` included) counts as 1 hour |
+/// | `cap` | ≥ the (clamped) base | `Duration::MAX` = no cap (the deadline still bounds a wait) |
+///
+/// Neither is checked when `kind` is [`BackoffKind::None`].
+///
+/// ```
+/// use meshless::backoff::BackoffConfig;
+/// use std::time::Duration;
+/// let mut config = BackoffConfig::default();
+/// config.cap = Duration::from_millis(1);
+/// assert_eq!(config.validate().unwrap_err().setting(), "backoff.cap");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackoffConfig {
+    /// The strategy.
+    pub kind: BackoffKind,
+    /// The first wait's ceiling (full jitter) or floor of every wait (decorrelated jitter).
+    pub base: Duration,
+    /// The longest single wait.
+    pub cap: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Backoff::default().config()
+    }
+}
+
+impl BackoffConfig {
+    /// Checks the fields, naming the bad one `backoff.base` or `backoff.cap`.
+    ///
+    /// ```
+    /// let mut config = meshless::backoff::BackoffConfig::default();
+    /// config.base = std::time::Duration::ZERO;
+    /// assert_eq!(config.validate().unwrap_err().setting(), "backoff.base");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kind == BackoffKind::None {
+            return Ok(());
+        }
+        if self.base.is_zero() {
+            return Err(ConfigError::new(
+                "backoff.base",
+                "0ns: must be greater than zero",
+            ));
+        }
+        let base = self.base.min(MAX_BASE);
+        if self.cap < base {
+            return Err(ConfigError::new(
+                "backoff.cap",
+                format!("{:?} is less than the base {base:?}", self.cap),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 //! The retry layer and service.
 
+use super::config::RetryConfig;
 use super::future::ResponseFuture;
 use super::head::Head;
 use super::policy::{Idempotency, RetryStats};
@@ -11,7 +12,7 @@ use crate::backoff::Backoff;
 use crate::budget::Budget;
 use crate::classify::{Classifier, Classify};
 use crate::deadline::RequestDeadline;
-use crate::error::{BoxError, Error};
+use crate::error::{BoxError, ConfigError, Error};
 use crate::observe::Settings;
 use http::Request;
 use http_body::Body;
@@ -98,7 +99,48 @@ impl RetryLayer<Classifier> {
     }
 }
 
+impl RetryLayer<Classifier> {
+    /// Retries under `budget` with these settings, once [`RetryConfig::validate`] accepts
+    /// them, with the default classifier and idempotency rules (set them with
+    /// [`classifier`](Self::classifier) and [`idempotency`](Self::idempotency)).
+    ///
+    /// ```
+    /// use meshless::{budget::Budget, retry::{RetryConfig, RetryLayer}};
+    /// let layer = RetryLayer::from_config(Budget::default(), &RetryConfig::default())?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn from_config(budget: Budget, config: &RetryConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let backoff = Backoff::from_config(&config.backoff)?;
+        Ok(RetryLayer::new(budget)
+            .max_retries(config.max_retries)
+            .backoff(backoff)
+            .replay_cap(config.replay_cap)
+            .replay_frames(config.replay_frames)
+            .max_pushback(config.max_pushback)
+            .pushback_per_endpoint(config.pushback_per_endpoint))
+    }
+}
+
 impl<C> RetryLayer<C> {
+    /// The settings of this layer, as plain data.
+    ///
+    /// ```
+    /// use meshless::{budget::Budget, retry::{RetryConfig, RetryLayer}};
+    /// assert_eq!(RetryLayer::new(Budget::default()).config(), RetryConfig::default());
+    /// ```
+    pub fn config(&self) -> RetryConfig {
+        let c = &self.config;
+        RetryConfig {
+            max_retries: c.max_retries,
+            backoff: c.backoff.config(),
+            replay_cap: c.replay_cap,
+            replay_frames: c.replay_frames,
+            max_pushback: c.max_pushback,
+            pushback_per_endpoint: c.pushback_per_endpoint,
+        }
+    }
+
     /// The most retries for one request (default [`DEFAULT_MAX_RETRIES`]); 0 disables retries.
     ///
     /// ```

@@ -29,6 +29,7 @@
 //! ));
 //! ```
 
+mod config;
 mod future;
 mod head;
 mod layer;
@@ -38,6 +39,7 @@ mod state;
 mod telemetry;
 pub(crate) mod trace;
 
+pub use self::config::RetryConfig;
 pub use self::future::ResponseFuture;
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};

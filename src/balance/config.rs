@@ -1,0 +1,135 @@
+//! The balancer's settings as plain data, checked in one place.
+
+use super::BalanceBuilder;
+use crate::error::ConfigError;
+use crate::outlier::OutlierConfig;
+use std::time::Duration;
+
+/// The settings of a [`Balance`](super::Balance) as plain data: what a configuration file
+/// describes. The classifier (code) and where forgotten metric series go (a recorder) are
+/// given to the [`BalanceBuilder`] apart.
+///
+/// `Default` gives the documented defaults; [`validate`](Self::validate) is the one place the
+/// fields are checked, and [`BalanceBuilder::from_config`] calls it.
+///
+/// | field | default | valid | edge values |
+/// |---|---|---|---|
+/// | `default_rtt` | 30 ms (linkerd) | > 0 | `Duration::MAX` = a new endpoint waits until the others look slower |
+/// | `decay` | 10 s (linkerd) | > 0 | `Duration::MAX` = latency never forgotten |
+/// | `fail_fast` | 3 s (linkerd) | any | 0 = fail at once when no endpoint is ready; `Duration::MAX` = wait for the deadline |
+/// | `failure_penalty` | 1 s | any | 0 = failures add no latency (their outlier ejection still applies) |
+/// | `max_pushback` | 10 s | any | 0 = pushback ignored; `Duration::MAX` = any honoured |
+/// | `rtt_at_headers` | `false`: RTT to the end of the body | any | |
+/// | `outlier` | [`OutlierConfig::default`] | checked when it was built | |
+///
+/// ```
+/// use meshless::balance::{BalanceBuilder, BalanceConfig};
+/// use std::time::Duration;
+///
+/// let mut config = BalanceConfig::default();
+/// config.fail_fast = Duration::from_millis(500);
+/// let balance = BalanceBuilder::from_config(&config)?.build::<&str, ()>();
+///
+/// config.decay = Duration::ZERO;
+/// assert_eq!(config.validate().unwrap_err().setting(), "balance.decay");
+/// # Ok::<(), meshless::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BalanceConfig {
+    /// The RTT assumed for an endpoint before its first answer.
+    pub default_rtt: Duration,
+    /// How fast the peak-EWMA latency forgets.
+    pub decay: Duration,
+    /// The longest a request waits for a ready endpoint.
+    pub fail_fast: Duration,
+    /// The latency recorded for a failure that gives no pushback.
+    pub failure_penalty: Duration,
+    /// The longest quiet an endpoint gets when its server pushes back.
+    pub max_pushback: Duration,
+    /// Whether RTT is measured to the response head rather than the end of its body.
+    pub rtt_at_headers: bool,
+    /// Outlier ejection.
+    pub outlier: OutlierConfig,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceBuilder::default().config()
+    }
+}
+
+impl BalanceConfig {
+    /// Checks every field, naming the first bad one (`balance.decay`, `balance.default_rtt`).
+    ///
+    /// A zero `decay` or `default_rtt` is refused here: from a configuration it is most likely
+    /// a mistake. [`BalanceBuilder::build`], which cannot fail, gives them a meaning instead
+    /// (see [`BalanceBuilder::decay`] and [`BalanceBuilder::default_rtt`]).
+    ///
+    /// ```
+    /// let mut config = meshless::balance::BalanceConfig::default();
+    /// assert!(config.validate().is_ok());
+    /// config.default_rtt = std::time::Duration::ZERO;
+    /// assert_eq!(config.validate().unwrap_err().setting(), "balance.default_rtt");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.decay.is_zero() {
+            return Err(ConfigError::new(
+                "balance.decay",
+                "0ns: must be greater than zero",
+            ));
+        }
+        if self.default_rtt.is_zero() {
+            return Err(ConfigError::new(
+                "balance.default_rtt",
+                "0ns: must be greater than zero",
+            ));
+        }
+        // The outlier settings can only be built checked (`OutlierConfig::builder().build()`).
+        Ok(())
+    }
+}
+
+impl BalanceBuilder {
+    /// A builder with these settings, once [`BalanceConfig::validate`] accepts them; set the
+    /// classifier, service name, metrics and forgotten series on it as usual.
+    ///
+    /// ```
+    /// use meshless::balance::{BalanceBuilder, BalanceConfig};
+    /// let balance = BalanceBuilder::from_config(&BalanceConfig::default())?
+    ///     .service_name("payments")
+    ///     .build::<&str, ()>();
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &BalanceConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(BalanceBuilder {
+            default_rtt: config.default_rtt,
+            decay: config.decay,
+            fail_fast: config.fail_fast,
+            penalty: config.failure_penalty,
+            max_pushback: config.max_pushback,
+            rtt_at_headers: config.rtt_at_headers,
+            outlier: config.outlier.clone(),
+            ..BalanceBuilder::default()
+        })
+    }
+
+    /// The settings so far, as plain data (unchecked: see [`validate`](Self::validate)).
+    ///
+    /// ```
+    /// use meshless::balance::{Balance, BalanceConfig};
+    /// assert_eq!(Balance::builder().config(), BalanceConfig::default());
+    /// ```
+    pub fn config(&self) -> BalanceConfig {
+        BalanceConfig {
+            default_rtt: self.default_rtt,
+            decay: self.decay,
+            fail_fast: self.fail_fast,
+            failure_penalty: self.penalty,
+            max_pushback: self.max_pushback,
+            rtt_at_headers: self.rtt_at_headers,
+            outlier: self.outlier.clone(),
+        }
+    }
+}
