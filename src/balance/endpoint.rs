@@ -1,6 +1,6 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
-use super::ewma::PeakEwma;
+use super::ewma::{PeakEwma, whole_nanos};
 use super::quiet::Quiet;
 use crate::classify::{Class, Pushback};
 use crate::observe::EndpointMetrics;
@@ -19,18 +19,28 @@ pub(crate) struct Endpoint<K, S> {
 
 /// The load and health of one endpoint, updated by every request it serves. Not generic, so
 /// that response bodies can carry it without naming the endpoint's service type.
+///
+/// Laid out for the pick, which reads two endpoints drawn at random out of possibly thousands:
+/// everything it compares (the gate's pointer, load, weight, quiet, the RTT estimate) sits in
+/// the first cache line, so a candidate costs one line here and one for its gate word, whatever
+/// the number of endpoints.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Meter {
-    pub(crate) rtt: PeakEwma,
-    pub(crate) in_flight: AtomicU32,
     pub(crate) health: Health,
+    pub(crate) in_flight: AtomicU32,
     /// Static weight (the bits of an `f64`): the cost is divided by it. Atomic, so that an
     /// endpoint inserted again with a new weight keeps everything else it has learnt.
     pub(crate) weight: AtomicU64,
+    /// Until when the server asked to be left alone.
+    pub(crate) quiet: Quiet,
+    /// Its hot words first (`repr(C)`): the rest of it starts the second line.
+    pub(crate) rtt: PeakEwma,
+    /// The balancer's origin: the times above are nanoseconds since it.
+    pub(crate) origin: Instant,
     /// The latency recorded for a failure.
     pub(crate) penalty: Duration,
-    /// Until when the server asked to be left alone, and the longest such request honoured.
-    pub(crate) quiet: Quiet,
+    /// The longest quiet honoured.
     pub(crate) max_quiet: Duration,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
@@ -43,18 +53,35 @@ pub(crate) struct Meter {
 }
 
 impl Meter {
+    /// `now` as the meter's clock counts: nanoseconds since the balancer's origin.
+    #[inline]
+    pub(crate) fn since_origin(&self, now: Instant) -> u64 {
+        whole_nanos(now.saturating_duration_since(self.origin))
+    }
+
     /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
     /// and by the slow-start factor (an endpoint back from ejection looks dearer while it warms).
-    pub(crate) fn cost(&self, now: Instant) -> f64 {
+    /// `now` is the same instant twice: as an `Instant` for the gate, and in nanoseconds since
+    /// the origin for the rest.
+    #[inline]
+    pub(crate) fn cost(&self, now: Instant, now_nanos: u64) -> f64 {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
         let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
         let share = weight * self.health.slow_start_factor(now);
         // A zero RTT (an idle estimate decayed to nothing) still orders by load.
-        (self.rtt.get(now).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+        (self.rtt.get_at(now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
     }
 
-    /// Records the end of one request.
-    pub(crate) fn finish(&self, class: &Class, latency: Duration, probe: bool, now: Instant) {
+    /// Records the end of one request, at `now`: an instant, and the same in nanoseconds since
+    /// the origin (`at`).
+    pub(crate) fn finish(
+        &self,
+        class: &Class,
+        latency: Duration,
+        probe: bool,
+        now: Instant,
+        at: u64,
+    ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         // The new peak-EWMA estimate, in nanoseconds.
@@ -64,14 +91,14 @@ impl Meter {
             // the endpoint that fails fastest. A server's pushback says how long it wants no
             // request at all: that is kept apart, as quiet, rather than folded into the RTT.
             if let Some(Pushback::After(wait)) = class.pushback() {
-                self.quiet.hold(now, wait, self.max_quiet);
+                self.quiet.hold(at, wait, self.max_quiet);
             }
-            self.rtt.penalize(self.penalty.max(latency), now)
+            self.rtt.penalize(self.penalty.max(latency), at)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
-            self.rtt.reset(latency, now)
+            self.rtt.reset(latency, at)
         } else {
-            self.rtt.observe(latency, now)
+            self.rtt.observe(latency, at)
         };
         if let Some(metrics) = &self.metrics {
             metrics.finished(class.is_failure(), latency);
@@ -83,17 +110,25 @@ impl Meter {
         }
         self.health.report(now, class, latency);
     }
+
+    /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
+    /// which are after the origin (the balancer's creation).
+    fn instant(&self, nanos: u64) -> Instant {
+        self.origin
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or(self.origin)
+    }
 }
 
 impl Meter {
     /// Records a request its caller gave up on: it leaves the in-flight count and is counted
     /// apart, and says nothing of the endpoint (no failure, no RTT sample, no health report).
     /// A cancelled probe frees the probation for the next request instead of deciding it.
-    fn cancel(&self, probe: bool, started: Instant) {
+    fn cancel(&self, probe: bool, started: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         if probe {
-            self.health.release_probe(started);
+            self.health.release_probe(self.instant(started));
         }
         if let Some(metrics) = &self.metrics {
             metrics.cancelled();
@@ -109,7 +144,9 @@ impl Meter {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     meter: std::sync::Arc<Meter>,
-    started: Instant,
+    /// When the request was sent, in nanoseconds since the meter's origin: the latency at the
+    /// end is one subtraction, and the end converts its own instant once for everything.
+    started: u64,
     /// Set for a stream once its head arrived: its RTT sample, whenever the stream ends.
     head_latency: Option<Duration>,
     probe: bool,
@@ -117,7 +154,8 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool, now: Instant) -> Self {
+    /// One more request in flight on `meter`, sent at `now` (nanoseconds since its origin).
+    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool, now: u64) -> Self {
         meter.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             meter,
@@ -131,7 +169,8 @@ impl InFlight {
     /// Takes the latency now, at the response head, for a stream whose outcome is only known
     /// at its end (gRPC trailers) but whose length says nothing of the endpoint's speed.
     pub(crate) fn latency_at_head(&mut self) {
-        self.head_latency = Some(Instant::now().saturating_duration_since(self.started));
+        let now = self.meter.since_origin(Instant::now());
+        self.head_latency = Some(Duration::from_nanos(now.saturating_sub(self.started)));
     }
 
     pub(crate) fn finish(mut self, class: &Class) {
@@ -142,10 +181,11 @@ impl InFlight {
         if !self.done {
             self.done = true;
             let now = Instant::now();
+            let at = self.meter.since_origin(now);
             let latency = self
                 .head_latency
-                .unwrap_or_else(|| now.saturating_duration_since(self.started));
-            self.meter.finish(class, latency, self.probe, now);
+                .unwrap_or_else(|| Duration::from_nanos(at.saturating_sub(self.started)));
+            self.meter.finish(class, latency, self.probe, now, at);
         }
     }
 }
