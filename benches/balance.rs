@@ -281,7 +281,8 @@ fn run_loop(spec: &str) {
     let Some((case, iters)) = parsed else {
         panic!("MESHLESS_BENCH_LOOP={spec:?}: expected <case>:<iterations>");
     };
-    let endpoints = |prefix: &str| case.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+    let endpoint_count =
+        |prefix: &str| case.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
     let rt = current_thread();
     let took = if case == "pick/bare" {
         let mut svc = endpoint();
@@ -297,8 +298,9 @@ fn run_loop(spec: &str) {
             }
             start.elapsed()
         })
-    } else if let Some(n) = endpoints("pick/meshless/") {
+    } else if let Some(n) = endpoint_count("pick/meshless/") {
         let mut balance = balance_of(n, endpoint());
+        eprintln!("{case}: response future: {} bytes", future_size(&balance));
         rt.block_on(async move {
             black_box(balance.call(req()).await.unwrap());
             let start = Instant::now();
@@ -307,8 +309,9 @@ fn run_loop(spec: &str) {
             }
             start.elapsed()
         })
-    } else if let Some(n) = endpoints("pick/tower/") {
+    } else if let Some(n) = endpoint_count("pick/tower/") {
         let mut balance = tower_balance(n);
+        eprintln!("{case}: response future: {} bytes", future_size(&balance));
         rt.block_on(async move {
             let mut once = async || {
                 let svc = balance.ready().await.unwrap();
@@ -328,6 +331,11 @@ fn run_loop(spec: &str) {
         "{case}: {iters} requests in {took:?} ({:.1} ns each)",
         took.as_nanos() as f64 / iters.max(1) as f64
     );
+}
+
+/// The size of `S`'s response future, moved at least once per request.
+fn future_size<S: Service<Req>>(_: &S) -> usize {
+    std::mem::size_of::<S::Future>()
 }
 
 type TowerBalance = tower::balance::p2c::Balance<

@@ -1,6 +1,6 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
-use super::ewma::{PeakEwma, whole_nanos};
+use super::ewma::PeakEwma;
 use super::quiet::Quiet;
 use crate::classify::{Class, Pushback};
 use crate::observe::EndpointMetrics;
@@ -20,54 +20,61 @@ pub(crate) struct Endpoint<K, S> {
 /// The load and health of one endpoint, updated by every request it serves. Not generic, so
 /// that response bodies can carry it without naming the endpoint's service type.
 ///
-/// Laid out for the pick, which reads two endpoints drawn at random out of possibly thousands:
-/// everything it compares (the gate's pointer, load, weight, quiet, the RTT estimate) sits in
-/// the first cache line, so a candidate costs one line here and one for its gate word, whatever
-/// the number of endpoints.
+/// Laid out for the pick, which reads two endpoints drawn at random out of possibly thousands
+/// (`repr(C)`: in this order). The first cache line holds everything it compares but the gate:
+/// load, weight, quiet and the RTT estimate's hot words, so a candidate costs this line and its
+/// gate word (reached from the snapshot, see `Candidate`), whatever the number of endpoints. The
+/// second holds what the end of a request writes (the rest of the estimate, the clock's origin,
+/// the counters).
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Meter {
-    pub(crate) health: Health,
     pub(crate) in_flight: AtomicU32,
     /// Static weight (the bits of an `f64`): the cost is divided by it. Atomic, so that an
     /// endpoint inserted again with a new weight keeps everything else it has learnt.
     pub(crate) weight: AtomicU64,
     /// Until when the server asked to be left alone.
     pub(crate) quiet: Quiet,
-    /// Its hot words first (`repr(C)`): the rest of it starts the second line.
+    /// Its hot words close the first line; the rest of it, the clock's origin included (the
+    /// balancer's: every time here is in nanoseconds since it), opens the second.
     pub(crate) rtt: PeakEwma,
-    /// The balancer's origin: the times above are nanoseconds since it.
-    pub(crate) origin: Instant,
-    /// The latency recorded for a failure.
-    pub(crate) penalty: Duration,
-    /// The longest quiet honoured.
-    pub(crate) max_quiet: Duration,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
     /// Requests their caller gave up on: neither successes nor failures.
     pub(crate) cancelled: AtomicU64,
-    /// The endpoint's key as `Display` writes it: its label in metrics and spans.
-    pub(crate) label: std::sync::Arc<str>,
+    /// The outlier gate; the snapshot holds a clone for the pick.
+    pub(crate) health: Health,
     /// `None` when the balancer's metrics are off.
     pub(crate) metrics: Option<EndpointMetrics>,
+    /// The latency recorded for a failure.
+    pub(crate) penalty: Duration,
+    /// The longest quiet honoured.
+    pub(crate) max_quiet: Duration,
+    /// The endpoint's key as `Display` writes it: its label in metrics and spans.
+    pub(crate) label: std::sync::Arc<str>,
 }
 
 impl Meter {
     /// `now` as the meter's clock counts: nanoseconds since the balancer's origin.
     #[inline]
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
-        whole_nanos(now.saturating_duration_since(self.origin))
+        self.rtt.since_origin(now)
+    }
+
+    /// The balancer's origin, where this meter's clock starts.
+    pub(crate) fn origin(&self) -> Instant {
+        self.rtt.origin()
     }
 
     /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
-    /// and by the slow-start factor (an endpoint back from ejection looks dearer while it warms).
-    /// `now` is the same instant twice: as an `Instant` for the gate, and in nanoseconds since
-    /// the origin for the rest.
+    /// and by the slow-start factor of `gate`, this endpoint's (an endpoint back from ejection
+    /// looks dearer while it warms). `now` is the same instant twice: as an `Instant` for the
+    /// gate, and in nanoseconds since the origin for the rest.
     #[inline]
-    pub(crate) fn cost(&self, now: Instant, now_nanos: u64) -> f64 {
+    pub(crate) fn cost(&self, gate: &Health, now: Instant, now_nanos: u64) -> f64 {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
         let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
-        let share = weight * self.health.slow_start_factor(now);
+        let share = weight * gate.slow_start_factor(now);
         // A zero RTT (an idle estimate decayed to nothing) still orders by load.
         (self.rtt.get_at(now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
     }
@@ -114,9 +121,10 @@ impl Meter {
     /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
     /// which are after the origin (the balancer's creation).
     fn instant(&self, nanos: u64) -> Instant {
-        self.origin
+        let origin = self.origin();
+        origin
             .checked_add(Duration::from_nanos(nanos))
-            .unwrap_or(self.origin)
+            .unwrap_or(origin)
     }
 }
 

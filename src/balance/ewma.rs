@@ -1,6 +1,5 @@
 //! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -13,9 +12,9 @@ use tokio::time::Instant;
 /// so an endpoint that gets no traffic — because it looked slow — is eventually tried again.
 ///
 /// Every pick reads two estimates and every response writes one, so reads take no lock: the
-/// state is four atomic words behind a sequence number (a seqlock). Writers serialise on a
-/// mutex and make the sequence odd while they write; a reader that sees it odd, or changed
-/// under it, reads again. Times are nanoseconds since `origin`, so that a reader can be handed
+/// state is four atomic words behind a sequence number (a seqlock). A writer claims its turn by
+/// turning the sequence odd (one compare-and-swap: the whole cost of a write's exclusion), and
+/// even again when done; a reader that sees it odd, or changed under it, reads again. Times are nanoseconds since `origin`, so that a reader can be handed
 /// `now` in those units once per pick instead of converting an `Instant` per endpoint.
 ///
 /// `repr(C)`: the words a pick reads come first, so that they share the cache line of the
@@ -31,12 +30,11 @@ pub(crate) struct PeakEwma {
     updated: AtomicU64,
     /// What the last penalty was when it was recorded, in nanoseconds (`f64` bits).
     penalty: AtomicU64,
-    /// When it was recorded, in nanoseconds since `origin`.
-    penalized: AtomicU64,
     tau_nanos: f64,
+    /// When the penalty was recorded, in nanoseconds since `origin`: read only when there is
+    /// one, so it may sit past the hot words.
+    penalized: AtomicU64,
     origin: Instant,
-    /// Writers take turns; readers never wait for it unless a writer stalls mid-write.
-    writer: Mutex<()>,
 }
 
 /// How fast a failure's penalty fades: e-fold every second. A penalty is not a latency the
@@ -46,8 +44,8 @@ pub(crate) struct PeakEwma {
 /// five seconds, while one that keeps failing keeps renewing its penalty.
 const PENALTY_DECAY_NANOS: f64 = 1e9;
 
-/// Reads that find a write in progress before waiting on the writers' mutex instead: a writer
-/// preempted mid-write must not leave readers spinning through its time slice.
+/// Tries that find a write in progress before yielding the thread between tries: a writer
+/// preempted mid-write must not leave others spinning through its time slice.
 const SPINS: u32 = 64;
 
 #[derive(Debug, Clone, Copy)]
@@ -71,8 +69,12 @@ impl PeakEwma {
             penalized: AtomicU64::new(now),
             tau_nanos: nanos(tau).max(1.0),
             origin,
-            writer: Mutex::new(()),
         }
+    }
+
+    /// Where this estimate's clock starts.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 
     /// `now` in this estimate's units: nanoseconds since its origin.
@@ -81,19 +83,28 @@ impl PeakEwma {
         whole_nanos(now.saturating_duration_since(self.origin))
     }
 
+    #[inline]
     fn words(&self) -> State {
+        let penalty_nanos = f64::from_bits(self.penalty.load(Ordering::Relaxed));
         State {
             estimate_nanos: f64::from_bits(self.estimate.load(Ordering::Relaxed)),
             updated: self.updated.load(Ordering::Relaxed),
-            penalty_nanos: f64::from_bits(self.penalty.load(Ordering::Relaxed)),
-            penalized: self.penalized.load(Ordering::Relaxed),
+            penalty_nanos,
+            // Its time matters only when there is a penalty, and it sits on the next cache line
+            // (see `Meter`): most reads need not touch that line.
+            penalized: if penalty_nanos == 0.0 {
+                0
+            } else {
+                self.penalized.load(Ordering::Relaxed)
+            },
         }
     }
 
     /// A consistent copy of the state, without taking the lock.
     #[inline]
     fn read(&self) -> State {
-        for _ in 0..SPINS {
+        let mut tries = 0u32;
+        loop {
             let before = self.sequence.load(Ordering::Acquire);
             if before & 1 == 0 {
                 let state = self.words();
@@ -104,24 +115,32 @@ impl PeakEwma {
                     return state;
                 }
             }
-            std::hint::spin_loop();
+            pause(&mut tries);
         }
-        // A writer is slow (preempted): wait for it instead of spinning on.
-        let _turn = self.lock();
-        self.words()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The mutex guards no data, only whose turn it is: a poisoned one is still a turn.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces the state with `change(state)`, for one writer at a time; returns the new state.
+    /// `change` is plain arithmetic: it cannot panic with the turn held.
     fn write(&self, change: impl FnOnce(State) -> State) -> State {
-        let _turn = self.lock();
-        let sequence = self.sequence.load(Ordering::Relaxed);
+        let mut tries = 0u32;
+        let sequence = loop {
+            let sequence = self.sequence.load(Ordering::Relaxed);
+            if sequence & 1 == 0
+                && self
+                    .sequence
+                    .compare_exchange_weak(
+                        sequence,
+                        sequence.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                break sequence;
+            }
+            pause(&mut tries);
+        };
         let next = change(self.words());
-        self.sequence.store(sequence.wrapping_add(1), Ordering::Relaxed);
         // Readers that see any of the stores below also see the odd sequence.
         fence(Ordering::Release);
         self.estimate
@@ -194,6 +213,17 @@ impl PeakEwma {
             state
         });
         self.decayed(&state, now)
+    }
+}
+
+/// Waits a little before trying again: spins at first (a write takes a few dozen
+/// instructions), then yields the thread, in case the writer was preempted mid-write.
+fn pause(tries: &mut u32) {
+    if *tries < SPINS {
+        *tries += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -344,9 +374,9 @@ mod tests {
         let mut seen = [0u32; 2];
         while !writers.iter().all(|w| w.is_finished()) {
             let s = e.read();
-            let which = match (s.estimate_nanos, s.updated, s.penalized) {
-                (1e6, 0, 0) => 0,
-                (2e6, 7_000_000_000, 7_000_000_000) => 1,
+            let which = match (s.estimate_nanos, s.updated) {
+                (1e6, 0) => 0,
+                (2e6, 7_000_000_000) => 1,
                 other => panic!("a torn read: {other:?}"),
             };
             assert_eq!(s.penalty_nanos, 0.0);

@@ -230,7 +230,7 @@ where
                                     Some((f, head))
                                 }
                             };
-                            let body = ResponseBody::new(body, meter, web, classifier.clone());
+                            let body = ResponseBody::new(body, meter, web, classifier);
                             Ok(http::Response::from_parts(parts, body))
                         }
                         Err(e) => {

@@ -91,18 +91,32 @@ impl<K, S> Clone for Balance<K, S> {
 /// An immutable view of the endpoint set: requests pick from it without holding any lock.
 type Snapshot<K, S> = Arc<Endpoints<K, S>>;
 
-/// The endpoint set, in two parallel arrays: `meters[i]` is `all[i].meter`. A pick compares its
-/// candidates through `meters`, one pointer away from each meter's hot cache line, instead of
-/// hopping through the endpoint first; `all` is read for the endpoint it takes.
+/// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
+/// `all[i]`. A pick reaches each candidate's meter and gate one pointer away from this
+/// contiguous array, instead of hopping through the endpoint first; `all` is read for the
+/// endpoint it takes.
 pub(crate) struct Endpoints<K, S> {
-    pub(crate) meters: Box<[Arc<Meter>]>,
+    pub(crate) candidates: Box<[Candidate]>,
     pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
+}
+
+/// One endpoint as a pick sees it: its meter, and its gate (the same as `meter.health`, held
+/// here so that the pick reads the gate word without going through the meter's cold line).
+pub(crate) struct Candidate {
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) gate: crate::outlier::Health,
 }
 
 impl<K, S> Endpoints<K, S> {
     fn new(all: Vec<Arc<Endpoint<K, S>>>) -> Self {
         Endpoints {
-            meters: all.iter().map(|e| e.meter.clone()).collect(),
+            candidates: all
+                .iter()
+                .map(|e| Candidate {
+                    meter: e.meter.clone(),
+                    gate: e.meter.health.clone(),
+                })
+                .collect(),
             all: all.into_boxed_slice(),
         }
     }
@@ -595,7 +609,6 @@ where
         let observer = HealthObserver::new(&config.observe, label.clone(), shared.metrics.as_ref());
         Meter {
             rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
-            origin: shared.origin,
             in_flight: AtomicU32::new(0),
             health: shared.detector.register_observed(now, observer),
             weight: AtomicU64::new(weight.to_bits()),

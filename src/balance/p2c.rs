@@ -1,10 +1,9 @@
 //! Power of two choices: of two endpoints drawn at random, take the cheaper.
 
-use super::Endpoints;
-use super::endpoint::{Endpoint, Meter};
+use super::endpoint::Endpoint;
+use super::{Candidate, Endpoints};
 use crate::outlier::Admit;
 use std::cell::Cell;
-use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
@@ -12,8 +11,10 @@ const PAIRS: usize = 4;
 
 /// The chosen endpoint, its service (ready to be called), and whether this request is its
 /// probation probe.
-pub(crate) struct Choice<K, S, R> {
-    pub(crate) endpoint: Arc<Endpoint<K, S>>,
+pub(crate) struct Choice<'a, K, S, R> {
+    /// Borrowed from the snapshot the pick read: no reference count to pay unless the caller
+    /// keeps it.
+    pub(crate) endpoint: &'a Endpoint<K, S>,
     pub(crate) service: R,
     pub(crate) probe: bool,
     /// The pick's `now`, in nanoseconds since the meters' origin: when the request starts.
@@ -37,43 +38,43 @@ pub(crate) struct Choice<K, S, R> {
 /// Cost is O(1) in the number of endpoints: a scan happens only when the random draws keep
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
 ///
-/// The candidates are compared through `endpoints.meters`, one pointer away from each meter's
-/// hot cache line; `endpoints.all` (key and service) is touched only for the one taken. `now`
+/// The candidates are compared through `endpoints.candidates`, one pointer away from each
+/// meter's hot cache line and each gate word; `endpoints.all` (key and service) is touched only for the one taken. `now`
 /// is converted to the meters' clock once, for every endpoint looked at.
-pub(crate) fn pick<K, S, R>(
-    endpoints: &Endpoints<K, S>,
+pub(crate) fn pick<'a, K, S, R>(
+    endpoints: &'a Endpoints<K, S>,
     now: Instant,
     fail_open: bool,
     mut ready: impl FnMut(&Endpoint<K, S>) -> Option<R>,
-) -> Option<Choice<K, S, R>> {
-    let meters = &*endpoints.meters;
-    let n = meters.len();
-    let Some(first) = meters.first() else {
+) -> Option<Choice<'a, K, S, R>> {
+    let candidates = &*endpoints.candidates;
+    let n = candidates.len();
+    let Some(first) = candidates.first() else {
         return None;
     };
     // Every meter of a balancer counts from the balancer's origin.
-    let now_nanos = first.since_origin(now);
+    let now_nanos = first.meter.since_origin(now);
     let peek = |i: usize| {
-        let meter = &meters[i];
-        if meter.quiet.is_quiet(now_nanos) {
+        let candidate = &candidates[i];
+        if candidate.meter.quiet.is_quiet(now_nanos) {
             // The server's own word outranks the panic threshold: never fail open into it.
             return None;
         }
-        Some(meter.health.peek(now))
+        Some(candidate.gate.peek(now))
     };
     // Claims the endpoint; `None` when it is not available after all (not ready, or another
     // request took the probe in between), unless failing open.
-    let mut take = |i: usize| -> Option<Choice<K, S, R>> {
-        let endpoint = &endpoints.all[i];
+    let mut take = |i: usize| -> Option<Choice<'a, K, S, R>> {
+        let endpoint = &*endpoints.all[i];
         let service = ready(endpoint)?;
-        let probe = match endpoint.meter.health.admit(now) {
+        let probe = match candidates[i].gate.admit(now) {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No if fail_open => false,
             Admit::No => return None,
         };
         Some(Choice {
-            endpoint: endpoint.clone(),
+            endpoint,
             service,
             probe,
             at: now_nanos,
@@ -95,7 +96,7 @@ pub(crate) fn pick<K, S, R>(
             b
         } else {
             match (usable(pa), usable(pb)) {
-                (true, true) => cheaper(meters, a, b, now, now_nanos),
+                (true, true) => cheaper(candidates, a, b, now, now_nanos),
                 // Taking the one usable endpoint of a pair would hand a slow endpoint every
                 // draw that pairs it with an ejected one: draw again, so that each choice
                 // is a real comparison.
@@ -125,7 +126,7 @@ pub(crate) fn pick<K, S, R>(
             1 => 0,
             len => {
                 let (a, b) = pair(len);
-                if cheaper(meters, available[a], available[b], now, now_nanos) == available[a] {
+                if cheaper(candidates, available[a], available[b], now, now_nanos) == available[a] {
                     a
                 } else {
                     b
@@ -147,19 +148,20 @@ pub(crate) fn quiet_end<K, S>(
     now: Instant,
     fail_open: bool,
 ) -> Option<Instant> {
-    let first = endpoints.meters.first()?;
-    let now_nanos = first.since_origin(now);
+    let first = endpoints.candidates.first()?;
+    let now_nanos = first.meter.since_origin(now);
     endpoints
-        .meters
+        .candidates
         .iter()
-        .filter(|m| fail_open || m.health.peek(now) != Admit::No)
-        .filter_map(|m| m.quiet.until(m.origin, now_nanos))
+        .filter(|c| fail_open || c.gate.peek(now) != Admit::No)
+        .filter_map(|c| c.meter.quiet.until(c.meter.origin(), now_nanos))
         .min()
 }
 
 #[inline]
-fn cheaper(meters: &[Arc<Meter>], a: usize, b: usize, now: Instant, now_nanos: u64) -> usize {
-    if meters[b].cost(now, now_nanos) < meters[a].cost(now, now_nanos) {
+fn cheaper(candidates: &[Candidate], a: usize, b: usize, now: Instant, now_nanos: u64) -> usize {
+    let cost = |c: &Candidate| c.meter.cost(&c.gate, now, now_nanos);
+    if cost(&candidates[b]) < cost(&candidates[a]) {
         b
     } else {
         a
