@@ -15,6 +15,10 @@ pub(crate) struct Endpoint<K, S> {
     pub(crate) key: K,
     pub(crate) service: S,
     pub(crate) meter: std::sync::Arc<Meter>,
+    /// The key as `Display` writes it: its label in metrics and spans. Here rather than in the
+    /// meter, so that naming the chosen endpoint in the request's span reads the line the pick
+    /// already touched for its service.
+    pub(crate) label: std::sync::Arc<str>,
 }
 
 /// The load and health of one endpoint, updated by every request it serves. Not generic, so
@@ -50,8 +54,6 @@ pub(crate) struct Meter {
     pub(crate) penalty: Duration,
     /// The longest quiet honoured.
     pub(crate) max_quiet: Duration,
-    /// The endpoint's key as `Display` writes it: its label in metrics and spans.
-    pub(crate) label: std::sync::Arc<str>,
 }
 
 impl Meter {

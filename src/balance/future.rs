@@ -126,7 +126,7 @@ where
                         }
                     };
                     if let Some(choice) = p2c::pick(&endpoints, now, fail_open, ready) {
-                        crate::observe::trace::record_endpoint(&choice.endpoint.meter.label);
+                        crate::observe::trace::record_endpoint(&choice.endpoint.label);
                         let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };

@@ -571,20 +571,23 @@ where
                     // handle) keeps its measurements, ejection and quiet: only the service
                     // and the weight are new. Forgetting them would hand an ejected endpoint
                     // its traffic back.
-                    let meter = match by_key.get(&key) {
+                    let (meter, label) = match by_key.get(&key) {
                         Some(old) => {
                             old.meter.weight.store(weight.to_bits(), Ordering::Relaxed);
-                            old.meter.clone()
+                            (old.meter.clone(), old.label.clone())
                         }
                         None => {
                             order.push(key.clone());
-                            Arc::new(self.meter(now, weight, &key))
+                            // The endpoint's label in metrics and spans, written once.
+                            let label: Arc<str> = Arc::from(key.to_string());
+                            (Arc::new(self.meter(now, weight, &label)), label)
                         }
                     };
                     let endpoint = Arc::new(Endpoint {
                         meter,
                         key: key.clone(),
                         service,
+                        label,
                     });
                     by_key.insert(key, endpoint);
                 }
@@ -601,11 +604,9 @@ where
         *slot = Arc::new(Endpoints::new(next));
     }
 
-    fn meter(&self, now: Instant, weight: f64, key: &K) -> Meter {
+    fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {
         let shared = &*self.shared;
         let config = &shared.config;
-        // The endpoint's label in metrics and spans, written once.
-        let label: Arc<str> = Arc::from(key.to_string());
         let observer = HealthObserver::new(&config.observe, label.clone(), shared.metrics.as_ref());
         Meter {
             rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
@@ -619,11 +620,10 @@ where
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             metrics: shared.metrics.as_ref().map(|m| {
-                let metrics = m.endpoint(&label);
+                let metrics = m.endpoint(label);
                 metrics.rtt(config.default_rtt.as_nanos() as f64);
                 metrics
             }),
-            label,
         }
     }
 }
