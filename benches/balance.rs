@@ -281,8 +281,10 @@ fn run_loop(spec: &str) {
     let Some((case, iters)) = parsed else {
         panic!("MESHLESS_BENCH_LOOP={spec:?}: expected <case>:<iterations>");
     };
-    let endpoint_count =
-        |prefix: &str| case.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+    let endpoint_count = |prefix: &str| {
+        case.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u32>().ok())
+    };
     let rt = current_thread();
     let took = if case == "pick/bare" {
         let mut svc = endpoint();

@@ -146,7 +146,8 @@ impl PeakEwma {
         self.estimate
             .store(next.estimate_nanos.to_bits(), Ordering::Relaxed);
         self.updated.store(next.updated, Ordering::Relaxed);
-        self.penalty.store(next.penalty_nanos.to_bits(), Ordering::Relaxed);
+        self.penalty
+            .store(next.penalty_nanos.to_bits(), Ordering::Relaxed);
         self.penalized.store(next.penalized, Ordering::Relaxed);
         self.sequence
             .store(sequence.wrapping_add(2), Ordering::Release);

@@ -130,11 +130,8 @@ where
                         let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };
-                        let in_flight = InFlight::start(
-                            choice.endpoint.meter.clone(),
-                            choice.probe,
-                            choice.at,
-                        );
+                        let in_flight =
+                            InFlight::start(choice.endpoint.meter.clone(), choice.probe, choice.at);
                         let mut service = choice.service;
                         let future = service.call(request);
                         this.state.set(State::Call {

@@ -561,8 +561,11 @@ where
         let shared = &*self.shared;
         let now = Instant::now();
         let mut slot = shared.endpoints.write().unwrap_or_else(|e| e.into_inner());
-        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> =
-            slot.all.iter().map(|e| (e.key.clone(), e.clone())).collect();
+        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> = slot
+            .all
+            .iter()
+            .map(|e| (e.key.clone(), e.clone()))
+            .collect();
         let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
         for (change, weight) in changes {
             match change {

@@ -49,9 +49,7 @@ pub(crate) fn pick<'a, K, S, R>(
 ) -> Option<Choice<'a, K, S, R>> {
     let candidates = &*endpoints.candidates;
     let n = candidates.len();
-    let Some(first) = candidates.first() else {
-        return None;
-    };
+    let first = candidates.first()?;
     // Every meter of a balancer counts from the balancer's origin.
     let now_nanos = first.meter.since_origin(now);
     let peek = |i: usize| {
@@ -231,7 +229,10 @@ mod tests {
             }
             // Each index expects 20,000 hits; a biased or stuck generator misses by far more.
             for (i, h) in hits.iter().enumerate() {
-                assert!((18_500..=21_500).contains(h), "{n}: index {i} hit {h} times");
+                assert!(
+                    (18_500..=21_500).contains(h),
+                    "{n}: index {i} hit {h} times"
+                );
             }
         }
         assert_eq!(scale(u64::MAX, 1), 0);
