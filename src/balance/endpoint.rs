@@ -216,3 +216,22 @@ impl Drop for InFlight {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::ewma::HOT_BYTES;
+    use super::*;
+
+    #[test]
+    fn what_a_pick_reads_fits_in_the_first_cache_line() {
+        assert_eq!(std::mem::align_of::<Meter>(), 64);
+        assert!(std::mem::offset_of!(Meter, rtt) + HOT_BYTES <= 64);
+        for hot in [
+            std::mem::offset_of!(Meter, in_flight),
+            std::mem::offset_of!(Meter, weight),
+            std::mem::offset_of!(Meter, quiet),
+        ] {
+            assert!(hot + 8 <= 64, "{hot}");
+        }
+    }
+}

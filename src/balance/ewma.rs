@@ -37,6 +37,9 @@ pub(crate) struct PeakEwma {
     origin: Instant,
 }
 
+/// The bytes at the start of a `PeakEwma` that a read without a penalty touches.
+pub(crate) const HOT_BYTES: usize = 40;
+
 /// How fast a failure's penalty fades: e-fold every second. A penalty is not a latency the
 /// endpoint showed, so it must not linger for the RTT's decay time (10 s): an endpoint that
 /// failed once would sit idle for most of a minute (1 s decaying to a healthy 5 ms takes
@@ -387,6 +390,14 @@ mod tests {
             w.join().expect("a writer panicked");
         }
         assert!(seen.iter().sum::<u32>() > 0);
+    }
+
+    #[test]
+    fn a_read_needs_only_the_first_forty_bytes() {
+        // `Meter` puts these words at the end of its first cache line: see its layout.
+        assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, origin) >= HOT_BYTES);
     }
 
     #[test]
