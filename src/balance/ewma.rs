@@ -17,7 +17,7 @@ use tokio::time::Instant;
 /// even again when done; a reader that sees it odd, or changed under it, reads again. Times are nanoseconds since `origin`, so that a reader can be handed
 /// `now` in those units once per pick instead of converting an `Instant` per endpoint.
 ///
-/// `repr(C)`: the words a pick reads come first, so that they share the cache line of the
+/// `repr(C)`: the words a pick reads come first, so that they sit next to the
 /// endpoint's other hot numbers (see `Meter`).
 #[derive(Debug)]
 #[repr(C)]
@@ -95,8 +95,8 @@ impl PeakEwma {
             estimate_nanos: f64::from_bits(self.estimate.load(Ordering::Relaxed)),
             updated: self.updated.load(Ordering::Relaxed),
             penalty_nanos,
-            // Its time matters only when there is a penalty, and it sits on the next cache line
-            // (see `Meter`): most reads need not touch that line.
+            // Its time matters only when there is a penalty, and it sits past the hot words
+            // (see `Meter`): most reads need not touch it.
             penalized: if penalty_nanos == 0.0 {
                 0
             } else {
@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn a_read_needs_only_the_first_forty_bytes() {
-        // `Meter` puts these words at the end of its first cache line: see its layout.
+        // `Meter` puts these words at the end of its first 64 bytes: see its layout.
         assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
         assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
         assert!(std::mem::offset_of!(PeakEwma, origin) >= HOT_BYTES);

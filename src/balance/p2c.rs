@@ -39,8 +39,8 @@ pub(crate) struct Choice<'a, K, S, R> {
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
 ///
 /// The candidates are compared through `endpoints.candidates`, one pointer away from each
-/// meter's hot cache line and each gate word; `endpoints.all` (key and service) is touched only for the one taken. `now`
-/// is converted to the meters' clock once, for every endpoint looked at.
+/// meter's hot words and each gate word; `endpoints.all` (key and service) is touched only for
+/// the one taken. `now` is converted to the meters' clock once, for every endpoint looked at.
 pub(crate) fn pick<'a, K, S, R>(
     endpoints: &'a Endpoints<K, S>,
     now: Instant,
