@@ -24,6 +24,16 @@
 //!   requests/s. Then the two run again, interleaved, five rounds of 2 s each, and the medians
 //!   and their ratio are printed: interleaving cancels most of the drift of a shared machine.
 //!
+//! With `MESHLESS_BENCH_LOOP=<case>:<iterations>` set, the binary runs just that pick case in a
+//! plain loop (no criterion, no memory report) and exits, for `valgrind --tool=callgrind`: the
+//! cases are listed in [`PICK_CASES`]. Counting at N and 2N iterations and subtracting removes
+//! the setup (building 10,000 endpoints is most of a short run):
+//!
+//! ```text
+//! cargo bench --bench balance --no-run
+//! MESHLESS_BENCH_LOOP=pick/meshless/10000:40000 valgrind --tool=callgrind \
+//!     --callgrind-out-file=/tmp/cg.pick.40000 target/release/deps/balance-<hash>
+//!
 //! With `MESHLESS_BENCH_LOOP=client/<bare|meshless|meshless_path>:<requests>` set, the binary
 //! sends that many GETs one after the other on a current-thread runtime that also runs the
 //! backend (no criterion, no other benchmark) and exits, for `valgrind --tool=callgrind`. Counting at N and
@@ -261,6 +271,85 @@ fn pick(c: &mut Criterion) {
         allocations as f64 / 10_000.0,
         allocations
     );
+}
+
+/// Every pick case, as `pick/<what>[/<endpoints>]`, for `MESHLESS_BENCH_LOOP`.
+const PICK_CASES: &[&str] = &[
+    "pick/bare",
+    "pick/meshless/10",
+    "pick/meshless/1000",
+    "pick/meshless/10000",
+    "pick/tower/10",
+    "pick/tower/1000",
+    "pick/tower/10000",
+];
+
+/// `MESHLESS_BENCH_LOOP=<case>:<iterations>`: one untimed request, then `iters` timed ones,
+/// each exactly as the criterion routine above sends it.
+fn run_loop(spec: &str) {
+    let parsed = spec
+        .rsplit_once(':')
+        .and_then(|(case, n)| Some((case, n.parse::<u64>().ok()?)));
+    let Some((case, iters)) = parsed else {
+        panic!("MESHLESS_BENCH_LOOP={spec:?}: expected <case>:<iterations>");
+    };
+    let endpoint_count = |prefix: &str| {
+        case.strip_prefix(prefix)
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let rt = current_thread();
+    let took = if case == "pick/bare" {
+        let mut svc = endpoint();
+        rt.block_on(async move {
+            let mut once = async || {
+                let svc = svc.ready().await.unwrap();
+                black_box(svc.call(req()).await.unwrap());
+            };
+            once().await;
+            let start = Instant::now();
+            for _ in 0..iters {
+                once().await;
+            }
+            start.elapsed()
+        })
+    } else if let Some(n) = endpoint_count("pick/meshless/") {
+        let mut balance = balance_of(n, endpoint());
+        eprintln!("{case}: response future: {} bytes", future_size(&balance));
+        rt.block_on(async move {
+            black_box(balance.call(req()).await.unwrap());
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(balance.call(req()).await.unwrap());
+            }
+            start.elapsed()
+        })
+    } else if let Some(n) = endpoint_count("pick/tower/") {
+        let mut balance = tower_balance(n);
+        eprintln!("{case}: response future: {} bytes", future_size(&balance));
+        rt.block_on(async move {
+            let mut once = async || {
+                let svc = balance.ready().await.unwrap();
+                black_box(svc.call(req()).await.unwrap());
+            };
+            once().await;
+            let start = Instant::now();
+            for _ in 0..iters {
+                once().await;
+            }
+            start.elapsed()
+        })
+    } else {
+        panic!("unknown case {case:?}; the cases are {PICK_CASES:?}");
+    };
+    eprintln!(
+        "{case}: {iters} requests in {took:?} ({:.1} ns each)",
+        took.as_nanos() as f64 / iters.max(1) as f64
+    );
+}
+
+/// The size of `S`'s response future, moved at least once per request.
+fn future_size<S: Service<Req>>(_: &S) -> usize {
+    std::mem::size_of::<S::Future>()
 }
 
 type TowerBalance = tower::balance::p2c::Balance<
@@ -644,7 +733,11 @@ criterion_group!(benches, pick, apply, throughput);
 
 fn main() {
     if let Ok(spec) = std::env::var("MESHLESS_BENCH_LOOP") {
-        client_loop(&spec);
+        if spec.starts_with("client/") {
+            client_loop(&spec);
+        } else {
+            run_loop(&spec);
+        }
         return;
     }
     memory_per_endpoint();

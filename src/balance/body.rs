@@ -24,16 +24,15 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        meter: Option<(InFlight, Option<Class>)>,
+        meter: Option<Pending>,
         // For gRPC-web, whose status is in a trailer frame of the body: the frames seen so far.
         web: Option<Box<TrailerScanner>>,
-        classifier: Arc<dyn Classify>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some((in_flight, head)) = this.meter.take() {
+            if let Some(Pending { in_flight, head, classifier }) = this.meter.take() {
                 let class = if crate::deadline::expiry::expiring() {
                     // The body stalled past its deadline: the endpoint's doing.
                     Class::failure(Reason::Timeout, Retryable::IfIdempotent)
@@ -43,7 +42,7 @@ pin_project! {
                 } else {
                     // A gRPC-web status may have arrived before the caller stopped reading.
                     match this.web.as_deref() {
-                        Some(web) if web.trailers().is_some() => web.classify_eos(&**this.classifier),
+                        Some(web) if web.trailers().is_some() => web.classify_eos(&*classifier),
                         _ => Class::success(),
                     }
                 };
@@ -53,6 +52,16 @@ pin_project! {
     }
 }
 
+/// What a metered body has yet to record: the request in flight, the class of its head (`None`
+/// when it is decided at the end of the stream), and the classifier for that end. Kept together
+/// so that a body whose request is already recorded (most: an empty or a complete body) holds
+/// no classifier, and costs no reference count.
+struct Pending {
+    in_flight: InFlight,
+    head: Option<Class>,
+    classifier: Arc<dyn Classify>,
+}
+
 impl<B> ResponseBody<B> {
     /// `head` is the class of the response head, or `None` when it is decided at the end of
     /// the stream. `meter` is `None` when the request was already recorded (RTT at headers).
@@ -60,13 +69,16 @@ impl<B> ResponseBody<B> {
         inner: B,
         meter: Option<(InFlight, Option<Class>)>,
         web: Option<Box<TrailerScanner>>,
-        classifier: Arc<dyn Classify>,
+        classifier: &Arc<dyn Classify>,
     ) -> Self {
         ResponseBody {
             inner,
-            meter,
+            meter: meter.map(|(in_flight, head)| Pending {
+                in_flight,
+                head,
+                classifier: classifier.clone(),
+            }),
             web,
-            classifier,
         }
     }
 }
@@ -96,21 +108,22 @@ where
         let mut inner = this.inner;
         let frame = ready!(inner.as_mut().poll_frame(cx)).map(|f| f.map_err(Into::into));
         match &frame {
-            None => finish(this.meter, this.web, this.classifier, None),
+            None => finish(this.meter, this.web, None),
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
-                    finish(this.meter, this.web, this.classifier, Some(trailers));
+                    finish(this.meter, this.web, Some(trailers));
                 } else if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
                     web.feed_buf(data);
                     // A reader that stops at `is_end_stream` never polls the final `None`.
                     if inner.is_end_stream() {
-                        finish(this.meter, this.web, this.classifier, None);
+                        finish(this.meter, this.web, None);
                     }
                 }
             }
             Some(Err(e)) => {
-                if let Some((in_flight, _)) = this.meter.take() {
-                    in_flight.finish(&this.classifier.classify_error(&**e));
+                if let Some(pending) = this.meter.take() {
+                    let class = pending.classifier.classify_error(&**e);
+                    pending.in_flight.finish(&class);
                 }
             }
         }
@@ -129,18 +142,22 @@ where
 /// Records the end of the stream: with the HTTP trailers when they arrived, else with the
 /// trailer frame of a gRPC-web body.
 fn finish(
-    meter: &mut Option<(InFlight, Option<Class>)>,
+    meter: &mut Option<Pending>,
     web: &Option<Box<TrailerScanner>>,
-    classifier: &Arc<dyn Classify>,
     trailers: Option<&HeaderMap>,
 ) {
-    if let Some((in_flight, head)) = meter.take() {
+    if let Some(Pending {
+        in_flight,
+        head,
+        classifier,
+    }) = meter.take()
+    {
         let class = head.unwrap_or_else(|| match (trailers, web.as_deref()) {
             (None, Some(web)) => {
                 if let Some(error) = web.error() {
                     tracing::debug!(?error, "gRPC-web trailers unreadable");
                 }
-                web.classify_eos(&**classifier)
+                web.classify_eos(&*classifier)
             }
             _ => classifier.classify_eos(trailers),
         });

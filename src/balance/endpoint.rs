@@ -15,46 +15,84 @@ pub(crate) struct Endpoint<K, S> {
     pub(crate) key: K,
     pub(crate) service: S,
     pub(crate) meter: std::sync::Arc<Meter>,
+    /// The key as `Display` writes it: its label in metrics and spans. Here rather than in the
+    /// meter, so that naming the chosen endpoint in the request's span reads the line the pick
+    /// already touched for its service.
+    pub(crate) label: std::sync::Arc<str>,
 }
 
 /// The load and health of one endpoint, updated by every request it serves. Not generic, so
 /// that response bodies can carry it without naming the endpoint's service type.
+///
+/// Laid out for the pick, which reads two endpoints drawn at random out of possibly thousands
+/// (`repr(C)`: in this order). The first 64 bytes hold everything it compares but the gate:
+/// load, weight, quiet and the RTT estimate's hot words, right after the reference counts, so a
+/// candidate costs a line or two here and its gate word (reached from the snapshot, see
+/// `Candidate`), whatever the number of endpoints. What the end of a request writes (the rest
+/// of the estimate, the clock's origin, the counters) follows. Not aligned to a cache line on
+/// purpose: that put the reference counts, which every request touches, on a line of their own,
+/// and measured slower at 10,000 endpoints than this.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Meter {
-    pub(crate) rtt: PeakEwma,
     pub(crate) in_flight: AtomicU32,
-    pub(crate) health: Health,
     /// Static weight (the bits of an `f64`): the cost is divided by it. Atomic, so that an
     /// endpoint inserted again with a new weight keeps everything else it has learnt.
     pub(crate) weight: AtomicU64,
-    /// The latency recorded for a failure.
-    pub(crate) penalty: Duration,
-    /// Until when the server asked to be left alone, and the longest such request honoured.
+    /// Until when the server asked to be left alone.
     pub(crate) quiet: Quiet,
-    pub(crate) max_quiet: Duration,
+    /// Its hot words close the first 64 bytes; the rest of it, the clock's origin included (the
+    /// balancer's: every time here is in nanoseconds since it), opens the second.
+    pub(crate) rtt: PeakEwma,
     pub(crate) requests: AtomicU64,
     pub(crate) failures: AtomicU64,
     /// Requests their caller gave up on: neither successes nor failures.
     pub(crate) cancelled: AtomicU64,
-    /// The endpoint's key as `Display` writes it: its label in metrics and spans.
-    pub(crate) label: std::sync::Arc<str>,
+    /// The outlier gate; the snapshot holds a clone for the pick.
+    pub(crate) health: Health,
     /// `None` when the balancer's metrics are off.
     pub(crate) metrics: Option<EndpointMetrics>,
+    /// The latency recorded for a failure.
+    pub(crate) penalty: Duration,
+    /// The longest quiet honoured.
+    pub(crate) max_quiet: Duration,
 }
 
 impl Meter {
-    /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
-    /// and by the slow-start factor (an endpoint back from ejection looks dearer while it warms).
-    pub(crate) fn cost(&self, now: Instant) -> f64 {
-        let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
-        let share = weight * self.health.slow_start_factor(now);
-        // A zero RTT (an idle estimate decayed to nothing) still orders by load.
-        (self.rtt.get(now).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+    /// `now` as the meter's clock counts: nanoseconds since the balancer's origin.
+    #[inline]
+    pub(crate) fn since_origin(&self, now: Instant) -> u64 {
+        self.rtt.since_origin(now)
     }
 
-    /// Records the end of one request.
-    pub(crate) fn finish(&self, class: &Class, latency: Duration, probe: bool, now: Instant) {
+    /// The balancer's origin, where this meter's clock starts.
+    pub(crate) fn origin(&self) -> Instant {
+        self.rtt.origin()
+    }
+
+    /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
+    /// and by the slow-start factor of `gate`, this endpoint's (an endpoint back from ejection
+    /// looks dearer while it warms). `now` is the same instant twice: as an `Instant` for the
+    /// gate, and in nanoseconds since the origin for the rest.
+    #[inline]
+    pub(crate) fn cost(&self, gate: &Health, now: Instant, now_nanos: u64) -> f64 {
+        let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
+        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
+        let share = weight * gate.slow_start_factor(now);
+        // A zero RTT (an idle estimate decayed to nothing) still orders by load.
+        (self.rtt.get_at(now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+    }
+
+    /// Records the end of one request, at `now`: an instant, and the same in nanoseconds since
+    /// the origin (`at`).
+    pub(crate) fn finish(
+        &self,
+        class: &Class,
+        latency: Duration,
+        probe: bool,
+        now: Instant,
+        at: u64,
+    ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         // The new peak-EWMA estimate, in nanoseconds.
@@ -64,14 +102,14 @@ impl Meter {
             // the endpoint that fails fastest. A server's pushback says how long it wants no
             // request at all: that is kept apart, as quiet, rather than folded into the RTT.
             if let Some(Pushback::After(wait)) = class.pushback() {
-                self.quiet.hold(now, wait, self.max_quiet);
+                self.quiet.hold(at, wait, self.max_quiet);
             }
-            self.rtt.penalize(self.penalty.max(latency), now)
+            self.rtt.penalize(self.penalty.max(latency), at)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
-            self.rtt.reset(latency, now)
+            self.rtt.reset(latency, at)
         } else {
-            self.rtt.observe(latency, now)
+            self.rtt.observe(latency, at)
         };
         if let Some(metrics) = &self.metrics {
             metrics.finished(class.is_failure(), latency);
@@ -83,17 +121,26 @@ impl Meter {
         }
         self.health.report(now, class, latency);
     }
+
+    /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
+    /// which are after the origin (the balancer's creation).
+    fn instant(&self, nanos: u64) -> Instant {
+        let origin = self.origin();
+        origin
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or(origin)
+    }
 }
 
 impl Meter {
     /// Records a request its caller gave up on: it leaves the in-flight count and is counted
     /// apart, and says nothing of the endpoint (no failure, no RTT sample, no health report).
     /// A cancelled probe frees the probation for the next request instead of deciding it.
-    fn cancel(&self, probe: bool, started: Instant) {
+    fn cancel(&self, probe: bool, started: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.cancelled.fetch_add(1, Ordering::Relaxed);
         if probe {
-            self.health.release_probe(started);
+            self.health.release_probe(self.instant(started));
         }
         if let Some(metrics) = &self.metrics {
             metrics.cancelled();
@@ -109,7 +156,9 @@ impl Meter {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     meter: std::sync::Arc<Meter>,
-    started: Instant,
+    /// When the request was sent, in nanoseconds since the meter's origin: the latency at the
+    /// end is one subtraction, and the end converts its own instant once for everything.
+    started: u64,
     /// Set for a stream once its head arrived: its RTT sample, whenever the stream ends.
     head_latency: Option<Duration>,
     probe: bool,
@@ -117,7 +166,8 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool, now: Instant) -> Self {
+    /// One more request in flight on `meter`, sent at `now` (nanoseconds since its origin).
+    pub(crate) fn start(meter: std::sync::Arc<Meter>, probe: bool, now: u64) -> Self {
         meter.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             meter,
@@ -131,7 +181,8 @@ impl InFlight {
     /// Takes the latency now, at the response head, for a stream whose outcome is only known
     /// at its end (gRPC trailers) but whose length says nothing of the endpoint's speed.
     pub(crate) fn latency_at_head(&mut self) {
-        self.head_latency = Some(Instant::now().saturating_duration_since(self.started));
+        let now = self.meter.since_origin(Instant::now());
+        self.head_latency = Some(Duration::from_nanos(now.saturating_sub(self.started)));
     }
 
     pub(crate) fn finish(mut self, class: &Class) {
@@ -142,10 +193,11 @@ impl InFlight {
         if !self.done {
             self.done = true;
             let now = Instant::now();
+            let at = self.meter.since_origin(now);
             let latency = self
                 .head_latency
-                .unwrap_or_else(|| now.saturating_duration_since(self.started));
-            self.meter.finish(class, latency, self.probe, now);
+                .unwrap_or_else(|| Duration::from_nanos(at.saturating_sub(self.started)));
+            self.meter.finish(class, latency, self.probe, now, at);
         }
     }
 }
@@ -164,6 +216,24 @@ impl Drop for InFlight {
         } else {
             self.done = true;
             self.meter.cancel(self.probe, self.started);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ewma::HOT_BYTES;
+    use super::*;
+
+    #[test]
+    fn what_a_pick_reads_comes_first() {
+        assert!(std::mem::offset_of!(Meter, rtt) + HOT_BYTES <= 64);
+        for hot in [
+            std::mem::offset_of!(Meter, in_flight),
+            std::mem::offset_of!(Meter, weight),
+            std::mem::offset_of!(Meter, quiet),
+        ] {
+            assert!(hot + 8 <= 64, "{hot}");
         }
     }
 }

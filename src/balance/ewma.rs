@@ -1,6 +1,6 @@
 //! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -10,11 +10,37 @@ use tokio::time::Instant;
 /// traffic immediately; a sample below it is blended in with a weight that grows with the time
 /// since the last update (decay time `tau`). Reading the estimate also decays it towards zero,
 /// so an endpoint that gets no traffic — because it looked slow — is eventually tried again.
+///
+/// Every pick reads two estimates and every response writes one, so reads take no lock: the
+/// state is four atomic words behind a sequence number (a seqlock). A writer claims its turn by
+/// turning the sequence odd (one compare-and-swap: the whole cost of a write's exclusion), and
+/// even again when done; a reader that sees it odd, or changed under it, reads again. Times are nanoseconds since `origin`, so that a reader can be handed
+/// `now` in those units once per pick instead of converting an `Instant` per endpoint.
+///
+/// `repr(C)`: the words a pick reads come first, so that they sit next to the
+/// endpoint's other hot numbers (see `Meter`).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct PeakEwma {
+    /// Even when the words below are whole; odd while a writer is changing them.
+    sequence: AtomicU64,
+    /// The estimate, in nanoseconds (`f64` bits).
+    estimate: AtomicU64,
+    /// When the estimate was last updated, in nanoseconds since `origin`.
+    updated: AtomicU64,
+    /// What the last penalty was when it was recorded, in nanoseconds (`f64` bits).
+    penalty: AtomicU64,
     tau_nanos: f64,
-    state: Mutex<State>,
+    /// When the penalty was recorded, in nanoseconds since `origin`: read only when there is
+    /// one, so it may sit past the hot words.
+    penalized: AtomicU64,
+    origin: Instant,
 }
+
+/// The bytes at the start of a `PeakEwma` that a read without a penalty touches (pinned by the
+/// layout tests).
+#[cfg(test)]
+pub(crate) const HOT_BYTES: usize = 40;
 
 /// How fast a failure's penalty fades: e-fold every second. A penalty is not a latency the
 /// endpoint showed, so it must not linger for the RTT's decay time (10 s): an endpoint that
@@ -23,92 +49,208 @@ pub(crate) struct PeakEwma {
 /// five seconds, while one that keeps failing keeps renewing its penalty.
 const PENALTY_DECAY_NANOS: f64 = 1e9;
 
+/// Tries that find a write in progress before yielding the thread between tries: a writer
+/// preempted mid-write must not leave others spinning through its time slice.
+const SPINS: u32 = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct State {
     estimate_nanos: f64,
-    updated: Instant,
+    updated: u64,
     penalty_nanos: f64,
-    penalized: Instant,
+    penalized: u64,
 }
 
 impl PeakEwma {
-    pub(crate) fn new(initial: Duration, tau: Duration, now: Instant) -> Self {
+    /// An estimate of `initial` at `now`, decaying with time constant `tau`, on a clock that
+    /// starts at `origin` (instants before it count as `origin`).
+    pub(crate) fn new(initial: Duration, tau: Duration, origin: Instant, now: Instant) -> Self {
+        let now = whole_nanos(now.saturating_duration_since(origin));
         PeakEwma {
-            tau_nanos: (tau.as_nanos() as f64).max(1.0),
-            state: Mutex::new(State {
-                estimate_nanos: initial.as_nanos() as f64,
-                updated: now,
-                penalty_nanos: 0.0,
-                penalized: now,
-            }),
+            sequence: AtomicU64::new(0),
+            estimate: AtomicU64::new(nanos(initial).to_bits()),
+            updated: AtomicU64::new(now),
+            penalty: AtomicU64::new(0.0f64.to_bits()),
+            penalized: AtomicU64::new(now),
+            tau_nanos: nanos(tau).max(1.0),
+            origin,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Every write leaves the state whole, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Where this estimate's clock starts.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
     }
 
-    fn decayed(&self, state: &State, now: Instant) -> f64 {
-        let elapsed = nanos(now.saturating_duration_since(state.updated));
+    /// `now` in this estimate's units: nanoseconds since its origin.
+    #[inline]
+    pub(crate) fn since_origin(&self, now: Instant) -> u64 {
+        whole_nanos(now.saturating_duration_since(self.origin))
+    }
+
+    #[inline]
+    fn words(&self) -> State {
+        let penalty_nanos = f64::from_bits(self.penalty.load(Ordering::Relaxed));
+        State {
+            estimate_nanos: f64::from_bits(self.estimate.load(Ordering::Relaxed)),
+            updated: self.updated.load(Ordering::Relaxed),
+            penalty_nanos,
+            // Its time matters only when there is a penalty, and it sits past the hot words
+            // (see `Meter`): most reads need not touch it.
+            penalized: if penalty_nanos == 0.0 {
+                0
+            } else {
+                self.penalized.load(Ordering::Relaxed)
+            },
+        }
+    }
+
+    /// A consistent copy of the state, without taking the lock.
+    #[inline]
+    fn read(&self) -> State {
+        let mut tries = 0u32;
+        loop {
+            let before = self.sequence.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let state = self.words();
+                // Orders the loads above before the check below: if the sequence did not move,
+                // no write overlapped them.
+                fence(Ordering::Acquire);
+                if self.sequence.load(Ordering::Relaxed) == before {
+                    return state;
+                }
+            }
+            pause(&mut tries);
+        }
+    }
+
+    /// Replaces the state with `change(state)`, for one writer at a time; returns the new state.
+    /// `change` is plain arithmetic: it cannot panic with the turn held.
+    fn write(&self, change: impl FnOnce(State) -> State) -> State {
+        let mut tries = 0u32;
+        let sequence = loop {
+            let sequence = self.sequence.load(Ordering::Relaxed);
+            if sequence & 1 == 0
+                && self
+                    .sequence
+                    .compare_exchange_weak(
+                        sequence,
+                        sequence.wrapping_add(1),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                break sequence;
+            }
+            pause(&mut tries);
+        };
+        let next = change(self.words());
+        // Readers that see any of the stores below also see the odd sequence.
+        fence(Ordering::Release);
+        self.estimate
+            .store(next.estimate_nanos.to_bits(), Ordering::Relaxed);
+        self.updated.store(next.updated, Ordering::Relaxed);
+        self.penalty
+            .store(next.penalty_nanos.to_bits(), Ordering::Relaxed);
+        self.penalized.store(next.penalized, Ordering::Relaxed);
+        self.sequence
+            .store(sequence.wrapping_add(2), Ordering::Release);
+        next
+    }
+
+    fn decayed(&self, state: &State, now: u64) -> f64 {
+        let elapsed = now.saturating_sub(state.updated) as f64;
         state.estimate_nanos * (-elapsed / self.tau_nanos).exp() + penalty(state, now)
     }
 
     /// The current estimate, in nanoseconds, decayed to `now`.
     pub(crate) fn get(&self, now: Instant) -> f64 {
-        let state = *self.lock();
+        self.get_at(self.since_origin(now))
+    }
+
+    /// The current estimate, in nanoseconds, decayed to `now` (nanoseconds since the origin).
+    #[inline]
+    pub(crate) fn get_at(&self, now: u64) -> f64 {
+        let state = self.read();
         self.decayed(&state, now)
     }
 
     /// Records one round trip; returns the new estimate, in nanoseconds.
-    pub(crate) fn observe(&self, rtt: Duration, now: Instant) -> f64 {
+    /// `now` is in nanoseconds since the origin, as for every writer.
+    pub(crate) fn observe(&self, rtt: Duration, now: u64) -> f64 {
         let rtt = nanos(rtt);
-        let mut state = self.lock();
-        let current = state.estimate_nanos;
-        state.estimate_nanos = if rtt > current {
-            rtt
-        } else {
-            let elapsed = nanos(now.saturating_duration_since(state.updated));
-            let keep = (-elapsed / self.tau_nanos).exp();
-            current * keep + rtt * (1.0 - keep)
-        };
-        state.updated = state.updated.max(now);
-        state.estimate_nanos
+        let tau = self.tau_nanos;
+        self.write(|mut state| {
+            let current = state.estimate_nanos;
+            state.estimate_nanos = if rtt > current {
+                rtt
+            } else {
+                let elapsed = now.saturating_sub(state.updated) as f64;
+                let keep = (-elapsed / tau).exp();
+                current * keep + rtt * (1.0 - keep)
+            };
+            state.updated = state.updated.max(now);
+            state
+        })
+        .estimate_nanos
     }
 
     /// Forgets the history: used when an endpoint comes back from ejection, so that the penalty
     /// that got it ejected does not keep it idle after it has proven healthy again.
     /// Returns the new estimate, in nanoseconds.
-    pub(crate) fn reset(&self, rtt: Duration, now: Instant) -> f64 {
-        let mut state = self.lock();
-        state.estimate_nanos = nanos(rtt);
-        state.updated = now;
-        state.penalty_nanos = 0.0;
-        state.penalized = now;
-        state.estimate_nanos
+    pub(crate) fn reset(&self, rtt: Duration, now: u64) -> f64 {
+        self.write(|_| State {
+            estimate_nanos: nanos(rtt),
+            updated: now,
+            penalty_nanos: 0.0,
+            penalized: now,
+        })
+        .estimate_nanos
     }
 
     /// Records a failure's penalty: like a peak, it replaces what is left of earlier ones when
     /// larger (penalties do not pile up, or one burst of failures would bar an endpoint for
     /// long after it recovered). Returns the cost estimate it leads to, in nanoseconds.
-    pub(crate) fn penalize(&self, amount: Duration, now: Instant) -> f64 {
-        let mut state = self.lock();
-        state.penalty_nanos = penalty(&state, now).max(nanos(amount));
-        state.penalized = now;
-        let state = *state;
+    pub(crate) fn penalize(&self, amount: Duration, now: u64) -> f64 {
+        let state = self.write(|mut state| {
+            state.penalty_nanos = penalty(&state, now).max(nanos(amount));
+            state.penalized = now;
+            state
+        });
         self.decayed(&state, now)
     }
 }
 
+/// Waits a little before trying again: spins at first (a write takes a few dozen
+/// instructions), then yields the thread, in case the writer was preempted mid-write.
+fn pause(tries: &mut u32) {
+    if *tries < SPINS {
+        *tries += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 /// What is left of the last penalty at `now`.
-fn penalty(state: &State, now: Instant) -> f64 {
+fn penalty(state: &State, now: u64) -> f64 {
     // Most endpoints never failed: nothing to decay, and no clock arithmetic or `exp` to pay
     // on every pick (the product below would be 0.0 all the same).
     if state.penalty_nanos == 0.0 {
         return 0.0;
     }
-    let elapsed = nanos(now.saturating_duration_since(state.penalized));
+    let elapsed = now.saturating_sub(state.penalized) as f64;
     state.penalty_nanos * (-elapsed / PENALTY_DECAY_NANOS).exp()
+}
+
+/// `d` in whole nanoseconds, saturating at `u64::MAX` (584 years).
+#[inline]
+pub(crate) fn whole_nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 /// `d` in nanoseconds, rounded exactly as `d.as_nanos() as f64` would be, without its
@@ -152,22 +294,22 @@ mod tests {
     #[test]
     fn a_slower_sample_is_taken_at_once() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0);
-        e.observe(500 * MS, t0);
+        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0, t0);
+        e.observe(500 * MS, e.since_origin(t0));
         assert_eq!(e.get(t0), 500e6);
     }
 
     #[test]
     fn faster_samples_blend_by_elapsed_time() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0);
+        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0, t0);
         // Immediately after: almost no weight for the new sample.
-        e.observe(10 * MS, t0 + Duration::from_millis(1));
+        e.observe(10 * MS, e.since_origin(t0 + Duration::from_millis(1)));
         let v = e.get(t0 + Duration::from_millis(1));
         assert!(v > 99e6 && v < 100e6, "{v}");
         // Ten seconds (one tau) later: the sample gets 1 - 1/e of the weight.
-        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0);
-        e.observe(10 * MS, t0 + Duration::from_secs(10));
+        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0, t0);
+        e.observe(10 * MS, e.since_origin(t0 + Duration::from_secs(10)));
         let expect = 100e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp());
         assert!((e.get(t0 + Duration::from_secs(10)) - expect).abs() < 1.0);
     }
@@ -175,7 +317,7 @@ mod tests {
     #[test]
     fn idle_estimates_decay_towards_zero() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(1000 * MS, Duration::from_secs(10), t0);
+        let e = PeakEwma::new(1000 * MS, Duration::from_secs(10), t0, t0);
         let later = e.get(t0 + Duration::from_secs(30));
         assert!((later - 1000e6 * (-3f64).exp()).abs() < 1.0);
     }
@@ -183,9 +325,9 @@ mod tests {
     #[test]
     fn penalties_fade_within_seconds() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(5 * MS, Duration::from_secs(10), t0);
-        e.penalize(Duration::from_secs(1), t0);
-        e.penalize(Duration::from_millis(500), t0);
+        let e = PeakEwma::new(5 * MS, Duration::from_secs(10), t0, t0);
+        e.penalize(Duration::from_secs(1), e.since_origin(t0));
+        e.penalize(Duration::from_millis(500), e.since_origin(t0));
         assert!(
             (e.get(t0) - 1.005e9).abs() < 1.0,
             "the larger penalty stands"
@@ -195,18 +337,77 @@ mod tests {
         let expect = 5e6 * (-0.5f64).exp() + 1e9 * (-5f64).exp();
         assert!((later - expect).abs() < 1.0, "{later}");
         // A success does not clear it, but a probe's reset does.
-        e.observe(MS, t0 + Duration::from_secs(5));
+        e.observe(MS, e.since_origin(t0 + Duration::from_secs(5)));
         assert!(e.get(t0 + Duration::from_secs(5)) > 6e6);
-        e.reset(MS, t0 + Duration::from_secs(5));
+        e.reset(MS, e.since_origin(t0 + Duration::from_secs(5)));
         assert_eq!(e.get(t0 + Duration::from_secs(5)), 1e6);
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_origin_and_the_estimate_at_its_creation() {
+        let origin = Instant::now();
+        let born = origin + Duration::from_secs(10);
+        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), origin, born);
+        assert_eq!(e.get(born), 100e6);
+        // Decayed over the time since its creation, not since the origin.
+        let later = e.get(born + Duration::from_secs(10));
+        assert!((later - 100e6 * (-1f64).exp()).abs() < 1.0, "{later}");
+        // Instants before the origin read as the origin, and never panic.
+        if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(e.since_origin(before), 0);
+        }
+        assert_eq!(e.get(origin), 100e6);
+    }
+
+    #[test]
+    fn readers_never_see_half_a_write() {
+        // Two writers each write a whole state of their own; a reader must only ever see one
+        // of the two, never the estimate of one with the timestamps of the other.
+        let t0 = Instant::now();
+        let e = std::sync::Arc::new(PeakEwma::new(MS, Duration::from_secs(10), t0, t0));
+        let states = [(MS, t0), (2 * MS, t0 + Duration::from_secs(7))];
+        let writers: Vec<_> = states
+            .into_iter()
+            .map(|(rtt, at)| {
+                let e = e.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        e.reset(rtt, e.since_origin(at));
+                    }
+                })
+            })
+            .collect();
+        let mut seen = [0u32; 2];
+        while !writers.iter().all(|w| w.is_finished()) {
+            let s = e.read();
+            let which = match (s.estimate_nanos, s.updated) {
+                (1e6, 0) => 0,
+                (2e6, 7_000_000_000) => 1,
+                other => panic!("a torn read: {other:?}"),
+            };
+            assert_eq!(s.penalty_nanos, 0.0);
+            seen[which] += 1;
+        }
+        for w in writers {
+            w.join().expect("a writer panicked");
+        }
+        assert!(seen.iter().sum::<u32>() > 0);
+    }
+
+    #[test]
+    fn a_read_needs_only_the_first_forty_bytes() {
+        // `Meter` puts these words at the end of its first 64 bytes: see its layout.
+        assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, origin) >= HOT_BYTES);
     }
 
     #[test]
     fn reset_forgets_the_penalty() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0);
-        e.observe(Duration::from_secs(1), t0);
-        e.reset(2 * MS, t0 + Duration::from_secs(1));
+        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0, t0);
+        e.observe(Duration::from_secs(1), e.since_origin(t0));
+        e.reset(2 * MS, e.since_origin(t0 + Duration::from_secs(1)));
         assert_eq!(e.get(t0 + Duration::from_secs(1)), 2e6);
     }
 }

@@ -118,19 +118,20 @@ where
                             Poll::Ready(Err(e)) => {
                                 let err = Error::from_service(e);
                                 let class = shared.classifier.classify_error(&err);
-                                InFlight::start(endpoint.meter.clone(), false, now).finish(&class);
+                                let at = endpoint.meter.since_origin(now);
+                                InFlight::start(endpoint.meter.clone(), false, at).finish(&class);
                                 *not_ready = Some(err);
                                 None
                             }
                         }
                     };
                     if let Some(choice) = p2c::pick(&endpoints, now, fail_open, ready) {
-                        super::telemetry::record_endpoint(&choice.endpoint.meter.label);
+                        super::telemetry::record_endpoint(&choice.endpoint.label);
                         let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };
                         let in_flight =
-                            InFlight::start(choice.endpoint.meter.clone(), choice.probe, now);
+                            InFlight::start(choice.endpoint.meter.clone(), choice.probe, choice.at);
                         let mut service = choice.service;
                         let future = service.call(request);
                         this.state.set(State::Call {
@@ -147,7 +148,7 @@ where
                             .and_then(|r| r.extensions().get::<RequestDeadline>());
                         if deadline.is_some_and(|d| free_at > d.0) {
                             tracing::debug!(
-                                endpoints = endpoints.len(),
+                                endpoints = endpoints.all.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
                             return Poll::Ready(Err(Error::with_source(
@@ -172,7 +173,7 @@ where
                                 metrics.failed_fast();
                             }
                             tracing::debug!(
-                                endpoints = endpoints.len(),
+                                endpoints = endpoints.all.len(),
                                 "no ready endpoint: failing fast"
                             );
                             return Poll::Ready(Err(match this.not_ready.take() {
@@ -226,7 +227,7 @@ where
                                     Some((f, head))
                                 }
                             };
-                            let body = ResponseBody::new(body, meter, web, classifier.clone());
+                            let body = ResponseBody::new(body, meter, web, classifier);
                             Ok(http::Response::from_parts(parts, body))
                         }
                         Err(e) => {

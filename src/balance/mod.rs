@@ -94,10 +94,44 @@ impl<K, S> Clone for Balance<K, S> {
 }
 
 /// An immutable view of the endpoint set: requests pick from it without holding any lock.
-type Snapshot<K, S> = Arc<[Arc<Endpoint<K, S>>]>;
+type Snapshot<K, S> = Arc<Endpoints<K, S>>;
+
+/// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
+/// `all[i]`. A pick reaches each candidate's meter and gate one pointer away from this
+/// contiguous array, instead of hopping through the endpoint first; `all` is read for the
+/// endpoint it takes.
+pub(crate) struct Endpoints<K, S> {
+    pub(crate) candidates: Box<[Candidate]>,
+    pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
+}
+
+/// One endpoint as a pick sees it: its meter, and its gate (the same as `meter.health`, held
+/// here so that the pick reads the gate word without going through the meter's cold line).
+pub(crate) struct Candidate {
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) gate: crate::outlier::Health,
+}
+
+impl<K, S> Endpoints<K, S> {
+    fn new(all: Vec<Arc<Endpoint<K, S>>>) -> Self {
+        Endpoints {
+            candidates: all
+                .iter()
+                .map(|e| Candidate {
+                    meter: e.meter.clone(),
+                    gate: e.meter.health.clone(),
+                })
+                .collect(),
+            all: all.into_boxed_slice(),
+        }
+    }
+}
 
 pub(crate) struct Shared<K, S> {
     endpoints: RwLock<Snapshot<K, S>>,
+    /// Where every endpoint's clock starts: their times are nanoseconds since it, so that a
+    /// pick converts `now` once for all the endpoints it looks at.
+    origin: Instant,
     pub(crate) detector: Detector,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) config: BalanceBuilder,
@@ -120,7 +154,7 @@ impl<K, S> Shared<K, S> {
         if self.metrics.is_none() {
             return;
         }
-        for endpoint in self.snapshot().iter() {
+        for endpoint in self.snapshot().all.iter() {
             if let Some(metrics) = &endpoint.meter.metrics {
                 metrics.rtt(endpoint.meter.rtt.get(now));
             }
@@ -370,7 +404,8 @@ impl BalanceBuilder {
     pub fn build<K, S>(self) -> Balance<K, S> {
         Balance {
             shared: Arc::new(Shared {
-                endpoints: RwLock::new(Arc::from(Vec::new())),
+                endpoints: RwLock::new(Arc::new(Endpoints::new(Vec::new()))),
+                origin: Instant::now(),
                 detector: Detector::new(self.outlier.clone()),
                 classifier: self.classifier.clone(),
                 metrics: BalancerMetrics::register(&self.observe),
@@ -437,7 +472,7 @@ impl<K, S> Balance<K, S> {
     /// assert_eq!(meshless::balance::Balance::builder().build::<&str, ()>().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.shared.snapshot().len()
+        self.shared.snapshot().all.len()
     }
 
     /// True when there is no endpoint.
@@ -552,9 +587,12 @@ where
         let shared = &*self.shared;
         let now = Instant::now();
         let mut slot = shared.endpoints.write().unwrap_or_else(|e| e.into_inner());
-        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> =
-            slot.iter().map(|e| (e.key.clone(), e.clone())).collect();
-        let mut order: Vec<K> = slot.iter().map(|e| e.key.clone()).collect();
+        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> = slot
+            .all
+            .iter()
+            .map(|e| (e.key.clone(), e.clone()))
+            .collect();
+        let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
         for (change, weight) in changes {
             match change {
                 Change::Insert(key, service) => {
@@ -562,20 +600,23 @@ where
                     // handle) keeps its measurements, ejection and quiet: only the service
                     // and the weight are new. Forgetting them would hand an ejected endpoint
                     // its traffic back.
-                    let meter = match by_key.get(&key) {
+                    let (meter, label) = match by_key.get(&key) {
                         Some(old) => {
                             old.meter.weight.store(weight.to_bits(), Ordering::Relaxed);
-                            old.meter.clone()
+                            (old.meter.clone(), old.label.clone())
                         }
                         None => {
                             order.push(key.clone());
-                            Arc::new(self.meter(now, weight, &key))
+                            // The endpoint's label in metrics and spans, written once.
+                            let label: Arc<str> = Arc::from(key.to_string());
+                            (Arc::new(self.meter(now, weight, &label)), label)
                         }
                     };
                     let endpoint = Arc::new(Endpoint {
                         meter,
                         key: key.clone(),
                         service,
+                        label,
                     });
                     by_key.insert(key, endpoint);
                 }
@@ -589,36 +630,33 @@ where
         // Taken out as they are listed, so that a key removed and inserted again in one batch
         // is listed once.
         let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
-        *slot = Arc::from(next);
+        *slot = Arc::new(Endpoints::new(next));
     }
 
-    fn meter(&self, now: Instant, weight: f64, key: &K) -> Meter {
+    fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {
         let shared = &*self.shared;
         let config = &shared.config;
-        // The endpoint's label in metrics and spans, written once.
-        let label: Arc<str> = Arc::from(key.to_string());
         let observer = HealthObserver::new(
             &config.observe,
             label.clone(),
             shared.metrics.as_ref().map(BalancerMetrics::by_state),
         );
         Meter {
-            rtt: PeakEwma::new(config.default_rtt, config.decay, now),
+            rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
             in_flight: AtomicU32::new(0),
             health: shared.detector.register_observed(now, observer),
             weight: AtomicU64::new(weight.to_bits()),
             penalty: config.penalty,
-            quiet: quiet::Quiet::new(now),
+            quiet: quiet::Quiet::new(),
             max_quiet: config.max_pushback,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             metrics: shared.metrics.as_ref().map(|m| {
-                let metrics = m.endpoint(&label);
+                let metrics = m.endpoint(label);
                 metrics.rtt(config.default_rtt.as_nanos() as f64);
                 metrics
             }),
-            label,
         }
     }
 }
@@ -637,6 +675,7 @@ where
         let now = Instant::now();
         self.shared
             .snapshot()
+            .all
             .iter()
             .map(|e| EndpointStats {
                 key: e.key.clone(),
@@ -820,6 +859,7 @@ impl<K: fmt::Debug + Clone + Eq + Hash, S> fmt::Debug for Balance<K, S> {
         let keys: Vec<K> = self
             .shared
             .snapshot()
+            .all
             .iter()
             .map(|e| e.key.clone())
             .collect();

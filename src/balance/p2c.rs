@@ -1,9 +1,9 @@
 //! Power of two choices: of two endpoints drawn at random, take the cheaper.
 
 use super::endpoint::Endpoint;
+use super::{Candidate, Endpoints};
 use crate::outlier::Admit;
-use rand::RngExt;
-use std::sync::Arc;
+use std::cell::Cell;
 use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
@@ -11,10 +11,14 @@ const PAIRS: usize = 4;
 
 /// The chosen endpoint, its service (ready to be called), and whether this request is its
 /// probation probe.
-pub(crate) struct Choice<K, S, R> {
-    pub(crate) endpoint: Arc<Endpoint<K, S>>,
+pub(crate) struct Choice<'a, K, S, R> {
+    /// Borrowed from the snapshot the pick read: no reference count to pay unless the caller
+    /// keeps it.
+    pub(crate) endpoint: &'a Endpoint<K, S>,
     pub(crate) service: R,
     pub(crate) probe: bool,
+    /// The pick's `now`, in nanoseconds since the meters' origin: when the request starts.
+    pub(crate) at: u64,
 }
 
 /// Picks an endpoint, or `None` when none is available.
@@ -33,39 +37,45 @@ pub(crate) struct Choice<K, S, R> {
 ///
 /// Cost is O(1) in the number of endpoints: a scan happens only when the random draws keep
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
-pub(crate) fn pick<K, S, R>(
-    endpoints: &[Arc<Endpoint<K, S>>],
+///
+/// The candidates are compared through `endpoints.candidates`, one pointer away from each
+/// meter's hot words and each gate word; `endpoints.all` (key and service) is touched only for
+/// the one taken. `now` is converted to the meters' clock once, for every endpoint looked at.
+pub(crate) fn pick<'a, K, S, R>(
+    endpoints: &'a Endpoints<K, S>,
     now: Instant,
     fail_open: bool,
     mut ready: impl FnMut(&Endpoint<K, S>) -> Option<R>,
-) -> Option<Choice<K, S, R>> {
-    let n = endpoints.len();
-    if n == 0 {
-        return None;
-    }
+) -> Option<Choice<'a, K, S, R>> {
+    let candidates = &*endpoints.candidates;
+    let n = candidates.len();
+    let first = candidates.first()?;
+    // Every meter of a balancer counts from the balancer's origin.
+    let now_nanos = first.meter.since_origin(now);
     let peek = |i: usize| {
-        let meter = &endpoints[i].meter;
-        if meter.quiet.is_quiet(now) {
+        let candidate = &candidates[i];
+        if candidate.meter.quiet.is_quiet(now_nanos) {
             // The server's own word outranks the panic threshold: never fail open into it.
             return None;
         }
-        Some(meter.health.peek(now))
+        Some(candidate.gate.peek(now))
     };
     // Claims the endpoint; `None` when it is not available after all (not ready, or another
     // request took the probe in between), unless failing open.
-    let mut take = |i: usize| -> Option<Choice<K, S, R>> {
-        let endpoint = &endpoints[i];
+    let mut take = |i: usize| -> Option<Choice<'a, K, S, R>> {
+        let endpoint = &*endpoints.all[i];
         let service = ready(endpoint)?;
-        let probe = match endpoint.meter.health.admit(now) {
+        let probe = match candidates[i].gate.admit(now) {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No if fail_open => false,
             Admit::No => return None,
         };
         Some(Choice {
-            endpoint: endpoint.clone(),
+            endpoint,
             service,
             probe,
+            at: now_nanos,
         })
     };
     let usable = |a: Option<Admit>| match a {
@@ -75,13 +85,8 @@ pub(crate) fn pick<K, S, R>(
     if n == 1 {
         return if usable(peek(0)) { take(0) } else { None };
     }
-    let mut rng = rand::rng();
     for _ in 0..PAIRS {
-        let a = rng.random_range(0..n);
-        let mut b = rng.random_range(0..n - 1);
-        if b >= a {
-            b += 1;
-        }
+        let (a, b) = pair(n);
         let (pa, pb) = (peek(a), peek(b));
         let chosen = if pa == Some(Admit::Probe) {
             a
@@ -89,7 +94,7 @@ pub(crate) fn pick<K, S, R>(
             b
         } else {
             match (usable(pa), usable(pb)) {
-                (true, true) => cheaper(endpoints, a, b, now),
+                (true, true) => cheaper(candidates, a, b, now, now_nanos),
                 // Taking the one usable endpoint of a pair would hand a slow endpoint every
                 // draw that pairs it with an ejected one: draw again, so that each choice
                 // is a real comparison.
@@ -118,12 +123,8 @@ pub(crate) fn pick<K, S, R>(
         let slot = match available.len() {
             1 => 0,
             len => {
-                let a = rng.random_range(0..len);
-                let mut b = rng.random_range(0..len - 1);
-                if b >= a {
-                    b += 1;
-                }
-                if cheaper(endpoints, available[a], available[b], now) == available[a] {
+                let (a, b) = pair(len);
+                if cheaper(candidates, available[a], available[b], now, now_nanos) == available[a] {
                     a
                 } else {
                     b
@@ -141,21 +142,101 @@ pub(crate) fn pick<K, S, R>(
 /// When the first endpoint that is unavailable only because its server is pushing back will be
 /// free again; `None` when no endpoint is in that state.
 pub(crate) fn quiet_end<K, S>(
-    endpoints: &[Arc<Endpoint<K, S>>],
+    endpoints: &Endpoints<K, S>,
     now: Instant,
     fail_open: bool,
 ) -> Option<Instant> {
+    let first = endpoints.candidates.first()?;
+    let now_nanos = first.meter.since_origin(now);
     endpoints
+        .candidates
         .iter()
-        .filter(|e| fail_open || e.meter.health.peek(now) != Admit::No)
-        .filter_map(|e| e.meter.quiet.until(now))
+        .filter(|c| fail_open || c.gate.peek(now) != Admit::No)
+        .filter_map(|c| c.meter.quiet.until(c.meter.origin(), now_nanos))
         .min()
 }
 
-fn cheaper<K, S>(endpoints: &[Arc<Endpoint<K, S>>], a: usize, b: usize, now: Instant) -> usize {
-    if endpoints[b].meter.cost(now) < endpoints[a].meter.cost(now) {
+#[inline]
+fn cheaper(candidates: &[Candidate], a: usize, b: usize, now: Instant, now_nanos: u64) -> usize {
+    let cost = |c: &Candidate| c.meter.cost(&c.gate, now, now_nanos);
+    if cost(&candidates[b]) < cost(&candidates[a]) {
         b
     } else {
         a
+    }
+}
+
+/// Two distinct indices in `0..n` (`n >= 2`), uniformly.
+#[inline]
+fn pair(n: usize) -> (usize, usize) {
+    let (x, y) = two_draws();
+    let a = scale(x, n);
+    let b = scale(y, n.saturating_sub(1));
+    (a, if b >= a { b + 1 } else { b })
+}
+
+thread_local! {
+    /// This thread's generator state; 0 until first used.
+    static STATE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Two random words. The draws only spread load, so a fast non-cryptographic generator
+/// (wyrand: an add and a multiply per word) per thread does: `rand`'s ChaCha costs more than
+/// the comparison it serves. Seeded from `rand` on a thread's first draw, so that threads and
+/// processes do not draw in step.
+#[inline]
+fn two_draws() -> (u64, u64) {
+    STATE.with(|state| {
+        let mut s = state.get();
+        if s == 0 {
+            s = rand::random::<u64>() | 1;
+        }
+        let x = wyrand(&mut s);
+        let y = wyrand(&mut s);
+        state.set(s);
+        (x, y)
+    })
+}
+
+#[inline]
+fn wyrand(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0xa076_1d64_78bd_642f);
+    let t = u128::from(*s) * u128::from(*s ^ 0xe703_7ed1_a0b4_28db);
+    (t >> 64) as u64 ^ t as u64
+}
+
+/// `x` scaled to `0..n` (0 for `n == 0`): multiply and keep the high half, uniform enough for
+/// any `n` far below 2^64, with no division.
+#[inline]
+fn scale(x: u64, n: usize) -> usize {
+    ((u128::from(x) * n as u128) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_distinct_in_range_and_spread_evenly() {
+        for n in [2usize, 3, 10, 100] {
+            let mut hits = vec![0u32; n];
+            let draws = 20_000 * n;
+            for _ in 0..draws / 2 {
+                let (a, b) = pair(n);
+                assert!(a < n && b < n && a != b, "{n}: {a}, {b}");
+                hits[a] += 1;
+                hits[b] += 1;
+            }
+            // Each index expects 20,000 hits; a biased or stuck generator misses by far more.
+            for (i, h) in hits.iter().enumerate() {
+                assert!(
+                    (18_500..=21_500).contains(h),
+                    "{n}: index {i} hit {h} times"
+                );
+            }
+        }
+        assert_eq!(scale(u64::MAX, 1), 0);
+        assert_eq!(scale(u64::MAX, 0), 0);
+        assert_eq!(scale(u64::MAX, 10), 9);
     }
 }

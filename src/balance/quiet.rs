@@ -1,89 +1,91 @@
 //! Server pushback kept per endpoint: an endpoint that asked for quiet (`Retry-After`,
 //! `grpc-retry-pushback-ms`) gets no request from this balancer until the time it named.
 
+use super::ewma::whole_nanos;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The instant until which an endpoint asked to be left alone, as nanoseconds after the
-/// endpoint's own origin; 0 when it never asked. One relaxed load answers "quiet now?", so the
-/// check costs nothing on the request path of an endpoint that never pushes back.
+/// balancer's origin; 0 when it never asked. One relaxed load answers "quiet now?", so the
+/// check costs nothing on the request path of an endpoint that never pushes back; the origin
+/// is the caller's (the endpoint's `Meter` holds it), so that a pick converts `now` once for
+/// every endpoint it looks at.
 #[derive(Debug)]
 pub(crate) struct Quiet {
-    origin: Instant,
     until_nanos: AtomicU64,
 }
 
 impl Quiet {
-    pub(crate) fn new(origin: Instant) -> Self {
+    pub(crate) fn new() -> Self {
         Quiet {
-            origin,
             until_nanos: AtomicU64::new(0),
         }
     }
 
-    /// Keeps the endpoint quiet for `wait` from `now`, clamped to `max`. A later request for a
-    /// shorter quiet does not cut an earlier, longer one short: the server's word stands.
-    pub(crate) fn hold(&self, now: Instant, wait: Duration, max: Duration) {
+    /// Keeps the endpoint quiet for `wait` from `now` (nanoseconds since the origin), clamped
+    /// to `max`. A later request for a shorter quiet does not cut an earlier, longer one short:
+    /// the server's word stands.
+    pub(crate) fn hold(&self, now: u64, wait: Duration, max: Duration) {
         let wait = wait.min(max);
         if wait.is_zero() {
             return;
         }
-        let until = self.nanos(now).saturating_add(nanos(wait)).max(1);
+        let until = now.saturating_add(whole_nanos(wait)).max(1);
         self.until_nanos.fetch_max(until, Ordering::Relaxed);
     }
 
-    /// When the endpoint's quiet ends, if it is quiet at `now`.
-    pub(crate) fn until(&self, now: Instant) -> Option<Instant> {
+    /// When the endpoint's quiet ends, if it is quiet at `now`: as an instant, from `origin`.
+    pub(crate) fn until(&self, origin: Instant, now: u64) -> Option<Instant> {
         let until = self.until_nanos.load(Ordering::Relaxed);
-        if until == 0 || until <= self.nanos(now) {
+        if until == 0 || until <= now {
             return None;
         }
-        self.origin.checked_add(Duration::from_nanos(until))
+        origin.checked_add(Duration::from_nanos(until))
     }
 
     /// Whether the endpoint asked for quiet that has not ended at `now`.
     #[inline]
-    pub(crate) fn is_quiet(&self, now: Instant) -> bool {
+    pub(crate) fn is_quiet(&self, now: u64) -> bool {
         let until = self.until_nanos.load(Ordering::Relaxed);
-        until != 0 && until > self.nanos(now)
+        until != 0 && until > now
     }
-
-    fn nanos(&self, t: Instant) -> u64 {
-        nanos(t.saturating_duration_since(self.origin))
-    }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MS: Duration = Duration::from_millis(1);
+    const MS: u64 = 1_000_000;
 
     #[test]
     fn quiet_lasts_as_asked_clamped_and_never_shortened() {
-        let t0 = Instant::now();
-        let quiet = Quiet::new(t0);
-        assert!(!quiet.is_quiet(t0));
-        quiet.hold(t0, 2000 * MS, Duration::from_secs(10));
-        assert!(quiet.is_quiet(t0 + 1999 * MS));
-        assert_eq!(quiet.until(t0 + MS), Some(t0 + 2000 * MS));
-        assert!(!quiet.is_quiet(t0 + 2000 * MS));
-        assert_eq!(quiet.until(t0 + 2000 * MS), None);
+        let origin = Instant::now();
+        let ten_s = Duration::from_secs(10);
+        let quiet = Quiet::new();
+        assert!(!quiet.is_quiet(0));
+        quiet.hold(0, Duration::from_millis(2000), ten_s);
+        assert!(quiet.is_quiet(1999 * MS));
+        assert_eq!(
+            quiet.until(origin, MS),
+            Some(origin + Duration::from_millis(2000))
+        );
+        assert!(!quiet.is_quiet(2000 * MS));
+        assert_eq!(quiet.until(origin, 2000 * MS), None);
         // A shorter request later does not end the first early.
-        quiet.hold(t0 + MS, 10 * MS, Duration::from_secs(10));
-        assert!(quiet.is_quiet(t0 + 1000 * MS));
+        quiet.hold(MS, Duration::from_millis(10), ten_s);
+        assert!(quiet.is_quiet(1000 * MS));
         // Clamped by the maximum.
-        let quiet = Quiet::new(t0);
-        quiet.hold(t0, Duration::MAX, Duration::from_secs(10));
-        assert_eq!(quiet.until(t0), Some(t0 + Duration::from_secs(10)));
+        let quiet = Quiet::new();
+        quiet.hold(0, Duration::MAX, ten_s);
+        assert_eq!(quiet.until(origin, 0), Some(origin + ten_s));
         // Zero means no quiet at all.
-        let quiet = Quiet::new(t0);
-        quiet.hold(t0, Duration::ZERO, Duration::from_secs(10));
-        assert!(!quiet.is_quiet(t0));
+        let quiet = Quiet::new();
+        quiet.hold(0, Duration::ZERO, ten_s);
+        assert!(!quiet.is_quiet(0));
+        // Near the end of time it saturates instead of wrapping.
+        let quiet = Quiet::new();
+        quiet.hold(u64::MAX - 1, Duration::MAX, Duration::MAX);
+        assert!(quiet.is_quiet(u64::MAX - 1));
     }
 }

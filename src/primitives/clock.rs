@@ -62,9 +62,14 @@ impl Clock {
     }
 }
 
-/// A duration in microseconds, clamped to [`LIMIT`].
+/// A duration in microseconds, clamped to [`LIMIT`]. In 64-bit arithmetic: `as_micros`'s
+/// 128-bit product costs as much as the rest of the gate check on every request.
 pub(crate) fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).map_or(LIMIT, |us| us.min(LIMIT))
+    d.as_secs()
+        .checked_mul(1_000_000)
+        .and_then(|us| us.checked_add(u64::from(d.subsec_micros())))
+        .and_then(|us| i64::try_from(us).ok())
+        .map_or(LIMIT, |us| us.min(LIMIT))
 }
 
 #[cfg(test)]
@@ -87,5 +92,17 @@ mod tests {
         let _ = clock.instant(LIMIT);
         let _ = clock.instant(-LIMIT);
         assert_eq!(micros(Duration::MAX), LIMIT);
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(999),
+            Duration::new(1, 999_999_999),
+            Duration::from_micros(LIMIT as u64),
+            Duration::from_micros(LIMIT as u64 + 1),
+            Duration::new(u64::MAX / 1_000_000, 999_999_999),
+            Duration::new(u64::MAX / 1_000_000 + 1, 0),
+        ] {
+            let exact = i64::try_from(d.as_micros()).map_or(LIMIT, |us| us.min(LIMIT));
+            assert_eq!(micros(d), exact, "{d:?}");
+        }
     }
 }
