@@ -62,6 +62,24 @@ use ::http::{HeaderMap, StatusCode};
 use std::fmt;
 use std::sync::Arc;
 
+/// The class the balancer gave a failed response, carried in the response's extensions so that
+/// the layers above (the retry layer, your own) read the verdict instead of classifying again.
+///
+/// Attached to failures only: a success carries nothing, so the hot path allocates nothing,
+/// and a layer that finds no `Classified` on a response classifies it itself (with the same
+/// classifier, for [`http::Client`](crate::http::Client), the result is the same).
+///
+/// ```
+/// use meshless::classify::{Class, Classified, Reason, Retryable};
+///
+/// let mut res = http::Response::new(());
+/// let class = Class::failure(Reason::Status(503), Retryable::IfIdempotent);
+/// res.extensions_mut().insert(Classified(class));
+/// assert_eq!(res.extensions().get::<Classified>(), Some(&Classified(class)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified(pub Class);
+
 /// The verdict on one attempt: its outcome, whether it may be retried, and why.
 ///
 /// ```

@@ -7,7 +7,7 @@ use super::state::RetryState;
 use super::telemetry::Outcome;
 use super::trace::{self, Trace};
 use crate::budget::UnsentRetry;
-use crate::classify::{Class, Classify, Idempotence, Pushback, Reason};
+use crate::classify::{Class, Classified, Classify, Idempotence, Pushback, Reason};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use http::Request;
 use pin_project_lite::pin_project;
@@ -340,12 +340,18 @@ where
 }
 
 /// The class of an attempt's outcome.
+///
+/// A failed response that came through a balancer carries the balancer's verdict
+/// ([`Classified`]): it is read, not made again.
 fn classify<RB, C: Classify>(outcome: &Result<http::Response<RB>, Error>, classifier: &C) -> Class {
     match outcome {
-        // A head whose class depends on trailers is committed: it cannot be retried.
-        Ok(res) => classifier
-            .classify_response(res.status(), res.headers())
-            .unwrap_or(Class::success()),
+        Ok(res) => match res.extensions().get::<Classified>() {
+            Some(Classified(class)) => *class,
+            // A head whose class depends on trailers is committed: it cannot be retried.
+            None => classifier
+                .classify_response(res.status(), res.headers())
+                .unwrap_or(Class::success()),
+        },
         Err(e) => classifier.classify_error(e),
     }
 }
