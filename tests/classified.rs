@@ -7,7 +7,7 @@ use http_body_util::Empty;
 use meshless::balance::Balance;
 use meshless::budget::Budget;
 use meshless::classify::{Class, Classified, Classifier, Classify, Reason, Retryable};
-use meshless::retry::RetryLayer;
+use meshless::retry::{ReplayBody, RetryLayer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,7 +52,8 @@ impl Classify for TeapotsRetry {
     }
 }
 
-type Req = Request<Empty<Bytes>>;
+/// What reaches an endpoint under the retry layer.
+type Req = Request<ReplayBody<Empty<Bytes>>>;
 
 /// An endpoint that answers `status` and counts its requests.
 fn endpoint(
@@ -75,7 +76,10 @@ async fn a_failed_attempt_is_classified_once_and_the_retry_reads_the_verdict() {
     let counting = Counting::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let balance = Balance::builder().classifier(counting.clone()).build();
-    balance.insert("a", endpoint(StatusCode::SERVICE_UNAVAILABLE, calls.clone()));
+    balance.insert(
+        "a",
+        endpoint(StatusCode::SERVICE_UNAVAILABLE, calls.clone()),
+    );
     let mut svc = RetryLayer::new(Budget::default())
         .max_retries(2)
         .classifier(counting.clone())

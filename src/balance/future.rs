@@ -5,8 +5,8 @@ use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
 use crate::budget::UnsentRetry;
-use crate::classify::Class;
 use crate::classify::grpc_web::TrailerScanner;
+use crate::classify::{Class, Classified};
 use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use http::Request;
@@ -196,7 +196,13 @@ where
                     return Poll::Ready(match result {
                         Ok(res) => {
                             let head = classifier.classify_response(res.status(), res.headers());
-                            let (parts, body) = res.into_parts();
+                            let (mut parts, body) = res.into_parts();
+                            // The verdict travels with a failed response, so that the layers
+                            // above read it instead of classifying again; a success carries
+                            // nothing and costs nothing.
+                            if let Some(class) = head.filter(Class::is_failure) {
+                                parts.extensions.insert(Classified(class));
+                            }
                             let config = &this.shared.config;
                             let mut web = None;
                             let meter = match in_flight {

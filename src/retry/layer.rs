@@ -227,7 +227,10 @@ impl<C> RetryLayer<C> {
         self
     }
 
-    /// Classifies outcomes with `classifier` instead of the default.
+    /// Classifies outcomes with `classifier` instead of the default. Behind a meshless
+    /// [`Balance`](crate::balance::Balance), a failed response arrives already classified by the
+    /// balancer's classifier ([`Classified`](crate::classify::Classified)) and that verdict is
+    /// used: give both the same classifier (`ClientBuilder::classifier` does).
     ///
     /// ```
     /// use meshless::classify::{Classifier, Http, Retryable};
