@@ -393,7 +393,7 @@ mod tests {
         // `Meter` puts these words at the end of its first 64 bytes: see its layout.
         assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
         assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
-        assert!(std::mem::offset_of!(PeakEwma, origin) >= HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, clock) >= HOT_BYTES);
     }
 
     #[test]
