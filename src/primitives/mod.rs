@@ -14,4 +14,5 @@ pub(crate) mod clock;
 pub(crate) mod gate;
 pub(crate) mod histogram;
 pub mod ladder;
+pub(crate) mod replay;
 pub(crate) mod ring;
