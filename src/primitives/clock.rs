@@ -142,7 +142,11 @@ mod tests {
         assert_eq!(clock.nanos(origin), 0);
         assert_eq!(clock.nanos(origin + Duration::new(2, 5)), 2_000_000_005);
         if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
-            assert_eq!(clock.nanos(before), 0, "an earlier instant reads as the origin");
+            assert_eq!(
+                clock.nanos(before),
+                0,
+                "an earlier instant reads as the origin"
+            );
         }
         if let Some(far) = origin.checked_add(Duration::from_secs(600 * 365 * 86_400)) {
             assert_eq!(clock.nanos(far), u64::MAX, "past 584 years saturates");
