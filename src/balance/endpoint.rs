@@ -67,7 +67,7 @@ impl Meter {
 
     /// The balancer's origin, where this meter's clock starts.
     pub(crate) fn origin(&self) -> Instant {
-        self.rtt.origin()
+        self.rtt.clock().origin()
     }
 
     /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
@@ -125,10 +125,8 @@ impl Meter {
     /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
     /// which are after the origin (the balancer's creation).
     fn instant(&self, nanos: u64) -> Instant {
-        let origin = self.origin();
-        origin
-            .checked_add(Duration::from_nanos(nanos))
-            .unwrap_or(origin)
+        let clock = self.rtt.clock();
+        clock.after_nanos(nanos).unwrap_or(clock.origin())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly.
 
+use crate::primitives::clock::Clock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -14,7 +15,8 @@ use tokio::time::Instant;
 /// Every pick reads two estimates and every response writes one, so reads take no lock: the
 /// state is four atomic words behind a sequence number (a seqlock). A writer claims its turn by
 /// turning the sequence odd (one compare-and-swap: the whole cost of a write's exclusion), and
-/// even again when done; a reader that sees it odd, or changed under it, reads again. Times are nanoseconds since `origin`, so that a reader can be handed
+/// even again when done; a reader that sees it odd, or changed under it, reads again. Times are
+/// the [`Clock`]'s nanoseconds (since the balancer's origin), so that a reader can be handed
 /// `now` in those units once per pick instead of converting an `Instant` per endpoint.
 ///
 /// `repr(C)`: the words a pick reads come first, so that they sit next to the
@@ -34,7 +36,7 @@ pub(crate) struct PeakEwma {
     /// When the penalty was recorded, in nanoseconds since `origin`: read only when there is
     /// one, so it may sit past the hot words.
     penalized: AtomicU64,
-    origin: Instant,
+    clock: Clock,
 }
 
 /// The bytes at the start of a `PeakEwma` that a read without a penalty touches (pinned by the
@@ -65,7 +67,8 @@ impl PeakEwma {
     /// An estimate of `initial` at `now`, decaying with time constant `tau`, on a clock that
     /// starts at `origin` (instants before it count as `origin`).
     pub(crate) fn new(initial: Duration, tau: Duration, origin: Instant, now: Instant) -> Self {
-        let now = whole_nanos(now.saturating_duration_since(origin));
+        let clock = Clock::new(origin);
+        let now = clock.nanos(now);
         PeakEwma {
             sequence: AtomicU64::new(0),
             estimate: AtomicU64::new(nanos(initial).to_bits()),
@@ -73,19 +76,19 @@ impl PeakEwma {
             penalty: AtomicU64::new(0.0f64.to_bits()),
             penalized: AtomicU64::new(now),
             tau_nanos: nanos(tau).max(1.0),
-            origin,
+            clock,
         }
     }
 
-    /// Where this estimate's clock starts.
-    pub(crate) fn origin(&self) -> Instant {
-        self.origin
+    /// The clock this estimate's times count on.
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// `now` in this estimate's units: nanoseconds since its origin.
     #[inline]
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
-        whole_nanos(now.saturating_duration_since(self.origin))
+        self.clock.nanos(now)
     }
 
     #[inline]
@@ -244,15 +247,6 @@ fn penalty(state: &State, now: u64) -> f64 {
     state.penalty_nanos * (-elapsed / PENALTY_DECAY_NANOS).exp()
 }
 
-/// `d` in whole nanoseconds, saturating at `u64::MAX` (584 years).
-#[inline]
-pub(crate) fn whole_nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .checked_mul(1_000_000_000)
-        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
-        .unwrap_or(u64::MAX)
-}
-
 /// `d` in nanoseconds, rounded exactly as `d.as_nanos() as f64` would be, without its
 /// 128-bit conversion (a library call costing as much as the rest of a pick's arithmetic)
 /// for any duration under 584 years.
@@ -399,7 +393,7 @@ mod tests {
         // `Meter` puts these words at the end of its first 64 bytes: see its layout.
         assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
         assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
-        assert!(std::mem::offset_of!(PeakEwma, origin) >= HOT_BYTES);
+        assert!(std::mem::offset_of!(PeakEwma, clock) >= HOT_BYTES);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Server pushback kept per endpoint: an endpoint that asked for quiet (`Retry-After`,
 //! `grpc-retry-pushback-ms`) gets no request from this balancer until the time it named.
 
-use super::ewma::whole_nanos;
+use crate::primitives::clock::{Clock, whole_nanos};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,7 +41,7 @@ impl Quiet {
         if until == 0 || until <= now {
             return None;
         }
-        origin.checked_add(Duration::from_nanos(until))
+        Clock::new(origin).after_nanos(until)
     }
 
     /// Whether the endpoint asked for quiet that has not ended at `now`.

@@ -6,7 +6,7 @@ use super::telemetry::{HealthObserver, State};
 use super::{Admit, EjectReason, Status, Window, slow_start};
 use crate::classify::Class;
 use crate::primitives::clock;
-use crate::primitives::gate::{self, ACTIVE, EJECTED, LONG_AGO, PROBING, RETIRED};
+use crate::primitives::gate::{self, ACTIVE, Claim, EJECTED, Gate, LONG_AGO, PROBING, RETIRED};
 use crate::primitives::histogram::Histogram;
 use std::fmt;
 use std::sync::Arc;
@@ -33,8 +33,8 @@ pub(crate) struct Health {
 /// per endpoint here, not one per field.
 #[repr(C)]
 pub(crate) struct Endpoint {
-    /// State, ejection reason and timestamp in one word: see [`gate`].
-    gate: AtomicU64,
+    /// State, ejection reason and timestamp in one word, and its transitions: see [`gate`].
+    gate: Gate,
     /// This interval's outcomes: failures in the high half, requests in the low half, so that
     /// a report is one `fetch_add`. (A half overflows after four billion requests in one
     /// interval, which no endpoint serves.)
@@ -67,7 +67,7 @@ impl Health {
         observer.joined();
         Health {
             inner: Arc::new(Endpoint {
-                gate: AtomicU64::new(active(ramp_start)),
+                gate: Gate::new(ramp_start),
                 consecutive: Consecutive::default(),
                 step: AtomicU32::new(0),
                 active_since: AtomicI64::new(now_us),
@@ -91,7 +91,7 @@ impl Health {
     /// caller gets [`Admit::No`] until that probe is reported (or, if it never is, until the
     /// probe timeout passes). A retired endpoint is no longer gated: [`Admit::Yes`].
     pub(crate) fn admit(&self, now: Instant) -> Admit {
-        let word = self.inner.gate.load(Ordering::Acquire);
+        let word = self.inner.gate.load();
         match gate::state(word) {
             ACTIVE | RETIRED => Admit::Yes,
             _ => self.inner.claim(word, now),
@@ -103,10 +103,17 @@ impl Health {
     /// pick.
     pub(crate) fn peek(&self, now: Instant) -> Admit {
         let e = &*self.inner;
-        let word = e.gate.load(Ordering::Acquire);
+        let word = e.gate.load();
         match gate::state(word) {
             ACTIVE | RETIRED => Admit::Yes,
-            _ if e.probe_due(word, e.fleet.clock.micros(now)) => Admit::Probe,
+            _ if Gate::probe_due(
+                word,
+                e.fleet.clock.micros(now),
+                e.fleet.timing.probe_timeout,
+            ) =>
+            {
+                Admit::Probe
+            }
             _ => Admit::No,
         }
     }
@@ -124,7 +131,7 @@ impl Health {
     pub(crate) fn report(&self, now: Instant, class: &Class, latency: Duration) {
         let e = &*self.inner;
         let failure = class.is_failure();
-        let word = e.gate.load(Ordering::Acquire);
+        let word = e.gate.load();
         match gate::state(word) {
             ACTIVE => e.report_active(now, failure, latency),
             PROBING => e.report_probe(word, now, failure, latency),
@@ -141,19 +148,13 @@ impl Health {
     /// already replaced or decided.
     pub(crate) fn release_probe(&self, admitted: Instant) {
         let e = &*self.inner;
-        let word = e.gate.load(Ordering::Acquire);
         let admitted_us = e.fleet.clock.micros(admitted);
-        if gate::state(word) != PROBING || gate::time(word) != admitted_us {
-            return;
-        }
         // Still probing, but as if the probe had been lost long ago: the next `admit` claims a
-        // new one. The state does not change, so no transition is reported.
-        let due = admitted_us.saturating_sub(e.fleet.timing.probe_timeout);
-        let released = gate::pack(PROBING, gate::reason(word), due);
-        // Losing the race means the probe was decided or replaced meanwhile: nothing to do.
+        // new one. The state does not change, so no transition is reported; a probe decided or
+        // replaced meanwhile is left alone.
         let _ = e
             .gate
-            .compare_exchange(word, released, Ordering::AcqRel, Ordering::Acquire);
+            .release_probe(admitted_us, e.fleet.timing.probe_timeout);
     }
 
     /// The share of its normal traffic the endpoint should get, in `(0, 1]`: rising linearly
@@ -163,7 +164,7 @@ impl Health {
     #[inline]
     pub(crate) fn slow_start_factor(&self, now: Instant) -> f64 {
         let e = &*self.inner;
-        let word = e.gate.load(Ordering::Acquire);
+        let word = e.gate.load();
         match gate::state(word) {
             ACTIVE => {
                 let since = gate::time(word);
@@ -203,7 +204,7 @@ impl Health {
 
 impl fmt::Debug for Health {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let word = self.inner.gate.load(Ordering::Acquire);
+        let word = self.inner.gate.load();
         let state = match gate::state(word) {
             ACTIVE => "active",
             EJECTED => "ejected",
@@ -217,23 +218,17 @@ impl fmt::Debug for Health {
     }
 }
 
-/// The state word of an active endpoint whose ramp started at `ramp_start`.
-fn active(ramp_start: i64) -> u64 {
-    // The reason bits mean nothing while active.
-    gate::pack(ACTIVE, EjectReason::ConsecutiveFailures.bits(), ramp_start)
-}
-
 impl Endpoint {
     pub(crate) fn is_active(&self) -> bool {
-        gate::state(self.gate.load(Ordering::Acquire)) == ACTIVE
+        gate::state(self.gate.load()) == ACTIVE
     }
 
     pub(crate) fn is_retired(&self) -> bool {
-        gate::state(self.gate.load(Ordering::Acquire)) == RETIRED
+        gate::state(self.gate.load()) == RETIRED
     }
 
     pub(crate) fn status_at(&self, now_us: i64) -> Status {
-        let word = self.gate.load(Ordering::Acquire);
+        let word = self.gate.load();
         match gate::state(word) {
             ACTIVE => Status::Active,
             EJECTED if now_us < gate::time(word) => Status::Ejected {
@@ -245,39 +240,20 @@ impl Endpoint {
         }
     }
 
-    /// Whether a probe may be claimed from state `word` at `now_us`: the ejection is over,
-    /// and no probe was admitted within the probe timeout.
-    fn probe_due(&self, word: u64, now_us: i64) -> bool {
-        match gate::state(word) {
-            EJECTED => now_us >= gate::time(word),
-            PROBING => now_us >= gate::time(word).saturating_add(self.fleet.timing.probe_timeout),
-            _ => false,
-        }
-    }
-
-    fn claim(&self, mut word: u64, now: Instant) -> Admit {
+    fn claim(&self, word: u64, now: Instant) -> Admit {
         let now_us = self.fleet.clock.micros(now);
-        loop {
-            if matches!(gate::state(word), ACTIVE | RETIRED) {
-                return Admit::Yes;
-            }
-            if !self.probe_due(word, now_us) {
-                return Admit::No;
-            }
-            // Only the caller whose swap succeeds gets the probe; the others see PROBING.
-            let probing = gate::pack(PROBING, gate::reason(word), now_us);
-            match self
-                .gate
-                .compare_exchange(word, probing, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    // From PROBING, a lost probe is replaced: the state does not change.
-                    if gate::state(word) == EJECTED {
-                        self.observer.probing();
-                    }
-                    return Admit::Probe;
+        match self
+            .gate
+            .claim(word, now_us, self.fleet.timing.probe_timeout)
+        {
+            Claim::Pass => Admit::Yes,
+            Claim::Shut => Admit::No,
+            Claim::Probe { first } => {
+                // A lost probe replaced (`first` false) is no transition: nothing to report.
+                if first {
+                    self.observer.probing();
                 }
-                Err(actual) => word = actual,
+                Admit::Probe
             }
         }
     }
@@ -310,12 +286,7 @@ impl Endpoint {
             let step = self.step.load(Ordering::Relaxed);
             let until = now_us.saturating_add(fleet.ejection_length(step));
             let reason = EjectReason::from_bits(gate::reason(word));
-            let ejected = gate::pack(EJECTED, reason.bits(), until);
-            if self
-                .gate
-                .compare_exchange(word, ejected, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if self.gate.probe_failed(word, until) {
                 // Still unavailable: the fleet's count does not change.
                 self.ejected(now_us, step, reason);
                 self.observer
@@ -329,16 +300,7 @@ impl Endpoint {
             };
             // Published by the swap below, for the ladder reset in `try_eject`.
             self.active_since.store(now_us, Ordering::Release);
-            if self
-                .gate
-                .compare_exchange(
-                    word,
-                    active(ramp_start),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
-            {
+            if self.gate.probe_succeeded(word, ramp_start) {
                 self.consecutive.reset();
                 fleet.release();
                 self.observer.returned();
@@ -348,7 +310,7 @@ impl Endpoint {
 
     /// Ejects an active endpoint, if the fleet's max ejected share allows. True if it did.
     pub(crate) fn try_eject(&self, now_us: i64, reason: EjectReason) -> bool {
-        let word = self.gate.load(Ordering::Acquire);
+        let word = self.gate.load();
         if gate::state(word) != ACTIVE {
             return false;
         }
@@ -363,12 +325,7 @@ impl Endpoint {
             step = 0; // it served long enough unejected: this is a new incident
         }
         let until = now_us.saturating_add(self.fleet.ejection_length(step));
-        let ejected = gate::pack(EJECTED, reason.bits(), until);
-        if self
-            .gate
-            .compare_exchange(word, ejected, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if !self.gate.eject(word, reason.bits(), until) {
             self.fleet.release(); // someone else ejected or retired it first
             return false;
         }
@@ -403,8 +360,7 @@ impl Endpoint {
     }
 
     pub(crate) fn retire(&self) {
-        let retired = gate::pack(RETIRED, EjectReason::ConsecutiveFailures.bits(), 0);
-        let old = self.gate.swap(retired, Ordering::AcqRel);
+        let old = self.gate.retire();
         match gate::state(old) {
             RETIRED => {}
             state => {
@@ -434,338 +390,5 @@ impl Drop for Endpoint {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::classify::{Reason, Retryable};
-    use crate::outlier::{Detector, OutlierConfig};
-
-    const SEC: Duration = Duration::from_secs(1);
-    const MS: Duration = Duration::from_millis(1);
-
-    fn fail() -> Class {
-        Class::failure(Reason::Status(503), Retryable::IfIdempotent)
-    }
-
-    /// Only the consecutive-failure policy, so that the tests below see nothing else.
-    fn consecutive_only() -> OutlierConfig {
-        OutlierConfig::builder()
-            .success_rate(None)
-            .failure_percentage(None)
-            .latency(None)
-            .build()
-            .unwrap()
-    }
-
-    fn fleet(config: OutlierConfig, n: usize) -> (Detector, Vec<Health>, Instant) {
-        let detector = Detector::new(config);
-        // The detector's own origin: offsets from it are whole microseconds, so ejection
-        // lengths read back exactly.
-        let t0 = detector.origin();
-        let endpoints = (0..n).map(|_| detector.register(t0)).collect();
-        (detector, endpoints, t0)
-    }
-
-    fn until(h: &Health, now: Instant) -> Instant {
-        match h.status(now) {
-            Status::Ejected { until, .. } => until,
-            other => panic!("not ejected: {other:?}"),
-        }
-    }
-
-    /// Fails `h` until it is ejected; the ejection's length.
-    fn eject(h: &Health, now: Instant) -> Duration {
-        for _ in 0..5 {
-            h.report(now, &fail(), MS);
-        }
-        until(h, now) - now
-    }
-
-    #[test]
-    fn ejects_after_exactly_n_consecutive_failures() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        for _ in 0..4 {
-            h.report(t0, &fail(), MS);
-        }
-        assert_eq!(h.status(t0), Status::Active, "4 failures are not enough");
-        assert_eq!(h.admit(t0), Admit::Yes);
-        h.report(t0, &fail(), MS);
-        assert!(matches!(
-            h.status(t0),
-            Status::Ejected {
-                reason: EjectReason::ConsecutiveFailures,
-                ..
-            }
-        ));
-        assert_eq!(h.admit(t0), Admit::No);
-        assert_eq!(h.ejections(), 1);
-    }
-
-    #[test]
-    fn a_success_resets_the_run() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        for _ in 0..3 {
-            for _ in 0..4 {
-                h.report(t0, &fail(), MS);
-            }
-            h.report(t0, &Class::success(), MS);
-        }
-        assert_eq!(h.status(t0), Status::Active);
-        assert_eq!(h.ejections(), 0);
-    }
-
-    #[test]
-    fn ejections_grow_from_one_to_sixty_seconds_within_the_jitter() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        let mut now = t0;
-        let mut first = eject(h, now);
-        assert!((SEC..=SEC * 3 / 2).contains(&first), "{first:?}");
-        for step in 1..10u32 {
-            now += first;
-            assert_eq!(h.admit(now), Admit::Probe);
-            h.report(now, &fail(), MS);
-            let length = until(h, now) - now;
-            let nominal = (SEC * 2u32.pow(step)).min(60 * SEC);
-            let low = (nominal / 2).max(SEC);
-            let high = (nominal * 3 / 2).min(60 * SEC);
-            assert!(
-                (low..=high).contains(&length),
-                "step {step}: {length:?} not in {low:?}..={high:?}"
-            );
-            first = length;
-        }
-        assert_eq!(h.ejections(), 10);
-    }
-
-    #[test]
-    fn exactly_one_probe_is_admitted_after_the_ejection() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        let length = eject(h, t0);
-        assert_eq!(h.admit(t0 + length - MS), Admit::No, "still ejected");
-        let later = t0 + length;
-        assert_eq!(h.status(later), Status::Probation);
-        assert_eq!(h.peek(later), Admit::Probe);
-        assert_eq!(h.peek(later), Admit::Probe, "peeking claims nothing");
-        assert_eq!(h.admit(later), Admit::Probe);
-        for _ in 0..10 {
-            assert_eq!(h.admit(later + MS), Admit::No);
-        }
-        assert_eq!(h.peek(later), Admit::No);
-        assert_eq!(h.status(later), Status::Probation);
-    }
-
-    #[test]
-    fn racing_threads_get_one_probe() {
-        for _ in 0..20 {
-            let (_d, eps, t0) = fleet(consecutive_only(), 3);
-            let h = &eps[0];
-            let later = t0 + eject(h, t0);
-            let barrier = std::sync::Barrier::new(4);
-            let probes: usize = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..4)
-                    .map(|_| {
-                        s.spawn(|| {
-                            barrier.wait();
-                            (0..100).filter(|_| h.admit(later) == Admit::Probe).count()
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|t| t.join().unwrap()).sum()
-            });
-            assert_eq!(probes, 1);
-        }
-    }
-
-    #[test]
-    fn a_successful_probe_returns_the_endpoint_with_a_ramp() {
-        let (d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        let back = t0 + eject(h, t0);
-        assert_eq!(h.slow_start_factor(t0), 0.1, "ejected: the floor");
-        assert_eq!(h.admit(back), Admit::Probe);
-        h.report(back, &Class::success(), MS);
-        assert_eq!(h.status(back), Status::Active);
-        assert_eq!(h.admit(back), Admit::Yes);
-        assert_eq!(h.slow_start_factor(back), 0.1);
-        let halfway = h.slow_start_factor(back + 5 * SEC);
-        assert!((halfway - 0.55).abs() < 1e-6, "{halfway}");
-        assert_eq!(h.slow_start_factor(back + 10 * SEC), 1.0);
-        assert_eq!(d.stats_at(back).ejected, 0);
-        assert!(!d.panicking());
-    }
-
-    #[test]
-    fn a_failed_probe_ejects_again_for_longer() {
-        let config = OutlierConfig::builder()
-            .ejection_jitter(0.0)
-            .success_rate(None)
-            .failure_percentage(None)
-            .latency(None)
-            .build()
-            .unwrap();
-        let (_d, eps, t0) = fleet(config, 3);
-        let h = &eps[0];
-        assert_eq!(eject(h, t0), SEC);
-        let probe = t0 + SEC;
-        assert_eq!(h.admit(probe), Admit::Probe);
-        h.report(probe, &fail(), MS);
-        assert_eq!(until(h, probe) - probe, 2 * SEC);
-        assert_eq!(h.admit(probe + SEC), Admit::No);
-        let probe = probe + 2 * SEC;
-        assert_eq!(h.admit(probe), Admit::Probe);
-        h.report(probe, &fail(), MS);
-        assert_eq!(until(h, probe) - probe, 4 * SEC);
-    }
-
-    #[test]
-    fn stragglers_do_not_decide_the_probation() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        let back = t0 + eject(h, t0);
-        assert_eq!(h.admit(back), Admit::Probe);
-        // A request sent just before the ejection ends now: not the probe.
-        let straggler = back + MS - t0 + MS;
-        h.report(back + MS, &Class::success(), straggler);
-        h.report(back + MS, &fail(), straggler);
-        assert_eq!(h.status(back + MS), Status::Probation);
-        // Reports while ejected change nothing either.
-        h.report(t0, &Class::success(), MS);
-        // The probe itself decides.
-        h.report(back + 2 * MS, &Class::success(), MS);
-        assert_eq!(h.status(back + 2 * MS), Status::Active);
-    }
-
-    #[test]
-    fn a_released_probe_is_replaced_at_once() {
-        let (_d, hs, t0) = fleet(consecutive_only(), 3);
-        let h = &hs[0];
-        let back = t0 + eject(h, t0);
-        assert_eq!(h.admit(back), Admit::Probe);
-        assert_eq!(h.admit(back + MS), Admit::No);
-        // A release naming another admission (a replaced probe) changes nothing.
-        h.release_probe(back + MS);
-        assert_eq!(h.admit(back + 2 * MS), Admit::No);
-        h.release_probe(back);
-        assert_eq!(h.status(back + 2 * MS), Status::Probation);
-        assert_eq!(h.admit(back + 2 * MS), Admit::Probe);
-        assert_eq!(h.admit(back + 3 * MS), Admit::No);
-        assert_eq!(h.ejections(), 1, "released, not re-ejected");
-    }
-
-    #[test]
-    fn a_lost_probe_is_replaced_after_the_probe_timeout() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        let h = &eps[0];
-        let back = t0 + eject(h, t0);
-        assert_eq!(h.admit(back), Admit::Probe);
-        assert_eq!(h.admit(back + 10 * SEC - MS), Admit::No);
-        assert_eq!(h.admit(back + 10 * SEC), Admit::Probe);
-        assert_eq!(h.admit(back + 10 * SEC), Admit::No);
-    }
-
-    #[test]
-    fn the_backoff_starts_over_after_a_long_healthy_run() {
-        let config = OutlierConfig::builder()
-            .ejection_jitter(0.0)
-            .success_rate(None)
-            .failure_percentage(None)
-            .latency(None)
-            .build()
-            .unwrap();
-        let (_d, eps, t0) = fleet(config, 3);
-        let h = &eps[0];
-        // Ejected, back, ejected again soon after: the second ejection is one step up.
-        assert_eq!(eject(h, t0), SEC);
-        let back = t0 + SEC;
-        assert_eq!(h.admit(back), Admit::Probe);
-        h.report(back, &Class::success(), MS);
-        let soon = back + 30 * SEC;
-        assert_eq!(eject(h, soon), 2 * SEC);
-        // After 60 s active, the ladder starts over.
-        let back = soon + 2 * SEC;
-        assert_eq!(h.admit(back), Admit::Probe);
-        h.report(back, &Class::success(), MS);
-        assert_eq!(eject(h, back + 60 * SEC), SEC);
-    }
-
-    #[test]
-    fn new_endpoints_ramp_once_the_fleet_is_established() {
-        let (d, eps, t0) = fleet(OutlierConfig::default(), 2);
-        assert_eq!(
-            eps[1].slow_start_factor(t0),
-            1.0,
-            "the first batch never ramps"
-        );
-        let early = d.register(t0 + 5 * SEC);
-        assert_eq!(early.slow_start_factor(t0 + 5 * SEC), 1.0);
-        let late = d.register(t0 + 10 * SEC);
-        assert_eq!(late.slow_start_factor(t0 + 10 * SEC), 0.1);
-        assert_eq!(late.slow_start_factor(t0 + 20 * SEC), 1.0);
-        let config = OutlierConfig::builder()
-            .slow_start_new_endpoints(false)
-            .build()
-            .unwrap();
-        let (d, _eps, t0) = fleet(config, 2);
-        assert_eq!(
-            d.register(t0 + 60 * SEC).slow_start_factor(t0 + 60 * SEC),
-            1.0
-        );
-    }
-
-    #[test]
-    fn without_slow_start_a_returning_endpoint_gets_its_full_share() {
-        let config = OutlierConfig::builder()
-            .slow_start(Duration::ZERO)
-            .build()
-            .unwrap();
-        let (_d, eps, t0) = fleet(config, 3);
-        let h = &eps[0];
-        let back = t0 + eject(h, t0);
-        assert_eq!(h.admit(back), Admit::Probe);
-        h.report(back, &Class::success(), MS);
-        assert_eq!(h.slow_start_factor(back), 1.0);
-    }
-
-    #[test]
-    fn a_lone_endpoint_is_never_ejected() {
-        let (d, eps, t0) = fleet(consecutive_only(), 1);
-        for _ in 0..100 {
-            eps[0].report(t0, &fail(), MS);
-        }
-        assert_eq!(eps[0].status(t0), Status::Active);
-        assert_eq!(d.stats_at(t0).ejected, 0);
-    }
-
-    #[test]
-    fn retiring_releases_the_endpoint() {
-        let (d, eps, t0) = fleet(consecutive_only(), 3);
-        eject(&eps[0], t0);
-        assert_eq!(d.stats_at(t0).ejected, 1);
-        eps[0].retire();
-        eps[0].retire(); // idempotent
-        assert_eq!(eps[0].status(t0), Status::Retired);
-        assert_eq!(eps[0].admit(t0), Admit::Yes, "no longer gated");
-        eps[0].report(t0, &fail(), MS);
-        assert_eq!(eps[0].slow_start_factor(t0), 1.0);
-        let stats = d.stats_at(t0);
-        assert_eq!((stats.endpoints, stats.ejected, stats.active), (2, 0, 2));
-        // The freed slot lets another endpoint go (2 endpoints: one may be ejected).
-        eject(&eps[1], t0);
-        assert_eq!(d.stats_at(t0).ejected, 1);
-        // Dropping the last clone retires too.
-        drop(eps);
-        assert_eq!(d.stats_at(t0).endpoints, 0);
-        assert!(!d.panicking());
-    }
-
-    #[test]
-    fn debug_names_the_state() {
-        let (_d, eps, t0) = fleet(consecutive_only(), 3);
-        assert!(format!("{:?}", eps[0]).contains("active"));
-        eject(&eps[0], t0);
-        assert!(format!("{:?}", eps[0]).contains("ejected"));
-    }
-}
+#[path = "health_tests.rs"]
+mod tests;

@@ -1,8 +1,15 @@
-//! The one clock every layer measures with: instants as signed microseconds from an origin.
+//! The one clock every layer measures with: instants counted from an origin, in one of two
+//! units.
 //!
-//! tokio's `Instant`, so that paused test time drives everything. Signed, so that an instant
-//! from before the origin (a test's base instant, say) still orders correctly; microseconds
-//! and 60 bits of them span ±18,000 years, so no real instant is ever clamped.
+//! - signed microseconds ([`Clock::micros`]): gates and windows (outlier, statistics). Signed,
+//!   so that an instant from before the origin (a test's base instant, say) still orders
+//!   correctly; 60 bits of microseconds span ±18,000 years, so no real instant is clamped.
+//! - unsigned nanoseconds ([`Clock::nanos`]): the balancer's latency estimates and the retry
+//!   budget's ledger, which need sub-microsecond resolution and count forward only; an instant
+//!   before the origin reads as the origin, one past 584 years as `u64::MAX`.
+//!
+//! tokio's `Instant`, so that paused test time drives everything. A `Clock` never reads the
+//! time itself: each event reads `Instant::now()` once and converts that reading.
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -42,6 +49,19 @@ impl Clock {
         }
     }
 
+    /// `now` in whole nanoseconds since the origin: 0 if `now` is earlier, `u64::MAX` if it is
+    /// more than 584 years later. In 64-bit arithmetic, for the same reason as [`micros`].
+    #[inline]
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        whole_nanos(now.saturating_duration_since(self.origin))
+    }
+
+    /// The instant `nanos` after the origin, `None` if the platform's `Instant` cannot hold
+    /// it. Exact for any reading [`nanos`](Self::nanos) gave of a later instant.
+    pub(crate) fn after_nanos(&self, nanos: u64) -> Option<Instant> {
+        self.origin.checked_add(Duration::from_nanos(nanos))
+    }
+
     /// The instant `micros` from the origin. One the platform's `Instant` cannot hold (an
     /// ejection with no maximum ends millennia away) becomes the farthest it can, found by
     /// halving: never the origin, which would read as an ejection already over.
@@ -70,6 +90,15 @@ pub(crate) fn micros(d: Duration) -> i64 {
         .and_then(|us| us.checked_add(u64::from(d.subsec_micros())))
         .and_then(|us| i64::try_from(us).ok())
         .map_or(LIMIT, |us| us.min(LIMIT))
+}
+
+/// `d` in whole nanoseconds, saturating at `u64::MAX` (584 years).
+#[inline]
+pub(crate) fn whole_nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -103,6 +132,37 @@ mod tests {
         ] {
             let exact = i64::try_from(d.as_micros()).map_or(LIMIT, |us| us.min(LIMIT));
             assert_eq!(micros(d), exact, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn nanoseconds_count_forward_from_the_origin_and_saturate() {
+        let origin = Instant::now();
+        let clock = Clock::new(origin);
+        assert_eq!(clock.nanos(origin), 0);
+        assert_eq!(clock.nanos(origin + Duration::new(2, 5)), 2_000_000_005);
+        if let Some(before) = origin.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(
+                clock.nanos(before),
+                0,
+                "an earlier instant reads as the origin"
+            );
+        }
+        if let Some(far) = origin.checked_add(Duration::from_secs(600 * 365 * 86_400)) {
+            assert_eq!(clock.nanos(far), u64::MAX, "past 584 years saturates");
+        }
+        for n in [0, 1, 999_999_999, 1 << 40] {
+            assert_eq!(clock.after_nanos(n).map(|t| clock.nanos(t)), Some(n));
+        }
+        for d in [
+            Duration::ZERO,
+            Duration::new(1, 999_999_999),
+            Duration::from_nanos(u64::MAX),
+            Duration::new(u64::MAX / 1_000_000_000 + 1, 0),
+            Duration::MAX,
+        ] {
+            let exact = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            assert_eq!(whole_nanos(d), exact, "{d:?}");
         }
     }
 }
