@@ -200,8 +200,17 @@ where
                             // The verdict travels with a failed response, so that the layers
                             // above read it instead of classifying again; a success carries
                             // nothing and costs nothing.
-                            if let Some(class) = head.filter(Class::is_failure) {
-                                parts.extensions.insert(Classified(class));
+                            // Whatever verdict the response brought from below is replaced:
+                            // the retry layer trusts `Classified`, so a stale one (an inner
+                            // meshless stack's, the endpoint's) must never survive a success.
+                            match head.filter(Class::is_failure) {
+                                Some(class) => {
+                                    parts.extensions.insert(Classified(class));
+                                }
+                                None if !parts.extensions.is_empty() => {
+                                    parts.extensions.remove::<Classified>();
+                                }
+                                None => {}
                             }
                             let config = &this.shared.config;
                             let mut web = None;

@@ -636,6 +636,13 @@ where
     fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {
         let shared = &*self.shared;
         let config = &shared.config;
+        // The request handles first: they hold the label's series (see `forget_series`), so
+        // that a removed namesake cannot drop them after the observer registered its own.
+        let metrics = shared.metrics.as_ref().map(|m| {
+            let metrics = m.endpoint(label);
+            metrics.rtt(config.default_rtt.as_nanos() as f64);
+            metrics
+        });
         let observer = HealthObserver::new(
             &config.observe,
             label.clone(),
@@ -652,11 +659,7 @@ where
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
-            metrics: shared.metrics.as_ref().map(|m| {
-                let metrics = m.endpoint(label);
-                metrics.rtt(config.default_rtt.as_nanos() as f64);
-                metrics
-            }),
+            metrics,
         }
     }
 }

@@ -6,7 +6,7 @@ use crate::retry::ReplayBody;
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Builder as HyperBuilder;
@@ -93,16 +93,24 @@ impl Service<Request<RequestBody>> for EndpointService {
             *req.uri_mut() = uri;
         }
         if let Some(host) = &self.inner.host {
-            // The same value hyper-util would write, and like it never over one the caller
-            // set; only for the authority it was made from, compared byte for byte.
+            // Only where hyper-util sends origin-form (a CONNECT's request-target is the URI's
+            // authority itself), and only for this endpoint's authority, which `Authority`
+            // compares ignoring case as hyper-util's pool does.
             let uri = req.uri();
             if uri.scheme() == Some(&Scheme::HTTP)
-                && uri.authority().map(Authority::as_str) == Some(self.inner.authority.as_str())
+                && req.method() != Method::CONNECT
+                && uri.authority() == Some(&self.inner.authority)
             {
-                req.headers_mut()
-                    .entry(HOST)
-                    .or_insert_with(|| host.clone());
-                pool_key_authority(req.uri_mut());
+                // The value hyper-util would write, and like it never over one the caller set:
+                // the one written once when the bytes match, else made from the request's own.
+                let value = match uri.authority().map(Authority::as_str) {
+                    Some(text) if text == self.inner.authority.as_str() => Some(host.clone()),
+                    _ => uri.authority().and_then(http1_host),
+                };
+                if let Some(value) = value {
+                    req.headers_mut().entry(HOST).or_insert(value);
+                    pool_key_authority(req.uri_mut());
+                }
             }
         }
         self.inner.client.request(req)

@@ -12,6 +12,7 @@
 use metrics::{Key, Label};
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 /// A recorder that can drop the series of a removed endpoint.
@@ -82,19 +83,31 @@ impl Forgetter {
         }
     }
 
-    /// Whether the endpoint labelled `labels` was the last one under them.
-    fn release(&self, labels: &[Label]) -> bool {
+    /// The endpoint labelled `labels` is gone: if it was the last one under them, `series`
+    /// are forgotten, with the count still locked so that an endpoint inserted again under
+    /// the same labels meanwhile registers its series after they are dropped, not before.
+    fn release(&self, labels: &[Label], series: &[(SeriesKind, Key)]) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         match live.get_mut(labels) {
-            Some(count) if *count > 1 => {
-                *count -= 1;
-                false
-            }
+            Some(count) if *count > 1 => *count -= 1,
             Some(_) => {
                 live.remove(labels);
-                true
+                // A panic in the recorder's code must not escape into the balancer (this runs
+                // where an endpoint set is swapped, or while a request's future is dropped).
+                let forgot = panic::catch_unwind(AssertUnwindSafe(|| {
+                    for (kind, key) in series {
+                        match kind {
+                            SeriesKind::Counter => self.sink.forget_counter(key),
+                            SeriesKind::Gauge => self.sink.forget_gauge(key),
+                            SeriesKind::Histogram => self.sink.forget_histogram(key),
+                        }
+                    }
+                }));
+                if forgot.is_err() {
+                    tracing::warn!(?labels, "ForgetSeries panicked: some series may be left");
+                }
             }
-            None => false,
+            None => {}
         }
     }
 }
@@ -114,17 +127,7 @@ pub(crate) struct SeriesGuard {
 
 impl Drop for SeriesGuard {
     fn drop(&mut self) {
-        if !self.forgetter.release(&self.labels) {
-            return;
-        }
-        let sink = &self.forgetter.sink;
-        for (kind, key) in &self.series {
-            match kind {
-                SeriesKind::Counter => sink.forget_counter(key),
-                SeriesKind::Gauge => sink.forget_gauge(key),
-                SeriesKind::Histogram => sink.forget_histogram(key),
-            }
-        }
+        self.forgetter.release(&self.labels, &self.series);
     }
 }
 
