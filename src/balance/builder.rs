@@ -254,9 +254,13 @@ impl BalanceBuilder {
     /// assert!(balance.is_empty());
     /// ```
     pub fn build<K, S>(self) -> Balance<K, S> {
+        let empty = Arc::new(Endpoints::new(Vec::new()));
         Balance {
+            cached: empty.clone(),
+            generation: 0,
             shared: Arc::new(Shared {
-                endpoints: RwLock::new(Arc::new(Endpoints::new(Vec::new()))),
+                endpoints: RwLock::new(empty),
+                generation: AtomicU64::new(0),
                 origin: Instant::now(),
                 detector: Detector::new(self.outlier.clone()),
                 classifier: self.classifier.clone(),

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use tokio::time::Instant;
 
 /// An immutable view of the endpoint set: requests pick from it without holding any lock.
-type Snapshot<K, S> = Arc<Endpoints<K, S>>;
+pub(crate) type Snapshot<K, S> = Arc<Endpoints<K, S>>;
 
 /// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
 /// `all[i]`. A pick reaches each candidate's meter and gate one pointer away from this
@@ -50,6 +50,8 @@ impl<K, S> Endpoints<K, S> {
 
 pub(crate) struct Shared<K, S> {
     pub(super) endpoints: RwLock<Snapshot<K, S>>,
+    /// Bumped after each new snapshot is stored: handles compare it with the one they cached.
+    pub(super) generation: AtomicU64,
     /// Where every endpoint's clock starts: their times are nanoseconds since it, so that a
     /// pick converts `now` once for all the endpoints it looks at.
     pub(super) origin: Instant,
@@ -193,6 +195,9 @@ where
         // is listed once.
         let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
         *slot = Arc::new(Endpoints::new(next));
+        // Still under the write lock: a handle that sees the new generation reads this
+        // snapshot or a newer one.
+        shared.generation.fetch_add(1, Ordering::Release);
     }
 
     fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {

@@ -53,7 +53,7 @@ pub use self::future::ResponseFuture;
 pub use self::stats::{BalanceStats, EndpointStats};
 pub use tower::discover::{Change, Discover};
 
-pub(crate) use self::endpoints::{Candidate, Endpoints, Shared};
+pub(crate) use self::endpoints::{Candidate, Endpoints, Shared, Snapshot};
 use crate::error::{BoxError, Error};
 use http::Request;
 use std::fmt;
@@ -81,12 +81,19 @@ use tower::Service;
 /// ```
 pub struct Balance<K, S> {
     shared: Arc<Shared<K, S>>,
+    // The endpoint set as this handle last saw it, and its generation: a request takes it
+    // after one load of the generation, instead of a read lock on the shared set (two atomic
+    // read-modify-writes per request).
+    cached: Snapshot<K, S>,
+    generation: u64,
 }
 
 impl<K, S> Clone for Balance<K, S> {
     fn clone(&self) -> Self {
         Balance {
             shared: self.shared.clone(),
+            cached: self.cached.clone(),
+            generation: self.generation,
         }
     }
 }
@@ -157,7 +164,13 @@ where
         if self.shared.detector.sweep_if_due(now) {
             self.shared.publish_rtt(now);
         }
-        ResponseFuture::new(self.shared.clone(), req, now)
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            // Read after the generation: at least as new as it, so never stale once cached.
+            self.cached = self.shared.snapshot();
+            self.generation = generation;
+        }
+        ResponseFuture::new(self.shared.clone(), self.cached.clone(), req, now)
     }
 }
 
