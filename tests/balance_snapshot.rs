@@ -79,3 +79,27 @@ async fn a_handle_sees_changes_made_through_another_on_its_next_request() {
     let err = res.expect_err("no endpoint is left");
     assert_eq!(err.kind(), meshless::error::Kind::NoReadyEndpoint);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_handle_keeps_no_removed_endpoint_alive() {
+    let alive = std::sync::Arc::new(());
+    let held = alive.clone();
+    let service = service_fn(move |_req: http::Request<()>| {
+        let _held = &held;
+        async move { Ok::<_, std::io::Error>(Res::new(http_body_util::Empty::new())) }
+    });
+    let mut balance = Balance::builder().build();
+    balance.insert("a", service);
+    // The handle has read (and cached) the set holding "a".
+    let res = balance
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await;
+    drop(res.expect("an answer"));
+    assert_eq!(std::sync::Arc::strong_count(&alive), 2);
+    balance.remove(&"a");
+    // No request is in flight and the handle is idle: the service must be gone.
+    assert_eq!(std::sync::Arc::strong_count(&alive), 1);
+}

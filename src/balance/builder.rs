@@ -254,12 +254,11 @@ impl BalanceBuilder {
     /// assert!(balance.is_empty());
     /// ```
     pub fn build<K, S>(self) -> Balance<K, S> {
-        let empty = Arc::new(Endpoints::new(Vec::new()));
         Balance {
-            cached: empty.clone(),
+            cached: std::sync::Weak::new(),
             generation: 0,
             shared: Arc::new(Shared {
-                endpoints: RwLock::new(empty),
+                endpoints: RwLock::new(Arc::new(Endpoints::new(Vec::new()))),
                 generation: AtomicU64::new(0),
                 origin: Instant::now(),
                 detector: Detector::new(self.outlier.clone()),

@@ -58,8 +58,8 @@ use crate::error::{BoxError, Error};
 use http::Request;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::Service;
@@ -81,10 +81,12 @@ use tower::Service;
 /// ```
 pub struct Balance<K, S> {
     shared: Arc<Shared<K, S>>,
-    // The endpoint set as this handle last saw it, and its generation: a request takes it
-    // after one load of the generation, instead of a read lock on the shared set (two atomic
-    // read-modify-writes per request).
-    cached: Snapshot<K, S>,
+    // The endpoint set as this handle last saw it, and its generation: while the generation is
+    // current, a request upgrades this instead of taking the shared set's read lock (one atomic
+    // read-modify-write instead of three). Weak, so that an idle handle never keeps removed
+    // endpoints (their services, connections and metric series) alive; a clone starts empty,
+    // so that cloning a handle (the retry layer does, per request) costs no more than before.
+    cached: Weak<Endpoints<K, S>>,
     generation: u64,
 }
 
@@ -92,8 +94,8 @@ impl<K, S> Clone for Balance<K, S> {
     fn clone(&self) -> Self {
         Balance {
             shared: self.shared.clone(),
-            cached: self.cached.clone(),
-            generation: self.generation,
+            cached: Weak::new(),
+            generation: 0,
         }
     }
 }
@@ -165,12 +167,22 @@ where
             self.shared.publish_rtt(now);
         }
         let generation = self.shared.generation.load(Ordering::Acquire);
-        if generation != self.generation {
-            // Read after the generation: at least as new as it, so never stale once cached.
-            self.cached = self.shared.snapshot();
-            self.generation = generation;
-        }
-        ResponseFuture::new(self.shared.clone(), self.cached.clone(), req, now)
+        let cached = if generation == self.generation {
+            self.cached.upgrade()
+        } else {
+            None
+        };
+        let endpoints = match cached {
+            Some(endpoints) => endpoints,
+            None => {
+                // Read after the generation: at least as new as it, so never stale once cached.
+                let endpoints = self.shared.snapshot();
+                self.cached = Arc::downgrade(&endpoints);
+                self.generation = generation;
+                endpoints
+            }
+        };
+        ResponseFuture::new(self.shared.clone(), endpoints, req, now)
     }
 }
 
