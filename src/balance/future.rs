@@ -1,9 +1,9 @@
 //! Choosing an endpoint and calling it, waiting at most the fail-fast timeout for one.
 
-use super::Shared;
 use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
+use super::{Shared, Snapshot};
 use crate::budget::UnsentRetry;
 use crate::classify::grpc_web::TrailerScanner;
 use crate::classify::{Class, Classified};
@@ -33,7 +33,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future, B>,
+        state: State<S::Future, B, K, S>,
         shared: Arc<Shared<K, S>>,
         give_up_at: Option<Instant>,
         recheck: Option<Pin<Box<Sleep>>>,
@@ -50,7 +50,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before an endpoint was called: a retry paid for with a token was never
             // sent, so the token goes back to the budget.
-            if let StateProj::Pick { request: Some(request) } = this.project().state.project() {
+            if let StateProj::Pick { request: Some(request), .. } = this.project().state.project() {
                 if let Some(token) = request.extensions().get::<UnsentRetry>() {
                     token.refund();
                 }
@@ -63,8 +63,11 @@ pin_project! {
     // The request waits in `Pick`, so that it shares its bytes with the endpoint's future: the
     // whole future is moved several times on its way up the stack.
     #[project = StateProj]
-    enum State<F, B> {
-        Pick { request: Option<Request<B>> },
+    enum State<F, B, K, S> {
+        // `first`: the endpoint set the balancer handle had when it was called, for the first
+        // pick; later picks (after a wait) read the shared set again. Kept here rather than
+        // beside the state, where it would grow the future that the whole stack moves.
+        Pick { request: Option<Request<B>>, first: Option<Snapshot<K, S>> },
         Call { #[pin] future: F, in_flight: Option<InFlight> },
     }
 }
@@ -73,11 +76,20 @@ impl<K, S, B> ResponseFuture<K, S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(super) fn new(shared: Arc<Shared<K, S>>, request: Request<B>, now: Instant) -> Self {
+    // Inlined into `call`, so that the future is built where it is returned (callgrind: out
+    // of line, one more copy of it).
+    #[inline]
+    pub(super) fn new(
+        shared: Arc<Shared<K, S>>,
+        first: Snapshot<K, S>,
+        request: Request<B>,
+        now: Instant,
+    ) -> Self {
         ResponseFuture {
             streaming: StreamingRule::of(&request),
             state: State::Pick {
                 request: Some(request),
+                first: Some(first),
             },
             shared,
             give_up_at: None,
@@ -100,12 +112,15 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Pick { request } => {
+                StateProj::Pick { request, first } => {
                     // The first pick reuses the instant `call` read; a clock read costs as
                     // much as the pick itself on some machines.
                     let now = this.called_at.take().unwrap_or_else(Instant::now);
                     let shared = &**this.shared;
-                    let endpoints = shared.snapshot();
+                    let endpoints = match first.take() {
+                        Some(endpoints) => endpoints,
+                        None => shared.snapshot(),
+                    };
                     let fail_open = shared.detector.panicking();
                     let not_ready = &mut *this.not_ready;
                     let ready = |endpoint: &Endpoint<K, S>| {

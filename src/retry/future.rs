@@ -108,9 +108,13 @@ where
     S::Error: Into<BoxError>,
     C: Classify,
 {
+    /// Sends the first attempt through `ready` (a service that was polled ready) and keeps
+    /// `service`, a clone of it, for the retries.
     #[inline]
+    #[allow(clippy::too_many_arguments)] // the future's fields, each given once
     pub(super) fn start(
-        mut service: S,
+        ready: &mut S,
+        service: S,
         first: Request<ReplayBody<B>>,
         retry: Option<RetryState<B>>,
         config: Arc<Config<C>>,
@@ -119,16 +123,20 @@ where
         mut trace: Option<Box<Trace>>,
     ) -> Self {
         let started = Instant::now();
-        // One call site: the request is moved into it once, not once per branch.
-        let future = {
-            let _attempt = trace.as_deref_mut().map(|t| {
-                t.attempt = trace::attempt_span(&t.request, 1, Duration::ZERO);
-                t.attempt.enter()
-            });
-            service.call(first)
-        };
         ResponseFuture {
-            state: State::Attempt { future },
+            // Called where the future is built, so that the attempt's future is written in
+            // place instead of moved into it; without a span, no guard is held across the
+            // call, which would make the compiler build the future aside and copy it.
+            state: State::Attempt {
+                future: match trace.as_deref_mut() {
+                    None => ready.call(first),
+                    Some(t) => {
+                        t.attempt = trace::attempt_span(&t.request, 1, Duration::ZERO);
+                        let _attempt = t.attempt.enter();
+                        ready.call(first)
+                    }
+                },
+            },
             service,
             retry,
             config,

@@ -407,9 +407,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The ready service makes the first attempt; a clone takes its place here.
-        let clone = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, clone);
+        // The ready service makes the first attempt, called in place; the future keeps a
+        // clone for the retries, which it polls ready first. Swapping the ready one out
+        // instead would move the attempt's future once more (callgrind: a `memcpy` of it).
+        let service = self.inner.clone();
         let config = self.config.clone();
         config.budget.deposit();
         RetryStats::add(&config.stats.requests);
@@ -437,6 +438,15 @@ where
             }
         });
         let retry = head.map(|head| RetryState::new(head, replay));
-        ResponseFuture::start(service, first, retry, config, idempotent, deadline, trace)
+        ResponseFuture::start(
+            &mut self.inner,
+            service,
+            first,
+            retry,
+            config,
+            idempotent,
+            deadline,
+            trace,
+        )
     }
 }

@@ -1,0 +1,272 @@
+//! The balancer's builder: its settings and the classifier, observe settings and outlier
+//! configuration it is built with.
+
+use super::Balance;
+use super::endpoints::{Endpoints, Shared};
+use super::telemetry::BalancerMetrics;
+use crate::classify::{Classifier, Classify};
+use crate::error::ConfigError;
+use crate::observe::Settings;
+use crate::outlier::{Detector, OutlierConfig};
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Configures a [`Balance`].
+///
+/// | setting | default | source |
+/// |---|---|---|
+/// | default RTT of a new endpoint | 30 ms | linkerd |
+/// | EWMA decay | 10 s | linkerd |
+/// | fail-fast timeout | 3 s | linkerd |
+/// | failure penalty | 1 s | ours: a failure must look dearer than any healthy answer |
+/// | longest pushback kept per endpoint | 10 s | ours, as the retry layer's longest pushback |
+/// | RTT measured to | end of response body | ours (tower stops at headers) |
+///
+/// ```
+/// use meshless::balance::Balance;
+/// use std::time::Duration;
+/// let balance = Balance::builder()
+///     .fail_fast(Duration::from_secs(1))
+///     .default_rtt(Duration::from_millis(5))
+///     .build::<std::net::SocketAddr, ()>();
+/// ```
+#[derive(Clone)]
+pub struct BalanceBuilder {
+    pub(crate) default_rtt: Duration,
+    pub(crate) decay: Duration,
+    pub(crate) fail_fast: Duration,
+    pub(crate) penalty: Duration,
+    pub(crate) max_pushback: Duration,
+    pub(crate) rtt_at_headers: bool,
+    pub(super) outlier: OutlierConfig,
+    pub(super) classifier: Arc<dyn Classify>,
+    pub(super) observe: Settings,
+}
+
+impl fmt::Debug for BalanceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalanceBuilder")
+            .field("default_rtt", &self.default_rtt)
+            .field("decay", &self.decay)
+            .field("fail_fast", &self.fail_fast)
+            .field("penalty", &self.penalty)
+            .field("max_pushback", &self.max_pushback)
+            .field("rtt_at_headers", &self.rtt_at_headers)
+            .field("observe", &self.observe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for BalanceBuilder {
+    fn default() -> Self {
+        BalanceBuilder {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            fail_fast: Duration::from_secs(3),
+            penalty: Duration::from_secs(1),
+            max_pushback: Duration::from_secs(10),
+            rtt_at_headers: false,
+            outlier: OutlierConfig::default(),
+            classifier: Arc::new(Classifier::default()),
+            observe: Settings::default(),
+        }
+    }
+}
+
+impl BalanceBuilder {
+    /// The RTT assumed for an endpoint before its first answer (default 30 ms).
+    /// `Duration::ZERO` assumes a new endpoint is instant: P2C picks it by its requests in
+    /// flight alone until it answers ([`validate`](Self::validate) refuses it).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().default_rtt(Duration::from_millis(10));
+    /// ```
+    pub fn default_rtt(mut self, rtt: Duration) -> Self {
+        self.default_rtt = rtt;
+        self
+    }
+
+    /// How fast the EWMA forgets (default 10 s). `Duration::MAX` never forgets.
+    /// `Duration::ZERO` forgets at once: every latency reads as gone a nanosecond later, so P2C
+    /// picks by requests in flight alone ([`validate`](Self::validate) refuses it).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().decay(Duration::from_secs(5));
+    /// ```
+    pub fn decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
+    }
+
+    /// The longest a request waits for an endpoint before failing (default 3 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().fail_fast(Duration::from_millis(500));
+    /// ```
+    pub fn fail_fast(mut self, timeout: Duration) -> Self {
+        self.fail_fast = timeout;
+        self
+    }
+
+    /// The latency recorded for a failure that gives no pushback (default 1 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().failure_penalty(Duration::from_millis(250));
+    /// ```
+    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
+        self.penalty = penalty;
+        self
+    }
+
+    /// The longest quiet an endpoint gets when its server pushes back (`Retry-After` on a
+    /// 429 or 503, `grpc-retry-pushback-ms`; default 10 s). Until the time the server named,
+    /// clamped by this, the endpoint gets no request from this balancer: P2C picks among the
+    /// others. When every endpoint is pushing back, a request waits for the first to be free
+    /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline),
+    /// which an [`AttemptTimeout`](crate::deadline::AttemptTimeout) above shortens to the
+    /// attempt's), and otherwise fails at once with
+    /// [`Kind::EndpointsPushingBack`](crate::error::Kind::EndpointsPushingBack), whose source
+    /// is a [`QuietUntil`](crate::error::QuietUntil): a retry layer above waits until then and
+    /// sends the request again if its own deadline allows (nothing was sent, so it costs no
+    /// retry).
+    /// `Duration::ZERO` ignores pushback; `Duration::MAX` honours any.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().max_pushback(Duration::from_secs(30));
+    /// ```
+    pub fn max_pushback(mut self, max: Duration) -> Self {
+        self.max_pushback = max;
+        self
+    }
+
+    /// Measures RTT to the response head instead of the end of its body (default `false`).
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().rtt_at_headers(true);
+    /// ```
+    pub fn rtt_at_headers(mut self, at_headers: bool) -> Self {
+        self.rtt_at_headers = at_headers;
+        self
+    }
+
+    /// Outlier ejection settings (see [`crate::outlier`]).
+    ///
+    /// ```
+    /// use meshless::outlier::OutlierConfig;
+    /// let b = meshless::balance::Balance::builder().outlier(OutlierConfig::default());
+    /// ```
+    pub fn outlier(mut self, config: OutlierConfig) -> Self {
+        self.outlier = config;
+        self
+    }
+
+    /// The classifier that decides which answers are failures (default [`Classifier`]).
+    ///
+    /// ```
+    /// use meshless::classify::Classifier;
+    /// let b = meshless::balance::Balance::builder().classifier(Classifier::new());
+    /// ```
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// The `service` label of this balancer's metrics and events (default `"default"`). See
+    /// [`crate::observe`].
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().service_name("payments");
+    /// ```
+    pub fn service_name(mut self, name: impl Into<String>) -> Self {
+        self.observe.set_service(name);
+        self
+    }
+
+    /// Records metrics through the [`metrics`] facade (default `true`); `false` turns them off
+    /// for this balancer. [`Balance::stats`] and tracing events are not affected.
+    ///
+    /// The balancer registers its handles when it is built and each endpoint's when it is
+    /// inserted: install the recorder before that.
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().metrics(false);
+    /// ```
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.observe.metrics = enabled;
+        self
+    }
+
+    /// Drops the metric series of every endpoint removed, through `recorder` (see
+    /// [`ForgetSeries`](crate::observe::ForgetSeries)): once discovery removed an endpoint and
+    /// its last request finished, each of its per-endpoint series is forgotten. Without it the
+    /// series stay in the recorder (the `metrics` facade cannot unregister one); with an
+    /// exporter that cannot drop series, set its idle timeout instead (see
+    /// [`observe`](crate::observe)).
+    ///
+    /// ```
+    /// use meshless::balance::Balance;
+    /// use meshless::observe::ForgetSeries;
+    /// use metrics::Key;
+    /// use metrics_util::registry::{AtomicStorage, Registry};
+    /// use std::sync::Arc;
+    ///
+    /// struct Dropping(Arc<Registry<Key, AtomicStorage>>);
+    /// impl ForgetSeries for Dropping {
+    ///     fn forget_counter(&self, key: &Key) { self.0.delete_counter(key); }
+    ///     fn forget_gauge(&self, key: &Key) { self.0.delete_gauge(key); }
+    ///     fn forget_histogram(&self, key: &Key) { self.0.delete_histogram(key); }
+    /// }
+    ///
+    /// let registry = Arc::new(Registry::atomic());
+    /// let b = Balance::builder().forget_series(Dropping(registry.clone()));
+    /// ```
+    pub fn forget_series(mut self, recorder: impl crate::observe::ForgetSeries) -> Self {
+        self.observe.forget = Some(crate::observe::Forgetter::new(Arc::new(recorder)));
+        self
+    }
+
+    /// Checks the settings with [`BalanceConfig::validate`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = meshless::balance::Balance::builder().decay(Duration::ZERO);
+    /// assert_eq!(b.validate().unwrap_err().setting(), "balance.decay");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.config().validate()
+    }
+
+    /// Builds an empty balancer; add endpoints with [`Balance::insert`] or discovery. It cannot
+    /// fail, so it takes every value as given (no setting falls back to its default): call
+    /// [`validate`](Self::validate) first, or start from [`from_config`](Self::from_config),
+    /// to refuse the zero `decay` and `default_rtt` that the setters give a meaning to.
+    ///
+    /// ```
+    /// let balance = meshless::balance::Balance::builder().build::<&str, ()>();
+    /// assert!(balance.is_empty());
+    /// ```
+    pub fn build<K, S>(self) -> Balance<K, S> {
+        Balance {
+            cached: std::sync::Weak::new(),
+            generation: 0,
+            shared: Arc::new(Shared {
+                endpoints: RwLock::new(Arc::new(Endpoints::new(Vec::new()))),
+                generation: AtomicU64::new(0),
+                origin: Instant::now(),
+                detector: Detector::new(self.outlier.clone()),
+                classifier: self.classifier.clone(),
+                metrics: BalancerMetrics::register(&self.observe),
+                config: self,
+                fail_fast_events: AtomicU64::new(0),
+            }),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The endpoint set that requests pick from, and the changes that replace it.
+
+use super::endpoint::{Endpoint, Meter};
+use super::ewma::PeakEwma;
+use super::quiet;
+use super::telemetry::BalancerMetrics;
+use super::{Balance, BalanceBuilder, Change};
+use crate::classify::Classify;
+use crate::outlier::{Detector, HealthObserver};
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::time::Instant;
+
+/// An immutable view of the endpoint set: requests pick from it without holding any lock.
+pub(crate) type Snapshot<K, S> = Arc<Endpoints<K, S>>;
+
+/// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
+/// `all[i]`. A pick reaches each candidate's meter and gate one pointer away from this
+/// contiguous array, instead of hopping through the endpoint first; `all` is read for the
+/// endpoint it takes.
+pub(crate) struct Endpoints<K, S> {
+    pub(crate) candidates: Box<[Candidate]>,
+    pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
+}
+
+/// One endpoint as a pick sees it: its meter, and its gate (the same as `meter.health`, held
+/// here so that the pick reads the gate word without going through the meter's cold line).
+pub(crate) struct Candidate {
+    pub(crate) meter: Arc<Meter>,
+    pub(crate) gate: crate::outlier::Health,
+}
+
+impl<K, S> Endpoints<K, S> {
+    pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>) -> Self {
+        Endpoints {
+            candidates: all
+                .iter()
+                .map(|e| Candidate {
+                    meter: e.meter.clone(),
+                    gate: e.meter.health.clone(),
+                })
+                .collect(),
+            all: all.into_boxed_slice(),
+        }
+    }
+}
+
+pub(crate) struct Shared<K, S> {
+    pub(super) endpoints: RwLock<Snapshot<K, S>>,
+    /// Bumped after each new snapshot is stored: handles compare it with the one they cached.
+    pub(super) generation: AtomicU64,
+    /// Where every endpoint's clock starts: their times are nanoseconds since it, so that a
+    /// pick converts `now` once for all the endpoints it looks at.
+    pub(super) origin: Instant,
+    pub(crate) detector: Detector,
+    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) config: BalanceBuilder,
+    pub(crate) fail_fast_events: AtomicU64,
+    /// `None` when metrics are off.
+    pub(crate) metrics: Option<BalancerMetrics>,
+}
+
+impl<K, S> Shared<K, S> {
+    pub(crate) fn snapshot(&self) -> Snapshot<K, S> {
+        // Writers only swap the pointer, so a poisoned lock still holds a whole snapshot.
+        self.endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Publishes every endpoint's EWMA gauge: run once per outlier sweep.
+    pub(super) fn publish_rtt(&self, now: Instant) {
+        if self.metrics.is_none() {
+            return;
+        }
+        for endpoint in self.snapshot().all.iter() {
+            if let Some(metrics) = &endpoint.meter.metrics {
+                metrics.rtt(endpoint.meter.rtt.get(now));
+            }
+        }
+    }
+}
+
+impl<K, S> Balance<K, S>
+where
+    K: Clone + Eq + Hash + fmt::Display,
+{
+    /// Adds an endpoint, or replaces the service of the one with the same key, which keeps
+    /// its measurements and outlier state.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// let balance = meshless::balance::Balance::builder().build();
+    /// balance.insert(1, service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }));
+    /// ```
+    pub fn insert(&self, key: K, service: S) {
+        self.apply([Change::Insert(key, service)]);
+    }
+
+    /// Adds an endpoint with a static weight: it gets about `weight` times the traffic of a
+    /// weight-1 endpoint of the same latency. Weights that are not finite and positive count
+    /// as 1.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// let balance = meshless::balance::Balance::builder().build();
+    /// balance.insert_weighted("big", service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }), 4.0);
+    /// ```
+    pub fn insert_weighted(&self, key: K, service: S, weight: f64) {
+        let weight = if weight.is_finite() && weight > 0.0 {
+            weight
+        } else {
+            1.0
+        };
+        self.apply_weighted([(Change::Insert(key, service), weight)]);
+    }
+
+    /// Removes an endpoint. Requests already sent to it finish normally.
+    ///
+    /// ```
+    /// # use tower::service_fn;
+    /// let balance = meshless::balance::Balance::builder().build();
+    /// balance.insert(1, service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }));
+    /// balance.remove(&1);
+    /// assert!(balance.is_empty());
+    /// ```
+    pub fn remove(&self, key: &K) {
+        self.apply([Change::Remove(key.clone())]);
+    }
+
+    /// Applies a batch of changes at once: one new snapshot of the endpoint set, however many
+    /// changes.
+    ///
+    /// ```
+    /// use meshless::balance::{Balance, Change};
+    /// # use tower::service_fn;
+    /// # let svc = service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) });
+    /// let balance = Balance::builder().build();
+    /// balance.apply([Change::Insert(1, svc.clone()), Change::Insert(2, svc), Change::Remove(1)]);
+    /// assert_eq!(balance.len(), 1);
+    /// ```
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change<K, S>>) {
+        self.apply_weighted(changes.into_iter().map(|c| (c, 1.0)));
+    }
+
+    fn apply_weighted(&self, changes: impl IntoIterator<Item = (Change<K, S>, f64)>) {
+        let shared = &*self.shared;
+        let now = Instant::now();
+        let mut slot = shared.endpoints.write().unwrap_or_else(|e| e.into_inner());
+        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> = slot
+            .all
+            .iter()
+            .map(|e| (e.key.clone(), e.clone()))
+            .collect();
+        let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
+        for (change, weight) in changes {
+            match change {
+                Change::Insert(key, service) => {
+                    // An endpoint inserted again (a discovery refresh, a new connection
+                    // handle) keeps its measurements, ejection and quiet: only the service
+                    // and the weight are new. Forgetting them would hand an ejected endpoint
+                    // its traffic back.
+                    let (meter, label) = match by_key.get(&key) {
+                        Some(old) => {
+                            old.meter.weight.store(weight.to_bits(), Ordering::Relaxed);
+                            (old.meter.clone(), old.label.clone())
+                        }
+                        None => {
+                            order.push(key.clone());
+                            // The endpoint's label in metrics and spans, written once.
+                            let label: Arc<str> = Arc::from(key.to_string());
+                            (Arc::new(self.meter(now, weight, &label)), label)
+                        }
+                    };
+                    let endpoint = Arc::new(Endpoint {
+                        meter,
+                        key: key.clone(),
+                        service,
+                        label,
+                    });
+                    by_key.insert(key, endpoint);
+                }
+                Change::Remove(key) => {
+                    if let Some(old) = by_key.remove(&key) {
+                        old.meter.health.retire();
+                    }
+                }
+            }
+        }
+        // Taken out as they are listed, so that a key removed and inserted again in one batch
+        // is listed once.
+        let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
+        *slot = Arc::new(Endpoints::new(next));
+        // Still under the write lock: a handle that sees the new generation reads this
+        // snapshot or a newer one.
+        shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {
+        let shared = &*self.shared;
+        let config = &shared.config;
+        // The request handles first: they hold the label's series (see `forget_series`), so
+        // that a removed namesake cannot drop them after the observer registered its own.
+        let metrics = shared.metrics.as_ref().map(|m| {
+            let metrics = m.endpoint(label);
+            metrics.rtt(config.default_rtt.as_nanos() as f64);
+            metrics
+        });
+        let observer = HealthObserver::new(
+            &config.observe,
+            label.clone(),
+            shared.metrics.as_ref().map(BalancerMetrics::by_state),
+        );
+        Meter {
+            rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
+            in_flight: AtomicU32::new(0),
+            health: shared.detector.register_observed(now, observer),
+            weight: AtomicU64::new(weight.to_bits()),
+            penalty: config.penalty,
+            quiet: quiet::Quiet::new(),
+            max_quiet: config.max_pushback,
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            metrics,
+        }
+    }
+}
