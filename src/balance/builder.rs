@@ -233,7 +233,7 @@ impl BalanceBuilder {
         self
     }
 
-    /// Checks the settings with [`BalanceConfig::validate`].
+    /// Checks the settings with [`BalanceConfig::validate`](super::BalanceConfig::validate).
     ///
     /// ```
     /// use std::time::Duration;
