@@ -30,6 +30,7 @@
 //! ```
 
 mod config;
+mod decide;
 mod future;
 mod head;
 mod layer;
