@@ -1,8 +1,8 @@
 //! Contracts the hot path must keep, probed at the public API against raw TCP servers and
 //! in-memory services: the request line and `Host` of every URI form (CONNECT included) and
-//! one pool per endpoint whatever the authority's case; a verdict (`Classified`) that came from
-//! below never survives a success; `ForgetSeries` racing a re-insert and panicking; every
-//! retry's head identical to the first attempt's; lazy deadline timers still on time.
+//! one pool per endpoint whatever the authority's case; `ForgetSeries` racing a re-insert and
+//! panicking; every retry's head identical to the first attempt's; lazy deadline timers still
+//! on time. (A verdict that came from below never surviving a success: `tests/classified.rs`.)
 
 use bytes::Bytes;
 use http::Request;
@@ -388,7 +388,6 @@ async fn retry_resends_the_identical_head() {
 
 // ---------------------------------------------------------------- lazy deadline timers
 
-mod classified;
 mod forget;
 mod lazy_timer;
 mod retry_head;
