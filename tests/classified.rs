@@ -72,6 +72,20 @@ fn endpoint(
     })
 }
 
+/// Sends one `GET` through `svc` and returns its answer.
+async fn get<S>(svc: &mut S) -> S::Response
+where
+    S: Service<Request<Empty<Bytes>>>,
+    S::Error: std::fmt::Debug,
+{
+    svc.ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_attempt_is_classified_once_and_the_retry_reads_the_verdict() {
     let counting = Counting::default();
@@ -85,13 +99,7 @@ async fn a_failed_attempt_is_classified_once_and_the_retry_reads_the_verdict() {
         .max_retries(2)
         .classifier(counting.clone())
         .layer(balance);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let res = get(&mut svc).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         res.extensions().get::<Classified>().map(|c| c.0.reason()),
@@ -112,13 +120,7 @@ async fn the_retry_follows_the_balancers_verdict_over_its_own_classifier() {
     let mut svc = RetryLayer::new(Budget::default())
         .max_retries(1)
         .layer(balance);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let res = get(&mut svc).await;
     assert_eq!(res.status(), StatusCode::IM_A_TEAPOT);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
 }
@@ -129,13 +131,7 @@ async fn a_success_carries_no_verdict() {
     let balance = Balance::builder().build();
     balance.insert("a", endpoint(StatusCode::OK, calls.clone()));
     let mut svc = RetryLayer::new(Budget::default()).layer(balance);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let res = get(&mut svc).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.extensions().get::<Classified>().is_none());
     assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -171,13 +167,7 @@ async fn foreign_classified_on_a_success_is_not_retried() {
     let mut svc = RetryLayer::new(Budget::default())
         .max_retries(2)
         .layer(balance.clone());
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let res = get(&mut svc).await;
     assert_eq!(res.status(), StatusCode::OK);
     let endpoint = &balance.endpoints()[0];
     assert_eq!(
@@ -206,13 +196,7 @@ async fn foreign_success_verdict_on_a_failure_is_overwritten() {
     let mut svc = RetryLayer::new(Budget::default())
         .max_retries(2)
         .layer(balance);
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(Request::new(Empty::new()))
-        .await
-        .unwrap();
+    let res = get(&mut svc).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(calls.load(Ordering::Relaxed), 3);
 }
