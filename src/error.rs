@@ -97,6 +97,15 @@ pub enum Kind {
     /// The request is `https` but TLS is compiled out (the `tls` feature is off). Nothing was
     /// sent: an `https` request never leaves in clear text.
     TlsUnavailable,
+    /// The circuit breaker is open (or admitting only part of the traffic while it recovers)
+    /// and refused the request. Nothing was sent. The source says why and until when.
+    CircuitOpen,
+    /// The concurrency limit (fixed or adaptive) was full and the request could not wait for
+    /// a permit. Nothing was sent.
+    ConcurrencyLimited,
+    /// Client-side adaptive throttling refused the request because the upstream has been
+    /// rejecting too many of them. Nothing was sent.
+    Throttled,
 }
 
 /// The layer that rejected a request.
@@ -116,6 +125,12 @@ pub enum Layer {
     Attempt,
     /// The load balancer ([`crate::balance::Balance`]).
     Balance,
+    /// The concurrency limit, fixed or adaptive.
+    Limit,
+    /// The service-level circuit breaker.
+    Breaker,
+    /// Client-side adaptive throttling.
+    Throttle,
     /// The client front end ([`crate::http::Client`]), before any layer ran.
     Client,
     /// The wrapped service itself.
@@ -140,7 +155,26 @@ impl Kind {
             Kind::AttemptTimedOut => Layer::Attempt,
             Kind::NoReadyEndpoint | Kind::EndpointsPushingBack => Layer::Balance,
             Kind::InvalidRequest | Kind::TlsUnavailable => Layer::Client,
+            Kind::CircuitOpen => Layer::Breaker,
+            Kind::ConcurrencyLimited => Layer::Limit,
+            Kind::Throttled => Layer::Throttle,
         }
+    }
+
+    /// True for the client's own load shedding: the breaker, the concurrency limit or
+    /// throttling refused the request before anything was sent. Such a refusal says nothing
+    /// about the upstream, so no layer counts it as the upstream's failure.
+    ///
+    /// ```
+    /// use meshless::error::Kind;
+    /// assert!(Kind::CircuitOpen.is_shed());
+    /// assert!(!Kind::DeadlineExceeded.is_shed());
+    /// ```
+    pub fn is_shed(self) -> bool {
+        matches!(
+            self,
+            Kind::CircuitOpen | Kind::ConcurrencyLimited | Kind::Throttled
+        )
     }
 
     /// A short, stable name: used in the `x-meshless-error` header and as a metric label.
@@ -162,6 +196,9 @@ impl Kind {
             Kind::EndpointsPushingBack => "endpoints-pushing-back",
             Kind::InvalidRequest => "invalid-request",
             Kind::TlsUnavailable => "tls-unavailable",
+            Kind::CircuitOpen => "circuit-open",
+            Kind::ConcurrencyLimited => "concurrency-limited",
+            Kind::Throttled => "throttled",
         }
     }
 }
@@ -174,6 +211,9 @@ impl fmt::Display for Layer {
             Layer::Attempt => "attempt",
             Layer::Balance => "balance",
             Layer::Client => "client",
+            Layer::Limit => "limit",
+            Layer::Breaker => "breaker",
+            Layer::Throttle => "throttle",
             Layer::Service => "service",
         })
     }
@@ -346,6 +386,9 @@ impl fmt::Display for Error {
             Kind::EndpointsPushingBack => "every endpoint is pushing back past the deadline",
             Kind::InvalidRequest => "invalid request",
             Kind::TlsUnavailable => "https refused: TLS is compiled out (feature `tls`)",
+            Kind::CircuitOpen => "circuit open",
+            Kind::ConcurrencyLimited => "concurrency limit reached",
+            Kind::Throttled => "throttled: the upstream rejects too many requests",
         };
         f.write_str(what)?;
         if self.attempts > 0 {
@@ -407,6 +450,9 @@ mod tests {
             Kind::EndpointsPushingBack,
             Kind::InvalidRequest,
             Kind::TlsUnavailable,
+            Kind::CircuitOpen,
+            Kind::ConcurrencyLimited,
+            Kind::Throttled,
         ] {
             assert!(!kind.as_str().is_empty());
             assert!(!kind.layer().to_string().is_empty());
