@@ -117,8 +117,15 @@ mod forget;
 mod labels;
 
 pub use self::forget::ForgetSeries;
+mod protect;
+
 pub(crate) use self::forget::{Forgetter, SeriesGuard, SeriesKind};
 pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
+pub use self::protect::{
+    BREAKER_REJECTED_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, CONCURRENCY_IN_FLIGHT,
+    CONCURRENCY_LIMIT, CONCURRENCY_REJECTED_TOTAL, MODE, ROUTE, THROTTLE_PROBABILITY,
+    THROTTLE_REJECTED_TOTAL,
+};
 pub use crate::primitives::ring::RecentStats;
 
 use metrics::Unit;
@@ -415,4 +422,5 @@ pub fn describe() {
         Unit::Count,
         "Requests failed because no endpoint was ready within the fail-fast timeout."
     );
+    protect::describe();
 }
