@@ -100,7 +100,7 @@ impl Target {
 
     fn attempts(&self, requests: u64) -> u64 {
         match self {
-            Target::Meshless(m) => m.attempts(requests),
+            Target::Meshless(m) => m.attempts(),
             Target::Plain(_) => requests,
             Target::Tower(t) => t.attempts(),
         }

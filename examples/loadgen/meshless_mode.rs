@@ -47,9 +47,11 @@ impl Meshless {
         }
     }
 
-    /// Client-side attempts: every request plus every retry.
-    pub fn attempts(&self, requests: u64) -> u64 {
-        requests + self.client.retry_stats().retries()
+    /// Client-side attempts: every request that reached the retry layer, plus every retry.
+    /// A request the client shed (open circuit, full limit, throttling) sent nothing.
+    pub fn attempts(&self) -> u64 {
+        let retry = self.client.retry_stats();
+        retry.requests() + retry.retries()
     }
 
     pub fn endpoints(&self) -> Vec<EndpointReport> {
