@@ -2,6 +2,7 @@
 
 use super::backend::Shared;
 use super::behavior::Fault;
+use super::capacity::Refusal;
 use super::connection::Conn;
 use super::counters::Counters;
 use bytes::Bytes;
@@ -80,6 +81,22 @@ pub(crate) async fn respond(
             echoed,
         ));
     }
+
+    // Held until this function returns: the worker is busy for the whole service.
+    let _worker = match &backend.gate {
+        None => None,
+        Some(gate) => match gate.admit(counters).await {
+            Ok(worker) => Some(worker),
+            Err(Refusal::Status(status)) => {
+                return Ok(echo(answer(counters, status, Payload::empty()), echoed));
+            }
+            Err(Refusal::Reset) => {
+                counters.reset();
+                conn.reset();
+                return std::future::pending().await;
+            }
+        },
+    };
 
     // `rand::rng()` is a thread-local handle: drawn and dropped before any await, so the
     // future stays `Send`.
