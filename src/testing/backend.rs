@@ -103,7 +103,8 @@ impl Backend {
     ///
     /// The capacity belongs to the backend, not to a phase: it holds through every phase and
     /// every [`BackendHandle::set_behavior`], and requests in service or in the queue when the
-    /// behavior changes keep their place. `workers` is at least 1; `queue` may be 0 (no queue:
+    /// behavior changes keep their place. A request that waited gets the behavior in force
+    /// when a worker takes it up. `workers` is at least 1; `queue` may be 0 (no queue:
     /// a request that finds every worker busy is refused). [`Counters`] count what was served,
     /// queued and refused. Without this call a backend serves every request at once, however
     /// many there are.

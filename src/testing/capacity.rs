@@ -174,7 +174,10 @@ mod tests {
         let second = futures_poll(&mut second).expect("second in line").ok();
         assert!(second.is_some());
         let s = counters.snapshot();
-        assert_eq!((s.served, s.queued, s.refused, s.max_queue_depth), (2, 2, 1, 2));
+        assert_eq!(
+            (s.served, s.queued, s.refused, s.max_queue_depth),
+            (2, 2, 1, 2)
+        );
         assert_eq!((counters.in_service(), counters.queue_depth()), (1, 1));
         // Giving up leaves the queue.
         drop(third);

@@ -52,8 +52,6 @@ pub(crate) async fn respond(
     let backend: &Shared = conn.backend();
     let counters = &backend.counters;
     counters.request();
-    // Read once per request: a behavior switched meanwhile applies from the next request.
-    let behavior = backend.behavior();
 
     // `Some(None)` is a header that is not a number: it cannot match any body.
     let declared: Option<Option<u64>> = request
@@ -98,6 +96,9 @@ pub(crate) async fn respond(
         },
     };
 
+    // Read once per request, when its service starts (after the queue, if any): a behavior
+    // switched meanwhile applies from the next request.
+    let behavior = backend.behavior();
     // `rand::rng()` is a thread-local handle: drawn and dropped before any await, so the
     // future stays `Send`.
     let fault = behavior.draw(&mut rand::rng());
