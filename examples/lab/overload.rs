@@ -28,6 +28,8 @@ pub struct Overload {
     /// Requests the fleet refused for a full queue, and the deepest queue (any backend).
     pub refused: u64,
     pub max_queue: u64,
+    /// Requests the fleet's workers took up per second over the whole run.
+    pub fleet_rate: f64,
 }
 
 impl Overload {
@@ -64,6 +66,7 @@ impl Overload {
             failed,
             refused: 0,
             max_queue: 0,
+            fleet_rate: 0.0,
         }
     }
 

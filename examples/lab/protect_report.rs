@@ -40,12 +40,13 @@ pub fn progress(run: &Run) -> Option<String> {
     run.overload.as_ref().map(|o| {
         format!(
             "overload: goodput {:.0}/s = {:.1}% of capacity; p99 ok {} vs {} uncongested \
-             ({:.2}×); fleet refused {}, deepest queue {}; failures: {}",
+             ({:.2}×); fleet served {:.0}/s, refused {}, deepest queue {}; failures: {}",
             o.goodput,
             100.0 * o.goodput_share(),
             ms_text(o.rush_p99_ms),
             ms_text(o.calm_p99_ms),
             o.p99_ratio(),
+            o.fleet_rate,
             o.refused,
             o.max_queue,
             o.failures_text()
@@ -61,17 +62,28 @@ pub fn verdicts(runs: &[Run]) -> Vec<Verdict> {
         .iter()
         .find(|r| r.mode == "meshless" && r.recovery.is_some());
     if let Some(r) = recovery.and_then(|run| run.recovery.as_ref()) {
-        out.push(Verdict {
-            pass: r.time_to_open.is_some() && r.open_share() <= PROBES_ONLY,
-            text: format!(
+        let text = match r.time_to_open {
+            Some(open) => format!(
                 "recovery: meshless, while holding back (from {} into the outage), the fleet \
                  received {:.1}% of the requests offered ({:.0} of {}) ≤ {:.0}%",
-                secs(r.time_to_open),
+                secs(Some(open)),
                 100.0 * r.open_share(),
                 r.open_received,
                 r.open_offered,
                 100.0 * PROBES_ONLY
             ),
+            None => format!(
+                "recovery: meshless never held back: the fleet received {:.1}% of the requests \
+                 offered over the whole outage ({:.0} of {}); ≤ {:.0}% while holding back",
+                100.0 * r.outage_share(),
+                r.received,
+                r.offered,
+                100.0 * PROBES_ONLY
+            ),
+        };
+        out.push(Verdict {
+            pass: r.time_to_open.is_some() && r.open_share() <= PROBES_ONLY,
+            text,
         });
         out.push(Verdict {
             pass: r.back_to_full.is_some_and(|d| d <= MAX_BACK_TO_FULL),
@@ -245,17 +257,24 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
             let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|");
             for run in runs {
                 let Some(r) = &run.recovery else { continue };
+                let held_back = if r.time_to_open.is_some() {
+                    format!(
+                        "{:.1}% ({:.0} / {})",
+                        100.0 * r.open_share(),
+                        r.open_received,
+                        r.open_offered
+                    )
+                } else {
+                    "–".to_string()
+                };
                 let _ = writeln!(
                     w,
-                    "| {} | {:.1}% ({:.0} / {}) | {} | {:.1}% ({:.0} / {}) | {} | {} |",
+                    "| {} | {:.1}% ({:.0} / {}) | {} | {held_back} | {} | {} |",
                     run.mode,
                     100.0 * r.outage_share(),
                     r.received,
                     r.offered,
                     secs(r.time_to_open),
-                    100.0 * r.open_share(),
-                    r.open_received,
-                    r.open_offered,
                     secs(r.first_good),
                     secs(r.back_to_full)
                 );
@@ -277,14 +296,15 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
             let _ = writeln!(
                 w,
                 "| client | goodput | of capacity | p99 ok, overload | p99 ok, uncongested | \
-                 ratio | failures under overload | refused by the fleet | deepest queue |"
+                 ratio | failures under overload | fleet served | refused by the fleet | deepest \
+                 queue |"
             );
-            let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|---|--:|--:|");
+            let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|");
             for run in runs {
                 let Some(o) = &run.overload else { continue };
                 let _ = writeln!(
                     w,
-                    "| {} | {:.0}/s ({} of {}) | {:.1}% | {} | {} | {:.2}× | {} | {} | {} |",
+                    "| {} | {:.0}/s ({} of {}) | {:.1}% | {} | {} | {:.2}× | {} | {:.0}/s | {} | {} |",
                     run.mode,
                     o.goodput,
                     o.ok,
@@ -294,6 +314,7 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
                     ms_text(o.calm_p99_ms),
                     o.p99_ratio(),
                     o.failures_text(),
+                    o.fleet_rate,
                     o.refused,
                     o.max_queue
                 );
@@ -302,7 +323,9 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
                 w,
                 "\nGoodput: requests started during the overload that succeeded (2xx within \
                  the deadline), per second of overload. p99 ok: the 99th percentile latency of \
-                 the successful requests started in each span. The issue asks, of \
+                 the successful requests started in each span. Fleet served: requests the \
+                 backends' workers took up, per second of the whole run (abandoned ones \
+                 included: work the clients never used). The issue asks, of \
                  `{ADAPTIVE}`, goodput ≥ {:.0}% of capacity and a p99 ≤ {MAX_P99_RATIO}× the \
                  uncongested one, beside `{FIXED}` and no limit (`meshless`).\n",
                 100.0 * MIN_GOODPUT

@@ -276,7 +276,10 @@ fn recovery() -> Scenario {
         name: "recovery",
         title: "Outage and recovery",
         description: format!(
-            "All five backends are healthy for {} s, answer every request with 503 for {} s,              then heal. The run lasts {} s at the lab's rate. Measured per {} ms: the requests              the fleet received (its own counters) against the requests the client was              offered.",
+            "All five backends are healthy for {} s, answer every request with 503 for {} s, \
+             then heal. The run lasts {} s at the lab's rate. Measured per {} ms: the requests \
+             the fleet received (its own counters) against the requests the client was \
+             offered.",
             outage_at.as_secs(),
             outage.as_secs(),
             length.as_secs(),
@@ -321,7 +324,10 @@ fn overload() -> Scenario {
         name: "overload",
         title: "Overload",
         description: format!(
-            "Five backends, each with {WORKERS} workers and a FIFO queue of {QUEUE}              (`Backend::capacity`), serve every request in a fixed {} ms: the fleet's capacity              is {capacity:.0} requests per second. The client is offered {:.1}× that for {} s              (uncongested), then {:.1}× for {} s (overload), open loop.",
+            "Five backends, each with {WORKERS} workers and a FIFO queue of {QUEUE} \
+             (`Backend::capacity`), serve every request in a fixed {} ms: the fleet's capacity \
+             is {capacity:.0} requests per second. The client is offered {:.1}× that for {} s \
+             (uncongested), then {:.1}× for {} s (overload), open loop.",
             SERVICE.as_millis(),
             calm.1,
             calm.0.as_secs(),
