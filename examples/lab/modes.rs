@@ -34,12 +34,15 @@ pub const ADAPTIVE: &str = "meshless + adaptive limit";
 /// The label of the fixed-limit variant the overload section shows beside it.
 pub const FIXED: &str = "meshless + fixed limit";
 
-/// Every client, in report order. To add a variant, add a line, e.g.
+/// Every client, in report order. To add a variant, add a line (a closure that captures
+/// nothing is a `fn`, so it fits in this constant), e.g.
 ///
 /// ```text
 /// Variant { label: FIXED, mode: Mode::Meshless, tune: |b| b.concurrency_limit(..), extra: true },
 /// Variant { label: ADAPTIVE, mode: Mode::Meshless, tune: |b| b.adaptive_limit(..), extra: true },
 /// ```
+///
+/// With `extra: false` the variant runs in every scenario (but the overload's plain-free set).
 pub const VARIANTS: &[Variant] = &[
     Variant {
         label: "plain",
