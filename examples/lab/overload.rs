@@ -28,7 +28,8 @@ pub struct Overload {
     /// Requests the fleet refused for a full queue, and the deepest queue (any backend).
     pub refused: u64,
     pub max_queue: u64,
-    /// Requests the fleet's workers took up per second over the whole run.
+    /// Requests the fleet answered per second over the whole run (the client may have given
+    /// up on some by then).
     pub fleet_rate: f64,
 }
 

@@ -40,7 +40,7 @@ pub fn progress(run: &Run) -> Option<String> {
     run.overload.as_ref().map(|o| {
         format!(
             "overload: goodput {:.0}/s = {:.1}% of capacity; p99 ok {} vs {} uncongested \
-             ({:.2}×); fleet served {:.0}/s, refused {}, deepest queue {}; failures: {}",
+             ({:.2}×); fleet answered {:.0}/s, refused {}, deepest queue {}; failures: {}",
             o.goodput,
             100.0 * o.goodput_share(),
             ms_text(o.rush_p99_ms),
@@ -296,7 +296,7 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
             let _ = writeln!(
                 w,
                 "| client | goodput | of capacity | p99 ok, overload | p99 ok, uncongested | \
-                 ratio | failures under overload | fleet served | refused by the fleet | deepest \
+                 ratio | failures under overload | fleet answered | refused by the fleet | deepest \
                  queue |"
             );
             let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|---|--:|--:|--:|");
@@ -323,9 +323,10 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
                 w,
                 "\nGoodput: requests started during the overload that succeeded (2xx within \
                  the deadline), per second of overload. p99 ok: the 99th percentile latency of \
-                 the successful requests started in each span. Fleet served: requests the \
-                 backends' workers took up, per second of the whole run (abandoned ones \
-                 included: work the clients never used). The issue asks, of \
+                 the successful requests started in each span. Fleet answered: responses the \
+                 backends sent, per second of the whole run, whether or not the client still \
+                 waited for them (a request whose client went away leaves the queue, or its \
+                 worker, unanswered). The issue asks, of \
                  `{ADAPTIVE}`, goodput ≥ {:.0}% of capacity and a p99 ≤ {MAX_P99_RATIO}× the \
                  uncongested one, beside `{FIXED}` and no limit (`meshless`).\n",
                 100.0 * MIN_GOODPUT

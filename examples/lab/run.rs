@@ -88,7 +88,7 @@ pub async fn run_one(
             let mut overload = Overload::new(&records, capacity, calm.0, rush.0);
             let totals = fleet.totals();
             overload.refused = totals.refused;
-            overload.fleet_rate = totals.served as f64 / duration.as_secs_f64().max(1e-3);
+            overload.fleet_rate = totals.responses() as f64 / duration.as_secs_f64().max(1e-3);
             overload.max_queue = fleet
                 .backends()
                 .iter()
