@@ -1,6 +1,7 @@
 //! lab: runs the scenarios — a slow endpoint, a flaky one, one dying and returning, one
-//! hanging, a full outage, tail latency, throttling with Retry-After, endpoint churn — against
-//! a local fleet of misbehaving backends, in three modes (plain, tower, meshless), and writes
+//! hanging, a full outage, tail latency, throttling with Retry-After, endpoint churn, an
+//! outage and recovery, an overload — against a local fleet of misbehaving backends, with
+//! several clients (plain, tower, meshless and its variants, `lab/modes.rs`), and writes
 //! `target/lab/report.md` with SVG charts next to it.
 //!
 //! ```text
@@ -9,16 +10,18 @@
 //! ```
 //!
 //! - `--only`: run these scenarios only (slow, flaky, dying, hanging, outage, tail,
-//!   throttling, churn).
+//!   throttling, churn, recovery, overload).
 //! - `--requests` (default 4000) and `--rate` (default 1000 req/s): the open-loop load of each
-//!   scenario and mode; the run lasts `requests / rate` seconds, and the dying and churn
-//!   scenarios place their phases within it.
-//! - `--max-in-flight` (default 256): requests in flight at most.
+//!   scenario and client; the run lasts `requests / rate` seconds, and the dying and churn
+//!   scenarios place their phases within it. The recovery scenario runs 10 s at `--rate`; the
+//!   overload scenario sets its own load from the fleet's capacity.
+//! - `--max-in-flight` (default 256): requests in flight at most (the overload scenario sets
+//!   its own, higher, so that its load stays open).
 //! - `--publish`: also write the report to `docs/lab-report.md` and its charts to `docs/lab/`.
 //!
-//! Progress goes to stderr. The modes are loadgen's (`loadgen/plain.rs`,
-//! `loadgen/tower_mode.rs`, included read-only) and meshless' `http::Client` with its default
-//! policy, built as loadgen builds it (see `lab/target.rs`).
+//! Progress goes to stderr. The plain and tower clients are loadgen's (`loadgen/plain.rs`,
+//! `loadgen/tower_mode.rs`, included read-only); meshless' `http::Client` is built as loadgen
+//! builds it, with its default policy or a variant's changes (see `lab/target.rs`).
 
 #[allow(dead_code)]
 #[path = "loadgen/cli.rs"]
@@ -33,33 +36,35 @@ mod tower_mode;
 
 #[path = "lab/charts.rs"]
 mod charts;
+#[path = "lab/modes.rs"]
+mod modes;
+#[path = "lab/overload.rs"]
+mod overload;
+#[path = "lab/protect_report.rs"]
+mod protect_report;
 #[path = "lab/report.rs"]
 mod report;
+#[path = "lab/run.rs"]
+mod run;
 #[path = "lab/scenario.rs"]
 mod scenario;
 #[path = "lab/stats.rs"]
 mod stats;
 #[path = "lab/target.rs"]
 mod target;
+#[path = "lab/timeline.rs"]
+mod timeline;
 
-use bytes::Bytes;
-use cli::Mode;
-use common::Spec;
-use http::Method;
-use http::uri::PathAndQuery;
-use meshless::testing::Fleet;
-use stats::{EndpointLine, Run};
+use modes::VARIANTS;
+use stats::Run;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use target::{Load, Target};
+use target::Load;
 
 /// The same deadline for every mode: loadgen's `--timeout-ms` default.
 const TIMEOUT: Duration = Duration::from_millis(1000);
-
-const MODES: [Mode; 3] = [Mode::Plain, Mode::Tower, Mode::Meshless];
 
 const USAGE: &str = "\
 usage: cargo run --release --example lab [-- [--only NAME[,NAME...]] [--requests N] [--rate RPS]
@@ -170,19 +175,17 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
     }
     let out_dir = target_dir().join("lab");
     std::fs::create_dir_all(&out_dir)?;
-    let load = Load {
-        requests: options.requests,
-        rate: options.rate,
-        max_in_flight: options.max_in_flight,
-    };
-    let total = scenarios.len() * MODES.len();
+    let load = Load::steady(options.requests, options.rate, options.max_in_flight);
+    let total: usize = scenarios
+        .iter()
+        .map(|s| VARIANTS.iter().filter(|v| s.runs(v)).count())
+        .sum();
     eprintln!(
-        "lab: {} scenarios × {} modes, {} requests each at {} req/s ({:.1} s), at most {} in \
-         flight, deadline {} ms; writing to {}",
+        "lab: {} scenarios, {total} runs, {} requests each at {} req/s ({:.1} s) unless the \
+         scenario says otherwise, at most {} in flight, deadline {} ms; writing to {}",
         scenarios.len(),
-        MODES.len(),
-        load.requests,
-        load.rate,
+        options.requests,
+        options.rate,
         run_length.as_secs_f64(),
         load.max_in_flight,
         TIMEOUT.as_millis(),
@@ -192,14 +195,15 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
     let mut runs: Vec<Run> = Vec::new();
     let mut n = 0;
     for scenario in &scenarios {
-        for mode in MODES {
+        let scenario_load = scenario.load(&load);
+        for variant in VARIANTS.iter().filter(|v| scenario.runs(v)) {
             n += 1;
-            let run = run_one(scenario, mode, &load).await?;
+            let run = run::run_one(scenario, variant, &scenario_load, TIMEOUT).await?;
             eprintln!(
                 "lab: [{n:>2}/{total}] {:<10} {:<8} {:>5} requests, {:>7.2}% ok, {:.3} \
                  attempts/req, p99 {}, p99.9 {}, {:.2} s{}",
                 scenario.name,
-                mode.name(),
+                variant.label,
                 run.requests,
                 run.success_pct(),
                 run.attempts_per_request(),
@@ -212,6 +216,9 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
                     format!("; failures: {}", run.failures_text())
                 }
             );
+            if let Some(line) = protect_report::progress(&run) {
+                eprintln!("lab:         {line}");
+            }
             runs.push(run);
         }
         let mine: Vec<&Run> = runs
@@ -228,6 +235,7 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
             &format!("{}: success over time", scenario.title),
             &mine,
         )?;
+        protect_report::charts(&out_dir, scenario, &mine)?;
     }
 
     let wall_s = wall.elapsed().as_secs_f64();
@@ -248,8 +256,8 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
             cpu_model().unwrap_or_else(|| "CPU model unknown".into()),
             load_avg.unwrap_or_else(|| "unknown".into())
         ),
-        requests: load.requests,
-        rate: load.rate,
+        requests: options.requests,
+        rate: options.rate,
         max_in_flight: load.max_in_flight,
         timeout_ms: TIMEOUT.as_millis(),
         wall_s,
@@ -264,8 +272,7 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::create_dir_all(docs.join("lab"))?;
         for scenario in &scenarios {
-            for kind in ["cdf", "success"] {
-                let file = format!("{}-{kind}.svg", scenario.name);
+            for file in report::chart_files(scenario) {
                 std::fs::copy(out_dir.join(&file), docs.join("lab").join(&file))?;
             }
         }
@@ -276,58 +283,14 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
         )?;
         eprintln!("lab: published {}", docs_report.display());
     }
-    for verdict in report::verdicts(&runs) {
+    for verdict in report::verdicts(&runs)
+        .into_iter()
+        .chain(protect_report::verdicts(&runs))
+    {
         eprintln!("lab: {}", verdict.line());
     }
     eprintln!("lab: done in {wall_s:.1} s");
     Ok(())
-}
-
-/// One scenario in one mode, on a fresh fleet.
-async fn run_one(
-    scenario: &scenario::Scenario,
-    mode: Mode,
-    load: &Load,
-) -> Result<Run, Box<dyn Error>> {
-    let fleet = Fleet::builder()
-        .backends(scenario.backends.iter().map(|(b, _)| b.clone()))
-        .start()
-        .await?;
-    let addrs = fleet.addrs();
-    let target = Arc::new(Target::new(mode, &addrs, TIMEOUT));
-    let spec = Arc::new(Spec {
-        method: Method::GET,
-        path: PathAndQuery::from_static("/"),
-        body: Bytes::new(),
-        timeout: TIMEOUT,
-    });
-    let (records, duration) = target::drive(target.clone(), spec, load).await;
-    let mut run = Run::new(scenario.name, mode.name(), &records, duration);
-    run.attempts = target.attempts(run.requests);
-    let reports = target.endpoints();
-    run.endpoints = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let report = reports.iter().find(|e| e.addr == *addr);
-            EndpointLine {
-                attempts: report.map_or(0, |e| e.requests),
-                failures: report.map_or(0, |e| e.failures),
-                ejections: report.map_or(0, |e| e.ejections),
-                served: fleet.backend(i).counters().requests(),
-            }
-        })
-        .collect();
-    run.meshless = target.meshless_stats().map(|mut stats| {
-        // In the fleet's order, as the other tables are.
-        stats
-            .status
-            .sort_by_key(|(addr, _)| addrs.iter().position(|a| a == addr));
-        stats
-    });
-    drop(target);
-    fleet.shutdown().await;
-    Ok(run)
 }
 
 /// The cargo target directory this example runs from (`<target>/release/examples/lab`), or

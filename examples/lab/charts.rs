@@ -16,7 +16,18 @@ fn color(mode: &str) -> RGBColor {
     match mode {
         "plain" => RGBColor(214, 39, 40),
         "tower" => RGBColor(31, 119, 180),
-        _ => RGBColor(44, 160, 44),
+        "meshless" => RGBColor(44, 160, 44),
+        // Variants: a colour of their own, the same in every chart (picked by the label).
+        variant => {
+            const OTHERS: [RGBColor; 4] = [
+                RGBColor(148, 103, 189),
+                RGBColor(255, 127, 14),
+                RGBColor(140, 86, 75),
+                RGBColor(23, 190, 207),
+            ];
+            let pick = variant.bytes().map(usize::from).sum::<usize>() % OTHERS.len();
+            OTHERS[pick]
+        }
     }
 }
 
@@ -138,6 +149,71 @@ pub fn success(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn Er
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::MiddleLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// A quantity over time, one line per run: `series` is (mode label, points (s, value)).
+/// `shade` greys a span of time (s); `level` draws a dashed horizontal line with its label.
+pub struct Lines<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub y_max: f64,
+    pub series: Vec<(&'a str, Vec<(f64, f64)>)>,
+    pub shade: Option<(f64, f64)>,
+    pub level: Option<(f64, &'a str)>,
+}
+
+pub fn lines(path: &Path, chart: &Lines<'_>) -> Result<(), Box<dyn Error>> {
+    let end = chart
+        .series
+        .iter()
+        .flat_map(|(_, points)| points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut ctx = ChartBuilder::on(&root)
+        .caption(chart.title, ("sans-serif", 18))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0f64..end, 0.0f64..chart.y_max)?;
+    ctx.configure_mesh()
+        .x_desc(chart.x_desc)
+        .y_desc(chart.y_desc)
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    if let Some((from, to)) = chart.shade {
+        let grey = RGBColor(220, 220, 220).mix(0.6).filled();
+        ctx.draw_series(std::iter::once(Rectangle::new(
+            [(from, 0.0), (to, chart.y_max)],
+            grey,
+        )))?;
+    }
+    if let Some((level, label)) = chart.level {
+        let style = BLACK.mix(0.6).stroke_width(1);
+        ctx.draw_series(DashedLineSeries::new(
+            [(0.0, level), (end, level)],
+            6,
+            4,
+            style,
+        ))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    }
+    for (mode, points) in &chart.series {
+        let style = color(mode).stroke_width(width(mode));
+        ctx.draw_series(LineSeries::new(points.iter().copied(), style))?
+            .label(*mode)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    }
+    ctx.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))

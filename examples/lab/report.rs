@@ -2,6 +2,7 @@
 //! scenario with its charts, per-mode numbers, and where the traffic went.
 
 use super::charts::ms_text;
+use super::protect_report;
 use super::scenario::Scenario;
 use super::stats::Run;
 use std::fmt::Write as _;
@@ -88,6 +89,16 @@ pub fn verdicts(runs: &[Run]) -> Vec<Verdict> {
     out
 }
 
+/// Every chart file of `scenario`.
+pub fn chart_files(scenario: &Scenario) -> Vec<String> {
+    let mut files = vec![
+        format!("{}-cdf.svg", scenario.name),
+        format!("{}-success.svg", scenario.name),
+    ];
+    files.extend(protect_report::chart_files(scenario));
+    files
+}
+
 /// The whole report. `image_dir` prefixes chart file names (`""` next to the report).
 pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: &str) -> String {
     let mut md = String::new();
@@ -95,7 +106,7 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
     let _ = writeln!(w, "# meshless lab report\n");
     let _ = writeln!(
         w,
-        "Scenario runs of three HTTP clients against a local fleet of misbehaving backends \
+        "Scenario runs of HTTP clients against a local fleet of misbehaving backends \
          (`meshless::testing`). Regenerate with:\n\n```text\n{}\n```\n",
         setup.command
     );
@@ -175,8 +186,12 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
          min retries per second × ttl, with the defaults ratio {BUDGET_RATIO}, \
          {BUDGET_MIN_PER_S} retries/s, ttl {BUDGET_TTL_S} s.\n"
     );
+    let _ = writeln!(w, "{}\n", protect_report::acceptance_text());
     let _ = writeln!(w, "```text");
-    for v in verdicts(runs) {
+    for v in verdicts(runs)
+        .into_iter()
+        .chain(protect_report::verdicts(runs))
+    {
         let _ = writeln!(w, "{}", v.line());
     }
     let _ = writeln!(w, "```\n");
@@ -247,6 +262,7 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
             );
         }
         let _ = writeln!(w);
+        protect_report::section(w, scenario, &mine, image_dir);
         let _ = writeln!(
             w,
             "Where the attempts went: per backend, attempts the client finished there / \
@@ -268,7 +284,7 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
             let _ = write!(w, "| {i} | {role} |");
             for run in &mine {
                 match run.endpoints.get(i) {
-                    Some(e) if run.mode == "meshless" => {
+                    Some(e) if run.mode.starts_with("meshless") => {
                         let _ = write!(
                             w,
                             " {} / {} / {} | {} |",

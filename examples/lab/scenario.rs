@@ -1,6 +1,9 @@
 //! The scenarios: each is a fleet of five backends on 127.0.0.1, built afresh for every mode.
 //! Phases run on the fleet's clock, which starts just before the load does.
 
+use super::cli::Mode;
+use super::modes::Variant;
+use super::target::{Load, Step};
 use http::{HeaderValue, StatusCode};
 use meshless::testing::{Backend, Behavior, Latency, Phase};
 use std::time::Duration;
@@ -17,6 +20,71 @@ pub struct Scenario {
     pub description: String,
     /// The backends, in order, each with its role in a few words.
     pub backends: Vec<(Backend, String)>,
+    /// Its load, and what the report measures beyond the usual.
+    pub plan: Plan,
+}
+
+/// A scenario's load and extra measures.
+#[derive(Debug, Clone, Copy)]
+pub enum Plan {
+    /// The lab's load (`--requests` at `--rate`), every client but the extra variants.
+    Standard,
+    /// Every backend fails from `outage_at` for `outage`, then heals; the run lasts `length`
+    /// at `--rate`. Every client, extra variants included; the report follows the traffic the
+    /// fleet received against the traffic offered, per `timeline::BUCKET`.
+    Recovery {
+        outage_at: Duration,
+        outage: Duration,
+        length: Duration,
+    },
+    /// Backends of finite capacity: `capacity` requests per second for the whole fleet, offered
+    /// `calm.1` × capacity for `calm.0`, then `rush.1` × capacity for `rush.0`. Every client
+    /// but plain, extra variants included.
+    Overload {
+        capacity: f64,
+        calm: (Duration, f64),
+        rush: (Duration, f64),
+        max_in_flight: usize,
+    },
+}
+
+impl Scenario {
+    /// Whether `variant` runs in this scenario.
+    pub fn runs(&self, variant: &Variant) -> bool {
+        match self.plan {
+            Plan::Standard => !variant.extra,
+            Plan::Recovery { .. } => true,
+            Plan::Overload { .. } => variant.mode != Mode::Plain,
+        }
+    }
+
+    /// The scenario's load, from the lab's (`--requests`, `--rate`, `--max-in-flight`).
+    pub fn load(&self, lab: &Load) -> Load {
+        let rate = lab.steps.first().map_or(1000.0, |s| s.rate);
+        let step = |length: Duration, rate: f64| Step {
+            requests: (length.as_secs_f64() * rate).round() as u64,
+            rate,
+        };
+        match self.plan {
+            Plan::Standard => lab.clone(),
+            Plan::Recovery { length, .. } => Load {
+                steps: vec![step(length, rate)],
+                max_in_flight: lab.max_in_flight,
+            },
+            Plan::Overload {
+                capacity,
+                calm,
+                rush,
+                max_in_flight,
+            } => Load {
+                steps: vec![
+                    step(calm.0, calm.1 * capacity),
+                    step(rush.0, rush.1 * capacity),
+                ],
+                max_in_flight,
+            },
+        }
+    }
 }
 
 const fn ms(n: u64) -> Duration {
@@ -54,6 +122,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
     let churn_offset = run / 10;
     vec![
         Scenario {
+            plan: Plan::Standard,
             name: "slow",
             title: "Slow endpoint",
             description: "One backend of five answers every request after a fixed 200 ms; \
@@ -65,6 +134,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
             ),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "flaky",
             title: "Flaky endpoint",
             description: "One backend of five answers 30% of requests with 503 (at its usual \
@@ -76,6 +146,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
             ),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "dying",
             title: "Endpoint dying and returning",
             description: format!(
@@ -98,6 +169,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
             ),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "hanging",
             title: "Hanging endpoint",
             description: "One backend of five accepts connections and reads requests but never \
@@ -109,6 +181,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
             ),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "outage",
             title: "Full outage",
             description: "All five backends answer every request with 503 for the whole run. \
@@ -125,6 +198,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
                 .collect(),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "tail",
             title: "Tail latency",
             description: "All five backends answer after a heavy-tailed log-normal delay: \
@@ -143,6 +217,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
                 .collect(),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "throttling",
             title: "Throttling with Retry-After",
             description: "One backend of five answers 50% of requests with 429 and \
@@ -158,6 +233,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
             ),
         },
         Scenario {
+            plan: Plan::Standard,
             name: "churn",
             title: "Endpoint churn",
             description: format!(
@@ -186,5 +262,97 @@ pub fn all(run: Duration) -> Vec<Scenario> {
                 })
                 .collect(),
         },
+        recovery(),
+        overload(),
     ]
+}
+
+/// Every backend answers 503 for 6 s in the middle of a 10 s run (the issue's outage), then
+/// heals.
+fn recovery() -> Scenario {
+    let (outage_at, outage, length) = (ms(1000), ms(6000), ms(10_000));
+    let failing = healthy().errors(1.0, StatusCode::SERVICE_UNAVAILABLE);
+    Scenario {
+        name: "recovery",
+        title: "Outage and recovery",
+        description: format!(
+            "All five backends are healthy for {} s, answer every request with 503 for {} s, \
+             then heal. The run lasts {} s at the lab's rate. Measured per {} ms: the requests \
+             the fleet received (its own counters) against the requests the client was \
+             offered.",
+            outage_at.as_secs(),
+            outage.as_secs(),
+            length.as_secs(),
+            super::timeline::BUCKET.as_millis()
+        ),
+        backends: (0..BACKENDS)
+            .map(|_| {
+                (
+                    Backend::phases([
+                        Phase::new(outage_at, healthy()),
+                        Phase::new(outage, failing.clone()),
+                        Phase::open_ended(healthy()),
+                    ]),
+                    format!(
+                        "503 from {} s to {} s",
+                        outage_at.as_secs(),
+                        (outage_at + outage).as_secs()
+                    ),
+                )
+            })
+            .collect(),
+        plan: Plan::Recovery {
+            outage_at,
+            outage,
+            length,
+        },
+    }
+}
+
+/// Workers per backend, and the fixed service time of a request: 5 × 10 / 50 ms = 1000
+/// requests per second for the fleet.
+const WORKERS: usize = 10;
+const SERVICE: Duration = ms(50);
+/// Long enough never to fill: a server that queues without end, as most do by default.
+const QUEUE: usize = 10_000;
+
+/// Backends of finite capacity, offered half of it, then one and a half times it.
+fn overload() -> Scenario {
+    let capacity = (BACKENDS * WORKERS) as f64 / SERVICE.as_secs_f64();
+    let (calm, rush) = ((ms(2000), 0.5), (ms(6000), 1.5));
+    Scenario {
+        name: "overload",
+        title: "Overload",
+        description: format!(
+            "Five backends, each with {WORKERS} workers and a FIFO queue of {QUEUE} \
+             (`Backend::capacity`), serve every request in a fixed {} ms: the fleet's capacity \
+             is {capacity:.0} requests per second. The client is offered {:.1}× that for {} s \
+             (uncongested), then {:.1}× for {} s (overload), open loop.",
+            SERVICE.as_millis(),
+            calm.1,
+            calm.0.as_secs(),
+            rush.1,
+            rush.0.as_secs()
+        ),
+        backends: (0..BACKENDS)
+            .map(|_| {
+                (
+                    Backend::new(Behavior::healthy().latency(Latency::fixed(SERVICE)))
+                        .capacity(WORKERS, QUEUE),
+                    format!(
+                        "{WORKERS} workers, queue {QUEUE}, {} ms a request",
+                        SERVICE.as_millis()
+                    ),
+                )
+            })
+            .collect(),
+        plan: Plan::Overload {
+            capacity,
+            calm,
+            rush,
+            // Above what the overload can hold in flight (1.5 × capacity × the deadline), so
+            // that the load stays open.
+            max_in_flight: 4096,
+        },
+    }
 }

@@ -1,7 +1,9 @@
 //! What one run (a scenario in a mode) came to.
 
 use super::common::Outcome;
+use super::overload::Overload;
 use super::target::{MeshlessStats, Record};
+use super::timeline::{Recovery, Timeline};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct Run {
     pub duration: Duration,
     pub endpoints: Vec<EndpointLine>,
     pub meshless: Option<MeshlessStats>,
+    /// Received against offered over time (the recovery scenario).
+    pub timeline: Option<Timeline>,
+    pub recovery: Option<Recovery>,
+    pub overload: Option<Overload>,
 }
 
 impl Run {
@@ -93,6 +99,9 @@ impl Run {
             duration,
             endpoints: Vec::new(),
             meshless: None,
+            timeline: None,
+            recovery: None,
+            overload: None,
         }
     }
 

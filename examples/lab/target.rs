@@ -8,6 +8,7 @@
 
 use super::cli::{Args, Mode};
 use super::common::{EndpointReport, Outcome, Spec, finish};
+use super::modes::Variant;
 use super::plain::Plain;
 use super::tower_mode::Tower;
 use http::Method;
@@ -41,18 +42,22 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn new(mode: Mode, addrs: &[SocketAddr], timeout: Duration) -> Target {
-        match mode {
-            Mode::Meshless => Target::Meshless(
-                Client::builder()
+    /// The client of `variant`; fails only if the variant's settings are invalid.
+    pub fn new(
+        variant: &Variant,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<Target, meshless::ConfigError> {
+        Ok(match variant.mode {
+            Mode::Meshless => {
+                let builder = Client::builder()
                     .endpoints(addrs.iter().map(ToString::to_string))
-                    .deadline(timeout)
-                    .build()
-                    .expect("socket addresses are valid endpoints"),
-            ),
+                    .deadline(timeout);
+                Target::Meshless((variant.tune)(builder).build()?)
+            }
             Mode::Plain => Target::Plain(Plain::new(addrs)),
-            Mode::Tower => Target::Tower(Tower::new(addrs, &args(mode, timeout))),
-        }
+            Mode::Tower => Target::Tower(Tower::new(addrs, &args(variant.mode, timeout))),
+        })
     }
 
     async fn send(&self, spec: &Spec) -> Outcome {
@@ -148,23 +153,59 @@ pub struct Record {
     pub outcome: Outcome,
 }
 
-/// The load: request `i` is due `i / rate` seconds after the start; it starts when due if
-/// fewer than `max_in_flight` are in flight, otherwise as soon as one ends.
-pub struct Load {
+/// `requests` at `rate` per second: request `i` of the step is due `i / rate` seconds after
+/// the step starts, and the next step starts `requests / rate` seconds after this one.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
     pub requests: u64,
     pub rate: f64,
+}
+
+/// The load: steps one after the other; a request starts when due if fewer than
+/// `max_in_flight` are in flight, otherwise as soon as one ends.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub steps: Vec<Step>,
     pub max_in_flight: usize,
 }
 
-/// Sends the whole load through `target`; returns every request's record (in start order)
-/// and how long the run took, from the first start to the last end.
-pub async fn drive(target: Arc<Target>, spec: Arc<Spec>, load: &Load) -> (Vec<Record>, Duration) {
+impl Load {
+    pub fn steady(requests: u64, rate: f64, max_in_flight: usize) -> Load {
+        Load {
+            steps: vec![Step { requests, rate }],
+            max_in_flight,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.steps.iter().map(|s| s.requests).sum()
+    }
+
+    /// When each request is due, from the start, in order.
+    fn schedule(&self) -> impl Iterator<Item = Duration> + '_ {
+        let mut begins = 0.0f64;
+        self.steps.iter().flat_map(move |step| {
+            let (at, rate) = (begins, step.rate);
+            begins += step.requests as f64 / rate;
+            (0..step.requests).map(move |i| Duration::from_secs_f64(at + i as f64 / rate))
+        })
+    }
+}
+
+/// Sends the whole load through `target`, the schedule counted from `start`; returns every
+/// request's record (in start order) and how long the run took, from the first start to the
+/// last end.
+pub async fn drive(
+    target: Arc<Target>,
+    spec: Arc<Spec>,
+    load: &Load,
+    start: Instant,
+) -> (Vec<Record>, Duration) {
     let records: Arc<Mutex<Vec<(u64, Record)>>> =
-        Arc::new(Mutex::new(Vec::with_capacity(load.requests as usize)));
+        Arc::new(Mutex::new(Vec::with_capacity(load.requests() as usize)));
     let slots = Arc::new(Semaphore::new(load.max_in_flight));
-    let start = Instant::now();
-    for i in 0..load.requests {
-        let due = start + Duration::from_secs_f64(i as f64 / load.rate);
+    for (i, offset) in (0u64..).zip(load.schedule()) {
+        let due = start + offset;
         if Instant::now() < due {
             tokio::time::sleep_until(due).await;
         }

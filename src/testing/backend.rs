@@ -2,6 +2,7 @@
 //! address when up), and the handle a test controls it with.
 
 use super::behavior::Behavior;
+use super::capacity::{Capacity, Gate, Refusal};
 use super::connection::{self, Http};
 use super::counters::Counters;
 use std::future::pending;
@@ -46,6 +47,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 pub struct Backend {
     phases: Vec<Phase>,
     looping: bool,
+    /// `None`: unbounded, every request served at once.
+    capacity: Option<Capacity>,
 }
 
 impl Backend {
@@ -83,7 +86,63 @@ impl Backend {
         Backend {
             phases: phases.into_iter().collect(),
             looping: false,
+            capacity: None,
         }
+    }
+
+    /// Serves at most `workers` requests at once, lets at most `queue` more wait for a worker
+    /// in a first-in, first-out queue, and [refuses](Backend::refusal) the rest at once (by
+    /// default with `503`), so that latency grows with load as a real server's does.
+    ///
+    /// A request holds its worker for its whole service: from when a worker takes it up until
+    /// it is answered or reset, that is for the behavior's [latency](Behavior::latency), and
+    /// for ever if it [hangs](Behavior::hangs) (until its client or the backend gives up on
+    /// it). Time spent in the queue adds to its latency. A request whose client goes away
+    /// leaves the queue or frees its worker. The request body is read, and checked against
+    /// [`BODY_LEN`](super::BODY_LEN), before the request joins the queue.
+    ///
+    /// The capacity belongs to the backend, not to a phase: it holds through every phase and
+    /// every [`BackendHandle::set_behavior`], and requests in service or in the queue when the
+    /// behavior changes keep their place. A request that waited gets the behavior in force
+    /// when a worker takes it up. `workers` is at least 1; `queue` may be 0 (no queue:
+    /// a request that finds every worker busy is refused). [`Counters`] count what was served,
+    /// queued and refused. Without this call a backend serves every request at once, however
+    /// many there are.
+    ///
+    /// ```
+    /// use meshless::testing::{Backend, Behavior, Latency};
+    /// use std::time::Duration;
+    ///
+    /// // 4 workers at 20 ms a request: 200 requests per second at most, then a queue of 100.
+    /// let server = Backend::new(Behavior::healthy().latency(Latency::fixed(Duration::from_millis(20))))
+    ///     .capacity(4, 100);
+    /// # let _ = server;
+    /// ```
+    pub fn capacity(mut self, workers: usize, queue: usize) -> Backend {
+        let refusal = self.capacity.map_or_else(Refusal::default, |c| c.refusal);
+        self.capacity = Some(Capacity {
+            workers,
+            queue,
+            refusal,
+        });
+        self
+    }
+
+    /// How a backend with a [capacity](Backend::capacity) refuses a request that finds its
+    /// queue full: `Refusal::Status(503)` by default. Without a capacity there is nothing to
+    /// refuse, and this does nothing.
+    ///
+    /// ```
+    /// use meshless::testing::{Backend, Behavior, Refusal};
+    ///
+    /// let backend = Backend::new(Behavior::healthy()).capacity(8, 0).refusal(Refusal::Reset);
+    /// # let _ = backend;
+    /// ```
+    pub fn refusal(mut self, refusal: Refusal) -> Backend {
+        if let Some(capacity) = &mut self.capacity {
+            capacity.refusal = refusal;
+        }
+        self
     }
 
     /// Starts the sequence again after its last phase, for as long as the fleet runs.
@@ -314,6 +373,8 @@ pub(crate) struct Shared {
     /// lock-free read of a constant made no difference beyond the noise.)
     behavior: RwLock<Arc<Behavior>>,
     pub(crate) counters: Counters,
+    /// Workers and queue, for a backend with a capacity.
+    pub(crate) gate: Option<Gate>,
     /// The phase in force, or `None` once `set_behavior` took over. Held while `behavior` is
     /// written, so that the sequence and `set_behavior` never undo each other.
     phase: Mutex<Option<usize>>,
@@ -354,6 +415,7 @@ pub(crate) fn start(
 ) -> io::Result<(BackendHandle, JoinHandle<()>)> {
     let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let addr = listener.local_addr()?;
+    let gate = backend.capacity.map(Gate::new);
     let schedule = Schedule::start(backend, Instant::now());
     let behavior = schedule.behavior().clone();
     // A backend that starts down never listens: it refuses connections from the first.
@@ -361,6 +423,7 @@ pub(crate) fn start(
     let shared = Arc::new(Shared {
         behavior: RwLock::new(Arc::new(behavior)),
         counters: Counters::default(),
+        gate,
         phase: Mutex::new(Some(schedule.index)),
     });
     let (commands, inbox) = mpsc::unbounded_channel();

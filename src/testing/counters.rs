@@ -34,6 +34,13 @@ pub struct Counters {
     resets: AtomicU64,
     hangs: AtomicU64,
     body_bytes: AtomicU64,
+    // Capacity (`Backend::capacity`): all zero for a backend without one.
+    served: AtomicU64,
+    queued: AtomicU64,
+    refused: AtomicU64,
+    max_queue_depth: AtomicU64,
+    in_service: AtomicU64,
+    queue_depth: AtomicU64,
 }
 
 impl Counters {
@@ -137,6 +144,75 @@ impl Counters {
         self.body_bytes.load(Ordering::Relaxed)
     }
 
+    /// Requests a worker took up, at once or after waiting in the queue, for a backend with a
+    /// [capacity](crate::testing::Backend::capacity) (0 otherwise). Counted when the work
+    /// starts.
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.served(), 0);
+    /// ```
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Requests that found every worker busy and waited in the queue (whether a worker took
+    /// them up later or the client gave up first). Counted when they join the queue.
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.queued(), 0);
+    /// ```
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused because every worker was busy and the queue full.
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.refused(), 0);
+    /// ```
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The most requests ever waiting in the queue at once.
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.max_queue_depth(), 0);
+    /// ```
+    pub fn max_queue_depth(&self) -> u64 {
+        self.max_queue_depth.load(Ordering::Relaxed)
+    }
+
+    /// Requests a worker is busy with now (a gauge, not in [`Snapshot`]).
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.in_service(), 0);
+    /// ```
+    pub fn in_service(&self) -> u64 {
+        self.in_service.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting in the queue now (a gauge, not in [`Snapshot`]).
+    ///
+    /// ```
+    /// # use meshless::testing::Counters;
+    /// let counters = Counters::default();
+    /// assert_eq!(counters.queue_depth(), 0);
+    /// ```
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Ordering::Relaxed)
+    }
+
     /// Every counter, read now.
     ///
     /// ```
@@ -155,6 +231,10 @@ impl Counters {
             resets: self.resets(),
             hangs: self.hangs(),
             body_bytes: self.body_bytes(),
+            served: self.served(),
+            queued: self.queued(),
+            refused: self.refused(),
+            max_queue_depth: self.max_queue_depth(),
         }
     }
 
@@ -187,6 +267,42 @@ impl Counters {
 
     pub(crate) fn body(&self, bytes: u64) {
         self.body_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Joins the queue if fewer than `limit` wait in it. The gauge is the bound itself, so
+    /// that concurrent arrivals can never overfill the queue.
+    pub(crate) fn join_queue(&self, limit: u64) -> bool {
+        let joined = self
+            .queue_depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |depth| {
+                (depth < limit).then_some(depth + 1)
+            });
+        match joined {
+            Ok(before) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                self.max_queue_depth
+                    .fetch_max(before + 1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn leave_queue(&self) {
+        self.queue_depth.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn start_service(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.in_service.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end_service(&self) {
+        self.in_service.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -229,6 +345,15 @@ pub struct Snapshot {
     pub hangs: u64,
     /// Bytes of request bodies received.
     pub body_bytes: u64,
+    /// Requests a worker took up (a backend with a capacity only).
+    pub served: u64,
+    /// Requests that waited in the queue.
+    pub queued: u64,
+    /// Requests refused for a full queue.
+    pub refused: u64,
+    /// The deepest the queue has been. Not a count: the sum of snapshots keeps the largest,
+    /// and [`Snapshot::since`] keeps the later snapshot's value.
+    pub max_queue_depth: u64,
 }
 
 impl Snapshot {
@@ -257,10 +382,16 @@ impl Snapshot {
     /// assert_eq!(after.since(&before).requests, 15);
     /// ```
     pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        self.zip(earlier, u64::saturating_sub)
+        self.zip(earlier, u64::saturating_sub, |later, _| later)
     }
 
-    fn zip(&self, other: &Snapshot, f: impl Fn(u64, u64) -> u64) -> Snapshot {
+    /// `f` on every count, `depth` on the maximum queue depth.
+    fn zip(
+        &self,
+        other: &Snapshot,
+        f: impl Fn(u64, u64) -> u64,
+        depth: impl Fn(u64, u64) -> u64,
+    ) -> Snapshot {
         Snapshot {
             connections: f(self.connections, other.connections),
             requests: f(self.requests, other.requests),
@@ -271,6 +402,10 @@ impl Snapshot {
             resets: f(self.resets, other.resets),
             hangs: f(self.hangs, other.hangs),
             body_bytes: f(self.body_bytes, other.body_bytes),
+            served: f(self.served, other.served),
+            queued: f(self.queued, other.queued),
+            refused: f(self.refused, other.refused),
+            max_queue_depth: depth(self.max_queue_depth, other.max_queue_depth),
         }
     }
 }
@@ -287,7 +422,7 @@ impl Add for Snapshot {
     type Output = Snapshot;
 
     fn add(self, other: Snapshot) -> Snapshot {
-        self.zip(&other, u64::saturating_add)
+        self.zip(&other, u64::saturating_add, u64::max)
     }
 }
 

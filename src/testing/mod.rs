@@ -13,6 +13,10 @@
 //! | [`Behavior::hangs`] | nothing, ever; the connection stays open |
 //! | [`Behavior::down`] | connection refused; open connections are reset. Once up again, the same address accepts again |
 //!
+//! A backend serves every request at once, however many there are, unless given a finite
+//! [capacity](Backend::capacity): a few workers and a bounded queue, beyond which it refuses
+//! (with `503`, or as its [`Refusal`] says).
+//!
 //! A request that sends `x-body-len` ([`BODY_LEN`]) gets `400` if its body arrived with
 //! another length, before any fault is drawn; every request with a body gets the length
 //! received back in the same header.
@@ -45,12 +49,14 @@
 
 mod backend;
 mod behavior;
+mod capacity;
 mod connection;
 mod counters;
 mod respond;
 
 pub use self::backend::{Backend, BackendHandle, Phase};
 pub use self::behavior::{Behavior, Latency};
+pub use self::capacity::Refusal;
 pub use self::counters::{Counters, Snapshot};
 pub use self::respond::BODY_LEN;
 

@@ -2,6 +2,7 @@
 
 use super::backend::Shared;
 use super::behavior::Fault;
+use super::capacity::Refusal;
 use super::connection::Conn;
 use super::counters::Counters;
 use bytes::Bytes;
@@ -51,8 +52,6 @@ pub(crate) async fn respond(
     let backend: &Shared = conn.backend();
     let counters = &backend.counters;
     counters.request();
-    // Read once per request: a behavior switched meanwhile applies from the next request.
-    let behavior = backend.behavior();
 
     // `Some(None)` is a header that is not a number: it cannot match any body.
     let declared: Option<Option<u64>> = request
@@ -81,6 +80,25 @@ pub(crate) async fn respond(
         ));
     }
 
+    // Held until this function returns: the worker is busy for the whole service.
+    let _worker = match &backend.gate {
+        None => None,
+        Some(gate) => match gate.admit(counters).await {
+            Ok(worker) => Some(worker),
+            Err(Refusal::Status(status)) => {
+                return Ok(echo(answer(counters, status, Payload::empty()), echoed));
+            }
+            Err(Refusal::Reset) => {
+                counters.reset();
+                conn.reset();
+                return std::future::pending().await;
+            }
+        },
+    };
+
+    // Read once per request, when its service starts (after the queue, if any): a behavior
+    // switched meanwhile applies from the next request.
+    let behavior = backend.behavior();
     // `rand::rng()` is a thread-local handle: drawn and dropped before any await, so the
     // future stays `Send`.
     let fault = behavior.draw(&mut rand::rng());
