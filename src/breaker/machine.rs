@@ -171,8 +171,22 @@ impl Shared {
         self.word.load(Ordering::Acquire)
     }
 
+    /// `now` in whole ms from the origin, rounded down: for comparisons with a word's time.
     fn now_ms(&self, now: Instant) -> u64 {
         ms(self.clock.elapsed(now)).min(TIME_MAX)
+    }
+
+    /// `now` in ms from the origin, rounded up: where a break starts, so that it is never
+    /// shorter than its length, nor its `until` earlier than the truth.
+    fn start_ms(&self, now: Instant) -> u64 {
+        let elapsed = self.clock.elapsed(now);
+        let whole = ms(elapsed);
+        let rounded = if elapsed.subsec_nanos() % 1_000_000 == 0 {
+            whole
+        } else {
+            whole.saturating_add(1)
+        };
+        rounded.min(TIME_MAX)
     }
 
     fn instant(&self, ms: u64) -> Instant {
@@ -196,6 +210,7 @@ impl Shared {
     /// Decides whether a request arriving at `now` may go, from any state.
     pub(crate) fn admit(&self, now: Instant) -> Admit {
         let now_ms = self.now_ms(now);
+        let start_ms = self.start_ms(now);
         let t = &self.tuning;
         let mut word = self.load();
         loop {
@@ -212,7 +227,7 @@ impl Shared {
                 }
                 PROBING if now_ms >= time(word).saturating_add(t.probe_timeout_ms) => {
                     // The probes were lost (hung, or their futures leaked): reopen.
-                    let reopened = self.reopen(word, TripReason::ProbeTimedOut, now_ms);
+                    let reopened = self.reopen(word, TripReason::ProbeTimedOut, start_ms);
                     (reopened, Admit::Pass) // not returned: the loop refuses from OPEN
                 }
                 PROBING if probes(word) < t.probes => {
@@ -268,9 +283,9 @@ impl Shared {
 
     /// The word that reopens the circuit from `word` (probing or ramping) at `now_ms`, one
     /// step further up the ladder.
-    fn reopen(&self, word: u64, why: TripReason, now_ms: u64) -> u64 {
+    fn reopen(&self, word: u64, why: TripReason, start_ms: u64) -> u64 {
         let step = (step(word) + 1).min(STEP_MAX);
-        let until = now_ms.saturating_add(self.break_ms(step));
+        let until = start_ms.saturating_add(self.break_ms(step));
         pack(OPEN, why.code(), step, 0, 0, until)
     }
 
@@ -316,6 +331,7 @@ impl Shared {
     /// Opens a closed or ramping circuit for `why`.
     fn trip(&self, why: TripReason, now: Instant) {
         let now_ms = self.now_ms(now);
+        let start_ms = self.start_ms(now);
         let mut word = self.load();
         loop {
             let step = match state(word) {
@@ -324,7 +340,7 @@ impl Shared {
                 CLOSED | RAMP => step(word),
                 _ => return, // another caller tripped it first
             };
-            let until = now_ms.saturating_add(self.break_ms(step));
+            let until = start_ms.saturating_add(self.break_ms(step));
             let next = pack(OPEN, why.code(), step, 0, 0, until);
             match self.swap(word, next) {
                 Ok(()) => return self.entered(word, next),
@@ -341,7 +357,7 @@ impl Shared {
         let mut word = self.load();
         while state(word) == PROBING && time(word) == episode {
             let next = if failed {
-                self.reopen(word, TripReason::ProbeFailed, now_ms)
+                self.reopen(word, TripReason::ProbeFailed, self.start_ms(now))
             } else if successes(word) + 1 < t.probes {
                 word + (1 << SUCCESS_SHIFT)
             } else if t.ramp_ms == 0 {
