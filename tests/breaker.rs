@@ -1,0 +1,17 @@
+//! Contract tests for the circuit breaker, stacked over a scripted `service_fn` upstream (and,
+//! in `outage`, over a hyper-util client and the embedded fleet on real sockets).
+//!
+//! Every test but `outage` runs on tokio's paused clock: the breaker's breaks, ramps and
+//! windows are read against virtual time, so the instants asserted are exact.
+
+#[path = "breaker/support.rs"]
+mod support;
+
+#[path = "breaker/modes.rs"]
+mod modes;
+#[path = "breaker/outage.rs"]
+mod outage;
+#[path = "breaker/probes.rs"]
+mod probes;
+#[path = "breaker/trips.rs"]
+mod trips;
