@@ -113,7 +113,10 @@ impl BreakerConfig {
     /// assert_eq!(config.validate().unwrap_err().setting(), "breaker.failure_rate_threshold");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        share("breaker.failure_rate_threshold", self.failure_rate_threshold)?;
+        share(
+            "breaker.failure_rate_threshold",
+            self.failure_rate_threshold,
+        )?;
         if self.window < 10 * MS {
             return Err(ConfigError::new(
                 "breaker.window",

@@ -137,7 +137,9 @@ fn settle<C>(
     };
     match (ticket, failed) {
         (Ticket::Pass, Some(failed)) => shared.record(now, failed, slow),
-        (Ticket::Probe { episode }, Some(failed)) => shared.probe_done(episode, now, failed || slow),
+        (Ticket::Probe { episode }, Some(failed)) => {
+            shared.probe_done(episode, now, failed || slow)
+        }
         (Ticket::Probe { episode }, None) => shared.release_probe(episode),
         _ => {}
     }

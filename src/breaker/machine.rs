@@ -190,7 +190,8 @@ impl Shared {
     }
 
     fn instant(&self, ms: u64) -> Instant {
-        self.clock.instant(i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX))
+        self.clock
+            .instant(i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX))
     }
 
     fn swap(&self, from: u64, to: u64) -> Result<(), u64> {
@@ -232,7 +233,12 @@ impl Shared {
                 }
                 PROBING if probes(word) < t.probes => {
                     let next = word + (1 << PROBES_SHIFT);
-                    (next, Admit::Probe { episode: time(word) })
+                    (
+                        next,
+                        Admit::Probe {
+                            episode: time(word),
+                        },
+                    )
                 }
                 PROBING => return Admit::Reject(self.rejected_by(word, false, None)),
                 _ => {
@@ -409,8 +415,7 @@ impl Shared {
     /// The state at `now`: a ramp that is over reads as closed.
     pub(crate) fn state(&self, now: Instant) -> BreakerState {
         let word = self.load();
-        if state(word) == RAMP
-            && self.now_ms(now).saturating_sub(time(word)) >= self.tuning.ramp_ms
+        if state(word) == RAMP && self.now_ms(now).saturating_sub(time(word)) >= self.tuning.ramp_ms
         {
             return BreakerState::Closed;
         }

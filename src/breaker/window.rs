@@ -28,7 +28,10 @@ const TAG_BITS: u32 = 10;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 
 fn pack(tag: u64, calls: u64, failures: u64, slow: u64) -> u64 {
-    ((tag & TAG_MASK) << (3 * COUNT_BITS)) | (calls << (2 * COUNT_BITS)) | (failures << COUNT_BITS) | slow
+    ((tag & TAG_MASK) << (3 * COUNT_BITS))
+        | (calls << (2 * COUNT_BITS))
+        | (failures << COUNT_BITS)
+        | slow
 }
 fn tag(word: u64) -> u64 {
     word >> (3 * COUNT_BITS)
@@ -106,7 +109,9 @@ impl Window {
         };
         let mut counts = Counts::default();
         for back in 0..BUCKETS {
-            let Some(e) = epoch.checked_sub(back) else { break };
+            let Some(e) = epoch.checked_sub(back) else {
+                break;
+            };
             let word = self.buckets[(e % BUCKETS) as usize].load(Ordering::Acquire);
             if tag(word) == e & TAG_MASK {
                 counts.calls += calls(word);
