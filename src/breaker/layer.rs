@@ -4,14 +4,14 @@ use super::config::BreakerConfig;
 use super::future::{ResponseFuture, Ticket};
 use super::machine::{Admit, CLOSED, Shared, state};
 use super::telemetry::Telemetry;
-use super::{BreakerState, BreakerStats};
+use super::{BreakerState, BreakerStats, Rejected};
 use crate::classify::{Classifier, Classify};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
 use http::Request;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -145,13 +145,11 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
         self.shared.telemetry.get_or_init(|| {
             Telemetry::register(&self.observe, "", self.shared.state(Instant::now()))
         });
-        Breaker {
-            inner,
-            core: Arc::new(Core {
-                shared: self.shared.clone(),
-                classifier: self.classifier.clone(),
-            }),
-        }
+        let core = Arc::new(Core {
+            shared: self.shared.clone(),
+            classifier: self.classifier.clone(),
+        });
+        Breaker::wrap(inner, core)
     }
 }
 
@@ -181,14 +179,17 @@ pub(crate) struct Core<C> {
 pub struct Breaker<S, C = Classifier> {
     inner: S,
     core: Arc<Core<C>>,
+    /// The inner service said it was ready, and no call has used that yet.
+    inner_ready: bool,
+    /// `poll_ready` found the circuit refusing and did not wait for the inner service: the
+    /// next call gets this refusal.
+    refusal: Option<Rejected>,
 }
 
 impl<S: Clone, C> Clone for Breaker<S, C> {
     fn clone(&self) -> Self {
-        Breaker {
-            inner: self.inner.clone(),
-            core: self.core.clone(),
-        }
+        // A clone has not been polled ready, as tower's services go.
+        Breaker::wrap(self.inner.clone(), self.core.clone())
     }
 }
 
@@ -205,6 +206,15 @@ impl<S> Breaker<S, Classifier> {
 }
 
 impl<S, C> Breaker<S, C> {
+    fn wrap(inner: S, core: Arc<Core<C>>) -> Self {
+        Breaker {
+            inner,
+            core,
+            inner_ready: false,
+            refusal: None,
+        }
+    }
+
     /// The wrapped service.
     ///
     /// ```
@@ -253,12 +263,29 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_service)
+        if self.inner_ready || self.refusal.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let shared = &self.core.shared;
+        // An open circuit refuses at once: the inner service may be waiting for an endpoint
+        // (every one ejected, say) for as long as the balancer's fail-fast timeout.
+        if state(shared.load()) != CLOSED && !shared.config.shadow {
+            self.refusal = shared.refusal(Instant::now());
+            if self.refusal.is_some() {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        ready!(self.inner.poll_ready(cx)).map_err(Error::from_service)?;
+        self.inner_ready = true;
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let core = self.core.clone();
         let shared = &core.shared;
+        if let Some(why) = self.refusal.take() {
+            return refuse(why, core);
+        }
         // Closed: one load, and no clock read unless slow calls are timed.
         let (admit, started) = if state(shared.load()) == CLOSED {
             (Admit::Pass, shared.slow_call.map(|_| Instant::now()))
@@ -269,24 +296,31 @@ where
         let ticket = match admit {
             Admit::Pass => Ticket::Pass,
             Admit::Probe { episode } => Ticket::Probe { episode },
-            Admit::Reject(why) => {
-                let shadow = shared.config.shadow;
+            Admit::Reject(why) if shared.config.shadow => {
+                shared.count_rejected();
                 if let Some(telemetry) = shared.telemetry.get() {
-                    telemetry.rejected(why.state, shadow);
-                }
-                if !shadow {
-                    return ResponseFuture::refused(
-                        Error::with_source(Kind::CircuitOpen, why),
-                        core,
-                    );
+                    telemetry.rejected(why.state, true);
                 }
                 Ticket::Shadow
             }
+            // The inner service's readiness stays for the next call.
+            Admit::Reject(why) => return refuse(why, core),
         };
+        self.inner_ready = false;
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
         let future = self.inner.call(req);
         ResponseFuture::new(future, core, ticket, started, deadline)
     }
+}
+
+/// Refuses a request: nothing is sent.
+fn refuse<F, C>(why: Rejected, core: Arc<Core<C>>) -> ResponseFuture<F, C> {
+    let shared = &core.shared;
+    shared.count_rejected();
+    if let Some(telemetry) = shared.telemetry.get() {
+        telemetry.rejected(why.state, false);
+    }
+    ResponseFuture::refused(Error::with_source(Kind::CircuitOpen, why), core)
 }
 
 /// Controls and reads a breaker: its state, its counts, and the manual switches.

@@ -278,12 +278,39 @@ impl Shared {
     }
 
     fn rejected_by(&self, word: u64, ramping: bool, until: Option<Instant>) -> Rejected {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
         Rejected {
             state: public(word),
             reason: TripReason::from_code(reason(word)),
             ramping,
             until,
+        }
+    }
+
+    /// Counts a request refused (or, in shadow mode, that would have been).
+    pub(crate) fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The refusal a request arriving at `now` would certainly get, without admitting
+    /// anything: open before the break ends, every probe out, or isolated. `None` when it
+    /// might go (closed, ramping, or a probe due). Lets `poll_ready` refuse without waiting
+    /// for the inner service, which may itself be waiting for a ready endpoint.
+    pub(crate) fn refusal(&self, now: Instant) -> Option<Rejected> {
+        let word = self.load();
+        let now_ms = self.now_ms(now);
+        let t = &self.tuning;
+        match state(word) {
+            ISOLATED => Some(self.rejected_by(word, false, None)),
+            OPEN if now_ms < time(word) => {
+                Some(self.rejected_by(word, false, Some(self.instant(time(word)))))
+            }
+            PROBING
+                if probes(word) >= t.probes
+                    && now_ms < time(word).saturating_add(t.probe_timeout_ms) =>
+            {
+                Some(self.rejected_by(word, false, None))
+            }
+            _ => None,
         }
     }
 

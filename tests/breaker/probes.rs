@@ -173,3 +173,43 @@ async fn lost_probes_reopen_after_the_probe_timeout() {
     );
     assert_eq!(why.until, Some(Instant::now() + 2 * S));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_refuses_without_waiting_for_the_inner_service() {
+    let (mock, mut upstream) = tower_test::mock::pair::<Request<()>, Response<()>>();
+    let layer = BreakerLayer::from_config(&config()).unwrap().metrics(false);
+    let handle = layer.handle();
+    let mut svc = layer.layer(mock);
+    upstream.allow(20);
+    for _ in 0..20 {
+        svc.ready().await.unwrap();
+        let answer = svc.call(Request::new(()));
+        let (_, respond) = upstream.next_request().await.unwrap();
+        respond.send_response(Response::builder().status(503).body(()).unwrap());
+        assert_eq!(answer.await.unwrap().status(), 503);
+    }
+    assert_eq!(handle.state(), BreakerState::Open);
+    // The inner service is not ready (a balancer waiting for an endpoint, say), yet the open
+    // circuit answers at once.
+    let ready = tokio::time::timeout(100 * MS, svc.ready()).await;
+    let err = ready
+        .expect("ready at once")
+        .unwrap()
+        .call(Request::new(()))
+        .await;
+    assert_eq!(rejected(&err.unwrap_err()).state, BreakerState::Open);
+    // Isolated: the same.
+    handle.isolate();
+    let ready = tokio::time::timeout(100 * MS, svc.ready()).await;
+    let err = ready
+        .expect("ready at once")
+        .unwrap()
+        .call(Request::new(()))
+        .await;
+    assert_eq!(rejected(&err.unwrap_err()).state, BreakerState::Isolated);
+    // Once a probe may go, it waits for the inner service like any request.
+    handle.reset();
+    let waiting = tokio::time::timeout(100 * MS, svc.ready()).await;
+    assert!(waiting.is_err(), "closed: waits for the inner service");
+    assert_eq!(handle.stats().rejected, 2);
+}
