@@ -7,11 +7,15 @@
 #[path = "breaker/support.rs"]
 mod support;
 
+#[path = "breaker/hot_path.rs"]
+mod hot_path;
 #[path = "breaker/modes.rs"]
 mod modes;
 #[path = "breaker/outage.rs"]
 mod outage;
 #[path = "breaker/probes.rs"]
 mod probes;
+#[path = "breaker/trace.rs"]
+mod trace;
 #[path = "breaker/trips.rs"]
 mod trips;
