@@ -4,6 +4,8 @@
 //! Every test but `outage` runs on tokio's paused clock: the breaker's breaks, ramps and
 //! windows are read against virtual time, so the instants asserted are exact.
 
+#[path = "breaker/routes.rs"]
+mod routes;
 #[path = "breaker/support.rs"]
 mod support;
 

@@ -30,6 +30,7 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// | `ramp_start_share` | 0.1 | the ramp admits 10% of traffic at first, rising linearly to 100% | (0, 1] |
 /// | `probe_timeout` | 30 s | resilience4j waits forever in half-open; a bound keeps a lost probe from holding the circuit half-open | ≥ 1 ms |
 /// | `shadow` | `false` | resilience4j's metrics-only state | any |
+/// | `max_routes` | 32 | bounds memory and label cardinality of [`per_route`](super::BreakerLayer::per_route) breakers | any; 0 = every route shares the client-wide breaker |
 ///
 /// The break durations climb the doubling ladder on each trip that follows a close by less
 /// than one `window` (a flapping upstream), and start again from `break_duration` once the
@@ -78,6 +79,10 @@ pub struct BreakerConfig {
     pub probe_timeout: Duration,
     /// Computes and reports everything (state, metrics, tracing) but never refuses a request.
     pub shadow: bool,
+    /// The most routes with a breaker of their own
+    /// ([`per_route`](super::BreakerLayer::per_route)); requests of further routes share the
+    /// client-wide breaker.
+    pub max_routes: u32,
 }
 
 impl Default for BreakerConfig {
@@ -97,6 +102,7 @@ impl Default for BreakerConfig {
             ramp_start_share: 0.1,
             probe_timeout: Duration::from_secs(30),
             shadow: false,
+            max_routes: 32,
         }
     }
 }

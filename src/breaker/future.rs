@@ -1,6 +1,7 @@
 //! The breaker's response future: records the outcome at the response head.
 
 use super::layer::Core;
+use super::machine::Shared;
 use crate::classify::{Classified, Classify};
 use crate::error::{BoxError, Error, Kind};
 use pin_project_lite::pin_project;
@@ -35,6 +36,8 @@ pin_project! {
         inner: Option<F>,
         refused: Option<Error>,
         core: Arc<Core<C>>,
+        // The breaker of the request's route, when it has one (else the core's).
+        route: Option<Arc<Shared>>,
         ticket: Ticket,
         started: Option<Instant>,
         deadline: Option<Instant>,
@@ -48,7 +51,8 @@ pin_project! {
             }
             let now = Instant::now();
             let timed_out = this.deadline.is_some_and(|d| now >= d);
-            settle(this.core, *this.ticket, *this.started, now, timed_out.then_some(true));
+            let shared = this.route.as_deref().unwrap_or(&this.core.shared);
+            settle(shared, *this.ticket, *this.started, now, timed_out.then_some(true));
         }
     }
 }
@@ -57,6 +61,7 @@ impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn new(
         inner: F,
         core: Arc<Core<C>>,
+        route: Option<Arc<Shared>>,
         ticket: Ticket,
         started: Option<Instant>,
         deadline: Option<Instant>,
@@ -65,6 +70,7 @@ impl<F, C> ResponseFuture<F, C> {
             inner: Some(inner),
             refused: None,
             core,
+            route,
             ticket,
             started,
             deadline,
@@ -76,6 +82,7 @@ impl<F, C> ResponseFuture<F, C> {
             inner: None,
             refused: Some(error),
             core,
+            route: None,
             ticket: Ticket::Done,
             started: None,
             deadline: None,
@@ -115,7 +122,8 @@ where
         };
         let ticket = std::mem::replace(this.ticket, Ticket::Done);
         if ticket != Ticket::Shadow {
-            settle(this.core, ticket, *this.started, Instant::now(), failed);
+            let shared = this.route.as_deref().unwrap_or(&this.core.shared);
+            settle(shared, ticket, *this.started, Instant::now(), failed);
         }
         Poll::Ready(result)
     }
@@ -123,14 +131,13 @@ where
 
 /// Feeds a finished request's verdict to the breaker: `failed` is `None` for an outcome that
 /// says nothing about the upstream (or a cancellation).
-fn settle<C>(
-    core: &Core<C>,
+fn settle(
+    shared: &Shared,
     ticket: Ticket,
     started: Option<Instant>,
     now: Instant,
     failed: Option<bool>,
 ) {
-    let shared = &core.shared;
     let slow = match (shared.slow_call, started) {
         (Some(limit), Some(started)) => now.saturating_duration_since(started) >= limit,
         _ => false,

@@ -3,6 +3,7 @@
 use super::config::BreakerConfig;
 use super::future::{ResponseFuture, Ticket};
 use super::machine::{Admit, CLOSED, Shared, state};
+use super::route::Routes;
 use super::telemetry::Telemetry;
 use super::{BreakerState, BreakerStats, Rejected};
 use crate::classify::{Classifier, Classify};
@@ -10,6 +11,8 @@ use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
 use http::Request;
+use metrics::SharedString;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::time::Instant;
@@ -31,6 +34,7 @@ pub struct BreakerLayer<C = Classifier> {
     shared: Arc<Shared>,
     classifier: C,
     observe: Settings,
+    routes: Option<Arc<Routes>>,
 }
 
 impl BreakerLayer<Classifier> {
@@ -44,6 +48,7 @@ impl BreakerLayer<Classifier> {
             shared: Arc::new(Shared::new(BreakerConfig::default())),
             classifier: Classifier::default(),
             observe: Settings::default(),
+            routes: None,
         }
     }
 
@@ -62,6 +67,7 @@ impl BreakerLayer<Classifier> {
             shared: Arc::new(Shared::new(config.clone())),
             classifier: Classifier::default(),
             observe: Settings::default(),
+            routes: None,
         })
     }
 }
@@ -97,7 +103,44 @@ impl<C> BreakerLayer<C> {
             shared: self.shared,
             classifier,
             observe: self.observe,
+            routes: self.routes,
         }
+    }
+
+    /// Gives each route that `route` names a breaker of its own (the same settings), up to
+    /// [`max_routes`](BreakerConfig::max_routes) of them; requests of further routes, and those
+    /// `route` names none for, share the client-wide breaker. The route is the `route` label
+    /// of the breaker's metrics: keep names few and stable (a path template, not a path).
+    ///
+    /// A route's breaker is made by its first request. With routes, `poll_ready` no longer
+    /// refuses ahead of the request (it cannot know its route): an open route's requests are
+    /// refused by `call`.
+    ///
+    /// ```
+    /// use meshless::breaker::BreakerLayer;
+    /// use std::borrow::Cow;
+    ///
+    /// let layer = BreakerLayer::new().per_route(|_method, uri, _headers| {
+    ///     let path = uri.path();
+    ///     if path.starts_with("/search") {
+    ///         Some(Cow::Borrowed("search"))
+    ///     } else if path.starts_with("/orders") {
+    ///         Some(Cow::Borrowed("orders"))
+    ///     } else {
+    ///         None
+    ///     }
+    /// });
+    /// ```
+    pub fn per_route<F>(mut self, route: F) -> Self
+    where
+        F: Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let config = self.shared.config.clone();
+        self.routes = Some(Arc::new(Routes::new(Box::new(route), config)));
+        self
     }
 
     /// The `service` label of this breaker's metrics and events (default `"default"`). Set it
@@ -132,6 +175,7 @@ impl<C> BreakerLayer<C> {
     pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
             shared: self.shared.clone(),
+            routes: self.routes.clone(),
         }
     }
 }
@@ -143,11 +187,16 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
         // Registered here rather than when the layer is configured, so that a recorder
         // installed in between is the one that gets them; the first service built wins.
         self.shared.telemetry.get_or_init(|| {
-            Telemetry::register(&self.observe, "", self.shared.state(Instant::now()))
+            let route = SharedString::const_str("");
+            Telemetry::register(&self.observe, route, self.shared.state(Instant::now()))
         });
+        if let Some(routes) = &self.routes {
+            routes.observe.get_or_init(|| self.observe.clone());
+        }
         let core = Arc::new(Core {
             shared: self.shared.clone(),
             classifier: self.classifier.clone(),
+            routes: self.routes.clone(),
         });
         Breaker::wrap(inner, core)
     }
@@ -158,6 +207,7 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
 pub(crate) struct Core<C> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) classifier: C,
+    routes: Option<Arc<Routes>>,
 }
 
 /// Refuses requests while the circuit is open ([`Kind::CircuitOpen`]); see the
@@ -248,6 +298,7 @@ impl<S, C> Breaker<S, C> {
     pub fn handle(&self) -> BreakerHandle {
         BreakerHandle {
             shared: self.core.shared.clone(),
+            routes: self.core.routes.clone(),
         }
     }
 }
@@ -269,7 +320,7 @@ where
         let shared = &self.core.shared;
         // An open circuit refuses at once: the inner service may be waiting for an endpoint
         // (every one ejected, say) for as long as the balancer's fail-fast timeout.
-        if state(shared.load()) != CLOSED && !shared.config.shadow {
+        if state(shared.load()) != CLOSED && !shared.config.shadow && self.core.routes.is_none() {
             self.refusal = shared.refusal(Instant::now());
             if self.refusal.is_some() {
                 return Poll::Ready(Ok(()));
@@ -282,10 +333,14 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let core = self.core.clone();
-        let shared = &core.shared;
         if let Some(why) = self.refusal.take() {
-            return refuse(why, core);
+            return refuse(why, &core.shared, core.clone());
         }
+        let route = core
+            .routes
+            .as_ref()
+            .and_then(|routes| routes.lookup(req.method(), req.uri(), req.headers()));
+        let shared = route.as_deref().unwrap_or(&core.shared);
         // Closed: one load, and no clock read unless slow calls are timed.
         let (admit, started) = if state(shared.load()) == CLOSED {
             (Admit::Pass, shared.slow_call.map(|_| Instant::now()))
@@ -304,18 +359,17 @@ where
                 Ticket::Shadow
             }
             // The inner service's readiness stays for the next call.
-            Admit::Reject(why) => return refuse(why, core),
+            Admit::Reject(why) => return refuse(why, shared, core.clone()),
         };
         self.inner_ready = false;
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
         let future = self.inner.call(req);
-        ResponseFuture::new(future, core, ticket, started, deadline)
+        ResponseFuture::new(future, core, route, ticket, started, deadline)
     }
 }
 
-/// Refuses a request: nothing is sent.
-fn refuse<F, C>(why: Rejected, core: Arc<Core<C>>) -> ResponseFuture<F, C> {
-    let shared = &core.shared;
+/// Refuses a request on behalf of `shared`: nothing is sent.
+fn refuse<F, C>(why: Rejected, shared: &Shared, core: Arc<Core<C>>) -> ResponseFuture<F, C> {
     shared.count_rejected();
     if let Some(telemetry) = shared.telemetry.get() {
         telemetry.rejected(why.state, false);
@@ -338,6 +392,7 @@ fn refuse<F, C>(why: Rejected, core: Arc<Core<C>>) -> ResponseFuture<F, C> {
 #[derive(Debug, Clone)]
 pub struct BreakerHandle {
     shared: Arc<Shared>,
+    routes: Option<Arc<Routes>>,
 }
 
 impl BreakerHandle {
@@ -390,5 +445,32 @@ impl BreakerHandle {
     /// ```
     pub fn reset(&self) {
         self.shared.reset();
+    }
+
+    /// The handle of the breaker of `route` ([`BreakerLayer::per_route`]), once a request of
+    /// that route has made one; `None` otherwise. The client-wide handle's switches act on the
+    /// client-wide breaker alone.
+    ///
+    /// ```
+    /// use meshless::breaker::BreakerLayer;
+    /// let layer = BreakerLayer::new().per_route(|_, _, _| Some("all".into()));
+    /// assert!(layer.handle().route("all").is_none()); // no request yet
+    /// assert!(layer.handle().routes().is_empty());
+    /// ```
+    pub fn route(&self, route: &str) -> Option<BreakerHandle> {
+        let shared = self.routes.as_ref()?.get(route)?;
+        Some(BreakerHandle {
+            shared,
+            routes: None,
+        })
+    }
+
+    /// The routes that have a breaker of their own, sorted.
+    ///
+    /// ```
+    /// assert!(meshless::breaker::BreakerLayer::new().handle().routes().is_empty());
+    /// ```
+    pub fn routes(&self) -> Vec<String> {
+        self.routes.as_ref().map_or_else(Vec::new, |r| r.names())
     }
 }

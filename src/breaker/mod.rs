@@ -65,6 +65,7 @@ mod config;
 mod future;
 mod layer;
 mod machine;
+mod route;
 mod telemetry;
 mod window;
 

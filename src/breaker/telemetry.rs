@@ -25,19 +25,20 @@ struct Metrics {
 /// metrics off).
 pub(crate) struct Telemetry {
     service: SharedString,
+    route: SharedString,
     metrics: Option<Metrics>,
 }
 
 impl Telemetry {
     /// Registers the handles of the breaker of the service `settings` names, for the route
     /// `route` (empty: the whole client), in state `now`.
-    pub(crate) fn register(settings: &Settings, route: &'static str, now: BreakerState) -> Self {
+    pub(crate) fn register(settings: &Settings, route: SharedString, now: BreakerState) -> Self {
         let metrics = settings.metrics.then(|| {
             crate::observe::describe();
             let labels = |state: BreakerState| {
                 vec![
                     settings.service_label(),
-                    Label::from_static_parts(ROUTE, route),
+                    Label::new(ROUTE, route.clone()),
                     Label::from_static_parts(STATE, state.as_str()),
                 ]
             };
@@ -56,6 +57,7 @@ impl Telemetry {
         });
         let telemetry = Telemetry {
             service: settings.service.clone(),
+            route,
             metrics,
         };
         telemetry.publish(now);
@@ -89,31 +91,42 @@ impl Telemetry {
         if let Some(m) = &self.metrics {
             m.transitions[to.index()].increment(1);
         }
-        Self::trace(Some(&self.service), from, to, why, break_left);
+        Self::trace(
+            Some((&self.service, &self.route)),
+            from,
+            to,
+            why,
+            break_left,
+        );
     }
 
     /// The tracing event of a transition: a warning when the circuit opens, information when
     /// it closes or starts probing.
     pub(crate) fn trace(
-        service: Option<&str>,
+        service: Option<(&str, &str)>,
         from: BreakerState,
         to: BreakerState,
         why: TripReason,
         break_left: Option<Duration>,
     ) {
-        let service = service.unwrap_or(crate::observe::DEFAULT_SERVICE);
+        let (service, route) = service.unwrap_or((crate::observe::DEFAULT_SERVICE, ""));
         let (from, reason) = (from.as_str(), why.as_str());
         match to {
             BreakerState::Open => tracing::warn!(
                 service,
+                route,
                 from,
                 reason,
                 break_ms = break_left.map_or(0, |d| d.as_millis() as u64),
                 "circuit breaker opened"
             ),
-            BreakerState::Isolated => tracing::warn!(service, from, "circuit breaker isolated"),
-            BreakerState::HalfOpen => tracing::info!(service, from, "circuit breaker half-open"),
-            BreakerState::Closed => tracing::info!(service, from, "circuit breaker closed"),
+            BreakerState::Isolated => {
+                tracing::warn!(service, route, from, "circuit breaker isolated")
+            }
+            BreakerState::HalfOpen => {
+                tracing::info!(service, route, from, "circuit breaker half-open")
+            }
+            BreakerState::Closed => tracing::info!(service, route, from, "circuit breaker closed"),
         }
     }
 }
@@ -122,6 +135,7 @@ impl fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Telemetry")
             .field("service", &&*self.service)
+            .field("route", &&*self.route)
             .field("metrics", &self.metrics.is_some())
             .finish()
     }

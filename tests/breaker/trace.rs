@@ -8,9 +8,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Records every event: its level, message and fields.
+/// One event: its level, message and other fields.
+type Recorded = (Level, String, BTreeMap<String, String>);
+
+/// Records every event.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(Level, String, BTreeMap<String, String>)>>>);
+struct Events(Arc<Mutex<Vec<Recorded>>>);
 
 struct Visitor<'a>(&'a mut BTreeMap<String, String>);
 
