@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod balance;
+pub mod breaker;
 pub mod budget;
 pub mod classify;
 pub mod deadline;

@@ -1,0 +1,182 @@
+//! The breaker's response future: records the outcome at the response head.
+
+use super::layer::Core;
+use super::machine::Shared;
+use crate::classify::{Classified, Classify};
+use crate::error::{BoxError, Error, Kind};
+use pin_project_lite::pin_project;
+use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::time::Instant;
+
+/// How the request was admitted: what its outcome feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ticket {
+    /// Closed or ramping: the window.
+    Pass,
+    /// A half-open probe: the probe's verdict.
+    Probe { episode: u64 },
+    /// Refused in shadow mode, sent anyway: nothing (an enforcing breaker never sent it).
+    Shadow,
+    /// The outcome was recorded, or the request refused: nothing more.
+    Done,
+}
+
+pin_project! {
+    /// The response future of [`Breaker`](super::Breaker).
+    ///
+    /// Dropping it before the response head counts nothing (and frees a half-open probe's
+    /// slot), unless the request's deadline had passed: then the upstream did not answer in
+    /// time, a failure.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: Option<F>,
+        refused: Option<Error>,
+        core: Arc<Core<C>>,
+        // The breaker of the request's route, when it has one (else the core's).
+        route: Option<Arc<Shared>>,
+        ticket: Ticket,
+        started: Option<Instant>,
+        deadline: Option<Instant>,
+    }
+
+    impl<F, C> PinnedDrop for ResponseFuture<F, C> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.ticket == Ticket::Done {
+                return;
+            }
+            let now = Instant::now();
+            let timed_out = this.deadline.is_some_and(|d| now >= d);
+            let shared = this.route.as_deref().unwrap_or(&this.core.shared);
+            settle(shared, *this.ticket, *this.started, now, timed_out.then_some(true));
+        }
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn new(
+        inner: F,
+        core: Arc<Core<C>>,
+        route: Option<Arc<Shared>>,
+        ticket: Ticket,
+        started: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            refused: None,
+            core,
+            route,
+            ticket,
+            started,
+            deadline,
+        }
+    }
+
+    pub(crate) fn refused(error: Error, core: Arc<Core<C>>) -> Self {
+        ResponseFuture {
+            inner: None,
+            refused: Some(error),
+            core,
+            route: None,
+            ticket: Ticket::Done,
+            started: None,
+            deadline: None,
+        }
+    }
+}
+
+impl<F, C, RB, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    E: Into<BoxError>,
+    C: Classify,
+{
+    type Output = Result<http::Response<RB>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(error) = this.refused.take() {
+            return Poll::Ready(Err(error));
+        }
+        let Some(inner) = this.inner.as_pin_mut() else {
+            // Polled after it finished: the caller broke the future's contract.
+            return Poll::Ready(Err(Error::new(Kind::CircuitOpen)));
+        };
+        let result = ready!(inner.poll(cx));
+        let classifier = &this.core.classifier;
+        let (result, failed) = match result {
+            Ok(res) => {
+                let failed = response_failed(&res, classifier);
+                (Ok(res), Some(failed))
+            }
+            Err(error) => {
+                let error = Error::from_service(error);
+                let failed = error_failed(&error, classifier);
+                (Err(error), failed)
+            }
+        };
+        let ticket = std::mem::replace(this.ticket, Ticket::Done);
+        if ticket != Ticket::Shadow {
+            let shared = this.route.as_deref().unwrap_or(&this.core.shared);
+            settle(shared, ticket, *this.started, Instant::now(), failed);
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Feeds a finished request's verdict to the breaker: `failed` is `None` for an outcome that
+/// says nothing about the upstream (or a cancellation).
+fn settle(
+    shared: &Shared,
+    ticket: Ticket,
+    started: Option<Instant>,
+    now: Instant,
+    failed: Option<bool>,
+) {
+    let slow = match (shared.slow_call, started) {
+        (Some(limit), Some(started)) => now.saturating_duration_since(started) >= limit,
+        _ => false,
+    };
+    match (ticket, failed) {
+        (Ticket::Pass, Some(failed)) => shared.record(now, failed, slow),
+        (Ticket::Probe { episode }, Some(failed)) => {
+            shared.probe_done(episode, now, failed || slow)
+        }
+        (Ticket::Probe { episode }, None) => shared.release_probe(episode),
+        _ => {}
+    }
+}
+
+/// The verdict on a response: the one it carries, or the classifier's. A response whose class
+/// waits for its trailers counts as a success: its server answered.
+#[inline]
+fn response_failed<RB, C: Classify>(res: &http::Response<RB>, classifier: &C) -> bool {
+    if let Some(Classified(class)) = res.extensions().get::<Classified>() {
+        return class.is_failure();
+    }
+    classifier
+        .classify_response(res.status(), res.headers())
+        .is_some_and(|class| class.is_failure())
+}
+
+/// The verdict on an error; `None` when it says nothing about the upstream.
+fn error_failed<C: Classify>(error: &Error, classifier: &C) -> Option<bool> {
+    match error.kind() {
+        Kind::Service => Some(
+            error
+                .source()
+                .is_none_or(|source| classifier.classify_error(source).is_failure()),
+        ),
+        // The client's own refusals: nothing was sent, so nothing was learned.
+        kind if kind.is_shed() => None,
+        Kind::InvalidRequest | Kind::TlsUnavailable => None,
+        // Retries given up, timeouts, no endpoint ready, every endpoint pushing back: the
+        // upstream failed the request.
+        _ => Some(true),
+    }
+}
