@@ -16,6 +16,7 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 ///
 /// | field | default | anchor, and why | valid |
 /// |---|---|---|---|
+/// | `enabled` | `true` | on in [`http::Client`](crate::http::Client): an outage then costs the upstream probes only | any; `false` passes every request through untouched |
 /// | `failure_rate_threshold` | 0.5 | resilience4j 50% (Polly's 10% fits a breaker *inside* retries: it sees raw attempts) | (0, 1] |
 /// | `window` | 10 s, in 10 buckets | resilience4j's time window; Polly 30 s. Short, so that an outage trips within seconds | ≥ 10 ms |
 /// | `minimum_calls` | 20 | resilience4j and Polly ask for 100 calls; 20 lets a modest client (2 requests/s over the window) trip at all, and keeps the 50% threshold from firing on a handful of calls | ≥ 1 |
@@ -51,6 +52,9 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BreakerConfig {
+    /// Whether the breaker acts at all: `false` passes every request through, counting
+    /// nothing (a branch per request).
+    pub enabled: bool,
     /// The share of failed calls in the window at which the circuit opens.
     pub failure_rate_threshold: f64,
     /// The sliding window the failure and slow-call rates are taken over (10 buckets).
@@ -88,6 +92,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
+            enabled: true,
             failure_rate_threshold: 0.5,
             window: Duration::from_secs(10),
             minimum_calls: 20,

@@ -108,6 +108,10 @@ where
             return Poll::Ready(Err(Error::new(Kind::CircuitOpen)));
         };
         let result = ready!(inner.poll(cx));
+        if *this.ticket == Ticket::Done {
+            // A breaker that is off: nothing to record.
+            return Poll::Ready(result.map_err(Error::from_service));
+        }
         let classifier = &this.core.classifier;
         let (result, failed) = match result {
             Ok(res) => {

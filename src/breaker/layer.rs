@@ -318,6 +318,11 @@ where
             return Poll::Ready(Ok(()));
         }
         let shared = &self.core.shared;
+        if !shared.config.enabled {
+            ready!(self.inner.poll_ready(cx)).map_err(Error::from_service)?;
+            self.inner_ready = true;
+            return Poll::Ready(Ok(()));
+        }
         // An open circuit refuses at once: the inner service may be waiting for an endpoint
         // (every one ejected, say) for as long as the balancer's fail-fast timeout.
         if state(shared.load()) != CLOSED && !shared.config.shadow && self.core.routes.is_none() {
@@ -335,6 +340,11 @@ where
         let core = self.core.clone();
         if let Some(why) = self.refusal.take() {
             return refuse(why, &core.shared, core.clone());
+        }
+        if !core.shared.config.enabled {
+            self.inner_ready = false;
+            let future = self.inner.call(req);
+            return ResponseFuture::new(future, core, None, Ticket::Done, None, None);
         }
         let route = core
             .routes

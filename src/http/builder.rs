@@ -6,6 +6,7 @@ use super::dns;
 use super::endpoint::{EndpointService, Endpoints};
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder};
+use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::budget::Budget;
 use crate::classify::Classifier;
 use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 
+mod protect;
 mod settings;
 
 /// Durations at or above this mean "no limit": far enough never to matter, near enough that
@@ -50,6 +52,7 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | retries, budget, backoff, replay | see [`RetryLayer`] | Finagle, linkerd, Envoy |
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
+/// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`] | resilience4j, linkerd, Polly |
 /// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
 /// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
 ///
@@ -85,6 +88,7 @@ pub struct ClientBuilder {
     idempotency: Idempotency,
     classifier: Classifier,
     balance: BalanceBuilder,
+    breaker: BreakerConfig,
     service_name: String,
     metrics: bool,
     authority: Option<String>,
@@ -115,6 +119,7 @@ impl Default for ClientBuilder {
             idempotency: Idempotency::default(),
             classifier: Classifier::default(),
             balance: BalanceBuilder::default(),
+            breaker: BreakerConfig::default(),
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
             metrics: true,
             authority: None,
@@ -335,6 +340,11 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client, ConfigError> {
         self.balance.validate()?;
+        let breaker = BreakerLayer::from_config(&self.breaker)?
+            .classifier(self.classifier.clone())
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics);
+        let breaker_handle = breaker.handle();
         if self.endpoints.is_empty() && self.dns.is_none() {
             return Err(ConfigError::new(
                 "endpoints",
@@ -421,6 +431,7 @@ impl ClientBuilder {
         }
         let stack: Stack = ServiceBuilder::new()
             .layer(deadline_layer)
+            .layer(breaker)
             .layer(retry)
             .layer(AttemptTimeoutLayer::new(attempt_timeout))
             .service(balance.clone());
@@ -428,6 +439,7 @@ impl ClientBuilder {
             stack,
             balance,
             retry: retry_stats,
+            breaker: breaker_handle,
             service: Arc::from(self.service_name),
             _dns: dns,
         })

@@ -4,6 +4,7 @@ use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
 use super::stats::ClientStats;
 use crate::balance::{Balance, EndpointStats};
+use crate::breaker::{Breaker, BreakerHandle};
 use crate::deadline::{AttemptTimeout, Deadline};
 use crate::error::{BoxError, Error, Kind};
 use crate::retry::{Retry, RetryStats};
@@ -31,7 +32,8 @@ pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The layers, as their own types rather than boxed: a request then costs no allocation for
 /// the service clone nor for its future, and no dynamic call per poll.
-pub(crate) type Stack = Deadline<Retry<AttemptTimeout<Balance<SocketAddr, EndpointService>>>>;
+pub(crate) type Stack =
+    Deadline<Breaker<Retry<AttemptTimeout<Balance<SocketAddr, EndpointService>>>>>;
 
 /// The stack's future for one request.
 type StackFuture = <Stack as Service<StackRequest>>::Future;
@@ -60,6 +62,7 @@ pub struct Client {
     pub(crate) stack: Stack,
     pub(crate) balance: Balance<SocketAddr, EndpointService>,
     pub(crate) retry: Arc<RetryStats>,
+    pub(crate) breaker: BreakerHandle,
     pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
@@ -164,6 +167,19 @@ impl Client {
     /// ```
     pub fn retry_stats(&self) -> Arc<RetryStats> {
         self.retry.clone()
+    }
+
+    /// The circuit breaker: its state and counts, and the manual switches (`isolate`,
+    /// `reset`).
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.breaker().state().as_str(), "closed");
+    /// # });
+    /// ```
+    pub fn breaker(&self) -> BreakerHandle {
+        self.breaker.clone()
     }
 
     /// Requests that failed fast because no endpoint was ready.

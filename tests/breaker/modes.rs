@@ -216,3 +216,20 @@ fn validate_names_the_field_at_fault() {
     );
     assert!(BreakerConfig::default().validate().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_is_off_passes_everything_and_counts_nothing() {
+    let upstream = Upstream::new();
+    let mut off = config();
+    off.enabled = false;
+    let (svc, handle) = breaker(&off, &upstream);
+    upstream.status(503);
+    // Far past the threshold and the minimum: an enabled breaker would refuse most of these.
+    assert_eq!(calls(&svc, 100).await, 0);
+    assert_eq!(upstream.received(), 100);
+    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.stats().calls, 0);
+    // The same traffic trips the breaker when it is on.
+    let (on, _) = breaker(&config(), &upstream);
+    assert!(calls(&on, 100).await > 0);
+}
