@@ -12,6 +12,7 @@ pub mod observe;
 pub mod outlier;
 mod primitives;
 pub mod retry;
+pub mod throttle;
 #[cfg(feature = "testing")]
 pub mod testing;
 
