@@ -54,14 +54,10 @@ pub struct ThrottleCounts {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        k: f64,
-        window: Duration,
-        max_probability: f64,
-        seed: u64,
-    ) -> Self {
+    pub(crate) fn new(k: f64, window: Duration, max_probability: f64, seed: u64) -> Self {
         let clock = Clock::new(Instant::now());
-        let bucket_nanos = u64::try_from(window.as_nanos() / u128::from(BUCKETS)).unwrap_or(u64::MAX);
+        let bucket_nanos =
+            u64::try_from(window.as_nanos() / u128::from(BUCKETS)).unwrap_or(u64::MAX);
         let requests = Units {
             deposit: 0,
             withdrawal: 1,

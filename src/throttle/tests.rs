@@ -51,9 +51,15 @@ fn accepted_means_answered_without_overload() {
         assert!(accepted(&failure(Reason::Status(status)), true), "{status}");
     }
     for status in [429, 503, 504] {
-        assert!(!accepted(&failure(Reason::Status(status)), true), "{status}");
+        assert!(
+            !accepted(&failure(Reason::Status(status)), true),
+            "{status}"
+        );
     }
-    assert!(accepted(&failure(Reason::Grpc(Code::InvalidArgument)), true));
+    assert!(accepted(
+        &failure(Reason::Grpc(Code::InvalidArgument)),
+        true
+    ));
     assert!(accepted(&failure(Reason::Grpc(Code::Internal)), true));
     for code in [
         Code::ResourceExhausted,
