@@ -12,9 +12,9 @@ pub mod observe;
 pub mod outlier;
 mod primitives;
 pub mod retry;
-pub mod throttle;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod throttle;
 
 pub use error::{BoxError, ConfigError, Error};
 /// Retry backoff: how long to wait before a retry (the doubling ladder ejections climb too).
