@@ -216,8 +216,7 @@ async fn direct(max_retries: u32, grpc: bool) -> Vec<String> {
     req.extensions_mut().insert(Idempotent(true));
     let res = client(max_retries, true).oneshot(req).await.unwrap();
     assert_eq!(res.status(), 503);
-    let heads = heads.lock().unwrap().clone();
-    heads
+    heads.lock().unwrap().clone()
 }
 
 fn previous_attempts(head: &str) -> Option<&str> {
