@@ -284,3 +284,45 @@ async fn attempts_that_never_left_are_still_sent_again() {
     assert_eq!(*calls.lock().unwrap(), 2);
     assert_eq!((stats.retries(), stats.caller_retries()), (1, 1));
 }
+
+/// The same chain with `meshless::http::Client` as B's client: its default stack defers to a
+/// caller that retries, read from the handler's scope when its future is first polled.
+#[tokio::test]
+async fn the_http_client_defers_inside_the_handler_scope() {
+    let (c, c_heads) = always_503().await;
+    let b_client = meshless::http::Client::builder()
+        .endpoints([c.to_string()])
+        .max_retries(1)
+        .backoff(Backoff::none())
+        .metrics(false)
+        .build()
+        .unwrap();
+    let b_stats = b_client.retry_stats();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let b_client = b_client.clone();
+            let handler = service_fn(move |_: Request<Incoming>| {
+                let call = b_client.get("/c");
+                async move {
+                    let status = call.await.map_or(502, |r| r.status().as_u16());
+                    let res = Response::builder().status(status);
+                    Ok::<_, Infallible>(res.body(Full::new(Bytes::new())).unwrap())
+                }
+            });
+            let service = TowerToHyperService::new(CallerRetriesLayer::new().layer(handler));
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(socket), service),
+            );
+        }
+    });
+    let a = client(1, true);
+    let req = Request::get(format!("http://{b}/b"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(a.oneshot(req).await.unwrap().status(), 503);
+    assert_eq!(c_heads.lock().unwrap().len(), 2);
+    assert_eq!(b_stats.caller_retries(), 2);
+}
