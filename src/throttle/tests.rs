@@ -21,7 +21,7 @@ fn draws_are_uniform_and_replayed_from_the_seed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn refused_requests_count_and_accepts_land_after_their_request() {
+async fn an_accept_counted_without_the_clock_outlives_its_request() {
     let shared = Shared::new(2.0, WINDOW, 1.0, 1);
     let now = Instant::now();
     for _ in 0..10 {
