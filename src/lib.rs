@@ -15,6 +15,7 @@ mod primitives;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod throttle;
 
 pub use error::{BoxError, ConfigError, Error};
 /// Retry backoff: how long to wait before a retry (the doubling ladder ejections climb too).

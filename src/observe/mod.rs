@@ -43,7 +43,7 @@
 //! | `meshless_request_duration_seconds` | histogram | service, class | end-to-end latency of a logical request, from the call to its answer (the response head), every attempt and backoff included |
 //! | `meshless_attempts_total` | counter | service | attempts sent, first attempts and retries: `attempts_total` = `requests_total` + `retries_total` |
 //! | `meshless_retries_total` | counter | service, reason | retries sent, by the reason the attempt before failed |
-//! | `meshless_retries_refused_total` | counter | service, reason | retries the outcome called for but that were not sent: `budget_exhausted`, `retries_exhausted`, `body_too_large`, `pushback`, `deadline` |
+//! | `meshless_retries_refused_total` | counter | service, reason | retries the outcome called for but that were not sent: `budget_exhausted`, `retries_exhausted`, `body_too_large`, `pushback`, `deadline`, `caller_retries` |
 //! | `meshless_replay_overflows_total` | counter | service | requests whose body outgrew the replay buffer, so that they could not have been retried |
 //! | `meshless_attempt_timeouts_total` | counter | service | attempts cut by the per-attempt timeout |
 //! | `meshless_backoff_seconds` | histogram | service | each wait before a retry (backoff, or the server's pushback when longer); its `_sum` is the time spent in backoff |
@@ -166,7 +166,7 @@ pub const ATTEMPTS_TOTAL: &str = "meshless_attempts_total";
 pub const RETRIES_TOTAL: &str = "meshless_retries_total";
 
 /// Retries called for but not sent. Labels: `service`, `reason` (`budget_exhausted`,
-/// `retries_exhausted`, `body_too_large`, `pushback`, `deadline`).
+/// `retries_exhausted`, `body_too_large`, `pushback`, `deadline`, `caller_retries`).
 ///
 /// ```
 /// assert_eq!(meshless::observe::RETRIES_REFUSED_TOTAL, "meshless_retries_refused_total");

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// | `replay_frames` | [`DEFAULT_REPLAY_FRAMES`] | any | 0 = only requests without body frames are retried |
 /// | `max_pushback` | [`DEFAULT_MAX_PUSHBACK`] (10 s) | any | 0 = a server asking for any wait gets its answer returned; `Duration::MAX` = honour any |
 /// | `pushback_per_endpoint` | `false` | any | |
+/// | `defer_to_caller` | `true` | any | `false` = retry even when the caller retries ([`CallerRetries`](super::CallerRetries)) |
 ///
 /// ```
 /// use meshless::{budget::Budget, retry::{RetryConfig, RetryLayer}};
@@ -50,6 +51,9 @@ pub struct RetryConfig {
     pub max_pushback: Duration,
     /// Whether a server's pushback holds back its endpoint alone rather than the request.
     pub pushback_per_endpoint: bool,
+    /// Whether a request whose caller retries it ([`CallerRetries`](super::CallerRetries))
+    /// leaves its retries to the caller, but for attempts that never left.
+    pub defer_to_caller: bool,
 }
 
 impl Default for RetryConfig {
@@ -61,6 +65,7 @@ impl Default for RetryConfig {
             replay_frames: DEFAULT_REPLAY_FRAMES,
             max_pushback: DEFAULT_MAX_PUSHBACK,
             pushback_per_endpoint: false,
+            defer_to_caller: true,
         }
     }
 }

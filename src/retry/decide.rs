@@ -6,7 +6,7 @@ use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use super::state::RetryState;
 use super::trace::{self};
-use crate::classify::{Class, Classify, Idempotence, Pushback};
+use crate::classify::{Class, Classify, Idempotence, Pushback, Retryable};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,6 +40,7 @@ pub(super) fn decide<B, C: Classify, RB>(
     idempotent: Option<Idempotence>,
     deadline: Option<Instant>,
     now: Instant,
+    caller_retries: bool,
 ) -> Decision<http::Response<RB>>
 where
     B: http_body::Body,
@@ -61,6 +62,16 @@ where
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
     let stats = &config.stats;
+    // One retry layer per call chain: the caller retries this request, so a failure goes back
+    // to it unchanged, but for an attempt that never left, which costs the upstream nothing.
+    if caller_retries && class.retryable() != Retryable::NeverSent {
+        RetryStats::add(&stats.caller_retries);
+        if let Some(metrics) = &config.metrics {
+            metrics.refused_caller_retries();
+        }
+        tracing::debug!(attempts, reason = %class.reason(), "not retrying: the caller retries");
+        return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
+    }
     let refuse = |outcome: Result<http::Response<RB>, Error>, kind: Kind, counter: &AtomicU64| {
         RetryStats::add(counter);
         if let Some(metrics) = &config.metrics {

@@ -1,6 +1,7 @@
 //! The retry state machine: attempt, decide, back off, attempt again.
 
 use super::decide::{Decision, NextAttempt, decide};
+use super::hops;
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
@@ -46,6 +47,9 @@ pin_project! {
         deadline: Option<Instant>,
         // The request's spans, when a subscriber wants them.
         trace: Option<Box<Trace>>,
+        // The caller of the request being served retries it: only attempts that never left
+        // are sent again.
+        caller_retries: bool,
         // The outcome was returned (and recorded): dropping the future records nothing more.
         // A flag rather than a state, since setting the state would copy the whole enum.
         done: bool,
@@ -104,6 +108,7 @@ where
         idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
         mut trace: Option<Box<Trace>>,
+        caller_retries: bool,
     ) -> Self {
         let started = Instant::now();
         ResponseFuture {
@@ -128,6 +133,7 @@ where
             idempotent,
             deadline,
             trace,
+            caller_retries,
             done: false,
         }
     }
@@ -215,6 +221,7 @@ where
                         *this.idempotent,
                         *this.deadline,
                         now,
+                        *this.caller_retries,
                     );
                     if let Decision::Return(_) = &decision {
                         // Recorded while the outcome is still in the decision: returning it
@@ -319,6 +326,7 @@ where
                     {
                         *attempt = trace::attempt_span(request, *this.attempts, next.waited);
                     }
+                    hops::announce_retry(&mut req, *this.attempts);
                     let future = {
                         let _attempt = attempt_span.as_deref().map(Span::enter);
                         this.service.call(req)

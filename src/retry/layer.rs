@@ -3,6 +3,7 @@
 use super::config::RetryConfig;
 use super::future::ResponseFuture;
 use super::head::Head;
+use super::hops::{self, CallerRetries};
 use super::policy::{Idempotency, RetryStats};
 use super::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody};
 use super::state::RetryState;
@@ -60,6 +61,7 @@ pub(crate) struct Config<C> {
     pub(crate) replay_frames: usize,
     pub(crate) max_pushback: Duration,
     pub(crate) pushback_per_endpoint: bool,
+    pub(crate) defer_to_caller: bool,
     pub(crate) stats: Arc<RetryStats>,
     /// A low estimate of how long a successful attempt takes (nanoseconds, 0 = unknown), so
     /// that a retry which cannot finish before the deadline is not started.
@@ -90,6 +92,7 @@ impl RetryLayer<Classifier> {
                 replay_frames: DEFAULT_REPLAY_FRAMES,
                 max_pushback: DEFAULT_MAX_PUSHBACK,
                 pushback_per_endpoint: false,
+                defer_to_caller: true,
                 stats: Arc::default(),
                 fast_attempt: Arc::default(),
                 observe: Settings::default(),
@@ -118,7 +121,8 @@ impl RetryLayer<Classifier> {
             .replay_cap(config.replay_cap)
             .replay_frames(config.replay_frames)
             .max_pushback(config.max_pushback)
-            .pushback_per_endpoint(config.pushback_per_endpoint))
+            .pushback_per_endpoint(config.pushback_per_endpoint)
+            .defer_to_caller(config.defer_to_caller))
     }
 }
 
@@ -138,6 +142,7 @@ impl<C> RetryLayer<C> {
             replay_frames: c.replay_frames,
             max_pushback: c.max_pushback,
             pushback_per_endpoint: c.pushback_per_endpoint,
+            defer_to_caller: c.defer_to_caller,
         }
     }
 
@@ -227,6 +232,22 @@ impl<C> RetryLayer<C> {
         self
     }
 
+    /// Leaves retries to the caller when the caller of the request being served retries it
+    /// (default `true`): with [`CallerRetries`](super::CallerRetries) set, by the request's
+    /// extension or the scope of a [`CallerRetriesLayer`](super::CallerRetriesLayer), only
+    /// attempts that never left are sent again, and every other failure goes back to the
+    /// caller, which retries under its own budget. `false` retries as if no caller did.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let layer = layer.defer_to_caller(false);
+    /// assert!(!layer.config().defer_to_caller);
+    /// ```
+    pub fn defer_to_caller(mut self, defer: bool) -> Self {
+        self.config.defer_to_caller = defer;
+        self
+    }
+
     /// Classifies outcomes with `classifier` instead of the default. Behind a meshless
     /// [`Balance`](crate::balance::Balance), a failed response arrives already classified by the
     /// balancer's classifier ([`Classified`](crate::classify::Classified)) and that verdict is
@@ -250,6 +271,7 @@ impl<C> RetryLayer<C> {
                 replay_frames: c.replay_frames,
                 max_pushback: c.max_pushback,
                 pushback_per_endpoint: c.pushback_per_endpoint,
+                defer_to_caller: c.defer_to_caller,
                 stats: c.stats,
                 fast_attempt: c.fast_attempt,
                 observe: c.observe,
@@ -424,10 +446,14 @@ where
         let idempotent = (config.max_retries == 0).then(|| config.idempotency.idempotence(&req));
         let trace = Trace::start(&config.observe.service, req.method(), req.uri().path());
         let head = (config.max_retries > 0).then(|| Head::copy(&req, deadline.is_some()));
+        // Read where the call is made, inside the handler's scope even if the future is then
+        // spawned; only a layer that could retry needs to know.
+        let caller_retries =
+            config.max_retries > 0 && config.defer_to_caller && CallerRetries::of(&req);
         // Mapped in place rather than taken apart and rebuilt: each of those moves the whole
         // head (callgrind: a `memcpy` each).
         let mut replay = None;
-        let first = req.map(|body| {
+        let mut first = req.map(|body| {
             let body = ReplayBody::with_limits(body, config.replay_cap, config.replay_frames);
             match body.try_clone() {
                 Some(first) => {
@@ -437,6 +463,10 @@ where
                 None => body,
             }
         });
+        if config.max_retries > 0 {
+            // After the head's copy, which a retry marks with its own number.
+            hops::announce_first(&mut first);
+        }
         let retry = head.map(|head| RetryState::new(head, replay));
         ResponseFuture::start(
             &mut self.inner,
@@ -447,6 +477,7 @@ where
             idempotent,
             deadline,
             trace,
+            caller_retries,
         )
     }
 }

@@ -12,7 +12,20 @@
 //!   `grpc-retry-pushback-ms`, never when it asks for no retry or longer than the deadline;
 //! - the request's deadline leaves time for the backoff and another attempt;
 //! - the body could be kept for replay (up to 64 KiB in 1024 frames by default; larger bodies
-//!   are sent once).
+//!   are sent once);
+//! - the caller of the request being served does not retry it itself: one retry layer per call
+//!   chain (see below).
+//!
+//! # One retry layer per call chain
+//!
+//! When service A retries B and B retries C, one failure at C becomes several attempts there.
+//! Every attempt of a request that may be retried carries its number to the upstream
+//! (`x-meshless-attempt: N`, from 1; on gRPC retries also `grpc-previous-rpc-attempts: N − 1`),
+//! and a service whose caller retries makes no retries of its own but the transparent ones of
+//! attempts that never left: wrap the server in [`CallerRetriesLayer`], and its handlers'
+//! meshless clients defer to the caller ([`CallerRetries`]; on by default,
+//! [`RetryLayer::defer_to_caller`]). A retry left to the caller is counted as
+//! `caller_retries` in `meshless_retries_refused_total` and [`RetryStats::caller_retries`].
 //!
 //! Every request deposits into the budget; every retry withdraws. The request type never needs
 //! `Clone`: the head is copied and the body replayed from a [`ReplayBody`].
@@ -33,6 +46,7 @@ mod config;
 mod decide;
 mod future;
 mod head;
+mod hops;
 mod layer;
 mod policy;
 // The replay body lives in the floor (hedging needs it too); `super::replay` still names it.
@@ -43,6 +57,9 @@ pub(crate) mod trace;
 
 pub use self::config::RetryConfig;
 pub use self::future::ResponseFuture;
+pub use self::hops::{
+    ATTEMPT_HEADER, CallerRetries, CallerRetriesLayer, CallerRetriesService, GRPC_PREVIOUS_ATTEMPTS,
+};
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};
 pub use self::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody, ReplayError};

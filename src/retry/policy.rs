@@ -200,6 +200,7 @@ pub struct RetryStats {
     pub(crate) body_too_large: AtomicU64,
     pub(crate) pushback_refused: AtomicU64,
     pub(crate) deadline_refused: AtomicU64,
+    pub(crate) caller_retries: AtomicU64,
     pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) cancelled: AtomicU64,
@@ -278,6 +279,17 @@ impl RetryStats {
     /// ```
     pub fn deadline_refused(&self) -> u64 {
         self.deadline_refused.load(Ordering::Relaxed)
+    }
+
+    /// Retries left to the caller, which retries the request itself
+    /// ([`CallerRetries`](super::CallerRetries)).
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().caller_retries();
+    /// ```
+    pub fn caller_retries(&self) -> u64 {
+        self.caller_retries.load(Ordering::Relaxed)
     }
 
     /// Attempts sent: the first attempt of every request, and every retry.

@@ -39,12 +39,13 @@ impl Outcome {
 }
 
 /// The reasons a retry is refused, in the order of [`RequestMetrics::refused`]'s handles.
-const REFUSALS: [&str; 5] = [
+const REFUSALS: [&str; 6] = [
     "budget_exhausted",
     "retries_exhausted",
     "body_too_large",
     "pushback",
     "deadline",
+    "caller_retries",
 ];
 
 /// Handles for one retry layer's metrics, registered when the layer builds its service.
@@ -143,6 +144,11 @@ impl RequestMetrics {
             _ => 4, // DeadlineExceeded: the only other refusal
         };
         self.refused[index].increment(1);
+    }
+
+    /// A retry was left to the caller, which retries the request itself.
+    pub(crate) fn refused_caller_retries(&self) {
+        self.refused[5].increment(1);
     }
 
     /// The request's body outgrew the replay buffer.

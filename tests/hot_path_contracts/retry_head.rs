@@ -101,12 +101,24 @@ async fn every_retry_carries_the_first_attempts_head() {
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 3);
         assert!(seen[0].deadline.is_some());
+        let attempt = |s: &Seen| {
+            let found = s.headers.iter().find(|(k, _)| k == "x-meshless-attempt");
+            found.map(|(_, v)| v.clone())
+        };
+        assert_eq!(attempt(&seen[0]).as_deref(), Some("1"));
         for (i, s) in seen.iter().enumerate().skip(1) {
             // A retry carries one extension more: the budget's private `UnsentRetry`
             // token (issue 8), which the balancer reads to give an unsent retry back.
             assert_eq!(s.extensions, seen[0].extensions + 1, "attempt {i}");
+            // And its own number (one retry layer per call chain), in the same place.
+            assert_eq!(attempt(s), Some((i + 1).to_string()), "attempt {i}");
+            let headers = s.headers.iter().map(|(k, v)| match k.as_str() {
+                "x-meshless-attempt" => (k.clone(), "1".to_string()),
+                _ => (k.clone(), v.clone()),
+            });
             let s = Seen {
                 extensions: seen[0].extensions,
+                headers: headers.collect(),
                 ..s.clone()
             };
             assert_eq!(s, seen[0], "attempt {i} ({with_marker}, {with_headers})");

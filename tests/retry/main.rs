@@ -17,6 +17,7 @@ mod attempts;
 mod backoff;
 mod budget;
 mod deadlines;
+mod hops;
 mod idempotency;
 mod pushback;
 mod replay;
