@@ -1,0 +1,192 @@
+//! The two adaptive algorithms: what each does with a sample.
+
+use super::config::{AimdConfig, GradientConfig};
+use crate::primitives::clock::{Clock, whole_nanos};
+use crate::primitives::histogram::Histogram;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What one request tells the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sample {
+    /// A success, with its round trip from admission to the response head.
+    Rtt(Duration),
+    /// A drop: a timeout or the upstream's overload answer.
+    Drop,
+}
+
+/// Baselines warm up as a plain mean over this many windows, as Netflix's `ExpAvgMeasurement`.
+const WARMUP: u32 = 10;
+/// The weight of a window in the baseline while the limit was not busy: the latency of an
+/// upstream we do not load is its own, so the baseline follows it within a few windows.
+const IDLE_WEIGHT: f64 = 0.25;
+
+/// The gradient algorithm: a window of samples, its median against a long-term baseline.
+pub(crate) struct Gradient {
+    config: GradientConfig,
+    clock: Clock,
+    rtts: Histogram,
+    samples: AtomicU32,
+    /// The most requests in flight seen at a sample in this window.
+    peak: AtomicU32,
+    /// When the window ends, in nanoseconds of `clock`.
+    window_end: AtomicU64,
+    window: u64,
+    /// The baseline in microseconds, readable without the lock (0 before the first window).
+    baseline: AtomicU64,
+    state: Mutex<GradientState>,
+}
+
+struct GradientState {
+    estimate: f64,
+    /// The baseline median RTT, in microseconds; 0 until the first window.
+    long: f64,
+    windows: u32,
+}
+
+impl Gradient {
+    pub(crate) fn new(config: GradientConfig, now: Instant) -> Self {
+        let window = whole_nanos(config.window);
+        Gradient {
+            clock: Clock::new(now),
+            rtts: Histogram::new(true),
+            samples: AtomicU32::new(0),
+            peak: AtomicU32::new(0),
+            window_end: AtomicU64::new(window),
+            window,
+            baseline: AtomicU64::new(0),
+            state: Mutex::new(GradientState {
+                estimate: f64::from(config.initial),
+                long: 0.0,
+                windows: 0,
+            }),
+            config,
+        }
+    }
+
+    pub(crate) fn initial(&self) -> u32 {
+        self.config.initial
+    }
+
+    /// The baseline round trip: how long a request takes when nothing queues.
+    pub(crate) fn baseline(&self) -> Duration {
+        Duration::from_micros(self.baseline.load(Ordering::Relaxed))
+    }
+
+    /// Records a sample taken at `now` with `in_flight` requests holding permits; returns the
+    /// new limit when this sample closed a window.
+    pub(crate) fn on_sample(&self, sample: Sample, now: Instant, in_flight: u32) -> Option<u32> {
+        // Drops give no RTT: a fast 503 says nothing of the latency of a good answer.
+        let Sample::Rtt(rtt) = sample else {
+            return None;
+        };
+        self.rtts.record(rtt);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        if in_flight > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(in_flight, Ordering::Relaxed);
+        }
+        let now = self.clock.nanos(now);
+        let end = self.window_end.load(Ordering::Relaxed);
+        if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
+            return None;
+        }
+        // One thread recalculates; the others never wait for it.
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.window_end.load(Ordering::Relaxed) != end {
+            return None;
+        }
+        self.window_end
+            .store(now.saturating_add(self.window), Ordering::Relaxed);
+        self.samples.store(0, Ordering::Relaxed);
+        let peak = self.peak.swap(0, Ordering::Relaxed);
+        let short = self.rtts.take_median()?.max(1.0);
+        Some(self.update(&mut state, short, peak))
+    }
+
+    fn update(&self, state: &mut GradientState, short: f64, peak: u32) -> u32 {
+        let c = &self.config;
+        // Netflix's app-limited rule: a window that used less than half the limit says nothing
+        // about the limit, and its latency is the upstream's own, not queueing we caused.
+        let busy = f64::from(peak) >= state.estimate / 2.0;
+        state.windows = state.windows.saturating_add(1);
+        if state.windows <= WARMUP {
+            state.long += (short - state.long) / f64::from(state.windows);
+        } else {
+            let weight = if busy {
+                2.0 / (f64::from(c.long_window) + 1.0)
+            } else {
+                IDLE_WEIGHT
+            };
+            state.long += (short - state.long) * weight;
+        }
+        // A baseline twice the latency now is stale (the upstream got faster): Gradient2 lets
+        // it fall quickly rather than over the whole long window.
+        if state.long > 2.0 * short {
+            state.long *= 0.95;
+        }
+        self.baseline.store(state.long as u64, Ordering::Relaxed);
+        if busy {
+            let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
+            let target = state.estimate * gradient + state.estimate.sqrt();
+            state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
+                .clamp(f64::from(c.min), f64::from(c.max));
+        }
+        state.estimate as u32
+    }
+}
+
+/// AIMD: one more per success while busy, `backoff` times fewer per drop.
+pub(crate) struct Aimd {
+    config: AimdConfig,
+    limit: AtomicU32,
+}
+
+impl Aimd {
+    pub(crate) fn new(config: AimdConfig) -> Self {
+        Aimd {
+            limit: AtomicU32::new(config.initial),
+            config,
+        }
+    }
+
+    pub(crate) fn initial(&self) -> u32 {
+        self.config.initial
+    }
+
+    /// Applies a sample taken with `in_flight` requests holding permits (this one included);
+    /// returns the new limit when it changed.
+    pub(crate) fn on_sample(&self, sample: Sample, in_flight: u32) -> Option<u32> {
+        let c = &self.config;
+        let drop = match sample {
+            Sample::Drop => true,
+            Sample::Rtt(rtt) => rtt > c.timeout,
+        };
+        let mut old = self.limit.load(Ordering::Relaxed);
+        loop {
+            let new = if drop {
+                ((f64::from(old) * c.backoff) as u32).max(c.min)
+            } else if in_flight.saturating_mul(2) >= old {
+                // Netflix's rule: grow only when the limit was at least half used.
+                old.saturating_add(1).min(c.max)
+            } else {
+                return None;
+            };
+            if new == old {
+                return None;
+            }
+            match self
+                .limit
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(new),
+                Err(actual) => old = actual,
+            }
+        }
+    }
+}
