@@ -196,17 +196,26 @@ impl LimitConfig {
                 if !(g.tolerance >= 1.0 && g.tolerance.is_finite()) {
                     return Err(ConfigError::new(
                         "limit.tolerance",
-                        format!("{} is below 1 (or not a number): the limit would fall at a steady latency", g.tolerance),
+                        format!(
+                            "{} is below 1 (or not a number): the limit would fall at a steady latency",
+                            g.tolerance
+                        ),
                     ));
                 }
                 if g.window.is_zero() {
                     return Err(ConfigError::new("limit.window", "0ns is no window"));
                 }
                 if g.min_samples == 0 {
-                    return Err(ConfigError::new("limit.min_samples", "a median needs a sample"));
+                    return Err(ConfigError::new(
+                        "limit.min_samples",
+                        "a median needs a sample",
+                    ));
                 }
                 if g.long_window == 0 {
-                    return Err(ConfigError::new("limit.long_window", "0 windows is no baseline"));
+                    return Err(ConfigError::new(
+                        "limit.long_window",
+                        "0 windows is no baseline",
+                    ));
                 }
             }
             Algorithm::Aimd(a) => {
@@ -232,10 +241,16 @@ impl LimitConfig {
 /// `1 ≤ min ≤ initial ≤ max`, naming the first bound broken.
 fn bounds(initial: u32, min: u32, max: u32) -> Result<(), ConfigError> {
     if min == 0 {
-        return Err(ConfigError::new("limit.min", "0 would let the limit refuse everything"));
+        return Err(ConfigError::new(
+            "limit.min",
+            "0 would let the limit refuse everything",
+        ));
     }
     if max < min {
-        return Err(ConfigError::new("limit.max", format!("{max} is below min ({min})")));
+        return Err(ConfigError::new(
+            "limit.max",
+            format!("{max} is below min ({min})"),
+        ));
     }
     if initial < min || initial > max {
         return Err(ConfigError::new(

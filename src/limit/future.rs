@@ -71,6 +71,8 @@ impl Drop for Ticket {
             rx.close();
             if rx.try_recv().is_ok() {
                 self.shared.release();
+            } else {
+                self.shared.leave();
             }
         }
     }
@@ -326,7 +328,10 @@ impl fmt::Display for Refusal {
             Refusal::Waited {
                 waited,
                 by_deadline: true,
-            } => write!(f, "no permit freed before the request's deadline ({waited:?})"),
+            } => write!(
+                f,
+                "no permit freed before the request's deadline ({waited:?})"
+            ),
             Refusal::NoTime => f.write_str("limit reached, and no time left to wait"),
         }
     }

@@ -7,7 +7,7 @@ use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
 use http::{Request, Response};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -29,8 +29,11 @@ use tower::{Layer, Service};
 /// ```
 #[derive(Clone)]
 pub struct LimitLayer {
-    shared: Arc<Shared>,
+    config: LimitConfig,
     settings: Settings,
+    // Made when the first service or handle needs it, so that the builder methods register no
+    // metrics under a name about to change; shared by the layer's clones.
+    shared: Arc<OnceLock<Arc<Shared>>>,
 }
 
 impl LimitLayer {
@@ -46,10 +49,10 @@ impl LimitLayer {
             algorithm,
             ..LimitConfig::default()
         };
-        let settings = Settings::default();
         LimitLayer {
-            shared: Shared::new(config, &settings),
-            settings,
+            config,
+            settings: Settings::default(),
+            shared: Arc::default(),
         }
     }
 
@@ -89,10 +92,10 @@ impl LimitLayer {
     /// ```
     pub fn from_config(config: &LimitConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        let settings = Settings::default();
         Ok(LimitLayer {
-            shared: Shared::new(config.clone(), &settings),
-            settings,
+            config: config.clone(),
+            settings: Settings::default(),
+            shared: Arc::default(),
         })
     }
 
@@ -103,7 +106,7 @@ impl LimitLayer {
     /// assert_eq!(layer.config().algorithm, meshless::limit::Algorithm::Fixed { max: 8 });
     /// ```
     pub fn config(&self) -> LimitConfig {
-        self.shared.config.clone()
+        self.config.clone()
     }
 
     /// Lets a request wait up to `max_wait` for a permit, in arrival order, and never past
@@ -113,10 +116,10 @@ impl LimitLayer {
     /// ```
     /// let layer = meshless::limit::LimitLayer::fixed(8).max_wait(std::time::Duration::from_millis(50));
     /// ```
-    pub fn max_wait(self, max_wait: Duration) -> Self {
-        let mut config = self.config();
-        config.max_wait = max_wait;
-        self.rebuild(config)
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.config.max_wait = max_wait;
+        self.shared = Arc::default();
+        self
     }
 
     /// The `service` label of the limit's metrics. Starts a fresh limit: call it before
@@ -127,8 +130,8 @@ impl LimitLayer {
     /// ```
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
         self.settings.set_service(name);
-        let config = self.config();
-        self.rebuild(config)
+        self.shared = Arc::default();
+        self
     }
 
     /// Reads the limit, the requests in flight and the refusals.
@@ -139,23 +142,20 @@ impl LimitLayer {
     /// ```
     pub fn handle(&self) -> LimitHandle {
         LimitHandle {
-            shared: self.shared.clone(),
+            shared: self.shared().clone(),
         }
     }
 
-    fn rebuild(self, config: LimitConfig) -> Self {
-        LimitLayer {
-            shared: Shared::new(config, &self.settings),
-            settings: self.settings,
-        }
+    fn shared(&self) -> &Arc<Shared> {
+        self.shared
+            .get_or_init(|| Shared::new(self.config.clone(), &self.settings))
     }
 }
 
 impl std::fmt::Debug for LimitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LimitLayer")
-            .field("config", &self.shared.config)
-            .field("limit", &self.shared.limit())
+            .field("config", &self.config)
             .finish()
     }
 }
@@ -166,7 +166,7 @@ impl<S> Layer<S> for LimitLayer {
     fn layer(&self, inner: S) -> Limit<S> {
         Limit {
             inner,
-            shared: self.shared.clone(),
+            shared: self.shared().clone(),
         }
     }
 }

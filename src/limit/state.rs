@@ -31,7 +31,6 @@ pub(crate) struct Shared {
     queue: Mutex<VecDeque<oneshot::Sender<()>>>,
     pub(crate) controller: Controller,
     telemetry: Option<Telemetry>,
-    pub(crate) config: LimitConfig,
 }
 
 impl Shared {
@@ -62,7 +61,6 @@ impl Shared {
             queue: Mutex::new(VecDeque::new()),
             controller,
             telemetry,
-            config,
         })
     }
 
@@ -165,6 +163,15 @@ impl Shared {
         if let Some(t) = &self.telemetry {
             t.in_flight(before.saturating_sub(1));
         }
+    }
+
+    /// A waiter gave up: its place goes, so that newcomers do not queue behind nobody.
+    pub(crate) fn leave(&self) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let before = queue.len();
+        queue.retain(|tx| !tx.is_closed());
+        let gone = (before - queue.len()) as u32;
+        self.waiting.fetch_sub(gone, Ordering::SeqCst);
     }
 
     fn wake(&self) {
