@@ -3,6 +3,7 @@
 use super::config::{AimdConfig, GradientConfig};
 use crate::primitives::clock::{Clock, whole_nanos};
 use crate::primitives::histogram::Histogram;
+use rand::RngExt as _;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
@@ -17,8 +18,9 @@ pub(crate) enum Sample {
     Drop,
 }
 
-/// Baselines warm up as a plain mean over this many windows, as Netflix's `ExpAvgMeasurement`.
-const WARMUP: u32 = 10;
+/// How far each recalculation of the baseline is moved at random, as Envoy's 15%, so that
+/// clients started together do not all probe at once.
+const JITTER: f64 = 0.15;
 /// The weight of a window in the baseline while the limit was not busy: the latency of an
 /// upstream we do not load is its own, so the baseline follows it within a few windows.
 const IDLE_WEIGHT: f64 = 0.25;
@@ -36,14 +38,18 @@ pub(crate) struct Gradient {
     window: u64,
     /// The baseline in microseconds, readable without the lock (0 before the first window).
     baseline: AtomicU64,
+    /// While the baseline is measured: when the probe began (nanoseconds of `clock`), so that
+    /// requests admitted before it, at a higher concurrency, give no sample. `u64::MAX` else.
+    probe_since: AtomicU64,
     state: Mutex<GradientState>,
 }
 
 struct GradientState {
     estimate: f64,
-    /// The baseline median RTT, in microseconds; 0 until the first window.
+    /// The baseline median RTT, in microseconds.
     long: f64,
-    windows: u32,
+    /// When the next recalculation of the baseline may start, in nanoseconds of `clock`.
+    next_probe: u64,
 }
 
 impl Gradient {
@@ -57,17 +63,20 @@ impl Gradient {
             window_end: AtomicU64::new(window),
             window,
             baseline: AtomicU64::new(0),
+            probe_since: AtomicU64::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
-                windows: 0,
+                next_probe: u64::MAX,
             }),
             config,
         }
     }
 
+    /// The limit to start with: the first window measures the baseline at the minimum, so that
+    /// a client started against a saturated upstream does not take its queue for its speed.
     pub(crate) fn initial(&self) -> u32 {
-        self.config.initial
+        self.config.min
     }
 
     /// The baseline round trip: how long a request takes when nothing queues.
@@ -82,12 +91,16 @@ impl Gradient {
         let Sample::Rtt(rtt) = sample else {
             return None;
         };
+        let now = self.clock.nanos(now);
+        let probe_since = self.probe_since.load(Ordering::Relaxed);
+        if probe_since != u64::MAX && now.saturating_sub(whole_nanos(rtt)) < probe_since {
+            return None;
+        }
         self.rtts.record(rtt);
         self.samples.fetch_add(1, Ordering::Relaxed);
         if in_flight > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(in_flight, Ordering::Relaxed);
         }
-        let now = self.clock.nanos(now);
         let end = self.window_end.load(Ordering::Relaxed);
         if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
             return None;
@@ -106,38 +119,60 @@ impl Gradient {
         self.samples.store(0, Ordering::Relaxed);
         let peak = self.peak.swap(0, Ordering::Relaxed);
         let short = self.rtts.take_median()?.max(1.0);
-        Some(self.update(&mut state, short, peak))
+        Some(self.update(&mut state, short, peak, now))
     }
 
-    fn update(&self, state: &mut GradientState, short: f64, peak: u32) -> u32 {
+    fn update(&self, state: &mut GradientState, short: f64, peak: u32, now: u64) -> u32 {
         let c = &self.config;
+        if self.probe_since.load(Ordering::Relaxed) != u64::MAX {
+            // The probe's window: its median, at the minimum concurrency, is the baseline.
+            self.probe_since.store(u64::MAX, Ordering::Relaxed);
+            state.long = short;
+            state.next_probe = self.next_probe(now);
+            self.baseline.store(short as u64, Ordering::Relaxed);
+            return state.estimate as u32;
+        }
         // Netflix's app-limited rule: a window that used less than half the limit says nothing
         // about the limit, and its latency is the upstream's own, not queueing we caused.
         let busy = f64::from(peak) >= state.estimate / 2.0;
-        state.windows = state.windows.saturating_add(1);
-        if state.windows <= WARMUP {
-            state.long += (short - state.long) / f64::from(state.windows);
+        let weight = if busy {
+            2.0 / (f64::from(c.long_window) + 1.0)
         } else {
-            let weight = if busy {
-                2.0 / (f64::from(c.long_window) + 1.0)
-            } else {
-                IDLE_WEIGHT
-            };
-            state.long += (short - state.long) * weight;
-        }
+            IDLE_WEIGHT
+        };
+        state.long += (short - state.long) * weight;
         // A baseline twice the latency now is stale (the upstream got faster): Gradient2 lets
         // it fall quickly rather than over the whole long window.
         if state.long > 2.0 * short {
             state.long *= 0.95;
         }
         self.baseline.store(state.long as u64, Ordering::Relaxed);
-        if busy {
-            let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
-            let target = state.estimate * gradient + state.estimate.sqrt();
-            state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
-                .clamp(f64::from(c.min), f64::from(c.max));
+        if !busy {
+            return state.estimate as u32;
+        }
+        let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
+        let target = state.estimate * gradient + state.estimate.sqrt();
+        state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
+            .clamp(f64::from(c.min), f64::from(c.max));
+        // Envoy's periodic recalculation, only while the limit is cutting: the baseline may
+        // have crept up with the queue (the long average learns from busy windows too), and
+        // one window at the minimum concurrency measures it again. An upstream that is not
+        // queueing never sees a probe.
+        if gradient < 1.0 && now >= state.next_probe && state.estimate > f64::from(c.min) {
+            self.probe_since.store(now, Ordering::Relaxed);
+            return c.min;
         }
         state.estimate as u32
+    }
+
+    /// When the baseline may be measured again: `recalculation` from now, ± 15%.
+    fn next_probe(&self, now: u64) -> u64 {
+        let every = self.config.recalculation;
+        if every.is_zero() {
+            return u64::MAX;
+        }
+        let factor = 1.0 + JITTER * rand::rng().random_range(-1.0..=1.0);
+        now.saturating_add(whole_nanos(every.mul_f64(factor)))
     }
 }
 

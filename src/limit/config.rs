@@ -58,6 +58,9 @@ pub struct GradientConfig {
     pub min_samples: u32,
     /// The number of busy windows the long-term baseline averages over.
     pub long_window: u32,
+    /// How often, while the limit is cutting, one window at `min` measures the baseline again
+    /// (± 15% at random); zero never does.
+    pub recalculation: Duration,
 }
 
 impl Default for GradientConfig {
@@ -71,6 +74,7 @@ impl Default for GradientConfig {
             window: Duration::from_millis(100),
             min_samples: 10,
             long_window: 600,
+            recalculation: Duration::from_secs(60),
         }
     }
 }
@@ -125,6 +129,8 @@ impl Default for AimdConfig {
 /// | `Gradient.window` | 100 ms | Envoy adaptive concurrency `concurrency_update_interval` | > 0 |
 /// | `Gradient.min_samples` | 10 | Netflix `WindowedLimit` windowSize | ≥ 1 |
 /// | `Gradient.long_window` | 600 | Netflix `Gradient2Limit` longWindow | ≥ 1 |
+/// | `Gradient.recalculation` | 60 s, ± 15% | Envoy `min_rtt_calc_interval`, jitter 15% | any; 0 = never |
+/// | (first window) | at `min` | Envoy measures the minimum RTT at `min_concurrency` | |
 /// | (sample) | the window's median RTT | Envoy `sample_aggregate_percentile` p50 | |
 /// | (queue allowance) | √limit | Netflix `Gradient2Limit` queueSize | |
 /// | `Aimd.initial` / `min` / `max` | 20 / 20 / 200 | Netflix `AIMDLimit` | 1 ≤ min ≤ initial ≤ max |
