@@ -39,22 +39,24 @@ pin_project! {
         permit: Option<Permit>,
         // When the permit was taken, for the adaptive algorithms' round trip.
         started: Option<Instant>,
+        // The rare paths, boxed so that the common one moves and drops one word for them.
         wait: Option<Pin<Box<Wait<S, B>>>>,
-        refused: Option<Error>,
     }
 }
 
 pin_project! {
-    /// A request waiting for a permit, with the service that will send it.
+    /// A request waiting for a permit, with the service that will send it; or a refusal.
     struct Wait<S, B> {
+        refused: Option<Error>,
         ticket: Ticket,
+        // `None` for a refusal, which needs no timer (nor a runtime).
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         service: Option<S>,
         request: Option<Request<B>>,
         // Whether the wait ends at the request's deadline rather than at `max_wait`.
         by_deadline: bool,
-        since: Instant,
+        since: Option<Instant>,
     }
 }
 
@@ -62,17 +64,19 @@ pin_project! {
 /// gives the permit back.
 struct Ticket {
     rx: Option<oneshot::Receiver<()>>,
-    shared: Arc<Shared>,
+    shared: Option<Arc<Shared>>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
             rx.close();
-            if rx.try_recv().is_ok() {
-                self.shared.release();
-            } else {
-                self.shared.leave();
+            if let Some(shared) = &self.shared {
+                if rx.try_recv().is_ok() {
+                    shared.release();
+                } else {
+                    shared.leave();
+                }
             }
         }
     }
@@ -85,7 +89,6 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             permit: Some(permit),
             started,
             wait: None,
-            refused: None,
         }
     }
 
@@ -94,8 +97,18 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             inner: None,
             permit: None,
             started: None,
-            wait: None,
-            refused: Some(error),
+            wait: Some(Box::pin(Wait {
+                refused: Some(error),
+                ticket: Ticket {
+                    rx: None,
+                    shared: None,
+                },
+                sleep: None,
+                service: None,
+                request: None,
+                by_deadline: false,
+                since: None,
+            })),
         }
     }
 
@@ -114,17 +127,17 @@ impl<F, S, B> ResponseFuture<F, S, B> {
             permit: None,
             started: None,
             wait: Some(Box::pin(Wait {
+                refused: None,
                 ticket: Ticket {
                     rx: Some(rx),
-                    shared,
+                    shared: Some(shared),
                 },
-                sleep: tokio::time::sleep_until(until),
+                sleep: Some(tokio::time::sleep_until(until)),
                 service: Some(service),
                 request: Some(request),
                 by_deadline,
-                since,
+                since: Some(since),
             })),
-            refused: None,
         }
     }
 }
@@ -142,13 +155,16 @@ where
         let mut this = self.project();
         if let Some(wait) = this.wait.as_mut() {
             let wait = wait.as_mut().project();
-            let Some(rx) = wait.ticket.rx.as_mut() else {
+            if let Some(error) = wait.refused.take() {
+                return Poll::Ready(Err(error));
+            }
+            let (Some(rx), Some(shared)) = (wait.ticket.rx.as_mut(), &wait.ticket.shared) else {
                 return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
             };
             match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(())) => {
+                    let shared = shared.clone();
                     wait.ticket.rx = None;
-                    let shared = wait.ticket.shared.clone();
                     let (Some(mut service), Some(request)) =
                         (wait.service.take(), wait.request.take())
                     else {
@@ -164,21 +180,23 @@ where
                     return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
                 }
                 Poll::Pending => {
-                    ready!(wait.sleep.poll(cx));
-                    let waited = Instant::now().saturating_duration_since(*wait.since);
+                    if let Some(sleep) = wait.sleep.as_pin_mut() {
+                        ready!(sleep.poll(cx));
+                    }
+                    let since = wait.since.unwrap_or_else(Instant::now);
+                    let waited = Instant::now().saturating_duration_since(since);
                     let why = Refusal::Waited {
                         waited,
                         by_deadline: *wait.by_deadline,
                     };
-                    wait.ticket.shared.rejected_one();
+                    shared.rejected_one();
                     return Poll::Ready(Err(Error::with_source(Kind::ConcurrencyLimited, why)));
                 }
             }
             *this.wait = None;
         }
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            let error = this.refused.take();
-            return Poll::Ready(Err(error.unwrap_or(Error::new(Kind::ConcurrencyLimited))));
+            return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
         };
         let result = ready!(inner.poll(cx));
         this.inner.set(None);
