@@ -225,3 +225,85 @@ impl Aimd {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn gradient() -> (Gradient, Instant) {
+        let now = Instant::now();
+        (Gradient::new(GradientConfig::default(), now), now)
+    }
+
+    /// Feeds `n` samples of `rtt` at `at` with `in_flight` in flight; the last new limit.
+    fn feed(g: &Gradient, rtt: Duration, at: Instant, in_flight: u32, n: u32) -> Option<u32> {
+        (0..n).fold(None, |last, _| {
+            g.on_sample(Sample::Rtt(rtt), at, in_flight).or(last)
+        })
+    }
+
+    #[test]
+    fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
+        let (g, t0) = gradient();
+        assert_eq!(g.initial(), 20, "starts at min");
+        assert_eq!(feed(&g, 10 * MS, t0 + 50 * MS, 20, 10), None, "window not over");
+        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 20, 1), Some(20));
+        let baseline = g.baseline();
+        assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
+    }
+
+    #[test]
+    fn a_window_needs_min_samples_and_drops_give_no_rtt() {
+        let (g, t0) = gradient();
+        assert_eq!(g.on_sample(Sample::Drop, t0 + 200 * MS, 20), None);
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 9), None, "9 < min_samples");
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 1), Some(20));
+    }
+
+    #[test]
+    fn a_busy_window_at_the_baseline_grows_and_a_queueing_one_cuts() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        // Busy (20 ≥ 20 / 2), latency at the baseline: + about √20 × 0.2.
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 10), Some(20));
+        let grown = feed(&g, 10 * MS, t0 + 300 * MS, 20, 10);
+        assert!(grown > Some(20), "{grown:?}");
+        // Four times the baseline: gradient 0.5, the estimate falls.
+        let cut = feed(&g, 40 * MS, t0 + 400 * MS, 21, 10);
+        assert!(cut < grown, "{cut:?} after {grown:?}");
+    }
+
+    #[test]
+    fn an_idle_window_changes_nothing_but_the_baseline() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        // 5 in flight, under half the limit: four times slower, the limit stays.
+        assert_eq!(feed(&g, 40 * MS, t0 + 200 * MS, 5, 10), Some(20));
+        assert!(g.baseline() > 15 * MS, "{:?}", g.baseline());
+    }
+
+    fn aimd() -> Aimd {
+        Aimd::new(AimdConfig {
+            initial: 10,
+            min: 5,
+            max: 11,
+            ..AimdConfig::default()
+        })
+    }
+
+    #[test]
+    fn aimd_steps_within_its_bounds() {
+        let a = aimd();
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 5), Some(11));
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 11), None, "max");
+        assert_eq!(a.on_sample(Sample::Drop, 1), Some(9));
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 4), None, "under half used");
+        assert_eq!(a.on_sample(Sample::Rtt(Duration::from_secs(6)), 9), Some(8));
+        for _ in 0..10 {
+            a.on_sample(Sample::Drop, 1);
+        }
+        assert_eq!(a.limit.load(Ordering::Relaxed), 5, "min");
+    }
+}

@@ -14,14 +14,21 @@
 //!   the limit falls; while it does not, the limit grows by about √limit per window. A window
 //!   that used less than half the limit changes nothing (it says nothing about the limit), and
 //!   its latency, being the upstream's own, moves the baseline quickly: a slower upstream that
-//!   is not saturated is not mistaken for a queue. After Netflix's Gradient2 and Envoy's
-//!   adaptive concurrency filter.
+//!   is not saturated is not mistaken for a queue. The baseline is measured first during one
+//!   window at the minimum limit, and again (every 60 s ± 15%) only while the limit is
+//!   cutting, so that a client started against a saturated upstream does not take its queue
+//!   for its speed. After Netflix's Gradient2 and Envoy's adaptive concurrency filter. At
+//!   equilibrium above the upstream's capacity `C` (in concurrent requests), the limit settles
+//!   near `tolerance × C + √limit`: latency about 1.5 times the uncongested one.
 //! - **AIMD** ([`LimitLayer::aimd`]): +1 per success while at least half the limit is in use,
 //!   × 0.9 per drop (a timeout, a 503 or 429 from the upstream, or a success slower than 5 s).
 //!
 //! Round trips run from admission to the response head: the head is when the upstream has
 //! done its work and left its queue, and a body's length (a download, a stream) says nothing of
-//! queueing. Requests their caller cancels, and requests refused by layers inside (breaker,
+//! queueing. That is one clock read at admission and one at the head, and none for the fixed
+//! limit, whose hot path is one compare-and-swap to take a permit and one subtraction to give
+//! it back (no lock, no allocation). A waiter queue (a mutex and one small allocation per
+//! waiter) is used only when waiting is allowed and the limit is full. Requests their caller cancels, and requests refused by layers inside (breaker,
 //! throttling: [`Kind::is_shed`](crate::error::Kind::is_shed)), give no sample.
 //!
 //! ```
