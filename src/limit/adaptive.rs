@@ -248,7 +248,11 @@ mod tests {
     fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
         let (g, t0) = gradient();
         assert_eq!(g.initial(), 20, "starts at min");
-        assert_eq!(feed(&g, 10 * MS, t0 + 50 * MS, 20, 10), None, "window not over");
+        assert_eq!(
+            feed(&g, 10 * MS, t0 + 50 * MS, 20, 10),
+            None,
+            "window not over"
+        );
         assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 20, 1), Some(20));
         let baseline = g.baseline();
         assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
@@ -258,7 +262,11 @@ mod tests {
     fn a_window_needs_min_samples_and_drops_give_no_rtt() {
         let (g, t0) = gradient();
         assert_eq!(g.on_sample(Sample::Drop, t0 + 200 * MS, 20), None);
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 9), None, "9 < min_samples");
+        assert_eq!(
+            feed(&g, 10 * MS, t0 + 200 * MS, 20, 9),
+            None,
+            "9 < min_samples"
+        );
         assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 1), Some(20));
     }
 

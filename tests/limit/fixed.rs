@@ -220,3 +220,34 @@ async fn a_permit_handed_to_a_waiter_that_then_gives_up_comes_back() {
     drop(waiter);
     assert_eq!((handle.in_flight(), handle.waiting()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_contention_every_permit_comes_back() {
+    // Callers on two threads admitted, queued, refused at the end of their wait and cancelled
+    // at random points: once all are done, nothing is in flight and nobody waits.
+    let upstream = Upstream::new(|_, id| Duration::from_micros(100 + id % 7 * 150));
+    let layer = LimitLayer::fixed(4).max_wait(Duration::from_millis(2));
+    let (svc, handle) = limited(layer, &upstream);
+    let tasks: Vec<_> = (0..32u64)
+        .map(|task| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..40u64 {
+                    let id = task * 40 + i;
+                    let ask = Ask {
+                        id,
+                        body: id % 3 == 0,
+                        ..Ask::default()
+                    };
+                    let cancel_after = Duration::from_micros(id % 11 * 120);
+                    let _ = tokio::time::timeout(cancel_after, fetch(&mut svc, ask)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!((handle.in_flight(), handle.waiting()), (0, 0));
+    assert!(upstream.ids().len() > 100, "requests went through");
+}
