@@ -75,7 +75,7 @@ impl Gradient {
 
     /// The limit to start with: the first window measures the baseline at the minimum, so that
     /// a client started against a saturated upstream does not take its queue for its speed.
-    pub(crate) fn initial(&self) -> u32 {
+    pub(crate) fn starting_limit(&self) -> u32 {
         self.config.min
     }
 
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
         let (g, t0) = gradient();
-        assert_eq!(g.initial(), 20, "starts at min");
+        assert_eq!(g.starting_limit(), 20, "starts at min");
         assert_eq!(
             feed(&g, 10 * MS, t0 + 50 * MS, 20, 10),
             None,

@@ -26,8 +26,10 @@ pin_project! {
     /// # tokio_test::block_on(async {
     /// use meshless::limit::LimitLayer;
     /// use tower::{Layer, Service, ServiceExt, service_fn};
-    /// let mut svc = LimitLayer::fixed(1)
-    ///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }));
+    /// use http_body_util::Empty;
+    /// let mut svc = LimitLayer::fixed(1).layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(Empty::<bytes::Bytes>::new()))
+    /// }));
     /// let future = svc.ready().await?.call(http::Request::new(()));
     /// drop(future); // the permit is back
     /// # Ok::<(), meshless::Error>(())
@@ -286,10 +288,12 @@ impl<B> ResponseBody<B> {
     /// # tokio_test::block_on(async {
     /// use meshless::limit::LimitLayer;
     /// use tower::{Layer, Service, ServiceExt, service_fn};
-    /// let mut svc = LimitLayer::fixed(1)
-    ///     .layer(service_fn(|_: http::Request<()>| async { Ok::<_, std::io::Error>(http::Response::new(())) }));
+    /// use http_body_util::Empty;
+    /// let mut svc = LimitLayer::fixed(1).layer(service_fn(|_: http::Request<()>| async {
+    ///     Ok::<_, std::io::Error>(http::Response::new(Empty::<bytes::Bytes>::new()))
+    /// }));
     /// let response = svc.ready().await?.call(http::Request::new(())).await?;
-    /// let () = response.into_body().into_inner();
+    /// let _empty: Empty<bytes::Bytes> = response.into_body().into_inner();
     /// # Ok::<(), meshless::Error>(())
     /// # });
     /// ```

@@ -43,7 +43,7 @@ impl Shared {
         };
         let limit = match (&config.algorithm, &controller) {
             (Algorithm::Fixed { max }, _) => *max,
-            (_, Controller::Gradient(g)) => g.initial(),
+            (_, Controller::Gradient(g)) => g.starting_limit(),
             (_, Controller::Aimd(a)) => a.initial(),
             (_, Controller::Fixed) => 1,
         };
