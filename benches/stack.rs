@@ -22,6 +22,8 @@
 //! - `stack/balance`: meshless `Balance` over 3 endpoints against `tower::balance::p2c::Balance`
 //!   over `tower::load::PeakEwmaDiscover` (30 ms default RTT, 10 s decay, as meshless) of a
 //!   `ServiceList` of the same 3 endpoints;
+//! - `stack/limit`: meshless `LimitLayer::fixed(1000)` and `LimitLayer::adaptive()` (the
+//!   gradient limit) against `tower::limit::ConcurrencyLimitLayer::new(1000)`;
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
 //!   `RetryLayer` (default) → `AttemptTimeoutLayer` (333 ms) → `Balance` of 3 — against tower's
 //!   equivalent: `Timeout` (1 s) → `Retry` (the `TpsBudget` policy) → `Timeout` (333 ms) → p2c
@@ -51,6 +53,7 @@ use http_body_util::Empty;
 use meshless::balance::{Balance, Change};
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use meshless::limit::LimitLayer;
 use meshless::retry::RetryLayer;
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -173,6 +176,21 @@ fn retry_tower() -> impl Service<Req, Response = Res, Error = Infallible> {
     Retry::new(tower_policy(), bare())
 }
 
+/// The fixed limit of the `stack/limit` group: far above the one request in flight.
+const LIMIT: u32 = 1000;
+
+fn limit_meshless() -> impl Service<Req, Error = meshless::Error> {
+    LimitLayer::fixed(LIMIT).layer(bare())
+}
+
+fn limit_adaptive() -> impl Service<Req, Error = meshless::Error> {
+    LimitLayer::adaptive().layer(bare())
+}
+
+fn limit_tower() -> impl Service<Req, Response = Res, Error = Infallible> {
+    tower::limit::ConcurrencyLimitLayer::new(LIMIT as usize).layer(bare())
+}
+
 /// meshless's balancer over [`ENDPOINTS`] in-memory endpoints, for requests with body `B`.
 fn meshless_balance<B>()
 -> Balance<usize, impl Service<Request<B>, Response = Res, Error = Infallible> + Clone> {
@@ -263,6 +281,9 @@ const CASES: &[&str] = &[
     "retry/tower",
     "balance/meshless",
     "balance/tower",
+    "limit/meshless",
+    "limit/adaptive",
+    "limit/tower",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -280,6 +301,9 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "retry/tower" => drive(retry_tower(), iters).await,
         "balance/meshless" => drive(balance_meshless(), iters).await,
         "balance/tower" => drive(tower_balance(), iters).await,
+        "limit/meshless" => drive(limit_meshless(), iters).await,
+        "limit/adaptive" => drive(limit_adaptive(), iters).await,
+        "limit/tower" => drive(limit_tower(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
         "full/tower" => drive(full_tower(), iters).await,
         "full/tower_buffer" => drive(full_tower_buffer(), iters).await,
@@ -331,6 +355,7 @@ fn stack(c: &mut Criterion) {
     compare(c, &rt, "attempt_timeout", &["meshless", "tower"]);
     compare(c, &rt, "retry", &["meshless", "tower"]);
     compare(c, &rt, "balance", &["meshless", "tower"]);
+    compare(c, &rt, "limit", &["meshless", "adaptive", "tower"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 

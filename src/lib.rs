@@ -9,6 +9,7 @@ pub mod classify;
 pub mod deadline;
 pub mod error;
 pub mod http;
+pub mod limit;
 pub mod observe;
 pub mod outlier;
 mod primitives;

@@ -1,0 +1,317 @@
+//! The two adaptive algorithms: what each does with a sample.
+
+use super::config::{AimdConfig, GradientConfig};
+use crate::primitives::clock::{Clock, whole_nanos};
+use crate::primitives::histogram::Histogram;
+use rand::RngExt as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, TryLockError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What one request tells the algorithm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sample {
+    /// A success, with its round trip from admission to the response head.
+    Rtt(Duration),
+    /// A drop: a timeout or the upstream's overload answer.
+    Drop,
+}
+
+/// How far each recalculation of the baseline is moved at random, as Envoy's 15%, so that
+/// clients started together do not all probe at once.
+const JITTER: f64 = 0.15;
+/// The weight of a window in the baseline while the limit was not busy: the latency of an
+/// upstream we do not load is its own, so the baseline follows it within a few windows.
+const IDLE_WEIGHT: f64 = 0.25;
+
+/// The gradient algorithm: a window of samples, its median against a long-term baseline.
+pub(crate) struct Gradient {
+    config: GradientConfig,
+    clock: Clock,
+    rtts: Histogram,
+    samples: AtomicU32,
+    /// The most requests in flight seen at a sample in this window.
+    peak: AtomicU32,
+    /// When the window ends, in nanoseconds of `clock`.
+    window_end: AtomicU64,
+    window: u64,
+    /// The baseline in microseconds, readable without the lock (0 before the first window).
+    baseline: AtomicU64,
+    /// While the baseline is measured: when the probe began (nanoseconds of `clock`), so that
+    /// requests admitted before it, at a higher concurrency, give no sample. `u64::MAX` else.
+    probe_since: AtomicU64,
+    state: Mutex<GradientState>,
+}
+
+struct GradientState {
+    estimate: f64,
+    /// The baseline median RTT, in microseconds.
+    long: f64,
+    /// When the next recalculation of the baseline may start, in nanoseconds of `clock`.
+    next_probe: u64,
+}
+
+impl Gradient {
+    pub(crate) fn new(config: GradientConfig, now: Instant) -> Self {
+        let window = whole_nanos(config.window);
+        Gradient {
+            clock: Clock::new(now),
+            rtts: Histogram::new(true),
+            samples: AtomicU32::new(0),
+            peak: AtomicU32::new(0),
+            window_end: AtomicU64::new(window),
+            window,
+            baseline: AtomicU64::new(0),
+            probe_since: AtomicU64::new(0),
+            state: Mutex::new(GradientState {
+                estimate: f64::from(config.initial),
+                long: 0.0,
+                next_probe: u64::MAX,
+            }),
+            config,
+        }
+    }
+
+    /// The limit to start with: the first window measures the baseline at the minimum, so that
+    /// a client started against a saturated upstream does not take its queue for its speed.
+    pub(crate) fn starting_limit(&self) -> u32 {
+        self.config.min
+    }
+
+    /// The baseline round trip: how long a request takes when nothing queues.
+    pub(crate) fn baseline(&self) -> Duration {
+        Duration::from_micros(self.baseline.load(Ordering::Relaxed))
+    }
+
+    /// Records a sample taken at `now` with `in_flight` requests holding permits; returns the
+    /// new limit when this sample closed a window.
+    pub(crate) fn on_sample(&self, sample: Sample, now: Instant, in_flight: u32) -> Option<u32> {
+        // Drops give no RTT: a fast 503 says nothing of the latency of a good answer.
+        let Sample::Rtt(rtt) = sample else {
+            return None;
+        };
+        let now = self.clock.nanos(now);
+        let probe_since = self.probe_since.load(Ordering::Relaxed);
+        if probe_since != u64::MAX && now.saturating_sub(whole_nanos(rtt)) < probe_since {
+            return None;
+        }
+        self.rtts.record(rtt);
+        self.samples.fetch_add(1, Ordering::Relaxed);
+        if in_flight > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(in_flight, Ordering::Relaxed);
+        }
+        let end = self.window_end.load(Ordering::Relaxed);
+        if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
+            return None;
+        }
+        // One thread recalculates; the others never wait for it.
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.window_end.load(Ordering::Relaxed) != end {
+            return None;
+        }
+        self.window_end
+            .store(now.saturating_add(self.window), Ordering::Relaxed);
+        self.samples.store(0, Ordering::Relaxed);
+        let peak = self.peak.swap(0, Ordering::Relaxed);
+        let short = self.rtts.take_median()?.max(1.0);
+        Some(self.update(&mut state, short, peak, now))
+    }
+
+    fn update(&self, state: &mut GradientState, short: f64, peak: u32, now: u64) -> u32 {
+        let c = &self.config;
+        if self.probe_since.load(Ordering::Relaxed) != u64::MAX {
+            // The probe's window: its median, at the minimum concurrency, is the baseline.
+            self.probe_since.store(u64::MAX, Ordering::Relaxed);
+            state.long = short;
+            state.next_probe = self.next_probe(now);
+            self.baseline.store(short as u64, Ordering::Relaxed);
+            return state.estimate as u32;
+        }
+        // Netflix's app-limited rule: a window that used less than half the limit says nothing
+        // about the limit, and its latency is the upstream's own, not queueing we caused.
+        let busy = f64::from(peak) >= state.estimate / 2.0;
+        let weight = if busy {
+            2.0 / (f64::from(c.long_window) + 1.0)
+        } else {
+            IDLE_WEIGHT
+        };
+        state.long += (short - state.long) * weight;
+        // A baseline twice the latency now is stale (the upstream got faster): Gradient2 lets
+        // it fall quickly rather than over the whole long window.
+        if state.long > 2.0 * short {
+            state.long *= 0.95;
+        }
+        self.baseline.store(state.long as u64, Ordering::Relaxed);
+        if !busy {
+            return state.estimate as u32;
+        }
+        let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
+        let target = state.estimate * gradient + state.estimate.sqrt();
+        state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
+            .clamp(f64::from(c.min), f64::from(c.max));
+        // Envoy's periodic recalculation, only while the limit is cutting: the baseline may
+        // have crept up with the queue (the long average learns from busy windows too), and
+        // one window at the minimum concurrency measures it again. An upstream that is not
+        // queueing never sees a probe.
+        if gradient < 1.0 && now >= state.next_probe && state.estimate > f64::from(c.min) {
+            self.probe_since.store(now, Ordering::Relaxed);
+            return c.min;
+        }
+        state.estimate as u32
+    }
+
+    /// When the baseline may be measured again: `recalculation` from now, ± 15%.
+    fn next_probe(&self, now: u64) -> u64 {
+        let every = self.config.recalculation;
+        if every.is_zero() {
+            return u64::MAX;
+        }
+        let factor = 1.0 + JITTER * rand::rng().random_range(-1.0..=1.0);
+        now.saturating_add(whole_nanos(every.mul_f64(factor)))
+    }
+}
+
+/// AIMD: one more per success while busy, `backoff` times fewer per drop.
+pub(crate) struct Aimd {
+    config: AimdConfig,
+    limit: AtomicU32,
+}
+
+impl Aimd {
+    pub(crate) fn new(config: AimdConfig) -> Self {
+        Aimd {
+            limit: AtomicU32::new(config.initial),
+            config,
+        }
+    }
+
+    pub(crate) fn initial(&self) -> u32 {
+        self.config.initial
+    }
+
+    /// Applies a sample taken with `in_flight` requests holding permits (this one included);
+    /// returns the new limit when it changed.
+    pub(crate) fn on_sample(&self, sample: Sample, in_flight: u32) -> Option<u32> {
+        let c = &self.config;
+        let drop = match sample {
+            Sample::Drop => true,
+            Sample::Rtt(rtt) => rtt > c.timeout,
+        };
+        let mut old = self.limit.load(Ordering::Relaxed);
+        loop {
+            let new = if drop {
+                ((f64::from(old) * c.backoff) as u32).max(c.min)
+            } else if in_flight.saturating_mul(2) >= old {
+                // Netflix's rule: grow only when the limit was at least half used.
+                old.saturating_add(1).min(c.max)
+            } else {
+                return None;
+            };
+            if new == old {
+                return None;
+            }
+            match self
+                .limit
+                .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(new),
+                Err(actual) => old = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn gradient() -> (Gradient, Instant) {
+        let now = Instant::now();
+        (Gradient::new(GradientConfig::default(), now), now)
+    }
+
+    /// Feeds `n` samples of `rtt` at `at` with `in_flight` in flight; the last new limit.
+    fn feed(g: &Gradient, rtt: Duration, at: Instant, in_flight: u32, n: u32) -> Option<u32> {
+        (0..n).fold(None, |last, _| {
+            g.on_sample(Sample::Rtt(rtt), at, in_flight).or(last)
+        })
+    }
+
+    #[test]
+    fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
+        let (g, t0) = gradient();
+        assert_eq!(g.starting_limit(), 20, "starts at min");
+        assert_eq!(
+            feed(&g, 10 * MS, t0 + 50 * MS, 20, 10),
+            None,
+            "window not over"
+        );
+        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 20, 1), Some(20));
+        let baseline = g.baseline();
+        assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
+    }
+
+    #[test]
+    fn a_window_needs_min_samples_and_drops_give_no_rtt() {
+        let (g, t0) = gradient();
+        assert_eq!(g.on_sample(Sample::Drop, t0 + 200 * MS, 20), None);
+        assert_eq!(
+            feed(&g, 10 * MS, t0 + 200 * MS, 20, 9),
+            None,
+            "9 < min_samples"
+        );
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 1), Some(20));
+    }
+
+    #[test]
+    fn a_busy_window_at_the_baseline_grows_and_a_queueing_one_cuts() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        // Busy (20 ≥ 20 / 2), latency at the baseline: + about √20 × 0.2.
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 10), Some(20));
+        let grown = feed(&g, 10 * MS, t0 + 300 * MS, 20, 10);
+        assert!(grown > Some(20), "{grown:?}");
+        // Four times the baseline: gradient 0.5, the estimate falls.
+        let cut = feed(&g, 40 * MS, t0 + 400 * MS, 21, 10);
+        assert!(cut < grown, "{cut:?} after {grown:?}");
+    }
+
+    #[test]
+    fn an_idle_window_changes_nothing_but_the_baseline() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        // 5 in flight, under half the limit: four times slower, the limit stays.
+        assert_eq!(feed(&g, 40 * MS, t0 + 200 * MS, 5, 10), Some(20));
+        assert!(g.baseline() > 15 * MS, "{:?}", g.baseline());
+    }
+
+    fn aimd() -> Aimd {
+        Aimd::new(AimdConfig {
+            initial: 10,
+            min: 5,
+            max: 11,
+            ..AimdConfig::default()
+        })
+    }
+
+    #[test]
+    fn aimd_steps_within_its_bounds() {
+        let a = aimd();
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 5), Some(11));
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 11), None, "max");
+        assert_eq!(a.on_sample(Sample::Drop, 1), Some(9));
+        assert_eq!(a.on_sample(Sample::Rtt(MS), 4), None, "under half used");
+        assert_eq!(a.on_sample(Sample::Rtt(Duration::from_secs(6)), 9), Some(8));
+        for _ in 0..10 {
+            a.on_sample(Sample::Drop, 1);
+        }
+        assert_eq!(a.limit.load(Ordering::Relaxed), 5, "min");
+    }
+}
