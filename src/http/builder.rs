@@ -11,8 +11,10 @@ use crate::budget::Budget;
 use crate::classify::Classifier;
 use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::error::ConfigError;
+use crate::limit::{LimitConfig, LimitLayer};
 use crate::outlier::OutlierConfig;
 use crate::retry::{Idempotency, RetryLayer};
+use crate::throttle::{ThrottleConfig, ThrottleLayer};
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -53,6 +55,9 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
 /// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`] | resilience4j, linkerd, Polly |
+/// | concurrency limit | none; see [`LimitConfig`] for the adaptive one | linkerd (none) |
+/// | client-side throttling | off; see [`ThrottleConfig`] | the breaker covers outages |
+/// | defer to a retrying caller | on | one retry layer per call chain (envoy#31597) |
 /// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
 /// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
 ///
@@ -89,6 +94,9 @@ pub struct ClientBuilder {
     classifier: Classifier,
     balance: BalanceBuilder,
     breaker: BreakerConfig,
+    limit: LimitConfig,
+    throttle: ThrottleConfig,
+    defer_to_caller: bool,
     service_name: String,
     metrics: bool,
     authority: Option<String>,
@@ -120,6 +128,9 @@ impl Default for ClientBuilder {
             classifier: Classifier::default(),
             balance: BalanceBuilder::default(),
             breaker: BreakerConfig::default(),
+            limit: LimitConfig::default(),
+            throttle: ThrottleConfig::default(),
+            defer_to_caller: true,
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
             metrics: true,
             authority: None,
@@ -345,6 +356,13 @@ impl ClientBuilder {
             .service_name(self.service_name.clone())
             .metrics(self.metrics);
         let breaker_handle = breaker.handle();
+        let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
+        let limit_handle = limit.handle();
+        let throttle = ThrottleLayer::from_config(&self.throttle)?
+            .classifier(self.classifier.clone())
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics);
+        let throttle_handle = throttle.handle();
         if self.endpoints.is_empty() && self.dns.is_none() {
             return Err(ConfigError::new(
                 "endpoints",
@@ -421,6 +439,7 @@ impl ClientBuilder {
             // rather than the request: a peer can take the retry at once, and with none free
             // the balancer waits for the first one that is, within the deadline.
             .pushback_per_endpoint(true)
+            .defer_to_caller(self.defer_to_caller)
             .service_name(self.service_name.clone())
             .metrics(self.metrics)
             .classifier(self.classifier);
@@ -431,7 +450,9 @@ impl ClientBuilder {
         }
         let stack: Stack = ServiceBuilder::new()
             .layer(deadline_layer)
+            .layer(limit)
             .layer(breaker)
+            .layer(throttle)
             .layer(retry)
             .layer(AttemptTimeoutLayer::new(attempt_timeout))
             .service(balance.clone());
@@ -440,6 +461,8 @@ impl ClientBuilder {
             balance,
             retry: retry_stats,
             breaker: breaker_handle,
+            limit: limit_handle,
+            throttle: throttle_handle,
             service: Arc::from(self.service_name),
             _dns: dns,
         })

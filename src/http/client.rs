@@ -7,7 +7,9 @@ use crate::balance::{Balance, EndpointStats};
 use crate::breaker::{Breaker, BreakerHandle};
 use crate::deadline::{AttemptTimeout, Deadline};
 use crate::error::{BoxError, Error, Kind};
-use crate::retry::{Retry, RetryStats};
+use crate::limit::{Limit, LimitHandle};
+use crate::retry::{CallerRetries, Retry, RetryStats};
+use crate::throttle::{Throttle, ThrottleHandle};
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
@@ -23,17 +25,21 @@ use std::task::{Context, Poll};
 use tower::Service;
 use tower::util::Oneshot;
 
-/// The body of a response from [`Client`]: hyper's body, metered for the balancer and bounded
-/// by the request's deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
-pub type ResponseBody = crate::deadline::DeadlineBody<crate::balance::ResponseBody<Incoming>>;
+/// The body of a response from [`Client`]: hyper's body, metered for the balancer, holding
+/// the request's concurrency permit until it ends, and bounded by the request's deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
+pub type ResponseBody = crate::deadline::DeadlineBody<
+    crate::limit::ResponseBody<crate::balance::ResponseBody<Incoming>>,
+>;
 
 /// A request as it enters the stack: any body, boxed.
 pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The layers, as their own types rather than boxed: a request then costs no allocation for
 /// the service clone nor for its future, and no dynamic call per poll.
-pub(crate) type Stack =
-    Deadline<Breaker<Retry<AttemptTimeout<Balance<SocketAddr, EndpointService>>>>>;
+pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Attempt>>>>>;
+
+/// The attempt floor of the stack: the per-attempt timeout over the balancer.
+type Attempt = AttemptTimeout<Balance<SocketAddr, EndpointService>>;
 
 /// The stack's future for one request.
 type StackFuture = <Stack as Service<StackRequest>>::Future;
@@ -63,6 +69,8 @@ pub struct Client {
     pub(crate) balance: Balance<SocketAddr, EndpointService>,
     pub(crate) retry: Arc<RetryStats>,
     pub(crate) breaker: BreakerHandle,
+    pub(crate) limit: LimitHandle,
+    pub(crate) throttle: ThrottleHandle,
     pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
@@ -142,6 +150,12 @@ impl Client {
         if let Err(e) = check_scheme(req.uri()) {
             return ResponseFuture::failed(e);
         }
+        let mut req = req;
+        // The stack is called when the future is first polled, perhaps in a spawned task
+        // outside the server scope that says the caller retries: carry the scope's answer.
+        if CallerRetries::current() && req.extensions().get::<CallerRetries>().is_none() {
+            req.extensions_mut().insert(CallerRetries(true));
+        }
         ResponseFuture {
             state: State::Waiting {
                 call: Oneshot::new(self.stack.clone(), boxed(req)),
@@ -182,6 +196,28 @@ impl Client {
         self.breaker.clone()
     }
 
+    /// The concurrency limit: the limit in force, requests in flight, refusals.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.limit().rejected(), 0);
+    /// ```
+    pub fn limit(&self) -> LimitHandle {
+        self.limit.clone()
+    }
+
+    /// Client-side throttling: the refusal probability now, its counts, refusals.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.throttle().probability(), 0.0);
+    /// # });
+    /// ```
+    pub fn throttle(&self) -> ThrottleHandle {
+        self.throttle.clone()
+    }
+
     /// Requests that failed fast because no endpoint was ready.
     ///
     /// ```
@@ -215,6 +251,9 @@ impl Client {
             budget_exhausted: retry.budget_exhausted(),
             attempt_timeouts: retry.attempt_timeouts(),
             fail_fast_events: self.balance.fail_fast_events(),
+            circuit_open: self.breaker.stats().rejected,
+            concurrency_limited: self.limit.rejected(),
+            throttled: self.throttle.rejected(),
             recent: retry.recent(),
             endpoints: self.balance.endpoints(),
         }

@@ -25,7 +25,8 @@ use std::net::SocketAddr;
 pub struct ClientStats {
     /// The `service` name the client labels its metrics with.
     pub service: String,
-    /// Logical requests sent since the client was built.
+    /// Logical requests that reached the retry layer since the client was built (the ones
+    /// the client shed are counted apart, below).
     pub requests: u64,
     /// Of which succeeded.
     pub successes: u64,
@@ -41,6 +42,12 @@ pub struct ClientStats {
     pub attempt_timeouts: u64,
     /// Requests that failed fast because no endpoint was ready.
     pub fail_fast_events: u64,
+    /// Requests the circuit breaker refused (not in `requests`: nothing was sent).
+    pub circuit_open: u64,
+    /// Requests the concurrency limit refused (not in `requests`: nothing was sent).
+    pub concurrency_limited: u64,
+    /// Requests client-side throttling refused (not in `requests`: nothing was sent).
+    pub throttled: u64,
     /// The last minute: success rate and latency percentiles.
     pub recent: RecentStats,
     /// Every endpoint: requests, failures, ejections, in-flight count, peak-EWMA RTT, status.

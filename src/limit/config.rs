@@ -24,6 +24,9 @@ pub enum Algorithm {
     /// Additive increase, multiplicative decrease: +1 per success while busy, × `backoff` per
     /// drop (a timeout, or an upstream's overload answer: 503, 429).
     Aimd(AimdConfig),
+    /// No limit: every request passes at once and holds no permit; the layer costs a branch.
+    /// [`http::Client`](crate::http::Client)'s default.
+    Unlimited,
 }
 
 /// The settings of the gradient algorithm ([`Algorithm::Gradient`]).
@@ -114,13 +117,14 @@ impl Default for AimdConfig {
 
 /// The settings of a [`LimitLayer`](super::LimitLayer) as plain data: what a configuration file describes.
 ///
-/// `Default` gives the documented defaults (the adaptive gradient limit, no waiting);
+/// `Default` gives [`http::Client`](crate::http::Client)'s defaults (no limit, no waiting;
+/// [`LimitLayer::adaptive`](super::LimitLayer::adaptive) is the limit that finds itself);
 /// [`validate`](Self::validate) is the one place the fields are checked, and
 /// [`LimitLayer::from_config`](super::LimitLayer::from_config) calls it.
 ///
 /// | field | default | source | valid |
 /// |---|---|---|---|
-/// | `algorithm` | `Gradient` | issue 10: a limit that finds itself | |
+/// | `algorithm` | `Unlimited` | linkerd has no client limit; Envoy's fixed 1,024 surprises callers whose own concurrency is higher. Choose `Gradient` (a limit that finds itself) for an upstream that can be overloaded | |
 /// | `max_wait` | 0 (reject at once) | tower's `LoadShed` rejects at once; never past the deadline | any |
 /// | `Fixed.max` | — | | ≥ 1 |
 /// | `Gradient.initial` / `min` / `max` | 20 / 20 / 200 | Netflix concurrency-limits `Gradient2Limit` | 1 ≤ min ≤ initial ≤ max |
@@ -162,7 +166,7 @@ pub struct LimitConfig {
 impl Default for LimitConfig {
     fn default() -> Self {
         LimitConfig {
-            algorithm: Algorithm::Gradient(GradientConfig::default()),
+            algorithm: Algorithm::Unlimited,
             max_wait: Duration::ZERO,
         }
     }
@@ -224,6 +228,7 @@ impl LimitConfig {
                     ));
                 }
             }
+            Algorithm::Unlimited => {}
             Algorithm::Aimd(a) => {
                 bounds(a.initial, a.min, a.max)?;
                 if !(a.backoff > 0.0 && a.backoff < 1.0) {

@@ -94,6 +94,16 @@ impl<F, S, B> ResponseFuture<F, S, B> {
         }
     }
 
+    /// A request under no limit: it holds no permit.
+    pub(super) fn unlimited(inner: F) -> Self {
+        ResponseFuture {
+            inner: Some(inner),
+            permit: None,
+            started: None,
+            wait: None,
+        }
+    }
+
     pub(super) fn refused(error: Error) -> Self {
         ResponseFuture {
             inner: None,

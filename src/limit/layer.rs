@@ -295,6 +295,9 @@ where
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.shared.unlimited {
+            return ResponseFuture::unlimited(self.inner.call(req));
+        }
         if self.shared.try_acquire() {
             // The adaptive algorithms' round trip starts at admission: the one clock read.
             let started = self.shared.is_adaptive().then(Instant::now);

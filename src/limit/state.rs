@@ -31,23 +31,32 @@ pub(crate) struct Shared {
     queue: Mutex<VecDeque<oneshot::Sender<()>>>,
     pub(crate) controller: Controller,
     telemetry: Option<Telemetry>,
+    /// [`Algorithm::Unlimited`]: requests pass without a permit.
+    pub(crate) unlimited: bool,
 }
 
 impl Shared {
     pub(crate) fn new(config: LimitConfig, settings: &Settings) -> Arc<Self> {
         let now = Instant::now();
         let controller = match &config.algorithm {
-            Algorithm::Fixed { .. } => Controller::Fixed,
+            Algorithm::Fixed { .. } | Algorithm::Unlimited => Controller::Fixed,
             Algorithm::Gradient(g) => Controller::Gradient(Gradient::new(g.clone(), now)),
             Algorithm::Aimd(a) => Controller::Aimd(Aimd::new(a.clone())),
         };
         let limit = match (&config.algorithm, &controller) {
             (Algorithm::Fixed { max }, _) => *max,
+            (Algorithm::Unlimited, _) => u32::MAX,
             (_, Controller::Gradient(g)) => g.starting_limit(),
             (_, Controller::Aimd(a)) => a.initial(),
             (_, Controller::Fixed) => 1,
         };
-        let telemetry = Telemetry::register(settings);
+        let unlimited = config.algorithm == Algorithm::Unlimited;
+        // No limit, no gauges: a limit of 4 billion would only puzzle a dashboard.
+        let telemetry = if unlimited {
+            None
+        } else {
+            Telemetry::register(settings)
+        };
         if let Some(t) = &telemetry {
             t.limit(limit);
             t.in_flight(0);
@@ -61,6 +70,7 @@ impl Shared {
             queue: Mutex::new(VecDeque::new()),
             controller,
             telemetry,
+            unlimited,
         })
     }
 

@@ -260,6 +260,10 @@ where
             // For handlers that hand the call to another task, outside this scope.
             req.extensions_mut().insert(CallerRetries(true));
         }
-        CallerRetries::scope(caller_retries, self.inner.call(req))
+        // The handler's synchronous part (`call`) runs in the scope too: a client request
+        // made there and spawned reads its answer before it leaves.
+        let future =
+            CALLER_RETRIES.sync_scope(CallerRetries(caller_retries), || self.inner.call(req));
+        CallerRetries::scope(caller_retries, future)
     }
 }

@@ -289,6 +289,17 @@ async fn attempts_that_never_left_are_still_sent_again() {
 /// caller that retries, read from the handler's scope when its future is first polled.
 #[tokio::test]
 async fn the_http_client_defers_inside_the_handler_scope() {
+    http_client_chain(false).await;
+}
+
+/// The client's future spawned from the handler runs outside the scope: the client carries
+/// the scope's answer from `request()`, where it is still inside.
+#[tokio::test]
+async fn the_http_client_defers_from_a_spawned_task_too() {
+    http_client_chain(true).await;
+}
+
+async fn http_client_chain(spawned: bool) {
     let (c, c_heads) = always_503().await;
     let b_client = meshless::http::Client::builder()
         .endpoints([c.to_string()])
@@ -306,7 +317,12 @@ async fn the_http_client_defers_inside_the_handler_scope() {
             let handler = service_fn(move |_: Request<Incoming>| {
                 let call = b_client.get("/c");
                 async move {
-                    let status = call.await.map_or(502, |r| r.status().as_u16());
+                    let result = if spawned {
+                        tokio::spawn(call).await.unwrap()
+                    } else {
+                        call.await
+                    };
+                    let status = result.map_or(502, |r| r.status().as_u16());
                     let res = Response::builder().status(status);
                     Ok::<_, Infallible>(res.body(Full::new(Bytes::new())).unwrap())
                 }

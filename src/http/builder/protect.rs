@@ -3,6 +3,8 @@
 
 use super::ClientBuilder;
 use crate::breaker::BreakerConfig;
+use crate::limit::LimitConfig;
+use crate::throttle::ThrottleConfig;
 
 impl ClientBuilder {
     /// The circuit breaker's settings (default [`BreakerConfig::default`]: on, opening when
@@ -26,6 +28,65 @@ impl ClientBuilder {
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
+        self
+    }
+
+    /// The concurrency limit (default: none, [`Algorithm::Unlimited`](crate::limit::Algorithm)).
+    /// It sits outside the breaker and the retry layer: a permit covers a request's attempts
+    /// and is held until its response body ends. Choose
+    /// [`Algorithm::Gradient`](crate::limit::Algorithm) for a limit that finds itself when the
+    /// upstream can be overloaded: excess requests are refused at once with
+    /// [`Kind::ConcurrencyLimited`](crate::error::Kind) instead of queueing until their
+    /// deadline. Checked by [`build`](Self::build) (`limit.<field>`).
+    ///
+    /// ```
+    /// use meshless::limit::{Algorithm, GradientConfig, LimitConfig};
+    ///
+    /// let mut limit = LimitConfig::default();
+    /// limit.algorithm = Algorithm::Gradient(GradientConfig::default());
+    /// let client = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080"])
+    ///     .limit(limit)
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn limit(mut self, config: LimitConfig) -> Self {
+        self.limit = config;
+        self
+    }
+
+    /// Client-side adaptive throttling (default: off, [`ThrottleConfig::default`]). When on,
+    /// it refuses requests locally, with [`Kind::Throttled`](crate::error::Kind), in
+    /// proportion to how many the upstream has been rejecting (Google SRE's formula). It sits
+    /// between the breaker and the retry layer. Checked by [`build`](Self::build)
+    /// (`throttle.<field>`).
+    ///
+    /// ```
+    /// use meshless::throttle::ThrottleConfig;
+    ///
+    /// let mut throttle = ThrottleConfig::default();
+    /// throttle.enabled = true;
+    /// let client = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080"])
+    ///     .throttle(throttle)
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn throttle(mut self, config: ThrottleConfig) -> Self {
+        self.throttle = config;
+        self
+    }
+
+    /// Whether a request made while serving a request its caller is retrying makes only the
+    /// retries that are always safe (attempts that never left), leaving the rest to the
+    /// caller (default `true`): one retry layer per call chain. See
+    /// [`CallerRetries`](crate::retry::CallerRetries).
+    ///
+    /// ```
+    /// let b = meshless::http::Client::builder().defer_to_caller(false);
+    /// ```
+    pub fn defer_to_caller(mut self, defer: bool) -> Self {
+        self.defer_to_caller = defer;
         self
     }
 }
