@@ -74,7 +74,7 @@ use std::sync::Arc;
 
 /// The client under test.
 pub enum Target {
-    Meshless(meshless_mode::Meshless),
+    Meshless(Box<meshless_mode::Meshless>),
     Plain(plain::Plain),
     Tower(tower_mode::Tower),
 }
@@ -82,9 +82,9 @@ pub enum Target {
 impl Target {
     fn new(addrs: &[SocketAddr], args: &Args) -> Result<Target, String> {
         Ok(match args.mode {
-            Mode::Meshless => Target::Meshless(
+            Mode::Meshless => Target::Meshless(Box::new(
                 meshless_mode::Meshless::new(addrs, args).map_err(|e| e.to_string())?,
-            ),
+            )),
             Mode::Plain => Target::Plain(plain::Plain::new(addrs)),
             Mode::Tower => Target::Tower(tower_mode::Tower::new(addrs, args)),
         })

@@ -3,9 +3,10 @@
 //! Each test starts a fleet on 127.0.0.1 and runs the example through cargo, as a harness would
 //! (`cargo run --quiet --example loadgen -- ...`), with few requests so that it stays fast.
 
-use meshless::testing::{Behavior, Fleet};
+use meshless::testing::{Behavior, Fleet, Latency};
 use serde_json::Value;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// Runs the example with `args`, in the same profile as this test.
 async fn loadgen(args: &[&str]) -> Output {
@@ -354,4 +355,57 @@ async fn bad_command_lines_exit_2_with_the_usage() {
             text(&output.stderr)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protection_flags_shape_the_meshless_client() {
+    // An upstream in outage: the default breaker opens and sheds the rest at once.
+    let (fleet, endpoints) =
+        fleet(&[Behavior::healthy().errors(1.0, http::StatusCode::SERVICE_UNAVAILABLE)]).await;
+    let outage = |extra: &'static [&'static str]| {
+        let endpoints = endpoints.clone();
+        async move {
+            let mut args = vec![
+                "--endpoints",
+                endpoints.as_str(),
+                "--requests",
+                "60",
+                "--concurrency",
+                "1",
+                "--no-retry",
+            ];
+            args.extend_from_slice(extra);
+            parse_report(&loadgen(&args).await)
+        }
+    };
+    let report = outage(&[]).await;
+    let shed = report["failed"]["circuit-open"].as_u64().unwrap_or(0);
+    assert!(shed >= 30, "the breaker opens after 20 failures: {report}");
+    assert!(u(&report, "attempts") < 60, "shed requests send nothing: {report}");
+    let report = outage(&["--no-breaker"]).await;
+    assert!(report["failed"].get("circuit-open").is_none(), "{report}");
+    assert_eq!(u(&report, "attempts"), 60, "{report}");
+    fleet.shutdown().await;
+
+    // A fixed limit of one refuses what overlaps the request in flight.
+    let slow = Behavior::healthy().latency(Latency::fixed(Duration::from_millis(50)));
+    let (fleet, endpoints) = fleet(&[slow]).await;
+    let report = parse_report(
+        &loadgen(&[
+            "--endpoints",
+            &endpoints,
+            "--requests",
+            "8",
+            "--concurrency",
+            "4",
+            "--limit",
+            "1",
+        ])
+        .await,
+    );
+    assert!(u(&report, "ok") >= 1, "{report}");
+    let limited = report["failed"]["concurrency-limited"].as_u64().unwrap_or(0);
+    assert!(limited >= 1, "{report}");
+    assert_eq!(u(&report, "ok") + limited, 8, "{report}");
+    fleet.shutdown().await;
 }

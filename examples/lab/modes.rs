@@ -8,6 +8,7 @@
 
 use super::cli::Mode;
 use meshless::http::ClientBuilder;
+use meshless::limit::{Algorithm, GradientConfig, LimitConfig};
 
 /// A change to meshless' client before it is built.
 pub type Tune = fn(ClientBuilder) -> ClientBuilder;
@@ -29,17 +30,33 @@ fn defaults(builder: ClientBuilder) -> ClientBuilder {
     builder
 }
 
+/// The fixed limit the overload compares: a round number a user might pick, above the fleet's
+/// 50 workers.
+const FIXED_MAX: u32 = 64;
+
+fn fixed_limit(builder: ClientBuilder) -> ClientBuilder {
+    let mut limit = LimitConfig::default();
+    limit.algorithm = Algorithm::Fixed { max: FIXED_MAX };
+    builder.limit(limit)
+}
+
+fn adaptive_limit(builder: ClientBuilder) -> ClientBuilder {
+    let mut limit = LimitConfig::default();
+    limit.algorithm = Algorithm::Gradient(GradientConfig::default());
+    builder.limit(limit)
+}
+
 /// The label of the variant that the overload verdict judges (the issue's "adaptive limit").
 pub const ADAPTIVE: &str = "meshless + adaptive limit";
 /// The label of the fixed-limit variant the overload section shows beside it.
-pub const FIXED: &str = "meshless + fixed limit";
+pub const FIXED: &str = "meshless + fixed limit 64";
 
 /// Every client, in report order. To add a variant, add a line (a closure that captures
 /// nothing is a `fn`, so it fits in this constant), e.g.
 ///
 /// ```text
-/// Variant { label: FIXED, mode: Mode::Meshless, tune: |b| b.concurrency_limit(..), extra: true },
-/// Variant { label: ADAPTIVE, mode: Mode::Meshless, tune: |b| b.adaptive_limit(..), extra: true },
+/// Variant { label: FIXED, mode: Mode::Meshless, tune: |b| b.limit(..), extra: true },
+/// Variant { label: ADAPTIVE, mode: Mode::Meshless, tune: |b| b.limit(..), extra: true },
 /// ```
 ///
 /// With `extra: false` the variant runs in every scenario (but the overload's plain-free set).
@@ -61,5 +78,17 @@ pub const VARIANTS: &[Variant] = &[
         mode: Mode::Meshless,
         tune: defaults,
         extra: false,
+    },
+    Variant {
+        label: FIXED,
+        mode: Mode::Meshless,
+        tune: fixed_limit,
+        extra: true,
+    },
+    Variant {
+        label: ADAPTIVE,
+        mode: Mode::Meshless,
+        tune: adaptive_limit,
+        extra: true,
     },
 ];

@@ -6,7 +6,7 @@
 //! but kept here so that the lab can read the client's own counters afterwards:
 //! `Client::endpoints()`, `Client::retry_stats()` and `Client::fail_fast_events()`.
 
-use super::cli::{Args, Mode};
+use super::cli::{Args, LimitFlag, Mode};
 use super::common::{EndpointReport, Outcome, Spec, finish};
 use super::modes::Variant;
 use super::plain::Plain;
@@ -36,7 +36,7 @@ pub struct MeshlessStats {
 
 /// The client under test.
 pub enum Target {
-    Meshless(Client),
+    Meshless(Box<Client>),
     Plain(Plain),
     Tower(Tower),
 }
@@ -53,7 +53,7 @@ impl Target {
                 let builder = Client::builder()
                     .endpoints(addrs.iter().map(ToString::to_string))
                     .deadline(timeout);
-                Target::Meshless((variant.tune)(builder).build()?)
+                Target::Meshless(Box::new((variant.tune)(builder).build()?))
             }
             Mode::Plain => Target::Plain(Plain::new(addrs)),
             Mode::Tower => Target::Tower(Tower::new(addrs, &args(variant.mode, timeout))),
@@ -79,7 +79,12 @@ impl Target {
     /// retry and its attempt timeout; plain one per request.
     pub fn attempts(&self, requests: u64) -> u64 {
         match self {
-            Target::Meshless(client) => requests + client.retry_stats().retries(),
+            Target::Meshless(client) => {
+                // A request the client shed sent nothing: count those that reached the retry
+                // layer.
+                let retry = client.retry_stats();
+                retry.requests() + retry.retries()
+            }
             Target::Plain(_) => requests,
             Target::Tower(t) => t.attempts(),
         }
@@ -140,6 +145,9 @@ fn args(mode: Mode, timeout: Duration) -> Args {
         mode,
         idempotent: false,
         no_retry: false,
+        limit: LimitFlag::None,
+        no_breaker: false,
+        throttle: false,
     }
 }
 

@@ -37,6 +37,12 @@ options:
   --idempotent                 every request is safe to retry (POST too)
   --no-retry                   no retries (meshless and tower)
   --hedge                      not implemented yet (exits with status 2)
+  --limit none|adaptive|aimd|N concurrency limit (meshless only; default none, the client's
+                               default): the gradient or AIMD adaptive limit, or at most N
+                               requests in flight; excess requests fail at once
+                               (concurrency-limited)
+  --no-breaker                 turn the circuit breaker off (meshless only; on by default)
+  --throttle                   client-side adaptive throttling (meshless only; off by default)
   -h, --help                   this text
 ";
 
@@ -77,6 +83,22 @@ pub struct Args {
     pub mode: Mode,
     pub idempotent: bool,
     pub no_retry: bool,
+    pub limit: LimitFlag,
+    pub no_breaker: bool,
+    pub throttle: bool,
+}
+
+/// `--limit`: which concurrency limit the meshless client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitFlag {
+    /// The client's default: no limit.
+    None,
+    /// The gradient adaptive limit.
+    Adaptive,
+    /// The AIMD adaptive limit.
+    Aimd,
+    /// At most this many requests in flight.
+    Fixed(u32),
 }
 
 /// Why there is nothing to run.
@@ -110,6 +132,9 @@ where
     let mut idempotent = false;
     let mut no_retry = false;
     let mut hedge = false;
+    let mut limit = LimitFlag::None;
+    let mut no_breaker = false;
+    let mut throttle = false;
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -123,7 +148,13 @@ where
         seen.push(flag.clone());
         let is_switch = matches!(
             flag.as_str(),
-            "--idempotent" | "--no-retry" | "--hedge" | "-h" | "--help"
+            "--idempotent"
+                | "--no-retry"
+                | "--hedge"
+                | "--no-breaker"
+                | "--throttle"
+                | "-h"
+                | "--help"
         );
         if is_switch {
             if inline.is_some() {
@@ -133,6 +164,8 @@ where
                 "--idempotent" => idempotent = true,
                 "--no-retry" => no_retry = true,
                 "--hedge" => hedge = true,
+                "--no-breaker" => no_breaker = true,
+                "--throttle" => throttle = true,
                 _ => return Err(CliError::Help),
             }
             continue;
@@ -148,6 +181,7 @@ where
             "--body-bytes",
             "--path",
             "--mode",
+            "--limit",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(usage(format!("unknown argument {arg:?}")));
@@ -160,6 +194,17 @@ where
         };
         match flag.as_str() {
             "--endpoints" => endpoints = Some(parse_endpoints(&value)?),
+            "--limit" => {
+                limit = match value.as_str() {
+                    "none" => LimitFlag::None,
+                    "adaptive" => LimitFlag::Adaptive,
+                    "aimd" => LimitFlag::Aimd,
+                    n => {
+                        let max = positive(&flag, n)?;
+                        LimitFlag::Fixed(u32::try_from(max).map_err(|_| bad(&flag, n))?)
+                    }
+                }
+            }
             "--requests" => requests = Some(positive(&flag, &value)?),
             "--concurrency" => {
                 let c = positive(&flag, &value)?;
@@ -225,6 +270,9 @@ where
         mode,
         idempotent,
         no_retry,
+        limit,
+        no_breaker,
+        throttle,
     })
 }
 

@@ -1,12 +1,17 @@
 //! `--mode meshless`: `meshless::http::Client` with the library's default policy, changed only
 //! by the flags: `--timeout-ms` is its deadline, `--attempt-timeout-ms` its attempt timeout,
-//! `--no-retry` sets `max_retries(0)`, `--idempotent` marks every request idempotent.
+//! `--no-retry` sets `max_retries(0)`, `--idempotent` marks every request idempotent,
+//! `--limit` sets a concurrency limit, `--no-breaker` turns the breaker off, `--throttle`
+//! turns client-side throttling on.
 
-use super::cli::Args;
+use super::cli::{Args, LimitFlag};
 use super::common::{EndpointReport, Outcome, Spec, finish};
 use meshless::ConfigError;
+use meshless::breaker::BreakerConfig;
 use meshless::http::Client;
+use meshless::limit::{AimdConfig, Algorithm, GradientConfig, LimitConfig};
 use meshless::retry::Idempotency;
+use meshless::throttle::ThrottleConfig;
 use std::net::SocketAddr;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -28,6 +33,27 @@ impl Meshless {
         }
         if args.idempotent {
             builder = builder.idempotency(Idempotency::default().all(true));
+        }
+        let algorithm = match args.limit {
+            LimitFlag::None => None,
+            LimitFlag::Adaptive => Some(Algorithm::Gradient(GradientConfig::default())),
+            LimitFlag::Aimd => Some(Algorithm::Aimd(AimdConfig::default())),
+            LimitFlag::Fixed(max) => Some(Algorithm::Fixed { max }),
+        };
+        if let Some(algorithm) = algorithm {
+            let mut limit = LimitConfig::default();
+            limit.algorithm = algorithm;
+            builder = builder.limit(limit);
+        }
+        if args.no_breaker {
+            let mut breaker = BreakerConfig::default();
+            breaker.enabled = false;
+            builder = builder.breaker(breaker);
+        }
+        if args.throttle {
+            let mut throttle = ThrottleConfig::default();
+            throttle.enabled = true;
+            builder = builder.throttle(throttle);
         }
         Ok(Meshless {
             client: builder.build()?,

@@ -125,6 +125,7 @@ fn the_break_ladder_climbs_and_restarts_after_a_healthy_window() {
     let shared = Shared::new(BreakerConfig {
         ramp: Duration::ZERO,
         half_open_probes: 1,
+        max_break_duration: Duration::from_secs(30),
         ..config()
     });
     let mut t = Instant::now();

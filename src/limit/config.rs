@@ -73,7 +73,7 @@ impl Default for GradientConfig {
             min: 20,
             max: 200,
             smoothing: 0.2,
-            tolerance: 1.5,
+            tolerance: 1.25,
             window: Duration::from_millis(100),
             min_samples: 10,
             long_window: 600,
@@ -129,7 +129,7 @@ impl Default for AimdConfig {
 /// | `Fixed.max` | — | | ≥ 1 |
 /// | `Gradient.initial` / `min` / `max` | 20 / 20 / 200 | Netflix concurrency-limits `Gradient2Limit` | 1 ≤ min ≤ initial ≤ max |
 /// | `Gradient.smoothing` | 0.2 | Netflix `Gradient2Limit` | (0, 1] |
-/// | `Gradient.tolerance` | 1.5 | Netflix `Gradient2Limit` rttTolerance (Envoy: a 25% buffer) | ≥ 1 |
+/// | `Gradient.tolerance` | 1.25 | Envoy adaptive concurrency's 25% buffer (Netflix `Gradient2Limit` rttTolerance is 1.5: with it the limit settles at 1.5× the upstream's capacity, and latency at 2× the uncongested in the lab's overload) | ≥ 1 |
 /// | `Gradient.window` | 100 ms | Envoy adaptive concurrency `concurrency_update_interval` | > 0 |
 /// | `Gradient.min_samples` | 10 | Netflix `WindowedLimit` windowSize | ≥ 1 |
 /// | `Gradient.long_window` | 600 | Netflix `Gradient2Limit` longWindow | ≥ 1 |

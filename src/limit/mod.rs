@@ -19,7 +19,7 @@
 //!   cutting, so that a client started against a saturated upstream does not take its queue
 //!   for its speed. After Netflix's Gradient2 and Envoy's adaptive concurrency filter. At
 //!   equilibrium above the upstream's capacity `C` (in concurrent requests), the limit settles
-//!   near `tolerance × C + √limit`: latency about 1.5 times the uncongested one.
+//!   near `tolerance × C + √limit`: latency about 1.25–1.5 times the uncongested one.
 //! - **AIMD** ([`LimitLayer::aimd`]): +1 per success while at least half the limit is in use,
 //!   × 0.9 per drop (a timeout, a 503 or 429 from the upstream, or a success slower than 5 s).
 //!
