@@ -25,8 +25,9 @@
 //!   mode the error kind (`Kind::as_str`, e.g. `deadline-exceeded`), in plain and tower modes
 //!   `timeout`, `connect`, `reset` or `other`. A meshless response body that fails after its
 //!   head came is named like a plain one; one cut off by the deadline is `deadline-exceeded`.
-//! - `attempts`: attempts made by the client — meshless: requests + retries from
-//!   `retry_stats()`; tower: counted between the retry and the per-attempt timeout; plain: one
+//! - `attempts`: attempts made by the client — meshless: the requests that reached its retry
+//!   layer + retries, from `retry_stats()` (a request the client shed — open circuit, full
+//!   limit, throttling — sent nothing, so `attempts` may be below `requests`); tower: counted between the retry and the per-attempt timeout; plain: one
 //!   per request.
 //! - `p50_ms` … `max_ms`: end-to-end latency of every request, success or failure, from the
 //!   call to the end of the response body, in an HDR histogram of microseconds.
