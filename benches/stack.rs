@@ -24,7 +24,10 @@
 //!   `ServiceList` of the same 3 endpoints;
 //! - `stack/limit`: meshless `LimitLayer::fixed(1000)` and `LimitLayer::adaptive()` (the
 //!   gradient limit) against `tower::limit::ConcurrencyLimitLayer::new(1000)`;
+//! - `stack/breaker`, `stack/throttle`: the closed circuit breaker and enabled throttling
+//!   (tower has neither), beside the bare call;
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
+//!   `LimitLayer` (unlimited) → `BreakerLayer` (default) → `ThrottleLayer` (off) →
 //!   `RetryLayer` (default) → `AttemptTimeoutLayer` (333 ms) → `Balance` of 3 — against tower's
 //!   equivalent: `Timeout` (1 s) → `Retry` (the `TpsBudget` policy) → `Timeout` (333 ms) → p2c
 //!   `Balance` over `PeakEwmaDiscover` of 3. tower's `Retry` needs a `Clone` inner service and
@@ -51,10 +54,12 @@ use criterion::{BenchmarkId, Criterion, criterion_group};
 use http::{Request, Response, Uri};
 use http_body_util::Empty;
 use meshless::balance::{Balance, Change};
+use meshless::breaker::BreakerLayer;
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
-use meshless::limit::LimitLayer;
+use meshless::limit::{LimitConfig, LimitLayer};
 use meshless::retry::RetryLayer;
+use meshless::throttle::{ThrottleConfig, ThrottleLayer};
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -203,9 +208,21 @@ fn balance_meshless() -> impl Service<Req, Error = meshless::Error> {
     meshless_balance::<Empty<Bytes>>()
 }
 
+fn breaker_meshless() -> impl Service<Req, Error = meshless::Error> {
+    BreakerLayer::new().layer(bare())
+}
+
+fn throttle_meshless() -> impl Service<Req, Error = meshless::Error> {
+    ThrottleLayer::new().layer(bare())
+}
+
 fn full_meshless() -> impl Service<Req, Error = meshless::Error> {
+    // As `http::Client` builds it: no limit and no throttling unless configured, the breaker on.
     ServiceBuilder::new()
         .layer(DeadlineLayer::new(DEADLINE))
+        .layer(LimitLayer::from_config(&LimitConfig::default()).expect("default limit"))
+        .layer(BreakerLayer::new())
+        .layer(ThrottleLayer::from_config(&ThrottleConfig::default()).expect("default throttle"))
         .layer(RetryLayer::new(Budget::default()))
         .layer(AttemptTimeoutLayer::new(ATTEMPT_TIMEOUT))
         .service(meshless_balance())
@@ -284,6 +301,8 @@ const CASES: &[&str] = &[
     "limit/meshless",
     "limit/adaptive",
     "limit/tower",
+    "breaker/meshless",
+    "throttle/meshless",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -304,6 +323,8 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "limit/meshless" => drive(limit_meshless(), iters).await,
         "limit/adaptive" => drive(limit_adaptive(), iters).await,
         "limit/tower" => drive(limit_tower(), iters).await,
+        "breaker/meshless" => drive(breaker_meshless(), iters).await,
+        "throttle/meshless" => drive(throttle_meshless(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
         "full/tower" => drive(full_tower(), iters).await,
         "full/tower_buffer" => drive(full_tower_buffer(), iters).await,
@@ -356,6 +377,9 @@ fn stack(c: &mut Criterion) {
     compare(c, &rt, "retry", &["meshless", "tower"]);
     compare(c, &rt, "balance", &["meshless", "tower"]);
     compare(c, &rt, "limit", &["meshless", "adaptive", "tower"]);
+    // No tower counterpart: tower has neither a breaker nor adaptive throttling.
+    compare(c, &rt, "breaker", &["meshless"]);
+    compare(c, &rt, "throttle", &["meshless"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 

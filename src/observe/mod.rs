@@ -56,6 +56,14 @@
 //! | `meshless_endpoint_ejections_total` | counter | service, endpoint, reason | ejections, re-ejections after a failed probe included: `consecutive_failures`, `success_rate`, `failure_percentage`, `latency` |
 //! | `meshless_balancer_endpoints` | gauge | service, state | endpoints by state: `active`, `ejected`, `probation` |
 //! | `meshless_balancer_fail_fast_total` | counter | service | requests failed because no endpoint was ready within the fail-fast timeout |
+//! | `meshless_breaker_state` | gauge | service, route, state | 1 for the circuit breaker's state — `closed`, `open`, `half-open`, `isolated` — 0 for the others; `route` is empty for the client-wide breaker |
+//! | `meshless_breaker_transitions_total` | counter | service, route, state | breaker transitions, by the state entered |
+//! | `meshless_breaker_rejected_total` | counter | service, route, state, mode | requests the breaker refused (`mode` `enforce`), or would have refused in shadow mode (`shadow`) |
+//! | `meshless_concurrency_limit` | gauge | service | the concurrency limit in force (fixed, or the adaptive limit now); absent with no limit |
+//! | `meshless_concurrency_in_flight` | gauge | service | requests holding a permit, until their response body ends |
+//! | `meshless_concurrency_rejected_total` | counter | service | requests refused because the limit was full |
+//! | `meshless_throttle_rejected_total` | counter | service | requests refused by client-side throttling |
+//! | `meshless_throttle_probability` | gauge | service | the probability of refusing a request now |
 //!
 //! The per-request and per-attempt families are recorded by [`RetryLayer`]; the endpoint and
 //! balancer families by [`Balance`]. Both take `.service_name(…)` and `.metrics(false)` (to turn
