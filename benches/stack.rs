@@ -25,7 +25,8 @@
 //! - `stack/limit`: meshless `LimitLayer::fixed(1000)` and `LimitLayer::adaptive()` (the
 //!   gradient limit) against `tower::limit::ConcurrencyLimitLayer::new(1000)`;
 //! - `stack/breaker`, `stack/throttle`: the closed circuit breaker and enabled throttling
-//!   (tower has neither), beside the bare call;
+//!   (tower has neither), beside the bare call; `limit/off` and `throttle/off` are the layers
+//!   as `http::Client` builds them unless configured (no limit, throttling off);
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
 //!   `LimitLayer` (unlimited) → `BreakerLayer` (default) → `ThrottleLayer` (off) →
 //!   `RetryLayer` (default) → `AttemptTimeoutLayer` (333 ms) → `Balance` of 3 — against tower's
@@ -208,6 +209,18 @@ fn balance_meshless() -> impl Service<Req, Error = meshless::Error> {
     meshless_balance::<Empty<Bytes>>()
 }
 
+fn limit_off() -> impl Service<Req, Error = meshless::Error> {
+    LimitLayer::from_config(&LimitConfig::default())
+        .expect("default limit")
+        .layer(bare())
+}
+
+fn throttle_off() -> impl Service<Req, Error = meshless::Error> {
+    ThrottleLayer::from_config(&ThrottleConfig::default())
+        .expect("default throttle")
+        .layer(bare())
+}
+
 fn breaker_meshless() -> impl Service<Req, Error = meshless::Error> {
     BreakerLayer::new().layer(bare())
 }
@@ -301,8 +314,10 @@ const CASES: &[&str] = &[
     "limit/meshless",
     "limit/adaptive",
     "limit/tower",
+    "limit/off",
     "breaker/meshless",
     "throttle/meshless",
+    "throttle/off",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -323,6 +338,8 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "limit/meshless" => drive(limit_meshless(), iters).await,
         "limit/adaptive" => drive(limit_adaptive(), iters).await,
         "limit/tower" => drive(limit_tower(), iters).await,
+        "limit/off" => drive(limit_off(), iters).await,
+        "throttle/off" => drive(throttle_off(), iters).await,
         "breaker/meshless" => drive(breaker_meshless(), iters).await,
         "throttle/meshless" => drive(throttle_meshless(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
@@ -376,10 +393,10 @@ fn stack(c: &mut Criterion) {
     compare(c, &rt, "attempt_timeout", &["meshless", "tower"]);
     compare(c, &rt, "retry", &["meshless", "tower"]);
     compare(c, &rt, "balance", &["meshless", "tower"]);
-    compare(c, &rt, "limit", &["meshless", "adaptive", "tower"]);
+    compare(c, &rt, "limit", &["meshless", "adaptive", "off", "tower"]);
     // No tower counterpart: tower has neither a breaker nor adaptive throttling.
     compare(c, &rt, "breaker", &["meshless"]);
-    compare(c, &rt, "throttle", &["meshless"]);
+    compare(c, &rt, "throttle", &["meshless", "off"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 
