@@ -94,6 +94,7 @@ pub struct ClientBuilder {
     classifier: Classifier,
     balance: BalanceBuilder,
     breaker: BreakerConfig,
+    breaker_route: Option<protect::BreakerRoute>,
     limit: LimitConfig,
     throttle: ThrottleConfig,
     defer_to_caller: bool,
@@ -128,6 +129,7 @@ impl Default for ClientBuilder {
             classifier: Classifier::default(),
             balance: BalanceBuilder::default(),
             breaker: BreakerConfig::default(),
+            breaker_route: None,
             limit: LimitConfig::default(),
             throttle: ThrottleConfig::default(),
             defer_to_caller: true,
@@ -351,10 +353,14 @@ impl ClientBuilder {
     /// ```
     pub fn build(self) -> Result<Client, ConfigError> {
         self.balance.validate()?;
-        let breaker = BreakerLayer::from_config(&self.breaker)?
+        let mut breaker = BreakerLayer::from_config(&self.breaker)?
             .classifier(self.classifier.clone())
             .service_name(self.service_name.clone())
             .metrics(self.metrics);
+        if let Some(route) = &self.breaker_route {
+            let route = route.0.clone();
+            breaker = breaker.per_route(move |method, uri, headers| route(method, uri, headers));
+        }
         let breaker_handle = breaker.handle();
         let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
         let limit_handle = limit.handle();

@@ -5,6 +5,8 @@ use super::ClientBuilder;
 use crate::breaker::BreakerConfig;
 use crate::limit::LimitConfig;
 use crate::throttle::ThrottleConfig;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 impl ClientBuilder {
     /// The circuit breaker's settings (default [`BreakerConfig::default`]: on, opening when
@@ -28,6 +30,34 @@ impl ClientBuilder {
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
+        self
+    }
+
+    /// Gives each route that `route` names a circuit breaker of its own (with the settings of
+    /// [`breaker`](Self::breaker)), so that one failing route does not open the circuit for
+    /// the others; requests it names no route for share the client-wide breaker. Keep route
+    /// names few and stable (a path template): they label the breaker's metrics. See
+    /// [`BreakerLayer::per_route`](crate::breaker::BreakerLayer::per_route).
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    ///
+    /// let client = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080"])
+    ///     .breaker_per_route(|_method, uri, _headers| {
+    ///         uri.path().starts_with("/search").then_some(Cow::Borrowed("search"))
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn breaker_per_route<F>(mut self, route: F) -> Self
+    where
+        F: Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.breaker_route = Some(BreakerRoute(Arc::new(route)));
         self
     }
 
@@ -88,5 +118,21 @@ impl ClientBuilder {
     pub fn defer_to_caller(mut self, defer: bool) -> Self {
         self.defer_to_caller = defer;
         self
+    }
+}
+
+/// The route function of per-route breakers, shared by the builder's clones.
+#[derive(Clone)]
+pub(super) struct BreakerRoute(
+    pub(super)  Arc<
+        dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for BreakerRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BreakerRoute(..)")
     }
 }
