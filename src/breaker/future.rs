@@ -29,8 +29,11 @@ pin_project! {
     /// The response future of [`Breaker`](super::Breaker).
     ///
     /// Dropping it before the response head counts nothing (and frees a half-open probe's
-    /// slot), unless the request's deadline had passed: then the upstream did not answer in
-    /// time, a failure.
+    /// slot), unless the client's own deadline had passed: then the upstream did not answer in
+    /// time, a failure. A deadline that is the caller's (shorter than the client's own, set by
+    /// [`DeadlineLayer`](crate::deadline::DeadlineLayer) from an inbound limit or an earlier
+    /// `RequestDeadline`) counts as a cancellation when it passes: the caller ran out of
+    /// patience, which says nothing certain about the upstream.
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: Option<F>,
@@ -41,6 +44,8 @@ pin_project! {
         ticket: Ticket,
         started: Option<Instant>,
         deadline: Option<Instant>,
+        // The request's deadline is its caller's: its expiry counts nothing.
+        callers_deadline: bool,
     }
 
     impl<F, C> PinnedDrop for ResponseFuture<F, C> {
@@ -74,7 +79,14 @@ impl<F, C> ResponseFuture<F, C> {
             ticket,
             started,
             deadline,
+            callers_deadline: false,
         }
+    }
+
+    /// Marks the request's deadline as its caller's (see `DeadlineFromCaller`).
+    pub(crate) fn callers_deadline(mut self, callers: bool) -> Self {
+        self.callers_deadline = callers;
+        self
     }
 
     pub(crate) fn refused(error: Error, core: Arc<Core<C>>) -> Self {
@@ -86,6 +98,7 @@ impl<F, C> ResponseFuture<F, C> {
             ticket: Ticket::Done,
             started: None,
             deadline: None,
+            callers_deadline: false,
         }
     }
 }
@@ -120,7 +133,11 @@ where
             }
             Err(error) => {
                 let error = Error::from_service(error);
-                let failed = error_failed(&error, classifier);
+                let failed = if *this.callers_deadline && error.kind() == Kind::DeadlineExceeded {
+                    None
+                } else {
+                    error_failed(&error, classifier)
+                };
                 (Err(error), failed)
             }
         };

@@ -7,7 +7,7 @@ use super::route::Routes;
 use super::telemetry::Telemetry;
 use super::{BreakerState, BreakerStats, Rejected};
 use crate::classify::{Classifier, Classify};
-use crate::deadline::RequestDeadline;
+use crate::deadline::{DeadlineFromCaller, RequestDeadline};
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
 use http::Request;
@@ -314,9 +314,13 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.inner_ready || self.refusal.is_some() {
+        if self.inner_ready {
             return Poll::Ready(Ok(()));
         }
+        // A refusal found by an earlier poll is found again or dropped: the service may have
+        // been polled ready and then not called (a layer above refused), and the circuit may
+        // have closed since.
+        self.refusal = None;
         let shared = &self.core.shared;
         if !shared.config.enabled {
             ready!(self.inner.poll_ready(cx)).map_err(Error::from_service)?;
@@ -362,7 +366,7 @@ where
             Admit::Pass => Ticket::Pass,
             Admit::Probe { episode } => Ticket::Probe { episode },
             Admit::Reject(why) if shared.config.shadow => {
-                shared.count_rejected();
+                shared.count_shadow_rejected();
                 if let Some(telemetry) = shared.telemetry.get() {
                     telemetry.rejected(why.state, true);
                 }
@@ -372,9 +376,17 @@ where
             Admit::Reject(why) => return refuse(why, shared, core.clone()),
         };
         self.inner_ready = false;
-        let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+        let extensions = req.extensions();
+        // A deadline that is the caller's (shorter than the client's own) counts as a
+        // cancellation when it passes, not as the upstream's failure.
+        let (deadline, callers_deadline) = match extensions.get::<RequestDeadline>() {
+            Some(_) if extensions.get::<DeadlineFromCaller>().is_some() => (None, true),
+            Some(RequestDeadline(at)) => (Some(*at), false),
+            None => (None, false),
+        };
         let future = self.inner.call(req);
         ResponseFuture::new(future, core, route, ticket, started, deadline)
+            .callers_deadline(callers_deadline)
     }
 }
 

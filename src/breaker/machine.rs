@@ -121,6 +121,7 @@ pub(crate) struct Shared {
     ramp_calls: AtomicU64,
     trips: AtomicU64,
     rejected: AtomicU64,
+    shadow_rejected: AtomicU64,
     tuning: Tuning,
     pub(crate) config: BreakerConfig,
     /// A call at least this slow is slow (`None`: slow calls are not counted).
@@ -145,6 +146,7 @@ impl Shared {
             ramp_calls: AtomicU64::new(0),
             trips: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            shadow_rejected: AtomicU64::new(0),
             tuning: Tuning {
                 failure_rate: config.failure_rate_threshold,
                 minimum_calls: u64::from(config.minimum_calls),
@@ -286,9 +288,14 @@ impl Shared {
         }
     }
 
-    /// Counts a request refused (or, in shadow mode, that would have been).
+    /// Counts a request refused.
     pub(crate) fn count_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request shadow mode would have refused (and sent).
+    pub(crate) fn count_shadow_rejected(&self) {
+        self.shadow_rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The refusal a request arriving at `now` would certainly get, without admitting
@@ -458,6 +465,7 @@ impl Shared {
             slow_calls: counts.slow,
             trips: self.trips.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            shadow_rejected: self.shadow_rejected.load(Ordering::Relaxed),
         }
     }
 

@@ -36,7 +36,10 @@
 //! client's own load shedding ([`Kind::is_shed`](crate::error::Kind::is_shed)), invalid
 //! requests and `https` refused without TLS count nothing. A request whose caller dropped it
 //! counts nothing (a probe's slot is freed), unless its deadline had passed: then it is a
-//! timeout, a failure.
+//! timeout, a failure. A deadline that is the caller's rather than the client's own (an
+//! inbound `grpc-timeout` or an earlier `RequestDeadline` shorter than the
+//! [`DeadlineLayer`](crate::deadline::DeadlineLayer)'s) counts nothing when it passes, like a
+//! cancellation: one impatient caller must not open the circuit for every other.
 //!
 //! The outcome is taken at the response head: a failure raised later by the body (a reset
 //! mid-stream, gRPC status in trailers) is not seen by the breaker. A gRPC response whose
@@ -308,8 +311,10 @@ pub struct BreakerStats {
     pub slow_calls: u64,
     /// Times the circuit opened (a failed probe reopening it included).
     pub trips: u64,
-    /// Requests refused (in shadow mode: that would have been refused).
+    /// Requests refused (nothing was sent).
     pub rejected: u64,
+    /// Requests shadow mode would have refused, and sent.
+    pub shadow_rejected: u64,
 }
 
 #[cfg(test)]

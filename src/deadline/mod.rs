@@ -116,6 +116,13 @@ pub(crate) fn instant_after(now: Instant, timeout: Duration) -> Instant {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallerDeadline(pub(crate) Instant);
 
+/// Set by [`Deadline`] on a request whose deadline is its caller's (an inbound limit or an
+/// earlier [`RequestDeadline`]), shorter than the layer's own: when it passes, the caller ran
+/// out of patience, which says less about the upstream than this client's own limit would.
+/// The breaker then counts such a timeout as it counts a cancellation: not at all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeadlineFromCaller;
+
 /// A header that carries the time remaining, in whole milliseconds, on HTTP requests.
 ///
 /// Off by default for HTTP; enable it with [`AttemptTimeoutLayer::deadline_header`] on the

@@ -3,7 +3,9 @@
 use super::body::DeadlineBody;
 use super::streaming::{StreamingRule, StreamingTypes};
 use super::timer::LazySleep;
-use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
+use super::{
+    CallerDeadline, DEADLINE_HEADER, DeadlineFromCaller, RequestDeadline, expiry, grpc_timeout,
+};
 use crate::error::{BoxError, Error, Kind};
 use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
@@ -267,6 +269,9 @@ where
         };
         let extensions = req.extensions_mut();
         extensions.insert(RequestDeadline(deadline));
+        if deadline < own {
+            extensions.insert(DeadlineFromCaller);
+        }
         if let Some(types) = &self.config.streaming_types {
             extensions.insert(StreamingTypes(types.clone()));
         }

@@ -326,7 +326,8 @@ where
                     {
                         *attempt = trace::attempt_span(request, *this.attempts, next.waited);
                     }
-                    hops::announce_retry(&mut req, *this.attempts);
+                    let announce = config.idempotency.idempotence(&req) == Idempotence::Idempotent;
+                    hops::announce_retry(&mut req, *this.attempts, announce);
                     let future = {
                         let _attempt = attempt_span.as_deref().map(Span::enter);
                         this.service.call(req)

@@ -65,20 +65,40 @@ fn number(n: u32) -> HeaderValue {
     }
 }
 
-/// Marks the first attempt of a request that may be retried.
+/// Marks the first attempt of a request this layer may retry: `announce` when it would retry
+/// an ordinary failure (an idempotent request), so that the upstream leaves its own retries to
+/// this layer. A request this layer would not retry after a 503 is not announced: its upstream
+/// keeps its retries, or the chain would have none.
 #[inline]
-pub(super) fn announce_first<B>(req: &mut Request<B>) {
-    req.headers_mut().insert(ATTEMPT_HEADER, NUMBERS[1].clone());
+pub(super) fn announce_first<B>(req: &mut Request<B>, announce: bool) {
+    let headers = req.headers_mut();
+    if announce {
+        headers.insert(ATTEMPT_HEADER, NUMBERS[1].clone());
+    }
+    // Headers copied from an inbound request must not speak for this layer: a first attempt
+    // has no previous one, and a request this layer does not announce is not retried by it.
+    if !headers.is_empty() {
+        headers.remove(GRPC_PREVIOUS_ATTEMPTS);
+        if !announce {
+            headers.remove(ATTEMPT_HEADER);
+        }
+    }
 }
 
-/// Marks attempt number `attempt` (2 or more) of a request.
-pub(super) fn announce_retry<B>(req: &mut Request<B>, attempt: u32) {
+/// Marks attempt number `attempt` (2 or more) of a request; with `announce` false (a request
+/// this layer retries only because its attempt never left or was not processed), only the
+/// gRPC count, which says what happened and asks nothing of the upstream.
+pub(super) fn announce_retry<B>(req: &mut Request<B>, attempt: u32, announce: bool) {
     let grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
     let headers = req.headers_mut();
-    headers.insert(ATTEMPT_HEADER, number(attempt));
+    if announce {
+        headers.insert(ATTEMPT_HEADER, number(attempt));
+    } else {
+        headers.remove(ATTEMPT_HEADER);
+    }
     if grpc {
         headers.insert(GRPC_PREVIOUS_ATTEMPTS, number(attempt.saturating_sub(1)));
     } else {

@@ -11,7 +11,7 @@ use super::telemetry::RequestMetrics;
 use super::trace::Trace;
 use crate::backoff::Backoff;
 use crate::budget::Budget;
-use crate::classify::{Classifier, Classify};
+use crate::classify::{Classifier, Classify, Idempotence};
 use crate::deadline::RequestDeadline;
 use crate::error::{BoxError, ConfigError, Error};
 use crate::observe::Settings;
@@ -465,7 +465,8 @@ where
         });
         if config.max_retries > 0 {
             // After the head's copy, which a retry marks with its own number.
-            hops::announce_first(&mut first);
+            let announce = config.idempotency.idempotence(&first) == Idempotence::Idempotent;
+            hops::announce_first(&mut first, announce);
         }
         let retry = head.map(|head| RetryState::new(head, replay));
         ResponseFuture::start(

@@ -47,7 +47,11 @@ async fn shadow_mode_never_refuses_but_reports_what_it_would_do() {
     assert_eq!(calls(&svc, 10).await, 0, "never refuses");
     assert_eq!(upstream.received(), received + 10);
     assert_eq!(handle.state(), BreakerState::Open, "but computes its state");
-    assert_eq!(handle.stats().rejected, 10);
+    // Counted apart: nothing was refused.
+    assert_eq!(
+        (handle.stats().rejected, handle.stats().shadow_rejected),
+        (0, 10)
+    );
     // Probes still run: a failing one reopens, exactly as when enforcing.
     tokio::time::advance(S).await;
     calls(&svc, 1).await;
@@ -232,4 +236,46 @@ async fn a_breaker_that_is_off_passes_everything_and_counts_nothing() {
     // The same traffic trips the breaker when it is on.
     let (on, _) = breaker(&config(), &upstream);
     assert!(calls(&on, 100).await > 0);
+}
+
+/// Through a `DeadlineLayer`: a caller's deadline shorter than the client's own expires as a
+/// cancellation (nothing counted); the client's own deadline expiring is a failure.
+#[tokio::test(start_paused = true)]
+async fn only_the_clients_own_deadline_counts_when_it_passes() {
+    use http_body_util::Empty;
+    use meshless::deadline::{DeadlineLayer, RequestDeadline};
+    let upstream = Upstream::new();
+    upstream.latency(50 * MS);
+    // The deadline layer bounds a body: give the upstream's answers one.
+    let stack = |own: Duration| {
+        let layer = BreakerLayer::from_config(&config()).unwrap().metrics(false);
+        let handle = layer.handle();
+        let inner = upstream
+            .service()
+            .map_response(|res| res.map(|()| Empty::<bytes::Bytes>::new()));
+        (DeadlineLayer::new(own).layer(layer.layer(inner)), handle)
+    };
+    let (svc, handle) = stack(S);
+    for _ in 0..30 {
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(RequestDeadline(Instant::now() + 5 * MS));
+        let err = svc.clone().oneshot(req).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::DeadlineExceeded);
+    }
+    assert_eq!((handle.stats().calls, handle.stats().failures), (0, 0));
+    assert_eq!(handle.state(), BreakerState::Closed);
+    // The client's own deadline (10 ms here) is its judgement of the upstream: it counts.
+    let (svc, handle) = stack(10 * MS);
+    for _ in 0..20 {
+        let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::DeadlineExceeded);
+    }
+    // The 20th failure (the minimum of calls) opened it.
+    assert_eq!(
+        (handle.state(), handle.stats().trips),
+        (BreakerState::Open, 1)
+    );
+    let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::CircuitOpen, "{err}");
 }
