@@ -121,15 +121,13 @@ impl ClientBuilder {
     }
 }
 
+/// Names the route of a request, for per-route breakers.
+type RouteName =
+    dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>> + Send + Sync;
+
 /// The route function of per-route breakers, shared by the builder's clones.
 #[derive(Clone)]
-pub(super) struct BreakerRoute(
-    pub(super)  Arc<
-        dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>>
-            + Send
-            + Sync,
-    >,
-);
+pub(super) struct BreakerRoute(pub(super) Arc<RouteName>);
 
 impl std::fmt::Debug for BreakerRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
