@@ -422,3 +422,53 @@ fn invalid_settings_are_refused_by_field_name() {
     }
     assert!(ChaosConfig::default().validate().is_ok());
 }
+
+#[test]
+fn injected_faults_are_counted_by_kind_in_the_metrics() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let counts = metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let layer = ChaosLayer::new().seed(8).service_name("orders").faults(
+            Faults::none()
+                .delay(0.2, Duration::from_millis(1))
+                .error(0.1, 503)
+                .reset(0.1)
+                .refuse(0.1),
+        );
+        let mut svc = layer.layer(upstream(Polls::default()));
+        rt.block_on(async {
+            for _ in 0..500 {
+                send(&mut svc, req("GET", "/")).await;
+            }
+        });
+        layer.handle().counts()
+    });
+    let mut seen = Vec::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        if key.key().name() != meshless::observe::CHAOS_INJECTED_TOTAL {
+            continue;
+        }
+        let labels: Vec<_> = key.key().labels().map(|l| (l.key(), l.value())).collect();
+        let DebugValue::Counter(n) = value else {
+            panic!("not a counter")
+        };
+        assert_eq!(labels[0], ("service", "orders"));
+        seen.push((labels[1].1.to_string(), n));
+    }
+    seen.sort();
+    let want = [
+        ("delay", counts.delays),
+        ("error", counts.errors),
+        ("refused", counts.refusals),
+        ("reset", counts.resets),
+    ];
+    let want: Vec<_> = want.iter().map(|(f, n)| (f.to_string(), *n)).collect();
+    assert_eq!(seen, want);
+    assert!(counts.delays > 0 && counts.injected() > 0);
+}

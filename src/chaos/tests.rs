@@ -26,7 +26,9 @@ fn an_inactive_config_compiles_to_no_plan() {
     assert!(Plan::new(&off, 1).is_none());
     // A rule alone makes the layer active.
     let mut ruled = config(Faults::none());
-    ruled.rules.push(ChaosRule::new().faults(Faults::none().refuse(0.5)));
+    ruled
+        .rules
+        .push(ChaosRule::new().faults(Faults::none().refuse(0.5)));
     assert!(Plan::new(&ruled, 1).is_some());
 }
 
@@ -59,9 +61,15 @@ fn the_outcome_draw_splits_between_the_three_faults() {
         };
         seen[i] += 1;
     }
-    assert_eq!(seen[3], 0, "the rates add up to 1: every request gets a fault");
+    assert_eq!(
+        seen[3], 0,
+        "the rates add up to 1: every request gets a fault"
+    );
     // 4 standard deviations of a binomial over 4000 draws: about 110 at p = 0.25, 126 at 0.5.
-    assert!(seen[0].abs_diff(1000) < 110 && seen[1].abs_diff(1000) < 110, "{seen:?}");
+    assert!(
+        seen[0].abs_diff(1000) < 110 && seen[1].abs_diff(1000) < 110,
+        "{seen:?}"
+    );
     assert!(seen[2].abs_diff(2000) < 127, "{seen:?}");
 }
 
