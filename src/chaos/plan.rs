@@ -69,7 +69,9 @@ impl ChaosCounts {
     /// (a delayed request is passed on, later).
     ///
     /// ```
-    /// let counts = meshless::chaos::ChaosCounts { errors: 2, resets: 1, ..Default::default() };
+    /// let mut counts = meshless::chaos::ChaosCounts::default();
+    /// counts.errors = 2;
+    /// counts.resets = 1;
     /// assert_eq!(counts.injected(), 3);
     /// ```
     pub fn injected(&self) -> u64 {
