@@ -36,9 +36,12 @@
 //!   the client's answers, after every retry. Use it to test what your code does when its
 //!   dependency fails.
 //! - **Below the retry layer**, around the transport or each endpoint (`RetryLayer` over
-//!   `ChaosLayer` over the connection, or a balancer over `Chaos<endpoint>` services built by
-//!   one layer): the client's own layers see the faults as an upstream's, and retries,
-//!   budgets, ejection and breakers act on them. Use it to test the client's settings.
+//!   `ChaosLayer` over the connection, or a [`Balance`](crate::balance::Balance) over `Chaos`
+//!   endpoint services): the client's own layers see the faults as an upstream's, and
+//!   retries, budgets, ejection and breakers act on them. Use it to test the client's
+//!   settings. Endpoints wrapped by one layer share its faults and sequence (a flaky fleet);
+//!   an endpoint wrapped by a layer of its own is one flaky endpoint, which the balancer
+//!   learns to avoid.
 //!
 //! # The response body
 //!

@@ -21,10 +21,10 @@ type Attempt = Request<ReplayBody<Empty<Bytes>>>;
 /// A healthy upstream counting the attempts that reach it.
 fn upstream(
     reached: Arc<AtomicU64>,
-) -> impl Service<Attempt, Response = http::Response<&'static str>, Error = BoxError> + Clone {
+) -> impl Service<Attempt, Response = http::Response<String>, Error = BoxError> + Clone {
     service_fn(move |_req: Attempt| {
         reached.fetch_add(1, Ordering::SeqCst);
-        async { Ok::<_, BoxError>(http::Response::new("ok")) }
+        async { Ok::<_, BoxError>(http::Response::new("ok".to_string())) }
     })
 }
 
@@ -162,4 +162,36 @@ async fn on_hyper_incoming_below_the_retry_layer_against_a_real_backend() {
         "faults never reached it"
     );
     fleet.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_flaky_endpoint_below_the_balancer_is_masked_and_avoided() {
+    use meshless::balance::Balance;
+    let reached = Arc::new(AtomicU64::new(0));
+    // Each endpoint gets its own layer: the first resets every request, the second is left as
+    // it is (a layer with no fault costs a branch).
+    let flaky = ChaosLayer::new()
+        .seed(1)
+        .metrics(false)
+        .faults(Faults::none().reset(1.0));
+    let resets = flaky.handle();
+    let calm = ChaosLayer::new().metrics(false);
+    let balance = Balance::builder().metrics(false).build();
+    balance.insert(0usize, flaky.layer(upstream(reached.clone())));
+    balance.insert(1usize, calm.layer(upstream(reached.clone())));
+    let retry = RetryLayer::new(Budget::default())
+        .max_retries(3)
+        .metrics(false);
+    let stats = retry.stats();
+    let mut svc = retry.layer(balance);
+
+    assert_eq!(failures(&mut svc, "GET", 200).await, 0, "every GET masked");
+    let resets = resets.counts().resets;
+    assert!(resets >= 1, "the flaky endpoint was tried");
+    assert!(
+        resets <= 20,
+        "{resets} resets: the balancer should avoid it"
+    );
+    assert_eq!(stats.retries(), resets);
+    assert_eq!(reached.load(Ordering::SeqCst), 200);
 }
