@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod budget;
+pub mod chaos;
 pub mod classify;
 pub mod deadline;
 pub mod error;

@@ -125,7 +125,9 @@ mod forget;
 mod labels;
 
 pub use self::forget::ForgetSeries;
+pub(crate) mod chaos;
 mod protect;
+pub use self::chaos::{CHAOS_INJECTED_TOTAL, FAULT};
 
 pub(crate) use self::forget::{Forgetter, SeriesGuard, SeriesKind};
 pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
