@@ -20,7 +20,6 @@ impl Telemetry {
             return None;
         }
         crate::observe::describe();
-        crate::observe::chaos::describe();
         let counter = |fault: Fault| {
             let labels = vec![settings.service_label(), Label::new(FAULT, fault.as_str())];
             metrics::counter!(CHAOS_INJECTED_TOTAL, labels)

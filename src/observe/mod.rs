@@ -433,4 +433,5 @@ pub fn describe() {
         "Requests failed because no endpoint was ready within the fail-fast timeout."
     );
     protect::describe();
+    chaos::describe();
 }
