@@ -8,6 +8,7 @@ pub mod budget;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod hedge;
 pub mod http;
 pub mod limit;
 pub mod observe;

@@ -125,9 +125,11 @@ mod forget;
 mod labels;
 
 pub use self::forget::ForgetSeries;
+mod hedge;
 mod protect;
 
 pub(crate) use self::forget::{Forgetter, SeriesGuard, SeriesKind};
+pub use self::hedge::{HEDGE_DELAY_SECONDS, HEDGES_REFUSED_TOTAL, HEDGES_TOTAL, HEDGES_WON_TOTAL};
 pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
 pub use self::protect::{
     BREAKER_REJECTED_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, CONCURRENCY_IN_FLIGHT,
@@ -431,4 +433,5 @@ pub fn describe() {
         "Requests failed because no endpoint was ready within the fail-fast timeout."
     );
     protect::describe();
+    hedge::describe();
 }
