@@ -22,7 +22,7 @@ const SLOTS: usize = 6;
 /// let balance = Balance::builder().build();
 /// for name in ["a", "b"] {
 ///     balance.insert(name, service_fn(move |_req: http::Request<()>| async move {
-///         Ok::<_, std::io::Error>(http::Response::builder().header("x-name", name).body(()).unwrap())
+///         Ok::<_, std::io::Error>(http::Response::builder().header("x-name", name).body(String::new()).unwrap())
 ///     }));
 /// }
 /// let avoid = AvoidEndpoints::new();
