@@ -4,6 +4,7 @@
 use super::head::Head;
 use super::layer::Shared;
 use super::telemetry::Refusal;
+use crate::balance::AvoidEndpoints;
 use crate::budget::{UnsentRetry, Withdrawal};
 use crate::classify::Classified;
 use crate::deadline::RequestDeadline;
@@ -25,8 +26,8 @@ pin_project! {
     /// The response future of [`Hedge`](super::Hedge).
     ///
     /// A request that is not hedged holds its one attempt inline, and no timer; a hedged one
-    /// holds its first attempt inline and a timer that is built only if the delay passes
-    /// without an answer. Hedges are boxed, when they are sent.
+    /// holds its first attempt inline, what a hedge needs in one allocation, and a timer that
+    /// is built only if the delay passes without an answer. Hedges are boxed when sent.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -39,8 +40,10 @@ pin_project! {
         shared: Option<Arc<Shared>>,
         // When the first attempt was sent: `Some` when its answer is timed.
         started: Option<Instant>,
-        // `Some` while the request may still be hedged or has hedges running.
-        race: Option<Race<S, ReplayBody<B>, S::Future, S::Response>>,
+        // `Some` for a request that may be hedged. Boxed: inline, it would make every request's
+        // future (moved several times up the stack) three times larger, and the copies cost
+        // more than the allocation (callgrind).
+        race: Option<Box<Race<S, ReplayBody<B>, S::Future, S::Response>>>,
     }
 }
 
@@ -48,6 +51,8 @@ pin_project! {
 pub(super) struct Race<S, B, F, R> {
     service: S,
     head: Head,
+    /// Shared by every attempt: the balancer writes where each went.
+    avoid: AvoidEndpoints,
     /// A handle that never reads: hedges' bodies are made from it.
     body: B,
     delay: Duration,
@@ -81,6 +86,7 @@ where
         Race {
             service,
             head: Head::copy(req),
+            avoid: AvoidEndpoints::new(),
             body: req.body().template(),
             delay,
             deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
@@ -93,7 +99,19 @@ where
     }
 }
 
+impl<S, B, F, R> Drop for Race<S, B, F, R> {
+    fn drop(&mut self) {
+        // Cancelled by the caller between a hedge's admission and its sending: it never left.
+        self.refund();
+    }
+}
+
 impl<S, B, F, R> Race<S, B, F, R> {
+    /// The list every attempt of this request carries.
+    pub(super) fn avoid(&self) -> AvoidEndpoints {
+        self.avoid.clone()
+    }
+
     /// Keeps `failure` if it is the best so far.
     fn keep(&mut self, failure: Result<R, Error>) {
         if failure.is_ok() || !matches!(self.failure, Some(Ok(_))) {
@@ -156,7 +174,7 @@ where
             timer: LazySleep::new(started.checked_add(race.delay)),
             shared: Some(shared),
             started: Some(started),
-            race: Some(race),
+            race: Some(Box::new(race)),
         }
     }
 }
@@ -297,6 +315,7 @@ where
                 return Poll::Pending;
             };
             let mut req = race.head.request(tokens.body);
+            req.extensions_mut().insert(race.avoid.clone());
             // Given back by the balancer if it drops the hedge unsent; spent once sent.
             req.extensions_mut().insert(UnsentRetry::new(tokens.budget));
             drop(tokens.extra);

@@ -331,8 +331,6 @@ where
         let telemetry = &shared.telemetry;
         telemetry.request();
         let delay = telemetry.stats.delay.get();
-        // The clock is read only when an answer will be timed or a hedge may be armed.
-        let started = (delay.is_some() || telemetry.stats.delay.learns()).then(Instant::now);
         let hedgeable = match delay {
             None => None,
             Some(_) if req.body().is_capped() => None,
@@ -345,12 +343,16 @@ where
                 }
             }
         };
-        let (Some(delay), Some(now)) = (hedgeable, started) else {
+        let Some(delay) = hedgeable else {
+            // The clock is read only when the answer is timed for the percentile.
+            let started = telemetry.stats.delay.learns().then(Instant::now);
             return ResponseFuture::single(self.inner.call(req), shared.clone(), started);
         };
-        let avoid = crate::balance::AvoidEndpoints::new();
-        req.extensions_mut().insert(avoid);
+        let now = Instant::now();
+        // The head is copied before the list goes in: the hedges get the list apart, so that a
+        // request with no extensions does not have its map copied as well.
         let race = super::future::Race::new(self.inner.clone(), &req, delay);
+        req.extensions_mut().insert(race.avoid());
         let first = self.inner.call(req);
         ResponseFuture::race(first, shared.clone(), now, race)
     }
