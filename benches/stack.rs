@@ -29,7 +29,8 @@
 //!   as `http::Client` builds them unless configured (no limit, throttling off);
 //! - `stack/hedge`: meshless `HedgeLayer::new(Budget::default())` (p95 after 100 answers)
 //!   behind a `MapRequest` that wraps the body in a `ReplayBody` as the retry layer does, beside
-//!   that `MapRequest` alone (`map`). tower's `hedge::Hedge` is not measured: it needs the
+//!   that `MapRequest` alone (`map`), and `RetryLayer` over `HedgeLayer` on one budget (`retry`,
+//!   to compare with `retry/meshless`). tower's `hedge::Hedge` is not measured: it needs the
 //!   request to be `Clone`, which `http::Request` is not;
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
 //!   `LimitLayer` (unlimited) → `BreakerLayer` (default) → `ThrottleLayer` (off) →
@@ -256,6 +257,13 @@ fn hedge_meshless() -> impl Service<Req, Response = Res, Error = meshless::Error
     replay_map(HedgeLayer::new(Budget::default()).layer(service_fn(ok)))
 }
 
+/// The retry layer over the hedge layer, sharing one budget, as the client would stack them:
+/// compare with `retry/meshless`.
+fn hedge_retry() -> impl Service<Req, Error = meshless::Error> {
+    let budget = Budget::default();
+    RetryLayer::new(budget.clone()).layer(HedgeLayer::new(budget).layer(service_fn(ok)))
+}
+
 fn full_meshless() -> impl Service<Req, Error = meshless::Error> {
     // As `http::Client` builds it: no limit and no throttling unless configured, the breaker on.
     ServiceBuilder::new()
@@ -347,6 +355,7 @@ const CASES: &[&str] = &[
     "throttle/off",
     "hedge/meshless",
     "hedge/map",
+    "hedge/retry",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -373,6 +382,7 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "throttle/meshless" => drive(throttle_meshless(), iters).await,
         "hedge/meshless" => drive(hedge_meshless(), iters).await,
         "hedge/map" => drive(hedge_map(), iters).await,
+        "hedge/retry" => drive(hedge_retry(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
         "full/tower" => drive(full_tower(), iters).await,
         "full/tower_buffer" => drive(full_tower_buffer(), iters).await,
@@ -429,7 +439,7 @@ fn stack(c: &mut Criterion) {
     compare(c, &rt, "breaker", &["meshless"]);
     compare(c, &rt, "throttle", &["meshless", "off"]);
     // tower's `hedge::Hedge` needs `Request: Clone`, which `http::Request` is not.
-    compare(c, &rt, "hedge", &["meshless", "map"]);
+    compare(c, &rt, "hedge", &["meshless", "map", "retry"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 
