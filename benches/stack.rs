@@ -27,6 +27,11 @@
 //! - `stack/breaker`, `stack/throttle`: the closed circuit breaker and enabled throttling
 //!   (tower has neither), beside the bare call; `limit/off` and `throttle/off` are the layers
 //!   as `http::Client` builds them unless configured (no limit, throttling off);
+//! - `stack/hedge`: meshless `HedgeLayer::new(Budget::default())` (p95 after 100 answers)
+//!   behind a `MapRequest` that wraps the body in a `ReplayBody` as the retry layer does, beside
+//!   that `MapRequest` alone (`map`), and `RetryLayer` over `HedgeLayer` on one budget (`retry`,
+//!   to compare with `retry/meshless`). tower's `hedge::Hedge` is not measured: it needs the
+//!   request to be `Clone`, which `http::Request` is not;
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
 //!   `LimitLayer` (unlimited) → `BreakerLayer` (default) → `ThrottleLayer` (off) →
 //!   `RetryLayer` (default) → `AttemptTimeoutLayer` (333 ms) → `Balance` of 3 — against tower's
@@ -58,8 +63,9 @@ use meshless::balance::{Balance, Change};
 use meshless::breaker::BreakerLayer;
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use meshless::hedge::HedgeLayer;
 use meshless::limit::{LimitConfig, LimitLayer};
-use meshless::retry::RetryLayer;
+use meshless::retry::{ReplayBody, RetryLayer};
 use meshless::throttle::{ThrottleConfig, ThrottleLayer};
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -229,6 +235,35 @@ fn throttle_meshless() -> impl Service<Req, Error = meshless::Error> {
     ThrottleLayer::new().layer(bare())
 }
 
+/// Wraps the body for replay, as the retry layer above the hedge layer does (an empty body:
+/// no allocation). The `hedge/map` case measures this alone.
+fn replay_map<S>(inner: S) -> impl Service<Req, Response = Res, Error = S::Error> + Clone
+where
+    S: Service<Request<ReplayBody<Empty<Bytes>>>, Response = Res> + Clone,
+{
+    tower::util::MapRequestLayer::new(|req: Req| {
+        req.map(|body| ReplayBody::new(body, meshless::retry::DEFAULT_REPLAY_CAP))
+    })
+    .layer(inner)
+}
+
+fn hedge_map() -> impl Service<Req, Response = Res, Error = Infallible> {
+    replay_map(service_fn(ok))
+}
+
+/// The hedge layer with its defaults (p95 once 100 answers are in): past the first 100
+/// requests every `GET` may be hedged, and none is, as each answers at once.
+fn hedge_meshless() -> impl Service<Req, Response = Res, Error = meshless::Error> {
+    replay_map(HedgeLayer::new(Budget::default()).layer(service_fn(ok)))
+}
+
+/// The retry layer over the hedge layer, sharing one budget, as the client would stack them:
+/// compare with `retry/meshless`.
+fn hedge_retry() -> impl Service<Req, Error = meshless::Error> {
+    let budget = Budget::default();
+    RetryLayer::new(budget.clone()).layer(HedgeLayer::new(budget).layer(service_fn(ok)))
+}
+
 fn full_meshless() -> impl Service<Req, Error = meshless::Error> {
     // As `http::Client` builds it: no limit and no throttling unless configured, the breaker on.
     ServiceBuilder::new()
@@ -318,6 +353,9 @@ const CASES: &[&str] = &[
     "breaker/meshless",
     "throttle/meshless",
     "throttle/off",
+    "hedge/meshless",
+    "hedge/map",
+    "hedge/retry",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -342,6 +380,9 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "throttle/off" => drive(throttle_off(), iters).await,
         "breaker/meshless" => drive(breaker_meshless(), iters).await,
         "throttle/meshless" => drive(throttle_meshless(), iters).await,
+        "hedge/meshless" => drive(hedge_meshless(), iters).await,
+        "hedge/map" => drive(hedge_map(), iters).await,
+        "hedge/retry" => drive(hedge_retry(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
         "full/tower" => drive(full_tower(), iters).await,
         "full/tower_buffer" => drive(full_tower_buffer(), iters).await,
@@ -397,6 +438,8 @@ fn stack(c: &mut Criterion) {
     // No tower counterpart: tower has neither a breaker nor adaptive throttling.
     compare(c, &rt, "breaker", &["meshless"]);
     compare(c, &rt, "throttle", &["meshless", "off"]);
+    // tower's `hedge::Hedge` needs `Request: Clone`, which `http::Request` is not.
+    compare(c, &rt, "hedge", &["meshless", "map", "retry"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod hedge;
 pub mod http;
 pub mod limit;
 pub mod observe;

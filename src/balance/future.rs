@@ -1,5 +1,6 @@
 //! Choosing an endpoint and calling it, waiting at most the fail-fast timeout for one.
 
+use super::avoid::AvoidEndpoints;
 use super::body::ResponseBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::p2c;
@@ -140,7 +141,33 @@ where
                             }
                         }
                     };
-                    if let Some(choice) = p2c::pick(&endpoints, now, fail_open, ready) {
+                    // A hedge steers away from the endpoints its siblings went to, when
+                    // another one can take it; requests without the list pay one lookup.
+                    let avoid = request
+                        .as_ref()
+                        .and_then(|r| r.extensions().get::<AvoidEndpoints>());
+                    let choice = match avoid {
+                        None => p2c::pick(&endpoints, now, fail_open, ready),
+                        Some(avoid) => {
+                            let mut ready = ready;
+                            let elsewhere = p2c::pick(&endpoints, now, fail_open, |e| {
+                                if avoid.contains(endpoint_id(e)) {
+                                    None
+                                } else {
+                                    ready(e)
+                                }
+                            });
+                            let choice = match elsewhere {
+                                Some(choice) => Some(choice),
+                                None => p2c::pick(&endpoints, now, fail_open, ready),
+                            };
+                            if let Some(choice) = &choice {
+                                avoid.add(endpoint_id(choice.endpoint));
+                            }
+                            choice
+                        }
+                    };
+                    if let Some(choice) = choice {
                         super::telemetry::record_endpoint(&choice.endpoint.label);
                         let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
@@ -272,6 +299,12 @@ where
             }
         }
     }
+}
+
+/// An endpoint's identity for [`AvoidEndpoints`]: where its meter lives, which stays put (and
+/// is never 0) while anything refers to the endpoint.
+fn endpoint_id<K, S>(endpoint: &Endpoint<K, S>) -> usize {
+    Arc::as_ptr(&endpoint.meter) as usize
 }
 
 impl<K, S, B> std::fmt::Debug for ResponseFuture<K, S, B>

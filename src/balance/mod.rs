@@ -32,6 +32,7 @@
 //! # Ok::<_, meshless::Error>(()) });
 //! ```
 
+mod avoid;
 mod body;
 mod builder;
 mod config;
@@ -45,6 +46,7 @@ mod quiet;
 mod stats;
 mod telemetry;
 
+pub use self::avoid::AvoidEndpoints;
 pub use self::body::ResponseBody;
 pub use self::builder::BalanceBuilder;
 pub use self::config::BalanceConfig;

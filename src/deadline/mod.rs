@@ -35,7 +35,7 @@ mod config;
 pub(crate) mod expiry;
 pub(crate) mod grpc_timeout;
 mod streaming;
-mod timer;
+pub(crate) mod timer;
 mod total;
 
 pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};

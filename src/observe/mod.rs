@@ -126,10 +126,12 @@ mod labels;
 
 pub use self::forget::ForgetSeries;
 pub(crate) mod chaos;
+mod hedge;
 mod protect;
 pub use self::chaos::{CHAOS_INJECTED_TOTAL, FAULT};
 
 pub(crate) use self::forget::{Forgetter, SeriesGuard, SeriesKind};
+pub use self::hedge::{HEDGE_DELAY_SECONDS, HEDGES_REFUSED_TOTAL, HEDGES_TOTAL, HEDGES_WON_TOTAL};
 pub(crate) use self::labels::{CANCELLED, ReasonCounters, Settings};
 pub use self::protect::{
     BREAKER_REJECTED_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, CONCURRENCY_IN_FLIGHT,
@@ -434,4 +436,5 @@ pub fn describe() {
     );
     protect::describe();
     chaos::describe();
+    hedge::describe();
 }

@@ -318,6 +318,73 @@ where
     }
 }
 
+// For hedging: handles that read beside the current one instead of superseding it, which is
+// safe only once nothing more is read from the wrapped body.
+impl<B: Body> ReplayBody<B> {
+    /// A handle that does not read yet: of the same generation as the newest, so that it can
+    /// make a [`try_clone_complete`](Self::try_clone_complete) later without superseding the
+    /// attempt that is reading now. Never poll it while another handle reads.
+    pub(crate) fn template(&self) -> Self {
+        let generation = match &self.shared {
+            None => 0,
+            Some(shared) => lock(&shared.state).generation,
+        };
+        ReplayBody {
+            shared: self.shared.clone(),
+            generation,
+            pos: 0,
+            trailers_sent: false,
+            yielded: 0,
+        }
+    }
+
+    /// A body for an attempt that runs *beside* the others (a hedge), replaying from byte 0
+    /// without superseding any handle; `None` unless the whole body has been read and kept
+    /// (still streaming, larger than the cap, or failed). Once the body is complete, every
+    /// handle reads from the buffer alone, so several may read at once.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use meshless::retry::ReplayBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let first = ReplayBody::new(Full::new(Bytes::from_static(b"data")), 1024);
+    /// // Not read yet: a hedge would have to read the original body beside the first attempt.
+    /// assert!(first.try_clone_complete().is_none());
+    /// let mut first = first;
+    /// let sent = (&mut first).collect().await.unwrap().to_bytes();
+    /// let hedge = first.try_clone_complete().unwrap();
+    /// assert_eq!(hedge.collect().await.unwrap().to_bytes(), sent);
+    /// # }
+    /// ```
+    pub fn try_clone_complete(&self) -> Option<Self> {
+        let generation = match &self.shared {
+            None => 0,
+            Some(shared) => {
+                let state = lock(&shared.state);
+                let complete = state.ended
+                    || state.trailers.is_some()
+                    || state.body.as_ref().is_none_or(|body| body.is_end_stream());
+                if !state.replayable() || !complete {
+                    return None;
+                }
+                state.generation
+            }
+        };
+        Some(ReplayBody {
+            shared: self.shared.clone(),
+            generation,
+            pos: 0,
+            trailers_sent: false,
+            yielded: 0,
+        })
+    }
+}
+
 // Apart from the `Body` bounds, so that the retry future can ask while it is dropped.
 impl<B> ReplayBody<B> {
     /// True once the body was found larger than the cap (then it is sent

@@ -1,0 +1,220 @@
+//! The hedge layer's settings as plain data, checked in one place.
+
+use crate::error::ConfigError;
+use std::time::Duration;
+
+/// The most hedges one request may send: gRPC A6 caps a hedged call at 5 attempts, the first
+/// included.
+pub const MAX_HEDGES: u32 = 4;
+
+/// When a request that has no answer yet gets a hedge.
+///
+/// ```
+/// use meshless::hedge::HedgeDelay;
+/// use std::time::Duration;
+///
+/// let fixed = HedgeDelay::Fixed(Duration::from_millis(20));
+/// let p95 = HedgeDelay::default();
+/// assert_eq!(
+///     p95,
+///     HedgeDelay::Percentile { percentile: 0.95, min_samples: 100, window: Duration::from_secs(30) }
+/// );
+/// # let _ = fixed;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeDelay {
+    /// After this latency percentile of the recent good answers (each attempt timed from its
+    /// own send): Finagle's backup requests and "The Tail at Scale" both hedge at p95.
+    Percentile {
+        /// The percentile, in `(0, 1)`: 0.95 hedges the slowest 5% (at most; the extra-load
+        /// cap bounds them too).
+        percentile: f64,
+        /// No hedge at all until the window holds this many answers: a percentile of a
+        /// handful of samples is noise.
+        min_samples: u32,
+        /// The sliding window the answers are taken over (six slots; the delay is worked out
+        /// again whenever a slot turns over, and while it is not yet known).
+        window: Duration,
+    },
+    /// After a fixed time (Polly's hedging: 2 s by default; gRPC A6's `hedgingDelay`).
+    Fixed(Duration),
+}
+
+impl Default for HedgeDelay {
+    fn default() -> Self {
+        HedgeDelay::Percentile {
+            percentile: 0.95,
+            min_samples: 100,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The settings of a [`HedgeLayer`](super::HedgeLayer) as plain data: what a configuration
+/// file describes. The budget, the idempotency rules and the classifier are given to the layer
+/// apart (they are shared with the retry layer).
+///
+/// | field | default | anchor, and why | valid |
+/// |---|---|---|---|
+/// | `enabled` | `true` | — (`false` passes every request through: a branch per request) | any |
+/// | `max_hedges` | 1 | Polly `MaxHedgedAttempts` 1; gRPC A6 `maxAttempts` ≤ 5 (so ≤ 4 hedges); tower `hedge` 1 | 0..=4; 0 = off |
+/// | `delay` | p95 of the last 30 s, after 100 answers | Finagle `BackupRequestFilter`: p(100·(1 − maxExtraLoad)) = p95 at 5%; "The Tail at Scale" (Dean, Barroso 2013): p95; Polly: fixed 2 s | percentile in (0, 1), window ≥ 1 s; fixed > 0 |
+/// | `max_extra_load` | 0.05 | Finagle's `maxExtraLoad` 5%; Tail at Scale: hedging at p95 added ~5% load (2% with a 10 ms delay in their Bigtable test) | (0, 1] |
+/// | `non_fatal_statuses` | 502, 503, 504 | gRPC A6 `nonFatalStatusCodes` (UNAVAILABLE): the HTTP statuses a gateway gives for an upstream that did not answer | 100..=599 |
+///
+/// Besides these statuses, a response the balancer classified as a retryable failure
+/// ([`Classified`](crate::classify::Classified)) and an error are non-fatal too: they let the
+/// other attempts run on.
+///
+/// ```
+/// use meshless::hedge::{HedgeConfig, HedgeLayer};
+///
+/// let mut config = HedgeConfig::default();
+/// config.max_hedges = 2;
+/// let layer = HedgeLayer::from_config(meshless::budget::Budget::default(), &config)?;
+/// assert_eq!(layer.config(), config);
+///
+/// config.max_hedges = 5;
+/// assert_eq!(config.validate().unwrap_err().setting(), "hedge.max_hedges");
+/// # Ok::<(), meshless::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct HedgeConfig {
+    /// Whether the layer hedges at all.
+    pub enabled: bool,
+    /// The most hedges per request, besides the first attempt.
+    pub max_hedges: u32,
+    /// When a hedge is sent.
+    pub delay: HedgeDelay,
+    /// The most hedges as a share of the requests through the layer over the last 10 s.
+    pub max_extra_load: f64,
+    /// The HTTP statuses that let the other attempts run on instead of ending the request.
+    pub non_fatal_statuses: Vec<u16>,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        HedgeConfig {
+            enabled: true,
+            max_hedges: 1,
+            delay: HedgeDelay::default(),
+            max_extra_load: 0.05,
+            non_fatal_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+impl HedgeConfig {
+    /// Checks every field, naming the first bad one (`hedge.<field>`).
+    ///
+    /// ```
+    /// let mut config = meshless::hedge::HedgeConfig::default();
+    /// config.max_extra_load = 0.0;
+    /// assert_eq!(config.validate().unwrap_err().setting(), "hedge.max_extra_load");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_hedges > MAX_HEDGES {
+            return Err(ConfigError::new(
+                "hedge.max_hedges",
+                format!(
+                    "{} is above {MAX_HEDGES} (gRPC A6: 5 attempts at most)",
+                    self.max_hedges
+                ),
+            ));
+        }
+        match self.delay {
+            HedgeDelay::Percentile {
+                percentile, window, ..
+            } => {
+                if !(percentile > 0.0 && percentile < 1.0) {
+                    return Err(ConfigError::new(
+                        "hedge.delay.percentile",
+                        format!("{percentile} is not in (0, 1)"),
+                    ));
+                }
+                if window < Duration::from_secs(1) {
+                    return Err(ConfigError::new(
+                        "hedge.delay.window",
+                        format!("{window:?} is below 1 s"),
+                    ));
+                }
+            }
+            HedgeDelay::Fixed(delay) => {
+                if delay.is_zero() {
+                    return Err(ConfigError::new(
+                        "hedge.delay",
+                        "a fixed delay must be above 0",
+                    ));
+                }
+            }
+        }
+        if !(self.max_extra_load > 0.0 && self.max_extra_load <= 1.0) {
+            return Err(ConfigError::new(
+                "hedge.max_extra_load",
+                format!("{} is not in (0, 1]", self.max_extra_load),
+            ));
+        }
+        if let Some(bad) = self
+            .non_fatal_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(ConfigError::new(
+                "hedge.non_fatal_statuses",
+                format!("{bad} is not an HTTP status"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert!(HedgeConfig::default().validate().is_ok());
+        let bad = |f: fn(&mut HedgeConfig)| {
+            let mut c = HedgeConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().setting().to_owned()
+        };
+        assert_eq!(bad(|c| c.max_hedges = 5), "hedge.max_hedges");
+        assert_eq!(
+            bad(|c| c.delay = HedgeDelay::Percentile {
+                percentile: 1.0,
+                min_samples: 1,
+                window: Duration::from_secs(5)
+            }),
+            "hedge.delay.percentile"
+        );
+        assert_eq!(
+            bad(|c| c.delay = HedgeDelay::Percentile {
+                percentile: f64::NAN,
+                min_samples: 1,
+                window: Duration::from_secs(5)
+            }),
+            "hedge.delay.percentile"
+        );
+        assert_eq!(
+            bad(|c| c.delay = HedgeDelay::Percentile {
+                percentile: 0.9,
+                min_samples: 1,
+                window: Duration::from_millis(5)
+            }),
+            "hedge.delay.window"
+        );
+        assert_eq!(
+            bad(|c| c.delay = HedgeDelay::Fixed(Duration::ZERO)),
+            "hedge.delay"
+        );
+        assert_eq!(bad(|c| c.max_extra_load = 1.5), "hedge.max_extra_load");
+        assert_eq!(bad(|c| c.max_extra_load = f64::NAN), "hedge.max_extra_load");
+        assert_eq!(
+            bad(|c| c.non_fatal_statuses = vec![503, 99]),
+            "hedge.non_fatal_statuses"
+        );
+    }
+}

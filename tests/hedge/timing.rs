@@ -1,0 +1,119 @@
+//! When a hedge is sent: after the fixed delay, or after the percentile of recent answers once
+//! there are enough of them.
+
+use super::support::{Upstream, fixed, get, ms};
+use meshless::budget::Budget;
+use meshless::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
+use std::time::Duration;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt, service_fn};
+
+fn percentile_layer(min_samples: u32) -> HedgeLayer {
+    let mut config = HedgeConfig::default();
+    config.delay = HedgeDelay::Percentile {
+        percentile: 0.95,
+        min_samples,
+        window: Duration::from_secs(30),
+    };
+    HedgeLayer::from_config(Budget::default(), &config)
+        .unwrap()
+        .metrics(false)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_delay_hedges_at_that_instant_and_the_first_answer_wins() {
+    let upstream = Upstream::new(ms(1), 200);
+    upstream.script([(ms(100), 200), (ms(5), 200)]);
+    let layer = fixed(Budget::default(), ms(10), 1, 1.0);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let t0 = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(res.body(), "call 1", "the hedge answered first");
+    assert_eq!(Instant::now() - t0, ms(15));
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].at, t0);
+    assert_eq!(calls[1].at, t0 + ms(10));
+    assert_eq!((stats.hedges(), stats.won()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_before_the_delay_sends_no_hedge() {
+    let upstream = Upstream::new(ms(9), 200);
+    let layer = fixed(Budget::default(), ms(10), 1, 1.0);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    for _ in 0..10 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    // Long after: no timer left behind fires a hedge.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(upstream.count(), 10);
+    assert_eq!((stats.requests(), stats.hedges()), (10, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_hedge_starts_at_the_p95_of_the_answers_fed() {
+    let upstream = Upstream::new(ms(1), 200);
+    upstream.script((1..=100).map(|i| (ms(i), 200)));
+    let layer = percentile_layer(100);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    for i in 1..=100 {
+        assert_eq!(stats.delay(), None, "no delay before answer {i}");
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    assert_eq!(
+        upstream.count(),
+        100,
+        "no hedge while the samples were too few"
+    );
+    let delay = stats.delay().expect("100 answers: the percentile is known");
+    // The p95 of 1..=100 ms is 95 ms; the histogram's bucket is within 12.5% of it.
+    let error = (delay.as_secs_f64() * 1e3 - 95.0).abs();
+    assert!(error <= 95.0 / 8.0, "{delay:?}");
+
+    upstream.script([(Duration::from_secs(1), 200), (ms(1), 200)]);
+    let t0 = Instant::now();
+    let res = svc.clone().oneshot(get()).await.unwrap();
+    assert_eq!(res.body(), "call 101");
+    let calls = upstream.calls();
+    assert_eq!(calls[100].at, t0);
+    // The delay has microsecond resolution; tokio's timer wheel fires on the next whole
+    // millisecond of its clock.
+    let sent = calls[101].at - t0;
+    assert!(
+        sent >= delay && sent < delay + ms(1),
+        "the hedge starts at the percentile: {sent:?} for {delay:?}"
+    );
+    assert_eq!(Instant::now(), calls[101].at + ms(1));
+    assert_eq!((stats.hedges(), stats.won()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_before_the_minimum_number_of_samples() {
+    let upstream = Upstream::new(ms(10), 200);
+    let layer = percentile_layer(20);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    for _ in 0..19 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    // The 20th request is slow, but only 19 answers are known when it starts: no hedge.
+    upstream.script([(ms(500), 200)]);
+    svc.clone().oneshot(get()).await.unwrap();
+    assert_eq!(upstream.count(), 20);
+    assert_eq!(stats.hedges(), 0);
+    // Its answer is the 20th sample: the next slow request is hedged.
+    let delay = stats.delay().expect("20 samples");
+    assert!(delay < ms(12), "{delay:?}");
+    upstream.script([(ms(500), 200)]);
+    svc.clone().oneshot(get()).await.unwrap();
+    assert_eq!(upstream.count(), 22);
+    assert_eq!(stats.hedges(), 1);
+}
