@@ -5,13 +5,13 @@
 //! cargo run --release --example loadgen -- --endpoints HOST:PORT[,HOST:PORT...] --requests N \
 //!     --concurrency C [--rate RPS] [--timeout-ms MS] [--attempt-timeout-ms MS] [--method GET|POST]
 //!     [--body-bytes N] [--path /p] [--mode meshless|plain|tower] [--idempotent] [--no-retry]
-//!     [--hedge]
+//!     [--hedge] [--limit none|adaptive|aimd|N] [--no-breaker] [--throttle]
 //! ```
 //!
 //! The command line and the JSON are a contract for the harnesses that run this tool: stdout
 //! holds exactly one JSON object and nothing else; logs go to stderr. A bad command line (an
 //! unknown flag, a missing required one, a bad value, a name that does not resolve) prints the
-//! usage on stderr and exits with status 2, as does `--hedge`, which is not implemented yet.
+//! usage on stderr and exits with status 2 (so does `--hedge` outside meshless mode).
 //!
 //! ```json
 //! {"requests": 1000, "ok": 998, "failed": {"status_503": 2}, "attempts": 1130,
@@ -26,7 +26,7 @@
 //!   `timeout`, `connect`, `reset` or `other`. A meshless response body that fails after its
 //!   head came is named like a plain one; one cut off by the deadline is `deadline-exceeded`.
 //! - `attempts`: attempts made by the client — meshless: the requests that reached its retry
-//!   layer + retries, from `retry_stats()` (a request the client shed — open circuit, full
+//!   layer + retries (`retry_stats()`) + hedges (`hedge_stats()`) (a request the client shed — open circuit, full
 //!   limit, throttling — sent nothing, so `attempts` may be below `requests`); tower: counted between the retry and the per-attempt timeout; plain: one
 //!   per request.
 //! - `p50_ms` … `max_ms`: end-to-end latency of every request, success or failure, from the
@@ -122,10 +122,6 @@ fn main() -> ExitCode {
         Err(CliError::Help) => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;
-        }
-        Err(CliError::Hedge) => {
-            eprintln!("--hedge: hedging is not implemented yet in this version of meshless");
-            return ExitCode::from(2);
         }
         Err(CliError::Usage(message)) => {
             eprintln!("loadgen: {message}\n\n{USAGE}");

@@ -282,7 +282,29 @@ async fn failures_are_counted_by_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hedge_is_refused_with_status_2() {
+async fn hedge_turns_hedging_on_in_meshless_mode_only() {
+    // One backend of two hangs: hedges (after 100 answers teach the delay) rescue the GETs
+    // that land on it, and every request ends well within its deadline.
+    let (hanging, endpoints) =
+        fleet(&[Behavior::healthy(), Behavior::healthy().hangs(0.2)]).await;
+    let report = parse_report(
+        &loadgen(&[
+            "--endpoints",
+            &endpoints,
+            "--requests",
+            "400",
+            "--concurrency",
+            "4",
+            "--timeout-ms",
+            "2000",
+            "--hedge",
+        ])
+        .await,
+    );
+    assert_eq!(u(&report, "ok"), 400, "{report}");
+    assert!(u(&report, "attempts") > 400, "hedges are attempts: {report}");
+    hanging.shutdown().await;
+
     let (fleet, endpoints) = fleet(&healthy(1)).await;
     let output = loadgen(&[
         "--endpoints",
@@ -291,16 +313,14 @@ async fn hedge_is_refused_with_status_2() {
         "5",
         "--concurrency",
         "1",
+        "--mode",
+        "tower",
         "--hedge",
     ])
     .await;
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty(), "{}", text(&output.stdout));
-    assert!(
-        text(&output.stderr).contains("--hedge: hedging is not implemented yet"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert!(text(&output.stderr).contains("--hedge works in meshless mode only"));
     assert_eq!(fleet.totals().requests, 0);
     fleet.shutdown().await;
 }

@@ -83,7 +83,7 @@ impl Target {
                 // A request the client shed sent nothing: count those that reached the retry
                 // layer.
                 let retry = client.retry_stats();
-                retry.requests() + retry.retries()
+                retry.requests() + retry.retries() + client.hedge_stats().hedges()
             }
             Target::Plain(_) => requests,
             Target::Tower(t) => t.attempts(),
@@ -145,6 +145,7 @@ fn args(mode: Mode, timeout: Duration) -> Args {
         mode,
         idempotent: false,
         no_retry: false,
+        hedge: false,
         limit: LimitFlag::None,
         no_breaker: false,
         throttle: false,

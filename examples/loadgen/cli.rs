@@ -36,7 +36,9 @@ options:
                                tower: tower 0.5 p2c + peak-EWMA, retry under a TpsBudget
   --idempotent                 every request is safe to retry (POST too)
   --no-retry                   no retries (meshless and tower)
-  --hedge                      not implemented yet (exits with status 2)
+  --hedge                      hedged requests (meshless only): an idempotent request with no
+                               answer after the p95 of recent answers gets a second attempt at
+                               another endpoint, within the retry budget and a 5% extra load
   --limit none|adaptive|aimd|N concurrency limit (meshless only; default none, the client's
                                default): the gradient or AIMD adaptive limit, or at most N
                                requests in flight; excess requests fail at once
@@ -83,6 +85,7 @@ pub struct Args {
     pub mode: Mode,
     pub idempotent: bool,
     pub no_retry: bool,
+    pub hedge: bool,
     pub limit: LimitFlag,
     pub no_breaker: bool,
     pub throttle: bool,
@@ -106,8 +109,6 @@ pub enum LimitFlag {
 pub enum CliError {
     /// `--help`.
     Help,
-    /// `--hedge`, which does not exist yet.
-    Hedge,
     /// A bad command line; the message says what is wrong.
     Usage(String),
 }
@@ -248,8 +249,8 @@ where
         }
     }
 
-    if hedge {
-        return Err(CliError::Hedge);
+    if hedge && mode != Mode::Meshless {
+        return Err(usage("--hedge works in meshless mode only".into()));
     }
     let endpoints = endpoints.ok_or_else(|| usage("--endpoints is required".into()))?;
     let requests = requests.ok_or_else(|| usage("--requests is required".into()))?;
@@ -270,6 +271,7 @@ where
         mode,
         idempotent,
         no_retry,
+        hedge,
         limit,
         no_breaker,
         throttle,

@@ -1,13 +1,14 @@
 //! `--mode meshless`: `meshless::http::Client` with the library's default policy, changed only
 //! by the flags: `--timeout-ms` is its deadline, `--attempt-timeout-ms` its attempt timeout,
 //! `--no-retry` sets `max_retries(0)`, `--idempotent` marks every request idempotent,
-//! `--limit` sets a concurrency limit, `--no-breaker` turns the breaker off, `--throttle`
+//! `--hedge` turns hedging on with its defaults, `--limit` sets a concurrency limit, `--no-breaker` turns the breaker off, `--throttle`
 //! turns client-side throttling on.
 
 use super::cli::{Args, LimitFlag};
 use super::common::{EndpointReport, Outcome, Spec, finish};
 use meshless::ConfigError;
 use meshless::breaker::BreakerConfig;
+use meshless::hedge::HedgeConfig;
 use meshless::http::Client;
 use meshless::limit::{AimdConfig, Algorithm, GradientConfig, LimitConfig};
 use meshless::retry::Idempotency;
@@ -50,6 +51,9 @@ impl Meshless {
             breaker.enabled = false;
             builder = builder.breaker(breaker);
         }
+        if args.hedge {
+            builder = builder.hedge(HedgeConfig::default());
+        }
         if args.throttle {
             let mut throttle = ThrottleConfig::default();
             throttle.enabled = true;
@@ -73,11 +77,12 @@ impl Meshless {
         }
     }
 
-    /// Client-side attempts: every request that reached the retry layer, plus every retry.
-    /// A request the client shed (open circuit, full limit, throttling) sent nothing.
+    /// Client-side attempts: every request that reached the retry layer, plus every retry
+    /// and every hedge. A request the client shed (open circuit, full limit, throttling) sent
+    /// nothing.
     pub fn attempts(&self) -> u64 {
         let retry = self.client.retry_stats();
-        retry.requests() + retry.retries()
+        retry.requests() + retry.retries() + self.client.hedge_stats().hedges()
     }
 
     pub fn endpoints(&self) -> Vec<EndpointReport> {

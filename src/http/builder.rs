@@ -7,6 +7,7 @@ use super::endpoint::{EndpointService, Endpoints};
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder};
 use crate::breaker::{BreakerConfig, BreakerLayer};
+use crate::hedge::{HedgeConfig, HedgeLayer};
 use crate::budget::Budget;
 use crate::classify::Classifier;
 use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
@@ -57,6 +58,7 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`] | resilience4j, linkerd, Polly |
 /// | concurrency limit | none; see [`LimitConfig`] for the adaptive one | linkerd (none) |
 /// | client-side throttling | off; see [`ThrottleConfig`] | the breaker covers outages |
+/// | hedging | off; when on, see [`HedgeConfig`] | Finagle, Tail at Scale, gRPC A6 |
 /// | defer to a retrying caller | on | one retry layer per call chain (envoy#31597) |
 /// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
 /// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
@@ -97,6 +99,7 @@ pub struct ClientBuilder {
     breaker_route: Option<protect::BreakerRoute>,
     limit: LimitConfig,
     throttle: ThrottleConfig,
+    hedge: Option<HedgeConfig>,
     defer_to_caller: bool,
     service_name: String,
     metrics: bool,
@@ -132,6 +135,7 @@ impl Default for ClientBuilder {
             breaker_route: None,
             limit: LimitConfig::default(),
             throttle: ThrottleConfig::default(),
+            hedge: None,
             defer_to_caller: true,
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
             metrics: true,
@@ -437,7 +441,18 @@ impl ClientBuilder {
             .attempt_timeout
             .unwrap_or(deadline / attempts)
             .min(NO_LIMIT);
-        let retry = RetryLayer::new(self.budget.unwrap_or_default())
+        let budget = self.budget.unwrap_or_default();
+        let hedge_config = self.hedge.clone().unwrap_or_else(|| {
+            let mut off = HedgeConfig::default();
+            off.enabled = false;
+            off
+        });
+        let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
+            .idempotency(self.idempotency.clone())
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics);
+        let hedge_stats = hedge.stats();
+        let retry = RetryLayer::new(budget)
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
@@ -460,6 +475,7 @@ impl ClientBuilder {
             .layer(breaker)
             .layer(throttle)
             .layer(retry)
+            .layer(hedge)
             .layer(AttemptTimeoutLayer::new(attempt_timeout))
             .service(balance.clone());
         Ok(Client {
@@ -469,6 +485,7 @@ impl ClientBuilder {
             breaker: breaker_handle,
             limit: limit_handle,
             throttle: throttle_handle,
+            hedge: hedge_stats,
             service: Arc::from(self.service_name),
             _dns: dns,
         })

@@ -7,6 +7,7 @@ use crate::balance::{Balance, EndpointStats};
 use crate::breaker::{Breaker, BreakerHandle};
 use crate::deadline::{AttemptTimeout, Deadline};
 use crate::error::{BoxError, Error, Kind};
+use crate::hedge::{Hedge, HedgeStats};
 use crate::limit::{Limit, LimitHandle};
 use crate::retry::{CallerRetries, Retry, RetryStats};
 use crate::throttle::{Throttle, ThrottleHandle};
@@ -36,7 +37,7 @@ pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The layers, as their own types rather than boxed: a request then costs no allocation for
 /// the service clone nor for its future, and no dynamic call per poll.
-pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Attempt>>>>>;
+pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Hedge<Attempt>>>>>>;
 
 /// The attempt floor of the stack: the per-attempt timeout over the balancer.
 type Attempt = AttemptTimeout<Balance<SocketAddr, EndpointService>>;
@@ -71,6 +72,7 @@ pub struct Client {
     pub(crate) breaker: BreakerHandle,
     pub(crate) limit: LimitHandle,
     pub(crate) throttle: ThrottleHandle,
+    pub(crate) hedge: Arc<HedgeStats>,
     pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
@@ -216,6 +218,17 @@ impl Client {
     /// ```
     pub fn throttle(&self) -> ThrottleHandle {
         self.throttle.clone()
+    }
+
+    /// Hedging's counters: requests it saw, hedges sent and won, hedges refused and why, the
+    /// delay in force.
+    ///
+    /// ```
+    /// let client = meshless::http::Client::builder().endpoints(["127.0.0.1:1"]).build().unwrap();
+    /// assert_eq!(client.hedge_stats().hedges(), 0);
+    /// ```
+    pub fn hedge_stats(&self) -> Arc<HedgeStats> {
+        self.hedge.clone()
     }
 
     /// Requests that failed fast because no endpoint was ready.

@@ -3,6 +3,7 @@
 
 use super::ClientBuilder;
 use crate::breaker::BreakerConfig;
+use crate::hedge::HedgeConfig;
 use crate::limit::LimitConfig;
 use crate::throttle::ThrottleConfig;
 use std::borrow::Cow;
@@ -104,6 +105,28 @@ impl ClientBuilder {
     /// ```
     pub fn throttle(mut self, config: ThrottleConfig) -> Self {
         self.throttle = config;
+        self
+    }
+
+    /// Hedged requests (default: off): an idempotent request with no answer after the p95 of
+    /// recent answers gets a second attempt at another endpoint, and the first good answer
+    /// wins. Hedges draw on the retry budget (retries and hedges together never exceed it)
+    /// and on a 5% extra-load cap, and never start when the deadline would not let them
+    /// finish; the loser is cancelled, which charges no endpoint. One call turns it on with
+    /// the defaults of [`HedgeConfig`]: `.hedge(HedgeConfig::default())`. Checked by
+    /// [`build`](Self::build) (`hedge.<field>`).
+    ///
+    /// ```
+    /// use meshless::hedge::HedgeConfig;
+    ///
+    /// let client = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080", "127.0.0.1:8081"])
+    ///     .hedge(HedgeConfig::default())
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn hedge(mut self, config: HedgeConfig) -> Self {
+        self.hedge = Some(config);
         self
     }
 
