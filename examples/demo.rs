@@ -1,9 +1,10 @@
-//! The meshless demo: one workload, a misbehaving fleet, two clients side by side.
+//! The meshless demo: one workload, a misbehaving fleet, three clients side by side.
 //!
 //! It starts six backends on 127.0.0.1 (ports the OS picks): two healthy, one slow, one flaky,
 //! one that dies and comes back, one that hangs. Then it sends the same requests through a plain
-//! hyper-util client (round robin, no retries) and through `meshless::http::Client` with its
-//! defaults, and prints what each caller saw.
+//! hyper-util client (round robin, no retries), through `meshless::http::Client` with its
+//! defaults, and through the same client with hedging on (`.hedge(HedgeConfig::default())`),
+//! and prints what each caller saw and what hedging cost in extra attempts.
 //!
 //! ```text
 //! cargo run --release --example demo
@@ -14,6 +15,7 @@ use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
+use meshless::hedge::HedgeConfig;
 use meshless::testing::{Backend, Behavior, Fleet, Latency, Phase};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,32 +63,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     fleet.shutdown().await;
 
     eprintln!("running meshless…");
+    let fleet = Fleet::builder().backends(backends.clone()).start().await?;
+    let mesh = run_meshless(&fleet.addrs(), false).await?;
+    fleet.shutdown().await;
+
+    eprintln!("running meshless with hedging…");
     let fleet = Fleet::builder().backends(backends).start().await?;
-    let mesh = run_meshless(&fleet.addrs()).await?;
+    let hedged = run_meshless(&fleet.addrs(), true).await?;
     fleet.shutdown().await;
 
     println!();
     println!("{REQUESTS} GETs, {CONCURRENCY} at a time, a {DEADLINE:?} deadline each, against:");
     println!("  {}", names.join(", "));
     println!();
-    println!("{:<24} {:>14} {:>14}", "", "hyper-util", "meshless");
-    let row = |name: &str, a: String, b: String| println!("{name:<24} {a:>14} {b:>14}");
-    row("success", pct(plain.ok, REQUESTS), pct(mesh.ok, REQUESTS));
-    for (label, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
-        row(label, latency(plain.quantile(q)), latency(mesh.quantile(q)));
-    }
-    let per = |n: u64| format!("{:.3}", n as f64 / REQUESTS as f64);
-    row(
-        "attempts per request",
-        per(plain.attempts),
-        per(mesh.attempts),
+    println!(
+        "{:<24} {:>14} {:>14} {:>16}",
+        "", "hyper-util", "meshless", "meshless+hedge"
     );
+    let row = |name: &str, a: String, b: String, c: String| {
+        println!("{name:<24} {a:>14} {b:>14} {c:>16}")
+    };
+    let all = |f: &dyn Fn(&Outcome) -> String| (f(&plain), f(&mesh), f(&hedged));
+    let (a, b, c) = all(&|r| pct(r.ok, REQUESTS));
+    row("success", a, b, c);
+    for (label, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+        let (a, b, c) = all(&|r| latency(r.quantile(q)));
+        row(label, a, b, c);
+    }
+    let (a, b, c) = all(&|r| format!("{:.3}", r.attempts as f64 / REQUESTS as f64));
+    row("attempts per request", a, b, c);
+    let (a, b, c) = all(&|r| r.hedges.map_or("-".into(), |n| n.to_string()));
+    row("hedges sent", a, b, c);
     println!();
     println!("each endpoint's share of attempts:");
     for (i, name) in names.iter().enumerate() {
-        let share = |r: &Outcome| pct(r.per_endpoint[i] as usize, r.attempts as usize);
-        row(&format!("  {name}"), share(&plain), share(&mesh));
+        let (a, b, c) = all(&|r| pct(r.per_endpoint[i] as usize, r.attempts as usize));
+        row(&format!("  {name}"), a, b, c);
     }
+    println!();
+    println!(
+        "hedging cost {} extra attempts per 100 requests ({} hedges) and moved p99 from {} to {}",
+        format_args!(
+            "{:.1}",
+            (hedged.attempts as f64 - mesh.attempts as f64) * 100.0 / REQUESTS as f64
+        ),
+        hedged.hedges.unwrap_or(0),
+        latency(mesh.quantile(0.99)),
+        latency(hedged.quantile(0.99)),
+    );
     eprintln!("\ndone in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -94,7 +118,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// What one client saw.
 struct Outcome {
     ok: usize,
+    /// Attempts the endpoints saw, answered or cancelled (a hedge's loser is cancelled).
     attempts: u64,
+    /// Hedges sent, for a client that hedges.
+    hedges: Option<u64>,
     per_endpoint: Vec<u64>,
     latencies: Vec<Duration>,
 }
@@ -106,11 +133,14 @@ impl Outcome {
     }
 }
 
-async fn run_meshless(addrs: &[SocketAddr]) -> Result<Outcome, meshless::ConfigError> {
-    let client = meshless::http::Client::builder()
+async fn run_meshless(addrs: &[SocketAddr], hedge: bool) -> Result<Outcome, meshless::ConfigError> {
+    let mut builder = meshless::http::Client::builder()
         .endpoints(addrs.iter().map(|a| a.to_string()))
-        .deadline(DEADLINE)
-        .build()?;
+        .deadline(DEADLINE);
+    if hedge {
+        builder = builder.hedge(HedgeConfig::default());
+    }
+    let client = builder.build()?;
     let send = {
         let client = client.clone();
         move |_| {
@@ -130,12 +160,33 @@ async fn run_meshless(addrs: &[SocketAddr]) -> Result<Outcome, meshless::ConfigE
     let stats = client.endpoints();
     let per_endpoint = addrs
         .iter()
-        .map(|a| stats.iter().find(|s| s.key == *a).map_or(0, |s| s.requests))
+        .map(|a| {
+            stats
+                .iter()
+                .find(|s| s.key == *a)
+                .map_or(0, |s| s.requests + s.cancelled)
+        })
         .collect::<Vec<_>>();
     let attempts = per_endpoint.iter().sum();
     Ok(Outcome {
         ok,
         attempts,
+        hedges: hedge.then(|| {
+            let h = client.hedge_stats();
+            eprintln!(
+                "hedging: {} requests, {} hedges, {} won, delay {:?}, refused budget {} extra-load {} deadline {} idempotency {} body {}",
+                h.requests(),
+                h.hedges(),
+                h.won(),
+                h.delay(),
+                h.refused(meshless::hedge::Refusal::Budget),
+                h.refused(meshless::hedge::Refusal::ExtraLoad),
+                h.refused(meshless::hedge::Refusal::Deadline),
+                h.refused(meshless::hedge::Refusal::NotIdempotent),
+                h.refused(meshless::hedge::Refusal::Body),
+            );
+            h.hedges()
+        }),
         per_endpoint,
         latencies,
     })
@@ -170,6 +221,7 @@ async fn run_plain(addrs: &[SocketAddr]) -> Outcome {
     Outcome {
         ok,
         attempts: per_endpoint.iter().sum(),
+        hedges: None,
         per_endpoint,
         latencies,
     }

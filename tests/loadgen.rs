@@ -285,8 +285,7 @@ async fn failures_are_counted_by_reason() {
 async fn hedge_turns_hedging_on_in_meshless_mode_only() {
     // One backend of two hangs: hedges (after 100 answers teach the delay) rescue the GETs
     // that land on it, and every request ends well within its deadline.
-    let (hanging, endpoints) =
-        fleet(&[Behavior::healthy(), Behavior::healthy().hangs(0.2)]).await;
+    let (hanging, endpoints) = fleet(&[Behavior::healthy(), Behavior::healthy().hangs(0.2)]).await;
     let report = parse_report(
         &loadgen(&[
             "--endpoints",
@@ -302,7 +301,10 @@ async fn hedge_turns_hedging_on_in_meshless_mode_only() {
         .await,
     );
     assert_eq!(u(&report, "ok"), 400, "{report}");
-    assert!(u(&report, "attempts") > 400, "hedges are attempts: {report}");
+    assert!(
+        u(&report, "attempts") > 400,
+        "hedges are attempts: {report}"
+    );
     hanging.shutdown().await;
 
     let (fleet, endpoints) = fleet(&healthy(1)).await;
