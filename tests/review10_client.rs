@@ -119,7 +119,9 @@ async fn review10_callers_too_short_deadlines_do_not_open_the_breaker() {
         .unwrap();
     let mut deadline_exceeded = 0;
     for _ in 0..30 {
-        let mut req = http::Request::get("/").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let mut req = http::Request::get("/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
         req.extensions_mut().insert(RequestDeadline::after(5 * MS));
         match client.request(req).await {
             Err(e) if e.kind() == Kind::DeadlineExceeded => deadline_exceeded += 1,
@@ -196,8 +198,16 @@ async fn review10_one_bad_endpoint_among_healthy_ones_keeps_the_breaker_closed()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review10_cancellations_release_every_limit_permit() {
     let fleet = Fleet::builder()
-        .backend(Behavior::healthy().latency(Latency::lognormal(2 * MS, 10 * MS)).body_size(100_000))
-        .backend(Behavior::healthy().latency(Latency::lognormal(2 * MS, 10 * MS)).body_size(100_000))
+        .backend(
+            Behavior::healthy()
+                .latency(Latency::lognormal(2 * MS, 10 * MS))
+                .body_size(100_000),
+        )
+        .backend(
+            Behavior::healthy()
+                .latency(Latency::lognormal(2 * MS, 10 * MS))
+                .body_size(100_000),
+        )
         .start()
         .await
         .unwrap();
@@ -221,12 +231,16 @@ async fn review10_cancellations_release_every_limit_permit() {
                             let _ = tokio::time::timeout(cut, client.get("/")).await;
                         }
                         1 => {
-                            if let Ok(Ok(res)) = tokio::time::timeout(cut * 4, client.get("/")).await {
+                            if let Ok(Ok(res)) =
+                                tokio::time::timeout(cut * 4, client.get("/")).await
+                            {
                                 drop(res);
                             }
                         }
                         _ => {
-                            if let Ok(Ok(res)) = tokio::time::timeout(cut * 4, client.get("/")).await {
+                            if let Ok(Ok(res)) =
+                                tokio::time::timeout(cut * 4, client.get("/")).await
+                            {
                                 use http_body_util::BodyExt;
                                 let mut body = res.into_body();
                                 let _ = body.frame().await;
@@ -244,7 +258,11 @@ async fn review10_cancellations_release_every_limit_permit() {
     tokio::time::sleep(100 * MS).await;
     assert_eq!(client.limit().in_flight(), 0, "permits leaked");
     assert_eq!(client.limit().waiting(), 0, "waiters leaked");
-    assert_eq!(client.breaker().state(), BreakerState::Closed, "cancellations tripped the breaker");
+    assert_eq!(
+        client.breaker().state(),
+        BreakerState::Closed,
+        "cancellations tripped the breaker"
+    );
     // The client still works.
     let res = client.get("/").await.expect("works");
     assert_eq!(res.status(), 200);
@@ -274,7 +292,11 @@ async fn review10_shadow_mode_reports_no_refusals_in_client_stats() {
         assert_eq!(res.status(), 500);
     }
     let stats = client.stats();
-    assert_eq!(fleet.backend(0).counters().requests(), 60, "every request was sent");
+    assert_eq!(
+        fleet.backend(0).counters().requests(),
+        60,
+        "every request was sent"
+    );
     assert_eq!(
         stats.circuit_open, 0,
         "ClientStats says {} requests were refused by the breaker (requests {}), yet all 60 were sent",

@@ -78,10 +78,16 @@ fn limits() -> Vec<(&'static str, LimitConfig)> {
     for f in F {
         let mut g = GradientConfig::default();
         g.smoothing = f;
-        out.push(("limit.smoothing", with(Algorithm::Gradient(g), Duration::ZERO)));
+        out.push((
+            "limit.smoothing",
+            with(Algorithm::Gradient(g), Duration::ZERO),
+        ));
         let mut g = GradientConfig::default();
         g.tolerance = f;
-        out.push(("limit.tolerance", with(Algorithm::Gradient(g), Duration::ZERO)));
+        out.push((
+            "limit.tolerance",
+            with(Algorithm::Gradient(g), Duration::ZERO),
+        ));
         let mut a = AimdConfig::default();
         a.backoff = f;
         out.push(("limit.backoff", with(Algorithm::Aimd(a), Duration::ZERO)));
@@ -100,14 +106,20 @@ fn limits() -> Vec<(&'static str, LimitConfig)> {
         out.push(("limit.max_wait", with(Algorithm::Unlimited, d)));
     }
     for n in [0, 1, u32::MAX] {
-        out.push(("limit.max", with(Algorithm::Fixed { max: n }, Duration::MAX)));
+        out.push((
+            "limit.max",
+            with(Algorithm::Fixed { max: n }, Duration::MAX),
+        ));
         let mut g = GradientConfig::default();
         (g.initial, g.min, g.max) = (n, n, n);
         out.push(("limit.min", with(Algorithm::Gradient(g), Duration::ZERO)));
         let mut g = GradientConfig::default();
         g.min_samples = n;
         g.long_window = n;
-        out.push(("limit.min_samples", with(Algorithm::Gradient(g), Duration::ZERO)));
+        out.push((
+            "limit.min_samples",
+            with(Algorithm::Gradient(g), Duration::ZERO),
+        ));
         let mut a = AimdConfig::default();
         (a.initial, a.min, a.max) = (n, n, n);
         out.push(("limit.min", with(Algorithm::Aimd(a), Duration::ZERO)));
@@ -136,7 +148,12 @@ fn throttles() -> Vec<(&'static str, ThrottleConfig)> {
     out
 }
 
-fn answer(status: u16) -> impl Fn(Request<()>) -> std::future::Ready<Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>> + Clone {
+fn answer(
+    status: u16,
+) -> impl Fn(
+    Request<()>,
+) -> std::future::Ready<Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>>
++ Clone {
     move |_req| {
         std::future::ready(Ok(Response::builder()
             .status(status)
@@ -182,9 +199,10 @@ async fn review10_hostile_settings_error_or_work_never_panic() {
                     let svc = svc.clone();
                     tasks.push(tokio::spawn(async move {
                         let mut req = Request::new(());
-                        req.extensions_mut().insert(meshless::deadline::RequestDeadline::after(
-                            Duration::from_millis(50),
-                        ));
+                        req.extensions_mut()
+                            .insert(meshless::deadline::RequestDeadline::after(
+                                Duration::from_millis(50),
+                            ));
                         let _ = svc.oneshot(req).await;
                     }));
                     tokio::time::advance(Duration::from_micros(300)).await;

@@ -22,12 +22,18 @@ fn review10_in_flight_gauge_returns_to_zero_under_racing_threads() {
         Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
     }));
     let gauge = || {
-        snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
-            (key.key().name() == meshless::observe::CONCURRENCY_IN_FLIGHT).then(|| match value {
-                DebugValue::Gauge(g) => g.into_inner(),
-                _ => f64::NAN,
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                (key.key().name() == meshless::observe::CONCURRENCY_IN_FLIGHT).then(
+                    || match value {
+                        DebugValue::Gauge(g) => g.into_inner(),
+                        _ => f64::NAN,
+                    },
+                )
             })
-        })
     };
     const THREADS: usize = 2;
     const ROUNDS: usize = 20_000;

@@ -23,7 +23,9 @@ fn ok_after(
     Request<()>,
     Response = Response<http_body_util::Empty<bytes::Bytes>>,
     Error = Infallible,
-    Future = impl std::future::Future<Output = Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>> + Send,
+    Future = impl std::future::Future<
+        Output = Result<Response<http_body_util::Empty<bytes::Bytes>>, Infallible>,
+    > + Send,
 > + Clone
 + Send {
     service_fn(move |_req: Request<()>| {
@@ -62,7 +64,8 @@ async fn review10_throttle_a_burst_at_start_to_an_accepting_upstream_is_not_thro
         }
     }
     assert_eq!(
-        throttled, 0,
+        throttled,
+        0,
         "{throttled} of 100 requests throttled locally though the upstream accepted every one \
          it saw ({} received)",
         received.load(Ordering::SeqCst)
@@ -79,7 +82,11 @@ async fn review10_gradient_initial_is_the_starting_limit() {
     let mut config = LimitConfig::default();
     config.algorithm = Algorithm::Gradient(g);
     let layer = LimitLayer::from_config(&config).unwrap();
-    assert_eq!(layer.handle().limit(), 100, "the configured initial limit is not used at start");
+    assert_eq!(
+        layer.handle().limit(),
+        100,
+        "the configured initial limit is not used at start"
+    );
 }
 
 /// A fixed limit of 1 with a long `max_wait`: a waiter whose deadline is 100 ms away is
@@ -125,7 +132,11 @@ async fn review10_limit_waits_fifo_never_past_the_deadline_and_releases_on_drop(
     assert_eq!(handle.waiting(), 4);
     let err = short.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), Kind::ConcurrencyLimited);
-    assert!(start.elapsed() <= 100 * MS, "waited {:?} past the deadline", start.elapsed());
+    assert!(
+        start.elapsed() <= 100 * MS,
+        "waited {:?} past the deadline",
+        start.elapsed()
+    );
     dropped.abort();
     let _ = dropped.await;
     holder.await.unwrap().unwrap();
@@ -164,15 +175,15 @@ async fn review10_breaker_half_open_admits_exactly_n_and_cancelled_probes_are_re
     let fail = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Notify::new());
     let (r, f, g) = (received.clone(), fail.clone(), gate.clone());
-    let layer = BreakerLayer::from_config(&breaker_config()).unwrap().metrics(false);
+    let layer = BreakerLayer::from_config(&breaker_config())
+        .unwrap()
+        .metrics(false);
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(move |_req: Request<()>| {
         let (r, f, g) = (r.clone(), f.clone(), g.clone());
         async move {
             if f.load(Ordering::SeqCst) == 1 {
-                return Ok::<_, Infallible>(
-                    Response::builder().status(503).body(()).unwrap(),
-                );
+                return Ok::<_, Infallible>(Response::builder().status(503).body(()).unwrap());
             }
             r.fetch_add(1, Ordering::SeqCst);
             g.notified().await;
@@ -207,7 +218,11 @@ async fn review10_breaker_half_open_admits_exactly_n_and_cancelled_probes_are_re
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(received.load(Ordering::SeqCst), 6, "cancelled probes replaced exactly");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        6,
+        "cancelled probes replaced exactly"
+    );
     gate.notify_waiters();
     let mut ok = 0;
     for p in probes {
@@ -228,7 +243,9 @@ async fn review10_breaker_hung_probes_do_not_wedge_the_circuit() {
     let fail = Arc::new(AtomicU64::new(0));
     let hang = Arc::new(AtomicU64::new(1));
     let (f, h) = (fail.clone(), hang.clone());
-    let layer = BreakerLayer::from_config(&breaker_config()).unwrap().metrics(false);
+    let layer = BreakerLayer::from_config(&breaker_config())
+        .unwrap()
+        .metrics(false);
     let handle = layer.handle();
     let mut svc = layer.layer(service_fn(move |_req: Request<()>| {
         let (f, h) = (f.clone(), h.clone());

@@ -81,7 +81,12 @@ async fn review10_hop_guard_does_not_leave_a_chain_with_no_retry_at_all() {
         let n = cc.fetch_add(1, Ordering::SeqCst);
         async move {
             let status = if n == 0 { 503 } else { 200 };
-            Ok::<_, Infallible>(Response::builder().status(status).body(Body::default()).unwrap())
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(status)
+                    .body(Body::default())
+                    .unwrap(),
+            )
         }
     });
     let b_client = RetryLayer::new(Budget::default())
@@ -104,7 +109,10 @@ async fn review10_hop_guard_does_not_leave_a_chain_with_no_retry_at_all() {
                 .await
                 .unwrap();
             Ok::<_, Infallible>(
-                Response::builder().status(res.status()).body(Body::default()).unwrap(),
+                Response::builder()
+                    .status(res.status())
+                    .body(Body::default())
+                    .unwrap(),
             )
         }
     }));
@@ -114,7 +122,11 @@ async fn review10_hop_guard_does_not_leave_a_chain_with_no_retry_at_all() {
         .metrics(false)
         .layer(b);
     let res = a
-        .oneshot(Request::post("http://b/orders").body(Body::from("x")).unwrap())
+        .oneshot(
+            Request::post("http://b/orders")
+                .body(Body::from("x"))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -140,7 +152,12 @@ async fn review10_first_attempt_does_not_forward_a_foreign_previous_attempts_hea
             req.headers().get("grpc-previous-rpc-attempts").cloned(),
         ));
         async move {
-            Ok::<_, Infallible>(Response::builder().status(200).body(Body::default()).unwrap())
+            Ok::<_, Infallible>(
+                Response::builder()
+                    .status(200)
+                    .body(Body::default())
+                    .unwrap(),
+            )
         }
     });
     let client = RetryLayer::new(Budget::default())
@@ -151,7 +168,10 @@ async fn review10_first_attempt_does_not_forward_a_foreign_previous_attempts_hea
     let req = Request::post("http://c/svc.Echo/Say")
         .header("content-type", "application/grpc")
         .header("grpc-previous-rpc-attempts", "4")
-        .header("x-meshless-attempt", "\u{0}garbage-ÿ".repeat(1).as_str().replace('\u{0}', ""))
+        .header(
+            "x-meshless-attempt",
+            "\u{0}garbage-ÿ".repeat(1).as_str().replace('\u{0}', ""),
+        )
         .body(Body::default())
         .unwrap();
     let _ = client.oneshot(req).await.unwrap();
@@ -198,7 +218,9 @@ async fn review10_hostile_attempt_headers_never_panic() {
 async fn review10_a_limit_refusal_leaves_a_stale_breaker_refusal_in_a_long_lived_service() {
     let received = Arc::new(AtomicU64::new(0));
     let r = received.clone();
-    let breaker = BreakerLayer::from_config(&BreakerConfig::default()).unwrap().metrics(false);
+    let breaker = BreakerLayer::from_config(&BreakerConfig::default())
+        .unwrap()
+        .metrics(false);
     let bh = breaker.handle();
     let limit = LimitLayer::fixed(1);
     let mut svc = limit.layer(breaker.layer(service_fn(move |_req: Request<()>| {
