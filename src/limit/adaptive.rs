@@ -4,7 +4,7 @@ use super::config::{AimdConfig, GradientConfig};
 use crate::primitives::clock::{Clock, whole_nanos};
 use crate::primitives::histogram::Histogram;
 use rand::RngExt as _;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,6 +41,11 @@ pub(crate) struct Gradient {
     /// While the baseline is measured: when the probe began (nanoseconds of `clock`), so that
     /// requests admitted before it, at a higher concurrency, give no sample. `u64::MAX` else.
     probe_since: AtomicU64,
+    /// The limit during slow start, grown by one per success that found it at least half
+    /// used; 0 once slow start is over.
+    slow: AtomicU32,
+    /// A drop was seen during slow start: it ends at the window's close.
+    slow_dropped: AtomicBool,
     state: Mutex<GradientState>,
 }
 
@@ -50,6 +55,8 @@ struct GradientState {
     long: f64,
     /// When the next recalculation of the baseline may start, in nanoseconds of `clock`.
     next_probe: u64,
+    /// Consecutive busy windows of slow start slower than `tolerance` × the baseline.
+    queued: u32,
 }
 
 impl Gradient {
@@ -63,20 +70,22 @@ impl Gradient {
             window_end: AtomicU64::new(window),
             window,
             baseline: AtomicU64::new(0),
-            probe_since: AtomicU64::new(0),
+            probe_since: AtomicU64::new(u64::MAX),
+            slow: AtomicU32::new(config.initial.max(1)),
+            slow_dropped: AtomicBool::new(false),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
                 next_probe: u64::MAX,
+                queued: 0,
             }),
             config,
         }
     }
 
-    /// The limit to start with: the first window measures the baseline at the minimum, so that
-    /// a client started against a saturated upstream does not take its queue for its speed.
+    /// The limit to start with: `initial`, from which slow start grows.
     pub(crate) fn starting_limit(&self) -> u32 {
-        self.config.min
+        self.config.initial
     }
 
     /// The baseline round trip: how long a request takes when nothing queues.
@@ -89,8 +98,12 @@ impl Gradient {
     pub(crate) fn on_sample(&self, sample: Sample, now: Instant, in_flight: u32) -> Option<u32> {
         // Drops give no RTT: a fast 503 says nothing of the latency of a good answer.
         let Sample::Rtt(rtt) = sample else {
+            if self.slow.load(Ordering::Relaxed) != 0 {
+                self.slow_dropped.store(true, Ordering::Relaxed);
+            }
             return None;
         };
+        let grown = self.slow_grow(in_flight);
         let now = self.clock.nanos(now);
         let probe_since = self.probe_since.load(Ordering::Relaxed);
         if probe_since != u64::MAX && now.saturating_sub(whole_nanos(rtt)) < probe_since {
@@ -103,27 +116,104 @@ impl Gradient {
         }
         let end = self.window_end.load(Ordering::Relaxed);
         if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
-            return None;
+            return grown;
         }
         // One thread recalculates; the others never wait for it.
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => return grown,
         };
         if self.window_end.load(Ordering::Relaxed) != end {
-            return None;
+            return grown;
         }
         self.window_end
             .store(now.saturating_add(self.window), Ordering::Relaxed);
         self.samples.store(0, Ordering::Relaxed);
         let peak = self.peak.swap(0, Ordering::Relaxed);
-        let short = self.rtts.take_median()?.max(1.0);
-        Some(self.update(&mut state, short, peak, now))
+        let Some(short) = self.rtts.take_median() else {
+            return grown;
+        };
+        Some(self.update(&mut state, short.max(1.0), peak, now))
+    }
+
+    /// Slow start, as TCP's: while no queueing has been seen, each success that found the
+    /// limit more than half used adds one (so it stops at twice the demand, Netflix's
+    /// app-limited rule), so a limit in demand doubles every round trip
+    /// rather than growing by √limit a window. Returns the new limit when it grew.
+    fn slow_grow(&self, in_flight: u32) -> Option<u32> {
+        let max = self.config.max;
+        self.slow
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                (limit != 0 && limit < max && in_flight.saturating_mul(2) > limit)
+                    .then(|| limit + 1)
+            })
+            .ok()
+            .map(|old| old + 1)
+    }
+
+    /// The close of a window during slow start: the baseline is the lowest busy window median
+    /// so far (no window is spent at `min` to measure it); two busy windows in a row slower
+    /// than `tolerance` × the baseline, or a drop, end slow start at half the limit reached,
+    /// and the baseline is then measured again at `min` (the recalculation). An idle window's latency is the upstream's own: the
+    /// baseline follows it, as after slow start.
+    fn slow_window(
+        &self,
+        state: &mut GradientState,
+        short: f64,
+        peak: u32,
+        now: u64,
+    ) -> Option<u32> {
+        let limit = self.slow.load(Ordering::Relaxed);
+        if limit == 0 {
+            return None;
+        }
+        let c = &self.config;
+        let first = state.long == 0.0;
+        if first {
+            state.next_probe = self.next_probe(now);
+        }
+        let busy = peak.saturating_mul(2) >= limit;
+        let queueing = !first && busy && short > c.tolerance * state.long;
+        state.queued = if queueing { state.queued + 1 } else { 0 };
+        // One slow window may be noise (a median moves by a histogram bucket, 22%, at times):
+        // slow start ends at the second in a row, or at once on a drop.
+        let dropped = self.slow_dropped.load(Ordering::Relaxed);
+        if state.queued == 1 && !dropped {
+            return Some(limit);
+        }
+        if !queueing && !dropped {
+            state.long = if first {
+                short
+            } else if busy {
+                state.long.min(short)
+            } else {
+                state.long + (short - state.long) * IDLE_WEIGHT
+            };
+            state.estimate = f64::from(limit);
+            self.baseline.store(state.long as u64, Ordering::Relaxed);
+            return Some(limit);
+        }
+        self.slow.store(0, Ordering::Relaxed);
+        if first {
+            state.long = short;
+            self.baseline.store(short as u64, Ordering::Relaxed);
+        }
+        state.estimate = (f64::from(limit) / 2.0).clamp(f64::from(c.min), f64::from(c.max));
+        // The baseline was learnt at `initial` or above, where a saturated upstream already
+        // queues: the recalculation measures it now rather than `recalculation` from now.
+        if !c.recalculation.is_zero() && state.estimate > f64::from(c.min) {
+            self.probe_since.store(now, Ordering::Relaxed);
+            return Some(c.min);
+        }
+        Some(state.estimate as u32)
     }
 
     fn update(&self, state: &mut GradientState, short: f64, peak: u32, now: u64) -> u32 {
         let c = &self.config;
+        if let Some(limit) = self.slow_window(state, short, peak, now) {
+            return limit;
+        }
         if self.probe_since.load(Ordering::Relaxed) != u64::MAX {
             // The probe's window: its median, at the minimum concurrency, is the baseline.
             self.probe_since.store(u64::MAX, Ordering::Relaxed);
@@ -245,15 +335,20 @@ mod tests {
     }
 
     #[test]
-    fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
+    fn it_starts_at_initial_and_slow_start_doubles_a_limit_in_demand() {
         let (g, t0) = gradient();
-        assert_eq!(g.starting_limit(), 20, "starts at min");
+        assert_eq!(g.starting_limit(), 20, "starts at initial");
+        // Each success that found the limit more than half used adds one…
+        assert_eq!(g.on_sample(Sample::Rtt(10 * MS), t0, 20), Some(21));
         assert_eq!(
-            feed(&g, 10 * MS, t0 + 50 * MS, 20, 10),
-            None,
-            "window not over"
+            feed(&g, 10 * MS, t0, 21, 19),
+            Some(40),
+            "doubled in a round trip"
         );
-        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 20, 1), Some(20));
+        // …none that found it half used or less (Netflix's app-limited rule).
+        assert_eq!(feed(&g, 10 * MS, t0, 20, 10), None);
+        // The first window learns the baseline without a window at min.
+        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 40, 1), Some(41));
         let baseline = g.baseline();
         assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
     }
@@ -263,33 +358,44 @@ mod tests {
         let (g, t0) = gradient();
         assert_eq!(g.on_sample(Sample::Drop, t0 + 200 * MS, 20), None);
         assert_eq!(
-            feed(&g, 10 * MS, t0 + 200 * MS, 20, 9),
+            feed(&g, 10 * MS, t0 + 200 * MS, 10, 9),
             None,
             "9 < min_samples"
         );
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 1), Some(20));
+        // The drop ends slow start, at half the limit (here min).
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 10, 1), Some(20));
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn a_busy_window_at_the_baseline_grows_and_a_queueing_one_cuts() {
+    fn slow_start_ends_at_the_second_queueing_window_then_measures_the_baseline_at_min() {
         let (g, t0) = gradient();
-        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
-        // Busy (20 ≥ 20 / 2), latency at the baseline: + about √20 × 0.2.
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 10), Some(20));
-        let grown = feed(&g, 10 * MS, t0 + 300 * MS, 20, 10);
-        assert!(grown > Some(20), "{grown:?}");
-        // Four times the baseline: gradient 0.5, the estimate falls.
-        let cut = feed(&g, 40 * MS, t0 + 400 * MS, 21, 10);
-        assert!(cut < grown, "{cut:?} after {grown:?}");
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
+        // In demand and at the baseline: slow start grows to 80, and the window keeps it.
+        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(80));
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 40, 1), Some(80));
+        // Queueing (three times the baseline), busy: one window may be noise…
+        assert_eq!(feed(&g, 30 * MS, t0 + 300 * MS, 40, 10), Some(80));
+        // …the second ends slow start and measures the baseline at min, then restores half.
+        assert_eq!(feed(&g, 30 * MS, t0 + 400 * MS, 40, 10), Some(20));
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
+        assert_eq!(feed(&g, 12 * MS, t0 + 500 * MS, 10, 10), Some(40));
+        let baseline = g.baseline();
+        assert!(baseline > 10 * MS && baseline < 14 * MS, "{baseline:?}");
+        // After slow start, the gradient rule: busy and four times the baseline cuts.
+        let cut = feed(&g, 48 * MS, t0 + 600 * MS, 40, 10);
+        assert!(cut < Some(40), "{cut:?}");
     }
 
     #[test]
     fn an_idle_window_changes_nothing_but_the_baseline() {
         let (g, t0) = gradient();
-        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
         // 5 in flight, under half the limit: four times slower, the limit stays.
         assert_eq!(feed(&g, 40 * MS, t0 + 200 * MS, 5, 10), Some(20));
+        assert_eq!(feed(&g, 40 * MS, t0 + 300 * MS, 5, 10), Some(20));
         assert!(g.baseline() > 15 * MS, "{:?}", g.baseline());
+        assert_ne!(g.slow.load(Ordering::Relaxed), 0, "still in slow start");
     }
 
     fn aimd() -> Aimd {
