@@ -170,7 +170,7 @@ async fn review10_first_attempt_does_not_forward_a_foreign_previous_attempts_hea
         .header("grpc-previous-rpc-attempts", "4")
         .header(
             "x-meshless-attempt",
-            "\u{0}garbage-ÿ".repeat(1).as_str().replace('\u{0}', ""),
+            "\u{0}garbage-ÿ".to_string().as_str().replace('\u{0}', ""),
         )
         .body(Body::default())
         .unwrap();
