@@ -44,8 +44,11 @@ pub(crate) struct Gradient {
     /// The limit during slow start, grown by one per success that found it at least half
     /// used; 0 once slow start is over.
     slow: AtomicU32,
-    /// A drop was seen during slow start: it ends at the window's close.
-    slow_dropped: AtomicBool,
+    /// Slow start ends at the window's close, which comes at once: a drop was seen, or a run
+    /// of late successes.
+    slow_over: AtomicBool,
+    /// Consecutive successes slower than tolerance² × the baseline during slow start.
+    late_run: AtomicU32,
     state: Mutex<GradientState>,
 }
 
@@ -57,6 +60,9 @@ struct GradientState {
     next_probe: u64,
     /// Consecutive busy windows of slow start slower than `tolerance` × the baseline.
     queued: u32,
+    /// The successes per microsecond of the window that ended slow start, to set the limit
+    /// from once the baseline is measured again.
+    resume: Option<f64>,
 }
 
 impl Gradient {
@@ -72,12 +78,14 @@ impl Gradient {
             baseline: AtomicU64::new(0),
             probe_since: AtomicU64::new(u64::MAX),
             slow: AtomicU32::new(config.initial.max(1)),
-            slow_dropped: AtomicBool::new(false),
+            slow_over: AtomicBool::new(false),
+            late_run: AtomicU32::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
                 next_probe: u64::MAX,
                 queued: 0,
+                resume: None,
             }),
             config,
         }
@@ -99,11 +107,11 @@ impl Gradient {
         // Drops give no RTT: a fast 503 says nothing of the latency of a good answer.
         let Sample::Rtt(rtt) = sample else {
             if self.slow.load(Ordering::Relaxed) != 0 {
-                self.slow_dropped.store(true, Ordering::Relaxed);
+                self.slow_over.store(true, Ordering::Relaxed);
             }
             return None;
         };
-        let grown = self.slow_grow(in_flight);
+        let grown = self.slow_grow(in_flight, rtt);
         let now = self.clock.nanos(now);
         let probe_since = self.probe_since.load(Ordering::Relaxed);
         if probe_since != u64::MAX && now.saturating_sub(whole_nanos(rtt)) < probe_since {
@@ -115,7 +123,8 @@ impl Gradient {
             self.peak.fetch_max(in_flight, Ordering::Relaxed);
         }
         let end = self.window_end.load(Ordering::Relaxed);
-        if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
+        let over = self.slow_late(rtt);
+        if (now < end && !over) || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
             return grown;
         }
         // One thread recalculates; the others never wait for it.
@@ -129,19 +138,51 @@ impl Gradient {
         }
         self.window_end
             .store(now.saturating_add(self.window), Ordering::Relaxed);
-        self.samples.store(0, Ordering::Relaxed);
+        let count = self.samples.swap(0, Ordering::Relaxed);
+        // Successes per microsecond over the window (it may have been extended).
+        let since = end.saturating_sub(self.window);
+        let rate = f64::from(count) / (now.saturating_sub(since).max(1) as f64 / 1_000.0);
         let peak = self.peak.swap(0, Ordering::Relaxed);
         let Some(short) = self.rtts.take_median() else {
             return grown;
         };
-        Some(self.update(&mut state, short.max(1.0), peak, now))
+        Some(self.update(&mut state, short.max(1.0), peak, rate, now))
+    }
+
+    /// Whether slow start must end now: `2 × min_samples` successes in a row slower than
+    /// tolerance² × the baseline (a healthy upstream's tail gives no such run; a queue does,
+    /// a window sooner than its median would).
+    fn slow_late(&self, rtt: Duration) -> bool {
+        if self.slow.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let baseline = self.baseline.load(Ordering::Relaxed) as f64;
+        let tolerance = self.config.tolerance;
+        if baseline == 0.0 || rtt.as_micros() as f64 <= tolerance * tolerance * baseline {
+            self.late_run.store(0, Ordering::Relaxed);
+            return self.slow_over.load(Ordering::Relaxed);
+        }
+        let run = self.late_run.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= self.config.min_samples.saturating_mul(2) {
+            self.slow_over.store(true, Ordering::Relaxed);
+        }
+        self.slow_over.load(Ordering::Relaxed)
     }
 
     /// Slow start, as TCP's: while no queueing has been seen, each success that found the
     /// limit more than half used adds one (so it stops at twice the demand, Netflix's
     /// app-limited rule), so a limit in demand doubles every round trip
     /// rather than growing by √limit a window. Returns the new limit when it grew.
-    fn slow_grow(&self, in_flight: u32) -> Option<u32> {
+    fn slow_grow(&self, in_flight: u32, rtt: Duration) -> Option<u32> {
+        if self.slow.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        // As HyStart's delay increase: a success slower than tolerance × the baseline may be
+        // the start of a queue, and growing on it overshoots by the window it takes to see.
+        let baseline = self.baseline.load(Ordering::Relaxed) as f64;
+        if baseline > 0.0 && rtt.as_micros() as f64 > self.config.tolerance * baseline {
+            return None;
+        }
         let max = self.config.max;
         self.slow
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
@@ -162,6 +203,7 @@ impl Gradient {
         state: &mut GradientState,
         short: f64,
         peak: u32,
+        rate: f64,
         now: u64,
     ) -> Option<u32> {
         let limit = self.slow.load(Ordering::Relaxed);
@@ -175,11 +217,17 @@ impl Gradient {
         }
         let busy = peak.saturating_mul(2) >= limit;
         let queueing = !first && busy && short > c.tolerance * state.long;
+        let severe = queueing && short > c.tolerance * c.tolerance * state.long;
         state.queued = if queueing { state.queued + 1 } else { 0 };
-        // One slow window may be noise (a median moves by a histogram bucket, 22%, at times):
-        // slow start ends at the second in a row, or at once on a drop.
-        let dropped = self.slow_dropped.load(Ordering::Relaxed);
-        if state.queued == 1 && !dropped {
+        // One mildly slow window may be noise (a median moves by a histogram bucket, 22%, at
+        // times): slow start ends at the second in a row, at once when the window is slower
+        // than tolerance² × the baseline (every window of overshoot queues more), or on a drop.
+        let dropped = self.slow_over.load(Ordering::Relaxed);
+        eprintln!(
+            "DBG slow {limit} short {short} long {} peak {peak} q {queueing} sev {severe} drop {dropped}",
+            state.long
+        );
+        if state.queued == 1 && !severe && !dropped {
             return Some(limit);
         }
         if !queueing && !dropped {
@@ -204,14 +252,15 @@ impl Gradient {
         // queues: the recalculation measures it now rather than `recalculation` from now.
         if !c.recalculation.is_zero() && state.estimate > f64::from(c.min) {
             self.probe_since.store(now, Ordering::Relaxed);
+            state.resume = Some(rate);
             return Some(c.min);
         }
         Some(state.estimate as u32)
     }
 
-    fn update(&self, state: &mut GradientState, short: f64, peak: u32, now: u64) -> u32 {
+    fn update(&self, state: &mut GradientState, short: f64, peak: u32, rate: f64, now: u64) -> u32 {
         let c = &self.config;
-        if let Some(limit) = self.slow_window(state, short, peak, now) {
+        if let Some(limit) = self.slow_window(state, short, peak, rate, now) {
             return limit;
         }
         if self.probe_since.load(Ordering::Relaxed) != u64::MAX {
@@ -220,6 +269,14 @@ impl Gradient {
             state.long = short;
             state.next_probe = self.next_probe(now);
             self.baseline.store(short as u64, Ordering::Relaxed);
+            // After slow start: the window that ended it saw the upstream saturated, so its
+            // rate of successes is the upstream's capacity, and by Little's law capacity ×
+            // baseline is the concurrency it serves without queueing; `tolerance` times that,
+            // never above half the limit reached.
+            if let Some(rate) = state.resume.take() {
+                state.estimate = (c.tolerance * rate * short)
+                    .clamp(f64::from(c.min), state.estimate.max(f64::from(c.min)));
+            }
             return state.estimate as u32;
         }
         // Netflix's app-limited rule: a window that used less than half the limit says nothing
@@ -241,6 +298,10 @@ impl Gradient {
             return state.estimate as u32;
         }
         let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
+        eprintln!(
+            "DBG est {} short {short} long {} peak {peak}",
+            state.estimate, state.long
+        );
         let target = state.estimate * gradient + state.estimate.sqrt();
         state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
             .clamp(f64::from(c.min), f64::from(c.max));
