@@ -49,6 +49,8 @@ pub(crate) struct Gradient {
     slow_over: AtomicBool,
     /// Consecutive successes slower than tolerance² × the baseline during slow start.
     late_run: AtomicU32,
+    /// Successes counted by slow start, one in two of which grows the limit.
+    acks: AtomicU32,
     state: Mutex<GradientState>,
 }
 
@@ -80,6 +82,7 @@ impl Gradient {
             slow: AtomicU32::new(config.initial.max(1)),
             slow_over: AtomicBool::new(false),
             late_run: AtomicU32::new(0),
+            acks: AtomicU32::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
@@ -123,7 +126,7 @@ impl Gradient {
             self.peak.fetch_max(in_flight, Ordering::Relaxed);
         }
         let end = self.window_end.load(Ordering::Relaxed);
-        let over = self.slow_late(rtt);
+        let over = self.slow_late(rtt, in_flight);
         if (now < end && !over) || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
             return grown;
         }
@@ -152,9 +155,15 @@ impl Gradient {
     /// Whether slow start must end now: `2 × min_samples` successes in a row slower than
     /// tolerance² × the baseline (a healthy upstream's tail gives no such run; a queue does,
     /// a window sooner than its median would).
-    fn slow_late(&self, rtt: Duration) -> bool {
-        if self.slow.load(Ordering::Relaxed) == 0 {
+    fn slow_late(&self, rtt: Duration, in_flight: u32) -> bool {
+        let limit = self.slow.load(Ordering::Relaxed);
+        if limit == 0 {
             return false;
+        }
+        // A limit not half used is not the cause of its latency: the upstream is just slower.
+        if in_flight.saturating_mul(2) < limit {
+            self.late_run.store(0, Ordering::Relaxed);
+            return self.slow_over.load(Ordering::Relaxed);
         }
         let baseline = self.baseline.load(Ordering::Relaxed) as f64;
         let tolerance = self.config.tolerance;
@@ -181,6 +190,13 @@ impl Gradient {
         // the start of a queue, and growing on it overshoots by the window it takes to see.
         let baseline = self.baseline.load(Ordering::Relaxed) as f64;
         if baseline > 0.0 && rtt.as_micros() as f64 > self.config.tolerance * baseline {
+            return None;
+        }
+        // One more per two successes: ×1.5 per round trip, so that the overshoot past the
+        // upstream's capacity, before the first queued answer shows it, is half the limit.
+        if self.late_run.load(Ordering::Relaxed) == 0
+            && self.acks.fetch_add(1, Ordering::Relaxed) % 2 == 0
+        {
             return None;
         }
         let max = self.config.max;
@@ -223,10 +239,6 @@ impl Gradient {
         // times): slow start ends at the second in a row, at once when the window is slower
         // than tolerance² × the baseline (every window of overshoot queues more), or on a drop.
         let dropped = self.slow_over.load(Ordering::Relaxed);
-        eprintln!(
-            "DBG slow {limit} short {short} long {} peak {peak} q {queueing} sev {severe} drop {dropped}",
-            state.long
-        );
         if state.queued == 1 && !severe && !dropped {
             return Some(limit);
         }
@@ -298,10 +310,6 @@ impl Gradient {
             return state.estimate as u32;
         }
         let gradient = (c.tolerance * state.long / short).clamp(0.5, 1.0);
-        eprintln!(
-            "DBG est {} short {short} long {} peak {peak}",
-            state.estimate, state.long
-        );
         let target = state.estimate * gradient + state.estimate.sqrt();
         state.estimate = (state.estimate * (1.0 - c.smoothing) + target * c.smoothing)
             .clamp(f64::from(c.min), f64::from(c.max));
@@ -396,20 +404,19 @@ mod tests {
     }
 
     #[test]
-    fn it_starts_at_initial_and_slow_start_doubles_a_limit_in_demand() {
+    fn it_starts_at_initial_and_slow_start_grows_a_limit_in_demand() {
         let (g, t0) = gradient();
         assert_eq!(g.starting_limit(), 20, "starts at initial");
-        // Each success that found the limit more than half used adds one…
-        assert_eq!(g.on_sample(Sample::Rtt(10 * MS), t0, 20), Some(21));
+        // One in two successes that found the limit more than half used adds one…
         assert_eq!(
-            feed(&g, 10 * MS, t0, 21, 19),
-            Some(40),
-            "doubled in a round trip"
+            feed(&g, 10 * MS, t0, 20, 20),
+            Some(30),
+            "×1.5 in a round trip"
         );
         // …none that found it half used or less (Netflix's app-limited rule).
-        assert_eq!(feed(&g, 10 * MS, t0, 20, 10), None);
+        assert_eq!(feed(&g, 10 * MS, t0, 15, 10), None);
         // The first window learns the baseline without a window at min.
-        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 40, 1), Some(41));
+        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 15, 1), Some(30));
         let baseline = g.baseline();
         assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
     }
@@ -432,20 +439,38 @@ mod tests {
     fn slow_start_ends_at_the_second_queueing_window_then_measures_the_baseline_at_min() {
         let (g, t0) = gradient();
         feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
-        // In demand and at the baseline: slow start grows to 80, and the window keeps it.
-        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(80));
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 40, 1), Some(80));
-        // Queueing (three times the baseline), busy: one window may be noise…
-        assert_eq!(feed(&g, 30 * MS, t0 + 300 * MS, 40, 10), Some(80));
-        // …the second ends slow start and measures the baseline at min, then restores half.
-        assert_eq!(feed(&g, 30 * MS, t0 + 400 * MS, 40, 10), Some(20));
+        // In demand and at the baseline: slow start grows to 50, and the window keeps it.
+        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(50));
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 40, 1), Some(50));
+        // Queueing (1.4 times the baseline), busy: one window may be noise…
+        assert_eq!(feed(&g, 14 * MS, t0 + 300 * MS, 40, 10), Some(50));
+        // …the second ends slow start and measures the baseline at min…
+        assert_eq!(feed(&g, 14 * MS, t0 + 350 * MS, 40, 400), None, "no growth");
+        assert_eq!(feed(&g, 14 * MS, t0 + 400 * MS, 40, 1), Some(20));
         assert_eq!(g.slow.load(Ordering::Relaxed), 0);
-        assert_eq!(feed(&g, 12 * MS, t0 + 500 * MS, 10, 10), Some(40));
+        // …then resumes at tolerance × capacity × baseline (4 per ms × 12 ms × 1.25 = 60),
+        // never above half the limit reached.
+        assert_eq!(feed(&g, 12 * MS, t0 + 500 * MS, 10, 10), Some(25));
         let baseline = g.baseline();
         assert!(baseline > 10 * MS && baseline < 14 * MS, "{baseline:?}");
         // After slow start, the gradient rule: busy and four times the baseline cuts.
-        let cut = feed(&g, 48 * MS, t0 + 600 * MS, 40, 10);
-        assert!(cut < Some(40), "{cut:?}");
+        let cut = feed(&g, 48 * MS, t0 + 600 * MS, 25, 10);
+        assert!(cut < Some(25), "{cut:?}");
+    }
+
+    #[test]
+    fn a_run_of_late_successes_ends_slow_start_before_the_window_does() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
+        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(50));
+        // Twice the baseline, 2 × min_samples in a row, mid-window: slow start ends now.
+        assert_eq!(feed(&g, 20 * MS, t0 + 160 * MS, 40, 19), None);
+        assert_eq!(
+            feed(&g, 20 * MS, t0 + 160 * MS, 40, 1),
+            Some(20),
+            "the baseline at min"
+        );
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
     }
 
     #[test]
