@@ -12,6 +12,8 @@ mod adaptive;
 mod fixed;
 #[path = "limit/overload.rs"]
 mod overload;
+#[path = "limit/readiness.rs"]
+mod readiness;
 #[path = "limit/settings.rs"]
 mod settings;
 

@@ -91,13 +91,14 @@ async fn probability_follows_the_formula_requests_at_send_accepts_at_answer() {
         send(&mut svc, Answer::Status(200)).await.unwrap();
     }
     assert_eq!(counts(&handle), (2, 2));
-    // Three requests in flight: counted as sent (p = 0 at each admission: R ≤ 2A)…
+    // Three requests in flight: counted as sent…
     let (x, fx) = start(&mut svc);
     let (y, fy) = start(&mut svc);
     let (z, fz) = start(&mut svc);
     assert_eq!(counts(&handle), (5, 2));
-    // …so p = (5 − 2·2) / 6 before any of them is answered.
-    assert_eq!(handle.probability(), 1.0 / 6.0);
+    assert_eq!(handle.counts().in_flight, 3);
+    // …but neither accepted nor refused until answered: p = max(0, (5 − 3 − 2·2) / 6) = 0.
+    assert_eq!(handle.probability(), 0.0);
     x.send(Answer::Status(200)).unwrap();
     fx.await.unwrap();
     assert_eq!(counts(&handle), (5, 3));
@@ -107,6 +108,7 @@ async fn probability_follows_the_formula_requests_at_send_accepts_at_answer() {
     z.send(Answer::Status(429)).unwrap();
     assert_eq!(fz.await.unwrap().status(), 429);
     assert_eq!(counts(&handle), (5, 3));
+    assert_eq!(handle.counts().in_flight, 0);
     // Application errors are accepted: the upstream answered.
     send(&mut svc, Answer::Status(404)).await.unwrap();
     send(&mut svc, Answer::Status(500)).await.unwrap();
@@ -129,6 +131,33 @@ async fn probability_follows_the_formula_requests_at_send_accepts_at_answer() {
     assert_eq!(handle.probability(), 1.0 / 12.0);
 }
 
+/// A burst at start, before any answer: nothing is known of the upstream, so nothing is
+/// throttled; once the answers are refusals, p is the formula's (and the cap).
+#[tokio::test(start_paused = true)]
+async fn a_burst_with_no_answer_yet_is_not_throttled_and_refusals_then_count() {
+    let layer = ThrottleLayer::new().seed(2);
+    let handle = layer.handle();
+    let mut svc = layer.layer(upstream(Arc::default()));
+    let held: Vec<_> = (0..100).map(|_| start(&mut svc)).collect();
+    assert_eq!(handle.rejected(), 0);
+    assert_eq!(counts(&handle), (100, 0));
+    assert_eq!(handle.probability(), 0.0);
+    // Ten refusals answered: p = (10 − 0) / 101 while 90 are still in flight.
+    let mut held = held.into_iter();
+    for (tx, fut) in held.by_ref().take(10) {
+        tx.send(Answer::Status(503)).unwrap();
+        assert_eq!(fut.await.unwrap().status(), 503);
+    }
+    assert_eq!(handle.probability(), 10.0 / 101.0);
+    for (tx, fut) in held {
+        tx.send(Answer::Status(503)).unwrap();
+        assert_eq!(fut.await.unwrap().status(), 503);
+    }
+    // All answered, all refused: 100 / 101, capped at the default 0.8.
+    assert_eq!(handle.counts().in_flight, 0);
+    assert_eq!(handle.probability(), 0.8);
+}
+
 #[tokio::test(start_paused = true)]
 async fn k_scales_the_accepts() {
     for (k, expected) in [(1.0, 3.0 / 7.0), (1.5, 1.5 / 7.0), (2.0, 0.0)] {
@@ -138,11 +167,15 @@ async fn k_scales_the_accepts() {
         for _ in 0..3 {
             send(&mut svc, Answer::Status(200)).await.unwrap();
         }
-        // Held in flight, so that p grows only after the last admission.
+        // Held in flight, so that p grows only after the last admission, then refused.
         let held: Vec<_> = (0..3).map(|_| start(&mut svc)).collect();
         assert_eq!(counts(&handle), (6, 3), "k = {k}");
+        assert_eq!(handle.probability(), 0.0, "k = {k}: no outcome known yet");
+        for (tx, fut) in held {
+            tx.send(Answer::Status(503)).unwrap();
+            assert_eq!(fut.await.unwrap().status(), 503);
+        }
         assert_eq!(handle.probability(), expected, "k = {k}");
-        drop(held);
     }
 }
 

@@ -4,7 +4,7 @@ use super::config::{AimdConfig, GradientConfig};
 use crate::primitives::clock::{Clock, whole_nanos};
 use crate::primitives::histogram::Histogram;
 use rand::RngExt as _;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,6 +41,16 @@ pub(crate) struct Gradient {
     /// While the baseline is measured: when the probe began (nanoseconds of `clock`), so that
     /// requests admitted before it, at a higher concurrency, give no sample. `u64::MAX` else.
     probe_since: AtomicU64,
+    /// The limit during slow start, grown by one per success that found it at least half
+    /// used; 0 once slow start is over.
+    slow: AtomicU32,
+    /// Slow start ends at the window's close, which comes at once: a drop was seen, or a run
+    /// of late successes.
+    slow_over: AtomicBool,
+    /// Consecutive successes slower than tolerance² × the baseline during slow start.
+    late_run: AtomicU32,
+    /// Successes counted by slow start, one in two of which grows the limit.
+    acks: AtomicU32,
     state: Mutex<GradientState>,
 }
 
@@ -50,6 +60,11 @@ struct GradientState {
     long: f64,
     /// When the next recalculation of the baseline may start, in nanoseconds of `clock`.
     next_probe: u64,
+    /// Consecutive busy windows of slow start slower than `tolerance` × the baseline.
+    queued: u32,
+    /// The successes per microsecond of the window that ended slow start, to set the limit
+    /// from once the baseline is measured again.
+    resume: Option<f64>,
 }
 
 impl Gradient {
@@ -63,20 +78,25 @@ impl Gradient {
             window_end: AtomicU64::new(window),
             window,
             baseline: AtomicU64::new(0),
-            probe_since: AtomicU64::new(0),
+            probe_since: AtomicU64::new(u64::MAX),
+            slow: AtomicU32::new(config.initial.max(1)),
+            slow_over: AtomicBool::new(false),
+            late_run: AtomicU32::new(0),
+            acks: AtomicU32::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
                 next_probe: u64::MAX,
+                queued: 0,
+                resume: None,
             }),
             config,
         }
     }
 
-    /// The limit to start with: the first window measures the baseline at the minimum, so that
-    /// a client started against a saturated upstream does not take its queue for its speed.
+    /// The limit to start with: `initial`, from which slow start grows.
     pub(crate) fn starting_limit(&self) -> u32 {
-        self.config.min
+        self.config.initial
     }
 
     /// The baseline round trip: how long a request takes when nothing queues.
@@ -89,8 +109,12 @@ impl Gradient {
     pub(crate) fn on_sample(&self, sample: Sample, now: Instant, in_flight: u32) -> Option<u32> {
         // Drops give no RTT: a fast 503 says nothing of the latency of a good answer.
         let Sample::Rtt(rtt) = sample else {
+            if self.slow.load(Ordering::Relaxed) != 0 {
+                self.slow_over.store(true, Ordering::Relaxed);
+            }
             return None;
         };
+        let grown = self.slow_grow(in_flight, rtt);
         let now = self.clock.nanos(now);
         let probe_since = self.probe_since.load(Ordering::Relaxed);
         if probe_since != u64::MAX && now.saturating_sub(whole_nanos(rtt)) < probe_since {
@@ -102,34 +126,169 @@ impl Gradient {
             self.peak.fetch_max(in_flight, Ordering::Relaxed);
         }
         let end = self.window_end.load(Ordering::Relaxed);
-        if now < end || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
-            return None;
+        let over = self.slow_late(rtt, in_flight);
+        if (now < end && !over) || self.samples.load(Ordering::Relaxed) < self.config.min_samples {
+            return grown;
         }
         // One thread recalculates; the others never wait for it.
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
+            Err(TryLockError::WouldBlock) => return grown,
         };
         if self.window_end.load(Ordering::Relaxed) != end {
-            return None;
+            return grown;
         }
         self.window_end
             .store(now.saturating_add(self.window), Ordering::Relaxed);
-        self.samples.store(0, Ordering::Relaxed);
+        let count = self.samples.swap(0, Ordering::Relaxed);
+        // Successes per microsecond over the window (it may have been extended).
+        let since = end.saturating_sub(self.window);
+        let rate = f64::from(count) / (now.saturating_sub(since).max(1) as f64 / 1_000.0);
         let peak = self.peak.swap(0, Ordering::Relaxed);
-        let short = self.rtts.take_median()?.max(1.0);
-        Some(self.update(&mut state, short, peak, now))
+        let Some(short) = self.rtts.take_median() else {
+            return grown;
+        };
+        Some(self.update(&mut state, short.max(1.0), peak, rate, now))
     }
 
-    fn update(&self, state: &mut GradientState, short: f64, peak: u32, now: u64) -> u32 {
+    /// Whether slow start must end now: `2 × min_samples` successes in a row slower than
+    /// tolerance² × the baseline (a healthy upstream's tail gives no such run; a queue does,
+    /// a window sooner than its median would).
+    fn slow_late(&self, rtt: Duration, in_flight: u32) -> bool {
+        let limit = self.slow.load(Ordering::Relaxed);
+        if limit == 0 {
+            return false;
+        }
+        // A limit not half used is not the cause of its latency: the upstream is just slower.
+        if in_flight.saturating_mul(2) < limit {
+            self.late_run.store(0, Ordering::Relaxed);
+            return self.slow_over.load(Ordering::Relaxed);
+        }
+        let baseline = self.baseline.load(Ordering::Relaxed) as f64;
+        let tolerance = self.config.tolerance;
+        if baseline == 0.0 || rtt.as_micros() as f64 <= tolerance * tolerance * baseline {
+            self.late_run.store(0, Ordering::Relaxed);
+            return self.slow_over.load(Ordering::Relaxed);
+        }
+        let run = self.late_run.fetch_add(1, Ordering::Relaxed) + 1;
+        if run >= self.config.min_samples.saturating_mul(2) {
+            self.slow_over.store(true, Ordering::Relaxed);
+        }
+        self.slow_over.load(Ordering::Relaxed)
+    }
+
+    /// Slow start, as TCP's: while no queueing has been seen, each success that found the
+    /// limit more than half used adds one (so it stops at twice the demand, Netflix's
+    /// app-limited rule), so a limit in demand doubles every round trip
+    /// rather than growing by √limit a window. Returns the new limit when it grew.
+    fn slow_grow(&self, in_flight: u32, rtt: Duration) -> Option<u32> {
+        if self.slow.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        // As HyStart's delay increase: a success slower than tolerance × the baseline may be
+        // the start of a queue, and growing on it overshoots by the window it takes to see.
+        let baseline = self.baseline.load(Ordering::Relaxed) as f64;
+        if baseline > 0.0 && rtt.as_micros() as f64 > self.config.tolerance * baseline {
+            return None;
+        }
+        // One more per two successes: ×1.5 per round trip, so that the overshoot past the
+        // upstream's capacity, before the first queued answer shows it, is half the limit.
+        if self.late_run.load(Ordering::Relaxed) == 0
+            && self.acks.fetch_add(1, Ordering::Relaxed) % 2 == 0
+        {
+            return None;
+        }
+        let max = self.config.max;
+        self.slow
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |limit| {
+                (limit != 0 && limit < max && in_flight.saturating_mul(2) > limit)
+                    .then(|| limit + 1)
+            })
+            .ok()
+            .map(|old| old + 1)
+    }
+
+    /// The close of a window during slow start: the baseline is the lowest busy window median
+    /// so far (no window is spent at `min` to measure it); two busy windows in a row slower
+    /// than `tolerance` × the baseline, or a drop, end slow start at half the limit reached,
+    /// and the baseline is then measured again at `min` (the recalculation). An idle window's latency is the upstream's own: the
+    /// baseline follows it, as after slow start.
+    fn slow_window(
+        &self,
+        state: &mut GradientState,
+        short: f64,
+        peak: u32,
+        rate: f64,
+        now: u64,
+    ) -> Option<u32> {
+        let limit = self.slow.load(Ordering::Relaxed);
+        if limit == 0 {
+            return None;
+        }
         let c = &self.config;
+        let first = state.long == 0.0;
+        if first {
+            state.next_probe = self.next_probe(now);
+        }
+        let busy = peak.saturating_mul(2) >= limit;
+        let queueing = !first && busy && short > c.tolerance * state.long;
+        let severe = queueing && short > c.tolerance * c.tolerance * state.long;
+        state.queued = if queueing { state.queued + 1 } else { 0 };
+        // One mildly slow window may be noise (a median moves by a histogram bucket, 22%, at
+        // times): slow start ends at the second in a row, at once when the window is slower
+        // than tolerance² × the baseline (every window of overshoot queues more), or on a drop.
+        let dropped = self.slow_over.load(Ordering::Relaxed);
+        if state.queued == 1 && !severe && !dropped {
+            return Some(limit);
+        }
+        if !queueing && !dropped {
+            state.long = if first {
+                short
+            } else if busy {
+                state.long.min(short)
+            } else {
+                state.long + (short - state.long) * IDLE_WEIGHT
+            };
+            state.estimate = f64::from(limit);
+            self.baseline.store(state.long as u64, Ordering::Relaxed);
+            return Some(limit);
+        }
+        self.slow.store(0, Ordering::Relaxed);
+        if first {
+            state.long = short;
+            self.baseline.store(short as u64, Ordering::Relaxed);
+        }
+        state.estimate = (f64::from(limit) / 2.0).clamp(f64::from(c.min), f64::from(c.max));
+        // The baseline was learnt at `initial` or above, where a saturated upstream already
+        // queues: the recalculation measures it now rather than `recalculation` from now.
+        if !c.recalculation.is_zero() && state.estimate > f64::from(c.min) {
+            self.probe_since.store(now, Ordering::Relaxed);
+            state.resume = Some(rate);
+            return Some(c.min);
+        }
+        Some(state.estimate as u32)
+    }
+
+    fn update(&self, state: &mut GradientState, short: f64, peak: u32, rate: f64, now: u64) -> u32 {
+        let c = &self.config;
+        if let Some(limit) = self.slow_window(state, short, peak, rate, now) {
+            return limit;
+        }
         if self.probe_since.load(Ordering::Relaxed) != u64::MAX {
             // The probe's window: its median, at the minimum concurrency, is the baseline.
             self.probe_since.store(u64::MAX, Ordering::Relaxed);
             state.long = short;
             state.next_probe = self.next_probe(now);
             self.baseline.store(short as u64, Ordering::Relaxed);
+            // After slow start: the window that ended it saw the upstream saturated, so its
+            // rate of successes is the upstream's capacity, and by Little's law capacity ×
+            // baseline is the concurrency it serves without queueing; `tolerance` times that,
+            // never above half the limit reached.
+            if let Some(rate) = state.resume.take() {
+                state.estimate = (c.tolerance * rate * short)
+                    .clamp(f64::from(c.min), state.estimate.max(f64::from(c.min)));
+            }
             return state.estimate as u32;
         }
         // Netflix's app-limited rule: a window that used less than half the limit says nothing
@@ -245,15 +404,19 @@ mod tests {
     }
 
     #[test]
-    fn the_first_window_measures_the_baseline_at_min_and_restores_the_estimate() {
+    fn it_starts_at_initial_and_slow_start_grows_a_limit_in_demand() {
         let (g, t0) = gradient();
-        assert_eq!(g.starting_limit(), 20, "starts at min");
+        assert_eq!(g.starting_limit(), 20, "starts at initial");
+        // One in two successes that found the limit more than half used adds one…
         assert_eq!(
-            feed(&g, 10 * MS, t0 + 50 * MS, 20, 10),
-            None,
-            "window not over"
+            feed(&g, 10 * MS, t0, 20, 20),
+            Some(30),
+            "×1.5 in a round trip"
         );
-        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 20, 1), Some(20));
+        // …none that found it half used or less (Netflix's app-limited rule).
+        assert_eq!(feed(&g, 10 * MS, t0, 15, 10), None);
+        // The first window learns the baseline without a window at min.
+        assert_eq!(feed(&g, 10 * MS, t0 + 100 * MS, 15, 1), Some(30));
         let baseline = g.baseline();
         assert!(baseline > 8 * MS && baseline < 12 * MS, "{baseline:?}");
     }
@@ -263,33 +426,62 @@ mod tests {
         let (g, t0) = gradient();
         assert_eq!(g.on_sample(Sample::Drop, t0 + 200 * MS, 20), None);
         assert_eq!(
-            feed(&g, 10 * MS, t0 + 200 * MS, 20, 9),
+            feed(&g, 10 * MS, t0 + 200 * MS, 10, 9),
             None,
             "9 < min_samples"
         );
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 1), Some(20));
+        // The drop ends slow start, at half the limit (here min).
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 10, 1), Some(20));
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn a_busy_window_at_the_baseline_grows_and_a_queueing_one_cuts() {
+    fn slow_start_ends_at_the_second_queueing_window_then_measures_the_baseline_at_min() {
         let (g, t0) = gradient();
-        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
-        // Busy (20 ≥ 20 / 2), latency at the baseline: + about √20 × 0.2.
-        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 20, 10), Some(20));
-        let grown = feed(&g, 10 * MS, t0 + 300 * MS, 20, 10);
-        assert!(grown > Some(20), "{grown:?}");
-        // Four times the baseline: gradient 0.5, the estimate falls.
-        let cut = feed(&g, 40 * MS, t0 + 400 * MS, 21, 10);
-        assert!(cut < grown, "{cut:?} after {grown:?}");
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
+        // In demand and at the baseline: slow start grows to 50, and the window keeps it.
+        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(50));
+        assert_eq!(feed(&g, 10 * MS, t0 + 200 * MS, 40, 1), Some(50));
+        // Queueing (1.4 times the baseline), busy: one window may be noise…
+        assert_eq!(feed(&g, 14 * MS, t0 + 300 * MS, 40, 10), Some(50));
+        // …the second ends slow start and measures the baseline at min…
+        assert_eq!(feed(&g, 14 * MS, t0 + 350 * MS, 40, 400), None, "no growth");
+        assert_eq!(feed(&g, 14 * MS, t0 + 400 * MS, 40, 1), Some(20));
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
+        // …then resumes at tolerance × capacity × baseline (4 per ms × 12 ms × 1.25 = 60),
+        // never above half the limit reached.
+        assert_eq!(feed(&g, 12 * MS, t0 + 500 * MS, 10, 10), Some(25));
+        let baseline = g.baseline();
+        assert!(baseline > 10 * MS && baseline < 14 * MS, "{baseline:?}");
+        // After slow start, the gradient rule: busy and four times the baseline cuts.
+        let cut = feed(&g, 48 * MS, t0 + 600 * MS, 25, 10);
+        assert!(cut < Some(25), "{cut:?}");
+    }
+
+    #[test]
+    fn a_run_of_late_successes_ends_slow_start_before_the_window_does() {
+        let (g, t0) = gradient();
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
+        assert_eq!(feed(&g, 10 * MS, t0 + 150 * MS, 100, 60), Some(50));
+        // Twice the baseline, 2 × min_samples in a row, mid-window: slow start ends now.
+        assert_eq!(feed(&g, 20 * MS, t0 + 160 * MS, 40, 19), None);
+        assert_eq!(
+            feed(&g, 20 * MS, t0 + 160 * MS, 40, 1),
+            Some(20),
+            "the baseline at min"
+        );
+        assert_eq!(g.slow.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn an_idle_window_changes_nothing_but_the_baseline() {
         let (g, t0) = gradient();
-        feed(&g, 10 * MS, t0 + 100 * MS, 20, 10);
+        feed(&g, 10 * MS, t0 + 100 * MS, 10, 10);
         // 5 in flight, under half the limit: four times slower, the limit stays.
         assert_eq!(feed(&g, 40 * MS, t0 + 200 * MS, 5, 10), Some(20));
+        assert_eq!(feed(&g, 40 * MS, t0 + 300 * MS, 5, 10), Some(20));
         assert!(g.baseline() > 15 * MS, "{:?}", g.baseline());
+        assert_ne!(g.slow.load(Ordering::Relaxed), 0, "still in slow start");
     }
 
     fn aimd() -> Aimd {

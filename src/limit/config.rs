@@ -34,8 +34,9 @@ pub enum Algorithm {
 /// Each `window` (and at least `min_samples` successes) the median round-trip time of the
 /// window is compared with a long-term baseline: the limit is multiplied by
 /// `clamp(tolerance × baseline / median, 0.5, 1)`, a queue allowance of √limit is added, and the
-/// result is smoothed into the limit with weight `smoothing`. See the table of
-/// [`LimitConfig`] for each default and its source.
+/// result is smoothed into the limit with weight `smoothing`. Before that, from `initial`, a
+/// slow start grows the limit by one per success while it is more than half used, until the
+/// first sign of queueing. See the table of [`LimitConfig`] for each default and its source.
 ///
 /// ```
 /// let config = meshless::limit::GradientConfig::default();
@@ -44,7 +45,8 @@ pub enum Algorithm {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct GradientConfig {
-    /// The limit before any sample.
+    /// The limit at start, from which slow start grows (one more per success while more
+    /// than half used, until the first queueing).
     pub initial: u32,
     /// The limit never falls below this.
     pub min: u32,
@@ -134,7 +136,8 @@ impl Default for AimdConfig {
 /// | `Gradient.min_samples` | 10 | Netflix `WindowedLimit` windowSize | ≥ 1 |
 /// | `Gradient.long_window` | 600 | Netflix `Gradient2Limit` longWindow | ≥ 1 |
 /// | `Gradient.recalculation` | 60 s, ± 15% | Envoy `min_rtt_calc_interval`, jitter 15% | any; 0 = never |
-/// | (first window) | at `min` | Envoy measures the minimum RTT at `min_concurrency` | |
+/// | (start) | `initial`, slow start: +1 per success while more than half used (doubles per round trip) until two busy windows in a row queue (median > `tolerance` × the lowest window median) or a drop; then half the limit reached | TCP slow start (RFC 5681); a start at `min` with 0 wait refused 90% of a healthy client's requests | |
+/// | (baseline) | the lowest busy window median during slow start; measured again at `min` for one window when slow start ends | Envoy measures the minimum RTT at `min_concurrency` | |
 /// | (sample) | the window's median RTT | Envoy `sample_aggregate_percentile` p50 | |
 /// | (queue allowance) | √limit | Netflix `Gradient2Limit` queueSize | |
 /// | `Aimd.initial` / `min` / `max` | 20 / 20 / 200 | Netflix `AIMDLimit` | 1 ≤ min ≤ initial ≤ max |

@@ -56,6 +56,8 @@ pin_project! {
         sleep: Option<Sleep>,
         service: Option<S>,
         request: Option<Request<B>>,
+        // The permit once granted, while the service is made ready again.
+        permit: Option<Permit>,
         // Whether the wait ends at the request's deadline rather than at `max_wait`.
         by_deadline: bool,
         since: Option<Instant>,
@@ -118,6 +120,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
                 sleep: None,
                 service: None,
                 request: None,
+                permit: None,
                 by_deadline: false,
                 since: None,
             })),
@@ -147,6 +150,7 @@ impl<F, S, B> ResponseFuture<F, S, B> {
                 sleep: Some(tokio::time::sleep_until(until)),
                 service: Some(service),
                 request: Some(request),
+                permit: None,
                 by_deadline,
                 since: Some(since),
             })),
@@ -166,45 +170,53 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         if let Some(wait) = this.wait.as_mut() {
-            let wait = wait.as_mut().project();
+            let mut wait = wait.as_mut().project();
             if let Some(error) = wait.refused.take() {
                 return Poll::Ready(Err(error));
             }
-            let (Some(rx), Some(shared)) = (wait.ticket.rx.as_mut(), &wait.ticket.shared) else {
+            let Some(shared) = wait.ticket.shared.clone() else {
                 return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
             };
-            match Pin::new(rx).poll(cx) {
-                Poll::Ready(Ok(())) => {
-                    let shared = shared.clone();
-                    wait.ticket.rx = None;
-                    let (Some(mut service), Some(request)) =
-                        (wait.service.take(), wait.request.take())
-                    else {
+            if let Some(rx) = wait.ticket.rx.as_mut() {
+                match Pin::new(rx).poll(cx) {
+                    Poll::Ready(Ok(())) => {
+                        wait.ticket.rx = None;
+                        *wait.permit = Some(Permit(shared.clone()));
+                    }
+                    Poll::Ready(Err(_)) => {
                         return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
-                    };
-                    if shared.is_adaptive() {
-                        *this.started = Some(Instant::now());
                     }
-                    *this.permit = Some(Permit(shared));
-                    this.inner.set(Some(service.call(request)));
-                }
-                Poll::Ready(Err(_)) => {
-                    return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
-                }
-                Poll::Pending => {
-                    if let Some(sleep) = wait.sleep.as_pin_mut() {
-                        ready!(sleep.poll(cx));
+                    Poll::Pending => {
+                        ready!(poll_expired(wait.sleep.as_mut().as_pin_mut(), cx));
+                        return Poll::Ready(Err(waited(&shared, *wait.since, *wait.by_deadline)));
                     }
-                    let since = wait.since.unwrap_or_else(Instant::now);
-                    let waited = Instant::now().saturating_duration_since(since);
-                    let why = Refusal::Waited {
-                        waited,
-                        by_deadline: *wait.by_deadline,
-                    };
-                    shared.rejected_one();
-                    return Poll::Ready(Err(Error::with_source(Kind::ConcurrencyLimited, why)));
                 }
             }
+            let Some(service) = wait.service.as_mut() else {
+                return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
+            };
+            // The service was made ready before the wait; by now its readiness (a breaker's
+            // verdict, a balancer's endpoints) may be stale, and a service is called only when
+            // ready. The permit is held meanwhile, within the same deadline.
+            match service.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                // Dropping the wait gives the permit back.
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::from_service(e))),
+                Poll::Pending => {
+                    ready!(poll_expired(wait.sleep.as_mut().as_pin_mut(), cx));
+                    return Poll::Ready(Err(waited(&shared, *wait.since, *wait.by_deadline)));
+                }
+            }
+            let (Some(mut service), Some(request), Some(permit)) =
+                (wait.service.take(), wait.request.take(), wait.permit.take())
+            else {
+                return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
+            };
+            if shared.is_adaptive() {
+                *this.started = Some(Instant::now());
+            }
+            *this.permit = Some(permit);
+            this.inner.set(Some(service.call(request)));
             *this.wait = None;
         }
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
@@ -243,6 +255,28 @@ where
             }
         }
     }
+}
+
+/// Whether the wait's timer has fired (a wait always has one: without, it is over).
+fn poll_expired(sleep: Option<Pin<&mut Sleep>>, cx: &mut Context<'_>) -> Poll<()> {
+    match sleep {
+        Some(sleep) => sleep.poll(cx),
+        None => Poll::Ready(()),
+    }
+}
+
+/// The refusal of a request that waited until its time ran out.
+fn waited(shared: &Shared, since: Option<Instant>, by_deadline: bool) -> Error {
+    let since = since.unwrap_or_else(Instant::now);
+    let waited = Instant::now().saturating_duration_since(since);
+    shared.rejected_one();
+    Error::with_source(
+        Kind::ConcurrencyLimited,
+        Refusal::Waited {
+            waited,
+            by_deadline,
+        },
+    )
 }
 
 impl<F, S, B> fmt::Debug for ResponseFuture<F, S, B> {

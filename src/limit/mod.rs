@@ -14,9 +14,15 @@
 //!   the limit falls; while it does not, the limit grows by about √limit per window. A window
 //!   that used less than half the limit changes nothing (it says nothing about the limit), and
 //!   its latency, being the upstream's own, moves the baseline quickly: a slower upstream that
-//!   is not saturated is not mistaken for a queue. The baseline is measured first during one
-//!   window at the minimum limit, and again (every 60 s ± 15%) only while the limit is
-//!   cutting, so that a client started against a saturated upstream does not take its queue
+//!   is not saturated is not mistaken for a queue. It starts at `initial` in **slow start**,
+//!   as TCP's: while no queueing has been seen, each success that found the limit more than
+//!   half used adds one, so a limit in demand doubles every round trip (up to `max`), and the
+//!   baseline is the lowest window median seen. Two busy windows in a row slower than
+//!   `tolerance` × the baseline (or a drop) end slow start at half the limit reached; the
+//!   baseline, learnt at a concurrency where a saturated upstream may already queue, is then
+//!   measured again during one window at the minimum limit, and again (every 60 s ± 15%) only
+//!   while the limit is cutting, so that a client started against a saturated upstream does
+//!   not take its queue
 //!   for its speed. After Netflix's Gradient2 and Envoy's adaptive concurrency filter. At
 //!   equilibrium above the upstream's capacity `C` (in concurrent requests), the limit settles
 //!   near `tolerance × C + √limit`: latency about 1.25–1.5 times the uncongested one.

@@ -59,7 +59,7 @@ impl Shared {
         };
         if let Some(t) = &telemetry {
             t.limit(limit);
-            t.in_flight(0);
+            t.in_flight_touch();
         }
         Arc::new(Shared {
             in_flight: AtomicU32::new(0),
@@ -120,7 +120,7 @@ impl Shared {
             ) {
                 Ok(_) => {
                     if let Some(t) = &self.telemetry {
-                        t.in_flight(current + 1);
+                        t.in_flight_up();
                     }
                     return true;
                 }
@@ -169,9 +169,9 @@ impl Shared {
     }
 
     fn put_back(&self) {
-        let before = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(t) = &self.telemetry {
-            t.in_flight(before.saturating_sub(1));
+            t.in_flight_down();
         }
     }
 

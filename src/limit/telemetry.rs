@@ -31,8 +31,21 @@ impl Telemetry {
         self.limit.set(f64::from(limit));
     }
 
-    pub(crate) fn in_flight(&self, in_flight: u32) {
-        self.in_flight.set(f64::from(in_flight));
+    /// Publishes the gauge without moving it: another layer with the same labels may have
+    /// requests in flight.
+    pub(crate) fn in_flight_touch(&self) {
+        self.in_flight.increment(0.0);
+    }
+
+    /// One more in flight. Moved by steps rather than set to a count read earlier, so that
+    /// threads racing to publish cannot leave a stale value behind.
+    pub(crate) fn in_flight_up(&self) {
+        self.in_flight.increment(1.0);
+    }
+
+    /// One fewer in flight.
+    pub(crate) fn in_flight_down(&self) {
+        self.in_flight.decrement(1.0);
     }
 
     pub(crate) fn rejected(&self) {

@@ -26,6 +26,7 @@ pub const DEFAULT_MAX_PROBABILITY: f64 = 0.8;
 /// | `k` | [`DEFAULT_K`] (2) | finite, ≥ 1 | Google SRE book |
 /// | `window` | [`DEFAULT_WINDOW`] (2 min) | 1 s to 1 day | Google SRE book |
 /// | `max_probability` | [`DEFAULT_MAX_PROBABILITY`] (0.8) | 0 to 1 | Envoy admission control |
+/// | (requests in flight) | in the denominator only | | not in the SRE book: an unanswered request is neither accepted nor refused, so a burst before any answer is not throttled |
 ///
 /// `k` below 1 would refuse requests from an upstream that accepts all of them; a
 /// `max_probability` of 0 counts but never refuses (a dry run, with the gauge), 1 lifts the cap.

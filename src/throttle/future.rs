@@ -111,7 +111,5 @@ fn settle<C: Classify, RB>(tracked: Tracked<C>, outcome: &Result<http::Response<
         }
         Err(e) => accepted(&classifier.classify_error(e), false),
     };
-    if accept {
-        tracked.engaged.shared.accepted();
-    }
+    tracked.engaged.shared.answered(tracked.epoch, accept);
 }

@@ -278,7 +278,7 @@ pub struct ThrottleHandle {
 }
 
 impl ThrottleHandle {
-    /// The probability that a request made now is refused: `max(0, (requests −
+    /// The probability that a request made now is refused: `max(0, (requests − in_flight −
     /// K·accepts) / (requests + 1))`, capped; 0 when throttling is off.
     ///
     /// ```

@@ -6,8 +6,11 @@
 //! and the `accepts` the upstream gave, and refuses a request with probability
 //!
 //! ```text
-//! p = max(0, (requests − K·accepts) / (requests + 1))      capped at max_probability
+//! p = max(0, (requests − in_flight − K·accepts) / (requests + 1))   capped at max_probability
 //! ```
+//!
+//! where `in_flight` are the requests sent whose answer has not arrived (the SRE book's
+//! formula, with the requests of unknown outcome left out of the numerator: see below).
 //!
 //! so that the client sends about K times (default 2) what the upstream accepts. The cap
 //! (default 0.8, Envoy admission control's) keeps some traffic flowing, so recovery shows.
@@ -20,6 +23,13 @@
 //!   when requests finish (go-zero#5011) lags the load by the latency. Requests the throttle
 //!   itself refuses are counted too, as the SRE book counts them: that is what keeps the
 //!   client at K times the accepts. The window must be far longer than the worst latency.
+//! - **A request in flight is neither accepted nor refused** until its answer arrives: it is in
+//!   `requests` (the denominator) but left out of the numerator. Without this, `n` requests
+//!   sent at once before any answer (a burst at start, or after an idle window) would give the
+//!   `n`-th a probability `n / (n + 1)` of refusal from an upstream that accepts everything.
+//!   An upstream that refuses everything still drives `p` to the formula's value, and to the
+//!   cap, as its refusals arrive. The cost: a hung upstream shows only when its requests end
+//!   (their deadline or attempt timeout); a slow-call rate is the breaker's to watch.
 //! - **An accept is counted when the answer arrives**, in a bucket no older than its request's,
 //!   so an accept never leaves the window before its request.
 //! - **Accepted** means the upstream answered without refusing for overload. The rule reads the
@@ -45,10 +55,6 @@
 //! [`http::Client`](crate::http::Client) (the breaker handles outages); a disabled layer costs a
 //! branch per request. Enabled, a request costs one clock read, a few atomics on the two
 //! ledgers and, only while `p > 0`, one random draw (an atomic add).
-//!
-//! While the window is young (after start, or after the client was idle for longer than the
-//! window) requests in flight are counted before their accepts, so a burst larger than the
-//! accepts so far can see a refusal probability above 0 for about two latencies.
 //!
 //! ```
 //! use meshless::throttle::ThrottleLayer;

@@ -31,6 +31,9 @@ pub(crate) struct Shared {
     /// The state of the random draws (SplitMix64): one atomic add per draw, no lock, and the
     /// same sequence from the same seed.
     rng: AtomicU64,
+    /// Requests sent and counted whose outcome is not known yet: left out of the numerator of
+    /// the formula (see the module docs), so that a burst with no answer yet is not throttled.
+    in_flight: AtomicU64,
     /// Requests refused since the throttle was built.
     rejected: AtomicU64,
     /// The metric handles, set by the first service built when metrics are on.
@@ -51,6 +54,9 @@ pub struct ThrottleCounts {
     pub requests: u64,
     /// Requests the upstream accepted in the window (answered without refusing for overload).
     pub accepts: u64,
+    /// Requests sent and not answered yet (in `requests`, but neither accepted nor refused:
+    /// their outcome is unknown, so the formula counts them in `requests + 1` only).
+    pub in_flight: u64,
 }
 
 impl Shared {
@@ -74,6 +80,7 @@ impl Shared {
             k,
             max_probability,
             rng: AtomicU64::new(seed),
+            in_flight: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             telemetry: OnceLock::new(),
         }
@@ -86,14 +93,18 @@ impl Shared {
         ThrottleCounts {
             requests: u64::try_from(requests).unwrap_or(0),
             accepts: u64::try_from(accepts).unwrap_or(0),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
 
-    /// The refusal probability the counts give: `max(0, (requests − k·accepts) / (requests +
-    /// 1))`, capped.
+    /// The refusal probability the counts give: `max(0, (requests − in_flight − k·accepts) /
+    /// (requests + 1))`, capped. A request in flight is neither accepted nor refused yet.
     pub(crate) fn probability(&self, counts: ThrottleCounts) -> f64 {
         let requests = counts.requests as f64;
-        let p = (requests - self.k * counts.accepts as f64) / (requests + 1.0);
+        // The in-flight count is not windowed: a request older than the window (which should
+        // be far longer than any latency) may leave it after the ledger forgot it.
+        let known = counts.requests.saturating_sub(counts.in_flight) as f64;
+        let p = (known - self.k * counts.accepts as f64) / (requests + 1.0);
         p.clamp(0.0, self.max_probability)
     }
 
@@ -115,18 +126,29 @@ impl Shared {
             }
             return Err(());
         }
+        if epoch.is_some() {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(epoch)
     }
 
-    /// The upstream accepted a request.
-    pub(crate) fn accepted(&self) {
-        self.accepts.deposit();
+    /// The answer to a request counted in the bucket of `epoch` arrived; `accept` says
+    /// whether the upstream accepted it.
+    pub(crate) fn answered(&self, epoch: Option<u64>, accept: bool) {
+        // The accept first: in between, the request counts as neither, never as refused.
+        if accept {
+            self.accepts.deposit();
+        }
+        if epoch.is_some() {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// A request counted in the bucket of `epoch` turned out never to have been sent (shed by
     /// a layer below) or its outcome is unknown (cancelled): it is taken back.
     pub(crate) fn uncount(&self, epoch: u64) {
         self.requests.refund(epoch);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub(crate) fn rejected(&self) -> u64 {

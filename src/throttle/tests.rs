@@ -25,8 +25,8 @@ async fn an_accept_counted_without_the_clock_outlives_its_request() {
     let shared = Shared::new(2.0, WINDOW, 1.0, 1);
     let now = Instant::now();
     for _ in 0..10 {
-        assert!(shared.admit(now).is_ok()); // p = 0 until something is counted without accept
-        shared.accepted();
+        let epoch = shared.admit(now).unwrap(); // p = 0: nothing was refused
+        shared.answered(epoch, true);
     }
     let counts = shared.counts(now);
     assert_eq!((counts.requests, counts.accepts), (10, 10));
@@ -34,11 +34,13 @@ async fn an_accept_counted_without_the_clock_outlives_its_request() {
     // still expires no earlier than the request.
     let epoch = shared.admit(now).unwrap().unwrap();
     let later = now + WINDOW / 2;
-    shared.accepted();
+    shared.answered(None, true);
     let counts = shared.counts(later);
     assert_eq!((counts.requests, counts.accepts), (11, 11));
+    assert_eq!(counts.in_flight, 1);
     shared.uncount(epoch);
     assert_eq!(shared.counts(later).requests, 10);
+    assert_eq!(shared.counts(later).in_flight, 0);
     assert_eq!(shared.counts(now + WINDOW).requests, 0);
     assert_eq!(shared.counts(now + WINDOW).accepts, 0);
 }
