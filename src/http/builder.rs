@@ -442,10 +442,9 @@ impl ClientBuilder {
             .unwrap_or(deadline / attempts)
             .min(NO_LIMIT);
         let budget = self.budget.unwrap_or_default();
-        let hedge_config = self.hedge.clone().unwrap_or_else(|| {
-            let mut off = HedgeConfig::default();
-            off.enabled = false;
-            off
+        let hedge_config = self.hedge.clone().unwrap_or(HedgeConfig {
+            enabled: false,
+            ..HedgeConfig::default()
         });
         let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
             .idempotency(self.idempotency.clone())

@@ -1,4 +1,4 @@
-//! Review probes for issue 10: hostile settings (NaN, infinities, zero, `Duration::MAX`)
+//! Contracts found by review: hostile settings (NaN, infinities, zero, `Duration::MAX`)
 //! through every `from_config` and `ClientBuilder::build`: a `ConfigError` naming the field,
 //! or a working layer — never a panic, also once requests flow, trip and recover.
 
@@ -163,7 +163,7 @@ fn answer(
 }
 
 #[tokio::test(start_paused = true)]
-async fn review10_hostile_settings_error_or_work_never_panic() {
+async fn hostile_settings_error_or_work_never_panic() {
     for (field, c) in breakers() {
         match BreakerLayer::from_config(&c) {
             Err(e) => assert!(e.setting().starts_with("breaker."), "{field}: {e}"),

@@ -1,4 +1,4 @@
-//! Review probes for issue 10: the protection layers on their own, with `tower::service_fn`
+//! Contracts found by review: the protection layers on their own, with `tower::service_fn`
 //! upstreams and paused time.
 
 use http::{Request, Response};
@@ -42,7 +42,7 @@ fn ok_after(
 /// the upstream, so nothing should be throttled (the SRE formula's premise: requests the
 /// upstream rejected). Counting at send with no accepts yet makes p = n/(n+1) for the n-th.
 #[tokio::test(start_paused = true)]
-async fn review10_throttle_a_burst_at_start_to_an_accepting_upstream_is_not_throttled() {
+async fn throttle_a_burst_at_start_to_an_accepting_upstream_is_not_throttled() {
     let received = Arc::new(AtomicU64::new(0));
     let layer = ThrottleLayer::new().seed(7).metrics(false);
     let handle = layer.handle();
@@ -76,7 +76,7 @@ async fn review10_throttle_a_burst_at_start_to_an_accepting_upstream_is_not_thro
 /// `GradientConfig::initial` is documented as the initial limit (Netflix's initialLimit); a
 /// client configured with `initial = 100, min = 20` should start at 100.
 #[tokio::test(start_paused = true)]
-async fn review10_gradient_initial_is_the_starting_limit() {
+async fn gradient_initial_is_the_starting_limit() {
     let mut g = GradientConfig::default();
     g.initial = 100;
     let mut config = LimitConfig::default();
@@ -93,7 +93,7 @@ async fn review10_gradient_initial_is_the_starting_limit() {
 /// refused by then (never waits past the deadline), and when the holder ends, the permit goes
 /// to the next live waiter in arrival order; every permit comes back.
 #[tokio::test(start_paused = true)]
-async fn review10_limit_waits_fifo_never_past_the_deadline_and_releases_on_drop() {
+async fn limit_waits_fifo_never_past_the_deadline_and_releases_on_drop() {
     let order = Arc::new(Mutex::new(Vec::<u64>::new()));
     let o = order.clone();
     let mut config = LimitConfig::default();
@@ -170,7 +170,7 @@ where
 /// given to another request (exactly one more), and with the probes answered the breaker
 /// ramps and closes; a hung probe never wedges the circuit past the probe timeout.
 #[tokio::test(start_paused = true)]
-async fn review10_breaker_half_open_admits_exactly_n_and_cancelled_probes_are_replaced() {
+async fn breaker_half_open_admits_exactly_n_and_cancelled_probes_are_replaced() {
     let received = Arc::new(AtomicU64::new(0));
     let fail = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(tokio::sync::Notify::new());
@@ -239,7 +239,7 @@ async fn review10_breaker_half_open_admits_exactly_n_and_cancelled_probes_are_re
 /// timeout (30 s by default); then the circuit reopens and later recovers once the upstream
 /// answers.
 #[tokio::test(start_paused = true)]
-async fn review10_breaker_hung_probes_do_not_wedge_the_circuit() {
+async fn breaker_hung_probes_do_not_wedge_the_circuit() {
     let fail = Arc::new(AtomicU64::new(0));
     let hang = Arc::new(AtomicU64::new(1));
     let (f, h) = (fail.clone(), hang.clone());

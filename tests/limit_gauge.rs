@@ -1,4 +1,4 @@
-//! Review probe for issue 10: `meshless_concurrency_in_flight` is set to a value computed
+//! A contract found by review: `meshless_concurrency_in_flight` is set to a value computed
 //! before the store (`grab` sets `current + 1`, `put_back` sets `before - 1`), so racing
 //! threads can publish their values out of order and leave the gauge non-zero while nothing
 //! is in flight. Two threads take and give back a permit at the same time, many rounds; after
@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 use tower::{Layer, Service, service_fn};
 
 #[test]
-fn review10_in_flight_gauge_returns_to_zero_under_racing_threads() {
+fn in_flight_gauge_returns_to_zero_under_racing_threads() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     recorder.install().unwrap();
