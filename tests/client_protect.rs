@@ -4,102 +4,12 @@
 use meshless::breaker::BreakerState;
 use meshless::deadline::RequestDeadline;
 use meshless::error::Kind;
-use meshless::limit::{Algorithm, GradientConfig, LimitConfig};
+use meshless::limit::{Algorithm, LimitConfig};
 use meshless::testing::{Behavior, Fleet, Latency};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
 
-/// A healthy, unsaturated fleet (no capacity limit, 4 backends, log-normal latency; one of them
-/// slower when `slow_node`) and a
-/// client with the adaptive (gradient) limit, default settings. 200 callers each send requests
-/// one after the other for 2 s. Nothing is overloaded: the limit must not refuse (well, at
-/// most a handful of) requests.
-async fn gradient_run(callers: usize, secs: u64, slow_node: bool) {
-    let healthy = || Behavior::healthy().latency(Latency::lognormal(5 * MS, 20 * MS));
-    let fleet = Fleet::builder()
-        .backend(healthy())
-        .backend(healthy())
-        .backend(healthy())
-        .backend(if slow_node {
-            Behavior::healthy().latency(Latency::lognormal(50 * MS, 200 * MS))
-        } else {
-            healthy()
-        })
-        .start()
-        .await
-        .unwrap();
-    let mut limit = LimitConfig::default();
-    limit.algorithm = Algorithm::Gradient(GradientConfig::default());
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .limit(limit)
-        .metrics(false)
-        .build()
-        .unwrap();
-    let ok = Arc::new(AtomicU64::new(0));
-    let limited = Arc::new(AtomicU64::new(0));
-    let other = Arc::new(AtomicU64::new(0));
-    let until = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (client, ok, limited, other) =
-                (client.clone(), ok.clone(), limited.clone(), other.clone());
-            tokio::spawn(async move {
-                while tokio::time::Instant::now() < until {
-                    match client.get("/").await {
-                        Ok(res) => {
-                            use http_body_util::BodyExt;
-                            let _ = res.into_body().collect().await;
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) if e.kind() == Kind::ConcurrencyLimited => {
-                            limited.fetch_add(1, Ordering::Relaxed);
-                            // A well-behaved caller backs off a little before trying again.
-                            tokio::time::sleep(5 * MS).await;
-                        }
-                        Err(_) => {
-                            other.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (ok, limited, other) = (
-        ok.load(Ordering::Relaxed),
-        limited.load(Ordering::Relaxed),
-        other.load(Ordering::Relaxed),
-    );
-    eprintln!(
-        "callers {callers}, slow node {slow_node}: ok {ok}, concurrency-limited {limited}, other errors {other}, limit now {}",
-        client.limit().limit()
-    );
-    assert_eq!(client.limit().in_flight(), 0, "permits leaked");
-    let total = ok + limited;
-    assert!(
-        limited * 100 <= total,
-        "a healthy unsaturated fleet: {limited} of {total} requests refused by the gradient limit \
-         (limit now {})",
-        client.limit().limit()
-    );
-}
-
-/// 40 callers (twice the gradient's starting limit) for 3 s, one node of four slower (median
-/// 50 ms, p99 200 ms): the fleet has no capacity limit, so nothing should be refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gradient_limit_with_one_slow_node_does_not_refuse_40_callers() {
-    gradient_run(40, 3, true).await;
-}
-
-/// The caller (or its own caller, via a propagated `grpc-timeout`) gives requests a deadline
-/// too short for a healthy upstream. Those requests fail with `DeadlineExceeded`, but the
-/// upstream is healthy: the service-wide breaker must not open and refuse everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_too_short_deadlines_do_not_open_the_breaker() {
     let fleet = Fleet::builder()
