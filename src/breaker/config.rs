@@ -24,7 +24,7 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// | `slow_call_rate_threshold` | 1.0 | resilience4j 100%: only a window of slow calls trips | (0, 1] |
 /// | `consecutive_failures` | 0 (off) | linkerd failure accrual 7 (per endpoint, under retries) | 0 = off |
 /// | `break_duration` | 1 s | linkerd 1 s; Polly 5 s. Short, then doubling: a blip costs little | ≥ 1 ms |
-/// | `max_break_duration` | 5 s | Polly's break (5 s) as the ceiling; linkerd climbs to 60 s, resilience4j waits 60 s. After a long outage the client then finds the healed upstream within 5 s (± jitter), and its probes (3 per break) stay a trickle | ≥ `break_duration` |
+/// | `max_break_duration` | 2 s | ours, below Polly's 5 s break; linkerd climbs to 60 s, resilience4j waits 60 s. Every request refused after the upstream healed is lost to the caller: with 2 s the client finds the healed upstream within 3 s (± jitter), while its probes (3 per break) stay a trickle | ≥ `break_duration` |
 /// | `break_jitter` | 0.5 | linkerd's jitter: clients that tripped together probe apart | [0, 1] |
 /// | `half_open_probes` | 3 | resilience4j 10, Polly 1. A few concurrent probes, never a stampede | 1..=63 |
 /// | `ramp` | 1 s | (none of the anchors ramps: their half-open → closed step is the stampede) | any; 0 = close at once |
@@ -100,7 +100,7 @@ impl Default for BreakerConfig {
             slow_call_rate_threshold: 1.0,
             consecutive_failures: 0,
             break_duration: Duration::from_secs(1),
-            max_break_duration: Duration::from_secs(5),
+            max_break_duration: Duration::from_secs(2),
             break_jitter: 0.5,
             half_open_probes: 3,
             ramp: Duration::from_secs(1),
