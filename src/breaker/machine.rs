@@ -396,8 +396,13 @@ impl Shared {
         let t = &self.tuning;
         let mut word = self.load();
         while state(word) == PROBING && time(word) == episode {
-            let next = if failed {
+            let next = if failed && successes(word) == 0 {
                 self.reopen(word, TripReason::ProbeFailed, self.start_ms(now))
+            } else if failed {
+                // A sibling already came back good: this one most likely raced the healing
+                // (sent together, answered from before it). Its slot goes to another probe;
+                // the episode still needs its full count of successes.
+                word - (1 << PROBES_SHIFT)
             } else if successes(word) + 1 < t.probes {
                 word + (1 << SUCCESS_SHIFT)
             } else if t.ramp_ms == 0 {

@@ -199,3 +199,33 @@ fn the_ramp_admits_a_rising_share_without_randomness() {
     assert_eq!(share(at + S), 1000);
     assert_eq!(shared.state(at + S), BreakerState::Closed);
 }
+
+#[test]
+fn a_probe_failing_after_a_sibling_succeeded_frees_its_slot_without_reopening() {
+    let shared = Shared::new(config());
+    let t0 = Instant::now();
+    trip(&shared, t0);
+    let at = t0 + S + MS;
+    let episodes: Vec<u64> = (0..3)
+        .map(|_| match shared.admit(at) {
+            Admit::Probe { episode } => episode,
+            _ => panic!("three probes are admitted"),
+        })
+        .collect();
+    assert!(matches!(shared.admit(at), Admit::Reject(_)), "no fourth");
+    // The first answers good, the second raced the healing and fails: still half-open, and
+    // its slot goes to a new probe.
+    shared.probe_done(episodes[0], at, false);
+    shared.probe_done(episodes[1], at, true);
+    assert_eq!(shared.state(at), BreakerState::HalfOpen);
+    let Admit::Probe { episode } = shared.admit(at) else {
+        panic!("the freed slot takes a new probe")
+    };
+    // Three successes in all end the episode.
+    shared.probe_done(episodes[2], at, false);
+    assert_eq!(shared.state(at), BreakerState::HalfOpen);
+    shared.probe_done(episode, at, false);
+    // The ramp began (it reads as half-open while it runs) and ends on time.
+    assert_eq!(shared.stats(at).trips, 1, "never reopened");
+    assert_eq!(shared.state(at + S), BreakerState::Closed);
+}
