@@ -22,7 +22,7 @@ impl ClientBuilder {
     /// use std::time::Duration;
     ///
     /// let mut breaker = BreakerConfig::default();
-    /// breaker.break_duration = Duration::from_secs(5);
+    /// breaker.break_duration = Duration::from_millis(500);
     /// let client = meshless::http::Client::builder()
     ///     .endpoints(["127.0.0.1:8080"])
     ///     .breaker(breaker)
