@@ -10,6 +10,13 @@ use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
 
+/// A client of every backend of `fleet`, metrics off; the test adds its own settings.
+fn builder(fleet: &Fleet) -> meshless::http::ClientBuilder {
+    meshless::http::Client::builder()
+        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
+        .metrics(false)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_too_short_deadlines_do_not_open_the_breaker() {
     let fleet = Fleet::builder()
@@ -17,11 +24,7 @@ async fn callers_too_short_deadlines_do_not_open_the_breaker() {
         .start()
         .await
         .unwrap();
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = builder(&fleet).build().unwrap();
     let mut deadline_exceeded = 0;
     for _ in 0..30 {
         let mut req = http::Request::get("/")
@@ -54,11 +57,7 @@ async fn client_errors_4xx_do_not_open_the_breaker() {
         .start()
         .await
         .unwrap();
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = builder(&fleet).build().unwrap();
     for _ in 0..40 {
         let res = client.get("/").await.expect("answered");
         assert_eq!(res.status(), 404);
@@ -78,11 +77,7 @@ async fn one_bad_endpoint_among_healthy_ones_keeps_the_breaker_closed() {
         .start()
         .await
         .unwrap();
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = builder(&fleet).build().unwrap();
     let mut refused = 0;
     let mut failed = 0;
     for _ in 0..300 {
@@ -119,12 +114,7 @@ async fn cancellations_release_every_limit_permit() {
     let mut limit = LimitConfig::default();
     limit.algorithm = Algorithm::Fixed { max: 8 };
     limit.max_wait = Duration::from_millis(50);
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .limit(limit)
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = builder(&fleet).limit(limit).build().unwrap();
     let tasks: Vec<_> = (0..64u64)
         .map(|i| {
             let client = client.clone();
@@ -186,12 +176,7 @@ async fn shadow_mode_reports_no_refusals_in_client_stats() {
         .unwrap();
     let mut breaker = meshless::breaker::BreakerConfig::default();
     breaker.shadow = true;
-    let client = meshless::http::Client::builder()
-        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
-        .breaker(breaker)
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = builder(&fleet).breaker(breaker).build().unwrap();
     for _ in 0..60 {
         let res = client.get("/").await.expect("shadow refuses nothing");
         assert_eq!(res.status(), 500);
