@@ -9,6 +9,8 @@ mod support;
 mod caps;
 #[path = "hedge/fleet.rs"]
 mod fleet;
+#[path = "hedge/outrun.rs"]
+mod outrun;
 #[path = "hedge/race.rs"]
 mod race;
 #[path = "hedge/timing.rs"]

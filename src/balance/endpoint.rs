@@ -146,6 +146,28 @@ impl Meter {
     }
 }
 
+impl Meter {
+    /// Takes in what an attempt that lost a hedge race says: the endpoint had not answered
+    /// after `started`'s wait. Above the estimate, that wait is the new peak: it is at least
+    /// that slow. Below it, what the estimate says the attempt had left to run is added as a
+    /// penalty that fades within seconds, as a failure's does (but nothing is counted against
+    /// the endpoint): the attempt would have kept it busy that much longer. Without either, an
+    /// endpoint whose slow answers are all outrun would look idle, its estimate would decay,
+    /// and P2C would send it ever more first attempts (the demo's slow backend got 2 to 4 times
+    /// its share of them once hedging was on).
+    fn outrun(&self, started: u64) {
+        let at = self.since_origin(Instant::now());
+        let waited = at.saturating_sub(started);
+        let estimate = self.rtt.get_at(at);
+        if waited as f64 > estimate {
+            self.rtt.observe(Duration::from_nanos(waited), at);
+        } else {
+            self.rtt
+                .penalize(Duration::from_nanos(estimate as u64 - waited), at);
+        }
+    }
+}
+
 /// Marks one request in flight on an endpoint; recording its end exactly once.
 ///
 /// Dropped before the end, it asks who dropped it: one of meshless's timers (an attempt
@@ -214,6 +236,9 @@ impl Drop for InFlight {
         } else {
             self.done = true;
             self.meter.cancel(self.probe, self.started);
+            if crate::deadline::expiry::outrun() {
+                self.meter.outrun(self.started);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::cell::Cell;
 
 thread_local! {
     static EXPIRING: Cell<bool> = const { Cell::new(false) };
+    static OUTRUN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f`, which drops work in progress (in place, `Pin::set(None)`, since it is pinned), as
@@ -37,6 +38,28 @@ pub(crate) fn expiring() -> bool {
     EXPIRING.with(Cell::get)
 }
 
+/// Runs `f`, which drops the attempts a sibling outran (the losers of a hedge race): everything
+/// dropped inside sees [`outrun`] return `true`. Like a caller's cancellation, such a drop
+/// charges no endpoint; unlike it, it says the endpoint had not answered in the time it took a
+/// sibling to, which the balancer's latency estimate may take in.
+pub(crate) fn while_outrun<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = RestoreOutrun(OUTRUN.with(|flag| flag.replace(true)));
+    f()
+}
+
+struct RestoreOutrun(bool);
+
+impl Drop for RestoreOutrun {
+    fn drop(&mut self) {
+        OUTRUN.with(|flag| flag.set(self.0));
+    }
+}
+
+/// Whether the current drop is that of an attempt a sibling outran.
+pub(crate) fn outrun() -> bool {
+    OUTRUN.with(Cell::get)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +80,11 @@ mod tests {
         while_expiring(|| drop(Probe(seen.clone())));
         assert_eq!(seen.get(), Some(true));
         assert!(!expiring());
+        assert!(!outrun());
+        while_outrun(|| drop(Probe(seen.clone())));
+        assert_eq!(seen.get(), Some(false), "outrun is not expiring");
+        assert!(while_outrun(outrun));
+        assert!(!outrun());
     }
 
     #[test]

@@ -23,17 +23,22 @@ pub const MAX_HEDGES: u32 = 4;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum HedgeDelay {
-    /// After this latency percentile of the recent good answers (each attempt timed from its
-    /// own send): Finagle's backup requests and "The Tail at Scale" both hedge at p95.
+    /// After this percentile of how long recent first attempts waited (from their send to
+    /// their end, whatever it was, or to the hedge that outran them): Finagle's backup requests
+    /// and "The Tail at Scale" both hedge at p95. Taken over first attempts rather than good
+    /// answers, the percentile says how many requests a delay would hedge; it is raised when
+    /// those would not fit under nine tenths of `max_extra_load` (p95.5 under the default 5%),
+    /// so that the cap rarely has to refuse and the hedges go to the slowest requests.
     Percentile {
         /// The percentile, in `(0, 1)`: 0.95 hedges the slowest 5% (at most; the extra-load
         /// cap bounds them too).
         percentile: f64,
-        /// No hedge at all until the window holds this many answers: a percentile of a
-        /// handful of samples is noise.
+        /// No hedge until the window holds this many samples: a percentile of a handful of
+        /// samples is noise. A request sent before then is hedged once the delay is known,
+        /// counted from its own send.
         min_samples: u32,
-        /// The sliding window the answers are taken over (six slots; the delay is worked out
-        /// again whenever a slot turns over, and while it is not yet known).
+        /// The sliding window the samples are taken over (six slots; the delay is worked out
+        /// again every 64 samples, whenever a slot turns over, and while it is not known).
         window: Duration,
     },
     /// After a fixed time (Polly's hedging: 2 s by default; gRPC A6's `hedgingDelay`).
@@ -60,6 +65,7 @@ impl Default for HedgeDelay {
 /// | `max_hedges` | 1 | Polly `MaxHedgedAttempts` 1; gRPC A6 `maxAttempts` ≤ 5 (so ≤ 4 hedges); tower `hedge` 1 | 0..=4; 0 = off |
 /// | `delay` | p95 of the last 30 s, after 100 answers | Finagle `BackupRequestFilter`: p(100·(1 − maxExtraLoad)) = p95 at 5%; "The Tail at Scale" (Dean, Barroso 2013): p95; Polly: fixed 2 s | percentile in (0, 1), window ≥ 1 s; fixed > 0 |
 /// | `max_extra_load` | 0.05 | Finagle's `maxExtraLoad` 5%; Tail at Scale: hedging at p95 added ~5% load (2% with a 10 ms delay in their Bigtable test) | (0, 1] |
+/// | `min_per_second` | 10 | the retry budget's reserve (Finagle's and linkerd's 10 retries/s): a client's first moments, when nothing is known of its endpoints and a dead one gets its share of the first requests, need hedges before the ratio has earned any | finite, ≥ 0 |
 /// | `non_fatal_statuses` | 502, 503, 504 | gRPC A6 `nonFatalStatusCodes` (UNAVAILABLE): the HTTP statuses a gateway gives for an upstream that did not answer | 100..=599 |
 ///
 /// Besides these statuses, a response the balancer classified as a retryable failure
@@ -87,8 +93,11 @@ pub struct HedgeConfig {
     pub max_hedges: u32,
     /// When a hedge is sent.
     pub delay: HedgeDelay,
-    /// The most hedges as a share of the requests through the layer over the last 10 s.
+    /// The most hedges as a share of the requests through the layer over the last 10 s, on
+    /// top of the reserve.
     pub max_extra_load: f64,
+    /// Hedges per second allowed besides the share: a reserve of `min_per_second × 10 s`.
+    pub min_per_second: f64,
     /// The HTTP statuses that let the other attempts run on instead of ending the request.
     pub non_fatal_statuses: Vec<u16>,
 }
@@ -100,6 +109,7 @@ impl Default for HedgeConfig {
             max_hedges: 1,
             delay: HedgeDelay::default(),
             max_extra_load: 0.05,
+            min_per_second: 10.0,
             non_fatal_statuses: vec![502, 503, 504],
         }
     }
@@ -153,6 +163,12 @@ impl HedgeConfig {
             return Err(ConfigError::new(
                 "hedge.max_extra_load",
                 format!("{} is not in (0, 1]", self.max_extra_load),
+            ));
+        }
+        if !(self.min_per_second.is_finite() && (0.0..=1e8).contains(&self.min_per_second)) {
+            return Err(ConfigError::new(
+                "hedge.min_per_second",
+                format!("{} is not a finite rate in 0 ..= 1e8", self.min_per_second),
             ));
         }
         if let Some(bad) = self
@@ -212,6 +228,11 @@ mod tests {
         );
         assert_eq!(bad(|c| c.max_extra_load = 1.5), "hedge.max_extra_load");
         assert_eq!(bad(|c| c.max_extra_load = f64::NAN), "hedge.max_extra_load");
+        assert_eq!(bad(|c| c.min_per_second = -1.0), "hedge.min_per_second");
+        assert_eq!(
+            bad(|c| c.min_per_second = f64::INFINITY),
+            "hedge.min_per_second"
+        );
         assert_eq!(
             bad(|c| c.non_fatal_statuses = vec![503, 99]),
             "hedge.non_fatal_statuses"

@@ -4,8 +4,11 @@
 use super::config::HedgeDelay;
 use crate::primitives::clock::Clock;
 use crate::primitives::histogram::{self, BUCKETS, Histogram};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 
 /// The window is cut into this many slots; it moves a slot at a time.
@@ -14,6 +17,31 @@ const SLOTS: u64 = 6;
 /// The cached delay when there is none yet (too few samples).
 const UNKNOWN: u64 = u64::MAX;
 
+/// The share of the extra-load cap a percentile delay aims to fill. The cap admits hedges first
+/// come, first served: were the percentile to ask for the whole cap (p95 under a 5% cap), the
+/// noise of a sliding window would have it refuse hedges all the time, and those it refuses
+/// would as likely be the requests stuck on a dead endpoint as the merely slowish ones. Aiming a
+/// little under it keeps the cap for bursts, and hedges the slowest.
+const CAP_SHARE: f64 = 0.9;
+
+/// Samples between two workings-out of the percentile besides those at each turn of a slot, so
+/// that a young window (a client's first seconds) follows the data rather than its first
+/// hundred answers.
+const REFRESH_EVERY: u64 = 64;
+
+/// The percentile a delay is taken at: the configured one, or higher when the hedges it would
+/// send do not fit under [`CAP_SHARE`] of the extra-load cap.
+pub(crate) fn effective_percentile(percentile: f64, max_extra_load: f64) -> f64 {
+    percentile.max(1.0 - CAP_SHARE * max_extra_load)
+}
+
+/// The delay for a request being sent, as [`Delay::known`] tells it.
+pub(crate) enum Known {
+    Now(Duration),
+    /// Not yet: the future completes when it becomes known (or is taken again).
+    Later(OwnedNotified),
+}
+
 /// The delay a request waits before its hedge.
 pub(crate) enum Delay {
     Fixed(Duration),
@@ -21,14 +49,19 @@ pub(crate) enum Delay {
 }
 
 impl Delay {
-    pub(crate) fn new(config: HedgeDelay, origin: Instant) -> Self {
+    pub(crate) fn new(config: HedgeDelay, max_extra_load: f64, origin: Instant) -> Self {
         match config {
             HedgeDelay::Fixed(delay) => Delay::Fixed(delay),
             HedgeDelay::Percentile {
                 percentile,
                 min_samples,
                 window,
-            } => Delay::Percentile(Estimator::new(percentile, min_samples, window, origin)),
+            } => Delay::Percentile(Estimator::new(
+                effective_percentile(percentile, max_extra_load),
+                min_samples,
+                window,
+                origin,
+            )),
         }
     }
 
@@ -38,6 +71,27 @@ impl Delay {
         match self {
             Delay::Fixed(delay) => Some(*delay),
             Delay::Percentile(estimator) => estimator.get(),
+        }
+    }
+
+    /// The delay for a request sent now: known, or a way to learn when it is. A request sent
+    /// while the percentile still has too few samples (a client's first moments, when nothing
+    /// is known of its endpoints yet and a dead one gets its share of requests) is hedged once
+    /// the delay is known, counted from its own send.
+    pub(crate) fn known(&self) -> Known {
+        match self {
+            Delay::Fixed(delay) => Known::Now(*delay),
+            Delay::Percentile(estimator) => {
+                if let Some(delay) = estimator.get() {
+                    return Known::Now(delay);
+                }
+                // Waiting first, then reading again: a delay worked out in between is seen.
+                let later = estimator.known.clone().notified_owned();
+                match estimator.get() {
+                    Some(delay) => Known::Now(delay),
+                    None => Known::Later(later),
+                }
+            }
         }
     }
 
@@ -70,6 +124,10 @@ pub(crate) struct Estimator {
     slots: Box<[Slot]>,
     /// The delay in nanoseconds, or [`UNKNOWN`].
     delay: AtomicU64,
+    /// Samples since the delay was last worked out.
+    unrefreshed: AtomicU64,
+    /// Told when the delay becomes known.
+    known: Arc<Notify>,
 }
 
 struct Slot {
@@ -93,6 +151,8 @@ impl Estimator {
                 })
                 .collect(),
             delay: AtomicU64::new(UNKNOWN),
+            unrefreshed: AtomicU64::new(0),
+            known: Arc::new(Notify::new()),
         }
     }
 
@@ -129,7 +189,9 @@ impl Estimator {
             }
         }
         slot.latency.record(latency);
-        if moved || self.delay.load(Ordering::Relaxed) == UNKNOWN {
+        let due = self.unrefreshed.fetch_add(1, Ordering::Relaxed) + 1 >= REFRESH_EVERY;
+        if moved || due || self.delay.load(Ordering::Relaxed) == UNKNOWN {
+            self.unrefreshed.store(0, Ordering::Relaxed);
             return self.refresh(tag);
         }
         None
@@ -153,6 +215,9 @@ impl Estimator {
                 .map_or(UNKNOWN, |micros| (micros * 1e3) as u64)
         };
         let old = self.delay.swap(delay, Ordering::Relaxed);
+        if old == UNKNOWN && delay != UNKNOWN {
+            self.known.notify_waiters();
+        }
         (old != delay).then(|| (delay != UNKNOWN).then(|| Duration::from_nanos(delay)))
     }
 }
@@ -170,6 +235,7 @@ mod tests {
                 min_samples,
                 window: Duration::from_secs(30),
             },
+            1.0,
             origin,
         )
     }
@@ -212,6 +278,37 @@ mod tests {
         // Too few samples in the window again: no delay.
         delay.record(t0 + Duration::from_secs(70), MS);
         assert_eq!(delay.get(), None);
-        assert!(!Delay::new(HedgeDelay::Fixed(MS), t0).learns());
+        assert!(!Delay::new(HedgeDelay::Fixed(MS), 0.05, t0).learns());
+    }
+
+    #[test]
+    fn the_percentile_rises_to_fit_under_the_cap() {
+        assert_eq!(effective_percentile(0.99, 0.05), 0.99);
+        assert!((effective_percentile(0.95, 0.05) - 0.955).abs() < 1e-12);
+        assert!((effective_percentile(0.5, 0.1) - 0.91).abs() < 1e-12);
+        // Under the default cap, a window where 4% of first attempts wait 100 ms and the rest
+        // 1 ms hedges only the slow ones: p95.5 is 1 ms.
+        let t0 = Instant::now();
+        let delay = Delay::new(HedgeDelay::default(), 0.05, t0);
+        for i in 0..1_000u32 {
+            delay.record(t0, if i % 25 == 0 { MS * 100 } else { MS });
+        }
+        assert!(delay.get().unwrap() < MS * 2, "{:?}", delay.get());
+    }
+
+    #[test]
+    fn a_young_window_follows_the_data() {
+        // The first hundred answers are fast, then every answer takes 10 ms: within the same
+        // slot, the delay moves after the next 64 samples rather than at the slot's turn.
+        let t0 = Instant::now();
+        let delay = p95(100, t0);
+        for _ in 0..100 {
+            delay.record(t0, MS);
+        }
+        assert!(delay.get().unwrap() < MS * 2);
+        for _ in 0..200 {
+            delay.record(t0, MS * 10);
+        }
+        assert!(delay.get().unwrap() > MS * 8, "{:?}", delay.get());
     }
 }

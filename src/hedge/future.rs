@@ -1,13 +1,14 @@
 //! The hedge layer's response future: the first attempt, the hedges it races, and the timer
 //! that sends them.
 
+use super::delay::Known;
 use super::head::Head;
 use super::layer::Shared;
 use super::telemetry::Refusal;
 use crate::balance::AvoidEndpoints;
 use crate::budget::{UnsentRetry, Withdrawal};
-use crate::classify::Classified;
 use crate::deadline::RequestDeadline;
+use crate::deadline::expiry::while_outrun;
 use crate::deadline::timer::LazySleep;
 use crate::error::{BoxError, Error};
 use crate::retry::ReplayBody;
@@ -19,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::sync::futures::OwnedNotified;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -55,7 +57,10 @@ pub(super) struct Race<S, B, F, R> {
     avoid: AvoidEndpoints,
     /// A handle that never reads: hedges' bodies are made from it.
     body: B,
+    /// Zero while `known` waits.
     delay: Duration,
+    /// Set while the delay is not known yet: completes when it is.
+    known: Option<Pin<Box<OwnedNotified>>>,
     deadline: Option<Instant>,
     hedges: Vec<Attempt<F>>,
     sent: u32,
@@ -69,7 +74,6 @@ pub(super) struct Race<S, B, F, R> {
 
 struct Attempt<F> {
     future: Pin<Box<F>>,
-    started: Instant,
 }
 
 struct Tokens<B> {
@@ -82,13 +86,18 @@ impl<S, B, F, R> Race<S, ReplayBody<B>, F, R>
 where
     B: Body,
 {
-    pub(super) fn new(service: S, req: &Request<ReplayBody<B>>, delay: Duration) -> Self {
+    pub(super) fn new(service: S, req: &Request<ReplayBody<B>>, delay: Known) -> Self {
+        let (delay, known) = match delay {
+            Known::Now(delay) => (delay, None),
+            Known::Later(known) => (Duration::ZERO, Some(Box::pin(known))),
+        };
         Race {
             service,
             head: Head::copy(req),
             avoid: AvoidEndpoints::new(),
             body: req.body().template(),
             delay,
+            known,
             deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
             hedges: Vec::new(),
             sent: 0,
@@ -171,7 +180,10 @@ where
     ) -> Self {
         ResponseFuture {
             first: Some(first),
-            timer: LazySleep::new(started.checked_add(race.delay)),
+            timer: LazySleep::new(match race.known {
+                Some(_) => None,
+                None => started.checked_add(race.delay),
+            }),
             shared: Some(shared),
             started: Some(started),
             race: Some(Box::new(race)),
@@ -179,11 +191,20 @@ where
     }
 }
 
-/// Whether an answer that ends the request is timed for the percentile: a failure is not, as
-/// a fast error would pull the delay down.
-fn timed<RB>(res: &Response<RB>) -> bool {
-    !res.status().is_server_error()
-        && (res.extensions().is_empty() || res.extensions().get::<Classified>().is_none())
+/// Times the first attempt's wait for the percentile, from its send to now: when it ends,
+/// whatever it ends with (a fast failure did not need a hedge either), or when a hedge outran
+/// it (its wait so far, a lower bound, which keeps it above the percentile where it belongs).
+/// So the percentile says how many first attempts are still waiting at each delay: the hedges
+/// a delay would send.
+fn time_first(shared: &Shared, started: Option<Instant>) {
+    if let Some(started) = started {
+        if shared.telemetry.stats.delay.learns() {
+            let now = Instant::now();
+            shared
+                .telemetry
+                .waited(now, now.saturating_duration_since(started));
+        }
+    }
 }
 
 impl<S, B, RB> Future for ResponseFuture<S, B>
@@ -210,14 +231,7 @@ where
             };
             let out = std::task::ready!(first.poll(cx)).map_err(Error::from_service);
             this.first.set(None);
-            if let (Some(started), Ok(res)) = (*this.started, &out) {
-                if timed(res) && shared.telemetry.stats.delay.learns() {
-                    let now = Instant::now();
-                    shared
-                        .telemetry
-                        .answered(now, now.saturating_duration_since(started));
-                }
-            }
+            time_first(shared, *this.started);
             return Poll::Ready(out);
         };
         loop {
@@ -225,20 +239,15 @@ where
             if let Some(first) = this.first.as_mut().as_pin_mut() {
                 if let Poll::Ready(out) = first.poll(cx) {
                     this.first.set(None);
+                    time_first(shared, *this.started);
                     let out = out.map_err(Error::from_service);
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
                     if fatal || race.hedges.is_empty() {
                         race.refund();
-                        race.hedges.clear(); // cancelled: the losers
+                        // The losers: cancelled, charged nothing, but what they waited is news
+                        // of their endpoints' latency (see `expiry::while_outrun`).
+                        while_outrun(|| race.hedges.clear());
                         let out = if fatal { out } else { race.best(out) };
-                        if let (Some(started), Ok(res)) = (*this.started, &out) {
-                            if fatal && timed(res) {
-                                let now = Instant::now();
-                                shared
-                                    .telemetry
-                                    .answered(now, now.saturating_duration_since(started));
-                            }
-                        }
                         race.stopped = true;
                         return Poll::Ready(out);
                     }
@@ -252,7 +261,7 @@ where
                     i += 1;
                     continue;
                 };
-                let attempt = race.hedges.swap_remove(i);
+                race.hedges.swap_remove(i);
                 let out = out.map_err(Error::from_service);
                 let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
                 let others = this.first.is_some() || !race.hedges.is_empty();
@@ -261,30 +270,35 @@ where
                     continue;
                 }
                 race.refund();
-                race.hedges.clear();
+                while_outrun(|| race.hedges.clear());
                 race.stopped = true;
                 let out = if fatal { out } else { race.best(out) };
                 if fatal {
                     shared.telemetry.won();
                     tracing::debug!(service = %shared.service, "a hedge won");
-                    if let Ok(res) = &out {
-                        if timed(res) {
-                            let now = Instant::now();
-                            let telemetry = &shared.telemetry;
-                            telemetry.answered(now, now.saturating_duration_since(attempt.started));
-                            // The first attempt, cancelled, took at least this long: counted
-                            // as such, it stays above the percentile, where it belongs.
-                            if let (Some(started), true) = (*this.started, this.first.is_some()) {
-                                telemetry.answered(now, now.saturating_duration_since(started));
-                            }
-                        }
-                    }
                 }
-                this.first.set(None);
+                if this.first.is_some() {
+                    time_first(shared, *this.started);
+                    while_outrun(|| this.first.set(None));
+                }
                 return Poll::Ready(out);
             }
             if race.stopped {
                 return Poll::Pending;
+            }
+            if let Some(known) = race.known.as_mut() {
+                if known.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                race.known = None;
+                // Taken back since (the window emptied again): this request is not hedged.
+                let Some(delay) = shared.telemetry.stats.delay.get() else {
+                    race.stopped = true;
+                    return Poll::Pending;
+                };
+                race.delay = delay;
+                let from = this.started.unwrap_or_else(Instant::now);
+                this.timer.set(LazySleep::new(from.checked_add(delay)));
             }
             // The next hedge: admitted when the timer fires, sent once the service is ready.
             if race.waiting.is_none() {
@@ -319,10 +333,8 @@ where
             // Given back by the balancer if it drops the hedge unsent; spent once sent.
             req.extensions_mut().insert(UnsentRetry::new(tokens.budget));
             drop(tokens.extra);
-            let now = Instant::now();
             race.hedges.push(Attempt {
                 future: Box::pin(race.service.call(req)),
-                started: now,
             });
             race.sent += 1;
             shared.telemetry.hedge();
@@ -335,7 +347,8 @@ where
             if race.sent >= shared.max_hedges {
                 race.stopped = true;
             } else {
-                this.timer.set(LazySleep::new(now.checked_add(race.delay)));
+                this.timer
+                    .set(LazySleep::new(Instant::now().checked_add(race.delay)));
             }
         }
     }

@@ -41,7 +41,7 @@ const EXTRA_LOAD_WINDOW: Duration = Duration::from_secs(10);
 pub struct HedgeLayer {
     budget: Budget,
     /// Finagle's `maxExtraLoad` as a budget of its own: every request deposits, every hedge
-    /// withdraws, at the configured ratio and with no reserve.
+    /// withdraws, at the configured ratio, over a reserve of `min_per_second`.
     extra: Budget,
     config: HedgeConfig,
     idempotency: Idempotency,
@@ -76,15 +76,22 @@ impl HedgeLayer {
         config.validate()?;
         let extra = Budget::builder()
             .ttl(EXTRA_LOAD_WINDOW)
-            .min_per_second(0.0)
+            .min_per_second(config.min_per_second)
             .ratio(config.max_extra_load)
             .build()
-            .map_err(|e| ConfigError::new("hedge.max_extra_load", e.to_string()))?;
+            .map_err(|e| {
+                let field = if e.setting().contains("min_per_second") {
+                    "hedge.min_per_second"
+                } else {
+                    "hedge.max_extra_load"
+                };
+                ConfigError::new(field, e.to_string())
+            })?;
         Ok(HedgeLayer::build(budget, config.clone(), extra))
     }
 
     fn build(budget: Budget, config: HedgeConfig, extra: Budget) -> Self {
-        let delay = Delay::new(config.delay, Instant::now());
+        let delay = Delay::new(config.delay, config.max_extra_load, Instant::now());
         HedgeLayer {
             budget,
             extra,
@@ -211,7 +218,8 @@ impl Shared {
 /// [retry layer](crate::retry::Retry) gives it; a request is hedged only when
 ///
 /// - it is safe to repeat by the [idempotency rules](HedgeLayer::idempotency);
-/// - the delay is known (a fixed one, or a percentile with its minimum of samples);
+/// - the delay is known (a fixed one, or a percentile with its minimum of samples); a request
+///   sent before it is known is hedged once it is, the delay counted from its own send;
 /// - its body has been read whole into the replay buffer by then (a body still streaming, or
 ///   larger than the replay cap, is not hedged: a hedge needs the same bytes);
 /// - the request's [`RequestDeadline`](crate::deadline::RequestDeadline), if any, leaves at
@@ -330,28 +338,25 @@ where
         shared.extra.deposit();
         let telemetry = &shared.telemetry;
         telemetry.request();
-        let delay = telemetry.stats.delay.get();
-        let hedgeable = match delay {
-            None => None,
-            Some(_) if req.body().is_capped() => None,
-            Some(delay) => {
-                if shared.idempotency.idempotence(&req) == Idempotence::Idempotent {
-                    Some(delay)
-                } else {
+        let delay = &telemetry.stats.delay;
+        let hedgeable = !req.body().is_capped()
+            && if shared.idempotency.idempotence(&req) == Idempotence::Idempotent {
+                true
+            } else {
+                if delay.get().is_some() {
                     telemetry.refused(super::telemetry::Refusal::NotIdempotent);
-                    None
                 }
-            }
-        };
-        let Some(delay) = hedgeable else {
+                false
+            };
+        if !hedgeable {
             // The clock is read only when the answer is timed for the percentile.
-            let started = telemetry.stats.delay.learns().then(Instant::now);
+            let started = delay.learns().then(Instant::now);
             return ResponseFuture::single(self.inner.call(req), shared.clone(), started);
-        };
+        }
         let now = Instant::now();
         // The head is copied before the list goes in: the hedges get the list apart, so that a
         // request with no extensions does not have its map copied as well.
-        let race = super::future::Race::new(self.inner.clone(), &req, delay);
+        let race = super::future::Race::new(self.inner.clone(), &req, delay.known());
         req.extensions_mut().insert(race.avoid());
         let first = self.inner.call(req);
         ResponseFuture::race(first, shared.clone(), now, race)

@@ -217,9 +217,10 @@ impl Telemetry {
         }
     }
 
-    /// Times a good answer for the percentile, updating the gauge when the delay moves.
+    /// Times a first attempt's wait for the percentile, updating the gauge when the delay
+    /// moves.
     #[inline]
-    pub(super) fn answered(&self, now: Instant, latency: Duration) {
+    pub(super) fn waited(&self, now: Instant, latency: Duration) {
         if let Some(changed) = self.stats.delay.record(now, latency) {
             if let Some(m) = &self.metrics {
                 m.delay.set(changed.map_or(0.0, |d| d.as_secs_f64()));

@@ -83,6 +83,33 @@ async fn the_extra_load_cap_bounds_hedges_exactly() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_reserve_lets_a_cold_client_hedge_before_the_ratio_earns_any() {
+    let upstream = Upstream::new(ms(50), 200);
+    let budget = Budget::builder().min_per_second(1000.0).build().unwrap();
+    let mut config = meshless::hedge::HedgeConfig::default();
+    config.delay = meshless::hedge::HedgeDelay::Fixed(ms(10));
+    config.max_extra_load = 0.05;
+    config.min_per_second = 1.0;
+    let layer = meshless::hedge::HedgeLayer::from_config(budget, &config)
+        .unwrap()
+        .metrics(false);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    // Twelve slow requests at once, the client's first: 1/s × 10 s = 10 hedges in reserve,
+    // and twelve deposits of 5% add 0.6 of one.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        calls.spawn(svc.clone().oneshot(get()));
+    }
+    while let Some(res) = calls.join_next().await {
+        res.unwrap().unwrap();
+    }
+    assert_eq!(stats.hedges(), 10);
+    assert_eq!(stats.refused(Refusal::ExtraLoad), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_not_safe_to_repeat_is_never_hedged() {
     let upstream = Upstream::new(ms(100), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);

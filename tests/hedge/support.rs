@@ -86,12 +86,14 @@ impl Upstream {
     }
 }
 
-/// A hedge layer with a fixed delay, under `budget`.
+/// A hedge layer with a fixed delay, under `budget`; its extra-load cap is exactly `extra` ×
+/// requests (no reserve).
 pub fn fixed(budget: Budget, delay: Duration, max_hedges: u32, extra: f64) -> HedgeLayer {
     let mut config = HedgeConfig::default();
     config.delay = HedgeDelay::Fixed(delay);
     config.max_hedges = max_hedges;
     config.max_extra_load = extra;
+    config.min_per_second = 0.0;
     HedgeLayer::from_config(budget, &config)
         .expect("a valid config")
         .metrics(false)

@@ -8,8 +8,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt, service_fn};
 
+/// A p95 delay; no extra-load cap, so that the percentile is the configured one (under a cap,
+/// it rises to fit nine tenths of it).
 fn percentile_layer(min_samples: u32) -> HedgeLayer {
     let mut config = HedgeConfig::default();
+    config.max_extra_load = 1.0;
     config.delay = HedgeDelay::Percentile {
         percentile: 0.95,
         min_samples,
@@ -115,5 +118,69 @@ async fn no_hedge_before_the_minimum_number_of_samples() {
     upstream.script([(ms(500), 200)]);
     svc.clone().oneshot(get()).await.unwrap();
     assert_eq!(upstream.count(), 22);
+    assert_eq!(stats.hedges(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_before_the_delay_is_known_is_hedged_once_it_is() {
+    let upstream = Upstream::new(ms(10), 200);
+    // The first request lands on a hanging endpoint, before anything is known.
+    upstream.script([(Duration::from_secs(5), 200)]);
+    let layer = percentile_layer(20);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let t0 = Instant::now();
+    let stuck = tokio::spawn(svc.clone().oneshot(get()));
+    tokio::task::yield_now().await;
+    assert_eq!(upstream.count(), 1);
+    assert_eq!(stats.delay(), None);
+    // Twenty answers of 10 ms, one after the other: the delay is known at 200 ms, and the
+    // stuck request, sent 200 ms before, is past it: its hedge goes at once.
+    for _ in 0..20 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    let known = Instant::now();
+    assert_eq!(known - t0, ms(200));
+    let delay = stats.delay().expect("20 samples");
+    assert!(delay < ms(12), "{delay:?}");
+    let res = stuck.await.unwrap().unwrap();
+    assert_eq!(
+        res.body(),
+        "call 21",
+        "the hedge answered (calls count from 0)"
+    );
+    let calls = upstream.calls();
+    assert_eq!(calls.len(), 22);
+    assert_eq!(calls[21].at, known, "hedged as soon as the delay was known");
+    assert_eq!(Instant::now(), known + ms(10));
+    assert_eq!((stats.hedges(), stats.won()), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
+    let upstream = Upstream::new(ms(10), 200);
+    let layer = percentile_layer(20);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    // Nineteen answers; then a slow request starts, and the twentieth answer (sent with it)
+    // makes the delay known 10 ms later: the slow one is hedged at its own send + the delay.
+    for _ in 0..19 {
+        svc.clone().oneshot(get()).await.unwrap();
+    }
+    upstream.script([(Duration::from_secs(5), 200)]);
+    let t0 = Instant::now();
+    let slow = tokio::spawn(svc.clone().oneshot(get()));
+    tokio::task::yield_now().await;
+    svc.clone().oneshot(get()).await.unwrap();
+    let delay = stats.delay().expect("20 samples");
+    let res = slow.await.unwrap().unwrap();
+    assert_eq!(res.body(), "call 21");
+    let sent = upstream.calls()[21].at - t0;
+    assert!(
+        sent >= delay && sent < delay + ms(1),
+        "hedged at its own send + the delay: {sent:?} for {delay:?}"
+    );
     assert_eq!(stats.hedges(), 1);
 }

@@ -1,0 +1,84 @@
+//! What the balancer learns from an attempt a hedge outran: not a failure, but news of its
+//! endpoint's latency, so that hedging does not make a slow endpoint look idle and draw more
+//! first attempts to it.
+
+use super::support::{Upstream, fixed, get, ms};
+use http_body_util::BodyExt;
+use meshless::balance::{Balance, EndpointStats};
+use meshless::budget::Budget;
+use std::time::Duration;
+use tower::{Layer, ServiceExt, service_fn};
+
+/// A balance of a slow endpoint `a` and a fast one `b` whose tiny weight makes it look dear, so
+/// that every first attempt goes to `a` and every hedge (which avoids `a`) to `b`.
+fn balance(slow: &Upstream, fast: &Upstream) -> Balance<&'static str, ReqSvc> {
+    let balance = Balance::builder().metrics(false).default_rtt(ms(1)).build();
+    let (slow, fast) = (slow.clone(), fast.clone());
+    balance.insert_weighted("a", boxed(slow), 1.0);
+    balance.insert_weighted("b", boxed(fast), 1e-6);
+    balance
+}
+
+type Req = http::Request<meshless::retry::ReplayBody<String>>;
+type ReqSvc = tower::util::BoxCloneSyncService<Req, http::Response<String>, tower::BoxError>;
+
+fn boxed(upstream: Upstream) -> ReqSvc {
+    tower::util::BoxCloneSyncService::new(service_fn(move |req: Req| upstream.clone().call(req)))
+}
+
+async fn body<B: http_body::Body>(res: http::Response<B>) -> String
+where
+    B::Error: std::fmt::Debug,
+{
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn stats(balance: &Balance<&'static str, ReqSvc>, key: &str) -> EndpointStats<&'static str> {
+    balance
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key == key)
+        .expect("the endpoint")
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outrun_attempt_raises_its_endpoint_estimate_to_what_it_waited() {
+    let (slow, fast) = (
+        Upstream::new(Duration::from_secs(5), 200),
+        Upstream::new(ms(1), 200),
+    );
+    let balance = balance(&slow, &fast);
+    let svc = fixed(Budget::default(), ms(20), 1, 1.0).layer(balance.clone());
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(
+        body(res).await,
+        "call 0",
+        "the fast endpoint's first call: the hedge"
+    );
+    let a = stats(&balance, "a");
+    assert_eq!((a.failures, a.cancelled, a.in_flight), (0, 1, 0));
+    // 1 ms before; the attempt waited 21 ms before the hedge's answer outran it.
+    assert!(a.rtt >= ms(20), "{a:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outrun_attempt_keeps_its_endpoint_dear_for_what_it_had_left() {
+    let (slow, fast) = (Upstream::new(ms(100), 200), Upstream::new(ms(1), 200));
+    let balance = balance(&slow, &fast);
+    // One answer teaches the balancer that `a` takes 100 ms.
+    let res = balance.clone().oneshot(get()).await.unwrap();
+    assert_eq!(body(res).await, "call 0");
+    let before = stats(&balance, "a").rtt;
+    assert!(before >= ms(99), "{before:?}");
+    // The next request to `a` is outrun after 11 ms: it would have kept `a` busy ~89 ms more.
+    let svc = fixed(Budget::default(), ms(10), 1, 1.0).layer(balance.clone());
+    svc.oneshot(get()).await.unwrap();
+    let a = stats(&balance, "a");
+    assert_eq!((a.failures, a.cancelled, a.requests), (0, 1, 1));
+    assert!(a.rtt >= before + ms(80), "{before:?} then {a:?}");
+    // A penalty, not a failure: it fades within seconds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = stats(&balance, "a").rtt;
+    assert!(later < before, "{later:?}");
+}
