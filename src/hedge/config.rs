@@ -63,7 +63,7 @@ impl Default for HedgeDelay {
 /// |---|---|---|---|
 /// | `enabled` | `true` | — (`false` passes every request through: a branch per request) | any |
 /// | `max_hedges` | 1 | Polly `MaxHedgedAttempts` 1; gRPC A6 `maxAttempts` ≤ 5 (so ≤ 4 hedges); tower `hedge` 1 | 0..=4; 0 = off |
-/// | `delay` | p95 of the last 30 s, after 100 answers | Finagle `BackupRequestFilter`: p(100·(1 − maxExtraLoad)) = p95 at 5%; "The Tail at Scale" (Dean, Barroso 2013): p95; Polly: fixed 2 s | percentile in (0, 1), window ≥ 1 s; fixed > 0 |
+/// | `delay` | p95 of the last 30 s of first attempts' waits, after 100 of them | Finagle `BackupRequestFilter`: p(100·(1 − maxExtraLoad)) = p95 at 5%; "The Tail at Scale" (Dean, Barroso 2013): p95; Polly: fixed 2 s | percentile in (0, 1), window ≥ 1 s; fixed > 0 |
 /// | `max_extra_load` | 0.05 | Finagle's `maxExtraLoad` 5%; Tail at Scale: hedging at p95 added ~5% load (2% with a 10 ms delay in their Bigtable test) | (0, 1] |
 /// | `min_per_second` | 10 | the retry budget's reserve (Finagle's and linkerd's 10 retries/s): a client's first moments, when nothing is known of its endpoints and a dead one gets its share of the first requests, need hedges before the ratio has earned any | finite, ≥ 0 |
 /// | `non_fatal_statuses` | 502, 503, 504 | gRPC A6 `nonFatalStatusCodes` (UNAVAILABLE): the HTTP statuses a gateway gives for an upstream that did not answer | 100..=599 |

@@ -1,5 +1,5 @@
-//! When to hedge: a fixed delay, or a latency percentile of recent answers over a sliding
-//! window, worked out when the window moves rather than on every request.
+//! When to hedge: a fixed delay, or a percentile of how long recent first attempts waited over
+//! a sliding window, worked out every few dozen samples rather than on every request.
 
 use super::config::HedgeDelay;
 use crate::primitives::clock::Clock;

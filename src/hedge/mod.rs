@@ -6,16 +6,20 @@
 //! with a backup request after 10 ms, for 2% more requests. [`Hedge`] sits between the
 //! [retry layer](crate::retry) and the per-attempt timeout:
 //!
-//! - the delay is the p95 of recent answers (a 30 s sliding window, after 100 of them), or
-//!   fixed ([`HedgeDelay`]);
+//! - the delay is the p95 of how long recent first attempts waited (a 30 s sliding window,
+//!   after 100 of them; raised to fit nine tenths of the extra-load cap), or fixed
+//!   ([`HedgeDelay`]); a request sent before it is known is hedged once it is;
 //! - only requests safe to repeat are hedged (the retry layer's [idempotency
 //!   rules](crate::retry::Idempotency)), and only once their body is in the replay buffer;
 //! - hedges draw on the retry [budget](crate::budget::Budget) (give both layers clones of one)
-//!   and on an extra-load cap of their own (Finagle's `maxExtraLoad`, 5%);
+//!   and on an extra-load cap of their own (Finagle's `maxExtraLoad`, 5%, over a reserve of
+//!   10/s);
 //! - a hedge needs at least the delay left before the request's deadline;
 //! - the first good answer wins; 502, 503, 504, failures the balancer classified as retryable
 //!   and errors let the other attempts run on; the losers are dropped, which the balancer
-//!   counts as cancelled, never as a failure of their endpoint;
+//!   counts as cancelled, never as a failure of their endpoint (but what they waited raises
+//!   its latency estimate, so that a slow endpoint whose answers are all outrun does not look
+//!   idle);
 //! - each hedge goes to an endpoint the other attempts did not go to, when the
 //!   [balancer](crate::balance::Balance) has a ready one ([`AvoidEndpoints`](crate::balance::AvoidEndpoints)).
 //!

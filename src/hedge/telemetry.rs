@@ -128,8 +128,9 @@ impl HedgeStats {
         self.refused[reason.index()].load(Ordering::Relaxed)
     }
 
-    /// The delay in force: the fixed delay, or the latency percentile of the window; `None`
-    /// while the window holds fewer answers than the minimum (no hedging then).
+    /// The delay in force: the fixed delay, or the percentile of the window; `None` while the
+    /// window holds fewer samples than the minimum (requests sent then are hedged once it is
+    /// known).
     ///
     /// ```
     /// use meshless::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
