@@ -158,7 +158,8 @@ impl Meter {
     fn outrun(&self, started: u64) {
         let at = self.since_origin(Instant::now());
         let waited = at.saturating_sub(started);
-        let estimate = self.rtt.get_at(at);
+        // The latency alone: with the penalty in, each outrun would add the last one's again.
+        let estimate = self.rtt.latency_at(at);
         if waited as f64 > estimate {
             self.rtt.observe(Duration::from_nanos(waited), at);
         } else {

@@ -179,6 +179,14 @@ impl PeakEwma {
         self.decayed(&state, now)
     }
 
+    /// The latency estimate alone, without any penalty, in nanoseconds, decayed to `now`
+    /// (nanoseconds since the origin).
+    pub(crate) fn latency_at(&self, now: u64) -> f64 {
+        let state = self.read();
+        let elapsed = now.saturating_sub(state.updated) as f64;
+        state.estimate_nanos * (-elapsed / self.tau_nanos).exp()
+    }
+
     /// Records one round trip; returns the new estimate, in nanoseconds.
     /// `now` is in nanoseconds since the origin, as for every writer.
     pub(crate) fn observe(&self, rtt: Duration, now: u64) -> f64 {

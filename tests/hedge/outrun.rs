@@ -77,6 +77,12 @@ async fn an_outrun_attempt_keeps_its_endpoint_dear_for_what_it_had_left() {
     let a = stats(&balance, "a");
     assert_eq!((a.failures, a.cancelled, a.requests), (0, 1, 1));
     assert!(a.rtt >= before + ms(80), "{before:?} then {a:?}");
+    // Outrun again: the penalty is what it had left, again, not piled on the last one.
+    let svc = fixed(Budget::default(), ms(10), 1, 1.0).layer(balance.clone());
+    svc.oneshot(get()).await.unwrap();
+    let again = stats(&balance, "a");
+    assert_eq!(again.cancelled, 2);
+    assert!(again.rtt < before + ms(100), "{before:?} then {again:?}");
     // A penalty, not a failure: it fades within seconds.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let later = stats(&balance, "a").rtt;
