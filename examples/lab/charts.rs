@@ -1,6 +1,7 @@
 //! The two SVG charts of a scenario: latency CDF per mode (log latency axis), and success rate
 //! over time per mode.
 
+use super::modes::{ADAPTIVE, FIXED, HEDGING, TOWER_HEDGE};
 use super::stats::{BUCKET, Run};
 use plotters::prelude::*;
 use std::error::Error;
@@ -17,7 +18,12 @@ fn color(mode: &str) -> RGBColor {
         "plain" => RGBColor(214, 39, 40),
         "tower" => RGBColor(31, 119, 180),
         "meshless" => RGBColor(44, 160, 44),
-        // Variants: a colour of their own, the same in every chart (picked by the label).
+        // The variants that share a chart: a colour each, the same in every chart.
+        FIXED => RGBColor(255, 127, 14),
+        ADAPTIVE => RGBColor(140, 86, 75),
+        TOWER_HEDGE => RGBColor(23, 190, 207),
+        HEDGING => RGBColor(148, 103, 189),
+        // Any other: a colour picked by the label.
         variant => {
             const OTHERS: [RGBColor; 4] = [
                 RGBColor(148, 103, 189),
