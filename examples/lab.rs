@@ -1,6 +1,6 @@
 //! lab: runs the scenarios — a slow endpoint, a flaky one, one dying and returning, one
 //! hanging, a full outage, tail latency, throttling with Retry-After, endpoint churn, an
-//! outage and recovery, an overload — against a local fleet of misbehaving backends, with
+//! outage and recovery, an overload, a rare slow mode with hedging — against a local fleet of misbehaving backends, with
 //! several clients (plain, tower, meshless and its variants, `lab/modes.rs`), and writes
 //! `target/lab/report.md` with SVG charts next to it.
 //!
@@ -10,18 +10,20 @@
 //! ```
 //!
 //! - `--only`: run these scenarios only (slow, flaky, dying, hanging, outage, tail,
-//!   throttling, churn, recovery, overload).
+//!   throttling, churn, recovery, overload, hedging).
 //! - `--requests` (default 4000) and `--rate` (default 1000 req/s): the open-loop load of each
 //!   scenario and client; the run lasts `requests / rate` seconds, and the dying and churn
-//!   scenarios place their phases within it. The recovery scenario runs 10 s at `--rate`; the
-//!   overload scenario sets its own load from the fleet's capacity.
+//!   scenarios place their phases within it. The recovery scenario runs 14 s and the hedging
+//!   scenario 20 s at `--rate`; the overload scenario sets its own load from the fleet's
+//!   capacity.
 //! - `--max-in-flight` (default 256): requests in flight at most (the overload scenario sets
 //!   its own, higher, so that its load stays open).
 //! - `--publish`: also write the report to `docs/lab-report.md` and its charts to `docs/lab/`.
 //!
 //! Progress goes to stderr. The plain and tower clients are loadgen's (`loadgen/plain.rs`,
-//! `loadgen/tower_mode.rs`, included read-only); meshless' `http::Client` is built as loadgen
-//! builds it, with its default policy or a variant's changes (see `lab/target.rs`).
+//! `loadgen/tower_mode.rs`, included read-only), the latter also inside tower's `hedge`
+//! middleware (`lab/tower_hedge.rs`); meshless' `http::Client` is built as loadgen builds it,
+//! with its default policy or a variant's changes (see `lab/target.rs`).
 
 #[allow(dead_code)]
 #[path = "loadgen/cli.rs"]
@@ -36,6 +38,10 @@ mod tower_mode;
 
 #[path = "lab/charts.rs"]
 mod charts;
+#[path = "lab/hedge_verdict.rs"]
+mod hedge_verdict;
+#[path = "lab/hedging.rs"]
+mod hedging;
 #[path = "lab/modes.rs"]
 mod modes;
 #[path = "lab/overload.rs"]
@@ -54,6 +60,8 @@ mod stats;
 mod target;
 #[path = "lab/timeline.rs"]
 mod timeline;
+#[path = "lab/tower_hedge.rs"]
+mod tower_hedge;
 
 use modes::VARIANTS;
 use stats::Run;
@@ -216,7 +224,7 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
                     format!("; failures: {}", run.failures_text())
                 }
             );
-            if let Some(line) = protect_report::progress(&run) {
+            if let Some(line) = protect_report::progress(&run).or_else(|| hedging::progress(&run)) {
                 eprintln!("lab:         {line}");
             }
             runs.push(run);
@@ -236,6 +244,7 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
             &mine,
         )?;
         protect_report::charts(&out_dir, scenario, &mine)?;
+        hedging::charts(&out_dir, scenario, &mine)?;
     }
 
     let wall_s = wall.elapsed().as_secs_f64();
@@ -286,6 +295,7 @@ async fn lab(options: Options) -> Result<(), Box<dyn Error>> {
     for verdict in report::verdicts(&runs)
         .into_iter()
         .chain(protect_report::verdicts(&runs))
+        .chain(hedging::verdicts(&runs))
     {
         eprintln!("lab: {}", verdict.line());
     }

@@ -1,6 +1,7 @@
 //! The two SVG charts of a scenario: latency CDF per mode (log latency axis), and success rate
 //! over time per mode.
 
+use super::modes::{ADAPTIVE, FIXED, HEDGING, TOWER_HEDGE};
 use super::stats::{BUCKET, Run};
 use plotters::prelude::*;
 use std::error::Error;
@@ -17,7 +18,12 @@ fn color(mode: &str) -> RGBColor {
         "plain" => RGBColor(214, 39, 40),
         "tower" => RGBColor(31, 119, 180),
         "meshless" => RGBColor(44, 160, 44),
-        // Variants: a colour of their own, the same in every chart (picked by the label).
+        // The variants that share a chart: a colour each, the same in every chart.
+        FIXED => RGBColor(255, 127, 14),
+        ADAPTIVE => RGBColor(140, 86, 75),
+        TOWER_HEDGE => RGBColor(23, 190, 207),
+        HEDGING => RGBColor(148, 103, 189),
+        // Any other: a colour picked by the label.
         variant => {
             const OTHERS: [RGBColor; 4] = [
                 RGBColor(148, 103, 189),
@@ -96,6 +102,59 @@ fn cdf_points(sorted_micros: &[u64]) -> Vec<(f64, f64)> {
         }
     }
     points
+}
+
+/// The lowest fraction the tail chart shows: below one request in the runs' tens of thousands.
+const MIN_FRACTION: f64 = 1e-5;
+
+/// The tail: the fraction of requests slower than each latency, one line per mode, both axes
+/// log scale, so that the p99 and p99.9 are as far apart as the p50 and p90.
+pub fn tail(path: &Path, title: &str, runs: &[&Run]) -> Result<(), Box<dyn Error>> {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(14)
+        .x_label_area_size(42)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (MIN_MS..MAX_MS).log_scale(),
+            (MIN_FRACTION..1.0).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("latency, ms (log scale; every request, failures included)")
+        .y_desc("fraction of requests slower (log scale)")
+        .x_label_formatter(&|v| format!("{v}"))
+        .y_label_formatter(&|v| format!("{v:e}"))
+        .draw()?;
+    for run in runs {
+        let c = color(run.mode);
+        let style = c.stroke_width(width(run.mode));
+        let label = format!(
+            "{} (p99 {}, p99.9 {})",
+            run.mode,
+            ms_text(run.quantile_ms(0.99)),
+            ms_text(run.quantile_ms(0.999))
+        );
+        // The CDF's points, turned over: slower than x is one minus at most x.
+        let points = cdf_points(&run.sorted_micros)
+            .into_iter()
+            .map(|(x, y)| (x, (1.0 - y).max(MIN_FRACTION)));
+        chart
+            .draw_series(LineSeries::new(points, style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// Success rate per bucket of start time, one line per mode.

@@ -1,29 +1,53 @@
 //! The clients the lab compares: loadgen's plain and tower modes, meshless with its defaults,
 //! and variants of meshless with a setting or a layer changed.
 //!
-//! A variant is one line in `VARIANTS`: a label (the report's name for it, unique), and what to
-//! do to the `ClientBuilder` before `build()`. Variants marked `extra` run only in the
-//! scenarios that compare protections (`Scenario::extras`: the outage and recovery, and the
-//! overload), so that they do not lengthen the whole lab.
+//! A variant is one line in `VARIANTS`: a label (the report's name for it, unique), which
+//! client, what to do to meshless' `ClientBuilder` before `build()`, and the scenarios it runs
+//! in (`Group`): variants that compare protections run only in the outage and recovery and the
+//! overload, those that compare hedging only in the hedging scenario, so that they do not
+//! lengthen the whole lab.
 
-use super::cli::Mode;
+use meshless::hedge::HedgeConfig;
 use meshless::http::ClientBuilder;
 use meshless::limit::{Algorithm, GradientConfig, LimitConfig};
 
 /// A change to meshless' client before it is built.
 pub type Tune = fn(ClientBuilder) -> ClientBuilder;
 
+/// Which client a variant runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// loadgen's `--mode plain`.
+    Plain,
+    /// loadgen's `--mode tower`.
+    Tower,
+    /// loadgen's `--mode tower` inside tower's own `hedge` middleware (`lab/tower_hedge.rs`).
+    TowerHedge,
+    /// `meshless::http::Client`, as loadgen's `--mode meshless` builds it, then `tune`d.
+    Meshless,
+}
+
+/// The scenarios a variant runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Every scenario (plain but in the overload and hedging scenarios).
+    Every,
+    /// Only the scenarios that compare protections: the outage and recovery, the overload.
+    Protect,
+    /// Only the hedging scenario.
+    Hedging,
+}
+
 /// One client under test.
 #[derive(Clone, Copy)]
 pub struct Variant {
     /// The report's name for it: `plain`, `tower`, `meshless`, `meshless + …`.
     pub label: &'static str,
-    pub mode: Mode,
+    pub client: Client,
     /// Applied to meshless' builder (endpoints and deadline already set) before `build()`;
-    /// ignored by the plain and tower modes.
+    /// ignored by the other clients.
     pub tune: Tune,
-    /// Runs only in the scenarios with `extras`.
-    pub extra: bool,
+    pub group: Group,
 }
 
 fn defaults(builder: ClientBuilder) -> ClientBuilder {
@@ -46,6 +70,16 @@ fn adaptive_limit(builder: ClientBuilder) -> ClientBuilder {
     builder.limit(limit)
 }
 
+/// Hedging with the library's defaults, as loadgen's `--hedge` turns it on.
+fn hedging(builder: ClientBuilder) -> ClientBuilder {
+    builder.hedge(HedgeConfig::default())
+}
+
+/// The label of the variant that the hedging verdict judges against `meshless`.
+pub const HEDGING: &str = "meshless + hedging";
+/// The label of tower's hedge middleware around loadgen's tower client.
+pub const TOWER_HEDGE: &str = "tower + hedge";
+
 /// The label of the variant that the overload verdict judges (the issue's "adaptive limit").
 pub const ADAPTIVE: &str = "meshless + adaptive limit";
 /// The label of the fixed-limit variant the overload section shows beside it.
@@ -55,40 +89,49 @@ pub const FIXED: &str = "meshless + fixed limit 64";
 /// nothing is a `fn`, so it fits in this constant), e.g.
 ///
 /// ```text
-/// Variant { label: FIXED, mode: Mode::Meshless, tune: |b| b.limit(..), extra: true },
-/// Variant { label: ADAPTIVE, mode: Mode::Meshless, tune: |b| b.limit(..), extra: true },
+/// Variant { label: FIXED, client: Client::Meshless, tune: |b| b.limit(..), group: Group::Protect },
 /// ```
-///
-/// With `extra: false` the variant runs in every scenario (but the overload's plain-free set).
 pub const VARIANTS: &[Variant] = &[
     Variant {
         label: "plain",
-        mode: Mode::Plain,
+        client: Client::Plain,
         tune: defaults,
-        extra: false,
+        group: Group::Every,
     },
     Variant {
         label: "tower",
-        mode: Mode::Tower,
+        client: Client::Tower,
         tune: defaults,
-        extra: false,
+        group: Group::Every,
     },
     Variant {
         label: "meshless",
-        mode: Mode::Meshless,
+        client: Client::Meshless,
         tune: defaults,
-        extra: false,
+        group: Group::Every,
     },
     Variant {
         label: FIXED,
-        mode: Mode::Meshless,
+        client: Client::Meshless,
         tune: fixed_limit,
-        extra: true,
+        group: Group::Protect,
     },
     Variant {
         label: ADAPTIVE,
-        mode: Mode::Meshless,
+        client: Client::Meshless,
         tune: adaptive_limit,
-        extra: true,
+        group: Group::Protect,
+    },
+    Variant {
+        label: TOWER_HEDGE,
+        client: Client::TowerHedge,
+        tune: defaults,
+        group: Group::Hedging,
+    },
+    Variant {
+        label: HEDGING,
+        client: Client::Meshless,
+        tune: hedging,
+        group: Group::Hedging,
     },
 ];

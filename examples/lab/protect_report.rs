@@ -148,7 +148,7 @@ pub fn acceptance_text() -> String {
 /// The extra chart files of `scenario`.
 pub fn chart_files(scenario: &Scenario) -> Vec<String> {
     match scenario.plan {
-        Plan::Standard => Vec::new(),
+        Plan::Standard | Plan::Hedging { .. } => Vec::new(),
         Plan::Recovery { .. } => vec![format!("{}-traffic.svg", scenario.name)],
         Plan::Overload { .. } => vec![format!("{}-goodput.svg", scenario.name)],
     }
@@ -161,7 +161,7 @@ pub fn charts(dir: &Path, scenario: &Scenario, runs: &[&Run]) -> Result<(), Box<
     };
     let path = dir.join(file);
     match scenario.plan {
-        Plan::Standard => Ok(()),
+        Plan::Standard | Plan::Hedging { .. } => Ok(()),
         Plan::Recovery {
             outage_at, outage, ..
         } => {
@@ -246,7 +246,7 @@ pub fn section(w: &mut String, scenario: &Scenario, runs: &[&Run], image_dir: &s
         );
     }
     match scenario.plan {
-        Plan::Standard => {}
+        Plan::Standard | Plan::Hedging { .. } => {}
         Plan::Recovery { .. } => {
             let _ = writeln!(
                 w,

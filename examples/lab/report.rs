@@ -2,6 +2,7 @@
 //! scenario with its charts, per-mode numbers, and where the traffic went.
 
 use super::charts::ms_text;
+use super::hedging;
 use super::protect_report;
 use super::scenario::Scenario;
 use super::stats::Run;
@@ -96,6 +97,7 @@ pub fn chart_files(scenario: &Scenario) -> Vec<String> {
         format!("{}-success.svg", scenario.name),
     ];
     files.extend(protect_report::chart_files(scenario));
+    files.extend(hedging::chart_files(scenario));
     files
 }
 
@@ -187,10 +189,12 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
          {BUDGET_MIN_PER_S} retries/s, ttl {BUDGET_TTL_S} s.\n"
     );
     let _ = writeln!(w, "{}\n", protect_report::acceptance_text());
+    let _ = writeln!(w, "{}\n", hedging::acceptance_text());
     let _ = writeln!(w, "```text");
     for v in verdicts(runs)
         .into_iter()
         .chain(protect_report::verdicts(runs))
+        .chain(hedging::verdicts(runs))
     {
         let _ = writeln!(w, "{}", v.line());
     }
@@ -263,6 +267,7 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
         }
         let _ = writeln!(w);
         protect_report::section(w, scenario, &mine, image_dir);
+        hedging::section(w, scenario, &mine, image_dir);
         let _ = writeln!(
             w,
             "Where the attempts went: per backend, attempts the client finished there / \

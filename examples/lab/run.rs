@@ -49,6 +49,8 @@ pub async fn run_one(
     samples.finish(&fleet, start);
     let mut run = Run::new(scenario.name, variant.label, &records, duration);
     run.attempts = target.attempts(run.requests);
+    run.unfinished = load.requests().saturating_sub(run.requests);
+    run.hedges = target.hedges();
     let reports = target.endpoints();
     run.endpoints = addrs
         .iter()
@@ -71,7 +73,7 @@ pub async fn run_one(
         stats
     });
     match scenario.plan {
-        Plan::Standard => {}
+        Plan::Standard | Plan::Hedging { .. } => {}
         Plan::Recovery {
             outage_at, outage, ..
         } => {

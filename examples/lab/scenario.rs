@@ -1,8 +1,7 @@
 //! The scenarios: each is a fleet of five backends on 127.0.0.1, built afresh for every mode.
 //! Phases run on the fleet's clock, which starts just before the load does.
 
-use super::cli::Mode;
-use super::modes::Variant;
+use super::modes::{Client, Group, Variant};
 use super::target::{Load, Step};
 use http::{HeaderValue, StatusCode};
 use meshless::testing::{Backend, Behavior, Latency, Phase};
@@ -46,15 +45,21 @@ pub enum Plan {
         rush: (Duration, f64),
         max_in_flight: usize,
     },
+    /// Answers with a rare slow mode (`lab/hedging.rs`); the run lasts `length` at `--rate`.
+    /// tower and meshless, with and without hedging (not plain, nor the protection variants);
+    /// the report compares the tails, and what hedging cost.
+    Hedging { length: Duration },
 }
 
 impl Scenario {
     /// Whether `variant` runs in this scenario.
     pub fn runs(&self, variant: &Variant) -> bool {
-        match self.plan {
-            Plan::Standard => !variant.extra,
-            Plan::Recovery { .. } => true,
-            Plan::Overload { .. } => variant.mode != Mode::Plain,
+        let plain = variant.client == Client::Plain;
+        match (self.plan, variant.group) {
+            (Plan::Standard, group) => group == Group::Every,
+            (Plan::Recovery { .. }, group) => group != Group::Hedging,
+            (Plan::Overload { .. }, group) => group != Group::Hedging && !plain,
+            (Plan::Hedging { .. }, group) => group != Group::Protect && !plain,
         }
     }
 
@@ -67,7 +72,7 @@ impl Scenario {
         };
         match self.plan {
             Plan::Standard => lab.clone(),
-            Plan::Recovery { length, .. } => Load {
+            Plan::Recovery { length, .. } | Plan::Hedging { length } => Load {
                 steps: vec![step(length, rate)],
                 max_in_flight: lab.max_in_flight,
             },
@@ -264,6 +269,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
         },
         recovery(),
         overload(),
+        super::hedging::scenario(),
     ]
 }
 

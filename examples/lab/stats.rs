@@ -2,7 +2,7 @@
 
 use super::common::Outcome;
 use super::overload::Overload;
-use super::target::{MeshlessStats, Record};
+use super::target::{HedgeCounts, MeshlessStats, Record};
 use super::timeline::{Recovery, Timeline};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -46,6 +46,10 @@ pub struct Run {
     pub timeline: Option<Timeline>,
     pub recovery: Option<Recovery>,
     pub overload: Option<Overload>,
+    /// The hedges of a client that hedges.
+    pub hedges: Option<HedgeCounts>,
+    /// Requests of the load that never ended (the driver waits for all: 0 unless it broke).
+    pub unfinished: u64,
 }
 
 impl Run {
@@ -102,6 +106,8 @@ impl Run {
             timeline: None,
             recovery: None,
             overload: None,
+            hedges: None,
+            unfinished: 0,
         }
     }
 
@@ -127,6 +133,26 @@ impl Run {
 
     pub fn max_ms(&self) -> f64 {
         self.latency.max() as f64 / 1000.0
+    }
+
+    /// Requests that got no answer at all: they ended in an error (a timeout included) rather
+    /// than a response, or never ended.
+    pub fn lost(&self) -> u64 {
+        let errors: u64 = self
+            .failed
+            .iter()
+            .filter(|(reason, _)| !reason.starts_with("status_"))
+            .map(|(_, n)| n)
+            .sum();
+        errors + self.unfinished
+    }
+
+    /// Attempts beyond one per request, as a share of the requests, in percent.
+    pub fn extra_attempts_pct(&self) -> f64 {
+        if self.requests == 0 {
+            return 0.0;
+        }
+        100.0 * (self.attempts as f64 - self.requests as f64) / self.requests as f64
     }
 
     /// `status_503: 12, deadline-exceeded: 3`, or `none`.

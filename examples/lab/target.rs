@@ -8,11 +8,13 @@
 
 use super::cli::{Args, LimitFlag, Mode};
 use super::common::{EndpointReport, Outcome, Spec, finish};
-use super::modes::Variant;
+use super::modes::{Client as Kind, Variant};
 use super::plain::Plain;
+use super::tower_hedge::TowerHedge;
 use super::tower_mode::Tower;
 use http::Method;
 use http::uri::PathAndQuery;
+use meshless::hedge::Refusal;
 use meshless::http::Client;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -34,11 +36,24 @@ pub struct MeshlessStats {
     pub status: Vec<(SocketAddr, String)>,
 }
 
+/// What a hedging client says about its hedges after a run.
+#[derive(Debug, Clone, Default)]
+pub struct HedgeCounts {
+    pub sent: u64,
+    /// Requests whose answer came from a hedge.
+    pub won: u64,
+    /// Hedges not sent, by reason (meshless only: tower refuses none).
+    pub refused: Vec<(&'static str, u64)>,
+    /// The delay in force at the end (meshless only: tower's is not readable).
+    pub delay: Option<Duration>,
+}
+
 /// The client under test.
 pub enum Target {
     Meshless(Box<Client>),
     Plain(Plain),
     Tower(Tower),
+    TowerHedge(TowerHedge),
 }
 
 impl Target {
@@ -48,15 +63,18 @@ impl Target {
         addrs: &[SocketAddr],
         timeout: Duration,
     ) -> Result<Target, meshless::ConfigError> {
-        Ok(match variant.mode {
-            Mode::Meshless => {
+        Ok(match variant.client {
+            Kind::Meshless => {
                 let builder = Client::builder()
                     .endpoints(addrs.iter().map(ToString::to_string))
                     .deadline(timeout);
                 Target::Meshless(Box::new((variant.tune)(builder).build()?))
             }
-            Mode::Plain => Target::Plain(Plain::new(addrs)),
-            Mode::Tower => Target::Tower(Tower::new(addrs, &args(variant.mode, timeout))),
+            Kind::Plain => Target::Plain(Plain::new(addrs)),
+            Kind::Tower => Target::Tower(Tower::new(addrs, &args(Mode::Tower, timeout))),
+            Kind::TowerHedge => {
+                Target::TowerHedge(TowerHedge::new(addrs, &args(Mode::Tower, timeout)))
+            }
         })
     }
 
@@ -72,11 +90,12 @@ impl Target {
             }
             Target::Plain(p) => p.send(spec).await,
             Target::Tower(t) => t.send(spec).await,
+            Target::TowerHedge(t) => t.send(spec).await,
         }
     }
 
-    /// Attempts made by the client: meshless requests + retries; tower counted between its
-    /// retry and its attempt timeout; plain one per request.
+    /// Attempts made by the client: meshless requests + retries + hedges; tower counted
+    /// between its retry and its attempt timeout (hedges included); plain one per request.
     pub fn attempts(&self, requests: u64) -> u64 {
         match self {
             Target::Meshless(client) => {
@@ -87,6 +106,7 @@ impl Target {
             }
             Target::Plain(_) => requests,
             Target::Tower(t) => t.attempts(),
+            Target::TowerHedge(t) => t.attempts(),
         }
     }
 
@@ -105,6 +125,41 @@ impl Target {
                 .collect(),
             Target::Plain(p) => p.endpoints(),
             Target::Tower(t) => t.endpoints(),
+            Target::TowerHedge(t) => t.endpoints(),
+        }
+    }
+
+    /// The hedges of a client that hedges (meshless with hedging on, tower's hedge).
+    pub fn hedges(&self) -> Option<HedgeCounts> {
+        match self {
+            Target::Meshless(client) => {
+                let stats = client.hedge_stats();
+                // Without hedging the layer passes every request through and counts none.
+                (stats.requests() > 0).then(|| HedgeCounts {
+                    sent: stats.hedges(),
+                    won: stats.won(),
+                    refused: [
+                        Refusal::Budget,
+                        Refusal::ExtraLoad,
+                        Refusal::Deadline,
+                        Refusal::NotIdempotent,
+                        Refusal::Body,
+                    ]
+                    .into_iter()
+                    .map(|reason| (reason.as_str(), stats.refused(reason)))
+                    .collect(),
+                    delay: stats.delay(),
+                })
+            }
+            Target::TowerHedge(t) => {
+                let (sent, won) = t.hedges();
+                Some(HedgeCounts {
+                    sent,
+                    won,
+                    ..HedgeCounts::default()
+                })
+            }
+            Target::Plain(_) | Target::Tower(_) => None,
         }
     }
 
