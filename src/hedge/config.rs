@@ -22,6 +22,7 @@ pub const MAX_HEDGES: u32 = 4;
 /// # let _ = fixed;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields, rename_all = "snake_case"))]
 pub enum HedgeDelay {
     /// After this latency percentile of the recent good answers (each attempt timed from its
     /// own send): Finagle's backup requests and "The Tail at Scale" both hedge at p95.
@@ -34,9 +35,11 @@ pub enum HedgeDelay {
         min_samples: u32,
         /// The sliding window the answers are taken over (six slots; the delay is worked out
         /// again whenever a slot turns over, and while it is not yet known).
+        #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
         window: Duration,
     },
     /// After a fixed time (Polly's hedging: 2 s by default; gRPC A6's `hedgingDelay`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     Fixed(Duration),
 }
 
@@ -80,6 +83,7 @@ impl Default for HedgeDelay {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
 pub struct HedgeConfig {
     /// Whether the layer hedges at all.
     pub enabled: bool,
