@@ -1,13 +1,13 @@
 //! A whole client as data.
 
-use super::place::{checked, outlier, place};
+use super::place::{checked, outlier, place, renamed};
 use crate::balance::BalanceConfig;
 use crate::breaker::BreakerConfig;
 use crate::budget::BudgetConfig;
 use crate::deadline::{AttemptTimeoutConfig, DeadlineConfig};
 use crate::error::ConfigError;
 use crate::hedge::HedgeConfig;
-use crate::limit::LimitConfig;
+use crate::limit::{Algorithm, LimitConfig};
 use crate::retry::RetryConfig;
 use crate::throttle::ThrottleConfig;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use std::time::Duration;
 /// | `endpoints` | list of `IP:port` | none (give these or `dns`) |
 /// | `dns` | a `host:port` resolved every 5 s | none |
 /// | `service_name` | the `service` label of metrics and spans | `"default"` |
+/// | `metrics` | bool: record metrics (no-ops until a recorder is installed) | `true` |
 /// | `connect_timeout` | duration | `"1s"` |
 /// | `http2_prior_knowledge` | bool | `false` |
 /// | `deadline` | [`DeadlineConfig`] | 10 s |
@@ -65,6 +66,8 @@ pub struct ClientConfig {
     pub dns: Option<String>,
     /// The `service` label of the client's metrics and spans.
     pub service_name: String,
+    /// Whether the client records metrics.
+    pub metrics: bool,
     /// The longest a TCP connect and TLS handshake may take.
     #[serde(with = "super::duration")]
     pub connect_timeout: Duration,
@@ -97,6 +100,7 @@ impl Default for ClientConfig {
             endpoints: Vec::new(),
             dns: None,
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
+            metrics: true,
             connect_timeout: Duration::from_secs(1),
             http2_prior_knowledge: false,
             deadline: DeadlineConfig::default(),
@@ -150,10 +154,36 @@ impl ClientConfig {
         self.balance.outlier =
             outlier(&self.balance.outlier).map_err(|err| place("balance", "balance", err))?;
         checked("breaker", "breaker", || self.breaker.validate())?;
-        checked("limit", "limit", || self.limit.validate())?;
+        checked("limit", "limit", || self.limit.validate()).map_err(|err| {
+            // The algorithm's own fields sit in its table in the file.
+            let variant = match self.limit.algorithm {
+                Algorithm::Fixed { .. } => "fixed",
+                Algorithm::Gradient(_) => "gradient",
+                Algorithm::Aimd(_) => "aimd",
+                _ => return err,
+            };
+            let path = err.path();
+            match path.strip_prefix("limit.") {
+                Some(field) if field != "max_wait" => {
+                    err.placed(format!("limit.algorithm.{variant}.{field}"))
+                }
+                _ => err,
+            }
+        })?;
         checked("throttle", "throttle", || self.throttle.validate())?;
         if let Some(hedge) = &self.hedge {
-            checked("hedge", "hedge", || hedge.validate())?;
+            checked("hedge", "hedge", || hedge.validate())
+                .map_err(|err| renamed(err, "hedge.delay", || "hedge.delay.fixed".into()))
+                .map_err(|err| {
+                    renamed(err, "hedge.delay.percentile", || {
+                        "hedge.delay.percentile.percentile".into()
+                    })
+                })
+                .map_err(|err| {
+                    renamed(err, "hedge.delay.window", || {
+                        "hedge.delay.percentile.window".into()
+                    })
+                })?;
         }
         Ok(self)
     }

@@ -27,6 +27,16 @@ pub(crate) fn checked(
     check().map_err(|err| place(section, layer, err))
 }
 
+/// `err` placed at `to` when its path is `from`: a layer whose check names a field by a
+/// shorter name than its place in the file (`limit.max` for `limit.algorithm.fixed.max`).
+pub(crate) fn renamed(err: ConfigError, from: &str, to: impl FnOnce() -> String) -> ConfigError {
+    if err.path() == from {
+        let to = to();
+        return err.placed(to);
+    }
+    err
+}
+
 /// The outlier settings as the builder checks and normalises them (periods above their
 /// largest value brought down to it), since a deserialized [`OutlierConfig`] skipped it.
 ///

@@ -36,6 +36,7 @@ impl ClientBuilder {
             endpoints: c.endpoints,
             dns: c.dns,
             service_name: c.service_name,
+            metrics: c.metrics,
             connect_timeout: c.connect_timeout,
             http2: c.http2_prior_knowledge,
             deadline: c.deadline.timeout,
