@@ -321,3 +321,36 @@ fn files_are_read_by_their_extension() {
     assert_eq!(ClientConfig::from_file(dir.join("missing.toml")).unwrap_err().setting(), "file");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_choice_is_written_the_same_way_in_every_format() {
+    for (format, text) in [
+        (Format::Toml, "[algorithm.fixed]\nmax = 3"),
+        (Format::Toml, "algorithm = { fixed = { max = 3 } }"),
+        (Format::Yaml, "algorithm: {fixed: {max: 3}}"),
+        (Format::Yaml, "algorithm: !fixed {max: 3}"),
+        (Format::Json, r#"{"algorithm": {"fixed": {"max": 3}}}"#),
+    ] {
+        let limit: LimitConfig = format.parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(limit.algorithm, Algorithm::Fixed { max: 3 }, "{text}");
+    }
+    for (format, text) in [
+        (Format::Toml, "algorithm = 'unlimited'"),
+        (Format::Yaml, "algorithm: unlimited"),
+        (Format::Json, r#"{"algorithm": "unlimited"}"#),
+    ] {
+        let limit: LimitConfig = format.parse(text).unwrap();
+        assert_eq!(limit.algorithm, Algorithm::Unlimited, "{text}");
+    }
+    for (format, text) in [
+        (Format::Yaml, "delay: {fixed: 50ms}"),
+        (Format::Json, r#"{"delay": {"fixed": "0.05s"}}"#),
+        (Format::Toml, "delay = { fixed = '50ms' }"),
+    ] {
+        let hedge: HedgeConfig = format.parse(text).unwrap();
+        assert_eq!(hedge.delay, HedgeDelay::Fixed(50 * MS), "{text}");
+    }
+    let err = Format::Toml.parse::<LimitConfig>("algorithm = 'fixd'").unwrap_err();
+    assert_eq!(err.path(), "algorithm");
+    assert!(err.problem().contains("unknown variant"), "{err}");
+}

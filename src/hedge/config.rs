@@ -90,6 +90,7 @@ pub struct HedgeConfig {
     /// The most hedges per request, besides the first attempt.
     pub max_hedges: u32,
     /// When a hedge is sent.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::choice"))]
     pub delay: HedgeDelay,
     /// The most hedges as a share of the requests through the layer over the last 10 s.
     pub max_extra_load: f64,

@@ -167,6 +167,7 @@ impl Default for AimdConfig {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
 pub struct LimitConfig {
     /// How the limit is chosen.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::choice"))]
     pub algorithm: Algorithm,
     /// How long a request may wait for a permit when the limit is full (never past its
     /// deadline); zero rejects at once.

@@ -38,6 +38,7 @@
 //! # Ok::<(), meshless::ConfigError>(())
 //! ```
 
+pub(crate) mod choice;
 mod client;
 pub(crate) mod duration;
 mod grpc;
