@@ -50,7 +50,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "retries: {} (budget refused {}), attempts cut at the attempt timeout: {}",
         stats.retries, stats.budget_exhausted, stats.attempt_timeouts
     );
-    println!("hedges sent: {}, of which answered first: {}", hedges.hedges(), hedges.won());
+    println!(
+        "hedges sent: {}, of which answered first: {}",
+        hedges.hedges(),
+        hedges.won()
+    );
     for (i, backend) in fleet.backends().iter().enumerate() {
         let what = ["healthy", "40% 503", "300 ms"][i];
         println!(

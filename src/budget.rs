@@ -287,7 +287,11 @@ impl fmt::Debug for Budget {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BudgetConfig {
     /// How long a deposit counts.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]

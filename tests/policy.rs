@@ -88,7 +88,10 @@ fn a_whole_client_round_trips_through_every_format() {
         assert_eq!(back, config, "{format:?}");
     }
     // What is printed is what is read.
-    assert_eq!(ClientConfig::from_toml_str(&config.to_toml_string()), Ok(config));
+    assert_eq!(
+        ClientConfig::from_toml_str(&config.to_toml_string()),
+        Ok(config)
+    );
 }
 
 #[test]
@@ -162,7 +165,11 @@ fn durations_read_in_every_form() {
         let toml = format!("max_pushback = \"{text}\"");
         let yaml = format!("max_pushback: \"{text}\"");
         let json = format!("{{\"max_pushback\": \"{text}\"}}");
-        for (format, text) in [(Format::Toml, toml), (Format::Yaml, yaml), (Format::Json, json)] {
+        for (format, text) in [
+            (Format::Toml, toml),
+            (Format::Yaml, yaml),
+            (Format::Json, json),
+        ] {
             let retry: meshless::retry::RetryConfig = format.parse(&text).unwrap();
             assert_eq!(retry.max_pushback, expected, "{format:?} {text}");
         }
@@ -186,7 +193,10 @@ fn bad_durations_are_refused_with_the_reason() {
         ("1.2.3s", "not a duration"),
         ("", "empty"),
         ("18446744073709551616s", "longer"),
-        ("99999999999999999999999999999999999999999h", "not a duration"),
+        (
+            "99999999999999999999999999999999999999999h",
+            "not a duration",
+        ),
     ] {
         let err = parse_duration(text).expect_err(text);
         assert!(err.contains(reason), "{text:?}: {err}");
@@ -211,9 +221,21 @@ fn bad_durations_are_refused_with_the_reason() {
 fn unknown_fields_are_refused_with_their_path() {
     for (format, text, path) in [
         (Format::Toml, "retires = 3", "retires"),
-        (Format::Toml, "[retry.backoff]\nbse = '1s'", "retry.backoff.bse"),
-        (Format::Yaml, "balance: {outlier: {intervall: 1s}}", "balance.outlier.intervall"),
-        (Format::Json, r#"{"hedge": {"max_hedge": 1}}"#, "hedge.max_hedge"),
+        (
+            Format::Toml,
+            "[retry.backoff]\nbse = '1s'",
+            "retry.backoff.bse",
+        ),
+        (
+            Format::Yaml,
+            "balance: {outlier: {intervall: 1s}}",
+            "balance.outlier.intervall",
+        ),
+        (
+            Format::Json,
+            r#"{"hedge": {"max_hedge": 1}}"#,
+            "hedge.max_hedge",
+        ),
         (
             Format::Json,
             r#"{"limit": {"algorithm": {"fixed": {"max": 1, "min": 1}}}}"#,
@@ -223,7 +245,10 @@ fn unknown_fields_are_refused_with_their_path() {
         let err = ClientConfig::parse(format, text).expect_err(text);
         assert_eq!(err.path(), path, "{format:?} {text}: {err}");
         assert!(err.problem().contains("unknown field"), "{err}");
-        assert!(err.to_string().starts_with(&format!("invalid {path}: ")), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("invalid {path}: ")),
+            "{err}"
+        );
     }
 }
 
@@ -232,18 +257,42 @@ fn a_bad_value_is_refused_naming_its_full_path() {
     let endpoints = "endpoints = ['127.0.0.1:1']\n";
     for (text, path) in [
         ("[budget]\nratio = -1.0", "budget.ratio"),
-        ("[retry.backoff]\nbase = '1s'\ncap = '10ms'", "retry.backoff.cap"),
+        (
+            "[retry.backoff]\nbase = '1s'\ncap = '10ms'",
+            "retry.backoff.cap",
+        ),
         ("[retry]\nmax_retries = 'three'", "retry.max_retries"),
         ("[retry]\nmax_retries = -1", "retry.max_retries"),
         ("[deadline]\ntimeout = '0s'", "deadline.timeout"),
-        ("[deadline]\nstreaming_content_types = ['a/b', 'nope']", "deadline.streaming_content_types[1]"),
-        ("[attempt_timeout]\ntimeout = '0s'", "attempt_timeout.timeout"),
+        (
+            "[deadline]\nstreaming_content_types = ['a/b', 'nope']",
+            "deadline.streaming_content_types[1]",
+        ),
+        (
+            "[attempt_timeout]\ntimeout = '0s'",
+            "attempt_timeout.timeout",
+        ),
         ("[balance]\ndecay = '0s'", "balance.decay"),
-        ("[balance.outlier]\ninterval = '0s'", "balance.outlier.interval"),
-        ("[balance.outlier.latency]\nfactor = 0.5", "balance.outlier.latency.factor"),
-        ("[breaker]\nfailure_rate_threshold = 2.0", "breaker.failure_rate_threshold"),
-        ("[limit.algorithm.fixed]\nmax = 0", "limit.algorithm.fixed.max"),
-        ("[limit.algorithm.gradient]\nsmoothing = 7.0", "limit.algorithm.gradient.smoothing"),
+        (
+            "[balance.outlier]\ninterval = '0s'",
+            "balance.outlier.interval",
+        ),
+        (
+            "[balance.outlier.latency]\nfactor = 0.5",
+            "balance.outlier.latency.factor",
+        ),
+        (
+            "[breaker]\nfailure_rate_threshold = 2.0",
+            "breaker.failure_rate_threshold",
+        ),
+        (
+            "[limit.algorithm.fixed]\nmax = 0",
+            "limit.algorithm.fixed.max",
+        ),
+        (
+            "[limit.algorithm.gradient]\nsmoothing = 7.0",
+            "limit.algorithm.gradient.smoothing",
+        ),
         ("[throttle]\nk = -1.0", "throttle.k"),
         ("[hedge]\nmax_hedges = 9", "hedge.max_hedges"),
         ("[hedge.delay]\nfixed = '0s'", "hedge.delay.fixed"),
@@ -251,7 +300,10 @@ fn a_bad_value_is_refused_naming_its_full_path() {
     ] {
         let err = ClientConfig::from_toml_str(&format!("{endpoints}{text}")).expect_err(text);
         assert_eq!(err.path(), path, "{text}: {err}");
-        assert!(err.to_string().starts_with(&format!("invalid {path}: ")), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("invalid {path}: ")),
+            "{err}"
+        );
     }
     let err = ClientConfig::from_toml_str("").unwrap_err();
     assert_eq!(err.path(), "endpoints");
@@ -273,10 +325,17 @@ fn off_turns_an_optional_setting_off_in_every_format() {
             r#"{"endpoints": ["127.0.0.1:1"], "hedge": "off", "balance": {"outlier": {"success_rate": null, "consecutive_failures": "off"}}, "breaker": {"slow_call_duration": null}}"#,
         ),
     ] {
-        let config = ClientConfig::parse(format, text).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+        let config =
+            ClientConfig::parse(format, text).unwrap_or_else(|e| panic!("{format:?}: {e}"));
         assert!(config.hedge.is_none(), "{format:?}");
-        assert!(config.balance.outlier.success_rate().is_none(), "{format:?}");
-        assert!(config.balance.outlier.consecutive_failures().is_none(), "{format:?}");
+        assert!(
+            config.balance.outlier.success_rate().is_none(),
+            "{format:?}"
+        );
+        assert!(
+            config.balance.outlier.consecutive_failures().is_none(),
+            "{format:?}"
+        );
         assert!(OutlierConfig::default().success_rate().is_some());
         assert!(config.breaker.slow_call_duration.is_none(), "{format:?}");
     }
@@ -287,7 +346,11 @@ fn off_turns_an_optional_setting_off_in_every_format() {
     assert_eq!(config.balance.outlier.consecutive_failures(), Some(7));
     assert_eq!(
         config.hedge.map(|h| h.delay),
-        Some(HedgeDelay::Percentile { percentile: 0.9, min_samples: 10, window: Duration::from_secs(10) })
+        Some(HedgeDelay::Percentile {
+            percentile: 0.9,
+            min_samples: 10,
+            window: Duration::from_secs(10)
+        })
     );
 }
 
@@ -297,7 +360,10 @@ fn a_longer_base_ejection_carries_the_default_maximum_with_it() {
         "endpoints = ['127.0.0.1:1']\n[balance.outlier]\nbase_ejection_time = '2m'\n",
     )
     .unwrap();
-    assert_eq!(config.balance.outlier.max_ejection_time(), Duration::from_secs(120));
+    assert_eq!(
+        config.balance.outlier.max_ejection_time(),
+        Duration::from_secs(120)
+    );
     let err = ClientConfig::from_toml_str(
         "endpoints = ['127.0.0.1:1']\n[balance.outlier]\nbase_ejection_time = '2m'\nmax_ejection_time = '90s'\n",
     )
@@ -310,7 +376,12 @@ fn files_are_read_by_their_extension() {
     let dir = std::env::temp_dir().join(format!("meshless-policy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = everything_changed();
-    for (name, format) in [("c.toml", Format::Toml), ("c.yaml", Format::Yaml), ("c.yml", Format::Yaml), ("c.json", Format::Json)] {
+    for (name, format) in [
+        ("c.toml", Format::Toml),
+        ("c.yaml", Format::Yaml),
+        ("c.yml", Format::Yaml),
+        ("c.json", Format::Json),
+    ] {
         let path = dir.join(name);
         std::fs::write(&path, write(format, &config)).unwrap();
         assert_eq!(ClientConfig::from_file(&path), Ok(config.clone()), "{name}");
@@ -318,7 +389,12 @@ fn files_are_read_by_their_extension() {
     let ini = dir.join("c.ini");
     std::fs::write(&ini, "").unwrap();
     assert_eq!(ClientConfig::from_file(&ini).unwrap_err().setting(), "file");
-    assert_eq!(ClientConfig::from_file(dir.join("missing.toml")).unwrap_err().setting(), "file");
+    assert_eq!(
+        ClientConfig::from_file(dir.join("missing.toml"))
+            .unwrap_err()
+            .setting(),
+        "file"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -350,7 +426,9 @@ fn a_choice_is_written_the_same_way_in_every_format() {
         let hedge: HedgeConfig = format.parse(text).unwrap();
         assert_eq!(hedge.delay, HedgeDelay::Fixed(50 * MS), "{text}");
     }
-    let err = Format::Toml.parse::<LimitConfig>("algorithm = 'fixd'").unwrap_err();
+    let err = Format::Toml
+        .parse::<LimitConfig>("algorithm = 'fixd'")
+        .unwrap_err();
     assert_eq!(err.path(), "algorithm");
     assert!(err.problem().contains("unknown variant"), "{err}");
 }

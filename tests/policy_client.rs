@@ -34,7 +34,9 @@ async fn a_client_from_a_file_sends_through_the_fleet_with_the_files_retries() {
         let path = dir.join(format!("client-{retries}.toml"));
         let text = toml(
             &fleet,
-            &format!("[retry]\nmax_retries = {retries}\nbackoff = {{ base = '1ms', cap = '2ms' }}\n"),
+            &format!(
+                "[retry]\nmax_retries = {retries}\nbackoff = {{ base = '1ms', cap = '2ms' }}\n"
+            ),
         );
         std::fs::write(&path, text).unwrap();
         let client = Client::from_file(&path).expect("a valid file");
@@ -61,7 +63,11 @@ async fn the_files_deadline_bounds_a_slow_upstream() {
     let started = std::time::Instant::now();
     let err = client.get("/").await.expect_err("past the deadline");
     assert_eq!(err.kind(), Kind::DeadlineExceeded);
-    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
 
     let patient = Client::from_toml_str(&toml(&fleet, "[deadline]\ntimeout = '2s'\n")).unwrap();
     assert_eq!(patient.get("/").await.expect("in time").status(), 200);
@@ -83,7 +89,10 @@ async fn yaml_and_json_build_the_same_client() {
         r#"{{"endpoints": {}, "metrics": false, "limit": {{"algorithm": {{"fixed": {{"max": 4}}}}}}}}"#,
         endpoints(&fleet)
     );
-    for client in [Client::from_yaml_str(&yaml).unwrap(), Client::from_json_str(&json).unwrap()] {
+    for client in [
+        Client::from_yaml_str(&yaml).unwrap(),
+        Client::from_json_str(&json).unwrap(),
+    ] {
         for _ in 0..4 {
             assert_eq!(client.get("/").await.expect("answered").status(), 200);
         }
@@ -96,9 +105,8 @@ async fn yaml_and_json_build_the_same_client() {
 #[test]
 fn a_bad_file_builds_no_client_and_says_where() {
     let err = Client::from_toml_str("endpoints = ['127.0.0.1:1']\n[retry.backoff]\nbase = '0s'\n")
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.path(), "retry.backoff.base");
-    let err = Client::from_toml_str("endpoints = ['localhost:80']").err().expect("refused");
+    let err = Client::from_toml_str("endpoints = ['localhost:80']").expect_err("refused");
     assert_eq!(err.setting(), "endpoints");
 }

@@ -36,7 +36,11 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BalanceConfig {
     /// The RTT assumed for an endpoint before its first answer.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]

@@ -51,7 +51,11 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// Whether the breaker acts at all: `false` passes every request through, counting
     /// nothing (a branch per request).

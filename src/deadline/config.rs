@@ -39,7 +39,11 @@ type Checked = (HeaderName, Option<Arc<[HeaderValue]>>);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct DeadlineConfig {
     /// The total time a request may take, retries, backoff and response body included.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
@@ -201,7 +205,11 @@ impl DeadlineLayer {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AttemptTimeoutConfig {
     /// The longest one attempt may take (never past the request's deadline).
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration::optional"))]

@@ -22,7 +22,11 @@ pub const MAX_HEDGES: u32 = 4;
 /// # let _ = fixed;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields, rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "snake_case")
+)]
 pub enum HedgeDelay {
     /// After this latency percentile of the recent good answers (each attempt timed from its
     /// own send): Finagle's backup requests and "The Tail at Scale" both hedge at p95.
@@ -83,7 +87,11 @@ impl Default for HedgeDelay {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct HedgeConfig {
     /// Whether the layer hedges at all.
     pub enabled: bool,

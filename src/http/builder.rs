@@ -9,9 +9,7 @@ use crate::balance::{Balance, BalanceBuilder};
 use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::budget::Budget;
 use crate::classify::Classifier;
-use crate::deadline::{
-    AttemptTimeoutConfig, AttemptTimeoutLayer, DeadlineConfig, DeadlineLayer,
-};
+use crate::deadline::{AttemptTimeoutConfig, AttemptTimeoutLayer, DeadlineConfig, DeadlineLayer};
 use crate::error::ConfigError;
 use crate::hedge::{HedgeConfig, HedgeLayer};
 use crate::limit::{LimitConfig, LimitLayer};

@@ -12,7 +12,11 @@ use std::time::Duration;
 /// assert_ne!(fixed, adaptive);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(deny_unknown_fields, rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "snake_case")
+)]
 pub enum Algorithm {
     /// At most `max` requests in flight, always.
     Fixed {
@@ -45,7 +49,11 @@ pub enum Algorithm {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct GradientConfig {
     /// The limit at start, from which slow start grows (one more per success while more
     /// than half used, until the first queueing).
@@ -96,7 +104,11 @@ impl Default for GradientConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AimdConfig {
     /// The limit before any sample.
     pub initial: u32,
@@ -164,7 +176,11 @@ impl Default for AimdConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct LimitConfig {
     /// How the limit is chosen.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::choice"))]

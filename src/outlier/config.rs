@@ -26,7 +26,11 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct OutlierConfig {
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) interval: Duration,

@@ -147,7 +147,9 @@ impl ClientConfig {
             ));
         }
         checked("deadline", "deadline", || self.deadline.validate())?;
-        checked("attempt_timeout", "attempt", || self.attempt_timeout.validate())?;
+        checked("attempt_timeout", "attempt", || {
+            self.attempt_timeout.validate()
+        })?;
         checked("budget", "budget", || self.budget.validate())?;
         checked("retry", "retry", || self.retry.validate())?;
         checked("balance", "balance", || self.balance.validate())?;

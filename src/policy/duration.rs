@@ -66,9 +66,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         };
         let nanos = scaled(number, scale).ok_or_else(|| format!("{text:?} is not a duration"))?;
-        total = total
-            .checked_add(nanos)
-            .ok_or_else(|| too_long(text))?;
+        total = total.checked_add(nanos).ok_or_else(|| too_long(text))?;
         rest = next;
     }
     let secs = u64::try_from(total / 1_000_000_000).map_err(|_| too_long(text))?;
@@ -88,7 +86,11 @@ fn scaled(number: &str, scale: u128) -> Option<u128> {
     if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') || fraction.len() > 18 {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut nanos = whole.checked_mul(scale)?;
     if !fraction.is_empty() {
         let digits: u128 = fraction.parse().ok()?;
@@ -207,7 +209,9 @@ pub(crate) mod optional {
 
         fn visit_bool<E: de::Error>(self, on: bool) -> Result<Self::Value, E> {
             if on {
-                return Err(E::custom("`true` says no duration: write one, e.g. \"250ms\""));
+                return Err(E::custom(
+                    "`true` says no duration: write one, e.g. \"250ms\"",
+                ));
             }
             Ok(None)
         }

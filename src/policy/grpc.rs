@@ -258,9 +258,12 @@ fn codes(path: &str, values: &[raw::CodeValue]) -> Result<Vec<Code>, ConfigError
         .iter()
         .enumerate()
         .map(|(i, value)| {
-            value
-                .code()
-                .ok_or_else(|| bad(format!("{path}[{i}]"), format!("{value} is not a gRPC status code")))
+            value.code().ok_or_else(|| {
+                bad(
+                    format!("{path}[{i}]"),
+                    format!("{value} is not a gRPC status code"),
+                )
+            })
         })
         .collect()
 }
@@ -405,7 +408,10 @@ mod raw {
             let base = duration(format!("{at}.initialBackoff"), &self.initial_backoff)?;
             let cap = duration(format!("{at}.maxBackoff"), &self.max_backoff)?;
             if base.is_zero() {
-                return Err(bad(format!("{at}.initialBackoff"), "must be greater than zero"));
+                return Err(bad(
+                    format!("{at}.initialBackoff"),
+                    "must be greater than zero",
+                ));
             }
             if cap < base {
                 return Err(bad(
@@ -436,14 +442,15 @@ mod raw {
                 .per_attempt_recv_timeout
                 .map(|t| duration(format!("{at}.perAttemptRecvTimeout"), &t))
                 .transpose()?;
-            let mut retry = RetryConfig::default();
-            retry.max_retries = attempts - 1;
-            retry.backoff = BackoffConfig {
-                kind: BackoffKind::FullJitter,
-                base,
-                cap,
-            };
-            policy.retry = Some(retry);
+            policy.retry = Some(RetryConfig {
+                max_retries: attempts - 1,
+                backoff: BackoffConfig {
+                    kind: BackoffKind::FullJitter,
+                    base,
+                    cap,
+                },
+                ..RetryConfig::default()
+            });
             Ok(())
         }
     }
@@ -465,10 +472,11 @@ mod raw {
                 &format!("{at}.nonFatalStatusCodes"),
                 &self.non_fatal_status_codes,
             )?;
-            let mut hedge = HedgeConfig::default();
-            hedge.max_hedges = (attempts - 1).min(MAX_HEDGES);
-            hedge.delay = HedgeDelay::Fixed(delay);
-            policy.hedge = Some(hedge);
+            policy.hedge = Some(HedgeConfig {
+                max_hedges: (attempts - 1).min(MAX_HEDGES),
+                delay: HedgeDelay::Fixed(delay),
+                ..HedgeConfig::default()
+            });
             Ok(())
         }
     }

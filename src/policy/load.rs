@@ -103,7 +103,11 @@ fn toml_error(path: &str, err: &toml::de::Error, text: &str) -> ConfigError {
 /// A deserializer's error at `path`; an unknown field is placed at its own name rather than
 /// at the section that holds it, so that the path points at the typo in every format.
 fn serde_error(path: &str, problem: &str) -> ConfigError {
-    let mut path = if path == "." { String::new() } else { path.to_string() };
+    let mut path = if path == "." {
+        String::new()
+    } else {
+        path.to_string()
+    };
     if let Some(field) = problem
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split('`').next())
@@ -118,7 +122,11 @@ fn serde_error(path: &str, problem: &str) -> ConfigError {
         }
     }
     let err = ConfigError::new(SETTING, problem.to_string());
-    if path.is_empty() { err } else { err.placed(path) }
+    if path.is_empty() {
+        err
+    } else {
+        err.placed(path)
+    }
 }
 
 impl ClientConfig {

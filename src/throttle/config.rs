@@ -47,7 +47,11 @@ pub const DEFAULT_MAX_PROBABILITY: f64 = 0.8;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(default, deny_unknown_fields))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ThrottleConfig {
     /// Whether the layer throttles at all. Off, it passes requests straight through.
     pub enabled: bool,
