@@ -33,7 +33,12 @@
 //! assert_eq!(config.deadline.timeout, Duration::from_millis(800));
 //! assert_eq!(config.retry.backoff.base, Duration::from_millis(50));
 //!
-//! let err = ClientConfig::from_toml_str("[retry.backoff]\nbase = \"1m\"\ncap = \"1s\"").unwrap_err();
+//! let err = ClientConfig::from_toml_str(r#"
+//!     endpoints = ["127.0.0.1:8080"]
+//!     [retry.backoff]
+//!     base = "1m"
+//!     cap = "1s"
+//! "#).unwrap_err();
 //! assert_eq!(err.path(), "retry.backoff.cap");
 //! # Ok::<(), meshless::ConfigError>(())
 //! ```
