@@ -287,8 +287,14 @@ impl fmt::Debug for Budget {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BudgetConfig {
     /// How long a deposit counts.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub ttl: Duration,
     /// Retries per second allowed even without traffic: a reserve of `min_per_second × ttl`.
     pub min_per_second: f64,

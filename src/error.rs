@@ -484,6 +484,9 @@ pub struct ConfigError {
     /// The position of the bad value in a list setting.
     index: Option<usize>,
     problem: String,
+    /// Where the value sits in the configuration it was read from, when that is more than
+    /// `setting` (a section nested in a file: `routes[2].retry.backoff.base`).
+    path: Option<Box<str>>,
 }
 
 impl ConfigError {
@@ -498,6 +501,7 @@ impl ConfigError {
             setting,
             index: None,
             problem: problem.into(),
+            path: None,
         }
     }
 
@@ -513,6 +517,7 @@ impl ConfigError {
             setting,
             index: Some(index),
             problem: problem.into(),
+            path: None,
         }
     }
 
@@ -543,10 +548,36 @@ impl ConfigError {
     pub fn problem(&self) -> &str {
         &self.problem
     }
+
+    /// The full path of the value at fault: where it sits in the configuration it was read
+    /// from (`retry.backoff.base`, `routes[2].retry.max_retries`, `deadline.streaming_content_types[1]`).
+    /// For a layer configured in code, the [`setting`](Self::setting) and its index.
+    ///
+    /// ```
+    /// let err = meshless::ConfigError::at("deadline.streaming_content_types", 1, "is empty");
+    /// assert_eq!(err.path(), "deadline.streaming_content_types[1]");
+    /// ```
+    pub fn path(&self) -> String {
+        match (&self.path, self.index) {
+            (Some(path), _) => path.to_string(),
+            (None, Some(index)) => format!("{}[{index}]", self.setting),
+            (None, None) => self.setting.to_string(),
+        }
+    }
+
+    /// The same problem, placed at `path` in the file it was read from.
+    #[cfg(feature = "serde")]
+    pub(crate) fn placed(mut self, path: String) -> Self {
+        self.path = Some(path.into_boxed_str());
+        self
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(path) = &self.path {
+            return write!(f, "invalid {path}: {}", self.problem);
+        }
         match self.index {
             Some(index) => write!(f, "invalid {}[{index}]: {}", self.setting, self.problem),
             None => write!(f, "invalid {}: {}", self.setting, self.problem),

@@ -14,6 +14,8 @@ pub mod http;
 pub mod limit;
 pub mod observe;
 pub mod outlier;
+#[cfg(feature = "serde")]
+pub mod policy;
 mod primitives;
 pub mod retry;
 #[cfg(feature = "testing")]

@@ -36,16 +36,26 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BalanceConfig {
     /// The RTT assumed for an endpoint before its first answer.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub default_rtt: Duration,
     /// How fast the peak-EWMA latency forgets.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub decay: Duration,
     /// The longest a request waits for a ready endpoint.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub fail_fast: Duration,
     /// The latency recorded for a failure that gives no pushback.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub failure_penalty: Duration,
     /// The longest quiet an endpoint gets when its server pushes back.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub max_pushback: Duration,
     /// Whether RTT is measured to the response head rather than the end of its body.
     pub rtt_at_headers: bool,

@@ -51,6 +51,11 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// Whether the breaker acts at all: `false` passes every request through, counting
     /// nothing (a branch per request).
@@ -58,28 +63,34 @@ pub struct BreakerConfig {
     /// The share of failed calls in the window at which the circuit opens.
     pub failure_rate_threshold: f64,
     /// The sliding window the failure and slow-call rates are taken over (10 buckets).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub window: Duration,
     /// The fewest calls in the window before a rate may open the circuit.
     pub minimum_calls: u32,
     /// A call at least this slow counts as slow; `None` turns the slow-call rate off.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration::optional"))]
     pub slow_call_duration: Option<Duration>,
     /// The share of slow calls in the window at which the circuit opens.
     pub slow_call_rate_threshold: f64,
     /// Opens after this many failures in a row; 0 turns it off.
     pub consecutive_failures: u32,
     /// How long the circuit stays open after its first trip.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub break_duration: Duration,
     /// The longest break, however many trips in a row.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub max_break_duration: Duration,
     /// Each break is moved by up to ± this share of itself (within the two bounds).
     pub break_jitter: f64,
     /// Probes a half-open circuit admits; that many successes end the break.
     pub half_open_probes: u32,
     /// How long the admitted share of traffic takes to rise back to 100% after the probes.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub ramp: Duration,
     /// The share admitted when the ramp begins.
     pub ramp_start_share: f64,
     /// A half-open circuit whose probes have not all answered within this reopens.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub probe_timeout: Duration,
     /// Computes and reports everything (state, metrics, tracing) but never refuses a request.
     pub shadow: bool,

@@ -50,13 +50,20 @@ pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Faults {
     /// The share of requests delayed.
     pub delay_rate: f64,
     /// The fixed part of an injected delay.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub delay: Duration,
     /// The random part: a delayed request waits `delay` plus a uniform draw in
     /// `[0, delay_jitter]`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub delay_jitter: Duration,
     /// The share of requests answered by an error response instead of the inner service.
     pub error_rate: f64,
@@ -211,6 +218,11 @@ impl Faults {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ChaosRule {
     /// The method the request must have (`"GET"`, compared exactly); `None` for any.
     pub method: Option<String>,
@@ -294,6 +306,11 @@ impl ChaosRule {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ChaosConfig {
     /// Whether the layer injects anything. Off, it passes requests straight through.
     pub enabled: bool,

@@ -39,14 +39,21 @@ type Checked = (HeaderName, Option<Arc<[HeaderValue]>>);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct DeadlineConfig {
     /// The total time a request may take, retries, backoff and response body included.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub timeout: Duration,
     /// Whether a deadline the request arrives with (`grpc-timeout`, `header`) may shorten it.
     pub honor_inbound: bool,
     /// The HTTP header read by `honor_inbound`: whole milliseconds remaining.
     pub header: String,
     /// The longest wait for the next response-body frame.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration::optional"))]
     pub body_idle_timeout: Option<Duration>,
     /// Content types treated as streams, beyond `text/event-stream`.
     pub streaming_content_types: Vec<String>,
@@ -198,8 +205,14 @@ impl DeadlineLayer {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AttemptTimeoutConfig {
     /// The longest one attempt may take (never past the request's deadline).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration::optional"))]
     pub timeout: Option<Duration>,
     /// The HTTP header that tells the server the attempt's limit, in whole milliseconds.
     pub deadline_header: Option<String>,

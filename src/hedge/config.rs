@@ -22,6 +22,11 @@ pub const MAX_HEDGES: u32 = 4;
 /// # let _ = fixed;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "snake_case")
+)]
 pub enum HedgeDelay {
     /// After this percentile of how long recent first attempts waited (from their send to
     /// their end, whatever it was, or to the hedge that outran them): Finagle's backup requests
@@ -39,9 +44,11 @@ pub enum HedgeDelay {
         min_samples: u32,
         /// The sliding window the samples are taken over (six slots; the delay is worked out
         /// again every 64 samples, whenever a slot turns over, and while it is not known).
+        #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
         window: Duration,
     },
     /// After a fixed time (Polly's hedging: 2 s by default; gRPC A6's `hedgingDelay`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     Fixed(Duration),
 }
 
@@ -86,12 +93,18 @@ impl Default for HedgeDelay {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct HedgeConfig {
     /// Whether the layer hedges at all.
     pub enabled: bool,
     /// The most hedges per request, besides the first attempt.
     pub max_hedges: u32,
     /// When a hedge is sent.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::choice"))]
     pub delay: HedgeDelay,
     /// The most hedges as a share of the requests through the layer over the last 10 s, on
     /// top of the reserve.

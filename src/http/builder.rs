@@ -9,12 +9,12 @@ use crate::balance::{Balance, BalanceBuilder};
 use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::budget::Budget;
 use crate::classify::Classifier;
-use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
+use crate::deadline::{AttemptTimeoutConfig, AttemptTimeoutLayer, DeadlineConfig, DeadlineLayer};
 use crate::error::ConfigError;
 use crate::hedge::{HedgeConfig, HedgeLayer};
 use crate::limit::{LimitConfig, LimitLayer};
 use crate::outlier::OutlierConfig;
-use crate::retry::{Idempotency, RetryLayer};
+use crate::retry::{Idempotency, RetryConfig, RetryLayer};
 use crate::throttle::{ThrottleConfig, ThrottleLayer};
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 
+#[cfg(feature = "serde")]
+mod from_config;
 mod protect;
 mod settings;
 
@@ -101,6 +103,13 @@ pub struct ClientBuilder {
     throttle: ThrottleConfig,
     hedge: Option<HedgeConfig>,
     defer_to_caller: bool,
+    /// The deadline layer's other settings (header, honoring inbound deadlines, streaming
+    /// types); its timeout and idle limit are `deadline` and `body_idle_timeout`.
+    deadline_config: DeadlineConfig,
+    /// The header that tells the server an attempt's limit.
+    attempt_header: Option<String>,
+    /// The retry layer's replay and pushback limits; the rest is set above.
+    retry_config: RetryConfig,
     service_name: String,
     metrics: bool,
     authority: Option<String>,
@@ -137,6 +146,9 @@ impl Default for ClientBuilder {
             throttle: ThrottleConfig::default(),
             hedge: None,
             defer_to_caller: true,
+            deadline_config: DeadlineConfig::default(),
+            attempt_header: None,
+            retry_config: RetryConfig::default(),
             service_name: crate::observe::DEFAULT_SERVICE.to_string(),
             metrics: true,
             authority: None,
@@ -455,6 +467,9 @@ impl ClientBuilder {
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
+            .replay_cap(self.retry_config.replay_cap)
+            .replay_frames(self.retry_config.replay_frames)
+            .max_pushback(self.retry_config.max_pushback)
             // A pushback keeps its endpoint away (the balancer holds it for its duration)
             // rather than the request: a peer can take the retry at once, and with none free
             // the balancer waits for the first one that is, within the deadline.
@@ -464,7 +479,11 @@ impl ClientBuilder {
             .metrics(self.metrics)
             .classifier(self.classifier);
         let retry_stats = retry.stats();
-        let mut deadline_layer = DeadlineLayer::new(deadline);
+        let mut deadline_layer = DeadlineLayer::from_config(&DeadlineConfig {
+            timeout: deadline,
+            body_idle_timeout: None,
+            ..self.deadline_config
+        })?;
         if let Some(idle) = self.body_idle_timeout {
             deadline_layer = deadline_layer.body_idle_timeout(idle);
         }
@@ -475,7 +494,10 @@ impl ClientBuilder {
             .layer(throttle)
             .layer(retry)
             .layer(hedge)
-            .layer(AttemptTimeoutLayer::new(attempt_timeout))
+            .layer(AttemptTimeoutLayer::from_config(&AttemptTimeoutConfig {
+                timeout: Some(attempt_timeout),
+                deadline_header: self.attempt_header,
+            })?)
             .service(balance.clone());
         Ok(Client {
             stack,

@@ -12,6 +12,11 @@ use std::time::Duration;
 /// assert_ne!(fixed, adaptive);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "snake_case")
+)]
 pub enum Algorithm {
     /// At most `max` requests in flight, always.
     Fixed {
@@ -44,6 +49,11 @@ pub enum Algorithm {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct GradientConfig {
     /// The limit at start, from which slow start grows (one more per success while more
     /// than half used, until the first queueing).
@@ -58,6 +68,7 @@ pub struct GradientConfig {
     pub tolerance: f64,
     /// How often the limit is recalculated (windows with fewer than `min_samples` successes
     /// are extended).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub window: Duration,
     /// The fewest successes a window needs for its median to count.
     pub min_samples: u32,
@@ -65,6 +76,7 @@ pub struct GradientConfig {
     pub long_window: u32,
     /// How often, while the limit is cutting, one window at `min` measures the baseline again
     /// (± 15% at random); zero never does.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub recalculation: Duration,
 }
 
@@ -92,6 +104,11 @@ impl Default for GradientConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct AimdConfig {
     /// The limit before any sample.
     pub initial: u32,
@@ -102,6 +119,7 @@ pub struct AimdConfig {
     /// The factor a drop multiplies the limit by, in `(0, 1)`.
     pub backoff: f64,
     /// A success slower than this counts as a drop.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub timeout: Duration,
 }
 
@@ -158,11 +176,18 @@ impl Default for AimdConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct LimitConfig {
     /// How the limit is chosen.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::choice"))]
     pub algorithm: Algorithm,
     /// How long a request may wait for a permit when the limit is full (never past its
     /// deadline); zero rejects at once.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub max_wait: Duration,
 }
 

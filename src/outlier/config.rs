@@ -26,18 +26,32 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct OutlierConfig {
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) interval: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::optional"))]
     pub(crate) consecutive_failures: Option<u32>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) base_ejection_time: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) max_ejection_time: Duration,
     pub(crate) ejection_jitter: f64,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) probe_timeout: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::optional"))]
     pub(crate) success_rate: Option<SuccessRatePolicy>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::optional"))]
     pub(crate) failure_percentage: Option<FailurePercentagePolicy>,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::optional"))]
     pub(crate) latency: Option<LatencyPolicy>,
     pub(crate) max_ejected_share: f64,
     pub(crate) panic_threshold: f64,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub(crate) slow_start: Duration,
     pub(crate) slow_start_floor: f64,
     pub(crate) slow_start_new_endpoints: bool,

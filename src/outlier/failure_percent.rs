@@ -19,6 +19,11 @@ use crate::error::ConfigError;
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct FailurePercentagePolicy {
     threshold: u32,
     minimum_hosts: usize,

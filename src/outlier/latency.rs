@@ -37,10 +37,16 @@ use std::time::Duration;
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct LatencyPolicy {
     factor: f64,
     minimum_hosts: usize,
     request_volume: u64,
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     floor: Duration,
 }
 

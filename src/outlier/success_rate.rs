@@ -25,6 +25,11 @@ use crate::error::ConfigError;
 /// # Ok::<(), meshless::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct SuccessRatePolicy {
     stdev_factor: f64,
     minimum_hosts: usize,

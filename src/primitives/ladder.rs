@@ -192,6 +192,11 @@ impl Backoff {
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(deny_unknown_fields, rename_all = "snake_case")
+)]
 pub enum BackoffKind {
     /// [`Backoff::full_jitter`].
     #[default]
@@ -221,12 +226,19 @@ pub enum BackoffKind {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BackoffConfig {
     /// The strategy.
     pub kind: BackoffKind,
     /// The first wait's ceiling (full jitter) or floor of every wait (decorrelated jitter).
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub base: Duration,
     /// The longest single wait.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub cap: Duration,
 }
 

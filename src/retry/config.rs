@@ -38,6 +38,11 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RetryConfig {
     /// The most retries for one request.
     pub max_retries: u32,
@@ -48,6 +53,7 @@ pub struct RetryConfig {
     /// The most request-body data frames kept for replay; a body in more is sent once.
     pub replay_frames: usize,
     /// The longest server pushback the layer waits out.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub max_pushback: Duration,
     /// Whether a server's pushback holds back its endpoint alone rather than the request.
     pub pushback_per_endpoint: bool,

@@ -47,12 +47,18 @@ pub const DEFAULT_MAX_PROBABILITY: f64 = 0.8;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct ThrottleConfig {
     /// Whether the layer throttles at all. Off, it passes requests straight through.
     pub enabled: bool,
     /// How many times the accepted requests the client may send before refusing some.
     pub k: f64,
     /// How far back requests and accepts are counted.
+    #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub window: Duration,
     /// The highest probability of refusing a request.
     pub max_probability: f64,
