@@ -107,24 +107,65 @@ where
         config: Arc<Config<C>>,
         idempotent: Option<Idempotence>,
         deadline: Option<Instant>,
-        mut trace: Option<Box<Trace>>,
+        trace: Option<Box<Trace>>,
         caller_retries: bool,
     ) -> Self {
         let started = Instant::now();
-        ResponseFuture {
+        match trace {
             // Called where the future is built, so that the attempt's future is written in
-            // place instead of moved into it; without a span, no guard is held across the
-            // call, which would make the compiler build the future aside and copy it.
-            state: State::Attempt {
-                future: match trace.as_deref_mut() {
-                    None => ready.call(first),
-                    Some(t) => {
-                        t.attempt = trace::attempt_span(&t.request, 1, Duration::ZERO);
-                        let _attempt = t.attempt.enter();
-                        ready.call(first)
-                    }
+            // place instead of moved into it: one struct, one call, no guard held across it
+            // (either makes the compiler build the future aside and copy it).
+            None => ResponseFuture {
+                state: State::Attempt {
+                    future: ready.call(first),
                 },
+                service,
+                retry,
+                config,
+                attempts: 1,
+                started,
+                idempotent,
+                deadline,
+                trace: None,
+                caller_retries,
+                done: false,
             },
+            Some(trace) => Self::start_traced(
+                ready,
+                service,
+                first,
+                retry,
+                config,
+                idempotent,
+                deadline,
+                trace,
+                caller_retries,
+                started,
+            ),
+        }
+    }
+
+    /// [`start`](Self::start) for a request a subscriber traces: the attempt is called inside
+    /// its span.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // the future's fields, each given once
+    fn start_traced(
+        ready: &mut S,
+        service: S,
+        first: Request<ReplayBody<B>>,
+        retry: Option<RetryState<B>>,
+        config: Arc<Config<C>>,
+        idempotent: Option<Idempotence>,
+        deadline: Option<Instant>,
+        mut trace: Box<Trace>,
+        caller_retries: bool,
+        started: Instant,
+    ) -> Self {
+        trace.attempt = trace::attempt_span(&trace.request, 1, Duration::ZERO);
+        let future = trace.attempt.in_scope(|| ready.call(first));
+        ResponseFuture {
+            state: State::Attempt { future },
             service,
             retry,
             config,
@@ -132,7 +173,7 @@ where
             started,
             idempotent,
             deadline,
-            trace,
+            trace: Some(trace),
             caller_retries,
             done: false,
         }

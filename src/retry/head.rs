@@ -24,7 +24,9 @@ pub(super) struct Head {
 impl Head {
     /// Copies the head of a request; `has_deadline` says its extensions hold a
     /// [`RequestDeadline`].
-    #[inline]
+    // Inlined, so that the copy is written where the future keeps it rather than returned
+    // and copied again (callgrind: a 224-byte `memcpy` per request).
+    #[inline(always)]
     pub(super) fn copy<B>(req: &Request<B>, has_deadline: bool) -> Self {
         let extensions = if has_deadline && req.extensions().len() == 1 {
             Extensions::new()

@@ -445,7 +445,11 @@ where
         // no copy, and the answer still decides how a failure is reported.
         let idempotent = (config.max_retries == 0).then(|| config.idempotency.idempotence(&req));
         let trace = Trace::start(&config.observe.service, req.method(), req.uri().path());
-        let head = (config.max_retries > 0).then(|| Head::copy(&req, deadline.is_some()));
+        let head = if config.max_retries > 0 {
+            Some(Head::copy(&req, deadline.is_some()))
+        } else {
+            None
+        };
         // Read where the call is made, inside the handler's scope even if the future is then
         // spawned; only a layer that could retry needs to know.
         let caller_retries =
