@@ -254,13 +254,19 @@ impl BalanceBuilder {
     /// assert!(balance.is_empty());
     /// ```
     pub fn build<K, S>(self) -> Balance<K, S> {
+        let origin = Instant::now();
+        let empty = Endpoints::new(
+            Vec::new(),
+            crate::primitives::clock::Clock::new(origin),
+            super::ewma::tau_nanos(self.decay),
+        );
         Balance {
             cached: std::sync::Weak::new(),
             generation: 0,
             shared: Arc::new(Shared {
-                endpoints: RwLock::new(Arc::new(Endpoints::new(Vec::new()))),
+                endpoints: RwLock::new(Arc::new(empty)),
                 generation: AtomicU64::new(0),
-                origin: Instant::now(),
+                origin,
                 detector: Detector::new(self.outlier.clone()),
                 classifier: self.classifier.clone(),
                 metrics: BalancerMetrics::register(&self.observe),

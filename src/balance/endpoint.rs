@@ -1,10 +1,10 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
-use super::ewma::PeakEwma;
+use super::ewma::{EwmaTail, PeakEwma};
 use super::quiet::Quiet;
-use super::telemetry::EndpointMetrics;
+use super::telemetry::{EndpointMetrics, RequestHandles};
 use crate::classify::{Class, Pushback};
-use crate::outlier::Health;
+use crate::outlier::{EndpointHealth, Tracked};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -24,32 +24,38 @@ pub(crate) struct Endpoint<K, S> {
 /// The load and health of one endpoint, updated by every request it serves. Not generic, so
 /// that response bodies can carry it without naming the endpoint's service type.
 ///
-/// Laid out for the pick, which reads two endpoints drawn at random out of possibly thousands
-/// (`repr(C)`: in this order). The first 64 bytes hold everything it compares but the gate:
-/// load, weight, quiet and the RTT estimate's hot words, right after the reference counts, so a
-/// candidate costs a line or two here and its gate word (reached from the snapshot, see
-/// `Candidate`), whatever the number of endpoints. What the end of a request writes (the rest
-/// of the estimate, the clock's origin, the counters) follows. Not aligned to a cache line on
-/// purpose: that put the reference counts, which every request touches, on a line of their own,
-/// and measured slower at 10,000 endpoints than this.
+/// Laid out by cache line (`repr(C)`, in this order, aligned to a line), for a pick that reads
+/// two endpoints drawn at random out of possibly thousands, and the end of a request that
+/// writes one:
+///
+/// 1. Everything a pick reads: load, quiet, the RTT estimate, and the outlier gate word (the
+///    first word of `health`, which lives here rather than in an allocation of its own). A
+///    candidate that is not taken costs this one line.
+/// 2. The rest of what a health report touches: the interval's outcomes, the failure run, the
+///    latency histogram (the rest of `health`).
+/// 3. What the end of every request writes besides: the request count, the RTT's decay time
+///    and clock, and the two metric handles (see [`Finish`]).
+///
+/// The reference counts sit on a line of their own before these (an `Arc`'s header, padded
+/// by the alignment): only the chosen endpoint's is touched, once when its request starts and
+/// once when it ends.
 #[derive(Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Meter {
     pub(crate) in_flight: AtomicU32,
-    /// Static weight (the bits of an `f64`): the cost is divided by it. Atomic, so that an
-    /// endpoint inserted again with a new weight keeps everything else it has learnt.
-    pub(crate) weight: AtomicU64,
     /// Until when the server asked to be left alone.
     pub(crate) quiet: Quiet,
-    /// Its hot words close the first 64 bytes; the rest of it, the clock's origin included (the
-    /// balancer's: every time here is in nanoseconds since it), opens the second.
     pub(crate) rtt: PeakEwma,
-    pub(crate) requests: AtomicU64,
+    /// The outlier gate, its word closing the first line.
+    pub(crate) health: EndpointHealth,
+    finish: Finish,
     pub(crate) failures: AtomicU64,
     /// Requests their caller gave up on: neither successes nor failures.
     pub(crate) cancelled: AtomicU64,
-    /// The outlier gate; the snapshot holds a clone for the pick.
-    pub(crate) health: Health,
+    /// Static weight (the bits of an `f64`): the cost is divided by it. Read when a snapshot
+    /// of the endpoint set is made, which holds it beside the meter for the pick; atomic, so
+    /// that an endpoint inserted again with a new weight keeps everything else it has learnt.
+    pub(crate) weight: AtomicU64,
     /// `None` when the balancer's metrics are off.
     pub(crate) metrics: Option<EndpointMetrics>,
     /// The latency recorded for a failure.
@@ -58,29 +64,79 @@ pub(crate) struct Meter {
     pub(crate) max_quiet: Duration,
 }
 
+/// The third line of a [`Meter`]: what the end of every request writes or reads besides the
+/// load, the estimate and the health.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Finish {
+    requests: AtomicU64,
+    rtt: EwmaTail,
+    metrics: RequestHandles,
+}
+
+/// What a new meter starts from.
+pub(crate) struct MeterConfig {
+    pub(crate) rtt: (PeakEwma, EwmaTail),
+    pub(crate) health: EndpointHealth,
+    pub(crate) weight: f64,
+    pub(crate) metrics: Option<(RequestHandles, EndpointMetrics)>,
+    pub(crate) penalty: Duration,
+    pub(crate) max_quiet: Duration,
+}
+
 impl Meter {
+    pub(crate) fn new(config: MeterConfig) -> Self {
+        let (rtt, tail) = config.rtt;
+        let (each, metrics) = match config.metrics {
+            Some((each, rest)) => (each, Some(rest)),
+            None => (RequestHandles::off(), None),
+        };
+        Meter {
+            in_flight: AtomicU32::new(0),
+            quiet: Quiet::new(),
+            rtt,
+            health: config.health,
+            finish: Finish {
+                requests: AtomicU64::new(0),
+                rtt: tail,
+                metrics: each,
+            },
+            failures: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            weight: AtomicU64::new(config.weight.to_bits()),
+            metrics,
+            penalty: config.penalty,
+            max_quiet: config.max_quiet,
+        }
+    }
+
     /// `now` as the meter's clock counts: nanoseconds since the balancer's origin.
     #[inline]
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
-        self.rtt.since_origin(now)
+        self.finish.rtt.since_origin(now)
     }
 
-    /// The balancer's origin, where this meter's clock starts.
-    pub(crate) fn origin(&self) -> Instant {
-        self.rtt.clock().origin()
+    /// Requests finished.
+    pub(crate) fn requests(&self) -> u64 {
+        self.finish.requests.load(Ordering::Relaxed)
     }
 
-    /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by the weight
-    /// and by the slow-start factor of `gate`, this endpoint's (an endpoint back from ejection
+    /// The current peak-EWMA estimate, in nanoseconds, decayed to `now`.
+    pub(crate) fn rtt(&self, now: Instant) -> f64 {
+        self.rtt.get(&self.finish.rtt, now)
+    }
+
+    /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by `weight`
+    /// and by the slow-start factor of the endpoint's gate (an endpoint back from ejection
     /// looks dearer while it warms). `now` is the same instant twice: as an `Instant` for the
-    /// gate, and in nanoseconds since the origin for the rest.
+    /// gate, and in nanoseconds since the origin for the rest; `tau_nanos` is the decay time
+    /// of every meter of the balancer. Reads the meter's first line only.
     #[inline]
-    pub(crate) fn cost(&self, gate: &Health, now: Instant, now_nanos: u64) -> f64 {
+    pub(crate) fn cost(&self, weight: f64, tau_nanos: f64, now: Instant, now_nanos: u64) -> f64 {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
-        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
-        let share = weight * gate.slow_start_factor(now);
+        let share = weight * self.health.slow_start_factor(now);
         // A zero RTT (an idle estimate decayed to nothing) still orders by load.
-        (self.rtt.get_at(now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+        (self.rtt.get_at(tau_nanos, now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
     }
 
     /// Records the end of one request, at `now`: an instant, and the same in nanoseconds since
@@ -94,7 +150,8 @@ impl Meter {
         at: u64,
     ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.finish.requests.fetch_add(1, Ordering::Relaxed);
+        let tail = &self.finish.rtt;
         // The new peak-EWMA estimate, in nanoseconds.
         let rtt = if class.is_failure() {
             self.failures.fetch_add(1, Ordering::Relaxed);
@@ -104,15 +161,18 @@ impl Meter {
             if let Some(Pushback::After(wait)) = class.pushback() {
                 self.quiet.hold(at, wait, self.max_quiet);
             }
-            self.rtt.penalize(self.penalty.max(latency), at)
+            self.rtt.penalize(tail, self.penalty.max(latency), at)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
             self.rtt.reset(latency, at)
         } else {
-            self.rtt.observe(latency, at)
+            self.rtt.observe(tail, latency, at)
         };
+        self.finish.metrics.finished(latency);
         if let Some(metrics) = &self.metrics {
-            metrics.finished(class.is_failure(), latency);
+            if class.is_failure() {
+                metrics.failed();
+            }
             // The estimate jumps on a failure and restarts on a probe; between sweeps it only
             // drifts (see `EndpointMetrics::rtt`).
             if class.is_failure() || probe {
@@ -125,8 +185,14 @@ impl Meter {
     /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
     /// which are after the origin (the balancer's creation).
     fn instant(&self, nanos: u64) -> Instant {
-        let clock = self.rtt.clock();
+        let clock = self.finish.rtt.clock();
         clock.after_nanos(nanos).unwrap_or(clock.origin())
+    }
+}
+
+impl Tracked for Meter {
+    fn health(&self) -> &EndpointHealth {
+        &self.health
     }
 }
 
@@ -248,16 +314,21 @@ impl Drop for InFlight {
 mod tests {
     use super::super::ewma::HOT_BYTES;
     use super::*;
+    use std::mem::{offset_of, size_of};
 
     #[test]
-    fn what_a_pick_reads_comes_first() {
-        assert!(std::mem::offset_of!(Meter, rtt) + HOT_BYTES <= 64);
-        for hot in [
-            std::mem::offset_of!(Meter, in_flight),
-            std::mem::offset_of!(Meter, weight),
-            std::mem::offset_of!(Meter, quiet),
-        ] {
-            assert!(hot + 8 <= 64, "{hot}");
-        }
+    fn what_a_pick_reads_is_one_line_and_an_end_three() {
+        // The gate word is `health`'s first: the pick's line ends with it.
+        assert_eq!(
+            offset_of!(Meter, rtt) + HOT_BYTES,
+            offset_of!(Meter, health)
+        );
+        assert_eq!(offset_of!(Meter, health) + 8, 64);
+        assert!(offset_of!(Meter, in_flight) + 4 <= 64);
+        assert!(offset_of!(Meter, quiet) + 8 <= 64);
+        // The rest of what a report touches fills the second line.
+        assert_eq!(offset_of!(Meter, finish) % 64, 0);
+        assert_eq!(size_of::<Finish>(), 64);
+        assert_eq!(std::mem::align_of::<Meter>(), 64);
     }
 }

@@ -1,49 +1,56 @@
 //! The endpoint set that requests pick from, and the changes that replace it.
 
-use super::endpoint::{Endpoint, Meter};
-use super::ewma::PeakEwma;
-use super::quiet;
+use super::endpoint::{Endpoint, Meter, MeterConfig};
+use super::ewma::{PeakEwma, tau_nanos};
 use super::telemetry::BalancerMetrics;
 use super::{Balance, BalanceBuilder, Change};
 use crate::classify::Classify;
 use crate::outlier::{Detector, HealthObserver};
+use crate::primitives::clock::Clock;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use tokio::time::Instant;
 
 /// An immutable view of the endpoint set: requests pick from it without holding any lock.
 pub(crate) type Snapshot<K, S> = Arc<Endpoints<K, S>>;
 
 /// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
-/// `all[i]`. A pick reaches each candidate's meter and gate one pointer away from this
-/// contiguous array, instead of hopping through the endpoint first; `all` is read for the
-/// endpoint it takes.
+/// `all[i]`. A pick reaches each candidate's meter one pointer away from this contiguous
+/// array, instead of hopping through the endpoint first; `all` is read for the endpoint it
+/// takes. With them, what every meter of the balancer shares, so that a pick reads it here
+/// rather than from each meter.
 pub(crate) struct Endpoints<K, S> {
     pub(crate) candidates: Box<[Candidate]>,
     pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
+    /// Every meter's clock: `now` is converted once per pick.
+    pub(crate) clock: Clock,
+    /// Every meter's RTT decay time, in nanoseconds.
+    pub(crate) tau_nanos: f64,
 }
 
-/// One endpoint as a pick sees it: its meter, and its gate (the same as `meter.health`, held
-/// here so that the pick reads the gate word without going through the meter's cold line).
+/// One endpoint as a pick sees it: its meter, and its weight (fixed for the snapshot: a new
+/// weight comes with a new snapshot).
 pub(crate) struct Candidate {
     pub(crate) meter: Arc<Meter>,
-    pub(crate) gate: crate::outlier::Health,
+    pub(crate) weight: f64,
 }
 
 impl<K, S> Endpoints<K, S> {
-    pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>) -> Self {
+    pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>, clock: Clock, tau_nanos: f64) -> Self {
         Endpoints {
             candidates: all
                 .iter()
                 .map(|e| Candidate {
                     meter: e.meter.clone(),
-                    gate: e.meter.health.clone(),
+                    weight: f64::from_bits(e.meter.weight.load(Ordering::Relaxed)),
                 })
                 .collect(),
             all: all.into_boxed_slice(),
+            clock,
+            tau_nanos,
         }
     }
 }
@@ -79,7 +86,7 @@ impl<K, S> Shared<K, S> {
         }
         for endpoint in self.snapshot().all.iter() {
             if let Some(metrics) = &endpoint.meter.metrics {
-                metrics.rtt(endpoint.meter.rtt.get(now));
+                metrics.rtt(endpoint.meter.rtt(now));
             }
         }
     }
@@ -173,7 +180,12 @@ where
                             order.push(key.clone());
                             // The endpoint's label in metrics and spans, written once.
                             let label: Arc<str> = Arc::from(key.to_string());
-                            (Arc::new(self.meter(now, weight, &label)), label)
+                            let meter = Arc::new(self.meter(now, weight, &label));
+                            // Swept from now on; weak, so that the meter still goes with
+                            // its last endpoint and request.
+                            let tracked: Weak<Meter> = Arc::downgrade(&meter);
+                            shared.detector.track(tracked);
+                            (meter, label)
                         }
                     };
                     let endpoint = Arc::new(Endpoint {
@@ -194,7 +206,8 @@ where
         // Taken out as they are listed, so that a key removed and inserted again in one batch
         // is listed once.
         let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
-        *slot = Arc::new(Endpoints::new(next));
+        let clock = Clock::new(shared.origin);
+        *slot = Arc::new(Endpoints::new(next, clock, tau_nanos(shared.config.decay)));
         // Still under the write lock: a handle that sees the new generation reads this
         // snapshot or a newer one.
         shared.generation.fetch_add(1, Ordering::Release);
@@ -206,27 +219,22 @@ where
         // The request handles first: they hold the label's series (see `forget_series`), so
         // that a removed namesake cannot drop them after the observer registered its own.
         let metrics = shared.metrics.as_ref().map(|m| {
-            let metrics = m.endpoint(label);
-            metrics.rtt(config.default_rtt.as_nanos() as f64);
-            metrics
+            let (each, rest) = m.endpoint(label);
+            rest.rtt(config.default_rtt.as_nanos() as f64);
+            (each, rest)
         });
         let observer = HealthObserver::new(
             &config.observe,
             label.clone(),
             shared.metrics.as_ref().map(BalancerMetrics::by_state),
         );
-        Meter {
+        Meter::new(MeterConfig {
             rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
-            in_flight: AtomicU32::new(0),
-            health: shared.detector.register_observed(now, observer),
-            weight: AtomicU64::new(weight.to_bits()),
-            penalty: config.penalty,
-            quiet: quiet::Quiet::new(),
-            max_quiet: config.max_pushback,
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
+            health: shared.detector.join(now, observer),
+            weight,
             metrics,
-        }
+            penalty: config.penalty,
+            max_quiet: config.max_pushback,
+        })
     }
 }

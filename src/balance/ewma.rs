@@ -19,8 +19,10 @@ use tokio::time::Instant;
 /// the [`Clock`]'s nanoseconds (since the balancer's origin), so that a reader can be handed
 /// `now` in those units once per pick instead of converting an `Instant` per endpoint.
 ///
-/// `repr(C)`: the words a pick reads come first, so that they sit next to the
-/// endpoint's other hot numbers (see `Meter`).
+/// Split in two, so that the words every pick reads (40 bytes) can share a cache line with the
+/// endpoint's other hot numbers (see `Meter`): `PeakEwma` is those words, and [`EwmaTail`] the
+/// rest (the decay time and the clock), which a pick does not touch. The methods that need
+/// the tail take it: always the same estimate's.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct PeakEwma {
@@ -32,15 +34,21 @@ pub(crate) struct PeakEwma {
     updated: AtomicU64,
     /// What the last penalty was when it was recorded, in nanoseconds (`f64` bits).
     penalty: AtomicU64,
-    tau_nanos: f64,
     /// When the penalty was recorded, in nanoseconds since `origin`: read only when there is
-    /// one, so it may sit past the hot words.
+    /// one.
     penalized: AtomicU64,
+}
+
+/// The part of a [`PeakEwma`] that a pick does not read: the decay time (a pick is handed it
+/// by the balancer's snapshot) and the clock.
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct EwmaTail {
+    tau_nanos: f64,
     clock: Clock,
 }
 
-/// The bytes at the start of a `PeakEwma` that a read without a penalty touches (pinned by the
-/// layout tests).
+/// The bytes of a `PeakEwma` (pinned by the layout tests).
 #[cfg(test)]
 pub(crate) const HOT_BYTES: usize = 40;
 
@@ -63,23 +71,7 @@ struct State {
     penalized: u64,
 }
 
-impl PeakEwma {
-    /// An estimate of `initial` at `now`, decaying with time constant `tau`, on a clock that
-    /// starts at `origin` (instants before it count as `origin`).
-    pub(crate) fn new(initial: Duration, tau: Duration, origin: Instant, now: Instant) -> Self {
-        let clock = Clock::new(origin);
-        let now = clock.nanos(now);
-        PeakEwma {
-            sequence: AtomicU64::new(0),
-            estimate: AtomicU64::new(nanos(initial).to_bits()),
-            updated: AtomicU64::new(now),
-            penalty: AtomicU64::new(0.0f64.to_bits()),
-            penalized: AtomicU64::new(now),
-            tau_nanos: nanos(tau).max(1.0),
-            clock,
-        }
-    }
-
+impl EwmaTail {
     /// The clock this estimate's times count on.
     pub(crate) fn clock(&self) -> Clock {
         self.clock
@@ -90,6 +82,32 @@ impl PeakEwma {
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
         self.clock.nanos(now)
     }
+}
+
+impl PeakEwma {
+    /// An estimate of `initial` at `now`, decaying with time constant `tau`, on a clock that
+    /// starts at `origin` (instants before it count as `origin`).
+    pub(crate) fn new(
+        initial: Duration,
+        tau: Duration,
+        origin: Instant,
+        now: Instant,
+    ) -> (Self, EwmaTail) {
+        let clock = Clock::new(origin);
+        let now = clock.nanos(now);
+        let estimate = PeakEwma {
+            sequence: AtomicU64::new(0),
+            estimate: AtomicU64::new(nanos(initial).to_bits()),
+            updated: AtomicU64::new(now),
+            penalty: AtomicU64::new(0.0f64.to_bits()),
+            penalized: AtomicU64::new(now),
+        };
+        let tail = EwmaTail {
+            tau_nanos: tau_nanos(tau),
+            clock,
+        };
+        (estimate, tail)
+    }
 
     #[inline]
     fn words(&self) -> State {
@@ -98,8 +116,7 @@ impl PeakEwma {
             estimate_nanos: f64::from_bits(self.estimate.load(Ordering::Relaxed)),
             updated: self.updated.load(Ordering::Relaxed),
             penalty_nanos,
-            // Its time matters only when there is a penalty, and it sits past the hot words
-            // (see `Meter`): most reads need not touch it.
+            // Its time matters only when there is a penalty.
             penalized: if penalty_nanos == 0.0 {
                 0
             } else {
@@ -162,21 +179,23 @@ impl PeakEwma {
         next
     }
 
-    fn decayed(&self, state: &State, now: u64) -> f64 {
+    fn decayed(state: &State, tau_nanos: f64, now: u64) -> f64 {
         let elapsed = now.saturating_sub(state.updated) as f64;
-        state.estimate_nanos * (-elapsed / self.tau_nanos).exp() + penalty(state, now)
+        state.estimate_nanos * (-elapsed / tau_nanos).exp() + penalty(state, now)
     }
 
     /// The current estimate, in nanoseconds, decayed to `now`.
-    pub(crate) fn get(&self, now: Instant) -> f64 {
-        self.get_at(self.since_origin(now))
+    pub(crate) fn get(&self, tail: &EwmaTail, now: Instant) -> f64 {
+        self.get_at(tail.tau_nanos, tail.since_origin(now))
     }
 
-    /// The current estimate, in nanoseconds, decayed to `now` (nanoseconds since the origin).
+    /// The current estimate, in nanoseconds, decayed to `now` (nanoseconds since the origin),
+    /// with the decay time `tau_nanos`: the tail's, which a pick reads from the balancer's
+    /// snapshot rather than from each endpoint's tail.
     #[inline]
-    pub(crate) fn get_at(&self, now: u64) -> f64 {
+    pub(crate) fn get_at(&self, tau_nanos: f64, now: u64) -> f64 {
         let state = self.read();
-        self.decayed(&state, now)
+        Self::decayed(&state, tau_nanos, now)
     }
 
     /// The latency estimate alone, without any penalty, in nanoseconds, decayed to `now`
@@ -189,9 +208,9 @@ impl PeakEwma {
 
     /// Records one round trip; returns the new estimate, in nanoseconds.
     /// `now` is in nanoseconds since the origin, as for every writer.
-    pub(crate) fn observe(&self, rtt: Duration, now: u64) -> f64 {
+    pub(crate) fn observe(&self, tail: &EwmaTail, rtt: Duration, now: u64) -> f64 {
         let rtt = nanos(rtt);
-        let tau = self.tau_nanos;
+        let tau = tail.tau_nanos;
         self.write(|mut state| {
             let current = state.estimate_nanos;
             state.estimate_nanos = if rtt > current {
@@ -223,14 +242,19 @@ impl PeakEwma {
     /// Records a failure's penalty: like a peak, it replaces what is left of earlier ones when
     /// larger (penalties do not pile up, or one burst of failures would bar an endpoint for
     /// long after it recovered). Returns the cost estimate it leads to, in nanoseconds.
-    pub(crate) fn penalize(&self, amount: Duration, now: u64) -> f64 {
+    pub(crate) fn penalize(&self, tail: &EwmaTail, amount: Duration, now: u64) -> f64 {
         let state = self.write(|mut state| {
             state.penalty_nanos = penalty(&state, now).max(nanos(amount));
             state.penalized = now;
             state
         });
-        self.decayed(&state, now)
+        Self::decayed(&state, tail.tau_nanos, now)
     }
+}
+
+/// `tau` in nanoseconds, at least 1: the decay time every reader divides by.
+pub(crate) fn tau_nanos(tau: Duration) -> f64 {
+    nanos(tau).max(1.0)
 }
 
 /// Waits a little before trying again: spins at first (a write takes a few dozen
@@ -273,6 +297,37 @@ fn nanos(d: Duration) -> f64 {
 mod tests {
     use super::*;
 
+    /// An estimate and its tail together, as a meter holds them.
+    struct Est {
+        hot: PeakEwma,
+        tail: EwmaTail,
+    }
+
+    impl Est {
+        fn new(initial: Duration, tau: Duration, origin: Instant, now: Instant) -> Self {
+            let (hot, tail) = PeakEwma::new(initial, tau, origin, now);
+            Est { hot, tail }
+        }
+        fn since_origin(&self, now: Instant) -> u64 {
+            self.tail.since_origin(now)
+        }
+        fn get(&self, now: Instant) -> f64 {
+            self.hot.get(&self.tail, now)
+        }
+        fn read(&self) -> State {
+            self.hot.read()
+        }
+        fn observe(&self, rtt: Duration, now: u64) -> f64 {
+            self.hot.observe(&self.tail, rtt, now)
+        }
+        fn reset(&self, rtt: Duration, now: u64) -> f64 {
+            self.hot.reset(rtt, now)
+        }
+        fn penalize(&self, amount: Duration, now: u64) -> f64 {
+            self.hot.penalize(&self.tail, amount, now)
+        }
+    }
+
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
@@ -296,7 +351,7 @@ mod tests {
     #[test]
     fn a_slower_sample_is_taken_at_once() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(30 * MS, Duration::from_secs(10), t0, t0);
         e.observe(500 * MS, e.since_origin(t0));
         assert_eq!(e.get(t0), 500e6);
     }
@@ -304,13 +359,13 @@ mod tests {
     #[test]
     fn faster_samples_blend_by_elapsed_time() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(100 * MS, Duration::from_secs(10), t0, t0);
         // Immediately after: almost no weight for the new sample.
         e.observe(10 * MS, e.since_origin(t0 + Duration::from_millis(1)));
         let v = e.get(t0 + Duration::from_millis(1));
         assert!(v > 99e6 && v < 100e6, "{v}");
         // Ten seconds (one tau) later: the sample gets 1 - 1/e of the weight.
-        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(100 * MS, Duration::from_secs(10), t0, t0);
         e.observe(10 * MS, e.since_origin(t0 + Duration::from_secs(10)));
         let expect = 100e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp());
         assert!((e.get(t0 + Duration::from_secs(10)) - expect).abs() < 1.0);
@@ -319,7 +374,7 @@ mod tests {
     #[test]
     fn idle_estimates_decay_towards_zero() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(1000 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(1000 * MS, Duration::from_secs(10), t0, t0);
         let later = e.get(t0 + Duration::from_secs(30));
         assert!((later - 1000e6 * (-3f64).exp()).abs() < 1.0);
     }
@@ -327,7 +382,7 @@ mod tests {
     #[test]
     fn penalties_fade_within_seconds() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(5 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(5 * MS, Duration::from_secs(10), t0, t0);
         e.penalize(Duration::from_secs(1), e.since_origin(t0));
         e.penalize(Duration::from_millis(500), e.since_origin(t0));
         assert!(
@@ -349,7 +404,7 @@ mod tests {
     fn the_clock_starts_at_the_origin_and_the_estimate_at_its_creation() {
         let origin = Instant::now();
         let born = origin + Duration::from_secs(10);
-        let e = PeakEwma::new(100 * MS, Duration::from_secs(10), origin, born);
+        let e = Est::new(100 * MS, Duration::from_secs(10), origin, born);
         assert_eq!(e.get(born), 100e6);
         // Decayed over the time since its creation, not since the origin.
         let later = e.get(born + Duration::from_secs(10));
@@ -366,7 +421,7 @@ mod tests {
         // Two writers each write a whole state of their own; a reader must only ever see one
         // of the two, never the estimate of one with the timestamps of the other.
         let t0 = Instant::now();
-        let e = std::sync::Arc::new(PeakEwma::new(MS, Duration::from_secs(10), t0, t0));
+        let e = std::sync::Arc::new(Est::new(MS, Duration::from_secs(10), t0, t0));
         let states = [(MS, t0), (2 * MS, t0 + Duration::from_secs(7))];
         let writers: Vec<_> = states
             .into_iter()
@@ -397,17 +452,15 @@ mod tests {
     }
 
     #[test]
-    fn a_read_needs_only_the_first_forty_bytes() {
-        // `Meter` puts these words at the end of its first 64 bytes: see its layout.
-        assert_eq!(std::mem::offset_of!(PeakEwma, tau_nanos) + 8, HOT_BYTES);
-        assert!(std::mem::offset_of!(PeakEwma, penalized) >= HOT_BYTES);
-        assert!(std::mem::offset_of!(PeakEwma, clock) >= HOT_BYTES);
+    fn a_read_needs_only_the_hot_words() {
+        // `Meter` puts these words in the line it reads for a pick: see its layout.
+        assert_eq!(std::mem::size_of::<PeakEwma>(), HOT_BYTES);
     }
 
     #[test]
     fn reset_forgets_the_penalty() {
         let t0 = Instant::now();
-        let e = PeakEwma::new(30 * MS, Duration::from_secs(10), t0, t0);
+        let e = Est::new(30 * MS, Duration::from_secs(10), t0, t0);
         e.observe(Duration::from_secs(1), e.since_origin(t0));
         e.reset(2 * MS, e.since_origin(t0 + Duration::from_secs(1)));
         assert_eq!(e.get(t0 + Duration::from_secs(1)), 2e6);

@@ -39,8 +39,9 @@ pub(crate) struct Choice<'a, K, S, R> {
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
 ///
 /// The candidates are compared through `endpoints.candidates`, one pointer away from each
-/// meter's hot words and each gate word; `endpoints.all` (key and service) is touched only for
-/// the one taken. `now` is converted to the meters' clock once, for every endpoint looked at.
+/// meter's first line, which holds all that a comparison reads (its gate word included);
+/// `endpoints.all` (key and service) is touched only for the one taken. `now` is converted to
+/// the meters' clock once, for every endpoint looked at.
 pub(crate) fn pick<'a, K, S, R>(
     endpoints: &'a Endpoints<K, S>,
     now: Instant,
@@ -49,23 +50,26 @@ pub(crate) fn pick<'a, K, S, R>(
 ) -> Option<Choice<'a, K, S, R>> {
     let candidates = &*endpoints.candidates;
     let n = candidates.len();
-    let first = candidates.first()?;
+    if n == 0 {
+        return None;
+    }
     // Every meter of a balancer counts from the balancer's origin.
-    let now_nanos = first.meter.since_origin(now);
+    let now_nanos = endpoints.clock.nanos(now);
+    let tau_nanos = endpoints.tau_nanos;
     let peek = |i: usize| {
-        let candidate = &candidates[i];
-        if candidate.meter.quiet.is_quiet(now_nanos) {
+        let meter = &candidates[i].meter;
+        if meter.quiet.is_quiet(now_nanos) {
             // The server's own word outranks the panic threshold: never fail open into it.
             return None;
         }
-        Some(candidate.gate.peek(now))
+        Some(meter.health.peek(now))
     };
     // Claims the endpoint; `None` when it is not available after all (not ready, or another
     // request took the probe in between), unless failing open.
     let mut take = |i: usize| -> Option<Choice<'a, K, S, R>> {
         let endpoint = &*endpoints.all[i];
         let service = ready(endpoint)?;
-        let probe = match candidates[i].gate.admit(now) {
+        let probe = match candidates[i].meter.health.admit(now) {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No if fail_open => false,
@@ -94,7 +98,7 @@ pub(crate) fn pick<'a, K, S, R>(
             b
         } else {
             match (usable(pa), usable(pb)) {
-                (true, true) => cheaper(candidates, a, b, now, now_nanos),
+                (true, true) => cheaper(candidates, a, b, tau_nanos, now, now_nanos),
                 // Taking the one usable endpoint of a pair would hand a slow endpoint every
                 // draw that pairs it with an ejected one: draw again, so that each choice
                 // is a real comparison.
@@ -124,7 +128,8 @@ pub(crate) fn pick<'a, K, S, R>(
             1 => 0,
             len => {
                 let (a, b) = pair(len);
-                if cheaper(candidates, available[a], available[b], now, now_nanos) == available[a] {
+                let (x, y) = (available[a], available[b]);
+                if cheaper(candidates, x, y, tau_nanos, now, now_nanos) == x {
                     a
                 } else {
                     b
@@ -146,19 +151,26 @@ pub(crate) fn quiet_end<K, S>(
     now: Instant,
     fail_open: bool,
 ) -> Option<Instant> {
-    let first = endpoints.candidates.first()?;
-    let now_nanos = first.meter.since_origin(now);
+    let now_nanos = endpoints.clock.nanos(now);
+    let origin = endpoints.clock.origin();
     endpoints
         .candidates
         .iter()
-        .filter(|c| fail_open || c.gate.peek(now) != Admit::No)
-        .filter_map(|c| c.meter.quiet.until(c.meter.origin(), now_nanos))
+        .filter(|c| fail_open || c.meter.health.peek(now) != Admit::No)
+        .filter_map(|c| c.meter.quiet.until(origin, now_nanos))
         .min()
 }
 
 #[inline]
-fn cheaper(candidates: &[Candidate], a: usize, b: usize, now: Instant, now_nanos: u64) -> usize {
-    let cost = |c: &Candidate| c.meter.cost(&c.gate, now, now_nanos);
+fn cheaper(
+    candidates: &[Candidate],
+    a: usize,
+    b: usize,
+    tau_nanos: f64,
+    now: Instant,
+    now_nanos: u64,
+) -> usize {
+    let cost = |c: &Candidate| c.meter.cost(c.weight, tau_nanos, now, now_nanos);
     if cost(&candidates[b]) < cost(&candidates[a]) {
         b
     } else {

@@ -84,12 +84,12 @@ where
             .iter()
             .map(|e| EndpointStats {
                 key: e.key.clone(),
-                requests: e.meter.requests.load(Ordering::Relaxed),
+                requests: e.meter.requests(),
                 failures: e.meter.failures.load(Ordering::Relaxed),
                 cancelled: e.meter.cancelled.load(Ordering::Relaxed),
                 ejections: e.meter.health.ejections(),
                 in_flight: e.meter.in_flight.load(Ordering::Relaxed),
-                rtt: Duration::from_nanos(e.meter.rtt.get(now) as u64),
+                rtt: Duration::from_nanos(e.meter.rtt(now) as u64),
                 status: e.meter.health.status(now),
             })
             .collect()

@@ -45,22 +45,26 @@ impl BalancerMetrics {
         self.fail_fast.increment(1);
     }
 
-    /// Registers the handles of the endpoint labelled `endpoint`.
-    pub(crate) fn endpoint(&self, endpoint: &Arc<str>) -> EndpointMetrics {
+    /// Registers the handles of the endpoint labelled `endpoint`: those every request's end
+    /// records, and the rest.
+    pub(crate) fn endpoint(&self, endpoint: &Arc<str>) -> (RequestHandles, EndpointMetrics) {
         let labels = self.settings.endpoint_labels(endpoint);
         let forget = self
             .settings
             .forget
             .as_ref()
             .map(|forgetter| forgetter.hold(labels.clone(), series(&labels)));
-        EndpointMetrics {
-            _forget: forget,
+        let each = RequestHandles {
             requests: metrics::counter!(ENDPOINT_REQUESTS_TOTAL, labels.clone()),
+            latency: metrics::histogram!(ENDPOINT_LATENCY_SECONDS, labels.clone()),
+        };
+        let rest = EndpointMetrics {
+            _forget: forget,
             failures: metrics::counter!(ENDPOINT_FAILURES_TOTAL, labels.clone()),
             cancelled: metrics::counter!(ENDPOINT_CANCELLED_TOTAL, labels.clone()),
-            latency: metrics::histogram!(ENDPOINT_LATENCY_SECONDS, labels.clone()),
             rtt: metrics::gauge!(ENDPOINT_RTT_EWMA_SECONDS, labels),
-        }
+        };
+        (each, rest)
     }
 }
 
@@ -103,28 +107,53 @@ fn series(labels: &[Label]) -> Vec<(SeriesKind, Key)> {
     all
 }
 
-/// One endpoint's request handles, kept in the balancer's meter for the endpoint: dropped with
+/// The two handles the end of every request records, kept in the line of the endpoint's meter
+/// that the end of a request writes anyway. No-op handles when metrics are off: a branch each,
+/// on a line already at hand.
+pub(crate) struct RequestHandles {
+    requests: Counter,
+    latency: Histogram,
+}
+
+impl RequestHandles {
+    /// Handles that record nothing.
+    pub(crate) fn off() -> Self {
+        RequestHandles {
+            requests: Counter::noop(),
+            latency: Histogram::noop(),
+        }
+    }
+
+    /// A request finished after `latency`.
+    #[inline]
+    pub(crate) fn finished(&self, latency: Duration) {
+        self.requests.increment(1);
+        self.latency.record(latency.as_secs_f64());
+    }
+}
+
+impl fmt::Debug for RequestHandles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHandles").finish_non_exhaustive()
+    }
+}
+
+/// One endpoint's other handles, kept in the balancer's meter for the endpoint: dropped with
 /// the meter, once the endpoint is removed and its last request finished.
 pub(crate) struct EndpointMetrics {
     /// Forgets the endpoint's series when dropped (with [`ForgetSeries`] configured).
     ///
     /// [`ForgetSeries`]: crate::observe::ForgetSeries
     _forget: Option<SeriesGuard>,
-    requests: Counter,
     failures: Counter,
     cancelled: Counter,
-    latency: Histogram,
     rtt: Gauge,
 }
 
 impl EndpointMetrics {
-    /// A request finished after `latency`.
-    pub(crate) fn finished(&self, failure: bool, latency: Duration) {
-        self.requests.increment(1);
-        if failure {
-            self.failures.increment(1);
-        }
-        self.latency.record(latency.as_secs_f64());
+    /// A request failed (besides [`RequestHandles::finished`]).
+    pub(crate) fn failed(&self) {
+        self.failures.increment(1);
     }
 
     /// A request's caller gave up on it while at the endpoint.

@@ -2,7 +2,9 @@
 
 #[cfg(test)]
 use super::Status;
-use super::health::{Endpoint, Health};
+#[cfg(test)]
+use super::health::Health;
+use super::health::{Endpoint, Tracked};
 use super::telemetry::HealthObserver;
 use super::{EjectReason, OutlierConfig};
 use crate::primitives::clock::{self, Clock};
@@ -19,20 +21,21 @@ const UNARMED: i64 = i64::MIN;
 /// keeps the share of ejected endpoints within bounds. Cheap to clone (one `Arc`); clones
 /// share everything.
 ///
-/// Each endpoint gets a [`Health`] when it registers. What the balancer must do with them:
+/// Each endpoint gets its health ([`Endpoint`]) when it [`join`](Detector::join)s, and is
+/// swept once [`track`](Detector::track)ed. What the balancer must do with them:
 ///
 /// - Call [`sweep_if_due`](Detector::sweep_if_due) often (on every pick is fine: it is one
 ///   atomic load when nothing is due).
 /// - When [`panicking`](Detector::panicking) is true, ignore `Admit::No` and treat every
 ///   endpoint as ready (fail open), but still call `admit` so that probes keep running.
-/// - [`Health::peek`] tells readiness without claiming the probe; [`Health::admit`] claims it,
+/// - [`Endpoint::peek`] tells readiness without claiming the probe; [`Endpoint::admit`] claims it,
 ///   once the endpoint is chosen. A request that got `Admit::Probe` must be sent and reported
-///   (or given back with [`Health::release_probe`] if its caller cancels it); a probe that
+///   (or given back with [`Endpoint::release_probe`] if its caller cancels it); a probe that
 ///   never reports is replaced after the probe timeout.
 /// - An ejected endpoint's `Status::Ejected` carries `until`: a timer for it wakes the
 ///   balancer when the endpoint can be probed.
-/// - Report every finished request ([`Health::report`]), with the latency up to the end of
-///   the response body, and retire endpoints that discovery removes ([`Health::retire`]).
+/// - Report every finished request ([`Endpoint::report`]), with the latency up to the end of
+///   the response body, and retire endpoints that discovery removes ([`Endpoint::retire`]).
 #[derive(Clone)]
 pub(crate) struct Detector {
     fleet: Arc<Fleet>,
@@ -52,8 +55,8 @@ pub(crate) struct Fleet {
     /// Endpoints ejected or in probation, plus ejections reserved but not yet swapped in.
     unavailable: AtomicUsize,
     /// Every registered endpoint, for sweeps and stats. Weak, so that dropping an endpoint's
-    /// last `Health` frees it; pruned as it goes.
-    endpoints: Mutex<Vec<Weak<Endpoint>>>,
+    /// owner frees it; pruned as it goes.
+    endpoints: Mutex<Vec<Weak<dyn Tracked>>>,
     /// Ejections by reason and sweeps run: rare events, counted for the detector's own tests
     /// (`stats_at`); the balancer's metrics count ejections on their own.
     ejections: [AtomicU64; 4],
@@ -71,7 +74,7 @@ pub(crate) struct Timing {
 }
 
 /// A snapshot of a [`Detector`]'s fleet, for tests: the balancer reads the same from its
-/// endpoints' [`Health::status`].
+/// endpoints' [`Endpoint::status`].
 #[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct DetectorStats {
@@ -179,7 +182,19 @@ impl Detector {
 
     /// Adds an endpoint, as `register` does, with an observer told of its transitions (the
     /// balancer's: its metrics and named events).
+    #[cfg(test)]
     pub(crate) fn register_observed(&self, now: Instant, observer: HealthObserver) -> Health {
+        let health = Health::from(self.join(now, observer));
+        let tracked: Weak<Endpoint> = Arc::downgrade(health.endpoint());
+        self.track(tracked);
+        health
+    }
+
+    /// A new endpoint's health, counted in the fleet from now on, to be [`track`]ed once it
+    /// has a home: for the balancer, which keeps it inside its own record of the endpoint.
+    ///
+    /// [`track`]: Detector::track
+    pub(crate) fn join(&self, now: Instant, observer: HealthObserver) -> Endpoint {
         let fleet = &self.fleet;
         let now_us = fleet.clock.micros(now);
         let founded = match fleet.founded.compare_exchange(
@@ -200,16 +215,22 @@ impl Detector {
         let ramp = fleet.timing.slow_start > 0
             && fleet.config.slow_start_new_endpoints
             && now_us.saturating_sub(founded) >= fleet.timing.slow_start;
-        let health = Health::new(fleet.clone(), now_us, ramp, observer);
+        let health = Endpoint::new(fleet.clone(), now_us, ramp, observer);
         fleet.total.fetch_add(1, Ordering::AcqRel);
+        health
+    }
+
+    /// Puts an endpoint that [`join`](Detector::join)ed in the sweeps. Weak: dropping its
+    /// last owner retires it and frees it.
+    pub(crate) fn track(&self, endpoint: Weak<dyn Tracked>) {
+        let fleet = &self.fleet;
         let mut endpoints = fleet.lock();
         // Prune retired endpoints now and then, so that churn without sweeps cannot grow the
         // list without bound (amortised: only once it is twice the live size).
         if endpoints.len() >= 2 * fleet.total.load(Ordering::Acquire) + 16 {
-            endpoints.retain(|e| e.upgrade().is_some_and(|e| !e.is_retired()));
+            endpoints.retain(|e| e.upgrade().is_some_and(|e| !e.health().is_retired()));
         }
-        endpoints.push(Arc::downgrade(health.endpoint()));
-        health
+        endpoints.push(endpoint);
     }
 
     /// Runs the interval analysis (success rate, failure percentage, latency) if an interval
@@ -218,7 +239,7 @@ impl Detector {
     ///
     /// The analysis judges the endpoints that are active, over the requests they reported
     /// since the previous sweep, and ejects the outliers worst-first within the max ejected
-    /// share. Ejections end on their own (see [`Health::admit`]); sweeps never un-eject.
+    /// share. Ejections end on their own (see [`Endpoint::admit`]); sweeps never un-eject.
     pub(crate) fn sweep_if_due(&self, now: Instant) -> bool {
         let fleet = &self.fleet;
         let due = fleet.next_sweep.load(Ordering::Acquire);
@@ -249,7 +270,7 @@ impl Detector {
         let live = fleet.live();
         let mut judged = Vec::with_capacity(live.len());
         let mut windows = Vec::with_capacity(live.len());
-        for endpoint in &live {
+        for endpoint in live.iter().map(|e| e.health()) {
             // Every window restarts, judged or not, so an endpoint back from ejection starts
             // its next interval clean.
             let window = endpoint.take_window();
@@ -314,7 +335,7 @@ impl Detector {
         };
         for endpoint in fleet.live() {
             stats.endpoints += 1;
-            match endpoint.status_at(now_us) {
+            match endpoint.health().status_at(now_us) {
                 Status::Active => stats.active += 1,
                 Status::Ejected { .. } => stats.ejected += 1,
                 Status::Probation => stats.probation += 1,
@@ -366,16 +387,16 @@ fn allowed_ejections(total: usize, share: f64) -> usize {
 }
 
 impl Fleet {
-    fn lock(&self) -> MutexGuard<'_, Vec<Weak<Endpoint>>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<Weak<dyn Tracked>>> {
         // The list is consistent between statements, so a poisoned lock is safe to use.
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The endpoints registered and not retired; prunes the rest from the list.
-    fn live(&self) -> Vec<Arc<Endpoint>> {
+    fn live(&self) -> Vec<Arc<dyn Tracked>> {
         let mut live = Vec::new();
         self.lock().retain(|weak| match weak.upgrade() {
-            Some(endpoint) if !endpoint.is_retired() => {
+            Some(endpoint) if !endpoint.health().is_retired() => {
                 live.push(endpoint);
                 true
             }

@@ -14,23 +14,29 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The health of one endpoint: whether it may take requests, and what they did to it.
+/// An endpoint's health in an allocation of its own: what the detector's tests register. The
+/// balancer keeps each [`Endpoint`] inside its own record of the endpoint instead (see
+/// [`Tracked`]).
 ///
-/// Cheap to clone (one `Arc`), and safe to share between the balancer and every in-flight
-/// request. [`admit`](Health::admit) and [`slow_start_factor`](Health::slow_start_factor), called
-/// on every pick, are one atomic load for an active endpoint; [`report`](Health::report), called
-/// on every response, is a few relaxed atomic increments. Nothing takes a lock.
-///
-/// Dropping the last clone retires the endpoint, as [`retire`](Health::retire) does.
+/// Dropping the last clone retires the endpoint, as [`retire`](Endpoint::retire) does.
+#[cfg(test)]
 #[derive(Clone)]
 pub(crate) struct Health {
     inner: Arc<Endpoint>,
 }
 
-/// `repr(C)`, in this order: what every pick and every report touch (the gate word, the
-/// interval's outcomes, the failure run, the histogram's pointer, the fleet's) shares one cache
-/// line with the reference counts, so that a balancer over thousands of endpoints pays one miss
-/// per endpoint here, not one per field.
+/// The health of one endpoint: whether it may take requests, and what they did to it.
+///
+/// Safe to share between the balancer and every in-flight request.
+/// [`admit`](Endpoint::admit), [`peek`](Endpoint::peek) and
+/// [`slow_start_factor`](Endpoint::slow_start_factor), called on every pick, are one atomic
+/// load for an active endpoint; [`report`](Endpoint::report), called on every response, is a
+/// few relaxed atomic increments. Nothing takes a lock. Dropping it retires the endpoint.
+///
+/// `repr(C)`, in this order: the gate word first, so that an owner can place it on the cache
+/// line of its own hot words (the balancer's meter ends its first line with it); then what
+/// every report touches (the interval's outcomes, the failure run, the histogram's pointer,
+/// the fleet's), within the next 64 bytes; then what only transitions touch.
 #[repr(C)]
 pub(crate) struct Endpoint {
     /// State, ejection reason and timestamp in one word, and its transitions: see [`gate`].
@@ -55,7 +61,49 @@ pub(crate) struct Endpoint {
     observer: HealthObserver,
 }
 
+#[cfg(test)]
 impl Health {
+    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.inner
+    }
+}
+
+#[cfg(test)]
+impl From<Endpoint> for Health {
+    fn from(endpoint: Endpoint) -> Self {
+        Health {
+            inner: Arc::new(endpoint),
+        }
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for Health {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.inner
+    }
+}
+
+/// What the detector keeps of an endpoint: its health, wherever it lives (in a [`Health`] of
+/// its own, or inside the balancer's record of the endpoint, next to the load words a pick
+/// reads with its gate).
+pub(crate) trait Tracked: Send + Sync {
+    /// The endpoint's health.
+    fn health(&self) -> &Endpoint;
+}
+
+impl Tracked for Endpoint {
+    fn health(&self) -> &Endpoint {
+        self
+    }
+}
+
+impl Endpoint {
+    /// A new endpoint's health, active; `ramp`: it starts its slow start at `now_us`. The
+    /// detector's `join` makes it; it counts in the fleet from then on, and in sweeps once
+    /// tracked.
     pub(crate) fn new(
         fleet: Arc<Fleet>,
         now_us: i64,
@@ -65,44 +113,37 @@ impl Health {
         let ramp_start = if ramp { now_us } else { LONG_AGO };
         let latency = Histogram::new(fleet.config.latency.is_some());
         observer.joined();
-        Health {
-            inner: Arc::new(Endpoint {
-                gate: Gate::new(ramp_start),
-                consecutive: Consecutive::default(),
-                step: AtomicU32::new(0),
-                active_since: AtomicI64::new(now_us),
-                ejected_at: AtomicI64::new(LONG_AGO),
-                ejections: AtomicU64::new(0),
-                outcomes: AtomicU64::new(0),
-                latency,
-                observer,
-                fleet,
-            }),
+        Endpoint {
+            gate: Gate::new(ramp_start),
+            consecutive: Consecutive::default(),
+            step: AtomicU32::new(0),
+            active_since: AtomicI64::new(now_us),
+            ejected_at: AtomicI64::new(LONG_AGO),
+            ejections: AtomicU64::new(0),
+            outcomes: AtomicU64::new(0),
+            latency,
+            observer,
+            fleet,
         }
     }
-
-    pub(crate) fn endpoint(&self) -> &Arc<Endpoint> {
-        &self.inner
-    }
-
     /// Whether a request may go to this endpoint now, claiming the probe if one is due.
     ///
     /// [`Admit::Probe`] goes to exactly one caller once an ejection has ended; every other
     /// caller gets [`Admit::No`] until that probe is reported (or, if it never is, until the
     /// probe timeout passes). A retired endpoint is no longer gated: [`Admit::Yes`].
     pub(crate) fn admit(&self, now: Instant) -> Admit {
-        let word = self.inner.gate.load();
+        let word = self.gate.load();
         match gate::state(word) {
             ACTIVE | RETIRED => Admit::Yes,
-            _ => self.inner.claim(word, now),
+            _ => self.claim(word, now),
         }
     }
 
-    /// What [`admit`](Health::admit) would answer now, without claiming the probe: for a
+    /// What [`admit`](Endpoint::admit) would answer now, without claiming the probe: for a
     /// balancer's readiness check, which must not use up the probe on an endpoint it may not
     /// pick.
     pub(crate) fn peek(&self, now: Instant) -> Admit {
-        let e = &*self.inner;
+        let e = self;
         let word = e.gate.load();
         match gate::state(word) {
             ACTIVE | RETIRED => Admit::Yes,
@@ -129,7 +170,7 @@ impl Health {
     /// requests that started before the ejection are stragglers and change nothing.
     #[inline]
     pub(crate) fn report(&self, now: Instant, class: &Class, latency: Duration) {
-        let e = &*self.inner;
+        let e = self;
         let failure = class.is_failure();
         let word = e.gate.load();
         match gate::state(word) {
@@ -142,12 +183,12 @@ impl Health {
     }
 
     /// Gives back the probe admitted at `admitted` (the instant passed to
-    /// [`admit`](Health::admit)) when its request was cancelled by its caller: the cancellation
+    /// [`admit`](Endpoint::admit)) when its request was cancelled by its caller: the cancellation
     /// says nothing of the endpoint, so it stays in probation and the next request becomes the
     /// probe at once, without waiting for the probe timeout. Does nothing if that probe was
     /// already replaced or decided.
     pub(crate) fn release_probe(&self, admitted: Instant) {
-        let e = &*self.inner;
+        let e = self;
         let admitted_us = e.fleet.clock.micros(admitted);
         // Still probing, but as if the probe had been lost long ago: the next `admit` claims a
         // new one. The state does not change, so no transition is reported; a probe decided or
@@ -163,7 +204,7 @@ impl Health {
     /// in probation gets the floor.
     #[inline]
     pub(crate) fn slow_start_factor(&self, now: Instant) -> f64 {
-        let e = &*self.inner;
+        let e = self;
         let word = e.gate.load();
         match gate::state(word) {
             ACTIVE => {
@@ -184,27 +225,20 @@ impl Health {
 
     /// Where the endpoint stands at `now`.
     pub(crate) fn status(&self, now: Instant) -> Status {
-        let e = &*self.inner;
+        let e = self;
         e.status_at(e.fleet.clock.micros(now))
     }
 
     /// How many times this endpoint has been ejected, re-ejections after failed probes
     /// included.
     pub(crate) fn ejections(&self) -> u64 {
-        self.inner.ejections.load(Ordering::Relaxed)
-    }
-
-    /// Removes the endpoint from the detector's accounting, when discovery drops it: it no
-    /// longer counts towards the fleet's size, its ejected share or its sweeps, and it is no
-    /// longer gated. Idempotent; dropping the last clone does the same.
-    pub(crate) fn retire(&self) {
-        self.inner.retire();
+        self.ejections.load(Ordering::Relaxed)
     }
 }
 
-impl fmt::Debug for Health {
+impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let word = self.inner.gate.load();
+        let word = self.gate.load();
         let state = match gate::state(word) {
             ACTIVE => "active",
             EJECTED => "ejected",
@@ -215,6 +249,13 @@ impl fmt::Debug for Health {
             .field("state", &state)
             .field("ejections", &self.ejections())
             .finish()
+    }
+}
+
+#[cfg(test)]
+impl fmt::Debug for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
     }
 }
 

@@ -119,7 +119,9 @@ pub(crate) use self::detector::Detector;
 #[cfg(test)]
 pub(crate) use self::detector::EjectionCounts;
 pub use self::failure_percent::FailurePercentagePolicy;
+#[cfg(test)]
 pub(crate) use self::health::Health;
+pub(crate) use self::health::{Endpoint as EndpointHealth, Tracked};
 pub use self::latency::LatencyPolicy;
 pub use self::success_rate::SuccessRatePolicy;
 pub(crate) use self::telemetry::{FleetGauges, HealthObserver, State};
@@ -127,7 +129,7 @@ pub(crate) use self::telemetry::{FleetGauges, HealthObserver, State};
 use std::fmt;
 use tokio::time::Instant;
 
-/// Whether a request may go to an endpoint, from [`Health::admit`].
+/// Whether a request may go to an endpoint, from [`EndpointHealth::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Admit {
     /// The endpoint is active: send as usual.
