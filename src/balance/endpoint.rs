@@ -225,12 +225,13 @@ impl Meter {
         let at = self.since_origin(Instant::now());
         let waited = at.saturating_sub(started);
         // The latency alone: with the penalty in, each outrun would add the last one's again.
-        let estimate = self.rtt.latency_at(at);
+        let tail = &self.finish.rtt;
+        let estimate = self.rtt.latency_at(tail, at);
         if waited as f64 > estimate {
-            self.rtt.observe(Duration::from_nanos(waited), at);
+            self.rtt.observe(tail, Duration::from_nanos(waited), at);
         } else {
             self.rtt
-                .penalize(Duration::from_nanos(estimate as u64 - waited), at);
+                .penalize(tail, Duration::from_nanos(estimate as u64 - waited), at);
         }
     }
 }

@@ -200,10 +200,10 @@ impl PeakEwma {
 
     /// The latency estimate alone, without any penalty, in nanoseconds, decayed to `now`
     /// (nanoseconds since the origin).
-    pub(crate) fn latency_at(&self, now: u64) -> f64 {
+    pub(crate) fn latency_at(&self, tail: &EwmaTail, now: u64) -> f64 {
         let state = self.read();
         let elapsed = now.saturating_sub(state.updated) as f64;
-        state.estimate_nanos * (-elapsed / self.tau_nanos).exp()
+        state.estimate_nanos * (-elapsed / tail.tau_nanos).exp()
     }
 
     /// Records one round trip; returns the new estimate, in nanoseconds.
