@@ -15,6 +15,8 @@ pub mod limit;
 pub mod observe;
 pub mod outlier;
 mod primitives;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
