@@ -239,7 +239,11 @@ async fn the_deadline_covers_a_stalled_body() {
     let started = Instant::now();
     let res = client.send(http.get("http://svc/big")).await.unwrap();
     assert_eq!(res.status(), 200);
-    let err = res.bytes().await.unwrap_err();
+    // Bounded, so that a body the deadline failed to cover fails the test instead of hanging it.
+    let err = tokio::time::timeout(deadline * 5, res.bytes())
+        .await
+        .expect("the deadline ended the body")
+        .unwrap_err();
     assert!(started.elapsed() >= deadline, "not before the deadline");
     assert_eq!(meshless_kind(&err), Some(Kind::DeadlineExceeded), "{err:?}");
 
@@ -249,7 +253,10 @@ async fn the_deadline_covers_a_stalled_body() {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let res = client.request(req).await.unwrap();
-    let err = res.into_body().collect().await.unwrap_err();
+    let err = tokio::time::timeout(deadline * 5, res.into_body().collect())
+        .await
+        .expect("the deadline ended the body")
+        .unwrap_err();
     let ours = err
         .downcast_ref::<meshless::Error>()
         .expect("a meshless error");
