@@ -284,7 +284,7 @@ async fn requests_are_balanced_across_two_endpoints() {
         .unwrap();
     // Concurrent, so that requests in flight spread them whatever the measured latencies.
     let calls = (0..32).map(|_| client.send(http.get("http://svc/")));
-    for res in futures_join_all(calls).await {
+    for res in join_all(calls).await {
         assert_eq!(res.unwrap().status(), 200);
     }
     for i in 0..2 {
@@ -302,9 +302,9 @@ async fn requests_are_balanced_across_two_endpoints() {
 }
 
 /// Awaits every future, concurrently, in order.
-async fn futures_join_all<F: std::future::Future>(calls: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn join_all<F>(calls: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let tasks: Vec<_> = calls.map(tokio::spawn).collect();
