@@ -359,3 +359,46 @@ async fn an_https_request_is_never_sent_to_an_http_endpoint() {
     assert_eq!(seen.load(Ordering::SeqCst), 0);
     assert_eq!(client.retry_stats().requests(), 0, "no layer saw it");
 }
+
+#[tokio::test]
+async fn reqwests_own_timeout_ends_one_attempt() {
+    // The first request gets no answer; every later one is answered at once.
+    let (addr, seen) = raw_server(|n| {
+        if n == 0 {
+            Reply::Stall(b"")
+        } else {
+            Reply::Bytes(OK)
+        }
+    })
+    .await;
+    let http = reqwest_client();
+    let client = Client::builder(http.clone())
+        .endpoints([format!("http://{addr}")])
+        .backoff(Backoff::none())
+        .metrics(false)
+        .build()
+        .unwrap();
+    // A per-request timeout, set the reqwest way, travels with the request and caps each
+    // attempt: the GET is tried again and answered.
+    let get = http.get("http://svc/").timeout(Duration::from_millis(200));
+    let res = client.send(get).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert_eq!(client.retry_stats().attempt_timeouts(), 1);
+
+    // A POST that timed out may have been acted on: not sent again.
+    let (addr, seen) = raw_server(|_| Reply::Stall(b"")).await;
+    let client = Client::builder(http.clone())
+        .endpoints([format!("http://{addr}")])
+        .metrics(false)
+        .build()
+        .unwrap();
+    let post = http
+        .post("http://svc/orders")
+        .body("x")
+        .timeout(Duration::from_millis(200));
+    let err = client.send(post).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::AttemptTimedOut, "{err:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_eq!(client.retry_stats().retries(), 0);
+}
