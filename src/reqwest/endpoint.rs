@@ -256,6 +256,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_client_and_its_futures_can_be_shared_and_spawned() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<super::super::Client>();
+        send_sync::<Endpoint>();
+        send::<super::super::ResponseFuture>();
+        send::<super::super::ExecuteFuture>();
+        send::<EndpointFuture>();
+    }
+
+    #[test]
     fn bases_are_scheme_and_authority_only() {
         let client = ::reqwest::Client::new();
         for good in [
