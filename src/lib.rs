@@ -17,6 +17,8 @@ pub mod outlier;
 #[cfg(feature = "serde")]
 pub mod policy;
 mod primitives;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
 pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
