@@ -394,3 +394,45 @@ impl Service<Request<ReplayBody<Body>>> for EndpointChannel {
         self.channel.call(req.map(Body::new))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meshless_error(status: &Status) -> Option<&Error> {
+        std::error::Error::source(status).and_then(|s| s.downcast_ref::<Error>())
+    }
+
+    #[test]
+    fn the_channel_s_own_failures_get_the_codes_grpc_clients_expect() {
+        let cases = [
+            (Kind::DeadlineExceeded, Code::DeadlineExceeded),
+            (Kind::AttemptTimedOut, Code::DeadlineExceeded),
+            (Kind::BodyIdleTimeout, Code::DeadlineExceeded),
+            (Kind::CircuitOpen, Code::Unavailable),
+            (Kind::Throttled, Code::Unavailable),
+            (Kind::NoReadyEndpoint, Code::Unavailable),
+            (Kind::EndpointsPushingBack, Code::Unavailable),
+            (Kind::ConcurrencyLimited, Code::ResourceExhausted),
+            (Kind::InvalidRequest, Code::Internal),
+        ];
+        for (kind, code) in cases {
+            let status = status(Error::new(kind));
+            assert_eq!(status.code(), code, "{kind:?}");
+            let source = meshless_error(&status).expect("the error is the source");
+            assert_eq!(source.kind(), kind);
+        }
+    }
+
+    #[test]
+    fn an_endpoint_s_failure_keeps_tonic_s_reading_of_it() {
+        let exhausted = Error::with_source(Kind::RetriesExhausted, Status::unavailable("draining"));
+        let status = status(exhausted);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "draining");
+
+        let unknown = super::status(Error::from_service(std::io::Error::other("boom")));
+        assert_eq!(unknown.code(), Code::Unknown);
+        assert!(meshless_error(&unknown).is_some(), "{unknown:?}");
+    }
+}
