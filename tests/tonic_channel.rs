@@ -12,6 +12,7 @@ mod common;
 
 use meshless::backoff::Backoff;
 use meshless::balance::EndpointStats;
+use meshless::hedge::{HedgeConfig, HedgeDelay};
 use meshless::tonic::Channel;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -212,4 +213,42 @@ async fn a_caller_dropping_the_call_is_not_charged_to_the_endpoint() {
     assert_eq!(channel.retry_stats().cancelled(), 1);
     assert_eq!(channel.retry_stats().failures(), 0);
     assert_eq!(stall.calls(), 1, "nothing was sent again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_idempotent_methods_are_hedged() {
+    let stall = Store::new("stall", Behaviour::Stall);
+    let addr = serve(stall.clone());
+    let channel = channel(&[addr]).hedge(hedged()).build().unwrap();
+
+    // GET goes to the stalling server; a healthy one joins; 50 ms later the hedge goes there
+    // and wins. The loser is cancelled, which charges its endpoint nothing.
+    let arrived = stall.arrived.clone();
+    let call = tokio::spawn(unary(channel.clone(), GET, tonic::Request::new(ping("a"))));
+    arrived.notified().await;
+    let healthy = Store::new("healthy", Behaviour::Healthy);
+    channel.insert(endpoint(serve(healthy.clone()))).unwrap();
+    let pong = call.await.unwrap().expect("the hedge answers");
+    assert_eq!(pong.from, "healthy");
+    assert_eq!(channel.hedge_stats().hedges(), 1);
+    assert_eq!((stall.calls(), healthy.calls()), (1, 1));
+    assert_eq!(stats(&channel, addr).failures, 0);
+
+    // CREATE is never hedged: alone on the stalling server, it waits out its own timeout.
+    let only_stall = self::channel(&[addr]).hedge(hedged()).build().unwrap();
+    let mut request = tonic::Request::new(ping("b"));
+    request.set_timeout(Duration::from_millis(300));
+    let status = unary(only_stall.clone(), CREATE, request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(only_stall.hedge_stats().hedges(), 0);
+    assert_eq!(stall.calls(), 2, "CREATE reached the server once");
+}
+
+/// Hedging after a fixed 50 ms.
+fn hedged() -> HedgeConfig {
+    let mut hedge = HedgeConfig::default();
+    hedge.delay = HedgeDelay::Fixed(Duration::from_millis(50));
+    hedge
 }

@@ -333,7 +333,7 @@ impl std::fmt::Debug for ResponseBody {
 }
 
 /// The status a caller gets for a failure of the channel. Runs only on failures.
-fn status(error: Error) -> Status {
+fn status(mut error: Error) -> Status {
     let code = match error.kind() {
         Kind::DeadlineExceeded | Kind::AttemptTimedOut | Kind::BodyIdleTimeout => {
             Code::DeadlineExceeded
@@ -345,6 +345,18 @@ fn status(error: Error) -> Status {
         | Kind::TlsUnavailable => Code::Unavailable,
         Kind::ConcurrencyLimited => Code::ResourceExhausted,
         Kind::InvalidRequest => Code::Internal,
+        // tonic's channel enforces the `grpc-timeout` the attempt carries (and the Endpoint's
+        // own timeout) with a timer of its own, due when ours is: whichever fires first, the
+        // call ran out of time. tonic would say CANCELLED; gRPC says DEADLINE_EXCEEDED.
+        _ if timed_out_in_tonic(&error) => {
+            if error.kind() == Kind::Service {
+                // Said as the attempt timeout it is, whichever timer fired first.
+                let attempts = error.attempts();
+                error = Error::with_source(Kind::AttemptTimedOut, error.into_cause())
+                    .with_attempts(attempts);
+            }
+            Code::DeadlineExceeded
+        }
         // The endpoint's failure, retried or not: tonic knows its own errors best (a status
         // in the chain, a connection refused, an HTTP/2 reset).
         _ => return Status::from_error(Box::new(error)),
@@ -352,6 +364,18 @@ fn status(error: Error) -> Status {
     let mut status = Status::new(code, error.to_string());
     status.set_source(Arc::new(error));
     status
+}
+
+/// Whether tonic's own timer ended the call: a `TimeoutExpired` in the error's chain.
+fn timed_out_in_tonic(error: &Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<::tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// One endpoint: a tonic channel, taking the replayable body the retry layer sends.
@@ -430,6 +454,12 @@ mod tests {
         let status = status(exhausted);
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.message(), "draining");
+
+        // tonic's own timer for the attempt's grpc-timeout ran out: the call's deadline.
+        let timer = super::status(Error::from_service(::tonic::TimeoutExpired(())));
+        assert_eq!(timer.code(), Code::DeadlineExceeded, "{timer:?}");
+        let source = meshless_error(&timer).expect("the error is the source");
+        assert_eq!(source.kind(), Kind::AttemptTimedOut);
 
         let unknown = super::status(Error::from_service(std::io::Error::other("boom")));
         assert_eq!(unknown.code(), Code::Unknown);
