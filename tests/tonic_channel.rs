@@ -12,7 +12,10 @@ mod common;
 
 use meshless::backoff::Backoff;
 use meshless::balance::EndpointStats;
+use meshless::breaker::BreakerConfig;
+use meshless::error::Kind;
 use meshless::hedge::{HedgeConfig, HedgeDelay};
+use meshless::limit::{Algorithm, LimitConfig};
 use meshless::tonic::Channel;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,8 +64,16 @@ async fn unavailable_is_retried_for_an_idempotent_method_and_not_for_another() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(bad.calls(), 4);
     assert_eq!(channel.retry_stats().retries(), 2);
+
+    // One call can be marked safe to repeat, whatever its method: tonic carries the mark.
+    let mut request = tonic::Request::new(ping("c"));
+    request
+        .extensions_mut()
+        .insert(meshless::retry::Idempotent(true));
+    unary(channel.clone(), CREATE, request).await.unwrap_err();
+    assert_eq!(bad.calls(), 7);
     let e = stats(&channel, addr);
-    assert_eq!((e.requests, e.failures), (4, 4));
+    assert_eq!((e.requests, e.failures), (7, 7));
 }
 
 #[tokio::test]
@@ -251,4 +262,47 @@ fn hedged() -> HedgeConfig {
     let mut hedge = HedgeConfig::default();
     hedge.delay = HedgeDelay::Fixed(Duration::from_millis(50));
     hedge
+}
+
+#[tokio::test]
+async fn the_breaker_and_the_limit_answer_with_grpc_codes_without_sending() {
+    // Two failures in a row open the circuit: the third call is refused with UNAVAILABLE
+    // before it reaches the server.
+    let bad = Store::new("bad", Behaviour::Unavailable);
+    let addr = serve(bad.clone());
+    let mut breaker = BreakerConfig::default();
+    breaker.consecutive_failures = 2;
+    let channel = channel(&[addr]).breaker(breaker).build().unwrap();
+    for _ in 0..2 {
+        let status = unary(channel.clone(), CREATE, tonic::Request::new(ping("a")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.message(), "draining");
+    }
+    let status = unary(channel.clone(), CREATE, tonic::Request::new(ping("a")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let error = std::error::Error::source(&status)
+        .and_then(|s| s.downcast_ref::<meshless::Error>())
+        .expect("the channel's error is the status's source");
+    assert_eq!(error.kind(), Kind::CircuitOpen);
+    assert_eq!(bad.calls(), 2);
+
+    // One call in flight at most: a second one is refused at once with RESOURCE_EXHAUSTED.
+    let stall = Store::new("stall", Behaviour::Stall);
+    let addr = serve(stall.clone());
+    let mut limit = LimitConfig::default();
+    limit.algorithm = Algorithm::Fixed { max: 1 };
+    let channel = self::channel(&[addr]).limit(limit).build().unwrap();
+    let arrived = stall.arrived.clone();
+    let first = tokio::spawn(unary(channel.clone(), GET, tonic::Request::new(ping("1"))));
+    arrived.notified().await;
+    let status = unary(channel.clone(), GET, tonic::Request::new(ping("2")))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(channel.limit().rejected(), 1);
+    assert_eq!(stall.calls(), 1);
+    first.abort();
 }

@@ -220,7 +220,9 @@ impl ChannelBuilder {
     /// failures the server may have acted on (`UNAVAILABLE`, a reset, a timeout) are retried,
     /// and it may be hedged. Other methods are retried only when they never reached the
     /// server. A path that is not `/service/method` is refused by [`build`](Self::build)
-    /// (`idempotent_method`).
+    /// (`idempotent_method`). One call can be marked too, whatever its method:
+    /// `request.extensions_mut().insert(meshless::retry::Idempotent(true))` on the
+    /// `tonic::Request` (or `false`, never to repeat it).
     ///
     /// ```
     /// let b = meshless::tonic::Channel::builder()
