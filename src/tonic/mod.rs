@@ -36,7 +36,7 @@
 //! A status the server sends is classified where it arrives: in the head of a trailers-only
 //! answer (retried, when the method allows it) or in the trailers after a streamed body
 //! (charged to its endpoint; too late to retry). Failures of meshless's own reach the caller
-//! as a [`tonic::Status`](::tonic::Status) with a fitting code; see [`ResponseFuture`].
+//! as a [`Status`](::tonic::Status) with a fitting code; see [`ResponseFuture`].
 //!
 //! Not yet: per-method deadlines or retry policies (the gRPC service config), DNS or other
 //! discovery of endpoints (use [`Channel::insert`] and [`Channel::remove`]), breaking a
