@@ -2,18 +2,18 @@
 //! UNAVAILABLE, and a tonic client that never sees it fail.
 //!
 //! ```text
-//! cargo run --release --example grpc
+//! cargo run --example grpc --features tonic
 //! ```
 //!
 //! The servers are ordinary tonic servers on 127.0.0.1 (ports the OS picks). The client is a
-//! `tonic::client::Grpc` over this stack:
+//! tonic client over `meshless::tonic::Channel`, which stacks, for every call:
 //!
 //! ```text
-//! DeadlineLayer (2 s for the whole call)
-//!   RetryLayer (budgeted; SayHello is declared idempotent, so its UNAVAILABLE is retried)
-//!     AttemptTimeoutLayer (500 ms per attempt; tells the server through grpc-timeout)
+//! Deadline (2 s for the whole call, or the call's own grpc-timeout when shorter)
+//!   Breaker → Retry (budgeted; SayHello is declared idempotent, so its UNAVAILABLE is retried)
+//!     AttemptTimeout (500 ms per attempt; tells the server through grpc-timeout)
 //!       Balance (P2C over peak-EWMA latency, failures cost a penalty, outlier ejection)
-//!         one tonic Channel per endpoint
+//!         one tonic Channel per endpoint, from the tonic Endpoint you give
 //! ```
 //!
 //! For contrast, the same calls first go through tonic alone: one `Channel::balance_list` over
@@ -24,10 +24,6 @@
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use meshless::balance::Balance;
-use meshless::budget::Budget;
-use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
-use meshless::retry::{Idempotency, ReplayBody, RetryLayer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,18 +37,11 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Status, client::GrpcService};
 use tonic_prost::ProstCodec;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::Service;
 
 const CALLS: usize = 300;
 const CONCURRENCY: usize = 8;
 pub(crate) const SAY_HELLO: &str = "/demo.Greeter/SayHello";
-
-/// Every gRPC call is a POST, and UNAVAILABLE without pushback may come after the server acted,
-/// so it is retried only for methods declared idempotent. SayHello only reads: this rule is what
-/// `option idempotency_level = NO_SIDE_EFFECTS;` on the proto method would say.
-pub(crate) fn idempotency() -> Idempotency {
-    Idempotency::default().route(|_, uri, _| uri.path() == SAY_HELLO)
-}
 
 /// `message HelloRequest { string name = 1; }`
 #[derive(Clone, PartialEq, prost::Message)]
@@ -78,45 +67,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("greeter-2", true),
         ("greeter-3", false), // answers every call with UNAVAILABLE
     ];
-
-    // One tonic Channel per endpoint, connected on first use, each adapted to the request body
-    // the retry layer sends (see `into_tonic_body`) and inserted into one balancer.
-    let balance = Balance::builder().build();
     let mut addrs = Vec::new();
     for (name, healthy) in endpoints {
         let addr = serve(Greeter { name, healthy })?;
-        addrs.push(addr);
         let role = if healthy { "healthy" } else { "UNAVAILABLE" };
         println!("{name} on {addr}: {role}");
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
-        balance.insert(name, channel.map_request(into_tonic_body));
+        addrs.push((name, addr));
     }
+    let endpoint = |addr: &SocketAddr| Endpoint::from_shared(format!("http://{addr}"));
 
-    let retry = RetryLayer::new(Budget::default()).idempotency(idempotency());
-    let retry_stats = retry.stats();
-    // tonic takes the balancer's response body as it is: `ResponseBody<tonic::body::Body>`
-    // yields the same `Bytes` frames, and its errors are boxed, which tonic accepts.
-    let service = ServiceBuilder::new()
-        .layer(DeadlineLayer::new(Duration::from_secs(2)))
-        .layer(retry)
-        .layer(AttemptTimeoutLayer::new(Duration::from_millis(500)))
-        .service(balance.clone());
+    // The meshless channel: one tonic Channel per endpoint (connected on first use, with the
+    // Endpoint's own settings) under meshless's layers. Every gRPC call is a POST, and an
+    // UNAVAILABLE may come after the server acted, so it is retried only for methods declared
+    // idempotent: SayHello only reads, as `option idempotency_level = NO_SIDE_EFFECTS;` would
+    // say in the proto.
+    let channel = meshless::tonic::Channel::builder()
+        .endpoints(
+            addrs
+                .iter()
+                .map(|(_, a)| endpoint(a))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+        .deadline(Duration::from_secs(2))
+        .attempt_timeout(Duration::from_millis(500))
+        .idempotent_method(SAY_HELLO)
+        .build()?;
 
     // For comparison, tonic on its own: one Channel balancing over the same three endpoints
     // (tower's P2C by pending requests), no retries.
     let plain = Channel::balance_list(
         addrs
             .iter()
-            .map(|addr| Endpoint::from_shared(format!("http://{addr}")).expect("a valid URI")),
+            .map(|(_, a)| endpoint(a))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter(),
     );
 
     println!("\n{CALLS} unary calls to {SAY_HELLO}, {CONCURRENCY} at a time\n");
     let tonic_alone = run(GreeterClient::new(plain)).await?;
-    let with_meshless = run(GreeterClient::new(service)).await?;
+    let with_meshless = run(GreeterClient::new(channel.clone())).await?;
 
     // Every meshless attempt, first or retry, went through the balancer once: its counts are
     // the attempts the servers saw.
-    let stats = balance.endpoints();
+    let stats = channel.endpoints();
     let attempts: u64 = stats.iter().map(|e| e.requests).sum();
     println!("{:<20} {:>12} {:>16}", "", "tonic alone", "tonic+meshless");
     let row = |name: &str, a: String, b: String| println!("{name:<20} {a:>12} {b:>16}");
@@ -136,7 +129,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "1.000".into(),
         format!("{:.3}", attempts as f64 / CALLS as f64),
     );
-    row("retries", "-".into(), retry_stats.retries().to_string());
+    row(
+        "retries",
+        "-".into(),
+        channel.retry_stats().retries().to_string(),
+    );
     row(
         "elapsed",
         format!("{} ms", tonic_alone.elapsed.as_millis()),
@@ -150,15 +147,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    println!("\nthe meshless balancer's endpoints:\n");
+    println!("\nthe meshless channel's endpoints:\n");
     println!(
         "{:<10} {:>9} {:>8} {:>9} {:>10}  status",
         "endpoint", "attempts", "share", "failures", "ejections"
     );
     for e in &stats {
+        let name = addrs
+            .iter()
+            .find(|(_, a)| e.key.authority().map(|x| x.as_str()) == Some(a.to_string().as_str()))
+            .map_or("?", |(name, _)| *name);
         println!(
             "{:<10} {:>9} {:>7.1}% {:>9} {:>10}  {:?}",
-            e.key,
+            name,
             e.requests,
             100.0 * e.requests as f64 / attempts.max(1) as f64,
             e.failures,
@@ -224,15 +225,8 @@ where
 // ---------------------------------------------------------------------------------------------
 // The client side.
 
-/// The retry layer hands each attempt a replayable copy of tonic's request body; a tonic
-/// Channel only takes `tonic::body::Body`, so every endpoint re-boxes it. (`Body::new` keeps an
-/// empty body empty, so nothing is allocated for it.)
-pub(crate) fn into_tonic_body(req: http::Request<ReplayBody<Body>>) -> http::Request<Body> {
-    req.map(Body::new)
-}
-
 /// What tonic's code generator would write for `service Greeter { rpc SayHello(..) }`: a
-/// `tonic::client::Grpc` over any service that speaks HTTP, here the meshless stack.
+/// `tonic::client::Grpc` over any channel: tonic's own, or meshless's.
 #[derive(Clone)]
 pub(crate) struct GreeterClient<T> {
     inner: tonic::client::Grpc<T>,

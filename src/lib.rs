@@ -23,6 +23,8 @@ pub mod retry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod throttle;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 
 pub use error::{BoxError, ConfigError, Error};
 /// Retry backoff: how long to wait before a retry (the doubling ladder ejections climb too).

@@ -1,7 +1,11 @@
 //! meshless under a real tonic client and real tonic servers on 127.0.0.1: a gRPC endpoint that
 //! answers UNAVAILABLE (trailers-only, `grpc-status: 14`) is retried around and avoided.
 //!
-//! Run with `cargo test --test grpc`.
+//! The stack is built by hand here, layer by layer, over tonic channels adapted to the retry
+//! layer's body; `tests/tonic_channel.rs` tests the same stack as `meshless::tonic::Channel`.
+//!
+//! Run with `cargo test --features tonic --test grpc` (the example it borrows from needs it).
+#![cfg(feature = "tonic")]
 
 // The servers, messages and client are the example's own (`cargo run --example grpc`).
 #[path = "../examples/grpc.rs"]
@@ -10,13 +14,11 @@ mod example;
 
 mod common;
 
-use example::{
-    Greeter, GreeterClient, HelloReply, HelloRequest, idempotency, into_tonic_body, serve,
-};
+use example::{Greeter, GreeterClient, HelloReply, HelloRequest, SAY_HELLO, serve};
 use meshless::balance::{Balance, EndpointStats};
 use meshless::budget::Budget;
 use meshless::deadline::{AttemptTimeoutLayer, DeadlineLayer};
-use meshless::retry::{ReplayBody, RetryLayer};
+use meshless::retry::{Idempotency, ReplayBody, RetryLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,6 +157,17 @@ type Attempt = tower::util::MapRequest<
     tonic::transport::Channel,
     fn(http::Request<ReplayBody<Body>>) -> http::Request<Body>,
 >;
+
+/// Every gRPC call is a POST: SayHello is declared idempotent by its path.
+fn idempotency() -> Idempotency {
+    Idempotency::default().route(|_, uri, _| uri.path() == SAY_HELLO)
+}
+
+/// The retry layer hands each attempt a replayable copy of tonic's request body; a tonic
+/// Channel only takes `tonic::body::Body`, so every endpoint re-boxes it.
+fn into_tonic_body(req: http::Request<ReplayBody<Body>>) -> http::Request<Body> {
+    req.map(Body::new)
+}
 
 fn channel(addr: SocketAddr) -> Attempt {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
