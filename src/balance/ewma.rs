@@ -423,19 +423,25 @@ mod tests {
         let t0 = Instant::now();
         let e = std::sync::Arc::new(Est::new(MS, Duration::from_secs(10), t0, t0));
         let states = [(MS, t0), (2 * MS, t0 + Duration::from_secs(7))];
+        // The reader and both writers start together, so that reads overlap the writes however
+        // the threads are scheduled; and the reader reads at least once after they are done.
+        let start = std::sync::Arc::new(std::sync::Barrier::new(3));
         let writers: Vec<_> = states
             .into_iter()
             .map(|(rtt, at)| {
-                let e = e.clone();
+                let (e, start) = (e.clone(), start.clone());
                 std::thread::spawn(move || {
+                    start.wait();
                     for _ in 0..20_000 {
                         e.reset(rtt, e.since_origin(at));
                     }
                 })
             })
             .collect();
+        start.wait();
         let mut seen = [0u32; 2];
-        while !writers.iter().all(|w| w.is_finished()) {
+        loop {
+            let done = writers.iter().all(|w| w.is_finished());
             let s = e.read();
             let which = match (s.estimate_nanos, s.updated) {
                 (1e6, 0) => 0,
@@ -444,10 +450,14 @@ mod tests {
             };
             assert_eq!(s.penalty_nanos, 0.0);
             seen[which] += 1;
+            if done {
+                break;
+            }
         }
         for w in writers {
             w.join().expect("a writer panicked");
         }
+        // The last read came after both writers' last writes: it saw one of them whole.
         assert!(seen.iter().sum::<u32>() > 0);
     }
 
