@@ -4,13 +4,12 @@ use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
 use super::stats::ClientStats;
 use crate::balance::{Balance, EndpointStats};
-use crate::breaker::{Breaker, BreakerHandle};
-use crate::deadline::{AttemptTimeout, Deadline};
+use crate::breaker::BreakerHandle;
 use crate::error::{BoxError, Error, Kind};
-use crate::hedge::{Hedge, HedgeStats};
-use crate::limit::{Limit, LimitHandle};
-use crate::retry::{CallerRetries, Retry, RetryStats};
-use crate::throttle::{Throttle, ThrottleHandle};
+use crate::hedge::HedgeStats;
+use crate::limit::LimitHandle;
+use crate::retry::{CallerRetries, RetryStats};
+use crate::throttle::ThrottleHandle;
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
@@ -35,12 +34,8 @@ pub type ResponseBody = crate::deadline::DeadlineBody<
 /// A request as it enters the stack: any body, boxed.
 pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
-/// The layers, as their own types rather than boxed: a request then costs no allocation for
-/// the service clone nor for its future, and no dynamic call per poll.
-pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Hedge<Attempt>>>>>>;
-
-/// The attempt floor of the stack: the per-attempt timeout over the balancer.
-type Attempt = AttemptTimeout<Balance<SocketAddr, EndpointService>>;
+/// The shared layers over the balancer of endpoints (see `crate::stack::Stack`).
+pub(crate) type Stack = crate::stack::Stack<SocketAddr, EndpointService>;
 
 /// The stack's future for one request.
 type StackFuture = <Stack as Service<StackRequest>>::Future;
