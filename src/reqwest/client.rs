@@ -3,13 +3,12 @@
 use super::builder::ClientBuilder;
 use super::endpoint::{Endpoint, cleartext};
 use crate::balance::{Balance, EndpointStats};
-use crate::breaker::{Breaker, BreakerHandle};
-use crate::deadline::{AttemptTimeout, Deadline};
+use crate::breaker::BreakerHandle;
 use crate::error::{BoxError, Error, Kind};
-use crate::hedge::{Hedge, HedgeStats};
-use crate::limit::{Limit, LimitHandle};
-use crate::retry::{CallerRetries, Retry, RetryStats};
-use crate::throttle::{Throttle, ThrottleHandle};
+use crate::hedge::HedgeStats;
+use crate::limit::LimitHandle;
+use crate::retry::{CallerRetries, RetryStats};
+use crate::throttle::ThrottleHandle;
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Request, Response};
@@ -34,8 +33,7 @@ type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The layers as their own types, as in [`crate::http::Client`]: no allocation for the
 /// service's clone nor for its future.
-pub(crate) type Stack =
-    Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<Arc<str>, Endpoint>>>>>>>>;
+pub(crate) type Stack = crate::stack::Stack<Arc<str>, Endpoint>;
 
 type StackFuture = <Stack as Service<StackRequest>>::Future;
 
