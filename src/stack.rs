@@ -22,6 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceBuilder;
 
+mod call;
+
+pub(crate) use call::Call;
+
 /// Durations at or above this mean "no limit": far enough never to matter, near enough that
 /// adding it to an `Instant` cannot overflow (`Duration::MAX` would).
 pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

@@ -35,8 +35,6 @@ type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 /// service's clone nor for its future.
 pub(crate) type Stack = crate::stack::Stack<Arc<str>, Endpoint>;
 
-type StackFuture = <Stack as Service<StackRequest>>::Future;
-
 /// What the client reports on, shared by its clones.
 pub(crate) struct Handles {
     pub(crate) balance: Balance<Arc<str>, Endpoint>,
@@ -306,15 +304,8 @@ pin_project! {
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State {
-        Failed { error: Option<Error> },
-        Waiting { #[pin] call: Oneshot<Stack, StackRequest> },
-        Called { #[pin] future: StackFuture },
-        Done,
-    }
-}
+/// The response future's state, shared with the other clients.
+type State = crate::stack::Call<Stack, StackRequest>;
 
 impl ResponseFuture {
     fn failed(error: Error) -> Self {
@@ -328,18 +319,7 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        let out = match state.as_mut().project() {
-            StateProj::Waiting { call } => std::task::ready!(call.poll(cx)),
-            StateProj::Called { future } => std::task::ready!(future.poll(cx)),
-            StateProj::Failed { error } => Err(error
-                .take()
-                .unwrap_or_else(|| Error::new(Kind::InvalidRequest))),
-            // Polled after it reported: answered without reaching the layers, which would panic.
-            StateProj::Done => Err(Error::new(Kind::InvalidRequest)),
-        };
-        state.set(State::Done);
-        Poll::Ready(out)
+        self.project().state.poll(cx)
     }
 }
 
