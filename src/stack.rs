@@ -23,6 +23,8 @@ use std::time::Duration;
 use tower::ServiceBuilder;
 
 mod call;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use call::Call;
 
