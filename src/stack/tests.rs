@@ -33,11 +33,13 @@ fn bad_layer_settings_are_refused_naming_the_layer() {
     let err = policies.protection().err().expect("a throttle error");
     assert!(err.setting().starts_with("throttle."), "{}", err.setting());
 
-    let mut policies = Policies::default();
-    policies.hedge = Some(HedgeConfig {
-        max_extra_load: -1.0,
-        ..HedgeConfig::default()
-    });
+    let policies = Policies {
+        hedge: Some(HedgeConfig {
+            max_extra_load: -1.0,
+            ..HedgeConfig::default()
+        }),
+        ..Policies::default()
+    };
     let protection = policies.protection().expect("valid protection");
     let balance = policies.balance::<u32, ()>();
     let err = policies
