@@ -20,6 +20,7 @@ mod primitives;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 pub mod retry;
+mod stack;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod throttle;

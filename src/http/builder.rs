@@ -1,37 +1,28 @@
 //! Configuring a [`Client`].
 
-use super::client::{AbortOnDrop, Client, Stack};
+use super::client::{AbortOnDrop, Client};
 use super::connect::ConnectSettings;
 use super::dns;
 use super::endpoint::{EndpointService, Endpoints};
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder};
-use crate::breaker::{BreakerConfig, BreakerLayer};
 use crate::budget::Budget;
 use crate::classify::Classifier;
-use crate::deadline::{AttemptTimeoutConfig, AttemptTimeoutLayer, DeadlineConfig, DeadlineLayer};
 use crate::error::ConfigError;
-use crate::hedge::{HedgeConfig, HedgeLayer};
-use crate::limit::{LimitConfig, LimitLayer};
 use crate::outlier::OutlierConfig;
-use crate::retry::{Idempotency, RetryConfig, RetryLayer};
-use crate::throttle::{ThrottleConfig, ThrottleLayer};
+use crate::retry::Idempotency;
+use crate::stack::{LayerConfigs, NO_LIMIT, Policies};
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceBuilder;
 
 #[cfg(feature = "serde")]
 mod from_config;
 mod protect;
 mod settings;
-
-/// Durations at or above this mean "no limit": far enough never to matter, near enough that
-/// adding it to an `Instant` cannot overflow (`Duration::MAX` would).
-const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `None` for "no limit".
 fn limit(d: Duration) -> Option<Duration> {
@@ -54,13 +45,13 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | pool idle timeout | 4 s | ours: below Node's 5 s and Apache's 5 s server keep-alive |
 /// | pool max idle per endpoint | 128 connections | ours |
 /// | retry of a request that never left a closed pooled connection | on, transparent | hyper-util |
-/// | retries, budget, backoff, replay | see [`RetryLayer`] | Finagle, linkerd, Envoy |
+/// | retries, budget, backoff, replay | see [`RetryLayer`](crate::retry::RetryLayer) | Finagle, linkerd, Envoy |
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
-/// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`] | resilience4j, linkerd, Polly |
-/// | concurrency limit | none; see [`LimitConfig`] for the adaptive one | linkerd (none) |
-/// | client-side throttling | off; see [`ThrottleConfig`] | the breaker covers outages |
-/// | hedging | off; when on, see [`HedgeConfig`] | Finagle, Tail at Scale, gRPC A6 |
+/// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`](crate::breaker::BreakerConfig) | resilience4j, linkerd, Polly |
+/// | concurrency limit | none; see [`LimitConfig`](crate::limit::LimitConfig) for the adaptive one | linkerd (none) |
+/// | client-side throttling | off; see [`ThrottleConfig`](crate::throttle::ThrottleConfig) | the breaker covers outages |
+/// | hedging | off; when on, see [`HedgeConfig`](crate::hedge::HedgeConfig) | Finagle, Tail at Scale, gRPC A6 |
 /// | defer to a retrying caller | on | one retry layer per call chain (envoy#31597) |
 /// | `service` label of metrics and spans | `"default"` | see [`crate::observe`] |
 /// | metrics | on (no-ops until a recorder is installed) | see [`crate::observe`] |
@@ -88,30 +79,8 @@ pub struct ClientBuilder {
     dns_refresh: Duration,
     http2: bool,
     connect_timeout: Duration,
-    deadline: Duration,
-    attempt_timeout: Option<Duration>,
-    body_idle_timeout: Option<Duration>,
-    budget: Option<Budget>,
-    max_retries: u32,
-    backoff: Backoff,
-    idempotency: Idempotency,
-    classifier: Classifier,
-    balance: BalanceBuilder,
-    breaker: BreakerConfig,
-    breaker_route: Option<protect::BreakerRoute>,
-    limit: LimitConfig,
-    throttle: ThrottleConfig,
-    hedge: Option<HedgeConfig>,
-    defer_to_caller: bool,
-    /// The deadline layer's other settings (header, honoring inbound deadlines, streaming
-    /// types); its timeout and idle limit are `deadline` and `body_idle_timeout`.
-    deadline_config: DeadlineConfig,
-    /// The header that tells the server an attempt's limit.
-    attempt_header: Option<String>,
-    /// The retry layer's replay and pushback limits; the rest is set above.
-    retry_config: RetryConfig,
-    service_name: String,
-    metrics: bool,
+    /// The policies of the layers, shared with the other clients.
+    policies: Policies,
     authority: Option<String>,
     https: bool,
     tcp_keepalive: Option<Duration>,
@@ -131,26 +100,10 @@ impl Default for ClientBuilder {
             dns_refresh: Duration::from_secs(5),
             http2: false,
             connect_timeout: Duration::from_secs(1),
-            deadline: Duration::from_secs(10),
-            attempt_timeout: None,
-            body_idle_timeout: None,
-            budget: None,
-            max_retries: crate::retry::DEFAULT_MAX_RETRIES,
-            backoff: Backoff::default(),
-            idempotency: Idempotency::default(),
-            classifier: Classifier::default(),
-            balance: BalanceBuilder::default(),
-            breaker: BreakerConfig::default(),
-            breaker_route: None,
-            limit: LimitConfig::default(),
-            throttle: ThrottleConfig::default(),
-            hedge: None,
-            defer_to_caller: true,
-            deadline_config: DeadlineConfig::default(),
-            attempt_header: None,
-            retry_config: RetryConfig::default(),
-            service_name: crate::observe::DEFAULT_SERVICE.to_string(),
-            metrics: true,
+            policies: Policies {
+                layer_configs: Some(LayerConfigs::default()),
+                ..Policies::default()
+            },
             authority: None,
             https: false,
             tcp_keepalive: Some(Duration::from_secs(10)),
@@ -229,7 +182,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().deadline(Duration::from_secs(1));
     /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.policies.deadline = deadline;
         self
     }
 
@@ -241,21 +194,21 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().attempt_timeout(Duration::from_millis(300));
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.policies.attempt_timeout = Some(timeout);
         self
     }
 
     /// Fails a response body that sends nothing for `timeout` (default: none; the deadline
     /// still covers the body). The only limit on the body of a
     /// [`Streaming`](crate::deadline::Streaming) response. See
-    /// [`DeadlineLayer::body_idle_timeout`].
+    /// [`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout).
     ///
     /// ```
     /// # use std::time::Duration;
     /// let b = meshless::http::Client::builder().body_idle_timeout(Duration::from_secs(30));
     /// ```
     pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.body_idle_timeout = Some(timeout);
+        self.policies.body_idle_timeout = Some(timeout);
         self
     }
 
@@ -266,7 +219,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().budget(meshless::budget::Budget::default());
     /// ```
     pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = Some(budget);
+        self.policies.budget = Some(budget);
         self
     }
 
@@ -276,7 +229,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().max_retries(0);
     /// ```
     pub fn max_retries(mut self, max: u32) -> Self {
-        self.max_retries = max;
+        self.policies.max_retries = max;
         self
     }
 
@@ -286,7 +239,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().backoff(meshless::backoff::Backoff::none());
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.policies.backoff = backoff;
         self
     }
 
@@ -296,7 +249,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().idempotency(meshless::retry::Idempotency::default().all(true));
     /// ```
     pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
-        self.idempotency = idempotency;
+        self.policies.idempotency = idempotency;
         self
     }
 
@@ -306,7 +259,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().classifier(meshless::classify::Classifier::new());
     /// ```
     pub fn classifier(mut self, classifier: Classifier) -> Self {
-        self.classifier = classifier;
+        self.policies.classifier = classifier;
         self
     }
 
@@ -319,7 +272,7 @@ impl ClientBuilder {
     ///     .balance(Balance::builder().fail_fast(Duration::from_millis(500)));
     /// ```
     pub fn balance(mut self, balance: BalanceBuilder) -> Self {
-        self.balance = balance;
+        self.policies.balance = balance;
         self
     }
 
@@ -329,7 +282,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().outlier(meshless::outlier::OutlierConfig::default());
     /// ```
     pub fn outlier(mut self, config: OutlierConfig) -> Self {
-        self.balance = self.balance.outlier(config);
+        self.policies.balance = self.policies.balance.outlier(config);
         self
     }
 
@@ -341,7 +294,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().service_name("payments");
     /// ```
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
-        self.service_name = name.into();
+        self.policies.service_name = name.into();
         self
     }
 
@@ -355,7 +308,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().metrics(false);
     /// ```
     pub fn metrics(mut self, enabled: bool) -> Self {
-        self.metrics = enabled;
+        self.policies.metrics = enabled;
         self
     }
 
@@ -368,38 +321,15 @@ impl ClientBuilder {
     /// assert!(err.is_err(), "no endpoints");
     /// ```
     pub fn build(self) -> Result<Client, ConfigError> {
-        self.balance.validate()?;
-        let mut breaker = BreakerLayer::from_config(&self.breaker)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        if let Some(route) = &self.breaker_route {
-            let route = route.0.clone();
-            breaker = breaker.per_route(move |method, uri, headers| route(method, uri, headers));
-        }
-        let breaker_handle = breaker.handle();
-        let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
-        let limit_handle = limit.handle();
-        let throttle = ThrottleLayer::from_config(&self.throttle)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let throttle_handle = throttle.handle();
+        self.policies.balance.validate()?;
+        let protection = self.policies.protection()?;
         if self.endpoints.is_empty() && self.dns.is_none() {
             return Err(ConfigError::new(
                 "endpoints",
                 "give at least one endpoint or a DNS name",
             ));
         }
-        if self.deadline.is_zero() {
-            return Err(ConfigError::new("deadline", "must be greater than zero"));
-        }
-        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                "attempt_timeout",
-                "must be greater than zero",
-            ));
-        }
+        self.policies.check_timeouts()?;
         if self.dns.is_some() && self.dns_refresh.is_zero() {
             return Err(ConfigError::new("dns_refresh", "must be greater than zero"));
         }
@@ -415,13 +345,7 @@ impl ClientBuilder {
         }
 
         let endpoints = self.endpoints_factory()?;
-        let balance: Balance<SocketAddr, EndpointService> = self
-            .balance
-            .clone()
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .build();
+        let balance: Balance<SocketAddr, EndpointService> = self.policies.balance();
         balance.apply(addrs.iter().filter_map(|addr| {
             Some(crate::balance::Change::Insert(
                 *addr,
@@ -447,67 +371,17 @@ impl ClientBuilder {
             }
         };
 
-        let attempts = self.max_retries.saturating_add(1);
-        let deadline = self.deadline.min(NO_LIMIT);
-        let attempt_timeout = self
-            .attempt_timeout
-            .unwrap_or(deadline / attempts)
-            .min(NO_LIMIT);
-        let budget = self.budget.unwrap_or_default();
-        let hedge_config = self.hedge.clone().unwrap_or(HedgeConfig {
-            enabled: false,
-            ..HedgeConfig::default()
-        });
-        let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
-            .idempotency(self.idempotency.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let hedge_stats = hedge.stats();
-        let retry = RetryLayer::new(budget)
-            .max_retries(self.max_retries)
-            .backoff(self.backoff)
-            .idempotency(self.idempotency)
-            .replay_cap(self.retry_config.replay_cap)
-            .replay_frames(self.retry_config.replay_frames)
-            .max_pushback(self.retry_config.max_pushback)
-            // A pushback keeps its endpoint away (the balancer holds it for its duration)
-            // rather than the request: a peer can take the retry at once, and with none free
-            // the balancer waits for the first one that is, within the deadline.
-            .pushback_per_endpoint(true)
-            .defer_to_caller(self.defer_to_caller)
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .classifier(self.classifier);
-        let retry_stats = retry.stats();
-        let mut deadline_layer = DeadlineLayer::from_config(&DeadlineConfig {
-            timeout: deadline,
-            body_idle_timeout: None,
-            ..self.deadline_config
-        })?;
-        if let Some(idle) = self.body_idle_timeout {
-            deadline_layer = deadline_layer.body_idle_timeout(idle);
-        }
-        let stack: Stack = ServiceBuilder::new()
-            .layer(deadline_layer)
-            .layer(limit)
-            .layer(breaker)
-            .layer(throttle)
-            .layer(retry)
-            .layer(hedge)
-            .layer(AttemptTimeoutLayer::from_config(&AttemptTimeoutConfig {
-                timeout: Some(attempt_timeout),
-                deadline_header: self.attempt_header,
-            })?)
-            .service(balance.clone());
+        let service = Arc::from(self.policies.service_name.as_str());
+        let (stack, handles) = self.policies.stack(protection, balance.clone())?;
         Ok(Client {
             stack,
             balance,
-            retry: retry_stats,
-            breaker: breaker_handle,
-            limit: limit_handle,
-            throttle: throttle_handle,
-            hedge: hedge_stats,
-            service: Arc::from(self.service_name),
+            retry: handles.retry,
+            breaker: handles.breaker,
+            limit: handles.limit,
+            throttle: handles.throttle,
+            hedge: handles.hedge,
+            service,
             _dns: dns,
         })
     }

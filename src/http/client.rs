@@ -4,13 +4,12 @@ use super::builder::ClientBuilder;
 use super::endpoint::EndpointService;
 use super::stats::ClientStats;
 use crate::balance::{Balance, EndpointStats};
-use crate::breaker::{Breaker, BreakerHandle};
-use crate::deadline::{AttemptTimeout, Deadline};
+use crate::breaker::BreakerHandle;
 use crate::error::{BoxError, Error, Kind};
-use crate::hedge::{Hedge, HedgeStats};
-use crate::limit::{Limit, LimitHandle};
-use crate::retry::{CallerRetries, Retry, RetryStats};
-use crate::throttle::{Throttle, ThrottleHandle};
+use crate::hedge::HedgeStats;
+use crate::limit::LimitHandle;
+use crate::retry::{CallerRetries, RetryStats};
+use crate::throttle::ThrottleHandle;
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Method, Request, Response, Uri};
@@ -35,15 +34,8 @@ pub type ResponseBody = crate::deadline::DeadlineBody<
 /// A request as it enters the stack: any body, boxed.
 pub(crate) type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
-/// The layers, as their own types rather than boxed: a request then costs no allocation for
-/// the service clone nor for its future, and no dynamic call per poll.
-pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Hedge<Attempt>>>>>>;
-
-/// The attempt floor of the stack: the per-attempt timeout over the balancer.
-type Attempt = AttemptTimeout<Balance<SocketAddr, EndpointService>>;
-
-/// The stack's future for one request.
-type StackFuture = <Stack as Service<StackRequest>>::Future;
+/// The shared layers over the balancer of endpoints (see `crate::stack::Stack`).
+pub(crate) type Stack = crate::stack::Stack<SocketAddr, EndpointService>;
 
 /// An HTTP client with retries, deadlines, latency-aware balancing and outlier ejection.
 ///
@@ -292,19 +284,8 @@ pin_project! {
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State {
-        // An error found before sending (an invalid URI); taken when reported.
-        Failed { error: Option<Error> },
-        // Sent by `get`, `post` or `request`: the stack is asked whether it is ready first.
-        Waiting { #[pin] call: Oneshot<Stack, StackRequest> },
-        // Sent through `Service::call`, whose caller already waited for readiness.
-        Called { #[pin] future: StackFuture },
-        // Reported: the layers' futures are gone, so polling again cannot reach them.
-        Done,
-    }
-}
+/// The response future's state, shared with the other clients.
+type State = crate::stack::Call<Stack, StackRequest>;
 
 impl ResponseFuture {
     fn failed(error: Error) -> Self {
@@ -318,19 +299,7 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        let out = match state.as_mut().project() {
-            StateProj::Waiting { call } => std::task::ready!(call.poll(cx)),
-            StateProj::Called { future } => std::task::ready!(future.poll(cx)),
-            StateProj::Failed { error } => Err(error
-                .take()
-                .unwrap_or_else(|| Error::new(Kind::InvalidRequest))),
-            // Polled after it reported: a caller's bug, answered without a panic (the layers'
-            // futures, tower's `Oneshot` among them, would panic).
-            StateProj::Done => Err(Error::new(Kind::InvalidRequest)),
-        };
-        state.set(State::Done);
-        Poll::Ready(out)
+        self.project().state.poll(cx)
     }
 }
 

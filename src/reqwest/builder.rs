@@ -1,26 +1,21 @@
 //! Configuring a [`Client`]: the endpoints, and the policies of meshless's layers.
 
-use super::client::{Client, Stack};
+use super::client::Client;
 use super::endpoint::Endpoint;
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder, Change};
-use crate::breaker::{BreakerConfig, BreakerLayer};
+use crate::breaker::BreakerConfig;
 use crate::budget::Budget;
 use crate::classify::Classifier;
-use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::error::ConfigError;
-use crate::hedge::{HedgeConfig, HedgeLayer};
-use crate::limit::{LimitConfig, LimitLayer};
+use crate::hedge::HedgeConfig;
+use crate::limit::LimitConfig;
 use crate::outlier::OutlierConfig;
-use crate::retry::{Idempotency, RetryLayer};
-use crate::throttle::{ThrottleConfig, ThrottleLayer};
+use crate::retry::Idempotency;
+use crate::stack::Policies;
+use crate::throttle::ThrottleConfig;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceBuilder;
-
-/// Durations at or above this mean "no limit" (as in [`crate::http::ClientBuilder`]): adding
-/// them to an `Instant` cannot overflow.
-const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Configures a [`Client`] around your `reqwest::Client`. Only the endpoints are required;
 /// every policy has the default of [`crate::http::ClientBuilder`] (the table there gives each
@@ -62,22 +57,8 @@ const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 pub struct ClientBuilder {
     client: ::reqwest::Client,
     endpoints: Vec<(String, Option<::reqwest::Client>)>,
-    deadline: Duration,
-    attempt_timeout: Option<Duration>,
-    body_idle_timeout: Option<Duration>,
-    budget: Option<Budget>,
-    max_retries: u32,
-    backoff: Backoff,
-    idempotency: Idempotency,
-    classifier: Classifier,
-    balance: BalanceBuilder,
-    breaker: BreakerConfig,
-    limit: LimitConfig,
-    throttle: ThrottleConfig,
-    hedge: Option<HedgeConfig>,
-    defer_to_caller: bool,
-    service_name: String,
-    metrics: bool,
+    /// The policies of the layers, shared with the other clients.
+    policies: Policies,
 }
 
 impl ClientBuilder {
@@ -85,22 +66,7 @@ impl ClientBuilder {
         ClientBuilder {
             client,
             endpoints: Vec::new(),
-            deadline: Duration::from_secs(10),
-            attempt_timeout: None,
-            body_idle_timeout: None,
-            budget: None,
-            max_retries: crate::retry::DEFAULT_MAX_RETRIES,
-            backoff: Backoff::default(),
-            idempotency: Idempotency::default(),
-            classifier: Classifier::default(),
-            balance: BalanceBuilder::default(),
-            breaker: BreakerConfig::default(),
-            limit: LimitConfig::default(),
-            throttle: ThrottleConfig::default(),
-            hedge: None,
-            defer_to_caller: true,
-            service_name: crate::observe::DEFAULT_SERVICE.to_string(),
-            metrics: true,
+            policies: Policies::default(),
         }
     }
 
@@ -150,7 +116,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).deadline(Duration::from_secs(1));
     /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.policies.deadline = deadline;
         self
     }
 
@@ -163,12 +129,12 @@ impl ClientBuilder {
     ///     .attempt_timeout(Duration::from_millis(300));
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.policies.attempt_timeout = Some(timeout);
         self
     }
 
     /// Fails a response body that sends nothing for `timeout` (default: none; the deadline
-    /// still covers the body). See [`DeadlineLayer::body_idle_timeout`].
+    /// still covers the body). See [`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -176,7 +142,7 @@ impl ClientBuilder {
     ///     .body_idle_timeout(Duration::from_secs(30));
     /// ```
     pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.body_idle_timeout = Some(timeout);
+        self.policies.body_idle_timeout = Some(timeout);
         self
     }
 
@@ -188,7 +154,7 @@ impl ClientBuilder {
     ///     .budget(meshless::budget::Budget::default());
     /// ```
     pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = Some(budget);
+        self.policies.budget = Some(budget);
         self
     }
 
@@ -198,7 +164,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).max_retries(0);
     /// ```
     pub fn max_retries(mut self, max: u32) -> Self {
-        self.max_retries = max;
+        self.policies.max_retries = max;
         self
     }
 
@@ -209,7 +175,7 @@ impl ClientBuilder {
     ///     .backoff(meshless::backoff::Backoff::none());
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.policies.backoff = backoff;
         self
     }
 
@@ -220,7 +186,7 @@ impl ClientBuilder {
     ///     .idempotency(meshless::retry::Idempotency::default().all(true));
     /// ```
     pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
-        self.idempotency = idempotency;
+        self.policies.idempotency = idempotency;
         self
     }
 
@@ -232,7 +198,7 @@ impl ClientBuilder {
     ///     .classifier(meshless::classify::Classifier::new());
     /// ```
     pub fn classifier(mut self, classifier: Classifier) -> Self {
-        self.classifier = classifier;
+        self.policies.classifier = classifier;
         self
     }
 
@@ -244,7 +210,7 @@ impl ClientBuilder {
     ///     .balance(meshless::balance::Balance::builder().fail_fast(Duration::from_millis(500)));
     /// ```
     pub fn balance(mut self, balance: BalanceBuilder) -> Self {
-        self.balance = balance;
+        self.policies.balance = balance;
         self
     }
 
@@ -255,7 +221,7 @@ impl ClientBuilder {
     ///     .outlier(meshless::outlier::OutlierConfig::default());
     /// ```
     pub fn outlier(mut self, config: OutlierConfig) -> Self {
-        self.balance = self.balance.outlier(config);
+        self.policies.balance = self.policies.balance.outlier(config);
         self
     }
 
@@ -268,7 +234,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).breaker(breaker);
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = config;
+        self.policies.breaker = config;
         self
     }
 
@@ -280,7 +246,7 @@ impl ClientBuilder {
     ///     .limit(meshless::limit::LimitConfig::default());
     /// ```
     pub fn limit(mut self, config: LimitConfig) -> Self {
-        self.limit = config;
+        self.policies.limit = config;
         self
     }
 
@@ -293,7 +259,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).throttle(throttle);
     /// ```
     pub fn throttle(mut self, config: ThrottleConfig) -> Self {
-        self.throttle = config;
+        self.policies.throttle = config;
         self
     }
 
@@ -306,7 +272,7 @@ impl ClientBuilder {
     ///     .hedge(meshless::hedge::HedgeConfig::default());
     /// ```
     pub fn hedge(mut self, config: HedgeConfig) -> Self {
-        self.hedge = Some(config);
+        self.policies.hedge = Some(config);
         self
     }
 
@@ -317,7 +283,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).defer_to_caller(false);
     /// ```
     pub fn defer_to_caller(mut self, defer: bool) -> Self {
-        self.defer_to_caller = defer;
+        self.policies.defer_to_caller = defer;
         self
     }
 
@@ -327,7 +293,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).service_name("payments");
     /// ```
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
-        self.service_name = name.into();
+        self.policies.service_name = name.into();
         self
     }
 
@@ -337,7 +303,7 @@ impl ClientBuilder {
     /// let b = meshless::reqwest::Client::builder(reqwest::Client::new()).metrics(false);
     /// ```
     pub fn metrics(mut self, enabled: bool) -> Self {
-        self.metrics = enabled;
+        self.policies.metrics = enabled;
         self
     }
 
@@ -353,16 +319,8 @@ impl ClientBuilder {
         if self.endpoints.is_empty() {
             return Err(ConfigError::new("endpoints", "give at least one base URL"));
         }
-        if self.deadline.is_zero() {
-            return Err(ConfigError::new("deadline", "must be greater than zero"));
-        }
-        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                "attempt_timeout",
-                "must be greater than zero",
-            ));
-        }
-        self.balance.validate()?;
+        self.policies.check_timeouts()?;
+        self.policies.balance.validate()?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for (base, client) in &self.endpoints {
             let client = client.clone().unwrap_or_else(|| self.client.clone());
@@ -370,70 +328,19 @@ impl ClientBuilder {
         }
         let cleartext = endpoints.iter().any(|e| e.base().starts_with("http:"));
 
-        let breaker = BreakerLayer::from_config(&self.breaker)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
-        let throttle = ThrottleLayer::from_config(&self.throttle)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let budget = self.budget.unwrap_or_default();
-        let hedge_config = self.hedge.unwrap_or(HedgeConfig {
-            enabled: false,
-            ..HedgeConfig::default()
-        });
-        let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
-            .idempotency(self.idempotency.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let balance: Balance<Arc<str>, Endpoint> = self
-            .balance
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .build();
+        let protection = self.policies.protection()?;
+        let balance: Balance<Arc<str>, Endpoint> = self.policies.balance();
         balance.apply(endpoints.into_iter().map(|e| Change::Insert(e.key(), e)));
-
-        let deadline = self.deadline.min(NO_LIMIT);
-        let attempts = self.max_retries.saturating_add(1);
-        let attempt_timeout = self
-            .attempt_timeout
-            .unwrap_or(deadline / attempts)
-            .min(NO_LIMIT);
-        let retry = RetryLayer::new(budget)
-            .max_retries(self.max_retries)
-            .backoff(self.backoff)
-            .idempotency(self.idempotency)
-            // As the http client: a server's pushback keeps its endpoint away, not the request.
-            .pushback_per_endpoint(true)
-            .defer_to_caller(self.defer_to_caller)
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .classifier(self.classifier);
-        let mut deadline_layer = DeadlineLayer::new(deadline);
-        if let Some(idle) = self.body_idle_timeout {
-            deadline_layer = deadline_layer.body_idle_timeout(idle);
-        }
+        let (stack, layers) = self.policies.stack(protection, balance.clone())?;
         let handles = super::client::Handles {
-            balance: balance.clone(),
-            retry: retry.stats(),
-            breaker: breaker.handle(),
-            limit: limit.handle(),
-            throttle: throttle.handle(),
-            hedge: hedge.stats(),
+            balance,
+            retry: layers.retry,
+            breaker: layers.breaker,
+            limit: layers.limit,
+            throttle: layers.throttle,
+            hedge: layers.hedge,
             cleartext,
         };
-        let stack: Stack = ServiceBuilder::new()
-            .layer(deadline_layer)
-            .layer(limit)
-            .layer(breaker)
-            .layer(throttle)
-            .layer(retry)
-            .layer(hedge)
-            .layer(AttemptTimeoutLayer::new(attempt_timeout))
-            .service(balance);
         Ok(Client {
             stack,
             handles: Arc::new(handles),

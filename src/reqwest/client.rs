@@ -3,13 +3,12 @@
 use super::builder::ClientBuilder;
 use super::endpoint::{Endpoint, cleartext};
 use crate::balance::{Balance, EndpointStats};
-use crate::breaker::{Breaker, BreakerHandle};
-use crate::deadline::{AttemptTimeout, Deadline};
+use crate::breaker::BreakerHandle;
 use crate::error::{BoxError, Error, Kind};
-use crate::hedge::{Hedge, HedgeStats};
-use crate::limit::{Limit, LimitHandle};
-use crate::retry::{CallerRetries, Retry, RetryStats};
-use crate::throttle::{Throttle, ThrottleHandle};
+use crate::hedge::HedgeStats;
+use crate::limit::LimitHandle;
+use crate::retry::{CallerRetries, RetryStats};
+use crate::throttle::ThrottleHandle;
 use bytes::Bytes;
 use http::uri::Scheme;
 use http::{Request, Response};
@@ -34,10 +33,7 @@ type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;
 
 /// The layers as their own types, as in [`crate::http::Client`]: no allocation for the
 /// service's clone nor for its future.
-pub(crate) type Stack =
-    Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<Arc<str>, Endpoint>>>>>>>>;
-
-type StackFuture = <Stack as Service<StackRequest>>::Future;
+pub(crate) type Stack = crate::stack::Stack<Arc<str>, Endpoint>;
 
 /// What the client reports on, shared by its clones.
 pub(crate) struct Handles {
@@ -308,15 +304,8 @@ pin_project! {
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State {
-        Failed { error: Option<Error> },
-        Waiting { #[pin] call: Oneshot<Stack, StackRequest> },
-        Called { #[pin] future: StackFuture },
-        Done,
-    }
-}
+/// The response future's state, shared with the other clients.
+type State = crate::stack::Call<Stack, StackRequest>;
 
 impl ResponseFuture {
     fn failed(error: Error) -> Self {
@@ -330,18 +319,7 @@ impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        let out = match state.as_mut().project() {
-            StateProj::Waiting { call } => std::task::ready!(call.poll(cx)),
-            StateProj::Called { future } => std::task::ready!(future.poll(cx)),
-            StateProj::Failed { error } => Err(error
-                .take()
-                .unwrap_or_else(|| Error::new(Kind::InvalidRequest))),
-            // Polled after it reported: answered without reaching the layers, which would panic.
-            StateProj::Done => Err(Error::new(Kind::InvalidRequest)),
-        };
-        state.set(State::Done);
-        Poll::Ready(out)
+        self.project().state.poll(cx)
     }
 }
 

@@ -1,27 +1,22 @@
 //! Configuring a [`Channel`].
 
-use super::channel::{Channel, EndpointChannel, Stack};
+use super::channel::{Channel, EndpointChannel};
 use crate::backoff::Backoff;
 use crate::balance::{Balance, BalanceBuilder, Change};
-use crate::breaker::{BreakerConfig, BreakerLayer};
+use crate::breaker::BreakerConfig;
 use crate::budget::Budget;
 use crate::classify::Classifier;
-use crate::deadline::{AttemptTimeoutLayer, DeadlineLayer};
 use crate::error::ConfigError;
-use crate::hedge::{HedgeConfig, HedgeLayer};
-use crate::limit::{LimitConfig, LimitLayer};
+use crate::hedge::HedgeConfig;
+use crate::limit::LimitConfig;
 use crate::outlier::OutlierConfig;
-use crate::retry::{Idempotency, RetryLayer};
-use crate::throttle::{ThrottleConfig, ThrottleLayer};
+use crate::retry::Idempotency;
+use crate::stack::Policies;
+use crate::throttle::ThrottleConfig;
 use ::tonic::transport::Endpoint;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceBuilder;
-
-/// Durations at or above this mean "no limit" (as in `meshless::http`): adding it to an
-/// `Instant` cannot overflow.
-const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Decides from a method's full path (`/pkg.Service/Method`) whether it is idempotent.
 type MethodRule = dyn Fn(&str) -> bool + Send + Sync;
@@ -33,7 +28,7 @@ type MethodRule = dyn Fn(&str) -> bool + Send + Sync;
 /// | deadline per call | 10 s, or the call's own timeout (`grpc-timeout`) when shorter | ours, gRPC |
 /// | attempt timeout | deadline ÷ (max retries + 1), sent to the server as `grpc-timeout` | ours |
 /// | idempotent methods | none: every gRPC call is a POST, retried only when never sent | gRPC A6 |
-/// | retries, budget, backoff | 2 retries, 20% over 10 s, full jitter 25–250 ms; see [`RetryLayer`] | Finagle, linkerd |
+/// | retries, budget, backoff | 2 retries, 20% over 10 s, full jitter 25–250 ms; see [`RetryLayer`](crate::retry::RetryLayer) | Finagle, linkerd |
 /// | balancing, outlier ejection | P2C over peak-EWMA; see [`BalanceBuilder`], [`OutlierConfig`] | linkerd, Envoy |
 /// | circuit breaker | on: 50% failures over 10 s, ≥ 20 calls; see [`BreakerConfig`] | resilience4j |
 /// | concurrency limit | none; see [`LimitConfig`] | linkerd |
@@ -60,46 +55,25 @@ type MethodRule = dyn Fn(&str) -> bool + Send + Sync;
 #[derive(Clone)]
 pub struct ChannelBuilder {
     endpoints: Vec<Endpoint>,
-    deadline: Duration,
-    attempt_timeout: Option<Duration>,
-    body_idle_timeout: Option<Duration>,
-    budget: Option<Budget>,
-    max_retries: u32,
-    backoff: Backoff,
     idempotent_methods: Vec<String>,
     method_rules: Vec<Arc<MethodRule>>,
-    classifier: Classifier,
-    balance: BalanceBuilder,
-    breaker: BreakerConfig,
-    limit: LimitConfig,
-    throttle: ThrottleConfig,
-    hedge: Option<HedgeConfig>,
-    defer_to_caller: bool,
-    service_name: String,
-    metrics: bool,
+    /// The policies of the layers, shared with the other clients; their idempotency is made
+    /// from the methods and rules above when the channel is built.
+    policies: Policies,
 }
 
 impl Default for ChannelBuilder {
     fn default() -> Self {
         ChannelBuilder {
             endpoints: Vec::new(),
-            deadline: Duration::from_secs(10),
-            attempt_timeout: None,
-            body_idle_timeout: None,
-            budget: None,
-            max_retries: crate::retry::DEFAULT_MAX_RETRIES,
-            backoff: Backoff::default(),
             idempotent_methods: Vec::new(),
             method_rules: Vec::new(),
-            classifier: Classifier::default(),
-            balance: BalanceBuilder::default(),
-            breaker: BreakerConfig::default(),
-            limit: LimitConfig::default(),
-            throttle: ThrottleConfig::default(),
-            hedge: None,
-            defer_to_caller: true,
-            service_name: crate::observe::DEFAULT_SERVICE.to_string(),
-            metrics: true,
+            policies: Policies {
+                // The caller's `grpc-timeout` is its own deadline, not an inbound one to
+                // distrust.
+                honor_inbound: true,
+                ..Policies::default()
+            },
         }
     }
 }
@@ -109,13 +83,13 @@ impl std::fmt::Debug for ChannelBuilder {
         let uris: Vec<_> = self.endpoints.iter().map(Endpoint::uri).collect();
         f.debug_struct("ChannelBuilder")
             .field("endpoints", &uris)
-            .field("deadline", &self.deadline)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("max_retries", &self.max_retries)
+            .field("deadline", &self.policies.deadline)
+            .field("attempt_timeout", &self.policies.attempt_timeout)
+            .field("max_retries", &self.policies.max_retries)
             .field("idempotent_methods", &self.idempotent_methods)
             .field("method_rules", &self.method_rules.len())
-            .field("hedge", &self.hedge.is_some())
-            .field("service_name", &self.service_name)
+            .field("hedge", &self.policies.hedge.is_some())
+            .field("service_name", &self.policies.service_name)
             .finish_non_exhaustive()
     }
 }
@@ -155,7 +129,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().deadline(Duration::from_secs(1));
     /// ```
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.policies.deadline = deadline;
         self
     }
 
@@ -168,7 +142,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().attempt_timeout(Duration::from_millis(300));
     /// ```
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
+        self.policies.attempt_timeout = Some(timeout);
         self
     }
 
@@ -180,7 +154,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().body_idle_timeout(Duration::from_secs(30));
     /// ```
     pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.body_idle_timeout = Some(timeout);
+        self.policies.body_idle_timeout = Some(timeout);
         self
     }
 
@@ -191,7 +165,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().budget(meshless::budget::Budget::default());
     /// ```
     pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = Some(budget);
+        self.policies.budget = Some(budget);
         self
     }
 
@@ -201,7 +175,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().max_retries(0);
     /// ```
     pub fn max_retries(mut self, max: u32) -> Self {
-        self.max_retries = max;
+        self.policies.max_retries = max;
         self
     }
 
@@ -211,7 +185,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().backoff(meshless::backoff::Backoff::none());
     /// ```
     pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.policies.backoff = backoff;
         self
     }
 
@@ -256,7 +230,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().classifier(meshless::classify::Classifier::new());
     /// ```
     pub fn classifier(mut self, classifier: Classifier) -> Self {
-        self.classifier = classifier;
+        self.policies.classifier = classifier;
         self
     }
 
@@ -268,7 +242,7 @@ impl ChannelBuilder {
     ///     .balance(meshless::balance::Balance::builder().fail_fast(Duration::from_millis(500)));
     /// ```
     pub fn balance(mut self, balance: BalanceBuilder) -> Self {
-        self.balance = balance;
+        self.policies.balance = balance;
         self
     }
 
@@ -278,7 +252,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().outlier(meshless::outlier::OutlierConfig::default());
     /// ```
     pub fn outlier(mut self, config: OutlierConfig) -> Self {
-        self.balance = self.balance.outlier(config);
+        self.policies.balance = self.policies.balance.outlier(config);
         self
     }
 
@@ -291,7 +265,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().breaker(breaker);
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = config;
+        self.policies.breaker = config;
         self
     }
 
@@ -305,7 +279,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().limit(limit);
     /// ```
     pub fn limit(mut self, config: LimitConfig) -> Self {
-        self.limit = config;
+        self.policies.limit = config;
         self
     }
 
@@ -318,7 +292,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().throttle(throttle);
     /// ```
     pub fn throttle(mut self, config: ThrottleConfig) -> Self {
-        self.throttle = config;
+        self.policies.throttle = config;
         self
     }
 
@@ -332,7 +306,7 @@ impl ChannelBuilder {
     ///     .hedge(meshless::hedge::HedgeConfig::default());
     /// ```
     pub fn hedge(mut self, config: HedgeConfig) -> Self {
-        self.hedge = Some(config);
+        self.policies.hedge = Some(config);
         self
     }
 
@@ -343,7 +317,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().defer_to_caller(false);
     /// ```
     pub fn defer_to_caller(mut self, defer: bool) -> Self {
-        self.defer_to_caller = defer;
+        self.policies.defer_to_caller = defer;
         self
     }
 
@@ -353,7 +327,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().service_name("catalog");
     /// ```
     pub fn service_name(mut self, name: impl Into<String>) -> Self {
-        self.service_name = name.into();
+        self.policies.service_name = name.into();
         self
     }
 
@@ -363,7 +337,7 @@ impl ChannelBuilder {
     /// let b = meshless::tonic::Channel::builder().metrics(false);
     /// ```
     pub fn metrics(mut self, enabled: bool) -> Self {
-        self.metrics = enabled;
+        self.policies.metrics = enabled;
         self
     }
 
@@ -383,33 +357,14 @@ impl ChannelBuilder {
     /// assert_eq!(err.setting(), "idempotent_method");
     /// # });
     /// ```
-    pub fn build(self) -> Result<Channel, ConfigError> {
-        self.balance.validate()?;
+    pub fn build(mut self) -> Result<Channel, ConfigError> {
+        self.policies.balance.validate()?;
         if self.endpoints.is_empty() {
             return Err(ConfigError::new("endpoints", "give at least one endpoint"));
         }
-        if self.deadline.is_zero() {
-            return Err(ConfigError::new("deadline", "must be greater than zero"));
-        }
-        if self.attempt_timeout.is_some_and(|t| t.is_zero()) {
-            return Err(ConfigError::new(
-                "attempt_timeout",
-                "must be greater than zero",
-            ));
-        }
-        let idempotency = idempotency(self.idempotent_methods, self.method_rules)?;
-        let breaker = BreakerLayer::from_config(&self.breaker)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let breaker_handle = breaker.handle();
-        let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
-        let limit_handle = limit.handle();
-        let throttle = ThrottleLayer::from_config(&self.throttle)?
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let throttle_handle = throttle.handle();
+        self.policies.check_timeouts()?;
+        self.policies.idempotency = idempotency(self.idempotent_methods, self.method_rules)?;
+        let protection = self.policies.protection()?;
 
         let mut changes = Vec::with_capacity(self.endpoints.len());
         let mut seen = HashSet::new();
@@ -424,63 +379,18 @@ impl ChannelBuilder {
             }
             changes.push(Change::Insert(uri, channel));
         }
-        let balance: Balance<http::Uri, EndpointChannel> = self
-            .balance
-            .classifier(self.classifier.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .build();
+        let balance: Balance<http::Uri, EndpointChannel> = self.policies.balance();
         balance.apply(changes);
 
-        let attempts = self.max_retries.saturating_add(1);
-        let deadline = self.deadline.min(NO_LIMIT);
-        let attempt_timeout = self
-            .attempt_timeout
-            .unwrap_or(deadline / attempts)
-            .min(NO_LIMIT);
-        let budget = self.budget.unwrap_or_default();
-        let hedge_config = self.hedge.unwrap_or(HedgeConfig {
-            enabled: false,
-            ..HedgeConfig::default()
-        });
-        let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
-            .idempotency(idempotency.clone())
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics);
-        let hedge_stats = hedge.stats();
-        let retry = RetryLayer::new(budget)
-            .max_retries(self.max_retries)
-            .backoff(self.backoff)
-            .idempotency(idempotency)
-            // As in `meshless::http`: a pushback keeps its endpoint away, not the call.
-            .pushback_per_endpoint(true)
-            .defer_to_caller(self.defer_to_caller)
-            .service_name(self.service_name.clone())
-            .metrics(self.metrics)
-            .classifier(self.classifier);
-        let retry_stats = retry.stats();
-        // The caller's `grpc-timeout` is its own deadline, not an inbound one to distrust.
-        let mut deadline_layer = DeadlineLayer::new(deadline).honor_inbound(true);
-        if let Some(idle) = self.body_idle_timeout {
-            deadline_layer = deadline_layer.body_idle_timeout(idle);
-        }
-        let stack: Stack = ServiceBuilder::new()
-            .layer(deadline_layer)
-            .layer(limit)
-            .layer(breaker)
-            .layer(throttle)
-            .layer(retry)
-            .layer(hedge)
-            .layer(AttemptTimeoutLayer::new(attempt_timeout))
-            .service(balance.clone());
+        let (stack, handles) = self.policies.stack(protection, balance.clone())?;
         Ok(Channel {
             stack,
             balance,
-            retry: retry_stats,
-            breaker: breaker_handle,
-            limit: limit_handle,
-            throttle: throttle_handle,
-            hedge: hedge_stats,
+            retry: handles.retry,
+            breaker: handles.breaker,
+            limit: handles.limit,
+            throttle: handles.throttle,
+            hedge: handles.hedge,
         })
     }
 }

@@ -2,13 +2,12 @@
 
 use super::builder::ChannelBuilder;
 use crate::balance::{Balance, EndpointStats};
-use crate::breaker::{Breaker, BreakerHandle};
-use crate::deadline::{AttemptTimeout, Deadline};
+use crate::breaker::BreakerHandle;
 use crate::error::{Error, Kind};
-use crate::hedge::{Hedge, HedgeStats};
-use crate::limit::{Limit, LimitHandle};
-use crate::retry::{ReplayBody, Retry, RetryStats};
-use crate::throttle::{Throttle, ThrottleHandle};
+use crate::hedge::HedgeStats;
+use crate::limit::LimitHandle;
+use crate::retry::{ReplayBody, RetryStats};
+use crate::throttle::ThrottleHandle;
 use ::tonic::body::Body;
 use ::tonic::transport::Endpoint;
 use ::tonic::{Code, Status};
@@ -22,11 +21,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::Service;
 
-/// The layers over the balancer, as their own types: a call costs no allocation for them.
-pub(crate) type Stack = Deadline<Limit<Breaker<Throttle<Retry<Hedge<Attempt>>>>>>;
-
-/// The attempt floor: the per-attempt timeout over the balancer of endpoint channels.
-type Attempt = AttemptTimeout<Balance<Uri, EndpointChannel>>;
+/// The layers over the balancer of endpoint channels, as their own types: a call costs no
+/// allocation for them.
+pub(crate) type Stack = crate::stack::Stack<Uri, EndpointChannel>;
 
 type StackFuture = <Stack as Service<Request<Body>>>::Future;
 

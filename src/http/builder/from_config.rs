@@ -7,6 +7,7 @@ use crate::budget::Budget;
 use crate::error::ConfigError;
 use crate::http::Client;
 use crate::policy::ClientConfig;
+use crate::stack::{LayerConfigs, Policies};
 use std::path::Path;
 
 impl ClientBuilder {
@@ -35,25 +36,30 @@ impl ClientBuilder {
         Ok(ClientBuilder {
             endpoints: c.endpoints,
             dns: c.dns,
-            service_name: c.service_name,
-            metrics: c.metrics,
             connect_timeout: c.connect_timeout,
             http2: c.http2_prior_knowledge,
-            deadline: c.deadline.timeout,
-            body_idle_timeout: c.deadline.body_idle_timeout,
-            attempt_timeout: c.attempt_timeout.timeout,
-            attempt_header: c.attempt_timeout.deadline_header,
-            budget: Some(Budget::from_config(&c.budget)?),
-            max_retries: c.retry.max_retries,
-            backoff: Backoff::from_config(&c.retry.backoff)?,
-            defer_to_caller: c.retry.defer_to_caller,
-            balance: BalanceBuilder::from_config(&c.balance)?,
-            breaker: c.breaker,
-            limit: c.limit,
-            throttle: c.throttle,
-            hedge: c.hedge,
-            deadline_config: c.deadline,
-            retry_config: c.retry,
+            policies: Policies {
+                service_name: c.service_name,
+                metrics: c.metrics,
+                deadline: c.deadline.timeout,
+                body_idle_timeout: c.deadline.body_idle_timeout,
+                attempt_timeout: c.attempt_timeout.timeout,
+                budget: Some(Budget::from_config(&c.budget)?),
+                max_retries: c.retry.max_retries,
+                backoff: Backoff::from_config(&c.retry.backoff)?,
+                defer_to_caller: c.retry.defer_to_caller,
+                balance: BalanceBuilder::from_config(&c.balance)?,
+                breaker: c.breaker,
+                limit: c.limit,
+                throttle: c.throttle,
+                hedge: c.hedge,
+                layer_configs: Some(LayerConfigs {
+                    deadline: c.deadline,
+                    attempt_header: c.attempt_timeout.deadline_header,
+                    retry: c.retry,
+                }),
+                ..Policies::default()
+            },
             ..ClientBuilder::default()
         })
     }

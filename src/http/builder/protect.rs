@@ -5,6 +5,7 @@ use super::ClientBuilder;
 use crate::breaker::BreakerConfig;
 use crate::hedge::HedgeConfig;
 use crate::limit::LimitConfig;
+use crate::stack::BreakerRoute;
 use crate::throttle::ThrottleConfig;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ impl ClientBuilder {
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn breaker(mut self, config: BreakerConfig) -> Self {
-        self.breaker = config;
+        self.policies.breaker = config;
         self
     }
 
@@ -58,7 +59,7 @@ impl ClientBuilder {
             + Sync
             + 'static,
     {
-        self.breaker_route = Some(BreakerRoute(Arc::new(route)));
+        self.policies.breaker_route = Some(BreakerRoute(Arc::new(route)));
         self
     }
 
@@ -82,7 +83,7 @@ impl ClientBuilder {
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn limit(mut self, config: LimitConfig) -> Self {
-        self.limit = config;
+        self.policies.limit = config;
         self
     }
 
@@ -104,7 +105,7 @@ impl ClientBuilder {
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn throttle(mut self, config: ThrottleConfig) -> Self {
-        self.throttle = config;
+        self.policies.throttle = config;
         self
     }
 
@@ -126,7 +127,7 @@ impl ClientBuilder {
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
     pub fn hedge(mut self, config: HedgeConfig) -> Self {
-        self.hedge = Some(config);
+        self.policies.hedge = Some(config);
         self
     }
 
@@ -139,21 +140,7 @@ impl ClientBuilder {
     /// let b = meshless::http::Client::builder().defer_to_caller(false);
     /// ```
     pub fn defer_to_caller(mut self, defer: bool) -> Self {
-        self.defer_to_caller = defer;
+        self.policies.defer_to_caller = defer;
         self
-    }
-}
-
-/// Names the route of a request, for per-route breakers.
-type RouteName =
-    dyn Fn(&http::Method, &http::Uri, &http::HeaderMap) -> Option<Cow<'static, str>> + Send + Sync;
-
-/// The route function of per-route breakers, shared by the builder's clones.
-#[derive(Clone)]
-pub(super) struct BreakerRoute(pub(super) Arc<RouteName>);
-
-impl std::fmt::Debug for BreakerRoute {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BreakerRoute(..)")
     }
 }
