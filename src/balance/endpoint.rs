@@ -213,8 +213,8 @@ impl Meter {
 }
 
 impl Meter {
-    /// Takes in what an attempt that lost a hedge race says: the endpoint had not answered
-    /// after `started`'s wait. Above the estimate, that wait is the new peak: it is at least
+    /// Takes in what a first attempt a hedge outran says (a hedge sent a delay after it
+    /// answered first): the endpoint had not answered after `started`'s wait. Above the estimate, that wait is the new peak: it is at least
     /// that slow. Below it, what the estimate says the attempt had left to run is added as a
     /// penalty that fades within seconds, as a failure's does (but nothing is counted against
     /// the endpoint): the attempt would have kept it busy that much longer. Without either, an
@@ -230,8 +230,11 @@ impl Meter {
         if waited as f64 > estimate {
             self.rtt.observe(tail, Duration::from_nanos(waited), at);
         } else {
-            self.rtt
-                .penalize(tail, Duration::from_nanos(estimate as u64 - waited), at);
+            self.rtt.penalize(
+                tail,
+                Duration::from_nanos((estimate as u64).saturating_sub(waited)),
+                at,
+            );
         }
     }
 }

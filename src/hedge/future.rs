@@ -244,9 +244,9 @@ where
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
                     if fatal || race.hedges.is_empty() {
                         race.refund();
-                        // The losers: cancelled, charged nothing, but what they waited is news
-                        // of their endpoints' latency (see `expiry::while_outrun`).
-                        while_outrun(|| race.hedges.clear());
+                        // The losers: cancelled, charged nothing. A hedge that lost to the first
+                        // attempt was sent a delay later: its wait says nothing of its endpoint.
+                        race.hedges.clear();
                         let out = if fatal { out } else { race.best(out) };
                         race.stopped = true;
                         return Poll::Ready(out);
@@ -270,7 +270,7 @@ where
                     continue;
                 }
                 race.refund();
-                while_outrun(|| race.hedges.clear());
+                race.hedges.clear();
                 race.stopped = true;
                 let out = if fatal { out } else { race.best(out) };
                 if fatal {
@@ -279,6 +279,8 @@ where
                 }
                 if this.first.is_some() {
                     time_first(shared, *this.started);
+                    // Outrun by a hedge sent a delay after it: what it waited is news of its
+                    // endpoint's latency (see `expiry::while_outrun`).
                     while_outrun(|| this.first.set(None));
                 }
                 return Poll::Ready(out);
@@ -290,12 +292,17 @@ where
                 if known.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                race.known = None;
-                // Taken back since (the window emptied again): this request is not hedged.
-                let Some(delay) = shared.telemetry.stats.delay.get() else {
-                    race.stopped = true;
-                    return Poll::Pending;
+                // Worked out again from fewer samples in between (refreshes can overlap, or the
+                // window emptied): wait for the next time it is known rather than give up on a
+                // request that may well be stuck on a dead endpoint.
+                let delay = match shared.telemetry.stats.delay.known() {
+                    Known::Now(delay) => delay,
+                    Known::Later(later) => {
+                        race.known = Some(Box::pin(later));
+                        continue;
+                    }
                 };
+                race.known = None;
                 race.delay = delay;
                 let from = this.started.unwrap_or_else(Instant::now);
                 this.timer.set(LazySleep::new(from.checked_add(delay)));

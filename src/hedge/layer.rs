@@ -51,7 +51,8 @@ pub struct HedgeLayer {
 
 impl HedgeLayer {
     /// Hedging under `budget` with the [defaults](HedgeConfig): one hedge after the p95 of the
-    /// last 30 s of first attempts' waits (once there are 100), at most 5% extra load.
+    /// last 30 s of first attempts' waits (once there are 100), at most 5% extra load over a reserve
+    /// of 10 hedges a second.
     ///
     /// ```
     /// let layer = meshless::hedge::HedgeLayer::new(meshless::budget::Budget::default());

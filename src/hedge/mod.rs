@@ -17,9 +17,9 @@
 //! - a hedge needs at least the delay left before the request's deadline;
 //! - the first good answer wins; 502, 503, 504, failures the balancer classified as retryable
 //!   and errors let the other attempts run on; the losers are dropped, which the balancer
-//!   counts as cancelled, never as a failure of their endpoint (but what they waited raises
-//!   its latency estimate, so that a slow endpoint whose answers are all outrun does not look
-//!   idle);
+//!   counts as cancelled, never as a failure of their endpoint (but what a first attempt
+//!   waited before a hedge outran it raises its endpoint's latency estimate, so that a slow
+//!   endpoint whose answers are all outrun does not look idle);
 //! - each hedge goes to an endpoint the other attempts did not go to, when the
 //!   [balancer](crate::balance::Balance) has a ready one ([`AvoidEndpoints`](crate::balance::AvoidEndpoints)).
 //!

@@ -88,3 +88,18 @@ async fn an_outrun_attempt_keeps_its_endpoint_dear_for_what_it_had_left() {
     let later = stats(&balance, "a").rtt;
     assert!(later < before, "{later:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_loses_to_the_first_attempt_teaches_nothing() {
+    // The first attempt (to `a`) answers at 15 ms; the hedge, sent to `b` at 10 ms, would have
+    // answered at 30 ms. Cancelled 5 ms in, it says nothing of `b`: it started a delay late.
+    let (first, hedge) = (Upstream::new(ms(15), 200), Upstream::new(ms(20), 200));
+    let balance = balance(&first, &hedge);
+    let svc = fixed(Budget::default(), ms(10), 1, 1.0).layer(balance.clone());
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(body(res).await, "call 0");
+    assert_eq!(hedge.count(), 1, "the hedge was sent");
+    let b = stats(&balance, "b");
+    assert_eq!((b.failures, b.cancelled, b.in_flight), (0, 1, 0));
+    assert!(b.rtt < ms(2), "unchanged from its 1 ms default: {b:?}");
+}

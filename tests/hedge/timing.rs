@@ -184,3 +184,42 @@ async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
     );
     assert_eq!(stats.hedges(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_before_the_delay_is_known_is_not_hedged_before_its_own_delay() {
+    let upstream = Upstream::new(ms(10), 200);
+    let layer = percentile_layer(20);
+    let stats = layer.stats();
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    // Twenty requests of 10 ms at once; 5 ms later one that hangs. The delay becomes known
+    // (about 10 ms) when the twenty answer, at 10 ms: the stuck request, sent at 5 ms, is
+    // hedged at its own send + the delay, about 15 ms, not at once.
+    upstream.script(
+        (0..20)
+            .map(|_| (ms(10), 200))
+            .chain([(Duration::from_secs(5), 200)]),
+    );
+    let t0 = Instant::now();
+    let mut twenty = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        twenty.spawn(svc.clone().oneshot(get()));
+    }
+    tokio::time::sleep(ms(5)).await;
+    let stuck = tokio::spawn(svc.clone().oneshot(get()));
+    while let Some(res) = twenty.join_next().await {
+        res.unwrap().unwrap();
+    }
+    assert_eq!(Instant::now() - t0, ms(10));
+    let delay = stats.delay().expect("20 samples");
+    assert!(delay > ms(8), "{delay:?}");
+    let res = stuck.await.unwrap().unwrap();
+    assert_eq!(res.body(), "call 21", "the hedge answered");
+    let calls = upstream.calls();
+    let sent = calls[21].at - calls[20].at;
+    assert!(
+        sent >= delay && sent < delay + ms(1),
+        "hedged at its own send + the delay: {sent:?} for {delay:?}"
+    );
+    assert_eq!(stats.hedges(), 1);
+}
