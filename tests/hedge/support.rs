@@ -5,13 +5,13 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use meshless::budget::Budget;
-use meshless::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
+use meshless::hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeLayer, HedgeStats};
 use meshless::retry::ReplayBody;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::BoxError;
+use tower::{BoxError, Layer, Service, service_fn};
 
 pub const fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -84,6 +84,32 @@ impl Upstream {
         *res.status_mut() = StatusCode::from_u16(status)?;
         Ok(res)
     }
+}
+
+/// `upstream` behind `layer`, and the layer's counters.
+pub fn behind<B>(
+    layer: &HedgeLayer,
+    upstream: &Upstream,
+) -> (
+    Hedge<
+        impl Service<
+            Request<ReplayBody<B>>,
+            Response = Response<String>,
+            Error = BoxError,
+            Future: Send,
+        > + Clone
+        + Send
+        + use<B>,
+    >,
+    Arc<HedgeStats>,
+)
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let up = upstream.clone();
+    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    (svc, layer.stats())
 }
 
 /// A hedge layer with a fixed delay, under `budget`; its extra-load cap is exactly `extra` ×

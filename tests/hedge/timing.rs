@@ -1,12 +1,12 @@
 //! When a hedge is sent: after the fixed delay, or after the percentile of recent answers once
 //! there are enough of them.
 
-use super::support::{Upstream, fixed, get, ms};
+use super::support::{Upstream, behind, fixed, get, ms};
 use meshless::budget::Budget;
 use meshless::hedge::{HedgeConfig, HedgeDelay, HedgeLayer};
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt, service_fn};
+use tower::ServiceExt;
 
 /// A p95 delay; no extra-load cap, so that the percentile is the configured one (under a cap,
 /// it rises to fit nine tenths of it).
@@ -28,9 +28,7 @@ async fn a_fixed_delay_hedges_at_that_instant_and_the_first_answer_wins() {
     let upstream = Upstream::new(ms(1), 200);
     upstream.script([(ms(100), 200), (ms(5), 200)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     let t0 = Instant::now();
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(res.body(), "call 1", "the hedge answered first");
@@ -46,9 +44,7 @@ async fn a_fixed_delay_hedges_at_that_instant_and_the_first_answer_wins() {
 async fn an_answer_before_the_delay_sends_no_hedge() {
     let upstream = Upstream::new(ms(9), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     for _ in 0..10 {
         svc.clone().oneshot(get()).await.unwrap();
     }
@@ -63,9 +59,7 @@ async fn the_hedge_starts_at_the_p95_of_the_answers_fed() {
     let upstream = Upstream::new(ms(1), 200);
     upstream.script((1..=100).map(|i| (ms(i), 200)));
     let layer = percentile_layer(100);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     for i in 1..=100 {
         assert_eq!(stats.delay(), None, "no delay before answer {i}");
         svc.clone().oneshot(get()).await.unwrap();
@@ -101,9 +95,7 @@ async fn the_hedge_starts_at_the_p95_of_the_answers_fed() {
 async fn no_hedge_before_the_minimum_number_of_samples() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     for _ in 0..19 {
         svc.clone().oneshot(get()).await.unwrap();
     }
@@ -127,9 +119,7 @@ async fn a_request_sent_before_the_delay_is_known_is_hedged_once_it_is() {
     // The first request lands on a hanging endpoint, before anything is known.
     upstream.script([(Duration::from_secs(5), 200)]);
     let layer = percentile_layer(20);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     let t0 = Instant::now();
     let stuck = tokio::spawn(svc.clone().oneshot(get()));
     tokio::task::yield_now().await;
@@ -161,9 +151,7 @@ async fn a_request_sent_before_the_delay_is_known_is_hedged_once_it_is() {
 async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     // Nineteen answers; then a slow request starts, and the twentieth answer (sent with it)
     // makes the delay known 10 ms later: the slow one is hedged at its own send + the delay.
     for _ in 0..19 {
@@ -189,9 +177,7 @@ async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
 async fn a_request_sent_before_the_delay_is_known_is_not_hedged_before_its_own_delay() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let stats = layer.stats();
-    let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
+    let (svc, stats) = behind(&layer, &upstream);
     // Twenty requests of 10 ms at once; 5 ms later one that hangs. The delay becomes known
     // (about 10 ms) when the twenty answer, at 10 ms: the stuck request, sent at 5 ms, is
     // hedged at its own send + the delay, about 15 ms, not at once.
