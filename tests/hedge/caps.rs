@@ -71,7 +71,8 @@ async fn the_extra_load_cap_bounds_hedges_exactly() {
     let upstream = Upstream::new(ms(50), 200);
     let budget = Budget::builder().min_per_second(1000.0).build().unwrap();
     let layer = fixed(budget, ms(10), 1, 0.1);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     for _ in 0..100 {
         svc.clone().oneshot(get()).await.unwrap();
     }
@@ -91,7 +92,8 @@ async fn the_reserve_lets_a_cold_client_hedge_before_the_ratio_earns_any() {
     let layer = meshless::hedge::HedgeLayer::from_config(budget, &config)
         .unwrap()
         .metrics(false);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     // Twelve slow requests at once, the client's first: 1/s × 10 s = 10 hedges in reserve,
     // and twelve deposits of 5% add 0.6 of one.
     let mut calls = tokio::task::JoinSet::new();
@@ -109,7 +111,8 @@ async fn the_reserve_lets_a_cold_client_hedge_before_the_ratio_earns_any() {
 async fn a_request_not_safe_to_repeat_is_never_hedged() {
     let upstream = Upstream::new(ms(100), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let body = || ReplayBody::new(String::from("x"), 1024);
 
     let post = Request::post("http://svc/").body(body()).unwrap();
@@ -137,7 +140,8 @@ async fn a_request_not_safe_to_repeat_is_never_hedged() {
 async fn no_hedge_that_cannot_finish_before_the_deadline() {
     let upstream = Upstream::new(ms(100), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
 
     // At the delay, 5 ms are left: less than the 10 ms a hedge is given.
     let mut req = get();
@@ -187,7 +191,8 @@ impl Body for Late {
 async fn a_body_still_streaming_at_the_delay_is_not_hedged() {
     let upstream = Upstream::new(ms(100), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let body = Late {
         sleep: tokio::time::sleep(ms(50)),
         done: false,

@@ -20,7 +20,8 @@ async fn a_non_fatal_status_lets_the_hedge_run_on_and_win() {
     // The first attempt answers 503 at 20 ms; the hedge, sent at 10 ms, 200 at 40 ms.
     upstream.script([(ms(20), 503), (ms(30), 200)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let t0 = Instant::now();
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(
@@ -37,7 +38,8 @@ async fn a_fatal_answer_ends_the_request_at_once() {
     // 500 is not in the non-fatal list: the hedge is cancelled.
     upstream.script([(ms(20), 500), (ms(30), 200)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let t0 = Instant::now();
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(
@@ -54,7 +56,7 @@ async fn when_every_attempt_fails_the_last_failure_is_returned() {
     // The hedge fails first (502 at 15 ms), then the first attempt (503 at 20 ms).
     upstream.script([(ms(20), 503), (ms(5), 502)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, _) = behind(&layer, &upstream);
+    let svc = behind(&layer, &upstream);
     let t0 = Instant::now();
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -99,7 +101,8 @@ async fn the_first_attempt_may_win_too() {
     let upstream = Upstream::new(ms(1), 200);
     upstream.script([(ms(15), 200), (ms(100), 200)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(res.body(), "call 0");
     assert_eq!((stats.hedges(), stats.won()), (1, 0));

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use meshless::budget::Budget;
-use meshless::hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeLayer, HedgeStats};
+use meshless::hedge::{Hedge, HedgeConfig, HedgeDelay, HedgeLayer};
 use meshless::retry::ReplayBody;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -86,30 +86,22 @@ impl Upstream {
     }
 }
 
-/// `upstream` behind `layer`, and the layer's counters.
+/// `upstream` behind `layer`.
 pub fn behind<B>(
     layer: &HedgeLayer,
     upstream: &Upstream,
-) -> (
-    Hedge<
-        impl Service<
-            Request<ReplayBody<B>>,
-            Response = Response<String>,
-            Error = BoxError,
-            Future: Send,
-        > + Clone
-        + Send
-        + use<B>,
-    >,
-    Arc<HedgeStats>,
-)
+) -> Hedge<
+    impl Service<Request<ReplayBody<B>>, Response = Response<String>, Error = BoxError, Future: Send>
+    + Clone
+    + Send
+    + use<B>,
+>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let up = upstream.clone();
-    let svc = layer.layer(service_fn(move |req| up.clone().call(req)));
-    (svc, layer.stats())
+    layer.layer(service_fn(move |req| up.clone().call(req)))
 }
 
 /// A hedge layer with a fixed delay, under `budget`; its extra-load cap is exactly `extra` ×

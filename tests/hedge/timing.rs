@@ -28,7 +28,8 @@ async fn a_fixed_delay_hedges_at_that_instant_and_the_first_answer_wins() {
     let upstream = Upstream::new(ms(1), 200);
     upstream.script([(ms(100), 200), (ms(5), 200)]);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let t0 = Instant::now();
     let res = svc.oneshot(get()).await.unwrap();
     assert_eq!(res.body(), "call 1", "the hedge answered first");
@@ -44,7 +45,8 @@ async fn a_fixed_delay_hedges_at_that_instant_and_the_first_answer_wins() {
 async fn an_answer_before_the_delay_sends_no_hedge() {
     let upstream = Upstream::new(ms(9), 200);
     let layer = fixed(Budget::default(), ms(10), 1, 1.0);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     for _ in 0..10 {
         svc.clone().oneshot(get()).await.unwrap();
     }
@@ -59,7 +61,8 @@ async fn the_hedge_starts_at_the_p95_of_the_answers_fed() {
     let upstream = Upstream::new(ms(1), 200);
     upstream.script((1..=100).map(|i| (ms(i), 200)));
     let layer = percentile_layer(100);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     for i in 1..=100 {
         assert_eq!(stats.delay(), None, "no delay before answer {i}");
         svc.clone().oneshot(get()).await.unwrap();
@@ -95,7 +98,8 @@ async fn the_hedge_starts_at_the_p95_of_the_answers_fed() {
 async fn no_hedge_before_the_minimum_number_of_samples() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     for _ in 0..19 {
         svc.clone().oneshot(get()).await.unwrap();
     }
@@ -119,7 +123,8 @@ async fn a_request_sent_before_the_delay_is_known_is_hedged_once_it_is() {
     // The first request lands on a hanging endpoint, before anything is known.
     upstream.script([(Duration::from_secs(5), 200)]);
     let layer = percentile_layer(20);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     let t0 = Instant::now();
     let stuck = tokio::spawn(svc.clone().oneshot(get()));
     tokio::task::yield_now().await;
@@ -151,7 +156,8 @@ async fn a_request_sent_before_the_delay_is_known_is_hedged_once_it_is() {
 async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     // Nineteen answers; then a slow request starts, and the twentieth answer (sent with it)
     // makes the delay known 10 ms later: the slow one is hedged at its own send + the delay.
     for _ in 0..19 {
@@ -177,7 +183,8 @@ async fn a_request_sent_before_the_delay_is_known_waits_for_its_own_delay() {
 async fn a_request_sent_before_the_delay_is_known_is_not_hedged_before_its_own_delay() {
     let upstream = Upstream::new(ms(10), 200);
     let layer = percentile_layer(20);
-    let (svc, stats) = behind(&layer, &upstream);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
     // Twenty requests of 10 ms at once; 5 ms later one that hangs. The delay becomes known
     // (about 10 ms) when the twenty answer, at 10 ms: the stuck request, sent at 5 ms, is
     // hedged at its own send + the delay, about 15 ms, not at once.
