@@ -21,6 +21,9 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tower::{Service, ServiceExt, service_fn};
 
+#[path = "balance/cost.rs"]
+mod cost;
+
 type Req = Request<Empty<Bytes>>;
 type Res = Response<Empty<Bytes>>;
 
@@ -212,13 +215,14 @@ async fn p2c_prefers_the_lower_latency_endpoint() {
 
 /// One endpoint answers `503` at once; two healthy ones take 5 ms. With tower's `PeakEwma`, the
 /// failing endpoint's zero-latency answers make it the cheapest and it takes most of the
-/// traffic. Here every failure is recorded as the failure penalty (1 s), so it loses every
+/// traffic. Here every failure is a miss: it never lowers the latency estimate, and the share of
+/// misses, soon near 1, multiplies the endpoint's cost up to a thousandfold, so it loses every
 /// pair it is drawn in.
 ///
 /// Outlier ejection is off, so that only the cost model keeps the failing endpoint out.
 /// Concurrency 8 keeps the healthy endpoints at about 4 requests in flight each: their cost
-/// (about 30 ms × 5) stays far below the failing one's 1 s. Expected after warm-up: 0 or 1
-/// request to the failing endpoint out of 1,000; the bound is 10%.
+/// (about 30 ms × 5) stays far below the failing one's (30 ms × up to 1,000). Expected after
+/// warm-up: 0 or 1 request to the failing endpoint out of 1,000; the bound is 10%.
 #[tokio::test(start_paused = true)]
 async fn a_fast_failing_endpoint_does_not_attract_traffic() {
     let no_ejection = OutlierConfig::builder()
@@ -425,10 +429,10 @@ async fn a_thousand_changes_give_the_right_endpoint_set() {
 /// while ejected, gets exactly one probe when the ejection ends (a failed probe ejects it again,
 /// for twice as long), and comes back when a probe succeeds.
 ///
-/// The failure penalty is set to 1 ms (it is 1 s by default) and the healthy endpoints answer
-/// in 100 ms, so that P2C keeps choosing the failing endpoint (5 ms, plus a few milliseconds of
-/// penalty) and the five failures come quickly. With the default penalty the endpoint would get
-/// a request only every few seconds and the test would be about the penalty (test (b)), not
+/// The miss weight is set to 0 (it is 0.25 by default) and the healthy endpoints answer in
+/// 100 ms, so that P2C keeps choosing the failing endpoint (its failures leave its cost at the
+/// 30 ms default) and the five failures come quickly. With the default weight the endpoint would
+/// get a request only every few seconds and the test would be about the cost (test (b)), not
 /// about ejection.
 #[tokio::test(start_paused = true)]
 async fn a_failing_endpoint_is_ejected_probed_once_and_returns() {
@@ -439,10 +443,7 @@ async fn a_failing_endpoint_is_ejected_probed_once_and_returns() {
         Mock::new(ms(100)),
     ];
     let bad = &mocks[0];
-    let balance = Balance::builder()
-        .outlier(outlier)
-        .failure_penalty(ms(1))
-        .build();
+    let balance = Balance::builder().outlier(outlier).miss_weight(0.0).build();
     for (i, mock) in mocks.iter().enumerate() {
         balance.insert(i, mock.service());
     }
@@ -622,11 +623,8 @@ async fn ejected_endpoints_do_not_hand_their_draws_to_a_slow_peer() {
         Mock::new(ms(1)).failing(),
         Mock::new(ms(1)).failing(),
     ];
-    // A 1 ms penalty lets the failing endpoints draw the traffic that ejects them (see (f)).
-    let balance = Balance::builder()
-        .outlier(outlier)
-        .failure_penalty(ms(1))
-        .build();
+    // A zero miss weight lets the failing endpoints draw the traffic that ejects them (see (f)).
+    let balance = Balance::builder().outlier(outlier).miss_weight(0.0).build();
     for (i, mock) in mocks.iter().enumerate() {
         balance.insert(i, mock.service());
     }

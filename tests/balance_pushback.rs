@@ -302,7 +302,7 @@ async fn an_endpoint_inserted_again_keeps_its_ejection_and_measurements() {
 async fn duration_max_settings_mean_no_limit_and_never_panic() {
     let balance: Balance<&'static str, Endpoint> = Balance::builder()
         .fail_fast(Duration::MAX)
-        .failure_penalty(Duration::MAX)
+        .miss_weight(1.0)
         .max_pushback(Duration::MAX)
         .decay(Duration::MAX)
         .default_rtt(Duration::MAX)

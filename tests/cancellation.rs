@@ -181,10 +181,7 @@ async fn a_cancelled_probe_leaves_the_endpoint_in_probation_for_the_next_probe()
         .ejection_jitter(0.0)
         .build()
         .unwrap();
-    let balance = Balance::builder()
-        .outlier(outlier)
-        .failure_penalty(Duration::from_millis(1))
-        .build();
+    let balance = Balance::builder().outlier(outlier).miss_weight(0.0).build();
     let failing = Arc::new(AtomicBool::new(true));
     let bad_hits = Arc::new(AtomicUsize::new(0));
     balance.insert(

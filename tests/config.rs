@@ -76,7 +76,7 @@ fn the_defaults_are_the_documented_ones_and_what_the_builders_produce() {
     assert_eq!(balance.default_rtt, 30 * MS);
     assert_eq!(balance.decay, 10 * SEC);
     assert_eq!(balance.fail_fast, 3 * SEC);
-    assert_eq!(balance.failure_penalty, SEC);
+    assert_eq!(balance.miss_weight, 0.25);
     assert_eq!(balance.max_pushback, 10 * SEC);
     assert!(!balance.rtt_at_headers);
     assert_eq!(balance.outlier, meshless::outlier::OutlierConfig::default());
@@ -156,12 +156,12 @@ fn the_fluent_setters_write_the_same_struct_as_from_config() {
         .default_rtt(5 * MS)
         .decay(SEC)
         .fail_fast(500 * MS)
-        .failure_penalty(250 * MS)
+        .miss_weight(0.1)
         .max_pushback(SEC)
         .rtt_at_headers(true);
     let mut config = BalanceConfig::default();
     (config.default_rtt, config.decay, config.fail_fast) = (5 * MS, SEC, 500 * MS);
-    (config.failure_penalty, config.max_pushback) = (250 * MS, SEC);
+    (config.miss_weight, config.max_pushback) = (0.1, SEC);
     config.rtt_at_headers = true;
     assert_eq!(balance.config(), config);
     assert_eq!(

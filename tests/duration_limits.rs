@@ -166,12 +166,9 @@ async fn a_balance_with_duration_max_outlier_settings_ejects_probes_and_sweeps()
     let config = all_max().ejection_jitter(0.0).build().unwrap();
     let bad = Mock::new(StatusCode::INTERNAL_SERVER_ERROR);
     let good = Mock::new(StatusCode::OK);
-    // No failure penalty: P2C keeps drawing `bad` as often as `good`, so that its failures
-    // reach the detector instead of only its RTT estimate.
-    let balance = Balance::builder()
-        .outlier(config)
-        .failure_penalty(Duration::ZERO)
-        .build();
+    // No miss weight: P2C keeps drawing `bad` as often as `good`, so that its failures reach
+    // the detector instead of only its cost.
+    let balance = Balance::builder().outlier(config).miss_weight(0.0).build();
     balance.insert("bad", bad.service());
     balance.insert("good", good.service());
     let status_of = |key: &str| {

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 /// | default RTT of a new endpoint | 30 ms | linkerd |
 /// | EWMA decay | 10 s | linkerd |
 /// | fail-fast timeout | 3 s | linkerd |
-/// | failure penalty | 1 s | ours: a failure must look dearer than any healthy answer |
+/// | miss weight | 0.25 | ours: cost = latency ÷ (1 − share of recent attempts without an answer), as gRPC's weighted round robin (A58) charges errors in proportion to their rate |
+/// | miss wait | 12.5 ms | the mean first wait of the default retry backoff (Envoy's 25 ms base, full jitter) |
 /// | longest pushback kept per endpoint | 10 s | ours, as the retry layer's longest pushback |
 /// | RTT measured to | end of response body | ours (tower stops at headers) |
 ///
@@ -38,7 +39,8 @@ pub struct BalanceBuilder {
     pub(crate) default_rtt: Duration,
     pub(crate) decay: Duration,
     pub(crate) fail_fast: Duration,
-    pub(crate) penalty: Duration,
+    pub(crate) miss_weight: f64,
+    pub(crate) miss_wait: Duration,
     pub(crate) max_pushback: Duration,
     pub(crate) rtt_at_headers: bool,
     pub(super) outlier: OutlierConfig,
@@ -52,7 +54,8 @@ impl fmt::Debug for BalanceBuilder {
             .field("default_rtt", &self.default_rtt)
             .field("decay", &self.decay)
             .field("fail_fast", &self.fail_fast)
-            .field("penalty", &self.penalty)
+            .field("miss_weight", &self.miss_weight)
+            .field("miss_wait", &self.miss_wait)
             .field("max_pushback", &self.max_pushback)
             .field("rtt_at_headers", &self.rtt_at_headers)
             .field("observe", &self.observe)
@@ -66,7 +69,8 @@ impl Default for BalanceBuilder {
             default_rtt: Duration::from_millis(30),
             decay: Duration::from_secs(10),
             fail_fast: Duration::from_secs(3),
-            penalty: Duration::from_secs(1),
+            miss_weight: 0.25,
+            miss_wait: Duration::from_micros(12_500),
             max_pushback: Duration::from_secs(10),
             rtt_at_headers: false,
             outlier: OutlierConfig::default(),
@@ -77,7 +81,11 @@ impl Default for BalanceBuilder {
 }
 
 impl BalanceBuilder {
-    /// The RTT assumed for an endpoint before its first answer (default 30 ms).
+    /// The RTT assumed for an endpoint before its first answer (default 30 ms). An endpoint
+    /// added to a balancer whose endpoints are faster starts at the lowest of their
+    /// estimates instead, so that it is tried: at 30 ms beside endpoints measured at 1 ms, it
+    /// would get a request only when they had 30 in flight each. Its first slower answer
+    /// raises it at once (a peak).
     /// `Duration::ZERO` assumes a new endpoint is instant: P2C picks it by its requests in
     /// flight alone until it answers ([`validate`](Self::validate) refuses it).
     ///
@@ -114,15 +122,50 @@ impl BalanceBuilder {
         self
     }
 
-    /// The latency recorded for a failure that gives no pushback (default 1 s).
+    /// How far one attempt moves an endpoint's *miss share* (default 0.25): the share of its
+    /// recent attempts that gave no answer — failures, and first attempts a hedge outran.
+    /// P2C divides an endpoint's latency by the share that answers, `1 − misses`: the
+    /// expected time to an answer when each miss costs another try. So an endpoint that fails
+    /// 30% of its requests in 3 ms (about 4.3 ms) stays preferred to one that answers in
+    /// 150 ms, and one that fails every time costs up to a thousand times its latency. Each
+    /// miss moves the share this fraction of the way to 1, each answer this fraction of the
+    /// way to 0; without attempts it fades e-fold every second. A miss never lowers the
+    /// latency estimate, so an endpoint that fails fast never looks fast.
+    ///
+    /// 0 leaves the cost to latency and load alone (failures still count for outlier
+    /// ejection); 1 makes one miss cost the full thousandfold until the next answer.
+    /// [`validate`](Self::validate) refuses values outside 0..=1 (and NaN); `build` clamps them.
+    ///
+    /// ```
+    /// let b = meshless::balance::Balance::builder().miss_weight(0.1);
+    /// assert!(b.validate().is_ok());
+    /// assert!(meshless::balance::Balance::builder().miss_weight(1.5).validate().is_err());
+    /// ```
+    pub fn miss_weight(mut self, weight: f64) -> Self {
+        self.miss_weight = weight;
+        self
+    }
+
+    /// What a miss costs the caller besides another attempt: the wait before a retry
+    /// (default 12.5 ms, the mean first wait of the default [retry
+    /// backoff](crate::backoff::Backoff), full jitter up to 25 ms). With a share `m` of misses
+    /// an endpoint costs `(latency + m × wait) / (1 − m)`, the expected time to an answer: an
+    /// endpoint that fails 30% of its requests in 3 ms then costs about 9.6 ms, three times
+    /// a healthy one, rather than 4.3 ms. Set it to the mean wait of your own backoff (0 when
+    /// nothing above retries).
     ///
     /// ```
     /// # use std::time::Duration;
-    /// let b = meshless::balance::Balance::builder().failure_penalty(Duration::from_millis(250));
+    /// let b = meshless::balance::Balance::builder().miss_wait(Duration::from_millis(50));
     /// ```
-    pub fn failure_penalty(mut self, penalty: Duration) -> Self {
-        self.penalty = penalty;
+    pub fn miss_wait(mut self, wait: Duration) -> Self {
+        self.miss_wait = wait;
         self
+    }
+
+    /// The cost model every meter of the balancer reads with.
+    pub(crate) fn cost_model(&self) -> super::ewma::CostModel {
+        super::ewma::CostModel::new(self.decay, self.miss_wait)
     }
 
     /// The longest quiet an endpoint gets when its server pushes back (`Retry-After` on a
@@ -258,7 +301,7 @@ impl BalanceBuilder {
         let empty = Endpoints::new(
             Vec::new(),
             crate::primitives::clock::Clock::new(origin),
-            super::ewma::tau_nanos(self.decay),
+            self.cost_model(),
         );
         Balance {
             cached: std::sync::Weak::new(),

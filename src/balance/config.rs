@@ -17,7 +17,8 @@ use std::time::Duration;
 /// | `default_rtt` | 30 ms (linkerd) | > 0 | `Duration::MAX` = a new endpoint waits until the others look slower |
 /// | `decay` | 10 s (linkerd) | > 0 | `Duration::MAX` = latency never forgotten |
 /// | `fail_fast` | 3 s (linkerd) | any | 0 = fail at once when no endpoint is ready; `Duration::MAX` = wait for the deadline |
-/// | `failure_penalty` | 1 s | any | 0 = failures add no latency (their outlier ejection still applies) |
+/// | `miss_weight` | 0.25 | 0 ..= 1 | 0 = failures and outrun attempts do not raise the cost (their outlier ejection still applies) |
+/// | `miss_wait` | 12.5 ms | any | 0 = a miss costs one more attempt only |
 /// | `max_pushback` | 10 s | any | 0 = pushback ignored; `Duration::MAX` = any honoured |
 /// | `rtt_at_headers` | `false`: RTT to the end of the body | any | |
 /// | `outlier` | [`OutlierConfig::default`] | checked when it was built | |
@@ -51,9 +52,13 @@ pub struct BalanceConfig {
     /// The longest a request waits for a ready endpoint.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub fail_fast: Duration,
-    /// The latency recorded for a failure that gives no pushback.
+    /// How far one attempt moves an endpoint's share of attempts without an answer, which
+    /// divides its latency (see [`BalanceBuilder::miss_weight`]).
+    pub miss_weight: f64,
+    /// What a miss costs the caller besides another attempt (see
+    /// [`BalanceBuilder::miss_wait`]).
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
-    pub failure_penalty: Duration,
+    pub miss_wait: Duration,
     /// The longest quiet an endpoint gets when its server pushes back.
     #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
     pub max_pushback: Duration,
@@ -95,6 +100,12 @@ impl BalanceConfig {
                 "0ns: must be greater than zero",
             ));
         }
+        if !(0.0..=1.0).contains(&self.miss_weight) {
+            return Err(ConfigError::new(
+                "balance.miss_weight",
+                format!("{}: must be between 0 and 1", self.miss_weight),
+            ));
+        }
         // The outlier settings can only be built checked (`OutlierConfig::builder().build()`).
         Ok(())
     }
@@ -117,7 +128,8 @@ impl BalanceBuilder {
             default_rtt: config.default_rtt,
             decay: config.decay,
             fail_fast: config.fail_fast,
-            penalty: config.failure_penalty,
+            miss_weight: config.miss_weight,
+            miss_wait: config.miss_wait,
             max_pushback: config.max_pushback,
             rtt_at_headers: config.rtt_at_headers,
             outlier: config.outlier.clone(),
@@ -136,7 +148,8 @@ impl BalanceBuilder {
             default_rtt: self.default_rtt,
             decay: self.decay,
             fail_fast: self.fail_fast,
-            failure_penalty: self.penalty,
+            miss_weight: self.miss_weight,
+            miss_wait: self.miss_wait,
             max_pushback: self.max_pushback,
             rtt_at_headers: self.rtt_at_headers,
             outlier: self.outlier.clone(),

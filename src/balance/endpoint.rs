@@ -1,6 +1,6 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
-use super::ewma::{EwmaTail, PeakEwma};
+use super::ewma::{CostModel, EwmaTail, PeakEwma};
 use super::quiet::Quiet;
 use super::telemetry::{EndpointMetrics, RequestHandles};
 use crate::classify::{Class, Pushback};
@@ -58,8 +58,12 @@ pub(crate) struct Meter {
     pub(crate) weight: AtomicU64,
     /// `None` when the balancer's metrics are off.
     pub(crate) metrics: Option<EndpointMetrics>,
-    /// The latency recorded for a failure.
-    pub(crate) penalty: Duration,
+    /// How far one attempt moves the miss share (see `PeakEwma`).
+    pub(crate) miss_weight: f64,
+    /// The balancer's cost model, for the estimates the end of a request writes (a pick reads
+    /// the snapshot's copy). Here rather than beside the clock, with the miss weight that the
+    /// end of a request reads anyway: the third line stays one line.
+    pub(crate) model: CostModel,
     /// The longest quiet honoured.
     pub(crate) max_quiet: Duration,
 }
@@ -80,7 +84,8 @@ pub(crate) struct MeterConfig {
     pub(crate) health: EndpointHealth,
     pub(crate) weight: f64,
     pub(crate) metrics: Option<(RequestHandles, EndpointMetrics)>,
-    pub(crate) penalty: Duration,
+    pub(crate) miss_weight: f64,
+    pub(crate) model: CostModel,
     pub(crate) max_quiet: Duration,
 }
 
@@ -105,7 +110,8 @@ impl Meter {
             cancelled: AtomicU64::new(0),
             weight: AtomicU64::new(config.weight.to_bits()),
             metrics,
-            penalty: config.penalty,
+            miss_weight: config.miss_weight,
+            model: config.model,
             max_quiet: config.max_quiet,
         }
     }
@@ -121,22 +127,27 @@ impl Meter {
         self.finish.requests.load(Ordering::Relaxed)
     }
 
-    /// The current peak-EWMA estimate, in nanoseconds, decayed to `now`.
+    /// The latency estimate alone (without the misses), in nanoseconds, decayed to `now`.
+    pub(crate) fn latency(&self, now: Instant) -> f64 {
+        self.rtt.latency_at(self.model, self.since_origin(now))
+    }
+
+    /// The current cost estimate (latency and misses), in nanoseconds, decayed to `now`.
     pub(crate) fn rtt(&self, now: Instant) -> f64 {
-        self.rtt.get(&self.finish.rtt, now)
+        self.rtt.get_at(self.model, self.since_origin(now))
     }
 
     /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by `weight`
     /// and by the slow-start factor of the endpoint's gate (an endpoint back from ejection
     /// looks dearer while it warms). `now` is the same instant twice: as an `Instant` for the
-    /// gate, and in nanoseconds since the origin for the rest; `tau_nanos` is the decay time
-    /// of every meter of the balancer. Reads the meter's first line only.
+    /// gate, and in nanoseconds since the origin for the rest; `model` is the cost model of
+    /// every meter of the balancer. Reads the meter's first line only.
     #[inline]
-    pub(crate) fn cost(&self, weight: f64, tau_nanos: f64, now: Instant, now_nanos: u64) -> f64 {
+    pub(crate) fn cost(&self, weight: f64, model: CostModel, now: Instant, now_nanos: u64) -> f64 {
         let pending = f64::from(self.in_flight.load(Ordering::Relaxed)) + 1.0;
         let share = weight * self.health.slow_start_factor(now);
         // A zero RTT (an idle estimate decayed to nothing) still orders by load.
-        (self.rtt.get_at(tau_nanos, now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
+        (self.rtt.get_at(model, now_nanos).max(1.0) * pending) / share.max(f64::MIN_POSITIVE)
     }
 
     /// Records the end of one request, at `now`: an instant, and the same in nanoseconds since
@@ -151,22 +162,22 @@ impl Meter {
     ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.finish.requests.fetch_add(1, Ordering::Relaxed);
-        let tail = &self.finish.rtt;
         // The new peak-EWMA estimate, in nanoseconds.
         let rtt = if class.is_failure() {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            // A failure is as bad as a slow answer: recording it as fast would draw traffic to
-            // the endpoint that fails fastest. A server's pushback says how long it wants no
-            // request at all: that is kept apart, as quiet, rather than folded into the RTT.
+            // A failure is a miss: it makes the endpoint dearer in proportion to how often
+            // it fails, and never look faster (recording it as a fast answer would draw
+            // traffic to the endpoint that fails fastest). A server's pushback says how long
+            // it wants no request at all: that is kept apart, as quiet.
             if let Some(Pushback::After(wait)) = class.pushback() {
                 self.quiet.hold(at, wait, self.max_quiet);
             }
-            self.rtt.penalize(tail, self.penalty.max(latency), at)
+            self.rtt.miss(self.model, latency, self.miss_weight, at)
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
             self.rtt.reset(latency, at)
         } else {
-            self.rtt.observe(tail, latency, at)
+            self.rtt.observe(self.model, latency, self.miss_weight, at)
         };
         self.finish.metrics.finished(latency);
         if let Some(metrics) = &self.metrics {
@@ -213,29 +224,17 @@ impl Meter {
 }
 
 impl Meter {
-    /// Takes in what a first attempt a hedge outran says (a hedge sent a delay after it
-    /// answered first): the endpoint had not answered after `started`'s wait. Above the estimate, that wait is the new peak: it is at least
-    /// that slow. Below it, what the estimate says the attempt had left to run is added as a
-    /// penalty that fades within seconds, as a failure's does (but nothing is counted against
-    /// the endpoint): the attempt would have kept it busy that much longer. Without either, an
-    /// endpoint whose slow answers are all outrun would look idle, its estimate would decay,
-    /// and P2C would send it ever more first attempts (the demo's slow backend got 2 to 4 times
-    /// its share of them once hedging was on).
+    /// Takes in what a first attempt a hedge outran says: the endpoint had not answered after
+    /// `started`'s wait, and the caller's answer came from elsewhere. That is a miss (see
+    /// `PeakEwma`), with the wait as a lower bound of its latency; nothing is counted against
+    /// the endpoint's health. Without it, an endpoint whose slow answers are all outrun would
+    /// never finish a request: its estimate would stay at the default and decay, and P2C would
+    /// send it ever more first attempts (the demo's slow and hanging backends got two to four
+    /// times their share of them once hedging was on).
     fn outrun(&self, started: u64) {
         let at = self.since_origin(Instant::now());
-        let waited = at.saturating_sub(started);
-        // The latency alone: with the penalty in, each outrun would add the last one's again.
-        let tail = &self.finish.rtt;
-        let estimate = self.rtt.latency_at(tail, at);
-        if waited as f64 > estimate {
-            self.rtt.observe(tail, Duration::from_nanos(waited), at);
-        } else {
-            self.rtt.penalize(
-                tail,
-                Duration::from_nanos((estimate as u64).saturating_sub(waited)),
-                at,
-            );
-        }
+        let waited = Duration::from_nanos(at.saturating_sub(started));
+        self.rtt.miss(self.model, waited, self.miss_weight, at);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The endpoint set that requests pick from, and the changes that replace it.
 
 use super::endpoint::{Endpoint, Meter, MeterConfig};
-use super::ewma::{PeakEwma, tau_nanos};
+use super::ewma::{CostModel, PeakEwma};
 use super::telemetry::BalancerMetrics;
 use super::{Balance, BalanceBuilder, Change};
 use crate::classify::Classify;
@@ -27,8 +27,8 @@ pub(crate) struct Endpoints<K, S> {
     pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
     /// Every meter's clock: `now` is converted once per pick.
     pub(crate) clock: Clock,
-    /// Every meter's RTT decay time, in nanoseconds.
-    pub(crate) tau_nanos: f64,
+    /// Every meter's cost model (the RTT's decay time, a miss's wait).
+    pub(crate) model: CostModel,
 }
 
 /// One endpoint as a pick sees it: its meter, and its weight (fixed for the snapshot: a new
@@ -39,7 +39,7 @@ pub(crate) struct Candidate {
 }
 
 impl<K, S> Endpoints<K, S> {
-    pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>, clock: Clock, tau_nanos: f64) -> Self {
+    pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>, clock: Clock, model: CostModel) -> Self {
         Endpoints {
             candidates: all
                 .iter()
@@ -50,7 +50,7 @@ impl<K, S> Endpoints<K, S> {
                 .collect(),
             all: all.into_boxed_slice(),
             clock,
-            tau_nanos,
+            model,
         }
     }
 }
@@ -164,6 +164,15 @@ where
             .map(|e| (e.key.clone(), e.clone()))
             .collect();
         let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
+        // Where a new endpoint's estimate starts: the default, or the lowest latency of the
+        // endpoints already here when that is lower, so that the new one is tried rather than
+        // left idle beside peers measured faster than the guess (its first slower answer
+        // raises it at once). Worked out once per batch.
+        let start = slot
+            .candidates
+            .iter()
+            .map(|c| c.meter.latency(now))
+            .fold(super::ewma::nanos(shared.config.default_rtt), f64::min);
         for (change, weight) in changes {
             match change {
                 Change::Insert(key, service) => {
@@ -180,7 +189,7 @@ where
                             order.push(key.clone());
                             // The endpoint's label in metrics and spans, written once.
                             let label: Arc<str> = Arc::from(key.to_string());
-                            let meter = Arc::new(self.meter(now, weight, &label));
+                            let meter = Arc::new(self.meter(now, weight, &label, start));
                             // Swept from now on; weak, so that the meter still goes with
                             // its last endpoint and request.
                             let tracked: Weak<Meter> = Arc::downgrade(&meter);
@@ -207,20 +216,21 @@ where
         // is listed once.
         let next: Vec<_> = order.iter().filter_map(|k| by_key.remove(k)).collect();
         let clock = Clock::new(shared.origin);
-        *slot = Arc::new(Endpoints::new(next, clock, tau_nanos(shared.config.decay)));
+        *slot = Arc::new(Endpoints::new(next, clock, shared.config.cost_model()));
         // Still under the write lock: a handle that sees the new generation reads this
         // snapshot or a newer one.
         shared.generation.fetch_add(1, Ordering::Release);
     }
 
-    fn meter(&self, now: Instant, weight: f64, label: &Arc<str>) -> Meter {
+    /// A meter for a new endpoint, its estimate starting at `start_nanos`.
+    fn meter(&self, now: Instant, weight: f64, label: &Arc<str>, start_nanos: f64) -> Meter {
         let shared = &*self.shared;
         let config = &shared.config;
         // The request handles first: they hold the label's series (see `forget_series`), so
         // that a removed namesake cannot drop them after the observer registered its own.
         let metrics = shared.metrics.as_ref().map(|m| {
             let (each, rest) = m.endpoint(label);
-            rest.rtt(config.default_rtt.as_nanos() as f64);
+            rest.rtt(start_nanos);
             (each, rest)
         });
         let observer = HealthObserver::new(
@@ -229,11 +239,17 @@ where
             shared.metrics.as_ref().map(BalancerMetrics::by_state),
         );
         Meter::new(MeterConfig {
-            rtt: PeakEwma::new(config.default_rtt, config.decay, shared.origin, now),
+            rtt: PeakEwma::new(start_nanos, shared.origin, now),
             health: shared.detector.join(now, observer),
             weight,
             metrics,
-            penalty: config.penalty,
+            // Clamped, so that no value makes a share outside 0..=1 (a NaN reads as 0).
+            miss_weight: if config.miss_weight.is_nan() {
+                0.0
+            } else {
+                config.miss_weight.clamp(0.0, 1.0)
+            },
+            model: config.cost_model(),
             max_quiet: config.max_pushback,
         })
     }

@@ -1,4 +1,5 @@
-//! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly.
+//! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly; and the share of
+//! recent attempts that gave no answer, which divides it.
 
 use crate::primitives::clock::Clock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
@@ -12,6 +13,19 @@ use tokio::time::Instant;
 /// since the last update (decay time `tau`). Reading the estimate also decays it towards zero,
 /// so an endpoint that gets no traffic — because it looked slow — is eventually tried again.
 ///
+/// Beside the latency it keeps the endpoint's *misses*: the share of its recent attempts that
+/// gave the caller no answer (failures, and first attempts a hedge outran). What P2C compares
+/// is the latency divided by the share that did answer, `latency / (1 − misses)`: the expected
+/// time to an answer when every miss costs another try. An endpoint that fails 30% of the time
+/// in 3 ms then costs 4.3 ms, and stays preferred to one that answers in 150 ms; one that
+/// fails every time costs up to a thousand times its latency. A miss also costs the caller the
+/// wait before its retry ([`CostModel`]'s `miss_wait`), so the expected time to an answer is
+/// `(latency + misses × wait) / (1 − misses)`. A fixed penalty per failure
+/// cannot make both calls: one large enough to keep traffic off a dead endpoint makes a
+/// flaky-but-fast one look slower than a slow one (the demo's slow backend got twice its share
+/// of first attempts that way). A miss never lowers the latency either, so an endpoint that
+/// fails fast does not look fast (tower's `PeakEwma` pitfall).
+///
 /// Every pick reads two estimates and every response writes one, so reads take no lock: the
 /// state is four atomic words behind a sequence number (a seqlock). A writer claims its turn by
 /// turning the sequence odd (one compare-and-swap: the whole cost of a write's exclusion), and
@@ -21,8 +35,8 @@ use tokio::time::Instant;
 ///
 /// Split in two, so that the words every pick reads (40 bytes) can share a cache line with the
 /// endpoint's other hot numbers (see `Meter`): `PeakEwma` is those words, and [`EwmaTail`] the
-/// rest (the decay time and the clock), which a pick does not touch. The methods that need
-/// the tail take it: always the same estimate's.
+/// clock, which a pick does not touch. The decay time and a miss's wait, the same for every
+/// endpoint of a balancer, come as a [`CostModel`] with each call.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct PeakEwma {
@@ -32,32 +46,57 @@ pub(crate) struct PeakEwma {
     estimate: AtomicU64,
     /// When the estimate was last updated, in nanoseconds since `origin`.
     updated: AtomicU64,
-    /// What the last penalty was when it was recorded, in nanoseconds (`f64` bits).
-    penalty: AtomicU64,
-    /// When the penalty was recorded, in nanoseconds since `origin`: read only when there is
-    /// one.
-    penalized: AtomicU64,
+    /// The share of recent attempts that gave no answer when it was last updated, in [0, 1]
+    /// (`f64` bits).
+    misses: AtomicU64,
+    /// When the share was last updated, in nanoseconds since `origin`: read only when there
+    /// are misses.
+    missed: AtomicU64,
 }
 
-/// The part of a [`PeakEwma`] that a pick does not read: the decay time (a pick is handed it
-/// by the balancer's snapshot) and the clock.
+/// The part of a [`PeakEwma`] that a pick does not read: the clock its times count on.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct EwmaTail {
-    tau_nanos: f64,
     clock: Clock,
+}
+
+/// The balancer's settings every reading of an estimate needs, the same for all its endpoints:
+/// a pick reads them from the balancer's snapshot, the end of a request from its meter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CostModel {
+    /// The latency's decay time, in nanoseconds, at least 1.
+    tau_nanos: f64,
+    /// What a miss costs the caller besides another attempt (the wait before a retry), in
+    /// nanoseconds.
+    miss_wait_nanos: f64,
+}
+
+impl CostModel {
+    /// The model of a balancer whose latency decays with time constant `decay`, and whose
+    /// misses cost `miss_wait` besides another attempt.
+    pub(crate) fn new(decay: Duration, miss_wait: Duration) -> Self {
+        CostModel {
+            tau_nanos: nanos(decay).max(1.0),
+            miss_wait_nanos: nanos(miss_wait),
+        }
+    }
 }
 
 /// The bytes of a `PeakEwma` (pinned by the layout tests).
 #[cfg(test)]
 pub(crate) const HOT_BYTES: usize = 40;
 
-/// How fast a failure's penalty fades: e-fold every second. A penalty is not a latency the
-/// endpoint showed, so it must not linger for the RTT's decay time (10 s): an endpoint that
-/// failed once would sit idle for most of a minute (1 s decaying to a healthy 5 ms takes
-/// 10 s × ln 200 ≈ 53 s). Fading in seconds brings an endpoint that blipped back within about
-/// five seconds, while one that keeps failing keeps renewing its penalty.
-const PENALTY_DECAY_NANOS: f64 = 1e9;
+/// How fast the miss share fades without attempts: e-fold every second. It must not linger
+/// for the RTT's decay time (10 s): an endpoint that failed a burst and got no traffic since
+/// would sit idle for most of a minute. Fading in seconds brings an endpoint that blipped back
+/// within a few seconds, while one that keeps failing keeps renewing its share.
+const MISS_DECAY_NANOS: f64 = 1e9;
+
+/// The largest miss share the cost reads: an endpoint that misses every time costs a thousand
+/// times its latency, dear enough to get a request only when every other is that loaded, and
+/// never an infinite or NaN cost.
+const MAX_MISSES: f64 = 0.999;
 
 /// Tries that find a write in progress before yielding the thread between tries: a writer
 /// preempted mid-write must not leave others spinning through its time slice.
@@ -67,8 +106,8 @@ const SPINS: u32 = 64;
 struct State {
     estimate_nanos: f64,
     updated: u64,
-    penalty_nanos: f64,
-    penalized: u64,
+    misses: f64,
+    missed: u64,
 }
 
 impl EwmaTail {
@@ -85,42 +124,34 @@ impl EwmaTail {
 }
 
 impl PeakEwma {
-    /// An estimate of `initial` at `now`, decaying with time constant `tau`, on a clock that
-    /// starts at `origin` (instants before it count as `origin`).
-    pub(crate) fn new(
-        initial: Duration,
-        tau: Duration,
-        origin: Instant,
-        now: Instant,
-    ) -> (Self, EwmaTail) {
+    /// An estimate of `initial_nanos` at `now`, on a clock that starts at `origin` (instants
+    /// before it count as `origin`).
+    pub(crate) fn new(initial_nanos: f64, origin: Instant, now: Instant) -> (Self, EwmaTail) {
         let clock = Clock::new(origin);
         let now = clock.nanos(now);
         let estimate = PeakEwma {
             sequence: AtomicU64::new(0),
-            estimate: AtomicU64::new(nanos(initial).to_bits()),
+            estimate: AtomicU64::new(initial_nanos.to_bits()),
             updated: AtomicU64::new(now),
-            penalty: AtomicU64::new(0.0f64.to_bits()),
-            penalized: AtomicU64::new(now),
+            misses: AtomicU64::new(0.0f64.to_bits()),
+            missed: AtomicU64::new(now),
         };
-        let tail = EwmaTail {
-            tau_nanos: tau_nanos(tau),
-            clock,
-        };
+        let tail = EwmaTail { clock };
         (estimate, tail)
     }
 
     #[inline]
     fn words(&self) -> State {
-        let penalty_nanos = f64::from_bits(self.penalty.load(Ordering::Relaxed));
+        let misses = f64::from_bits(self.misses.load(Ordering::Relaxed));
         State {
             estimate_nanos: f64::from_bits(self.estimate.load(Ordering::Relaxed)),
             updated: self.updated.load(Ordering::Relaxed),
-            penalty_nanos,
-            // Its time matters only when there is a penalty.
-            penalized: if penalty_nanos == 0.0 {
+            misses,
+            // Its time matters only when there are misses.
+            missed: if misses == 0.0 {
                 0
             } else {
-                self.penalized.load(Ordering::Relaxed)
+                self.missed.load(Ordering::Relaxed)
             },
         }
     }
@@ -171,47 +202,44 @@ impl PeakEwma {
         self.estimate
             .store(next.estimate_nanos.to_bits(), Ordering::Relaxed);
         self.updated.store(next.updated, Ordering::Relaxed);
-        self.penalty
-            .store(next.penalty_nanos.to_bits(), Ordering::Relaxed);
-        self.penalized.store(next.penalized, Ordering::Relaxed);
+        self.misses.store(next.misses.to_bits(), Ordering::Relaxed);
+        self.missed.store(next.missed, Ordering::Relaxed);
         self.sequence
             .store(sequence.wrapping_add(2), Ordering::Release);
         next
     }
 
-    fn decayed(state: &State, tau_nanos: f64, now: u64) -> f64 {
+    /// The expected time to an answer: each attempt takes the latency, and a miss costs the
+    /// wait before another, so with a share `m` of misses it is
+    /// `(latency + m × wait) / (1 − m)`.
+    fn decayed(state: &State, model: CostModel, now: u64) -> f64 {
         let elapsed = now.saturating_sub(state.updated) as f64;
-        state.estimate_nanos * (-elapsed / tau_nanos).exp() + penalty(state, now)
+        let latency = state.estimate_nanos * (-elapsed / model.tau_nanos).exp();
+        let misses = misses_at(state, now);
+        // Most endpoints never miss: no division to pay on every pick.
+        if misses == 0.0 {
+            latency
+        } else {
+            let misses = misses.min(MAX_MISSES);
+            (latency + misses * model.miss_wait_nanos) / (1.0 - misses)
+        }
     }
 
-    /// The current estimate, in nanoseconds, decayed to `now`.
-    pub(crate) fn get(&self, tail: &EwmaTail, now: Instant) -> f64 {
-        self.get_at(tail.tau_nanos, tail.since_origin(now))
-    }
-
-    /// The current estimate, in nanoseconds, decayed to `now` (nanoseconds since the origin),
-    /// with the decay time `tau_nanos`: the tail's, which a pick reads from the balancer's
-    /// snapshot rather than from each endpoint's tail.
+    /// The current cost estimate, in nanoseconds, decayed to `now` (nanoseconds since the origin),
+    /// under the balancer's `model`.
     #[inline]
-    pub(crate) fn get_at(&self, tau_nanos: f64, now: u64) -> f64 {
+    pub(crate) fn get_at(&self, model: CostModel, now: u64) -> f64 {
         let state = self.read();
-        Self::decayed(&state, tau_nanos, now)
+        Self::decayed(&state, model, now)
     }
 
-    /// The latency estimate alone, without any penalty, in nanoseconds, decayed to `now`
-    /// (nanoseconds since the origin).
-    pub(crate) fn latency_at(&self, tail: &EwmaTail, now: u64) -> f64 {
-        let state = self.read();
-        let elapsed = now.saturating_sub(state.updated) as f64;
-        state.estimate_nanos * (-elapsed / tail.tau_nanos).exp()
-    }
-
-    /// Records one round trip; returns the new estimate, in nanoseconds.
-    /// `now` is in nanoseconds since the origin, as for every writer.
-    pub(crate) fn observe(&self, tail: &EwmaTail, rtt: Duration, now: u64) -> f64 {
+    /// Records one answer that took `rtt`: a latency sample, and an attempt that did not miss
+    /// (the miss share moves `weight` of the way towards 0). Returns the new cost estimate,
+    /// in nanoseconds. `now` is in nanoseconds since the origin, as for every writer.
+    pub(crate) fn observe(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) -> f64 {
         let rtt = nanos(rtt);
-        let tau = tail.tau_nanos;
-        self.write(|mut state| {
+        let tau = model.tau_nanos;
+        let state = self.write(|mut state| {
             let current = state.estimate_nanos;
             state.estimate_nanos = if rtt > current {
                 rtt
@@ -221,40 +249,54 @@ impl PeakEwma {
                 current * keep + rtt * (1.0 - keep)
             };
             state.updated = state.updated.max(now);
+            answered(&mut state, weight, now);
             state
-        })
-        .estimate_nanos
+        });
+        Self::decayed(&state, model, now)
     }
 
-    /// Forgets the history: used when an endpoint comes back from ejection, so that the penalty
-    /// that got it ejected does not keep it idle after it has proven healthy again.
+    /// The latency estimate alone, without the misses, in nanoseconds, decayed to `now`
+    /// (nanoseconds since the origin).
+    pub(crate) fn latency_at(&self, model: CostModel, now: u64) -> f64 {
+        let state = self.read();
+        let elapsed = now.saturating_sub(state.updated) as f64;
+        state.estimate_nanos * (-elapsed / model.tau_nanos).exp()
+    }
+
+    /// Forgets the history: used when an endpoint comes back from ejection, so that the misses
+    /// that got it ejected do not keep it idle after it has proven healthy again.
     /// Returns the new estimate, in nanoseconds.
     pub(crate) fn reset(&self, rtt: Duration, now: u64) -> f64 {
         self.write(|_| State {
             estimate_nanos: nanos(rtt),
             updated: now,
-            penalty_nanos: 0.0,
-            penalized: now,
+            misses: 0.0,
+            missed: now,
         })
         .estimate_nanos
     }
 
-    /// Records a failure's penalty: like a peak, it replaces what is left of earlier ones when
-    /// larger (penalties do not pile up, or one burst of failures would bar an endpoint for
-    /// long after it recovered). Returns the cost estimate it leads to, in nanoseconds.
-    pub(crate) fn penalize(&self, tail: &EwmaTail, amount: Duration, now: u64) -> f64 {
+    /// Records an attempt that gave no answer after `waited`: the miss share moves `weight` of
+    /// the way towards 1, and a wait above the latency estimate is its new peak (the endpoint
+    /// was at least that slow). A wait below it is not blended in: a failure that came fast
+    /// says nothing of how fast the endpoint answers. Returns the new cost estimate, in
+    /// nanoseconds.
+    pub(crate) fn miss(&self, model: CostModel, waited: Duration, weight: f64, now: u64) -> f64 {
+        let waited = nanos(waited);
         let state = self.write(|mut state| {
-            state.penalty_nanos = penalty(&state, now).max(nanos(amount));
-            state.penalized = now;
+            let elapsed = now.saturating_sub(state.updated) as f64;
+            let latency = state.estimate_nanos * (-elapsed / model.tau_nanos).exp();
+            if waited > latency {
+                state.estimate_nanos = waited;
+                state.updated = state.updated.max(now);
+            }
+            let misses = misses_at(&state, now);
+            state.misses = misses + (1.0 - misses) * weight;
+            state.missed = state.missed.max(now);
             state
         });
-        Self::decayed(&state, tail.tau_nanos, now)
+        Self::decayed(&state, model, now)
     }
-}
-
-/// `tau` in nanoseconds, at least 1: the decay time every reader divides by.
-pub(crate) fn tau_nanos(tau: Duration) -> f64 {
-    nanos(tau).max(1.0)
 }
 
 /// Waits a little before trying again: spins at first (a write takes a few dozen
@@ -268,21 +310,29 @@ fn pause(tries: &mut u32) {
     }
 }
 
-/// What is left of the last penalty at `now`.
-fn penalty(state: &State, now: u64) -> f64 {
-    // Most endpoints never failed: nothing to decay, and no clock arithmetic or `exp` to pay
+/// Takes an answer into the miss share: it moves `weight` of the way towards 0.
+fn answered(state: &mut State, weight: f64, now: u64) {
+    if state.misses != 0.0 {
+        state.misses = misses_at(state, now) * (1.0 - weight);
+        state.missed = state.missed.max(now);
+    }
+}
+
+/// The miss share at `now`, faded since it was last updated.
+fn misses_at(state: &State, now: u64) -> f64 {
+    // Most endpoints never miss: nothing to decay, and no clock arithmetic or `exp` to pay
     // on every pick (the product below would be 0.0 all the same).
-    if state.penalty_nanos == 0.0 {
+    if state.misses == 0.0 {
         return 0.0;
     }
-    let elapsed = now.saturating_sub(state.penalized) as f64;
-    state.penalty_nanos * (-elapsed / PENALTY_DECAY_NANOS).exp()
+    let elapsed = now.saturating_sub(state.missed) as f64;
+    state.misses * (-elapsed / MISS_DECAY_NANOS).exp()
 }
 
 /// `d` in nanoseconds, rounded exactly as `d.as_nanos() as f64` would be, without its
 /// 128-bit conversion (a library call costing as much as the rest of a pick's arithmetic)
 /// for any duration under 584 years.
-fn nanos(d: Duration) -> f64 {
+pub(crate) fn nanos(d: Duration) -> f64 {
     let whole = d
         .as_secs()
         .checked_mul(1_000_000_000)
@@ -297,38 +347,41 @@ fn nanos(d: Duration) -> f64 {
 mod tests {
     use super::*;
 
-    /// An estimate and its tail together, as a meter holds them.
+    /// An estimate, its tail and its balancer's model together, as a meter holds them.
     struct Est {
         hot: PeakEwma,
         tail: EwmaTail,
+        model: CostModel,
     }
 
     impl Est {
         fn new(initial: Duration, tau: Duration, origin: Instant, now: Instant) -> Self {
-            let (hot, tail) = PeakEwma::new(initial, tau, origin, now);
-            Est { hot, tail }
+            let (hot, tail) = PeakEwma::new(nanos(initial), origin, now);
+            let model = CostModel::new(tau, Duration::ZERO);
+            Est { hot, tail, model }
         }
         fn since_origin(&self, now: Instant) -> u64 {
             self.tail.since_origin(now)
         }
         fn get(&self, now: Instant) -> f64 {
-            self.hot.get(&self.tail, now)
+            self.hot.get_at(self.model, self.tail.since_origin(now))
         }
         fn read(&self) -> State {
             self.hot.read()
         }
         fn observe(&self, rtt: Duration, now: u64) -> f64 {
-            self.hot.observe(&self.tail, rtt, now)
+            self.hot.observe(self.model, rtt, WEIGHT, now)
         }
         fn reset(&self, rtt: Duration, now: u64) -> f64 {
             self.hot.reset(rtt, now)
         }
-        fn penalize(&self, amount: Duration, now: u64) -> f64 {
-            self.hot.penalize(&self.tail, amount, now)
+        fn miss(&self, waited: Duration, now: u64) -> f64 {
+            self.hot.miss(self.model, waited, WEIGHT, now)
         }
     }
 
     const MS: Duration = Duration::from_millis(1);
+    const WEIGHT: f64 = 0.25;
 
     #[test]
     fn nanoseconds_round_as_the_128_bit_conversion_does() {
@@ -380,24 +433,90 @@ mod tests {
     }
 
     #[test]
-    fn penalties_fade_within_seconds() {
+    fn misses_divide_the_latency_by_the_share_that_answers() {
         let t0 = Instant::now();
-        let e = Est::new(5 * MS, Duration::from_secs(10), t0, t0);
-        e.penalize(Duration::from_secs(1), e.since_origin(t0));
-        e.penalize(Duration::from_millis(500), e.since_origin(t0));
-        assert!(
-            (e.get(t0) - 1.005e9).abs() < 1.0,
-            "the larger penalty stands"
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        // Decay so slow that the latency stays put: only the misses move.
+        let e = Est::new(3 * MS, Duration::MAX, t0, t0);
+        // A failure in 1 ms: a quarter of a miss, and no faster latency.
+        let cost = e.miss(MS, e.since_origin(t0));
+        assert!((cost - 3e6 / 0.75).abs() < 1.0, "{cost}");
+        assert_eq!(e.read().estimate_nanos, 3e6);
+        // An answer takes a quarter of the share away.
+        let cost = e.observe(3 * MS, e.since_origin(t0));
+        assert!((cost - 3e6 / (1.0 - 0.25 * 0.75)).abs() < 1.0, "{cost}");
+        // Without attempts the share fades e-fold every second.
+        let share = 0.25 * 0.75 * (-5f64).exp();
+        let later = e.get(at(5.0));
+        assert!((later - 3e6 / (1.0 - share)).abs() < 1.0, "{later}");
+    }
+
+    #[test]
+    fn a_miss_costs_the_wait_before_another_attempt() {
+        let t0 = Instant::now();
+        let model = CostModel::new(Duration::MAX, Duration::from_micros(12_500));
+        let (hot, tail) = PeakEwma::new(3e6, t0, t0);
+        // One miss in four: (3 ms + 0.25 × 12.5 ms) / 0.75.
+        let cost = hot.miss(model, MS, WEIGHT, tail.since_origin(t0));
+        assert!((cost - (3e6 + 0.25 * 12.5e6) / 0.75).abs() < 1.0, "{cost}");
+        // No misses, no wait: the latency alone.
+        let (hot, tail) = PeakEwma::new(3e6, t0, t0);
+        assert_eq!(
+            hot.observe(model, 3 * MS, WEIGHT, tail.since_origin(t0)),
+            3e6
         );
-        // Five seconds later the penalty is about 7 ms, against an RTT of about 3 ms.
-        let later = e.get(t0 + Duration::from_secs(5));
-        let expect = 5e6 * (-0.5f64).exp() + 1e9 * (-5f64).exp();
-        assert!((later - expect).abs() < 1.0, "{later}");
-        // A success does not clear it, but a probe's reset does.
-        e.observe(MS, e.since_origin(t0 + Duration::from_secs(5)));
-        assert!(e.get(t0 + Duration::from_secs(5)) > 6e6);
-        e.reset(MS, e.since_origin(t0 + Duration::from_secs(5)));
-        assert_eq!(e.get(t0 + Duration::from_secs(5)), 1e6);
+    }
+
+    #[test]
+    fn a_flaky_fast_endpoint_stays_cheaper_than_a_slow_one() {
+        // 30% of attempts fail in 3 ms: in steady state it costs about 3 ms / 0.7, far below
+        // a healthy endpoint that answers in 150 ms (a fixed penalty per failure could not
+        // tell them apart).
+        let t0 = Instant::now();
+        let e = Est::new(3 * MS, Duration::from_secs(10), t0, t0);
+        let mut worst: f64 = 0.0;
+        for i in 0..1_000u64 {
+            let now = e.since_origin(t0 + Duration::from_micros(100 * i));
+            let cost = if i % 10 < 3 {
+                e.miss(3 * MS, now)
+            } else {
+                e.observe(3 * MS, now)
+            };
+            if i > 100 {
+                worst = worst.max(cost);
+            }
+        }
+        assert!(worst > 3e6 / 0.8, "the failures count: {worst}");
+        assert!(worst < 150e6 / 10.0, "{worst}");
+    }
+
+    #[test]
+    fn a_miss_slower_than_the_estimate_is_its_new_peak() {
+        let t0 = Instant::now();
+        let e = Est::new(3 * MS, Duration::from_secs(10), t0, t0);
+        e.miss(200 * MS, e.since_origin(t0));
+        assert_eq!(e.read().estimate_nanos, 200e6);
+    }
+
+    #[test]
+    fn an_endpoint_that_always_misses_costs_at_most_a_thousand_times_its_latency() {
+        let t0 = Instant::now();
+        let (hot, tail) = PeakEwma::new(2e6, t0, t0);
+        let model = CostModel::new(Duration::MAX, Duration::ZERO);
+        let cost = hot.miss(model, MS, 1.0, tail.since_origin(t0));
+        assert!((cost - 2e6 / (1.0 - MAX_MISSES)).abs() < 1.0, "{cost}");
+        assert!(cost.is_finite());
+    }
+
+    #[test]
+    fn a_zero_weight_leaves_the_cost_to_the_latency() {
+        let t0 = Instant::now();
+        let (hot, tail) = PeakEwma::new(2e6, t0, t0);
+        let model = CostModel::new(Duration::MAX, Duration::ZERO);
+        for _ in 0..10 {
+            hot.miss(model, MS, 0.0, tail.since_origin(t0));
+        }
+        assert_eq!(hot.get_at(model, tail.since_origin(t0)), 2e6);
     }
 
     #[test]
@@ -448,7 +567,7 @@ mod tests {
                 (2e6, 7_000_000_000) => 1,
                 other => panic!("a torn read: {other:?}"),
             };
-            assert_eq!(s.penalty_nanos, 0.0);
+            assert_eq!(s.misses, 0.0);
             seen[which] += 1;
             if done {
                 break;
@@ -468,10 +587,10 @@ mod tests {
     }
 
     #[test]
-    fn reset_forgets_the_penalty() {
+    fn reset_forgets_the_misses_and_the_peak() {
         let t0 = Instant::now();
         let e = Est::new(30 * MS, Duration::from_secs(10), t0, t0);
-        e.observe(Duration::from_secs(1), e.since_origin(t0));
+        e.miss(Duration::from_secs(1), e.since_origin(t0));
         e.reset(2 * MS, e.since_origin(t0 + Duration::from_secs(1)));
         assert_eq!(e.get(t0 + Duration::from_secs(1)), 2e6);
     }

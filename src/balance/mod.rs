@@ -3,9 +3,11 @@
 //! [`Balance`] sends each request to one endpoint chosen by the power of two choices: draw two
 //! at random, take the one with the lower cost, where cost is the endpoint's peak-EWMA
 //! round-trip time × (requests in flight + 1), divided by its weight. The round trip runs to
-//! the end of the response body, and failures (5xx, 429, connection errors, timeouts) count as
-//! a penalty latency, so an endpoint that fails fast does not attract traffic as tower's
-//! `PeakEwma` would let it.
+//! the end of the response body. That latency is divided by the share of the endpoint's
+//! recent attempts that gave an answer: failures (5xx, 429, connection errors, timeouts) and
+//! first attempts a hedge outran are misses, which make it dearer in proportion to their rate
+//! and never make it look faster, so an endpoint that fails fast does not attract traffic as
+//! tower's `PeakEwma` would let it.
 //!
 //! Each endpoint has an [outlier](crate::outlier) gate: an ejected endpoint is *not ready* —
 //! never removed — and comes back through one probe and a slow start. When no endpoint can take a

@@ -1,6 +1,8 @@
-//! Power of two choices: of two endpoints drawn at random, take the cheaper.
+//! Power of two choices with memory: of two endpoints drawn at random and the last one this
+//! thread chose, take the cheapest.
 
 use super::endpoint::Endpoint;
+use super::ewma::CostModel;
 use super::{Candidate, Endpoints};
 use crate::outlier::Admit;
 use std::cell::Cell;
@@ -8,6 +10,12 @@ use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
 const PAIRS: usize = 4;
+
+/// How much dearer than the endpoint chosen last a pair's winner must be to lose the request
+/// to it: a quarter, far below what a bad pair costs (the demo's 150 ms backend against a
+/// healthy one at 10 requests in flight is 1.7 times), above the spread of endpoints that are
+/// about equal.
+const MEMORY_MARGIN: f64 = 1.25;
 
 /// The chosen endpoint, its service (ready to be called), and whether this request is its
 /// probation probe.
@@ -35,6 +43,16 @@ pub(crate) struct Choice<'a, K, S, R> {
 /// being tried again. Candidates are compared with `peek`; only the chosen one is `admit`ted, so
 /// no probe is claimed and then left unsent.
 ///
+/// The pair's winner is also compared with the endpoint this thread chose last (after
+/// Mitzenmacher, Prabhakar and Shah, "Load balancing with memory", 2002: one remembered choice
+/// balances better than a third random one). Plain P2C hands one of the two bad endpoints
+/// every draw that pairs them: with two bad of six (the demo's slow and hanging backends) that
+/// is one request in fifteen, whatever their cost. The remembered endpoint won its last
+/// comparison, so it is rarely bad, and when it is, the next pick replaces it. It takes the
+/// request only from a winner that costs more than `MEMORY_MARGIN` times as much: endpoints of
+/// about the same cost still share the traffic as P2C shares it, rather than all of it going
+/// to the cheapest by a hair.
+///
 /// Cost is O(1) in the number of endpoints: a scan happens only when the random draws keep
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
 ///
@@ -55,7 +73,7 @@ pub(crate) fn pick<'a, K, S, R>(
     }
     // Every meter of a balancer counts from the balancer's origin.
     let now_nanos = endpoints.clock.nanos(now);
-    let tau_nanos = endpoints.tau_nanos;
+    let model = endpoints.model;
     let peek = |i: usize| {
         let meter = &candidates[i].meter;
         if meter.quiet.is_quiet(now_nanos) {
@@ -98,7 +116,27 @@ pub(crate) fn pick<'a, K, S, R>(
             b
         } else {
             match (usable(pa), usable(pb)) {
-                (true, true) => cheaper(candidates, a, b, tau_nanos, now, now_nanos),
+                (true, true) => {
+                    let cost = |i: usize| {
+                        let c = &candidates[i];
+                        c.meter.cost(c.weight, model, now, now_nanos)
+                    };
+                    let (ca, cb) = (cost(a), cost(b));
+                    let (winner, winner_cost) = if cb < ca { (b, cb) } else { (a, ca) };
+                    let last = LAST.get();
+                    // An index from another balancer, or from an older set of endpoints, is
+                    // only a third random candidate: any index in range will do.
+                    if last < n
+                        && last != a
+                        && last != b
+                        && winner_cost > MEMORY_MARGIN * cost(last)
+                        && peek(last) == Some(Admit::Yes)
+                    {
+                        last
+                    } else {
+                        winner
+                    }
+                }
                 // Taking the one usable endpoint of a pair would hand a slow endpoint every
                 // draw that pairs it with an ejected one: draw again, so that each choice
                 // is a real comparison.
@@ -106,6 +144,7 @@ pub(crate) fn pick<'a, K, S, R>(
             }
         };
         if let Some(choice) = take(chosen) {
+            LAST.set(chosen);
             return Some(choice);
         }
     }
@@ -129,7 +168,7 @@ pub(crate) fn pick<'a, K, S, R>(
             len => {
                 let (a, b) = pair(len);
                 let (x, y) = (available[a], available[b]);
-                if cheaper(candidates, x, y, tau_nanos, now, now_nanos) == x {
+                if cheaper(candidates, x, y, model, now, now_nanos) == x {
                     a
                 } else {
                     b
@@ -166,11 +205,11 @@ fn cheaper(
     candidates: &[Candidate],
     a: usize,
     b: usize,
-    tau_nanos: f64,
+    model: CostModel,
     now: Instant,
     now_nanos: u64,
 ) -> usize {
-    let cost = |c: &Candidate| c.meter.cost(c.weight, tau_nanos, now, now_nanos);
+    let cost = |c: &Candidate| c.meter.cost(c.weight, model, now, now_nanos);
     if cost(&candidates[b]) < cost(&candidates[a]) {
         b
     } else {
@@ -190,6 +229,9 @@ fn pair(n: usize) -> (usize, usize) {
 thread_local! {
     /// This thread's generator state; 0 until first used.
     static STATE: Cell<u64> = const { Cell::new(0) };
+    /// The index this thread's last pick chose (of whichever balancer), `usize::MAX` before
+    /// the first.
+    static LAST: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
 /// Two random words. The draws only spread load, so a fast non-cryptographic generator

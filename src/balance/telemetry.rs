@@ -163,7 +163,7 @@ impl EndpointMetrics {
 
     /// Publishes the endpoint's peak-EWMA estimate, `rtt_nanos`.
     ///
-    /// Not on every request: the balancer publishes it when it jumps (a failure's penalty, a
+    /// Not on every request: the balancer publishes it when it jumps (a failure's miss, a
     /// probe's fresh start) and for every endpoint at each outlier sweep (every 10 s by
     /// default). Between those it only drifts, and a gauge operation per request would cost
     /// more than the drift is worth.

@@ -136,6 +136,21 @@ impl<S, B, F, R> Race<S, B, F, R> {
             .unwrap_or_else(|| Err(Error::new(crate::error::Kind::Service)))
     }
 
+    /// Once no more hedges will be sent: the failure kept, when no attempt is left running
+    /// (`first_done` and no hedge in flight: a shortcut hedge was refused); else pending, for
+    /// the attempts still running.
+    fn settled(&mut self, first_done: bool) -> Poll<Result<R, Error>> {
+        if first_done && self.hedges.is_empty() {
+            Poll::Ready(
+                self.failure
+                    .take()
+                    .unwrap_or_else(|| Err(Error::new(crate::error::Kind::Service))),
+            )
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Gives back the tokens of a hedge admitted but never sent.
     fn refund(&mut self) {
         if let Some(tokens) = self.waiting.take() {
@@ -242,7 +257,9 @@ where
                     time_first(shared, *this.started);
                     let out = out.map_err(Error::from_service);
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
-                    if fatal || race.hedges.is_empty() {
+                    let shortcut =
+                        !fatal && race.hedges.is_empty() && may_shortcut(shared, race, &out);
+                    if fatal || (race.hedges.is_empty() && !shortcut) {
                         race.refund();
                         // The losers: cancelled, charged nothing. A hedge that lost to the first
                         // attempt was sent a delay later: its wait says nothing of its endpoint.
@@ -252,6 +269,11 @@ where
                         return Poll::Ready(out);
                     }
                     race.keep(out);
+                    if shortcut {
+                        // gRPC A6: a non-fatal answer sends the next hedge at once, rather than
+                        // after the rest of its delay (or after a retry's backoff, above).
+                        this.timer.set(LazySleep::new(Some(Instant::now())));
+                    }
                 }
             }
             // The hedges.
@@ -318,7 +340,7 @@ where
                         shared.telemetry.refused(reason);
                         tracing::debug!(service = %shared.service, reason = reason.as_str(), "hedge refused");
                         race.stopped = true;
-                        return Poll::Pending;
+                        return race.settled(this.first.is_none());
                     }
                 }
             }
@@ -328,7 +350,7 @@ where
                     // The running attempts carry on; this service cannot take a hedge.
                     race.refund();
                     race.stopped = true;
-                    return Poll::Pending;
+                    return race.settled(this.first.is_none());
                 }
                 Poll::Ready(Ok(())) => {}
             }
@@ -359,6 +381,23 @@ where
             }
         }
     }
+}
+
+/// Whether a first attempt's non-fatal answer, with no hedge running, sends the next hedge at
+/// once. Only a response, without pushback: an error may be one that never left (the retry
+/// layer sends it again for free), and a server that named a wait is heard by the retry layer.
+/// Only once the delay is known: before, a hedge's delay would be zero, and so every next one's.
+fn may_shortcut<S, B, F, R, RB>(
+    shared: &Shared,
+    race: &Race<S, B, F, R>,
+    out: &Result<Response<RB>, Error>,
+) -> bool {
+    let Ok(res) = out else { return false };
+    let pushback = res
+        .extensions()
+        .get::<crate::classify::Classified>()
+        .is_some_and(|c| c.0.pushback().is_some());
+    !pushback && !race.stopped && race.known.is_none() && race.sent < shared.max_hedges
 }
 
 /// Takes what a hedge needs, or says why it cannot be sent.

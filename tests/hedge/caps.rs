@@ -7,6 +7,7 @@ use http::Request;
 use http_body::{Body, Frame};
 use meshless::backoff::Backoff;
 use meshless::budget::Budget;
+use meshless::classify::{Class, Classified, Pushback, Reason, Retryable};
 use meshless::deadline::RequestDeadline;
 use meshless::hedge::Refusal;
 use meshless::retry::{Idempotent, ReplayBody, RetryLayer};
@@ -19,8 +20,9 @@ use tower::{Layer, ServiceExt, service_fn};
 
 /// Retries and hedges draw on one budget: with no reserve and a 50% ratio, 100 requests that
 /// each want up to 2 retries and a hedge per retry get exactly 50 extra attempts between them.
-/// Two requests in three fail fast (503 in 5 ms, before the hedge delay: it wants retries), the
-/// third slowly (503 in 20 ms: a hedge after 10 ms), so both kinds compete for the tokens.
+/// Two requests in three fail fast (503 in 5 ms, before the hedge delay, with a zero
+/// `Retry-After`, so that no shortcut hedge is sent: they want retries), the third slowly
+/// (503 in 20 ms: a hedge after 10 ms), so both kinds compete for the tokens.
 #[tokio::test(start_paused = true)]
 async fn retries_and_hedges_together_stay_exactly_within_the_budget() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -39,6 +41,11 @@ async fn retries_and_hedges_together_stay_exactly_within_the_budget() {
             tokio::time::sleep(if slow { ms(20) } else { ms(5) }).await;
             let mut res = http::Response::new(String::new());
             *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            if !slow {
+                let class = Class::failure(Reason::Status(503), Retryable::IfIdempotent)
+                    .with_pushback(Some(Pushback::After(std::time::Duration::ZERO)));
+                res.extensions_mut().insert(Classified(class));
+            }
             Ok::<_, std::io::Error>(res)
         }
     });

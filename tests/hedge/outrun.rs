@@ -1,6 +1,6 @@
-//! What the balancer learns from an attempt a hedge outran: not a failure, but news of its
-//! endpoint's latency, so that hedging does not make a slow endpoint look idle and draw more
-//! first attempts to it.
+//! What the balancer learns from an attempt a hedge outran: not a failure, but a miss (an
+//! attempt that gave the caller no answer) and a lower bound of its endpoint's latency, so that
+//! hedging does not make a slow endpoint look idle and draw more first attempts to it.
 
 use super::support::{Upstream, fixed, get, ms};
 use http_body_util::BodyExt;
@@ -62,8 +62,11 @@ async fn an_outrun_attempt_raises_its_endpoint_estimate_to_what_it_waited() {
     assert!(a.rtt >= ms(20), "{a:?}");
 }
 
+/// An outrun attempt is a miss: its endpoint's cost is divided by the share of its attempts
+/// that answered, so each outrun makes it dearer, by a bounded step, and the misses fade
+/// within seconds.
 #[tokio::test(start_paused = true)]
-async fn an_outrun_attempt_keeps_its_endpoint_dear_for_what_it_had_left() {
+async fn an_outrun_attempt_is_a_miss_that_makes_its_endpoint_dearer() {
     let (slow, fast) = (Upstream::new(ms(100), 200), Upstream::new(ms(1), 200));
     let balance = balance(&slow, &fast);
     // One answer teaches the balancer that `a` takes 100 ms.
@@ -71,19 +74,21 @@ async fn an_outrun_attempt_keeps_its_endpoint_dear_for_what_it_had_left() {
     assert_eq!(body(res).await, "call 0");
     let before = stats(&balance, "a").rtt;
     assert!(before >= ms(99), "{before:?}");
-    // The next request to `a` is outrun after 11 ms: it would have kept `a` busy ~89 ms more.
+    // The next request to `a` is outrun after 11 ms: a quarter of a miss (the default
+    // weight), so `a` costs 100 ms / 0.75.
     let svc = fixed(Budget::default(), ms(10), 1, 1.0).layer(balance.clone());
     svc.oneshot(get()).await.unwrap();
     let a = stats(&balance, "a");
     assert_eq!((a.failures, a.cancelled, a.requests), (0, 1, 1));
-    assert!(a.rtt >= before + ms(80), "{before:?} then {a:?}");
-    // Outrun again: the penalty is what it had left, again, not piled on the last one.
+    assert!(a.rtt >= before * 4 / 3 - ms(1), "{before:?} then {a:?}");
+    // Outrun again: dearer still (100 ms / 0.5625), but never a failure.
     let svc = fixed(Budget::default(), ms(10), 1, 1.0).layer(balance.clone());
     svc.oneshot(get()).await.unwrap();
     let again = stats(&balance, "a");
-    assert_eq!(again.cancelled, 2);
-    assert!(again.rtt < before + ms(100), "{before:?} then {again:?}");
-    // A penalty, not a failure: it fades within seconds.
+    assert_eq!((again.failures, again.cancelled), (0, 2));
+    assert!(again.rtt > a.rtt + ms(30), "{a:?} then {again:?}");
+    assert!(again.rtt < before * 2, "{before:?} then {again:?}");
+    // The misses fade within seconds.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let later = stats(&balance, "a").rtt;
     assert!(later < before, "{later:?}");

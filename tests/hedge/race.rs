@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use meshless::balance::Balance;
 use meshless::budget::Budget;
-use meshless::classify::{Class, Classified, Reason, Retryable};
+use meshless::classify::{Class, Classified, Pushback, Reason, Retryable};
 use meshless::retry::{Idempotent, ReplayBody, RetryLayer};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -185,4 +185,71 @@ async fn every_attempt_sends_the_same_bytes() {
     for call in &calls[2..] {
         assert_eq!(call.body, "the same payload");
     }
+}
+
+/// gRPC A6: a non-fatal answer sends the next hedge at once. The first attempt answers 503 at
+/// 1 ms, long before the 20 ms delay: the hedge leaves then, and its 200 at 6 ms is the answer
+/// (without the shortcut: the 503 at 1 ms, for a retry after its backoff).
+#[tokio::test(start_paused = true)]
+async fn a_non_fatal_answer_before_the_delay_sends_the_hedge_at_once() {
+    let upstream = Upstream::new(ms(1), 200);
+    upstream.script([(ms(1), 503), (ms(5), 200)]);
+    let layer = fixed(Budget::default(), ms(20), 1, 1.0);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
+    let t0 = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(
+        (res.status(), res.body().as_str()),
+        (StatusCode::OK, "call 1")
+    );
+    assert_eq!(Instant::now() - t0, ms(6));
+    let calls = upstream.calls();
+    assert_eq!(calls[1].at - t0, ms(1), "the hedge left with the 503");
+    assert_eq!((stats.hedges(), stats.won()), (1, 1));
+}
+
+/// A shortcut hedge the caps refuse ends the request with the non-fatal answer at once, for
+/// the retry layer above to judge: it never waits for attempts that are not running.
+#[tokio::test(start_paused = true)]
+async fn a_refused_shortcut_returns_the_non_fatal_answer_at_once() {
+    let upstream = Upstream::new(ms(1), 200);
+    upstream.script([(ms(1), 503)]);
+    // An empty budget with no reserve: every hedge is refused.
+    let layer = fixed(super::support::ratio_budget(0.0), ms(20), 1, 1.0);
+    let stats = layer.stats();
+    let svc = behind(&layer, &upstream);
+    let t0 = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(Instant::now() - t0, ms(1));
+    assert_eq!(upstream.count(), 1);
+    assert_eq!(stats.refused(meshless::hedge::Refusal::Budget), 1);
+}
+
+/// A non-fatal answer whose server named a wait (`Retry-After`, gRPC pushback) is returned
+/// for the retry layer, which honours the wait: no shortcut hedge.
+#[tokio::test(start_paused = true)]
+async fn an_answer_with_pushback_sends_no_shortcut_hedge() {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let svc = fixed(Budget::default(), ms(20), 1, 1.0).layer(service_fn(
+        move |_req: Request<ReplayBody<String>>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(ms(1)).await;
+                let mut res = Response::new(String::from("busy"));
+                *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                let class = Class::failure(Reason::Status(503), Retryable::IfIdempotent)
+                    .with_pushback(Some(Pushback::After(Duration::from_secs(1))));
+                res.extensions_mut().insert(Classified(class));
+                Ok::<_, std::io::Error>(res)
+            }
+        },
+    ));
+    let t0 = Instant::now();
+    let res = svc.oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(Instant::now() - t0, ms(1));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -62,10 +62,11 @@ fn a_retried_request_is_counted_once_per_request_attempt_and_endpoint() {
     assert_eq!(m.count(observe::ENDPOINT_REQUESTS_TOTAL, &solo), 2);
     assert_eq!(m.count(observe::ENDPOINT_FAILURES_TOTAL, &solo), 1);
     assert_eq!(m.samples(observe::ENDPOINT_LATENCY_SECONDS, &solo).len(), 2);
-    // The failure added the 1 s penalty to the default 30 ms RTT; time is paused, so nothing
-    // decayed either.
+    // The failure made a quarter of a miss: the default 30 ms RTT, plus a quarter of the
+    // 12.5 ms wait before a retry, over the three quarters that answer. Time is paused, so
+    // nothing decayed either.
     let rtt = m.gauge(observe::ENDPOINT_RTT_EWMA_SECONDS, &solo);
-    assert!((rtt - 1.03).abs() < 1e-9, "{rtt}");
+    assert!((rtt - (0.030 + 0.25 * 0.0125) / 0.75).abs() < 1e-9, "{rtt}");
     assert_eq!(
         m.gauge(
             observe::ENDPOINT_STATE,
@@ -216,7 +217,7 @@ fn ejection_probation_and_return_move_the_state_gauges() {
             .service_name("payments")
             .outlier(config)
             .build();
-        // A heavy weight keeps "bad" the cheaper pick even with its failure penalty, so that
+        // A heavy weight keeps "bad" the cheaper pick even with its misses, so that
         // it fails five times in a row.
         balance.insert_weighted("bad", switchable(failing.clone()), 1000.0);
         balance.insert("good", switchable(Arc::new(AtomicBool::new(false))));
