@@ -412,7 +412,10 @@ impl ClientBuilder {
     #[cfg_attr(not(feature = "kube"), allow(dead_code))]
     pub(crate) fn discovery<F>(mut self, setting: &'static str, start: F) -> Self
     where
-        F: Fn(Endpoints, Balance<SocketAddr, EndpointService>) -> Result<JoinHandle<()>, ConfigError>
+        F: Fn(
+                Endpoints,
+                Balance<SocketAddr, EndpointService>,
+            ) -> Result<JoinHandle<()>, ConfigError>
             + Send
             + Sync
             + 'static,

@@ -29,7 +29,8 @@ impl ClientBuilder {
     /// ```
     pub fn kubernetes(self, service: KubeService) -> Self {
         self.discovery("kubernetes", move |endpoints, balance| {
-            let changes = service.discover_filtered(Box::new(move |addr| endpoints.endpoint(addr)))?;
+            let changes =
+                service.discover_filtered(Box::new(move |addr| endpoints.endpoint(addr)))?;
             Ok(balance.discover(changes))
         })
     }

@@ -58,7 +58,12 @@ pub struct EndpointSliceDiscover<S> {
 }
 
 impl<S> EndpointSliceDiscover<S> {
-    pub(crate) fn new(events: Events, slices: Slices, make: MakeService<S>, service: String) -> Self {
+    pub(crate) fn new(
+        events: Events,
+        slices: Slices,
+        make: MakeService<S>,
+        service: String,
+    ) -> Self {
         EndpointSliceDiscover {
             events,
             slices,

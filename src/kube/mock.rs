@@ -4,9 +4,9 @@
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame};
+use http_body_util::BodyExt;
 use http_body_util::Full;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -208,7 +208,10 @@ impl MockApiServer {
     /// # Ok(()) }
     /// ```
     pub fn fail_next(&self, status: StatusCode, count: usize) {
-        self.shared.state().failures.extend(std::iter::repeat_n(status, count));
+        self.shared
+            .state()
+            .failures
+            .extend(std::iter::repeat_n(status, count));
     }
 
     /// Every request received so far, as `path?query`.
@@ -249,7 +252,11 @@ impl MockApiServer {
     /// assert!(!held);
     /// # Ok(()) }
     /// ```
-    pub async fn wait(&self, timeout: Duration, until: impl Fn(&ApiRequests) -> bool) -> (ApiRequests, bool) {
+    pub async fn wait(
+        &self,
+        timeout: Duration,
+        until: impl Fn(&ApiRequests) -> bool,
+    ) -> (ApiRequests, bool) {
         let mut seen = self.shared.seen.subscribe();
         let held = tokio::time::timeout(timeout, seen.wait_for(|s| until(s)))
             .await
@@ -360,6 +367,8 @@ impl Body for Lines {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|line| line.map(|l| Ok(Frame::data(l))))
+        self.rx
+            .poll_recv(cx)
+            .map(|line| line.map(|l| Ok(Frame::data(l))))
     }
 }

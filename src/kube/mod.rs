@@ -87,7 +87,11 @@ impl KubeService {
     /// let service = meshless::kube::KubeService::new(kube, "default", "web");
     /// # Ok(()) }
     /// ```
-    pub fn new(client: kube::Client, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        client: kube::Client,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
         KubeService {
             client,
             namespace: namespace.into(),
@@ -197,7 +201,9 @@ fn check_name(setting: &'static str, name: &str, max: usize) -> Result<(), Confi
         true => Ok(()),
         false => Err(ConfigError::new(
             setting,
-            format!("{name:?} is not a Kubernetes name (1 to {max} lowercase letters, digits or '-', not at either end)"),
+            format!(
+                "{name:?} is not a Kubernetes name (1 to {max} lowercase letters, digits or '-', not at either end)"
+            ),
         )),
     }
 }

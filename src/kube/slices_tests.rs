@@ -73,12 +73,18 @@ fn a_terminating_endpoint_is_removed() {
     slices.apply(Event::Apply(slice(
         "web-a",
         http(80),
-        json!([ep("10.0.0.1", Some(true), false), ep("10.0.0.2", Some(true), false)]),
+        json!([
+            ep("10.0.0.1", Some(true), false),
+            ep("10.0.0.2", Some(true), false)
+        ]),
     )));
     let diff = slices.apply(Event::Apply(slice(
         "web-a",
         http(80),
-        json!([ep("10.0.0.1", Some(true), false), ep("10.0.0.2", Some(false), true)]),
+        json!([
+            ep("10.0.0.1", Some(true), false),
+            ep("10.0.0.2", Some(false), true)
+        ]),
     )));
     assert_eq!(diff.removed, addrs(&["10.0.0.2:80"]));
     assert!(diff.added.is_empty());
@@ -90,7 +96,11 @@ fn a_relist_changes_only_what_changed_and_only_once_complete() {
     let ready = |ips: &[&str]| {
         serde_json::Value::Array(ips.iter().map(|ip| ep(ip, Some(true), false)).collect())
     };
-    slices.apply(Event::Apply(slice("web-a", http(80), ready(&["10.0.0.1", "10.0.0.2"]))));
+    slices.apply(Event::Apply(slice(
+        "web-a",
+        http(80),
+        ready(&["10.0.0.1", "10.0.0.2"]),
+    )));
     slices.apply(Event::Apply(slice("web-b", http(80), ready(&["10.0.0.3"]))));
     assert_eq!(slices.apply(Event::Init), Diff::default());
     let listed = slice("web-a", http(80), ready(&["10.0.0.1", "10.0.0.4"]));
@@ -117,9 +127,19 @@ fn the_port_is_chosen_by_name_or_is_the_only_tcp_one() {
     let diff = unnamed.apply(Event::Apply(slice("s", two, eps.clone())));
     assert!(diff.added.is_empty(), "ambiguous: several ports");
     let udp = json!([{"name": "dns", "port": 53, "protocol": "UDP"}]);
-    assert!(unnamed.apply(Event::Apply(slice("s", udp, eps.clone()))).added.is_empty());
+    assert!(
+        unnamed
+            .apply(Event::Apply(slice("s", udp, eps.clone())))
+            .added
+            .is_empty()
+    );
     let all_ports = json!([{"name": ""}]);
-    assert!(unnamed.apply(Event::Apply(slice("s", all_ports, eps))).added.is_empty());
+    assert!(
+        unnamed
+            .apply(Event::Apply(slice("s", all_ports, eps)))
+            .added
+            .is_empty()
+    );
 }
 
 #[test]
@@ -132,5 +152,8 @@ fn fqdn_slices_and_unparsable_addresses_are_skipped() {
     assert_eq!(slices.apply(Event::Apply(bad)), Diff::default());
     let mut v6 = slice("u", http(80), json!([ep("fd00::1", Some(true), false)]));
     v6.address_type = "IPv6".into();
-    assert_eq!(slices.apply(Event::Apply(v6)).added, addrs(&["[fd00::1]:80"]));
+    assert_eq!(
+        slices.apply(Event::Apply(v6)).added,
+        addrs(&["[fd00::1]:80"])
+    );
 }
