@@ -44,6 +44,8 @@ fn ready_endpoints_go_in_and_the_others_stay_out() {
             ep("10.0.0.2", None, false),
             ep("10.0.0.3", Some(false), false),
             ep("10.0.0.4", Some(false), true),
+            // The API never says both, but terminating wins: nothing new for it.
+            ep("10.0.0.6", None, true),
             {"addresses": ["10.0.0.5"]},
         ]),
     )));
