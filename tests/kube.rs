@@ -346,13 +346,28 @@ async fn bad_names_and_dns_with_kubernetes_are_config_errors() {
         ),
     ];
     for (service, setting) in cases {
-        let err = build(service).err().expect("refused");
+        let err = build(service).expect_err("refused");
         assert_eq!(err.setting(), setting);
     }
     let both = Client::builder()
         .dns("web.shop.svc:80")
         .kubernetes(KubeService::new(kube, "shop", "web"))
         .build();
-    assert_eq!(both.err().expect("refused").setting(), "kubernetes");
+    assert_eq!(both.expect_err("refused").setting(), "kubernetes");
     assert!(api.requests().is_empty(), "nothing was watched");
+}
+
+#[test]
+fn building_outside_a_runtime_is_a_config_error() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (_api, kube) = runtime.block_on(async {
+        let api = MockApiServer::start().await.expect("mock");
+        let kube = api.client().expect("kube");
+        (api, kube)
+    });
+    let err = Client::builder()
+        .kubernetes(KubeService::new(kube, "shop", "web"))
+        .build()
+        .expect_err("no runtime to watch from");
+    assert_eq!(err.setting(), "kubernetes");
 }

@@ -18,14 +18,27 @@ impl ClientBuilder {
     /// Relative URIs go to the endpoint's address as authority unless
     /// [`authority`](Self::authority) names the Service (`payments.shop.svc`).
     ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let api = meshless::kube::MockApiServer::start().await?;
+    /// # api.set_list(r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"web-1","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}],"ports":[{"name":"http","port":8080}]}]}"#);
+    /// // In a cluster: kube::Client::try_default().await?
+    /// let kube = api.client()?;
     /// use meshless::kube::KubeService;
-    /// let kube = kube::Client::try_default().await?;
+    ///
     /// let client = meshless::http::Client::builder()
-    ///     .kubernetes(KubeService::new(kube, "shop", "payments").port("http"))
+    ///     .kubernetes(KubeService::new(kube, "shop", "web").port("http"))
+    ///     .authority("web.shop.svc")
     ///     .build()?;
+    /// while client.endpoints().is_empty() {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// }
+    /// assert_eq!(client.endpoints()[0].key.to_string(), "10.0.0.1:8080");
     /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
     /// ```
     pub fn kubernetes(self, service: KubeService) -> Self {
         self.discovery("kubernetes", move |endpoints, balance| {

@@ -30,21 +30,28 @@ pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 /// After a watch restart the relisted set replaces the old one through the difference only:
 /// an address listed before and after is neither removed nor inserted again.
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let api = meshless::kube::MockApiServer::start().await?;
+/// # api.set_list(r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"web-1","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}],"ports":[{"name":"http","port":8080}]}]}"#);
+/// // In a cluster: kube::Client::try_default().await?
+/// let kube = api.client()?;
 /// use meshless::balance::Balance;
-/// use meshless::kube::KubeService;
+/// use meshless::kube::{EndpointSliceDiscover, KubeService};
+/// use std::net::SocketAddr;
 ///
-/// let client = kube::Client::try_default().await?;
-/// let changes = KubeService::new(client, "shop", "payments").discover_with(|addr| {
-///     // Any service per endpoint: here a plain hyper-util client would do.
-///     tower::service_fn(move |_req: http::Request<String>| async move {
-///         Ok::<_, std::io::Error>(http::Response::new(format!("from {addr}")))
-///     })
-/// })?;
-/// let balance = Balance::builder().build();
-/// let _task = balance.discover(changes);
+/// let changes: EndpointSliceDiscover<SocketAddr> = KubeService::new(kube, "shop", "web").discover()?;
+/// // The address itself as the service: a balancer of addresses, to watch the set.
+/// let addresses: Balance<SocketAddr, SocketAddr> = Balance::builder().build();
+/// let _task = addresses.discover(changes);
+/// while addresses.is_empty() {
+///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+/// }
 /// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
 /// ```
 pub struct EndpointSliceDiscover<S> {
     events: Events,

@@ -64,10 +64,18 @@ use std::net::SocketAddr;
 /// A Kubernetes Service to follow: where its EndpointSlices are and which port to use.
 ///
 /// ```
-/// # async fn run(kube: kube::Client) {
+/// # #[cfg(feature = "testing")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let api = meshless::kube::MockApiServer::start().await?;
+/// // In a cluster: kube::Client::try_default().await?
+/// let kube = api.client()?;
 /// use meshless::kube::KubeService;
 /// let service = KubeService::new(kube, "shop", "payments").port("http");
-/// # }
+/// assert!(format!("{service:?}").contains(r#"name: "payments""#));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "testing"))]
+/// # fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct KubeService {
@@ -82,10 +90,17 @@ impl KubeService {
     /// used unless [`port`](Self::port) names one.
     ///
     /// ```
-    /// # async fn run() -> Result<(), kube::Error> {
-    /// let kube = kube::Client::try_default().await?;
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let api = meshless::kube::MockApiServer::start().await?;
+    /// // In a cluster: kube::Client::try_default().await?
+    /// let kube = api.client()?;
     /// let service = meshless::kube::KubeService::new(kube, "default", "web");
+    /// assert!(service.discover().is_ok());
     /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
     /// ```
     pub fn new(
         client: kube::Client,
@@ -104,9 +119,18 @@ impl KubeService {
     /// carry it); needed when the Service has several ports.
     ///
     /// ```
-    /// # async fn run(kube: kube::Client) {
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let api = meshless::kube::MockApiServer::start().await?;
+    /// // In a cluster: kube::Client::try_default().await?
+    /// let kube = api.client()?;
     /// let service = meshless::kube::KubeService::new(kube, "default", "web").port("http");
-    /// # }
+    /// let bad = meshless::kube::KubeService::new(api.client()?, "default", "web").port("HTTP");
+    /// assert_eq!(bad.discover().unwrap_err().setting(), "kubernetes.port");
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
     /// ```
     pub fn port(mut self, name: impl Into<String>) -> Self {
         self.port = Some(name.into());
@@ -120,23 +144,27 @@ impl KubeService {
     /// `kubernetes.port` when one is not a valid Kubernetes name. Needs a tokio runtime when
     /// polled.
     ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let api = meshless::kube::MockApiServer::start().await?;
+    /// # api.set_list(r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"web-1","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}],"ports":[{"name":"http","port":8080}]}]}"#);
+    /// // In a cluster: kube::Client::try_default().await?
+    /// let kube = api.client()?;
     /// use futures_core::Stream;
     /// use meshless::balance::Change;
     /// use std::pin::Pin;
     ///
-    /// let kube = kube::Client::try_default().await?;
-    /// let mut changes = meshless::kube::KubeService::new(kube, "default", "web").discover()?;
-    /// while let Some(Ok(change)) =
-    ///     std::future::poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await
-    /// {
-    ///     match change {
-    ///         Change::Insert(addr, _) => println!("+ {addr}"),
-    ///         Change::Remove(addr) => println!("- {addr}"),
-    ///     }
+    /// let mut changes = meshless::kube::KubeService::new(kube, "shop", "web").discover()?;
+    /// let first = std::future::poll_fn(|cx| Pin::new(&mut changes).poll_next(cx)).await;
+    /// match first {
+    ///     Some(Ok(Change::Insert(addr, _))) => assert_eq!(addr.to_string(), "10.0.0.1:8080"),
+    ///     other => panic!("{other:?}"),
     /// }
     /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
     /// ```
     pub fn discover(&self) -> Result<EndpointSliceDiscover<SocketAddr>, ConfigError> {
         self.discover_with(|addr| addr)
@@ -146,12 +174,32 @@ impl KubeService {
     /// service of each new address. Feed it to [`Balance::discover`](crate::balance::Balance::discover)
     /// or any balancer that takes a `Discover`. See [`EndpointSliceDiscover`].
     ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let kube = kube::Client::try_default().await?;
-    /// let changes = meshless::kube::KubeService::new(kube, "default", "web")
-    ///     .discover_with(|addr| format!("http://{addr}"))?;
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let api = meshless::kube::MockApiServer::start().await?;
+    /// # api.set_list(r#"{"kind":"EndpointSliceList","apiVersion":"discovery.k8s.io/v1","metadata":{"resourceVersion":"1"},"items":[{"metadata":{"name":"web-1","resourceVersion":"1"},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}],"ports":[{"name":"http","port":8080}]}]}"#);
+    /// // In a cluster: kube::Client::try_default().await?
+    /// let kube = api.client()?;
+    /// use meshless::balance::Balance;
+    /// use tower::service_fn;
+    ///
+    /// let changes = meshless::kube::KubeService::new(kube, "shop", "web").discover_with(|addr| {
+    ///     // Any service per endpoint: a hyper-util client dialling `addr`, say.
+    ///     service_fn(move |_req: http::Request<()>| async move {
+    ///         Ok::<_, std::io::Error>(http::Response::new(format!("from {addr}")))
+    ///     })
+    /// })?;
+    /// let balance = Balance::builder().build();
+    /// let _task = balance.discover(changes);
+    /// while balance.is_empty() {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// }
+    /// assert_eq!(balance.endpoints()[0].key.to_string(), "10.0.0.1:8080");
     /// # Ok(()) }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
     /// ```
     pub fn discover_with<S, F>(&self, mut make: F) -> Result<EndpointSliceDiscover<S>, ConfigError>
     where
