@@ -11,6 +11,8 @@ pub mod deadline;
 pub mod error;
 pub mod hedge;
 pub mod http;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod limit;
 pub mod observe;
 pub mod outlier;

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 #[cfg(feature = "serde")]
 mod from_config;
@@ -77,6 +78,8 @@ pub struct ClientBuilder {
     endpoints: Vec<String>,
     dns: Option<String>,
     dns_refresh: Duration,
+    /// An endpoint source started at build (Kubernetes), instead of DNS.
+    discovery: Option<Discovery>,
     http2: bool,
     connect_timeout: Duration,
     /// The policies of the layers, shared with the other clients.
@@ -98,6 +101,7 @@ impl Default for ClientBuilder {
             endpoints: Vec::new(),
             dns: None,
             dns_refresh: Duration::from_secs(5),
+            discovery: None,
             http2: false,
             connect_timeout: Duration::from_secs(1),
             policies: Policies {
@@ -323,10 +327,16 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ConfigError> {
         self.policies.balance.validate()?;
         let protection = self.policies.protection()?;
-        if self.endpoints.is_empty() && self.dns.is_none() {
+        if self.endpoints.is_empty() && self.dns.is_none() && self.discovery.is_none() {
             return Err(ConfigError::new(
                 "endpoints",
                 "give at least one endpoint or a DNS name",
+            ));
+        }
+        if let (Some(_), Some(discovery)) = (&self.dns, &self.discovery) {
+            return Err(ConfigError::new(
+                discovery.setting,
+                "choose DNS or this discovery, not both: they would fight over the endpoints",
             ));
         }
         self.policies.check_timeouts()?;
@@ -352,9 +362,19 @@ impl ClientBuilder {
                 endpoints.endpoint(*addr)?,
             ))
         }));
-        let dns = match &self.dns {
-            None => None,
-            Some(name) => {
+        let dns = match (&self.dns, &self.discovery) {
+            (None, None) => None,
+            (None, Some(discovery)) => {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(ConfigError::new(
+                        discovery.setting,
+                        "discovery needs a tokio runtime: build the client inside one",
+                    ));
+                }
+                let task = (discovery.start)(endpoints.clone(), balance.clone())?;
+                Some(Arc::new(AbortOnDrop(task)))
+            }
+            (Some(name), _) => {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(ConfigError::new(
                         "dns",
@@ -384,6 +404,27 @@ impl ClientBuilder {
             service,
             _dns: dns,
         })
+    }
+
+    /// Plugs in an endpoint source other than static addresses and DNS: `start` is called by
+    /// [`build`](Self::build) with what opens an endpoint and the balancer to feed, and returns
+    /// the task feeding it, stopped with the client. `setting` names it in `ConfigError`s.
+    #[cfg_attr(not(feature = "kube"), allow(dead_code))]
+    pub(crate) fn discovery<F>(mut self, setting: &'static str, start: F) -> Self
+    where
+        F: Fn(
+                Endpoints,
+                Balance<SocketAddr, EndpointService>,
+            ) -> Result<JoinHandle<()>, ConfigError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.discovery = Some(Discovery {
+            setting,
+            start: Arc::new(start),
+        });
+        self
     }
 
     /// The per-endpoint client settings, the TLS configuration and the logical authority.
@@ -431,6 +472,23 @@ impl ClientBuilder {
             authority,
             http2_only: self.http2,
         })
+    }
+}
+
+/// Starts an endpoint source: see [`ClientBuilder::discovery`].
+type StartDiscovery = dyn Fn(Endpoints, Balance<SocketAddr, EndpointService>) -> Result<JoinHandle<()>, ConfigError>
+    + Send
+    + Sync;
+
+#[derive(Clone)]
+struct Discovery {
+    setting: &'static str,
+    start: Arc<StartDiscovery>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.setting)
     }
 }
 
