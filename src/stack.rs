@@ -16,6 +16,7 @@ use crate::error::ConfigError;
 use crate::hedge::{Hedge, HedgeConfig, HedgeLayer, HedgeStats};
 use crate::limit::{Limit, LimitConfig, LimitHandle, LimitLayer};
 use crate::retry::{Idempotency, Retry, RetryConfig, RetryLayer, RetryStats};
+use crate::route::{Defaults, Route, Routed, Routing};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600)
 /// The layers as their own types rather than boxed: a request then costs no allocation for
 /// the service's clone nor for its future, and no dynamic call per poll.
 pub(crate) type Stack<K, S> =
-    Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>;
+    Routed<Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>>;
 
 /// Names the route of a request, for per-route breakers.
 type RouteName =
@@ -89,6 +90,8 @@ pub(crate) struct Policies {
     /// Trust a deadline the request carries (gRPC's `grpc-timeout` is the caller's own).
     pub(crate) honor_inbound: bool,
     pub(crate) layer_configs: Option<LayerConfigs>,
+    /// Per-route policies, the first that fits a request winning.
+    pub(crate) routes: Vec<Route>,
 }
 
 impl Default for Policies {
@@ -113,6 +116,7 @@ impl Default for Policies {
             metrics: true,
             honor_inbound: false,
             layer_configs: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub(crate) struct Handles {
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
     pub(crate) retry: Arc<RetryStats>,
+    /// The routes and defaults a reload swaps.
+    pub(crate) routing: Arc<Routing>,
 }
 
 impl Policies {
@@ -146,6 +152,21 @@ impl Policies {
             ));
         }
         Ok(())
+    }
+
+    /// What a route may override, as the client has it.
+    pub(crate) fn defaults(&self) -> Defaults {
+        let hedge = self.hedge.as_ref();
+        Defaults {
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            max_retries: self.max_retries,
+            hedge: crate::route::HedgePlan {
+                enabled: hedge.is_some_and(|h| h.enabled && h.max_hedges > 0),
+                max_hedges: hedge.map_or(1, |h| h.max_hedges),
+                delay: None,
+            },
+        }
     }
 
     /// The circuit breaker, the concurrency limit and the throttle, checked
@@ -190,6 +211,8 @@ impl Policies {
         protection: Protection,
         balance: Balance<K, S>,
     ) -> Result<(Stack<K, S>, Handles), ConfigError> {
+        let routing = Arc::new(Routing::new(&self.routes, &self.defaults())?);
+        let switch = routing.switch();
         let attempts = self.max_retries.saturating_add(1);
         let deadline = self.deadline.min(NO_LIMIT);
         let attempt_timeout = self
@@ -204,11 +227,13 @@ impl Policies {
         let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
             .idempotency(self.idempotency.clone())
             .service_name(self.service_name.clone())
-            .metrics(self.metrics);
+            .metrics(self.metrics)
+            .routes(switch.clone());
         let mut retry = RetryLayer::new(budget)
             .max_retries(self.max_retries)
             .backoff(self.backoff)
-            .idempotency(self.idempotency);
+            .idempotency(self.idempotency)
+            .routes(switch.clone());
         if let Some(configs) = &self.layer_configs {
             retry = retry
                 .replay_cap(configs.retry.replay_cap)
@@ -245,15 +270,19 @@ impl Policies {
         let deadline_layer = match self.body_idle_timeout {
             Some(idle) => deadline_layer.body_idle_timeout(idle),
             None => deadline_layer,
-        };
+        }
+        .routes(switch.clone());
+        let attempt_layer = attempt_layer.routes(switch);
         let handles = Handles {
             breaker: protection.breaker.handle(),
             limit: protection.limit.handle(),
             throttle: protection.throttle.handle(),
             hedge: hedge.stats(),
             retry: retry.stats(),
+            routing: routing.clone(),
         };
         let stack = ServiceBuilder::new()
+            .layer_fn(|inner| Routed::new(inner, routing.clone()))
             .layer(deadline_layer)
             .layer(protection.limit)
             .layer(protection.breaker)

@@ -50,6 +50,7 @@ mod grpc;
 mod load;
 pub(crate) mod optional;
 mod place;
+mod route;
 
 pub use self::client::ClientConfig;
 pub use self::duration::{format_duration, parse_duration};

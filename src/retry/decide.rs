@@ -90,7 +90,7 @@ where
     let Some(state) = retry else {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     };
-    if attempts > config.max_retries {
+    if attempts > state.max_retries {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     }
     let pushback = match class.pushback() {
