@@ -65,6 +65,8 @@ pub struct Client {
     pub(crate) limit: LimitHandle,
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
+    /// The routes and defaults a reload swaps, and what it is compared with.
+    pub(crate) reload: Arc<super::reload::Reload>,
     pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
