@@ -24,12 +24,12 @@ struct Applied {
 }
 
 impl Reload {
-    pub(crate) fn new(routing: Arc<Routing>, defaults: Defaults) -> Reload {
+    pub(crate) fn new(routing: Arc<Routing>, defaults: Defaults, routes: Vec<Route>) -> Reload {
         Reload {
             routing,
             applied: Mutex::new(Applied {
                 defaults,
-                routes: Vec::new(),
+                routes,
                 #[cfg(feature = "serde")]
                 config: None,
             }),
@@ -39,9 +39,6 @@ impl Reload {
     #[cfg(feature = "serde")]
     pub(crate) fn compared_with(self, config: Option<crate::policy::ClientConfig>) -> Reload {
         let mut applied = self.applied.into_inner().unwrap_or_else(|e| e.into_inner());
-        if let Some(config) = &config {
-            applied.routes = config.routes.clone();
-        }
         applied.config = config;
         Reload {
             routing: self.routing,
@@ -73,8 +70,7 @@ impl Client {
         Ok(())
     }
 
-    /// The routes in force (the last reloaded, or those the client was built with when made
-    /// from a configuration or reloaded since).
+    /// The routes in force: those the client was built with, or the last reloaded.
     ///
     /// ```
     /// use meshless::route::Route;
