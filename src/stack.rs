@@ -16,7 +16,7 @@ use crate::error::ConfigError;
 use crate::hedge::{Hedge, HedgeConfig, HedgeLayer, HedgeStats};
 use crate::limit::{Limit, LimitConfig, LimitHandle, LimitLayer};
 use crate::retry::{Idempotency, Retry, RetryConfig, RetryLayer, RetryStats};
-use crate::route::{Defaults, Route, Routed, Routing};
+use crate::route::{Defaults, Route, Routing, Switch};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600)
 /// The layers as their own types rather than boxed: a request then costs no allocation for
 /// the service's clone nor for its future, and no dynamic call per poll.
 pub(crate) type Stack<K, S> =
-    Routed<Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>>;
+    Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>;
 
 /// Names the route of a request, for per-route breakers.
 type RouteName =
@@ -211,8 +211,9 @@ impl Policies {
         protection: Protection,
         balance: Balance<K, S>,
     ) -> Result<(Stack<K, S>, Handles), ConfigError> {
+        // Matched by each client before its stack (`Routing::apply`), from `&self`.
         let routing = Arc::new(Routing::new(&self.routes, &self.defaults())?);
-        let switch = routing.switch();
+        let switch = Switch::client();
         let attempts = self.max_retries.saturating_add(1);
         let deadline = self.deadline.min(NO_LIMIT);
         let attempt_timeout = self
@@ -228,12 +229,12 @@ impl Policies {
             .idempotency(self.idempotency.clone())
             .service_name(self.service_name.clone())
             .metrics(self.metrics)
-            .routes(switch.clone());
+            .routes(switch);
         let mut retry = RetryLayer::new(budget)
             .max_retries(self.max_retries)
             .backoff(self.backoff)
             .idempotency(self.idempotency)
-            .routes(switch.clone());
+            .routes(switch);
         if let Some(configs) = &self.layer_configs {
             retry = retry
                 .replay_cap(configs.retry.replay_cap)
@@ -271,7 +272,7 @@ impl Policies {
             Some(idle) => deadline_layer.body_idle_timeout(idle),
             None => deadline_layer,
         }
-        .routes(switch.clone());
+        .routes(switch);
         let attempt_layer = attempt_layer.routes(switch);
         let handles = Handles {
             breaker: protection.breaker.handle(),
@@ -279,10 +280,9 @@ impl Policies {
             throttle: protection.throttle.handle(),
             hedge: hedge.stats(),
             retry: retry.stats(),
-            routing: routing.clone(),
+            routing,
         };
         let stack = ServiceBuilder::new()
-            .layer_fn(|inner| Routed::new(inner, routing.clone()))
             .layer(deadline_layer)
             .layer(protection.limit)
             .layer(protection.breaker)

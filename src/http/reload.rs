@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 /// What a reload swaps, and what the next one starts from.
 #[derive(Debug)]
 pub(crate) struct Reload {
-    routing: Arc<Routing>,
+    /// Matches each request before the stack.
+    pub(super) routing: Arc<Routing>,
     /// Held through a reload, so that two never interleave.
     applied: Mutex<Applied>,
 }

@@ -354,6 +354,7 @@ impl ClientBuilder {
             throttle: layers.throttle,
             hedge: layers.hedge,
             cleartext,
+            routing: layers.routing,
         };
         Ok(Client {
             stack,

@@ -45,6 +45,8 @@ pub(crate) struct Handles {
     pub(crate) hedge: Arc<HedgeStats>,
     /// Some endpoint is `http`: an `https` request is refused before it could reach one.
     pub(crate) cleartext: bool,
+    /// The routes each request is matched with before the stack.
+    pub(crate) routing: Arc<crate::route::Routing>,
 }
 
 /// Your `reqwest::Client`, with meshless's retries under a budget, deadlines, balancing over
@@ -153,6 +155,7 @@ impl Client {
         if CallerRetries::current() && req.extensions().get::<CallerRetries>().is_none() {
             req.extensions_mut().insert(CallerRetries(true));
         }
+        self.handles.routing.apply(&mut req);
         ResponseFuture {
             state: State::Waiting {
                 call: Oneshot::new(self.stack.clone(), boxed(req)),
@@ -275,10 +278,11 @@ where
         Service::<StackRequest>::poll_ready(&mut self.stack, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if self.handles.cleartext && req.uri().scheme() == Some(&Scheme::HTTPS) {
             return ResponseFuture::failed(cleartext());
         }
+        self.handles.routing.apply(&mut req);
         ResponseFuture {
             state: State::Called {
                 future: self.stack.call(boxed(req)),

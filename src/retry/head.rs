@@ -42,6 +42,15 @@ impl Head {
         }
     }
 
+    /// The retries the request's route allows, if routing is on and it has a route.
+    pub(super) fn route_retries(&self, routes: &crate::route::Switch) -> Option<u32> {
+        if !routes.on() {
+            return None;
+        }
+        let route = self.extensions.get::<crate::route::RouteExt>()?;
+        Some(route.0.max_retries)
+    }
+
     /// Whether the request is idempotent by `rules`, as [`Idempotency::idempotence`] would
     /// have said of the request itself: a marker is never among the extensions left out.
     pub(super) fn idempotence(&self, rules: &Idempotency) -> Idempotence {

@@ -485,7 +485,7 @@ where
             let announce = config.idempotency.idempotence(&first) == Idempotence::Idempotent;
             hops::announce_first(&mut first, announce);
         }
-        let retry = head.map(|head| RetryState::new(head, replay, max_retries));
+        let retry = head.map(|head| RetryState::new(head, replay));
         ResponseFuture::start(
             &mut self.inner,
             service,

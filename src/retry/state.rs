@@ -12,8 +12,6 @@ pub(super) struct RetryState<B> {
     pub(super) head: Head,
     // `None` when the body cannot be replayed (known from the start to exceed the cap).
     pub(super) replay: Option<ReplayBody<B>>,
-    // The request's own limit: its route's, or the layer's.
-    pub(super) max_retries: u32,
     // What only a retry needs, allocated by the first retry decided: most requests never get
     // there, and the future they move around stays smaller.
     retrying: Option<Box<Retrying<B>>>,
@@ -32,11 +30,10 @@ pub(super) struct Retrying<B> {
 
 impl<B> RetryState<B> {
     #[inline]
-    pub(super) fn new(head: Head, replay: Option<ReplayBody<B>>, max_retries: u32) -> Self {
+    pub(super) fn new(head: Head, replay: Option<ReplayBody<B>>) -> Self {
         RetryState {
             head,
             replay,
-            max_retries,
             retrying: None,
         }
     }

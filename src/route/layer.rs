@@ -7,20 +7,30 @@ use crate::retry::Idempotent;
 use http::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
-use tower::Service;
 
-/// Tells the layers below the router whether requests may carry a route: off until a client
-/// has routes or is reloaded, so that one without routes reads nothing more per request.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Switch(Option<Arc<AtomicBool>>);
+/// Whether any client in the process has turned routing on: until one does, the layers below
+/// a router read nothing more per request than this flag.
+static ANY_ROUTED: AtomicBool = AtomicBool::new(false);
+
+/// Tells a layer whether requests may carry a route. A plain flag rather than a handle on the
+/// client's routing: the client clones its stack for every request, and a shared handle
+/// would cost two atomic operations each time. It is on for a client's layers; a request
+/// finds a route only if its client put one there, so a client without routes in a process
+/// where another has some pays one extension lookup per layer, and no more.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Switch(bool);
 
 impl Switch {
+    /// The switch of a client's layers.
+    pub(crate) fn client() -> Switch {
+        Switch(true)
+    }
+
     /// Whether a request may carry a [`RouteExt`]. Never turns off once on: a request routed
     /// while it was on is read as routed.
     #[inline]
     pub(crate) fn on(&self) -> bool {
-        self.0.as_ref().is_some_and(|on| on.load(Ordering::Relaxed))
+        self.0 && ANY_ROUTED.load(Ordering::Relaxed)
     }
 
     /// The request's route, when routing is on and it has one.
@@ -40,7 +50,7 @@ impl Switch {
 /// time of a match and one reference count, and a reload (rare) is the only writer.
 #[derive(Debug)]
 pub(crate) struct Routing {
-    on: Arc<AtomicBool>,
+    on: AtomicBool,
     table: RwLock<Arc<Table>>,
 }
 
@@ -48,15 +58,19 @@ impl Routing {
     /// The routing of a client with `routes` over `defaults`, on if there are routes.
     pub(crate) fn new(routes: &[Route], defaults: &Defaults) -> Result<Routing, ConfigError> {
         validate_all(routes)?;
-        Ok(Routing {
-            on: Arc::new(AtomicBool::new(!routes.is_empty())),
+        let routing = Routing {
+            on: AtomicBool::new(false),
             table: RwLock::new(Arc::new(Table::new(routes, defaults))),
-        })
+        };
+        if !routes.is_empty() {
+            routing.turn_on();
+        }
+        Ok(routing)
     }
 
-    /// What the layers below read to know whether to look for a route.
-    pub(crate) fn switch(&self) -> Switch {
-        Switch(Some(self.on.clone()))
+    fn turn_on(&self) {
+        ANY_ROUTED.store(true, Ordering::Release);
+        self.on.store(true, Ordering::Release);
     }
 
     /// Swaps in new routes and defaults for the requests sent from now on, once checked;
@@ -67,10 +81,21 @@ impl Routing {
         // A poisoned lock only says a reader panicked: the table it guards is whole.
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
         // After the table: a request that sees the switch on finds the new table.
-        self.on.store(true, Ordering::Release);
+        self.turn_on();
         Ok(())
     }
 
+    /// Matches `req` to its route and marks it with the route's policy, once the client has
+    /// routes or was reloaded; before that, one load and a branch. Called by each client
+    /// before its stack, from `&self`: nothing is cloned for it.
+    #[inline]
+    pub(crate) fn apply<B>(&self, req: &mut Request<B>) {
+        if self.on.load(Ordering::Acquire) {
+            self.route(req);
+        }
+    }
+
+    #[inline(never)]
     fn route<B>(&self, req: &mut Request<B>) {
         let policy = {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
@@ -84,41 +109,5 @@ impl Routing {
             }
         }
         extensions.insert(RouteExt(policy));
-    }
-}
-
-/// Matches each request to its route once, before any other layer, and hands the layers
-/// below its policy as a request extension.
-#[derive(Debug, Clone)]
-pub(crate) struct Routed<S> {
-    inner: S,
-    routing: Arc<Routing>,
-}
-
-impl<S> Routed<S> {
-    pub(crate) fn new(inner: S, routing: Arc<Routing>) -> Self {
-        Routed { inner, routing }
-    }
-}
-
-impl<S, B> Service<Request<B>> for Routed<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    #[inline]
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if self.routing.on.load(Ordering::Acquire) {
-            self.routing.route(&mut req);
-        }
-        self.inner.call(req)
     }
 }

@@ -405,6 +405,7 @@ impl ChannelBuilder {
             limit: handles.limit,
             throttle: handles.throttle,
             hedge: handles.hedge,
+            routing: handles.routing,
         })
     }
 }

@@ -62,6 +62,8 @@ pub struct Channel {
     pub(crate) limit: LimitHandle,
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
+    /// The routes each call is matched with before the stack.
+    pub(crate) routing: Arc<crate::route::Routing>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -222,7 +224,8 @@ impl Service<Request<Body>> for Channel {
         self.stack.poll_ready(cx).map_err(status)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        self.routing.apply(&mut req);
         ResponseFuture {
             inner: Some(self.stack.call(req)),
         }
