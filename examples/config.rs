@@ -74,7 +74,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The routes: a POST to the orders route is marked idempotent, so a 503 is retried; a
     // POST elsewhere is not (the server may have acted on it).
     let before = client.stats().retries;
-    let (orders, other) = (post_all(&client, "/v1/orders").await, post_all(&client, "/v1/other").await);
+    let (orders, other) = (
+        post_all(&client, "/v1/orders").await,
+        post_all(&client, "/v1/other").await,
+    );
     println!(
         "\n# routes: 50 POSTs to /v1/orders answered 200: {orders}; 50 POSTs to /v1/other: {other}; retries {}",
         client.stats().retries - before
@@ -83,11 +86,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A reload: every POST marked idempotent, no retries but on the orders route. Requests
     // in flight finish under the policy they started with; endpoints keep their state.
     config.retry.max_retries = 0;
-    config.routes.retain(|r| r.name.as_deref() == Some("orders"));
+    config
+        .routes
+        .retain(|r| r.name.as_deref() == Some("orders"));
     config.routes[0].max_retries = Some(2);
     client.reload(&config)?;
     let before = client.stats().retries;
-    let (orders, other) = (post_all(&client, "/v1/orders").await, post_all(&client, "/v1/other").await);
+    let (orders, other) = (
+        post_all(&client, "/v1/orders").await,
+        post_all(&client, "/v1/other").await,
+    );
     println!(
         "# after a reload ({} routes): /v1/orders answered 200: {orders}; /v1/other: {other}; retries {}",
         client.routes().len(),

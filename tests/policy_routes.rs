@@ -38,7 +38,11 @@ fn expected() -> Vec<Route> {
         Route::path_prefix("/v1/orders")
             .method(http::Method::POST)
             .idempotent(true)
-            .hedge(RouteHedge::on().max_hedges(1).delay(Duration::from_millis(20))),
+            .hedge(
+                RouteHedge::on()
+                    .max_hedges(1)
+                    .delay(Duration::from_millis(20)),
+            ),
         Route::grpc_method("shop.Catalog", "Search")
             .attempt_timeout(Duration::from_millis(250))
             .hedge(RouteHedge::off()),
@@ -100,10 +104,19 @@ fn bad_routes_in_a_file_are_placed_at_their_path() {
         ),
         ("[[routes]]\ntimeout = '0s'", "routes[0].timeout"),
         ("[[routes]]\ntimeout = 5", "routes[0].timeout"),
-        ("[[routes]]\nhedge = { max_hedges = 7 }", "routes[0].hedge.max_hedges"),
+        (
+            "[[routes]]\nhedge = { max_hedges = 7 }",
+            "routes[0].hedge.max_hedges",
+        ),
         ("[[routes]]\nhedge = 'sometimes'", "routes[0].hedge"),
-        ("[[routes]]\nmatch = { method = 'GET' }", "routes[0].match.method"),
-        ("[[routes]]\nmatch = { methods = ['GET', 'B AD'] }", "routes[0].match.methods[1]"),
+        (
+            "[[routes]]\nmatch = { method = 'GET' }",
+            "routes[0].match.method",
+        ),
+        (
+            "[[routes]]\nmatch = { methods = ['GET', 'B AD'] }",
+            "routes[0].match.methods[1]",
+        ),
     ];
     for (routes, path) in cases {
         let text = format!("endpoints = ['127.0.0.1:1']\n{routes}");
@@ -155,7 +168,11 @@ fn a_grpc_service_config_becomes_routes_in_grpc_s_order() {
         Route::grpc_method("a.S", "Fast")
             .max_retries(0)
             .idempotent(true)
-            .hedge(RouteHedge::on().max_hedges(2).delay(Duration::from_millis(10)))
+            .hedge(
+                RouteHedge::on()
+                    .max_hedges(2)
+                    .delay(Duration::from_millis(10))
+            )
     );
     assert_eq!(
         routes[1],

@@ -29,7 +29,8 @@ fn config(fleet: &Fleet, extra: &str) -> ClientConfig {
 
 #[tokio::test(start_paused = true)]
 async fn requests_in_flight_keep_their_policy_while_new_ones_take_the_new() {
-    let fleet = fleet([Behavior::healthy().latency(Latency::fixed(Duration::from_millis(300)))]).await;
+    let fleet =
+        fleet([Behavior::healthy().latency(Latency::fixed(Duration::from_millis(300)))]).await;
     let old = config(&fleet, "[deadline]\ntimeout = '1s'\n");
     let client = Client::builder().build_from(&old);
     let in_flight = tokio::spawn(client.get("/"));
@@ -42,7 +43,10 @@ async fn requests_in_flight_keep_their_policy_while_new_ones_take_the_new() {
     client.reload(&new).expect("a valid reload");
     let after = client.get("/").await.expect_err("under the new deadline");
     assert_eq!(after.kind(), Kind::DeadlineExceeded);
-    let res = in_flight.await.expect("not cancelled").expect("under the old deadline");
+    let res = in_flight
+        .await
+        .expect("not cancelled")
+        .expect("under the old deadline");
     assert_eq!(res.status(), StatusCode::OK);
 }
 
@@ -86,16 +90,26 @@ async fn a_bad_reload_changes_nothing() {
     let mut fixed = base.clone();
     fixed.retry.max_retries = 0;
     fixed.endpoints.push("127.0.0.1:9".into());
-    let err = client.reload(&fixed).expect_err("endpoints are not reloadable");
-    assert_eq!((err.setting(), err.path().as_str()), ("reload", "endpoints"));
+    let err = client
+        .reload(&fixed)
+        .expect_err("endpoints are not reloadable");
+    assert_eq!(
+        (err.setting(), err.path().as_str()),
+        ("reload", "endpoints")
+    );
     let mut fixed = base.clone();
     fixed.breaker.window = Duration::from_secs(3);
-    let err = client.reload(&fixed).expect_err("the breaker is not reloadable");
+    let err = client
+        .reload(&fixed)
+        .expect_err("the breaker is not reloadable");
     assert_eq!(err.path(), "breaker.window");
     let mut fixed = base.clone();
-    fixed.hedge = Some(meshless::hedge::HedgeConfig::default());
-    fixed.hedge.as_mut().map(|h| h.max_extra_load = 0.5);
-    let err = client.reload(&fixed).expect_err("the extra-load cap is the layer's");
+    let mut hedge = meshless::hedge::HedgeConfig::default();
+    hedge.max_extra_load = 0.5;
+    fixed.hedge = Some(hedge);
+    let err = client
+        .reload(&fixed)
+        .expect_err("the extra-load cap is the layer's");
     assert_eq!(err.path(), "hedge.max_extra_load");
 
     assert_eq!((attempts("/once").await, attempts("/x").await), (1, 3));
@@ -130,7 +144,10 @@ async fn endpoint_state_survives_a_reload() {
             .map(|e| (e.failures, e.rtt))
     };
     let (failures, rtt) = penalised(&before).expect("the failing endpoint is listed");
-    assert!(failures >= 1 && rtt >= Duration::from_millis(500), "{before:?}");
+    assert!(
+        failures >= 1 && rtt >= Duration::from_millis(500),
+        "{before:?}"
+    );
     let retries_before = client.retry_stats().retries();
 
     let mut new = base.clone();
@@ -153,7 +170,10 @@ async fn endpoint_state_survives_a_reload() {
     // The failing endpoint's penalty is still what steers requests away from it.
     let sent_to_failing = fleet.backend(1).counters().requests();
     for _ in 0..10 {
-        assert_eq!(client.get("/").await.expect("answered").status(), StatusCode::OK);
+        assert_eq!(
+            client.get("/").await.expect("answered").status(),
+            StatusCode::OK
+        );
     }
     assert_eq!(fleet.backend(1).counters().requests(), sent_to_failing);
 }
@@ -206,7 +226,10 @@ async fn reload_file_and_reload_routes_apply_and_a_client_built_in_code_reloads_
     let path = std::env::temp_dir().join(format!("meshless-reload-{}.yaml", std::process::id()));
     std::fs::write(
         &path,
-        format!("endpoints: ['{}']\nretry: {{ max_retries: 1 }}\n", fleet.addrs()[0]),
+        format!(
+            "endpoints: ['{}']\nretry: {{ max_retries: 1 }}\n",
+            fleet.addrs()[0]
+        ),
     )
     .expect("written");
     client.reload_file(&path).expect("a valid file");

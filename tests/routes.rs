@@ -67,12 +67,18 @@ async fn a_routes_deadline_applies_to_its_path_only() {
         .expect("a client");
 
     let started = Instant::now();
-    let err = client.get("/slow/report").await.expect_err("past the route's deadline");
+    let err = client
+        .get("/slow/report")
+        .await
+        .expect_err("past the route's deadline");
     assert_eq!(err.kind(), Kind::DeadlineExceeded);
     assert_eq!(started.elapsed(), Duration::from_millis(50));
 
     let started = Instant::now();
-    let res = client.get("/slower").await.expect("under the client's deadline");
+    let res = client
+        .get("/slower")
+        .await
+        .expect("under the client's deadline");
     assert_eq!(res.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(400));
 }
@@ -109,10 +115,19 @@ async fn a_post_route_marked_idempotent_is_retried_and_an_unmarked_post_is_not()
         .route(Route::path_prefix("/v1/items").idempotent(false))
         .build()
         .expect("a client");
-    assert_eq!(attempts(&fleet, &client, Method::POST, "/v1/orders").await, 3);
-    assert_eq!(attempts(&fleet, &client, Method::POST, "/v1/payments").await, 1);
+    assert_eq!(
+        attempts(&fleet, &client, Method::POST, "/v1/orders").await,
+        3
+    );
+    assert_eq!(
+        attempts(&fleet, &client, Method::POST, "/v1/payments").await,
+        1
+    );
     // The route's methods: a PUT to the orders path is not the POST route's.
-    assert_eq!(attempts(&fleet, &client, Method::PUT, "/v1/orders").await, 3);
+    assert_eq!(
+        attempts(&fleet, &client, Method::PUT, "/v1/orders").await,
+        3
+    );
     // Marked not idempotent: even a GET is sent once.
     assert_eq!(attempts(&fleet, &client, Method::GET, "/v1/items").await, 1);
 }
@@ -127,7 +142,8 @@ async fn a_caller_s_own_mark_wins_over_its_route_s() {
     let mut req = Request::post("/v1/orders")
         .body(Full::new(Bytes::new()))
         .expect("a request");
-    req.extensions_mut().insert(meshless::retry::Idempotent(false));
+    req.extensions_mut()
+        .insert(meshless::retry::Idempotent(false));
     let before = fleet.totals().requests;
     client.request(req).await.expect("answered");
     assert_eq!(fleet.totals().requests - before, 1);
@@ -143,10 +159,22 @@ async fn a_grpc_method_route_applies_to_that_method_only() {
         .build()
         .expect("a client");
     let post = Method::POST;
-    assert_eq!(attempts(&fleet, &client, post.clone(), "/shop.Catalog/Search").await, 3);
-    assert_eq!(attempts(&fleet, &client, post.clone(), "/shop.Catalog/Add").await, 1);
-    assert_eq!(attempts(&fleet, &client, Method::GET, "/shop.Catalog/Other").await, 3);
-    assert_eq!(attempts(&fleet, &client, Method::GET, "/shop.Orders/List").await, 1);
+    assert_eq!(
+        attempts(&fleet, &client, post.clone(), "/shop.Catalog/Search").await,
+        3
+    );
+    assert_eq!(
+        attempts(&fleet, &client, post.clone(), "/shop.Catalog/Add").await,
+        1
+    );
+    assert_eq!(
+        attempts(&fleet, &client, Method::GET, "/shop.Catalog/Other").await,
+        3
+    );
+    assert_eq!(
+        attempts(&fleet, &client, Method::GET, "/shop.Orders/List").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -163,8 +191,14 @@ async fn the_first_route_that_fits_wins() {
         .route(Route::path_prefix("/a").max_retries(0))
         .build()
         .expect("a client");
-    assert_eq!(attempts(&fleet, &narrow_first, Method::GET, "/a/b").await, 2);
-    assert_eq!(attempts(&fleet, &narrow_first, Method::GET, "/a/c").await, 1);
+    assert_eq!(
+        attempts(&fleet, &narrow_first, Method::GET, "/a/b").await,
+        2
+    );
+    assert_eq!(
+        attempts(&fleet, &narrow_first, Method::GET, "/a/c").await,
+        1
+    );
     // Prefixes fit whole segments: `/ab` is not under `/a`.
     assert_eq!(attempts(&fleet, &narrow_first, Method::GET, "/ab").await, 3);
 }
@@ -177,7 +211,9 @@ async fn a_route_turns_hedging_on_or_off_for_its_path() {
     )
     .await;
     let client = builder(&fleet)
-        .route(Route::path_prefix("/hedged").hedge(RouteHedge::on().delay(Duration::from_millis(20))))
+        .route(
+            Route::path_prefix("/hedged").hedge(RouteHedge::on().delay(Duration::from_millis(20))),
+        )
         .build()
         .expect("a client that does not hedge");
     client.get("/plain").await.expect("answered");

@@ -187,7 +187,7 @@ impl<S> Layer<S> for HedgeLayer {
                 non_fatal: config.non_fatal_statuses.clone(),
                 service: self.observe.service.clone(),
                 telemetry: Telemetry::new(self.stats.clone(), &self.observe),
-                routes: self.routes.clone(),
+                routes: self.routes,
             }),
         }
     }

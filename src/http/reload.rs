@@ -63,7 +63,10 @@ impl Client {
     /// assert_eq!(err.path(), "routes[0].match.path_prefix");
     /// # Ok::<(), meshless::ConfigError>(())
     /// ```
-    pub fn reload_routes(&self, routes: impl IntoIterator<Item = Route>) -> Result<(), ConfigError> {
+    pub fn reload_routes(
+        &self,
+        routes: impl IntoIterator<Item = Route>,
+    ) -> Result<(), ConfigError> {
         let routes: Vec<Route> = routes.into_iter().collect();
         let mut applied = self.lock();
         self.reload.routing.reload(&routes, &applied.defaults)?;

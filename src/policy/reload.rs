@@ -69,7 +69,11 @@ fn differs(a: &Value, b: &Value, path: &mut String) -> bool {
                 }
                 path.push_str(key);
                 let none = Value::Null;
-                if differs(a.get(key).unwrap_or(&none), b.get(key).unwrap_or(&none), path) {
+                if differs(
+                    a.get(key).unwrap_or(&none),
+                    b.get(key).unwrap_or(&none),
+                    path,
+                ) {
                     return true;
                 }
                 path.truncate(len);

@@ -3,14 +3,29 @@ use super::*;
 #[test]
 fn bad_matches_name_their_field() {
     let cases = [
-        (RouteMatch::default().methods(["GET", "BAD METHOD"]), "match.methods[1]"),
+        (
+            RouteMatch::default().methods(["GET", "BAD METHOD"]),
+            "match.methods[1]",
+        ),
         (RouteMatch::default().path_prefix("v1"), "match.path_prefix"),
-        (RouteMatch::default().path_prefix("/v1?x"), "match.path_prefix"),
-        (RouteMatch::default().path_prefix("/v1").service("a.S"), "match.service"),
+        (
+            RouteMatch::default().path_prefix("/v1?x"),
+            "match.path_prefix",
+        ),
+        (
+            RouteMatch::default().path_prefix("/v1").service("a.S"),
+            "match.service",
+        ),
         (RouteMatch::default().service("a/S"), "match.service"),
-        (RouteMatch::default().service("a.S").methods(["POST"]), "match.methods"),
+        (
+            RouteMatch::default().service("a.S").methods(["POST"]),
+            "match.methods",
+        ),
         (RouteMatch::default().method("GET"), "match.method"),
-        (RouteMatch::default().service("a.S").method(""), "match.method"),
+        (
+            RouteMatch::default().service("a.S").method(""),
+            "match.method",
+        ),
     ];
     for (m, path) in cases {
         let err = m.validate().unwrap_err();
