@@ -83,7 +83,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.stats().retries - before
     );
 
-    // A reload: every POST marked idempotent, no retries but on the orders route. Requests
+    // A reload: no retries but on the orders route, the other routes gone. Requests
     // in flight finish under the policy they started with; endpoints keep their state.
     config.retry.max_retries = 0;
     config
