@@ -163,6 +163,27 @@ impl Client {
         }
     }
 
+    /// Replaces the client's routes (see [`crate::route`]) for the requests sent from now
+    /// on, keeping its other settings. Checked first: a bad route changes nothing and comes
+    /// back as a [`ConfigError`](crate::ConfigError) naming it. Requests in flight finish
+    /// with the policies they started with; endpoints and their state are untouched.
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// let client = meshless::reqwest::Client::builder(reqwest::Client::new())
+    ///     .endpoints(["http://127.0.0.1:1"])
+    ///     .build()?;
+    /// client.reload_routes([Route::path_prefix("/v1/reports").max_retries(0)])?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn reload_routes(
+        &self,
+        routes: impl IntoIterator<Item = crate::route::Route>,
+    ) -> Result<(), crate::ConfigError> {
+        let routes: Vec<_> = routes.into_iter().collect();
+        self.handles.routing.reload_routes(&routes)
+    }
+
     /// Each endpoint's requests, failures, ejections, in-flight count, RTT and status, named by
     /// its base URL.
     ///

@@ -89,6 +89,16 @@ impl Routing {
         Ok(())
     }
 
+    /// Swaps in new routes over the defaults in force (see [`reload`](Self::reload)).
+    pub(crate) fn reload_routes(&self, routes: &[Route]) -> Result<(), ConfigError> {
+        let defaults = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .defaults;
+        self.reload(routes, &defaults)
+    }
+
     /// Matches `req` to its route and marks it with the route's policy, once the client has
     /// routes or was reloaded; before that, one load and a branch. Called by each client
     /// before its stack, from `&self`: nothing is cloned for it.

@@ -135,6 +135,8 @@ impl Matcher {
 pub(crate) struct Table {
     routes: Vec<(Matcher, Arc<RoutePolicy>)>,
     fallback: Arc<RoutePolicy>,
+    /// What the routes were resolved over, for a reload of the routes alone.
+    pub(crate) defaults: Defaults,
 }
 
 impl Table {
@@ -151,6 +153,7 @@ impl Table {
                 })
                 .collect(),
             fallback: Arc::new(RoutePolicy::resolve(None, defaults)),
+            defaults: *defaults,
         }
     }
 
