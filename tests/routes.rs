@@ -256,3 +256,33 @@ fn bad_routes_are_refused_naming_the_field() {
         assert_eq!(err.setting(), "routes");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_routes_attempt_timeout_applies_to_every_retry() {
+    let fleet = fleet(
+        Behavior::healthy().latency(Latency::fixed(Duration::from_millis(400))),
+        1,
+    )
+    .await;
+    let client = builder(&fleet)
+        .deadline(Duration::from_secs(10))
+        .attempt_timeout(Duration::from_secs(5))
+        .route(
+            Route::path_prefix("/quick")
+                .attempt_timeout(Duration::from_millis(100))
+                .max_retries(2),
+        )
+        .build()
+        .expect("a client");
+    let started = Instant::now();
+    let err = client.get("/quick").await.expect_err("every attempt cut");
+    assert_eq!(err.kind(), Kind::RetriesExhausted);
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(started.elapsed(), Duration::from_millis(300));
+    assert_eq!(fleet.totals().requests, 3);
+    // Elsewhere the client's 5 s attempt lets the first answer in.
+    assert_eq!(
+        client.get("/").await.expect("answered").status(),
+        StatusCode::OK
+    );
+}

@@ -413,10 +413,9 @@ impl ClientBuilder {
         };
 
         let service = Arc::from(self.policies.service_name.as_str());
-        let defaults = self.policies.defaults();
         let routes = self.policies.routes.clone();
         let (stack, handles) = self.policies.stack(protection, balance.clone())?;
-        let reload = super::reload::Reload::new(handles.routing, defaults, routes);
+        let reload = super::reload::Reload::new(handles.routing, routes);
         #[cfg(feature = "serde")]
         let reload = reload.compared_with(self.config);
         Ok(Client {

@@ -2,7 +2,7 @@
 
 use super::client::Client;
 use crate::error::ConfigError;
-use crate::route::{Defaults, Route, Routing};
+use crate::route::{Route, Routing};
 use std::sync::{Arc, Mutex};
 
 /// What a reload swaps, and what the next one starts from.
@@ -16,7 +16,6 @@ pub(crate) struct Reload {
 
 #[derive(Debug)]
 struct Applied {
-    defaults: Defaults,
     routes: Vec<Route>,
     /// The configuration in force, when the client was made from one: a reload may change
     /// only what it can apply.
@@ -25,11 +24,10 @@ struct Applied {
 }
 
 impl Reload {
-    pub(crate) fn new(routing: Arc<Routing>, defaults: Defaults, routes: Vec<Route>) -> Reload {
+    pub(crate) fn new(routing: Arc<Routing>, routes: Vec<Route>) -> Reload {
         Reload {
             routing,
             applied: Mutex::new(Applied {
-                defaults,
                 routes,
                 #[cfg(feature = "serde")]
                 config: None,
@@ -69,7 +67,7 @@ impl Client {
     ) -> Result<(), ConfigError> {
         let routes: Vec<Route> = routes.into_iter().collect();
         let mut applied = self.lock();
-        self.reload.routing.reload(&routes, &applied.defaults)?;
+        self.reload.routing.reload_routes(&routes)?;
         applied.routes = routes;
         Ok(())
     }
@@ -148,7 +146,6 @@ mod from_config {
             }
             let defaults = crate::policy::route_defaults(&config);
             self.reload.routing.reload(&config.routes, &defaults)?;
-            applied.defaults = defaults;
             applied.routes = config.routes.clone();
             if applied.config.is_some() {
                 applied.config = Some(config);
