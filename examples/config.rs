@@ -1,7 +1,8 @@
 //! A client built from a configuration file (`examples/config/client.toml`, or the path
 //! given), run against a local fleet of three backends: one healthy with a long tail (median
 //! 5 ms, p99 150 ms), one that fails 40% of requests with 503, one that answers in 300 ms. Prints the policy as loaded (every default
-//! filled in) and what it did.
+//! filled in) and what it did; then sends to the file's routes, reloads the client with new
+//! retries and routes while it runs, and shows the change.
 //!
 //! ```text
 //! cargo run --example config --features serde [-- path/to/client.toml|.yaml|.json]
@@ -69,6 +70,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             backend.counters().responses_5xx()
         );
     }
+
+    // The routes: a POST to the orders route is marked idempotent, so a 503 is retried; a
+    // POST elsewhere is not (the server may have acted on it).
+    let before = client.stats().retries;
+    let (orders, other) = (
+        post_all(&client, "/v1/orders").await,
+        post_all(&client, "/v1/other").await,
+    );
+    println!(
+        "\n# routes: 50 POSTs to /v1/orders answered 200: {orders}; 50 POSTs to /v1/other: {other}; retries {}",
+        client.stats().retries - before
+    );
+
+    // A reload: no retries but on the orders route, the other routes gone. Requests
+    // in flight finish under the policy they started with; endpoints keep their state.
+    config.retry.max_retries = 0;
+    config
+        .routes
+        .retain(|r| r.name.as_deref() == Some("orders"));
+    config.routes[0].max_retries = Some(2);
+    client.reload(&config)?;
+    let before = client.stats().retries;
+    let (orders, other) = (
+        post_all(&client, "/v1/orders").await,
+        post_all(&client, "/v1/other").await,
+    );
+    println!(
+        "# after a reload ({} routes): /v1/orders answered 200: {orders}; /v1/other: {other}; retries {}",
+        client.routes().len(),
+        client.stats().retries - before
+    );
+    config.endpoints.push("127.0.0.1:1".into());
+    match client.reload(&config) {
+        Ok(()) => println!("# a reload that adds an endpoint applied"),
+        Err(e) => println!("# a reload that adds an endpoint is refused: {e}"),
+    }
     fleet.shutdown().await;
     Ok(())
+}
+
+/// Sends 50 POSTs to `path`, counting the 200s.
+async fn post_all(client: &meshless::http::Client, path: &str) -> usize {
+    let mut ok = 0;
+    for _ in 0..50 {
+        if let Ok(res) = client.post(path, "{}").await {
+            ok += usize::from(res.status() == 200);
+        }
+    }
+    ok
 }

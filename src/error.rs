@@ -566,7 +566,6 @@ impl ConfigError {
     }
 
     /// The same problem, placed at `path` in the file it was read from.
-    #[cfg(feature = "serde")]
     pub(crate) fn placed(mut self, path: String) -> Self {
         self.path = Some(path.into_boxed_str());
         self

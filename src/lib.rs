@@ -22,6 +22,7 @@ mod primitives;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
 pub mod retry;
+pub mod route;
 mod stack;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -16,6 +16,7 @@ use crate::error::ConfigError;
 use crate::hedge::{Hedge, HedgeConfig, HedgeLayer, HedgeStats};
 use crate::limit::{Limit, LimitConfig, LimitHandle, LimitLayer};
 use crate::retry::{Idempotency, Retry, RetryConfig, RetryLayer, RetryStats};
+use crate::route::{Defaults, Route, Routing, Switch};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -89,6 +90,8 @@ pub(crate) struct Policies {
     /// Trust a deadline the request carries (gRPC's `grpc-timeout` is the caller's own).
     pub(crate) honor_inbound: bool,
     pub(crate) layer_configs: Option<LayerConfigs>,
+    /// Per-route policies, the first that fits a request winning.
+    pub(crate) routes: Vec<Route>,
 }
 
 impl Default for Policies {
@@ -113,6 +116,7 @@ impl Default for Policies {
             metrics: true,
             honor_inbound: false,
             layer_configs: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -131,6 +135,8 @@ pub(crate) struct Handles {
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
     pub(crate) retry: Arc<RetryStats>,
+    /// The routes and defaults a reload swaps.
+    pub(crate) routing: Arc<Routing>,
 }
 
 impl Policies {
@@ -146,6 +152,21 @@ impl Policies {
             ));
         }
         Ok(())
+    }
+
+    /// What a route may override, as the client has it.
+    pub(crate) fn defaults(&self) -> Defaults {
+        let hedge = self.hedge.as_ref();
+        Defaults {
+            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout,
+            max_retries: self.max_retries,
+            hedge: crate::route::HedgePlan {
+                enabled: hedge.is_some_and(|h| h.enabled && h.max_hedges > 0),
+                max_hedges: hedge.map_or(1, |h| h.max_hedges),
+                delay: None,
+            },
+        }
     }
 
     /// The circuit breaker, the concurrency limit and the throttle, checked
@@ -190,6 +211,9 @@ impl Policies {
         protection: Protection,
         balance: Balance<K, S>,
     ) -> Result<(Stack<K, S>, Handles), ConfigError> {
+        // Matched by each client before its stack (`Routing::apply`), from `&self`.
+        let routing = Arc::new(Routing::new(&self.routes, &self.defaults())?);
+        let switch = Switch::client();
         let attempts = self.max_retries.saturating_add(1);
         let deadline = self.deadline.min(NO_LIMIT);
         let attempt_timeout = self
@@ -204,11 +228,13 @@ impl Policies {
         let hedge = HedgeLayer::from_config(budget.clone(), &hedge_config)?
             .idempotency(self.idempotency.clone())
             .service_name(self.service_name.clone())
-            .metrics(self.metrics);
+            .metrics(self.metrics)
+            .routes(switch);
         let mut retry = RetryLayer::new(budget)
             .max_retries(self.max_retries)
             .backoff(self.backoff)
-            .idempotency(self.idempotency);
+            .idempotency(self.idempotency)
+            .routes(switch);
         if let Some(configs) = &self.layer_configs {
             retry = retry
                 .replay_cap(configs.retry.replay_cap)
@@ -245,13 +271,16 @@ impl Policies {
         let deadline_layer = match self.body_idle_timeout {
             Some(idle) => deadline_layer.body_idle_timeout(idle),
             None => deadline_layer,
-        };
+        }
+        .routes(switch);
+        let attempt_layer = attempt_layer.routes(switch);
         let handles = Handles {
             breaker: protection.breaker.handle(),
             limit: protection.limit.handle(),
             throttle: protection.throttle.handle(),
             hedge: hedge.stats(),
             retry: retry.stats(),
+            routing,
         };
         let stack = ServiceBuilder::new()
             .layer(deadline_layer)

@@ -29,6 +29,8 @@ use tower::{Layer, Service};
 pub struct AttemptTimeoutLayer {
     pub(super) timeout: Option<Duration>,
     pub(super) header: Option<HeaderName>,
+    /// Whether to look for a route's attempt timeout (a client's routes).
+    pub(super) routes: crate::route::Switch,
 }
 
 impl AttemptTimeoutLayer {
@@ -45,7 +47,14 @@ impl AttemptTimeoutLayer {
         AttemptTimeoutLayer {
             timeout: Some(timeout),
             header: None,
+            routes: crate::route::Switch::default(),
         }
+    }
+
+    /// Reads a request's route for its attempt timeout, in place of this one.
+    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// No per-attempt limit: attempts are bounded only by the request's deadline, which is
@@ -58,6 +67,7 @@ impl AttemptTimeoutLayer {
         AttemptTimeoutLayer {
             timeout: None,
             header: None,
+            routes: crate::route::Switch::default(),
         }
     }
 
@@ -198,7 +208,10 @@ impl<S> AttemptTimeout<S> {
     /// [`RequestDeadline`] and tells the server.
     #[inline(never)]
     fn limit<B>(&self, req: &mut Request<B>, now: Instant) -> (Option<Instant>, Kind) {
-        let timeout = self.config.timeout;
+        let timeout = match self.config.routes.route(req) {
+            Some(route) => Some(route.0.attempt_timeout),
+            None => self.config.timeout,
+        };
         // Whichever limit is shorter decides both the timer and the error it reports. Compared
         // as instants: a duration between two instants costs as much as the rest of this
         // function, and only a propagated limit needs one.

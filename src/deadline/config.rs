@@ -154,6 +154,7 @@ impl DeadlineLayer {
             header,
             body_idle: config.body_idle_timeout,
             streaming_types,
+            routes: Default::default(),
         })
     }
 
@@ -260,6 +261,7 @@ impl AttemptTimeoutLayer {
         Ok(AttemptTimeoutLayer {
             timeout: config.timeout,
             header,
+            routes: Default::default(),
         })
     }
 

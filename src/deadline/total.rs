@@ -36,6 +36,8 @@ pub struct DeadlineLayer {
     /// Streaming content types beyond the defaults; `None` keeps requests free of the extra
     /// extension.
     pub(super) streaming_types: Option<Arc<[HeaderValue]>>,
+    /// Whether to look for a route's deadline (a client's routes).
+    pub(super) routes: crate::route::Switch,
 }
 
 impl DeadlineLayer {
@@ -55,7 +57,14 @@ impl DeadlineLayer {
             header: HeaderName::from_static(DEADLINE_HEADER),
             body_idle: None,
             streaming_types: None,
+            routes: crate::route::Switch::default(),
         }
+    }
+
+    /// Reads a request's route for its deadline, in place of `timeout`.
+    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// Fails the response body with [`Kind::BodyIdleTimeout`] when no frame arrives for
@@ -197,9 +206,13 @@ impl<S> Deadline<S> {
     fn deadline_for<B>(
         &self,
         req: &mut Request<B>,
-        own: Instant,
+        mut own: Instant,
         now: Instant,
-    ) -> (Instant, StreamingRule) {
+    ) -> (Instant, Instant, StreamingRule) {
+        // A route's timeout replaces the layer's; whatever the request carries still caps it.
+        if let Some(route) = self.config.routes.route(req) {
+            own = super::instant_after(now, route.0.deadline);
+        }
         // Asked before the insert below, which would make the map longer to search.
         let streaming = StreamingRule::with_types(req, self.config.streaming_types.as_ref());
         let mut deadline = own;
@@ -226,7 +239,7 @@ impl<S> Deadline<S> {
             // if it started anew.
             req.extensions_mut().insert(CallerDeadline(caller));
         }
-        (deadline, streaming)
+        (deadline, own, streaming)
     }
 }
 
@@ -259,8 +272,10 @@ where
         let own = super::instant_after(now, self.config.timeout);
         // A request with no extension and no header has no earlier deadline, no limit of its
         // own and no streaming marker: only the extra content types are left to carry.
-        let (deadline, streaming) = if req.extensions().is_empty() && req.headers().is_empty() {
+        let (deadline, own, streaming) = if req.extensions().is_empty() && req.headers().is_empty()
+        {
             (
+                own,
                 own,
                 StreamingRule::unmarked(self.config.streaming_types.as_ref()),
             )

@@ -64,6 +64,8 @@ pub(super) struct Race<S, B, F, R> {
     deadline: Option<Instant>,
     hedges: Vec<Attempt<F>>,
     sent: u32,
+    /// The request's own limit: its route's, or the layer's.
+    max_hedges: u32,
     /// No more hedges will be sent.
     stopped: bool,
     /// A hedge admitted (its tokens taken), waiting for the service to be ready.
@@ -86,7 +88,12 @@ impl<S, B, F, R> Race<S, ReplayBody<B>, F, R>
 where
     B: Body,
 {
-    pub(super) fn new(service: S, req: &Request<ReplayBody<B>>, delay: Known) -> Self {
+    pub(super) fn new(
+        service: S,
+        req: &Request<ReplayBody<B>>,
+        delay: Known,
+        max_hedges: u32,
+    ) -> Self {
         let (delay, known) = match delay {
             Known::Now(delay) => (delay, None),
             Known::Later(known) => (Duration::ZERO, Some(Box::pin(known))),
@@ -101,6 +108,7 @@ where
             deadline: req.extensions().get::<RequestDeadline>().map(|d| d.0),
             hedges: Vec::new(),
             sent: 0,
+            max_hedges,
             stopped: false,
             waiting: None,
             failure: None,
@@ -373,7 +381,7 @@ where
                 delay_us = race.delay.as_micros() as u64,
                 "hedge sent"
             );
-            if race.sent >= shared.max_hedges {
+            if race.sent >= race.max_hedges {
                 race.stopped = true;
             } else {
                 this.timer

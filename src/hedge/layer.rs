@@ -47,6 +47,7 @@ pub struct HedgeLayer {
     idempotency: Idempotency,
     stats: Arc<HedgeStats>,
     observe: Settings,
+    routes: crate::route::Switch,
 }
 
 impl HedgeLayer {
@@ -100,7 +101,14 @@ impl HedgeLayer {
             idempotency: Idempotency::default(),
             stats: Arc::new(HedgeStats::new(delay)),
             observe: Settings::default(),
+            routes: crate::route::Switch::default(),
         }
+    }
+
+    /// Reads a request's route for whether, how often and after how long to hedge it.
+    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// The settings of this layer, as plain data.
@@ -179,6 +187,7 @@ impl<S> Layer<S> for HedgeLayer {
                 non_fatal: config.non_fatal_statuses.clone(),
                 service: self.observe.service.clone(),
                 telemetry: Telemetry::new(self.stats.clone(), &self.observe),
+                routes: self.routes,
             }),
         }
     }
@@ -194,6 +203,7 @@ pub(super) struct Shared {
     non_fatal: Vec<u16>,
     pub(super) service: metrics::SharedString,
     pub(super) telemetry: Telemetry,
+    routes: crate::route::Switch,
 }
 
 impl Shared {
@@ -333,7 +343,14 @@ where
 
     fn call(&mut self, mut req: Request<ReplayBody<B>>) -> Self::Future {
         let shared = &self.shared;
-        if !shared.enabled {
+        let (enabled, max_hedges, fixed) = match shared.routes.route(&req) {
+            None => (shared.enabled, shared.max_hedges, None),
+            Some(route) => {
+                let plan = route.0.hedge;
+                (plan.enabled, plan.max_hedges, plan.delay)
+            }
+        };
+        if !enabled {
             return ResponseFuture::passthrough(self.inner.call(req));
         }
         shared.extra.deposit();
@@ -357,7 +374,11 @@ where
         let now = Instant::now();
         // The head is copied before the list goes in: the hedges get the list apart, so that a
         // request with no extensions does not have its map copied as well.
-        let race = super::future::Race::new(self.inner.clone(), &req, delay.known());
+        let known = match fixed {
+            Some(delay) => super::delay::Known::Now(delay),
+            None => delay.known(),
+        };
+        let race = super::future::Race::new(self.inner.clone(), &req, known, max_hedges);
         req.extensions_mut().insert(race.avoid());
         let first = self.inner.call(req);
         ResponseFuture::race(first, shared.clone(), now, race)

@@ -11,6 +11,7 @@ use crate::classify::Classifier;
 use crate::error::ConfigError;
 use crate::outlier::OutlierConfig;
 use crate::retry::Idempotency;
+use crate::route::Route;
 use crate::stack::{LayerConfigs, NO_LIMIT, Policies};
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -93,6 +94,9 @@ pub struct ClientBuilder {
     pool_max_idle_per_host: usize,
     #[cfg(feature = "tls")]
     tls: super::tls::TlsSettings,
+    /// The configuration the builder was made from, which a reload is compared with.
+    #[cfg(feature = "serde")]
+    config: Option<crate::policy::ClientConfig>,
 }
 
 impl Default for ClientBuilder {
@@ -117,6 +121,8 @@ impl Default for ClientBuilder {
             pool_max_idle_per_host: 128,
             #[cfg(feature = "tls")]
             tls: super::tls::TlsSettings::default(),
+            #[cfg(feature = "serde")]
+            config: None,
         }
     }
 }
@@ -316,6 +322,41 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a per-route policy (see [`crate::route`]): the first route that fits a request,
+    /// in the order added, gives its deadline, attempt timeout, retries, idempotency and
+    /// hedging; a request no route fits runs with the client's. Checked by
+    /// [`build`](Self::build), errors naming `routes[i].<field>`.
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// use std::time::Duration;
+    /// let client = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080"])
+    ///     .route(Route::path_prefix("/v1/reports").timeout(Duration::from_secs(30)))
+    ///     .build()?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn route(mut self, route: Route) -> Self {
+        self.policies.routes.push(route);
+        self
+    }
+
+    /// Adds several per-route policies, in order (see [`route`](Self::route)).
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// let err = meshless::http::Client::builder()
+    ///     .endpoints(["127.0.0.1:8080"])
+    ///     .routes([Route::path_prefix("/a"), Route::path_prefix("b")])
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.path(), "routes[1].match.path_prefix");
+    /// ```
+    pub fn routes(mut self, routes: impl IntoIterator<Item = Route>) -> Self {
+        self.policies.routes.extend(routes);
+        self
+    }
+
     /// Checks the configuration and builds the client.
     ///
     /// ```
@@ -392,7 +433,11 @@ impl ClientBuilder {
         };
 
         let service = Arc::from(self.policies.service_name.as_str());
+        let routes = self.policies.routes.clone();
         let (stack, handles) = self.policies.stack(protection, balance.clone())?;
+        let reload = super::reload::Reload::new(handles.routing, routes);
+        #[cfg(feature = "serde")]
+        let reload = reload.compared_with(self.config);
         Ok(Client {
             stack,
             balance,
@@ -401,6 +446,7 @@ impl ClientBuilder {
             limit: handles.limit,
             throttle: handles.throttle,
             hedge: handles.hedge,
+            reload: Arc::new(reload),
             service,
             _dns: dns,
         })

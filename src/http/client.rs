@@ -65,6 +65,8 @@ pub struct Client {
     pub(crate) limit: LimitHandle,
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
+    /// The routes and defaults a reload swaps, and what it is compared with.
+    pub(crate) reload: Arc<super::reload::Reload>,
     pub(crate) service: Arc<str>,
     pub(crate) _dns: Option<Arc<AbortOnDrop>>,
 }
@@ -150,6 +152,7 @@ impl Client {
         if CallerRetries::current() && req.extensions().get::<CallerRetries>().is_none() {
             req.extensions_mut().insert(CallerRetries(true));
         }
+        self.reload.routing.apply(&mut req);
         ResponseFuture {
             state: State::Waiting {
                 call: Oneshot::new(self.stack.clone(), boxed(req)),
@@ -358,10 +361,11 @@ where
         self.stack.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if let Err(e) = check_scheme(req.uri()) {
             return ResponseFuture::failed(e);
         }
+        self.reload.routing.apply(&mut req);
         ResponseFuture {
             state: State::Called {
                 future: self.stack.call(boxed(req)),

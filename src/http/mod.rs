@@ -40,6 +40,7 @@ mod client;
 mod connect;
 mod dns;
 mod endpoint;
+mod reload;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;

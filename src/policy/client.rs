@@ -9,6 +9,7 @@ use crate::error::ConfigError;
 use crate::hedge::HedgeConfig;
 use crate::limit::{Algorithm, LimitConfig};
 use crate::retry::RetryConfig;
+use crate::route::Route;
 use crate::throttle::ThrottleConfig;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -39,6 +40,7 @@ use std::time::Duration;
 /// | `limit` | [`LimitConfig`] | unlimited |
 /// | `throttle` | [`ThrottleConfig`] | off |
 /// | `hedge` | [`HedgeConfig`] or `"off"` | off (missing) |
+/// | `routes` | a list of [`Route`]s (`[[routes]]` in TOML) | none |
 ///
 /// One setting is the client's own rather than the file's: an `http::Client` always holds a
 /// server's pushback against the endpoint that sent it (its balancer routes around it), so
@@ -92,6 +94,10 @@ pub struct ClientConfig {
     /// Hedging; `None` (missing, or `"off"`) sends no hedge.
     #[serde(with = "super::optional")]
     pub hedge: Option<HedgeConfig>,
+    /// Per-route policies (`[[routes]]`), the first that fits a request winning; see
+    /// [`Route`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
 }
 
 impl Default for ClientConfig {
@@ -112,6 +118,7 @@ impl Default for ClientConfig {
             limit: LimitConfig::default(),
             throttle: ThrottleConfig::default(),
             hedge: None,
+            routes: Vec::new(),
         }
     }
 }
@@ -187,6 +194,7 @@ impl ClientConfig {
                     })
                 })?;
         }
+        crate::route::validate_all(&self.routes)?;
         Ok(self)
     }
 }

@@ -241,3 +241,27 @@ pub(crate) mod optional {
         }
     }
 }
+
+/// `#[serde(with = "crate::policy::duration::some")]` for an `Option<Duration>` whose `None`
+/// means "not set here" (skipped when written, missing when read): a value is a duration.
+pub(crate) mod some {
+    use serde::de::Deserializer;
+    use serde::ser::Serializer;
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(
+        duration: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match duration {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+}

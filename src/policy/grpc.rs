@@ -8,6 +8,7 @@ use crate::classify::{Code, Grpc, Retryable};
 use crate::error::ConfigError;
 use crate::hedge::{HedgeConfig, HedgeDelay, MAX_HEDGES};
 use crate::retry::RetryConfig;
+use crate::route::{Route, RouteHedge};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -38,6 +39,9 @@ const MAX_ATTEMPTS: u32 = 5;
 /// | `retryThrottling.{maxTokens, tokenRatio}` | `budget`: `ratio` = tokenRatio ÷ (1 + tokenRatio), `min_per_second` = maxTokens ÷ 2 per 10 s | both cap retries at a share of traffic; gRPC's spare maxTokens ÷ 2 failures become a reserve renewed every 10 s |
 /// | `loadBalancingConfig`, `loadBalancingPolicy` | ignored | meshless balances by P2C over latency whatever the policy |
 /// | `waitForReady: true`, `maxRequestMessageBytes`, `maxResponseMessageBytes`, `healthCheckConfig`, anything else | refused | not supported |
+///
+/// [`routes`](Self::routes) turns every entry into a per-method [`Route`] for one client of
+/// many methods; [`apply`](Self::apply) writes one method's policy into a client's settings.
 ///
 /// ```
 /// use meshless::policy::{ClientConfig, GrpcServiceConfig};
@@ -230,6 +234,68 @@ impl GrpcServiceConfig {
             config.retry.max_retries = 0;
         }
         Some(policy)
+    }
+}
+
+impl GrpcServiceConfig {
+    /// One [`Route`] per `methodConfig[].name[]` entry, ordered as gRPC picks them (the
+    /// entries naming a method, then those naming a service, then the empty name), so that
+    /// the first route that fits is the entry gRPC would apply: the whole service config on
+    /// one client. A route carries the entry's `timeout`, `perAttemptRecvTimeout`, retries
+    /// (`maxAttempts` − 1; none with a hedging policy) and hedging (`maxAttempts` − 1 hedges
+    /// after the fixed `hedgingDelay`). An entry with a retry or hedging policy marks its calls
+    /// idempotent: the service config says they are safe to send again, as gRPC reads it. The
+    /// retryable codes stay the client's ([`classifier`](GrpcMethodPolicy::classifier)), and
+    /// an entry's backoff is not per route (the client's applies).
+    ///
+    /// ```
+    /// use meshless::policy::GrpcServiceConfig;
+    /// let grpc = GrpcServiceConfig::from_json_str(r#"{"methodConfig": [
+    ///   {"name": [{}], "timeout": "1s"},
+    ///   {"name": [{"service": "a.S", "method": "Slow"}], "timeout": "9s"}]}"#)?;
+    /// let routes = grpc.routes();
+    /// assert_eq!(routes[0].matches.method.as_deref(), Some("Slow"));
+    /// assert_eq!(routes[1].timeout, Some(std::time::Duration::from_secs(1)));
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn routes(&self) -> Vec<Route> {
+        let mut routes = Vec::new();
+        for rank in 0..3 {
+            for policy in &self.methods {
+                for name in &policy.names {
+                    let route = match (&name.service, &name.method, rank) {
+                        (Some(service), Some(method), 0) => Route::grpc_method(service, method),
+                        (Some(service), None, 1) => Route::grpc_service(service),
+                        (None, _, 2) => Route::any(),
+                        _ => continue,
+                    };
+                    routes.push(policy.route(route));
+                }
+            }
+        }
+        routes
+    }
+}
+
+impl GrpcMethodPolicy {
+    /// `route` with this entry's policies.
+    fn route(&self, mut route: Route) -> Route {
+        route.timeout = self.timeout;
+        route.attempt_timeout = self.attempt_timeout;
+        if let Some(retry) = &self.retry {
+            route.max_retries = Some(retry.max_retries);
+            route.idempotent = Some(true);
+        }
+        if let Some(hedge) = &self.hedge {
+            route.max_retries = Some(0);
+            route.idempotent = Some(true);
+            let mut plan = RouteHedge::on().max_hedges(hedge.max_hedges);
+            if let HedgeDelay::Fixed(delay) = hedge.delay {
+                plan = plan.delay(delay);
+            }
+            route.hedge = Some(plan);
+        }
+        route
     }
 }
 

@@ -50,11 +50,14 @@ mod grpc;
 mod load;
 pub(crate) mod optional;
 mod place;
+mod reload;
+mod route;
 
 pub use self::client::ClientConfig;
 pub use self::duration::{format_duration, parse_duration};
 pub use self::grpc::{GrpcMethodName, GrpcMethodPolicy, GrpcServiceConfig};
 pub use self::load::Format;
+pub(crate) use self::reload::{route_defaults, unreloadable};
 
 /// How a setting that can be turned off is written off.
 pub(crate) const OFF: &str = "off";

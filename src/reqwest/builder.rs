@@ -158,6 +158,20 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a per-route policy (see [`crate::route`]): the first route that fits a request,
+    /// in the order added, gives its deadline, attempt timeout, retries, idempotency and
+    /// hedging. Checked when built, errors naming `routes[i].<field>`.
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// let b = meshless::reqwest::Client::builder(reqwest::Client::new())
+    ///     .route(Route::path_prefix("/v1/reports").max_retries(0));
+    /// ```
+    pub fn route(mut self, route: crate::route::Route) -> Self {
+        self.policies.routes.push(route);
+        self
+    }
+
     /// Retries per request (default 2); 0 turns retries off.
     ///
     /// ```
@@ -340,6 +354,7 @@ impl ClientBuilder {
             throttle: layers.throttle,
             hedge: layers.hedge,
             cleartext,
+            routing: layers.routing,
         };
         Ok(Client {
             stack,

@@ -45,6 +45,8 @@ pub(crate) struct Handles {
     pub(crate) hedge: Arc<HedgeStats>,
     /// Some endpoint is `http`: an `https` request is refused before it could reach one.
     pub(crate) cleartext: bool,
+    /// The routes each request is matched with before the stack.
+    pub(crate) routing: Arc<crate::route::Routing>,
 }
 
 /// Your `reqwest::Client`, with meshless's retries under a budget, deadlines, balancing over
@@ -153,11 +155,33 @@ impl Client {
         if CallerRetries::current() && req.extensions().get::<CallerRetries>().is_none() {
             req.extensions_mut().insert(CallerRetries(true));
         }
+        self.handles.routing.apply(&mut req);
         ResponseFuture {
             state: State::Waiting {
                 call: Oneshot::new(self.stack.clone(), boxed(req)),
             },
         }
+    }
+
+    /// Replaces the client's routes (see [`crate::route`]) for the requests sent from now
+    /// on, keeping its other settings. Checked first: a bad route changes nothing and comes
+    /// back as a [`ConfigError`](crate::ConfigError) naming it. Requests in flight finish
+    /// with the policies they started with; endpoints and their state are untouched.
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// let client = meshless::reqwest::Client::builder(reqwest::Client::new())
+    ///     .endpoints(["http://127.0.0.1:1"])
+    ///     .build()?;
+    /// client.reload_routes([Route::path_prefix("/v1/reports").max_retries(0)])?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// ```
+    pub fn reload_routes(
+        &self,
+        routes: impl IntoIterator<Item = crate::route::Route>,
+    ) -> Result<(), crate::ConfigError> {
+        let routes: Vec<_> = routes.into_iter().collect();
+        self.handles.routing.reload_routes(&routes)
     }
 
     /// Each endpoint's requests, failures, ejections, in-flight count, RTT and status, named by
@@ -275,10 +299,11 @@ where
         Service::<StackRequest>::poll_ready(&mut self.stack, cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if self.handles.cleartext && req.uri().scheme() == Some(&Scheme::HTTPS) {
             return ResponseFuture::failed(cleartext());
         }
+        self.handles.routing.apply(&mut req);
         ResponseFuture {
             state: State::Called {
                 future: self.stack.call(boxed(req)),

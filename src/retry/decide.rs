@@ -90,7 +90,13 @@ where
     let Some(state) = retry else {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     };
-    if attempts > config.max_retries {
+    // The route's limit is read from the head's copy, on a failure only: the future that
+    // every request moves around stays the size it was.
+    let max_retries = state
+        .head
+        .route_retries(&config.routes)
+        .unwrap_or(config.max_retries);
+    if attempts > max_retries {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     }
     let pushback = match class.pushback() {

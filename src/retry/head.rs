@@ -3,6 +3,7 @@
 use crate::classify::Idempotence;
 use crate::deadline::RequestDeadline;
 use crate::retry::{Idempotency, Idempotent};
+use crate::route::RouteExt;
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use tokio::time::Instant;
 
@@ -19,6 +20,20 @@ pub(super) struct Head {
     version: Version,
     headers: Option<HeaderMap>,
     extensions: Extensions,
+    /// The request's route, when its extensions were left out for holding only it and the
+    /// deadline: put back on each retry without copying the map.
+    route: Option<RouteExt>,
+}
+
+/// The extensions of a request holding the deadline and one more: a route is kept apart
+/// (a reference count) rather than copied with its map (three allocations). Out of line, so
+/// that the copy of an unrouted request stays small enough to inline its own lookups.
+#[inline(never)]
+fn route_apart(all: &Extensions) -> (Extensions, Option<RouteExt>) {
+    match all.get::<RouteExt>() {
+        Some(route) => (Extensions::new(), Some(route.clone())),
+        None => (all.clone(), None),
+    }
 }
 
 impl Head {
@@ -28,10 +43,11 @@ impl Head {
     // and copied again (callgrind: a 224-byte `memcpy` per request).
     #[inline(always)]
     pub(super) fn copy<B>(req: &Request<B>, has_deadline: bool) -> Self {
-        let extensions = if has_deadline && req.extensions().len() == 1 {
-            Extensions::new()
-        } else {
-            req.extensions().clone()
+        let all = req.extensions();
+        let (extensions, route) = match all.len() {
+            1 if has_deadline => (Extensions::new(), None),
+            2 if has_deadline => route_apart(all),
+            _ => (all.clone(), None),
         };
         Head {
             method: req.method().clone(),
@@ -39,7 +55,20 @@ impl Head {
             version: req.version(),
             headers: (!req.headers().is_empty()).then(|| req.headers().clone()),
             extensions,
+            route,
         }
+    }
+
+    /// The retries the request's route allows, if routing is on and it has a route.
+    pub(super) fn route_retries(&self, routes: &crate::route::Switch) -> Option<u32> {
+        if !routes.on() {
+            return None;
+        }
+        let route = match &self.route {
+            Some(route) => route,
+            None => self.extensions.get::<RouteExt>()?,
+        };
+        Some(route.0.max_retries)
     }
 
     /// Whether the request is idempotent by `rules`, as [`Idempotency::idempotence`] would
@@ -77,6 +106,9 @@ impl Head {
             if extensions.get::<RequestDeadline>().is_none() {
                 extensions.insert(RequestDeadline(deadline));
             }
+        }
+        if let Some(route) = &self.route {
+            extensions.insert(route.clone());
         }
         req
     }

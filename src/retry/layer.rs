@@ -71,6 +71,8 @@ pub(crate) struct Config<C> {
     /// The metric handles, registered when the layer builds a service; `None` when metrics
     /// are off (or before the layer is applied).
     pub(crate) metrics: Option<Arc<RequestMetrics>>,
+    /// Whether to look for a route's retries (a client's routes).
+    pub(crate) routes: crate::route::Switch,
 }
 
 impl RetryLayer<Classifier> {
@@ -97,6 +99,7 @@ impl RetryLayer<Classifier> {
                 fast_attempt: Arc::default(),
                 observe: Settings::default(),
                 metrics: None,
+                routes: crate::route::Switch::default(),
             },
         }
     }
@@ -144,6 +147,12 @@ impl<C> RetryLayer<C> {
             pushback_per_endpoint: c.pushback_per_endpoint,
             defer_to_caller: c.defer_to_caller,
         }
+    }
+
+    /// Reads a request's route for its retries, in place of `max_retries`.
+    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+        self.config.routes = routes;
+        self
     }
 
     /// The most retries for one request (default [`DEFAULT_MAX_RETRIES`]); 0 disables retries.
@@ -276,6 +285,7 @@ impl<C> RetryLayer<C> {
                 fast_attempt: c.fast_attempt,
                 observe: c.observe,
                 metrics: c.metrics,
+                routes: c.routes,
             },
         }
     }
@@ -441,19 +451,22 @@ where
         }
 
         let deadline = req.extensions().get::<RequestDeadline>().map(|d| d.0);
+        let max_retries = match config.routes.route(&req) {
+            Some(route) => route.0.max_retries,
+            None => config.max_retries,
+        };
         // With retries on, the head's copy answers if a failure asks; with them off there is
         // no copy, and the answer still decides how a failure is reported.
-        let idempotent = (config.max_retries == 0).then(|| config.idempotency.idempotence(&req));
+        let idempotent = (max_retries == 0).then(|| config.idempotency.idempotence(&req));
         let trace = Trace::start(&config.observe.service, req.method(), req.uri().path());
-        let head = if config.max_retries > 0 {
+        let head = if max_retries > 0 {
             Some(Head::copy(&req, deadline.is_some()))
         } else {
             None
         };
         // Read where the call is made, inside the handler's scope even if the future is then
         // spawned; only a layer that could retry needs to know.
-        let caller_retries =
-            config.max_retries > 0 && config.defer_to_caller && CallerRetries::of(&req);
+        let caller_retries = max_retries > 0 && config.defer_to_caller && CallerRetries::of(&req);
         // Mapped in place rather than taken apart and rebuilt: each of those moves the whole
         // head (callgrind: a `memcpy` each).
         let mut replay = None;
@@ -467,7 +480,7 @@ where
                 None => body,
             }
         });
-        if config.max_retries > 0 {
+        if max_retries > 0 {
             // After the head's copy, which a retry marks with its own number.
             let announce = config.idempotency.idempotence(&first) == Idempotence::Idempotent;
             hops::announce_first(&mut first, announce);

@@ -169,6 +169,20 @@ impl ChannelBuilder {
         self
     }
 
+    /// Adds a per-route policy (see [`crate::route`]): the first route that fits a request,
+    /// in the order added, gives its deadline, attempt timeout, retries, idempotency and
+    /// hedging. Checked when built, errors naming `routes[i].<field>`.
+    ///
+    /// ```
+    /// use meshless::route::Route;
+    /// let b = meshless::tonic::Channel::builder()
+    ///     .route(Route::grpc_method("shop.Catalog", "Search").max_retries(0));
+    /// ```
+    pub fn route(mut self, route: crate::route::Route) -> Self {
+        self.policies.routes.push(route);
+        self
+    }
+
     /// Retries per call (default 2); 0 turns retries off.
     ///
     /// ```
@@ -391,6 +405,7 @@ impl ChannelBuilder {
             limit: handles.limit,
             throttle: handles.throttle,
             hedge: handles.hedge,
+            routing: handles.routing,
         })
     }
 }

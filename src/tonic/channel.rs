@@ -62,6 +62,8 @@ pub struct Channel {
     pub(crate) limit: LimitHandle,
     pub(crate) throttle: ThrottleHandle,
     pub(crate) hedge: Arc<HedgeStats>,
+    /// The routes each call is matched with before the stack.
+    pub(crate) routing: Arc<crate::route::Routing>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -117,6 +119,29 @@ impl Channel {
     /// ```
     pub fn remove(&self, uri: &Uri) {
         self.balance.remove(uri);
+    }
+
+    /// Replaces the channel's routes (see [`crate::route`]) for the calls made from now on,
+    /// keeping its other settings. Checked first: a bad route changes nothing and comes back
+    /// as a [`ConfigError`](crate::ConfigError) naming it. Calls in flight finish with the
+    /// policies they started with; endpoints and their state are untouched.
+    ///
+    /// ```
+    /// # tokio_test::block_on(async {
+    /// use meshless::route::Route;
+    /// let channel = meshless::tonic::Channel::builder()
+    ///     .endpoint(tonic::transport::Endpoint::from_static("http://10.0.0.1:50051"))
+    ///     .build()?;
+    /// channel.reload_routes([Route::grpc_method("shop.Catalog", "Search").max_retries(0)])?;
+    /// # Ok::<(), meshless::ConfigError>(())
+    /// # });
+    /// ```
+    pub fn reload_routes(
+        &self,
+        routes: impl IntoIterator<Item = crate::route::Route>,
+    ) -> Result<(), crate::ConfigError> {
+        let routes: Vec<_> = routes.into_iter().collect();
+        self.routing.reload_routes(&routes)
     }
 
     /// Each endpoint's calls, failures, ejections, in-flight count, RTT and status, keyed by
@@ -222,7 +247,8 @@ impl Service<Request<Body>> for Channel {
         self.stack.poll_ready(cx).map_err(status)
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        self.routing.apply(&mut req);
         ResponseFuture {
             inner: Some(self.stack.call(req)),
         }

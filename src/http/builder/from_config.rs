@@ -33,6 +33,7 @@ impl ClientBuilder {
     /// ```
     pub fn from_config(config: &ClientConfig) -> Result<ClientBuilder, ConfigError> {
         let c = config.clone().normalized()?;
+        let base = c.clone();
         Ok(ClientBuilder {
             endpoints: c.endpoints,
             dns: c.dns,
@@ -58,8 +59,10 @@ impl ClientBuilder {
                     attempt_header: c.attempt_timeout.deadline_header,
                     retry: c.retry,
                 }),
+                routes: c.routes.clone(),
                 ..Policies::default()
             },
+            config: Some(base),
             ..ClientBuilder::default()
         })
     }

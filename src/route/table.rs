@@ -1,0 +1,236 @@
+//! Routes resolved into what the layers read: one policy per route, every value filled in
+//! from the client's, and the matcher that picks one for a request.
+
+use super::{Route, RouteMatch};
+use crate::stack::NO_LIMIT;
+use http::Method;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The client's own settings of what a route may override.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Defaults {
+    pub(crate) deadline: Duration,
+    /// Set explicitly; `None`: the deadline shared by the attempts allowed.
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) max_retries: u32,
+    pub(crate) hedge: HedgePlan,
+}
+
+/// A request's hedging, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HedgePlan {
+    pub(crate) enabled: bool,
+    pub(crate) max_hedges: u32,
+    /// A fixed delay of the route's own; `None`: the hedge layer's delay.
+    pub(crate) delay: Option<Duration>,
+}
+
+/// What the layers below the router read of a request's route.
+#[derive(Debug, PartialEq)]
+pub(crate) struct RoutePolicy {
+    pub(crate) deadline: Duration,
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) idempotent: Option<bool>,
+    pub(crate) hedge: HedgePlan,
+}
+
+impl RoutePolicy {
+    /// `route`'s policies over `defaults`, the attempt timeout worked out as the client's is.
+    fn resolve(route: Option<&Route>, defaults: &Defaults) -> RoutePolicy {
+        let deadline = route
+            .and_then(|r| r.timeout)
+            .unwrap_or(defaults.deadline)
+            .min(NO_LIMIT);
+        let max_retries = route
+            .and_then(|r| r.max_retries)
+            .unwrap_or(defaults.max_retries);
+        let attempts = max_retries.saturating_add(1);
+        let attempt_timeout = route
+            .and_then(|r| r.attempt_timeout)
+            .or(defaults.attempt_timeout)
+            .unwrap_or(deadline / attempts)
+            .min(NO_LIMIT);
+        let hedge = match route.and_then(|r| r.hedge) {
+            None => defaults.hedge,
+            Some(h) => {
+                let max_hedges = h.max_hedges.unwrap_or(defaults.hedge.max_hedges.max(1));
+                HedgePlan {
+                    enabled: h.enabled && max_hedges > 0,
+                    max_hedges,
+                    delay: h.delay.or(defaults.hedge.delay),
+                }
+            }
+        };
+        RoutePolicy {
+            deadline,
+            attempt_timeout,
+            max_retries,
+            idempotent: route.and_then(|r| r.idempotent),
+            hedge,
+        }
+    }
+}
+
+/// A request's route, as an extension: the policy of the snapshot it was matched in, kept
+/// by the request whatever reload comes after.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteExt(pub(crate) Arc<RoutePolicy>);
+
+/// Which paths a route fits.
+#[derive(Debug)]
+enum PathRule {
+    Any,
+    /// Equal, or followed by a `/` (a prefix ending in `/` needs nothing more).
+    Prefix(Box<str>),
+    Exact(Box<str>),
+}
+
+impl PathRule {
+    fn fits(&self, path: &str) -> bool {
+        match self {
+            PathRule::Any => true,
+            PathRule::Exact(want) => path == &**want,
+            PathRule::Prefix(prefix) => match path.strip_prefix(&**prefix) {
+                None => false,
+                Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Matcher {
+    methods: Vec<Method>,
+    path: PathRule,
+}
+
+impl Matcher {
+    /// The matcher of a checked match.
+    fn new(m: &RouteMatch) -> Matcher {
+        let methods = m
+            .methods
+            .iter()
+            .filter_map(|text| Method::from_bytes(text.as_bytes()).ok())
+            .collect();
+        let path = match (&m.path_prefix, &m.service, &m.method) {
+            (Some(prefix), _, _) => PathRule::Prefix(prefix.as_str().into()),
+            (None, Some(service), Some(method)) => {
+                PathRule::Exact(format!("/{service}/{method}").into())
+            }
+            (None, Some(service), None) => PathRule::Prefix(format!("/{service}/").into()),
+            (None, None, _) => PathRule::Any,
+        };
+        Matcher { methods, path }
+    }
+
+    fn fits(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method)) && self.path.fits(path)
+    }
+}
+
+/// A client's routes, resolved: the snapshot a reload swaps whole.
+#[derive(Debug)]
+pub(crate) struct Table {
+    routes: Vec<(Matcher, Arc<RoutePolicy>)>,
+    fallback: Arc<RoutePolicy>,
+    /// What the routes were resolved over, for a reload of the routes alone.
+    pub(crate) defaults: Defaults,
+}
+
+impl Table {
+    /// The table of checked `routes` over `defaults`.
+    pub(crate) fn new(routes: &[Route], defaults: &Defaults) -> Table {
+        Table {
+            routes: routes
+                .iter()
+                .map(|r| {
+                    (
+                        Matcher::new(&r.matches),
+                        Arc::new(RoutePolicy::resolve(Some(r), defaults)),
+                    )
+                })
+                .collect(),
+            fallback: Arc::new(RoutePolicy::resolve(None, defaults)),
+            defaults: *defaults,
+        }
+    }
+
+    /// The first route that fits, else the client's defaults.
+    pub(crate) fn pick(&self, method: &Method, path: &str) -> &Arc<RoutePolicy> {
+        self.routes
+            .iter()
+            .find(|(m, _)| m.fits(method, path))
+            .map_or(&self.fallback, |(_, policy)| policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::RouteHedge;
+
+    fn defaults() -> Defaults {
+        Defaults {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: None,
+            max_retries: 2,
+            hedge: HedgePlan {
+                enabled: false,
+                max_hedges: 1,
+                delay: None,
+            },
+        }
+    }
+
+    #[test]
+    fn prefixes_match_by_segment_and_grpc_names_by_path() {
+        let rule = PathRule::Prefix("/v1".into());
+        assert!(rule.fits("/v1") && rule.fits("/v1/x"));
+        assert!(!rule.fits("/v1x") && !rule.fits("/v"));
+        let slash = PathRule::Prefix("/v1/".into());
+        assert!(slash.fits("/v1/x") && !slash.fits("/v1"));
+        let service = Matcher::new(&RouteMatch::default().service("a.S"));
+        assert!(service.fits(&Method::POST, "/a.S/M"));
+        assert!(!service.fits(&Method::POST, "/a.Sx/M"));
+        let method = Matcher::new(&RouteMatch::default().service("a.S").method("M"));
+        assert!(method.fits(&Method::POST, "/a.S/M"));
+        assert!(!method.fits(&Method::POST, "/a.S/M2"));
+        let get = Matcher::new(&RouteMatch::default().methods(["GET"]));
+        assert!(get.fits(&Method::GET, "/") && !get.fits(&Method::POST, "/"));
+    }
+
+    #[test]
+    fn the_first_route_that_fits_wins_and_the_rest_take_the_defaults() {
+        let routes = [
+            Route::path_prefix("/a").max_retries(0),
+            Route::path_prefix("/a/b").max_retries(5),
+        ];
+        let table = Table::new(&routes, &defaults());
+        assert_eq!(table.pick(&Method::GET, "/a/b").max_retries, 0);
+        let other = table.pick(&Method::GET, "/c");
+        assert_eq!(other.max_retries, 2);
+        assert_eq!(other.attempt_timeout, Duration::from_secs(10) / 3);
+    }
+
+    #[test]
+    fn a_route_resolves_its_attempt_timeout_and_hedging_from_its_own_values() {
+        let route = Route::any()
+            .timeout(Duration::from_secs(4))
+            .max_retries(1)
+            .hedge(RouteHedge::on().delay(Duration::from_millis(5)));
+        let policy = RoutePolicy::resolve(Some(&route), &defaults());
+        assert_eq!(policy.attempt_timeout, Duration::from_secs(2));
+        assert_eq!(
+            policy.hedge,
+            HedgePlan {
+                enabled: true,
+                max_hedges: 1,
+                delay: Some(Duration::from_millis(5))
+            }
+        );
+        let off = RoutePolicy::resolve(Some(&Route::any().hedge(RouteHedge::off())), &defaults());
+        assert!(!off.hedge.enabled);
+    }
+}
