@@ -15,8 +15,9 @@ use crate::deadline::{
 use crate::error::ConfigError;
 use crate::hedge::{Hedge, HedgeConfig, HedgeLayer, HedgeStats};
 use crate::limit::{Limit, LimitConfig, LimitHandle, LimitLayer};
+use crate::primitives::route_policy::{HedgePlan, Switch};
 use crate::retry::{Idempotency, Retry, RetryConfig, RetryLayer, RetryStats};
-use crate::route::{Defaults, Route, Routing, Switch};
+use crate::route::{Defaults, Route, Routing};
 use crate::throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -29,9 +30,7 @@ mod tests;
 
 pub(crate) use call::Call;
 
-/// Durations at or above this mean "no limit": far enough never to matter, near enough that
-/// adding it to an `Instant` cannot overflow (`Duration::MAX` would).
-pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) use crate::primitives::clock::NO_LIMIT;
 
 /// The layers as their own types rather than boxed: a request then costs no allocation for
 /// the service's clone nor for its future, and no dynamic call per poll.
@@ -161,7 +160,7 @@ impl Policies {
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,
             max_retries: self.max_retries,
-            hedge: crate::route::HedgePlan {
+            hedge: HedgePlan {
                 enabled: hedge.is_some_and(|h| h.enabled && h.max_hedges > 0),
                 max_hedges: hedge.map_or(1, |h| h.max_hedges),
                 delay: None,

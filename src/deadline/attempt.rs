@@ -30,7 +30,7 @@ pub struct AttemptTimeoutLayer {
     pub(super) timeout: Option<Duration>,
     pub(super) header: Option<HeaderName>,
     /// Whether to look for a route's attempt timeout (a client's routes).
-    pub(super) routes: crate::route::Switch,
+    pub(super) routes: crate::primitives::route_policy::Switch,
 }
 
 impl AttemptTimeoutLayer {
@@ -47,12 +47,12 @@ impl AttemptTimeoutLayer {
         AttemptTimeoutLayer {
             timeout: Some(timeout),
             header: None,
-            routes: crate::route::Switch::default(),
+            routes: crate::primitives::route_policy::Switch::default(),
         }
     }
 
     /// Reads a request's route for its attempt timeout, in place of this one.
-    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+    pub(crate) fn routes(mut self, routes: crate::primitives::route_policy::Switch) -> Self {
         self.routes = routes;
         self
     }
@@ -67,7 +67,7 @@ impl AttemptTimeoutLayer {
         AttemptTimeoutLayer {
             timeout: None,
             header: None,
-            routes: crate::route::Switch::default(),
+            routes: crate::primitives::route_policy::Switch::default(),
         }
     }
 

@@ -37,7 +37,7 @@ pub struct DeadlineLayer {
     /// extension.
     pub(super) streaming_types: Option<Arc<[HeaderValue]>>,
     /// Whether to look for a route's deadline (a client's routes).
-    pub(super) routes: crate::route::Switch,
+    pub(super) routes: crate::primitives::route_policy::Switch,
 }
 
 impl DeadlineLayer {
@@ -57,12 +57,12 @@ impl DeadlineLayer {
             header: HeaderName::from_static(DEADLINE_HEADER),
             body_idle: None,
             streaming_types: None,
-            routes: crate::route::Switch::default(),
+            routes: crate::primitives::route_policy::Switch::default(),
         }
     }
 
     /// Reads a request's route for its deadline, in place of `timeout`.
-    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+    pub(crate) fn routes(mut self, routes: crate::primitives::route_policy::Switch) -> Self {
         self.routes = routes;
         self
     }

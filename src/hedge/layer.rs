@@ -47,7 +47,7 @@ pub struct HedgeLayer {
     idempotency: Idempotency,
     stats: Arc<HedgeStats>,
     observe: Settings,
-    routes: crate::route::Switch,
+    routes: crate::primitives::route_policy::Switch,
 }
 
 impl HedgeLayer {
@@ -101,12 +101,12 @@ impl HedgeLayer {
             idempotency: Idempotency::default(),
             stats: Arc::new(HedgeStats::new(delay)),
             observe: Settings::default(),
-            routes: crate::route::Switch::default(),
+            routes: crate::primitives::route_policy::Switch::default(),
         }
     }
 
     /// Reads a request's route for whether, how often and after how long to hedge it.
-    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+    pub(crate) fn routes(mut self, routes: crate::primitives::route_policy::Switch) -> Self {
         self.routes = routes;
         self
     }
@@ -203,7 +203,7 @@ pub(super) struct Shared {
     non_fatal: Vec<u16>,
     pub(super) service: metrics::SharedString,
     pub(super) telemetry: Telemetry,
-    routes: crate::route::Switch,
+    routes: crate::primitives::route_policy::Switch,
 }
 
 impl Shared {

@@ -2,7 +2,8 @@
 
 use super::ClientConfig;
 use crate::hedge::{HedgeConfig, HedgeDelay};
-use crate::route::{Defaults, HedgePlan};
+use crate::primitives::route_policy::HedgePlan;
+use crate::route::Defaults;
 use serde_json::Value;
 
 /// The client's per-request settings in `config`: what a reload swaps.

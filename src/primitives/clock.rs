@@ -18,6 +18,10 @@ use tokio::time::Instant;
 /// width a [gate word](super::gate) keeps).
 pub(crate) const LIMIT: i64 = (1 << 59) - 1;
 
+/// Durations at or above this mean "no limit": far enough never to matter, near enough that
+/// adding it to an `Instant` cannot overflow (`Duration::MAX` would).
+pub(crate) const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Reads instants against a fixed origin. Cheap to copy; it never reads the time itself, so
 /// each event reads `Instant::now()` once and hands the reading to every window it feeds.
 #[derive(Debug, Clone, Copy)]

@@ -12,6 +12,8 @@
 //! - [`ladder`]: the doubling ladder of retry backoff and ejection times;
 //! - [`gate`]: a gate's state word and its transitions — active / ejected / probing, a
 //!   breaker's closed / open / half-open;
+//! - [`route_policy`]: what a request's route says, as the layers read it (the router that
+//!   attaches it is `route`, above them);
 //! - [`replay`]: the replay body, which buffers a request body so that it can be sent again
 //!   (retries; hedging next).
 //!
@@ -24,3 +26,4 @@ pub mod ladder;
 pub(crate) mod ledger;
 pub(crate) mod replay;
 pub(crate) mod ring;
+pub(crate) mod route_policy;

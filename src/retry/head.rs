@@ -2,8 +2,8 @@
 
 use crate::classify::Idempotence;
 use crate::deadline::RequestDeadline;
+use crate::primitives::route_policy::RouteExt;
 use crate::retry::{Idempotency, Idempotent};
-use crate::route::RouteExt;
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 use tokio::time::Instant;
 
@@ -60,7 +60,10 @@ impl Head {
     }
 
     /// The retries the request's route allows, if routing is on and it has a route.
-    pub(super) fn route_retries(&self, routes: &crate::route::Switch) -> Option<u32> {
+    pub(super) fn route_retries(
+        &self,
+        routes: &crate::primitives::route_policy::Switch,
+    ) -> Option<u32> {
         if !routes.on() {
             return None;
         }

@@ -72,7 +72,7 @@ pub(crate) struct Config<C> {
     /// are off (or before the layer is applied).
     pub(crate) metrics: Option<Arc<RequestMetrics>>,
     /// Whether to look for a route's retries (a client's routes).
-    pub(crate) routes: crate::route::Switch,
+    pub(crate) routes: crate::primitives::route_policy::Switch,
 }
 
 impl RetryLayer<Classifier> {
@@ -99,7 +99,7 @@ impl RetryLayer<Classifier> {
                 fast_attempt: Arc::default(),
                 observe: Settings::default(),
                 metrics: None,
-                routes: crate::route::Switch::default(),
+                routes: crate::primitives::route_policy::Switch::default(),
             },
         }
     }
@@ -150,7 +150,7 @@ impl<C> RetryLayer<C> {
     }
 
     /// Reads a request's route for its retries, in place of `max_retries`.
-    pub(crate) fn routes(mut self, routes: crate::route::Switch) -> Self {
+    pub(crate) fn routes(mut self, routes: crate::primitives::route_policy::Switch) -> Self {
         self.config.routes = routes;
         self
     }

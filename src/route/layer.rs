@@ -1,52 +1,13 @@
 //! The router at the top of a client's stack, and the snapshot a reload swaps.
 
-use super::table::{Defaults, RouteExt, Table};
+use super::table::{Defaults, Table};
 use super::{Route, validate_all};
 use crate::error::ConfigError;
+use crate::primitives::route_policy::{RouteExt, turn_routing_on};
 use crate::retry::Idempotent;
 use http::Request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-
-/// Whether any client in the process has turned routing on: until one does, the layers below
-/// a router read nothing more per request than this flag.
-static ANY_ROUTED: AtomicBool = AtomicBool::new(false);
-
-/// Tells a layer whether requests may carry a route. A plain flag rather than a handle on the
-/// client's routing: the client clones its stack for every request, and a shared handle
-/// would cost two atomic operations each time. It is on for a client's layers; a request
-/// finds a route only if its client put one there, so a client without routes in a process
-/// where another has some pays one extension lookup per layer, and no more.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Switch(bool);
-
-impl Switch {
-    /// The switch of a client's layers.
-    pub(crate) fn client() -> Switch {
-        Switch(true)
-    }
-
-    /// Whether a request may carry a [`RouteExt`]. Never turns off once on: a request routed
-    /// while it was on is read as routed.
-    #[inline]
-    pub(crate) fn on(&self) -> bool {
-        self.0 && ANY_ROUTED.load(Ordering::Relaxed)
-    }
-
-    /// The request's route, when routing is on and it has one.
-    #[inline]
-    pub(crate) fn route<'a, B>(&self, req: &'a Request<B>) -> Option<&'a RouteExt> {
-        if self.on() { lookup(req) } else { None }
-    }
-}
-
-/// Out of line: inlined, the lookup makes the layers' `call`s large enough that the compiler
-/// stops inlining their own lookups (callgrind: 34 more instructions a request, with
-/// routing off).
-#[inline(never)]
-fn lookup<B>(req: &Request<B>) -> Option<&RouteExt> {
-    req.extensions().get::<RouteExt>()
-}
 
 /// A client's routes and defaults: one snapshot, read once per request, swapped whole.
 ///
@@ -73,7 +34,7 @@ impl Routing {
     }
 
     fn turn_on(&self) {
-        ANY_ROUTED.store(true, Ordering::Release);
+        turn_routing_on();
         self.on.store(true, Ordering::Release);
     }
 

@@ -40,8 +40,8 @@ use std::time::Duration;
 mod layer;
 mod table;
 
-pub(crate) use self::layer::{Routing, Switch};
-pub(crate) use self::table::{Defaults, HedgePlan, RouteExt};
+pub(crate) use self::layer::Routing;
+pub(crate) use self::table::Defaults;
 
 /// Which requests a [`Route`] applies to. Every field given must fit; an empty match fits
 /// every request.

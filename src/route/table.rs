@@ -2,7 +2,8 @@
 //! from the client's, and the matcher that picks one for a request.
 
 use super::{Route, RouteMatch};
-use crate::stack::NO_LIMIT;
+use crate::primitives::clock::NO_LIMIT;
+use crate::primitives::route_policy::{HedgePlan, RoutePolicy};
 use http::Method;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,66 +18,40 @@ pub(crate) struct Defaults {
     pub(crate) hedge: HedgePlan,
 }
 
-/// A request's hedging, resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HedgePlan {
-    pub(crate) enabled: bool,
-    pub(crate) max_hedges: u32,
-    /// A fixed delay of the route's own; `None`: the hedge layer's delay.
-    pub(crate) delay: Option<Duration>,
-}
-
-/// What the layers below the router read of a request's route.
-#[derive(Debug, PartialEq)]
-pub(crate) struct RoutePolicy {
-    pub(crate) deadline: Duration,
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) max_retries: u32,
-    pub(crate) idempotent: Option<bool>,
-    pub(crate) hedge: HedgePlan,
-}
-
-impl RoutePolicy {
-    /// `route`'s policies over `defaults`, the attempt timeout worked out as the client's is.
-    fn resolve(route: Option<&Route>, defaults: &Defaults) -> RoutePolicy {
-        let deadline = route
-            .and_then(|r| r.timeout)
-            .unwrap_or(defaults.deadline)
-            .min(NO_LIMIT);
-        let max_retries = route
-            .and_then(|r| r.max_retries)
-            .unwrap_or(defaults.max_retries);
-        let attempts = max_retries.saturating_add(1);
-        let attempt_timeout = route
-            .and_then(|r| r.attempt_timeout)
-            .or(defaults.attempt_timeout)
-            .unwrap_or(deadline / attempts)
-            .min(NO_LIMIT);
-        let hedge = match route.and_then(|r| r.hedge) {
-            None => defaults.hedge,
-            Some(h) => {
-                let max_hedges = h.max_hedges.unwrap_or(defaults.hedge.max_hedges.max(1));
-                HedgePlan {
-                    enabled: h.enabled && max_hedges > 0,
-                    max_hedges,
-                    delay: h.delay.or(defaults.hedge.delay),
-                }
+/// `route`'s policies over `defaults`, the attempt timeout worked out as the client's is.
+fn resolve(route: Option<&Route>, defaults: &Defaults) -> RoutePolicy {
+    let deadline = route
+        .and_then(|r| r.timeout)
+        .unwrap_or(defaults.deadline)
+        .min(NO_LIMIT);
+    let max_retries = route
+        .and_then(|r| r.max_retries)
+        .unwrap_or(defaults.max_retries);
+    let attempts = max_retries.saturating_add(1);
+    let attempt_timeout = route
+        .and_then(|r| r.attempt_timeout)
+        .or(defaults.attempt_timeout)
+        .unwrap_or(deadline / attempts)
+        .min(NO_LIMIT);
+    let hedge = match route.and_then(|r| r.hedge) {
+        None => defaults.hedge,
+        Some(h) => {
+            let max_hedges = h.max_hedges.unwrap_or(defaults.hedge.max_hedges.max(1));
+            HedgePlan {
+                enabled: h.enabled && max_hedges > 0,
+                max_hedges,
+                delay: h.delay.or(defaults.hedge.delay),
             }
-        };
-        RoutePolicy {
-            deadline,
-            attempt_timeout,
-            max_retries,
-            idempotent: route.and_then(|r| r.idempotent),
-            hedge,
         }
+    };
+    RoutePolicy {
+        deadline,
+        attempt_timeout,
+        max_retries,
+        idempotent: route.and_then(|r| r.idempotent),
+        hedge,
     }
 }
-
-/// A request's route, as an extension: the policy of the snapshot it was matched in, kept
-/// by the request whatever reload comes after.
-#[derive(Debug, Clone)]
-pub(crate) struct RouteExt(pub(crate) Arc<RoutePolicy>);
 
 /// Which paths a route fits.
 #[derive(Debug)]
@@ -148,11 +123,11 @@ impl Table {
                 .map(|r| {
                     (
                         Matcher::new(&r.matches),
-                        Arc::new(RoutePolicy::resolve(Some(r), defaults)),
+                        Arc::new(resolve(Some(r), defaults)),
                     )
                 })
                 .collect(),
-            fallback: Arc::new(RoutePolicy::resolve(None, defaults)),
+            fallback: Arc::new(resolve(None, defaults)),
             defaults: *defaults,
         }
     }
@@ -220,7 +195,7 @@ mod tests {
             .timeout(Duration::from_secs(4))
             .max_retries(1)
             .hedge(RouteHedge::on().delay(Duration::from_millis(5)));
-        let policy = RoutePolicy::resolve(Some(&route), &defaults());
+        let policy = resolve(Some(&route), &defaults());
         assert_eq!(policy.attempt_timeout, Duration::from_secs(2));
         assert_eq!(
             policy.hedge,
@@ -230,7 +205,7 @@ mod tests {
                 delay: Some(Duration::from_millis(5))
             }
         );
-        let off = RoutePolicy::resolve(Some(&Route::any().hedge(RouteHedge::off())), &defaults());
+        let off = resolve(Some(&Route::any().hedge(RouteHedge::off())), &defaults());
         assert!(!off.hedge.enabled);
     }
 }
