@@ -12,7 +12,7 @@
 //! Deadline (2 s for the whole call, or the call's own grpc-timeout when shorter)
 //!   Breaker → Retry (budgeted; SayHello is declared idempotent, so its UNAVAILABLE is retried)
 //!     AttemptTimeout (500 ms per attempt; tells the server through grpc-timeout)
-//!       Balance (P2C over peak-EWMA latency, failures cost a penalty, outlier ejection)
+//!       Balance (P2C over peak-EWMA latency, failures and misses raise the cost, outlier ejection)
 //!         one tonic Channel per endpoint, from the tonic Endpoint you give
 //! ```
 //!

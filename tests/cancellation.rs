@@ -1,6 +1,6 @@
 //! Cancellation is not failure: a request its caller gives up on (`tokio::time::timeout`,
 //! `select!`, a dropped future) releases its endpoint and is counted apart, never as a failure,
-//! a penalty or an ejection. meshless's own timers still charge the endpoint.
+//! a miss or an ejection. meshless's own timers still charge the endpoint.
 
 mod common;
 
@@ -101,7 +101,7 @@ async fn cancelled_requests_are_not_charged_to_the_endpoint() {
         assert_eq!(e.ejections, 0, "{e:?}");
         assert_eq!(e.in_flight, 0, "{e:?}");
         assert_eq!(e.status, Status::Active, "{e:?}");
-        assert!(e.rtt < Duration::from_millis(500), "no penalty: {e:?}");
+        assert!(e.rtt < Duration::from_millis(500), "no miss: {e:?}");
     }
     assert_eq!(client.stats().cancelled, 9);
 

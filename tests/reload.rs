@@ -211,7 +211,7 @@ async fn a_reload_while_requests_run_loses_none() {
 }
 
 #[tokio::test]
-async fn reload_file_and_reload_routes_apply_and_a_client_built_in_code_reloads_too() {
+async fn a_client_built_in_code_reloads_its_routes_and_refuses_a_whole_configuration() {
     let fleet = fleet([Behavior::healthy().errors(1.0, StatusCode::SERVICE_UNAVAILABLE)]).await;
     let client = Client::builder()
         .endpoints([fleet.addrs()[0].to_string()])
@@ -234,9 +234,14 @@ async fn reload_file_and_reload_routes_apply_and_a_client_built_in_code_reloads_
         ),
     )
     .expect("written");
-    client.reload_file(&path).expect("a valid file");
+    // Built in code: a file's defaults (a 10 s deadline, its retries) would replace what the
+    // client was built with, unseen. Refused; nothing changes.
+    let err = client
+        .reload_file(&path)
+        .expect_err("no configuration to compare with");
     std::fs::remove_file(&path).expect("removed");
-    assert!(client.routes().is_empty());
+    assert_eq!(err.setting(), "reload");
+    assert_eq!(client.routes(), vec![Route::any().max_retries(0)]);
     client.get("/").await.expect("answered");
-    assert_eq!(fleet.totals().requests, 3);
+    assert_eq!(fleet.totals().requests, 2);
 }

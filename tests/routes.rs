@@ -286,3 +286,48 @@ async fn a_routes_attempt_timeout_applies_to_every_retry() {
         StatusCode::OK
     );
 }
+
+/// A route's policies reach the requests under it as a server resolves their paths: a
+/// `POST /v1/orders/../../admin/delete` is a POST to `/admin/delete`, and takes no idempotent
+/// mark from a `/v1/orders` route (it would be sent three times); an escaped unreserved
+/// character (`%6F` is `o`) still fits its route.
+#[tokio::test]
+async fn a_route_fits_the_path_a_server_resolves() {
+    let fleet = fleet(failing(), 1).await;
+    let client = builder(&fleet)
+        .max_retries(2)
+        .route(
+            Route::path_prefix("/v1/orders")
+                .idempotent(true)
+                .max_retries(2),
+        )
+        .route(Route::path_prefix("/v1/items").max_retries(0))
+        .build()
+        .expect("a client");
+    let dotted = "/v1/orders/../../admin/delete";
+    assert_eq!(attempts(&fleet, &client, Method::POST, dotted).await, 1);
+    assert_eq!(
+        attempts(&fleet, &client, Method::POST, "/v1/orders/1").await,
+        3
+    );
+    assert_eq!(
+        attempts(&fleet, &client, Method::GET, "/v1/%69tems/1").await,
+        1
+    );
+    // An escaped '/' fits no route: the client's own settings (a GET: retried).
+    assert_eq!(
+        attempts(&fleet, &client, Method::GET, "/v1/items%2F1").await,
+        3
+    );
+}
+
+/// Methods are case-sensitive: `post` would be a method no request uses, and the route would
+/// silently never fit. Refused, naming the field.
+#[test]
+fn a_lower_case_standard_method_is_refused() {
+    let route = Route::with_match(meshless::route::RouteMatch::default().methods(["post"]));
+    let err = route.validate().expect_err("refused");
+    assert_eq!(err.path(), "match.methods[0]");
+    let odd = Route::with_match(meshless::route::RouteMatch::default().methods(["PURGE"]));
+    assert!(odd.validate().is_ok(), "an extension method of its own");
+}

@@ -165,7 +165,7 @@ pub fn markdown(setup: &Setup, scenarios: &[Scenario], runs: &[Run], image_dir: 
         w,
         "- **meshless**: `meshless::http::Client` with the library's default policy and the \
          deadline above (attempt timeout deadline ÷ 3, 2 retries under the default budget, \
-         P2C over peak-EWMA with failure penalties, outlier ejection), built as loadgen \
+         P2C over peak-EWMA divided by the share of attempts that answered, outlier ejection), built as loadgen \
          `--mode meshless` builds it."
     );
     let _ = writeln!(

@@ -127,11 +127,6 @@ impl Meter {
         self.finish.requests.load(Ordering::Relaxed)
     }
 
-    /// The latency estimate alone (without the misses), in nanoseconds, decayed to `now`.
-    pub(crate) fn latency(&self, now: Instant) -> f64 {
-        self.rtt.latency_at(self.model, self.since_origin(now))
-    }
-
     /// The current cost estimate (latency and misses), in nanoseconds, decayed to `now`.
     pub(crate) fn rtt(&self, now: Instant) -> f64 {
         self.rtt.get_at(self.model, self.since_origin(now))

@@ -164,14 +164,16 @@ where
             .map(|e| (e.key.clone(), e.clone()))
             .collect();
         let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
-        // Where a new endpoint's estimate starts: the default, or the lowest latency of the
-        // endpoints already here when that is lower, so that the new one is tried rather than
-        // left idle beside peers measured faster than the guess (its first slower answer
-        // raises it at once). Worked out once per batch.
+        // Where a new endpoint's estimate starts: the default, or the lowest latency measured
+        // of the endpoints already here when that is lower, so that the new one is tried
+        // rather than left idle beside peers measured faster than the guess (its first slower
+        // answer raises it at once). As measured, not decayed: a peer idle for a while decays
+        // towards zero, and a new endpoint starting there would take every request until its
+        // first answer. Worked out once per batch.
         let start = slot
             .candidates
             .iter()
-            .map(|c| c.meter.latency(now))
+            .map(|c| c.meter.rtt.measured())
             .fold(super::ewma::nanos(shared.config.default_rtt), f64::min);
         for (change, weight) in changes {
             match change {

@@ -255,16 +255,12 @@ impl PeakEwma {
         Self::decayed(&state, model, now)
     }
 
-    /// The latency estimate alone, without the misses, in nanoseconds, decayed to `now`
-    /// (nanoseconds since the origin).
-    pub(crate) fn latency_at(&self, model: CostModel, now: u64) -> f64 {
-        let state = self.read();
-        let elapsed = now.saturating_sub(state.updated) as f64;
-        state.estimate_nanos * (-elapsed / model.tau_nanos).exp()
+    /// The latency estimate as last measured, without the misses and not decayed, in
+    /// nanoseconds: where a new peer starts (see `Balance::apply`).
+    pub(crate) fn measured(&self) -> f64 {
+        self.read().estimate_nanos
     }
 
-    /// Forgets the history: used when an endpoint comes back from ejection, so that the misses
-    /// that got it ejected do not keep it idle after it has proven healthy again.
     /// Returns the new estimate, in nanoseconds.
     pub(crate) fn reset(&self, rtt: Duration, now: u64) -> f64 {
         self.write(|_| State {
@@ -279,17 +275,16 @@ impl PeakEwma {
     /// Records an attempt that gave no answer after `waited`: the miss share moves `weight` of
     /// the way towards 1, and a wait above the latency estimate is its new peak (the endpoint
     /// was at least that slow). A wait below it is not blended in: a failure that came fast
-    /// says nothing of how fast the endpoint answers. Returns the new cost estimate, in
-    /// nanoseconds.
+    /// says nothing of how fast the endpoint answers. Nor does the estimate decay while misses
+    /// come: each one restores it as last measured, so that an endpoint that only fails, fast,
+    /// does not drift towards a cost of zero (and back into traffic) as an idle one would.
+    /// Returns the new cost estimate, in nanoseconds.
     pub(crate) fn miss(&self, model: CostModel, waited: Duration, weight: f64, now: u64) -> f64 {
         let waited = nanos(waited);
         let state = self.write(|mut state| {
-            let elapsed = now.saturating_sub(state.updated) as f64;
-            let latency = state.estimate_nanos * (-elapsed / model.tau_nanos).exp();
-            if waited > latency {
-                state.estimate_nanos = waited;
-                state.updated = state.updated.max(now);
-            }
+            // The estimate as last measured, not decayed: restarting its decay from now.
+            state.estimate_nanos = waited.max(state.estimate_nanos);
+            state.updated = state.updated.max(now);
             let misses = misses_at(&state, now);
             state.misses = misses + (1.0 - misses) * weight;
             state.missed = state.missed.max(now);
@@ -310,13 +305,23 @@ fn pause(tries: &mut u32) {
     }
 }
 
-/// Takes an answer into the miss share: it moves `weight` of the way towards 0.
+/// Takes an answer into the miss share: it moves `weight` of the way towards 0. A share too
+/// small to matter is snapped to 0, so that the endpoint's picks go back to the path with no
+/// `exp` to work out.
 fn answered(state: &mut State, weight: f64, now: u64) {
     if state.misses != 0.0 {
-        state.misses = misses_at(state, now) * (1.0 - weight);
+        let misses = misses_at(state, now) * (1.0 - weight);
+        state.misses = if misses < NEGLIGIBLE_MISSES {
+            0.0
+        } else {
+            misses
+        };
         state.missed = state.missed.max(now);
     }
 }
+
+/// A miss share below this changes a cost by less than a hundredth of a percent.
+const NEGLIGIBLE_MISSES: f64 = 1e-4;
 
 /// The miss share at `now`, faded since it was last updated.
 fn misses_at(state: &State, now: u64) -> f64 {
@@ -488,6 +493,26 @@ mod tests {
         }
         assert!(worst > 3e6 / 0.8, "the failures count: {worst}");
         assert!(worst < 150e6 / 10.0, "{worst}");
+    }
+
+    #[test]
+    fn an_endpoint_that_only_fails_fast_keeps_its_latency_estimate() {
+        // One fast failure a second for two minutes: idle, the 5 ms estimate would have
+        // decayed to 0.03 ms (10 s decay), and with no wait per miss its cost with it.
+        let t0 = Instant::now();
+        let (hot, tail) = PeakEwma::new(5e6, t0, t0);
+        let model = CostModel::new(Duration::from_secs(10), Duration::ZERO);
+        for s in 1..=120 {
+            hot.miss(
+                model,
+                Duration::from_micros(50),
+                WEIGHT,
+                tail.since_origin(t0 + Duration::from_secs(s)),
+            );
+        }
+        assert_eq!(hot.read().estimate_nanos, 5e6);
+        let cost = hot.get_at(model, tail.since_origin(t0 + Duration::from_secs(120)));
+        assert!(cost > 5e6, "{cost}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) struct Choice<'a, K, S, R> {
 /// peers are idle.
 ///
 /// An endpoint whose ejection has just ended is picked for its one probe request whenever it is
-/// drawn, whatever its cost: otherwise the penalty that got it ejected would keep it from ever
+/// drawn, whatever its cost: otherwise the misses that got it ejected would keep it from ever
 /// being tried again. Candidates are compared with `peek`; only the chosen one is `admit`ted, so
 /// no probe is claimed and then left unsent.
 ///
@@ -132,10 +132,15 @@ pub(crate) fn pick<'a, K, S, R>(
                         && winner_cost > MEMORY_MARGIN * cost(last)
                         && peek(last) == Some(Admit::Yes)
                     {
-                        last
-                    } else {
-                        winner
+                        // Not ready, or avoided (a hedge steering away from its first
+                        // attempt's endpoint, often this thread's last choice): the pair's
+                        // winner, rather than a new draw.
+                        if let Some(choice) = take(last) {
+                            LAST.set(last);
+                            return Some(choice);
+                        }
                     }
+                    winner
                 }
                 // Taking the one usable endpoint of a pair would hand a slow endpoint every
                 // draw that pairs it with an ejected one: draw again, so that each choice

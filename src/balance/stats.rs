@@ -33,7 +33,9 @@ pub struct EndpointStats<K> {
     pub ejections: u64,
     /// Requests in flight now.
     pub in_flight: u32,
-    /// Its current peak-EWMA round-trip time.
+    /// Its current cost estimate: the peak-EWMA round-trip time, divided by the share of its
+    /// recent attempts that answered (with each miss's wait before a retry added); the
+    /// round-trip time itself while it has no misses.
     pub rtt: Duration,
     /// Its outlier status now.
     pub status: Status,

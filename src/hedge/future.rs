@@ -265,8 +265,7 @@ where
                     time_first(shared, *this.started);
                     let out = out.map_err(Error::from_service);
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
-                    let shortcut =
-                        !fatal && race.hedges.is_empty() && may_shortcut(shared, race, &out);
+                    let shortcut = !fatal && race.hedges.is_empty() && may_shortcut(race, &out);
                     if fatal || (race.hedges.is_empty() && !shortcut) {
                         race.refund();
                         // The losers: cancelled, charged nothing. A hedge that lost to the first
@@ -396,16 +395,19 @@ where
 /// layer sends it again for free), and a server that named a wait is heard by the retry layer.
 /// Only once the delay is known: before, a hedge's delay would be zero, and so every next one's.
 fn may_shortcut<S, B, F, R, RB>(
-    shared: &Shared,
     race: &Race<S, B, F, R>,
     out: &Result<Response<RB>, Error>,
 ) -> bool {
     let Ok(res) = out else { return false };
-    let pushback = res
-        .extensions()
-        .get::<crate::classify::Classified>()
-        .is_some_and(|c| c.0.pushback().is_some());
-    !pushback && !race.stopped && race.known.is_none() && race.sent < shared.max_hedges
+    // Classified below (by a balancer), or, over a bare service, the headers that carry it.
+    let pushback = match res.extensions().get::<crate::classify::Classified>() {
+        Some(c) => c.0.pushback().is_some(),
+        None => {
+            res.headers().contains_key(http::header::RETRY_AFTER)
+                || res.headers().contains_key("grpc-retry-pushback-ms")
+        }
+    };
+    !pushback && !race.stopped && race.known.is_none() && race.sent < race.max_hedges
 }
 
 /// Takes what a hedge needs, or says why it cannot be sent.

@@ -273,7 +273,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Balancer settings (fail-fast timeout, EWMA, penalty).
+    /// Balancer settings (fail-fast timeout, EWMA, misses).
     ///
     /// ```
     /// # use std::time::Duration;

@@ -114,8 +114,10 @@ mod from_config {
         /// ([`Client::from_file`], [`ClientBuilder::from_config`](crate::http::ClientBuilder::from_config))
         /// also refuses a change it cannot apply without a new client, naming the setting
         /// (`endpoints`, `balance.outlier.interval`, `hedge.max_extra_load`, …) with
-        /// [`setting`](ConfigError::setting) `"reload"`; one built in code ignores those
-        /// sections. Reloadable: `routes`, `deadline.timeout`, `attempt_timeout.timeout`,
+        /// [`setting`](ConfigError::setting) `"reload"`. A client built in code has no
+        /// configuration to compare a new one with: it refuses this call (setting `"reload"`),
+        /// rather than take a file's defaults for the settings it was built with; reload its
+        /// routes with [`reload_routes`](Self::reload_routes). Reloadable: `routes`, `deadline.timeout`, `attempt_timeout.timeout`,
         /// `retry.max_retries`, `hedge` on or off, `hedge.max_hedges`, a fixed `hedge.delay`.
         ///
         /// ```
@@ -135,21 +137,24 @@ mod from_config {
         pub fn reload(&self, config: &ClientConfig) -> Result<(), ConfigError> {
             let config = config.clone().normalized()?;
             let mut applied = self.lock();
-            if let Some(old) = &applied.config {
-                if let Some(path) = crate::policy::unreloadable(old, &config) {
-                    return Err(ConfigError::new(
-                        "reload",
-                        "cannot change on a running client: build a new one for it",
-                    )
-                    .placed(path));
-                }
+            let Some(old) = &applied.config else {
+                return Err(ConfigError::new(
+                    "reload",
+                    "a client built in code has no configuration to compare a new one with: \
+                     reload its routes (`reload_routes`), or build it from a configuration",
+                ));
+            };
+            if let Some(path) = crate::policy::unreloadable(old, &config) {
+                return Err(ConfigError::new(
+                    "reload",
+                    "cannot change on a running client: build a new one for it",
+                )
+                .placed(path));
             }
             let defaults = crate::policy::route_defaults(&config);
             self.reload.routing.reload(&config.routes, &defaults)?;
             applied.routes = config.routes.clone();
-            if applied.config.is_some() {
-                applied.config = Some(config);
-            }
+            applied.config = Some(config);
             Ok(())
         }
 

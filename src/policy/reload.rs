@@ -52,7 +52,8 @@ pub(crate) fn unreloadable(old: &ClientConfig, new: &ClientConfig) -> Option<Str
     old.hedge = Some(was);
     fixed.hedge = Some(now);
     let (Ok(a), Ok(b)) = (serde_json::to_value(&old), serde_json::to_value(&fixed)) else {
-        return Some(String::new());
+        // Cannot happen for these plain types; should it, refuse the whole section by name.
+        return Some("hedge".to_owned());
     };
     let mut path = String::new();
     differs(&a, &b, &mut path).then_some(path)

@@ -227,7 +227,7 @@ impl<C> RetryLayer<C> {
     /// Treats a server's pushback (`Retry-After`, `grpc-retry-pushback-ms`) as that endpoint's
     /// alone (default `false`). Use it behind a balancer over several endpoints: the balancer
     /// keeps the endpoint that asked out of rotation for about as long as it asked (it records
-    /// the pushback as the endpoint's penalty), and the retry goes to another endpoint after the
+    /// the pushback as the endpoint's quiet time), and the retry goes to another endpoint after the
     /// ordinary backoff instead of making the whole request wait. A pushback that forbids
     /// retries still forbids them. [`crate::http::Client`] turns this on when it has two or more
     /// static endpoints.

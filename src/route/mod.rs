@@ -37,7 +37,13 @@ use crate::error::ConfigError;
 use crate::hedge::MAX_HEDGES;
 use std::time::Duration;
 
+/// The methods RFC 9110 and RFC 5789 define, all upper-case.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 mod layer;
+mod path;
 mod table;
 
 pub(crate) use self::layer::Routing;
@@ -148,8 +154,26 @@ impl RouteMatch {
                     format!("{method:?} is not an HTTP method"),
                 ));
             }
+            // Methods are case-sensitive: `post` would be a method of its own, which no
+            // request uses, and the route would silently never fit.
+            let upper = method.to_ascii_uppercase();
+            if upper != *method && STANDARD_METHODS.contains(&upper.as_str()) {
+                return Err(bad(
+                    &format!("methods[{i}]"),
+                    format!("{method:?}: methods are case-sensitive; write {upper:?}"),
+                ));
+            }
         }
         if let Some(prefix) = &self.path_prefix {
+            if path::normalized(prefix).as_deref() != Some(prefix.as_str()) {
+                return Err(bad(
+                    "path_prefix",
+                    format!(
+                        "{prefix:?}: write the path as a server resolves it (no '.' or '..' \
+                         segments, no escaped unreserved character or '/')"
+                    ),
+                ));
+            }
             if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
                 return Err(bad(
                     "path_prefix",
@@ -482,6 +506,12 @@ impl Route {
                 return Err(bad(
                     "hedge.max_hedges",
                     "at most 4 (gRPC A6: 5 attempts per call)",
+                ));
+            }
+            if hedge.enabled && hedge.max_hedges == Some(0) {
+                return Err(bad(
+                    "hedge.max_hedges",
+                    "0 with hedging on: write hedge = \"off\" to turn it off",
                 ));
             }
             if hedge.delay.is_some_and(|d| d.is_zero()) {

@@ -132,11 +132,15 @@ impl Table {
         }
     }
 
-    /// The first route that fits, else the client's defaults.
+    /// The first route that fits, else the client's defaults. The path is matched as a
+    /// server resolves it (see [`normalized`](super::path::normalized)).
     pub(crate) fn pick(&self, method: &Method, path: &str) -> &Arc<RoutePolicy> {
+        let Some(path) = super::path::normalized(path) else {
+            return &self.fallback;
+        };
         self.routes
             .iter()
-            .find(|(m, _)| m.fits(method, path))
+            .find(|(m, _)| m.fits(method, &path))
             .map_or(&self.fallback, |(_, policy)| policy)
     }
 }

@@ -248,7 +248,7 @@ impl ChannelBuilder {
         self
     }
 
-    /// Balancer settings (fail-fast timeout, EWMA, penalty).
+    /// Balancer settings (fail-fast timeout, EWMA, misses).
     ///
     /// ```
     /// # use std::time::Duration;
