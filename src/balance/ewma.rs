@@ -282,9 +282,16 @@ impl PeakEwma {
     pub(crate) fn miss(&self, model: CostModel, waited: Duration, weight: f64, now: u64) -> f64 {
         let waited = nanos(waited);
         let state = self.write(|mut state| {
-            // The estimate as last measured, not decayed: restarting its decay from now.
-            state.estimate_nanos = waited.max(state.estimate_nanos);
-            state.updated = state.updated.max(now);
+            let elapsed = now.saturating_sub(state.updated) as f64;
+            let latency = state.estimate_nanos * (-elapsed / model.tau_nanos).exp();
+            if waited > latency {
+                state.estimate_nanos = waited;
+                state.updated = state.updated.max(now);
+            } else if weight > 0.0 {
+                // The estimate as last measured, not decayed: its decay restarts from now.
+                // (A zero weight leaves a fast miss out of the cost altogether.)
+                state.updated = state.updated.max(now);
+            }
             let misses = misses_at(&state, now);
             state.misses = misses + (1.0 - misses) * weight;
             state.missed = state.missed.max(now);
