@@ -71,7 +71,15 @@ impl Slices {
     /// Recomputes the union and diffs it against what was handed out. Addresses that stay are
     /// in neither list, so the balancer keeps their measurements and connections.
     fn publish(&mut self) -> Diff {
-        let now: BTreeSet<SocketAddr> = self.by_slice.values().flatten().copied().collect();
+        let all: BTreeSet<SocketAddr> = self.by_slice.values().flatten().copied().collect();
+        // A dual-stack Service lists each pod once per address family, in slices of their
+        // own: one family only, or every pod would weigh double (and the other family may not
+        // be routable from here). IPv4 when the Service has any; IPv6 for an IPv6-only one.
+        let now: BTreeSet<SocketAddr> = if all.iter().any(SocketAddr::is_ipv4) {
+            all.into_iter().filter(SocketAddr::is_ipv4).collect()
+        } else {
+            all
+        };
         let diff = Diff {
             removed: self.published.difference(&now).copied().collect(),
             added: now.difference(&self.published).copied().collect(),

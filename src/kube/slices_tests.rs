@@ -159,3 +159,28 @@ fn fqdn_slices_and_unparsable_addresses_are_skipped() {
         addrs(&["[fd00::1]:80"])
     );
 }
+
+#[test]
+fn a_dual_stack_service_counts_each_pod_once_by_its_ipv4_address() {
+    let mut slices = Slices::new(None);
+    let mut v6 = slice(
+        "web-v6",
+        http(80),
+        json!([ep("fd00::1", Some(true), false)]),
+    );
+    v6.address_type = "IPv6".into();
+    // IPv6 alone: an IPv6-only Service.
+    assert_eq!(
+        slices.apply(Event::Apply(v6)).added,
+        addrs(&["[fd00::1]:80"])
+    );
+    // Its IPv4 slice arrives: the same pod, counted once, by its IPv4 address.
+    let v4 = slice(
+        "web-v4",
+        http(80),
+        json!([ep("10.0.0.1", Some(true), false)]),
+    );
+    let diff = slices.apply(Event::Apply(v4));
+    assert_eq!(diff.added, addrs(&["10.0.0.1:80"]));
+    assert_eq!(diff.removed, addrs(&["[fd00::1]:80"]));
+}
