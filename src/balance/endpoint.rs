@@ -5,6 +5,7 @@ use super::quiet::Quiet;
 use super::telemetry::{EndpointMetrics, RequestHandles};
 use crate::classify::{Class, Pushback};
 use crate::outlier::{EndpointHealth, Tracked};
+use crate::primitives::step;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -277,7 +278,7 @@ impl InFlight {
     fn record(&mut self, class: &Class) {
         if !self.done {
             self.done = true;
-            let now = Instant::now();
+            let now = step::now();
             let at = self.meter.since_origin(now);
             let latency = self
                 .head_latency

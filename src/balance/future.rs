@@ -10,6 +10,7 @@ use crate::classify::grpc_web::TrailerScanner;
 use crate::classify::{Class, Classified};
 use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
+use crate::primitives::step::{self, Step};
 use http::Request;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -110,13 +111,14 @@ where
     type Output = Result<http::Response<ResponseBody<RB>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _step = Step::enter();
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Pick { request, first } => {
                     // The first pick reuses the instant `call` read; a clock read costs as
                     // much as the pick itself on some machines.
-                    let now = this.called_at.take().unwrap_or_else(Instant::now);
+                    let now = this.called_at.take().unwrap_or_else(step::now);
                     let shared = &**this.shared;
                     let endpoints = match first.take() {
                         Some(endpoints) => endpoints,

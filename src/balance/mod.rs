@@ -59,13 +59,13 @@ pub use tower::discover::{Change, Discover};
 
 pub(crate) use self::endpoints::{Candidate, Endpoints, Shared, Snapshot};
 use crate::error::{BoxError, Error};
+use crate::primitives::step::{self, Step};
 use http::Request;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use tokio::time::Instant;
 use tower::Service;
 
 /// Balances requests over endpoints by latency and load, ejecting outliers.
@@ -166,7 +166,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let now = Instant::now();
+        let _step = Step::enter();
+        let now = step::now();
         if self.shared.detector.sweep_if_due(now) {
             self.shared.publish_rtt(now);
         }

@@ -4,6 +4,7 @@ use super::layer::Core;
 use super::machine::Shared;
 use crate::classify::{Classified, Classify};
 use crate::error::{BoxError, Error, Kind};
+use crate::primitives::step::{self, Step};
 use pin_project_lite::pin_project;
 use std::error::Error as _;
 use std::future::Future;
@@ -69,7 +70,8 @@ impl<F, C> ResponseFuture<F, C> {
         route: Option<Arc<Shared>>,
         ticket: Ticket,
         started: Option<Instant>,
-        deadline: Option<Instant>,
+        // The request's deadline, and whether it is its caller's (see `DeadlineFromCaller`).
+        (deadline, callers_deadline): (Option<Instant>, bool),
     ) -> Self {
         ResponseFuture {
             inner: Some(inner),
@@ -79,14 +81,8 @@ impl<F, C> ResponseFuture<F, C> {
             ticket,
             started,
             deadline,
-            callers_deadline: false,
+            callers_deadline,
         }
-    }
-
-    /// Marks the request's deadline as its caller's (see `DeadlineFromCaller`).
-    pub(crate) fn callers_deadline(mut self, callers: bool) -> Self {
-        self.callers_deadline = callers;
-        self
     }
 
     pub(crate) fn refused(error: Error, core: Arc<Core<C>>) -> Self {
@@ -112,6 +108,7 @@ where
     type Output = Result<http::Response<RB>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _step = Step::enter();
         let this = self.project();
         if let Some(error) = this.refused.take() {
             return Poll::Ready(Err(error));
@@ -120,31 +117,22 @@ where
             // Polled after it finished: the caller broke the future's contract.
             return Poll::Ready(Err(Error::new(Kind::CircuitOpen)));
         };
-        let result = ready!(inner.poll(cx));
+        let result = ready!(inner.poll(cx)).map_err(Error::from_service);
         if *this.ticket == Ticket::Done {
             // A breaker that is off: nothing to record.
-            return Poll::Ready(result.map_err(Error::from_service));
+            return Poll::Ready(result);
         }
         let classifier = &this.core.classifier;
-        let (result, failed) = match result {
-            Ok(res) => {
-                let failed = response_failed(&res, classifier);
-                (Ok(res), Some(failed))
-            }
-            Err(error) => {
-                let error = Error::from_service(error);
-                let failed = if *this.callers_deadline && error.kind() == Kind::DeadlineExceeded {
-                    None
-                } else {
-                    error_failed(&error, classifier)
-                };
-                (Err(error), failed)
-            }
+        // Judged in place: moving the response through a match copies it each time.
+        let failed = match &result {
+            Ok(res) => Some(response_failed(res, classifier)),
+            Err(error) if *this.callers_deadline && error.kind() == Kind::DeadlineExceeded => None,
+            Err(error) => error_failed(error, classifier),
         };
         let ticket = std::mem::replace(this.ticket, Ticket::Done);
         if ticket != Ticket::Shadow {
             let shared = this.route.as_deref().unwrap_or(&this.core.shared);
-            settle(shared, ticket, *this.started, Instant::now(), failed);
+            settle(shared, ticket, *this.started, step::now(), failed);
         }
         Poll::Ready(result)
     }

@@ -10,6 +10,7 @@ use crate::classify::{Classifier, Classify};
 use crate::deadline::{DeadlineFromCaller, RequestDeadline};
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
+use crate::primitives::step;
 use http::Request;
 use metrics::SharedString;
 use std::borrow::Cow;
@@ -347,8 +348,14 @@ where
         }
         if !core.shared.config.enabled {
             self.inner_ready = false;
-            let future = self.inner.call(req);
-            return ResponseFuture::new(future, core, None, Ticket::Done, None, None);
+            return ResponseFuture::new(
+                self.inner.call(req),
+                core,
+                None,
+                Ticket::Done,
+                None,
+                (None, false),
+            );
         }
         let route = core
             .routes
@@ -357,9 +364,9 @@ where
         let shared = route.as_deref().unwrap_or(&core.shared);
         // Closed: one load, and no clock read unless slow calls are timed.
         let (admit, started) = if state(shared.load()) == CLOSED {
-            (Admit::Pass, shared.slow_call.map(|_| Instant::now()))
+            (Admit::Pass, shared.slow_call.map(|_| step::now()))
         } else {
-            let now = Instant::now();
+            let now = step::now();
             (shared.admit(now), Some(now))
         };
         let ticket = match admit {
@@ -384,9 +391,16 @@ where
             Some(RequestDeadline(at)) => (Some(*at), false),
             None => (None, false),
         };
-        let future = self.inner.call(req);
-        ResponseFuture::new(future, core, route, ticket, started, deadline)
-            .callers_deadline(callers_deadline)
+        // Called inside the future's one constructor: the inner future is written in place
+        // rather than built aside and copied in (a builder step after it copies it again).
+        ResponseFuture::new(
+            self.inner.call(req),
+            core,
+            route,
+            ticket,
+            started,
+            (deadline, callers_deadline),
+        )
     }
 }
 

@@ -3,6 +3,7 @@
 use super::timer::LazySleep;
 use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
+use crate::primitives::step::{self, Step};
 use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -174,7 +175,8 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let now = Instant::now();
+        let _step = Step::enter();
+        let now = step::now();
         // A request with no extension has no deadline to meet, and one without headers is no
         // gRPC call: unless an HTTP header is asked for, only the timer is left to set. Kept
         // small so that it inlines into the caller, as tower's `Timeout` does.

@@ -7,6 +7,7 @@ use super::{
     CallerDeadline, DEADLINE_HEADER, DeadlineFromCaller, RequestDeadline, expiry, grpc_timeout,
 };
 use crate::error::{BoxError, Error, Kind};
+use crate::primitives::step::{self, Step};
 use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -268,7 +269,9 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let now = Instant::now();
+        // The layers below join this step and share its one reading of the clock.
+        let _step = Step::enter();
+        let now = step::now();
         let own = super::instant_after(now, self.config.timeout);
         // A request with no extension and no header has no earlier deadline, no limit of its
         // own and no streaming marker: only the extra content types are left to carry.
@@ -321,6 +324,8 @@ where
     type Output = Result<http::Response<DeadlineBody<RB>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // An answer that comes back in this poll is timed once for every layer below.
+        let _step = Step::enter();
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)));

@@ -4,6 +4,7 @@
 //!
 //! - [`clock`]: the one clock: instants as signed microseconds (gates, windows) or unsigned
 //!   nanoseconds (latency estimates, the ledger) from an origin, read once per event;
+//! - [`step`]: one reading of that clock per synchronous pass through the layers;
 //! - [`ledger`]: the exact ledger — deposits and withdrawals over a sliding window, each
 //!   counted once, never overdrawn under concurrency (the retry budget's);
 //! - [`ring`]: the lossy statistics ring — the last minute of outcomes and latencies, a
@@ -27,3 +28,4 @@ pub(crate) mod ledger;
 pub(crate) mod replay;
 pub(crate) mod ring;
 pub(crate) mod route_policy;
+pub(crate) mod step;

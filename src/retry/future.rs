@@ -11,6 +11,7 @@ use super::trace::{self, Trace};
 use crate::budget::UnsentRetry;
 use crate::classify::{Class, Classified, Classify, Idempotence, Reason};
 use crate::error::{BoxError, Error, Kind};
+use crate::primitives::step::{self, Step};
 use http::Request;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -110,7 +111,7 @@ where
         trace: Option<Box<Trace>>,
         caller_retries: bool,
     ) -> Self {
-        let started = Instant::now();
+        let started = step::now();
         match trace {
             // Called where the future is built, so that the attempt's future is written in
             // place instead of moved into it: one struct, one call, no guard held across it
@@ -191,6 +192,7 @@ where
     type Output = Result<http::Response<RB>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let _step = Step::enter();
         let mut this = self.project();
         // As `Instrument` does, spans are entered while their work runs: the attempt's around
         // the attempt (the balancer records its pick in it), the request's (the attempt's
@@ -206,7 +208,7 @@ where
                     let entered = attempt_span.as_deref().map(Span::enter);
                     let outcome = ready!(future.poll(cx)).map_err(Error::from_service);
                     drop(entered);
-                    let now = Instant::now();
+                    let now = step::now();
                     let config = &**this.config;
                     let class = classify(&outcome, &config.classifier);
                     if let Some(span) = attempt_span.as_deref() {

@@ -1,0 +1,131 @@
+//! One clock reading per step: a step is one synchronous pass through the layers, down them
+//! (a `call` that goes through the deadline, the breaker, the retry layer, the attempt timeout
+//! and the balancer's pick) or up them (a `poll` in which an answer comes back through each).
+//!
+//! Every layer needs "now" at those moments (the deadline's start, the breaker's bucket, the
+//! request statistics, the attempt's end, the pick's decay, the endpoint's latency), and a
+//! read of the clock costs about 20 ns on a virtual machine: seven of them were an eighth of
+//! the default stack's time. Within one step the layers are a few hundred nanoseconds apart,
+//! so one reading serves them all.
+//!
+//! How: a layer that reads the clock enters a [`Step`] for the length of its `call` or `poll`;
+//! the outermost one opens it, the ones inside join it. The first [`now`] in an open step reads
+//! the clock and keeps the reading for the rest of the step; the step ends when the layer that
+//! opened it returns. Outside a step, [`now`] reads the clock.
+//!
+//! The reading is taken the first time a layer asks for it, never earlier: a layer reads "now"
+//! when its inner service has answered, so an answer's latency still includes the inner poll
+//! that produced it. A reading used later in the same step is at most that step old, and it is
+//! only ever *earlier* than the truth: an end computed from it (an attempt's, a deadline's)
+//! comes sooner, never later, so no deadline is extended. Checks that decide whether a deadline
+//! has passed read the clock themselves.
+
+use std::cell::Cell;
+use tokio::time::Instant;
+
+#[derive(Clone, Copy)]
+enum Reading {
+    /// No step is open on this thread.
+    Outside,
+    /// A step is open and nothing in it has asked for the time yet.
+    Unread,
+    /// A step is open and this is its reading.
+    Read(Instant),
+}
+
+thread_local! {
+    static STEP: Cell<Reading> = const { Cell::new(Reading::Outside) };
+}
+
+/// Held for the length of a layer's `call` or `poll`: opens a step if none is open on this
+/// thread and closes it when dropped (also when unwinding), or joins the open one.
+#[must_use = "the step lasts as long as the guard"]
+pub(crate) struct Step {
+    opened: bool,
+}
+
+impl Step {
+    #[inline]
+    pub(crate) fn enter() -> Step {
+        STEP.with(|step| match step.get() {
+            Reading::Outside => {
+                step.set(Reading::Unread);
+                Step { opened: true }
+            }
+            Reading::Unread | Reading::Read(_) => Step { opened: false },
+        })
+    }
+}
+
+impl Drop for Step {
+    #[inline]
+    fn drop(&mut self) {
+        if self.opened {
+            STEP.with(|step| step.set(Reading::Outside));
+        }
+    }
+}
+
+/// The current step's reading of the clock, taken now if it is the step's first; outside a
+/// step, a fresh reading.
+#[inline]
+pub(crate) fn now() -> Instant {
+    STEP.with(|step| match step.get() {
+        Reading::Outside => Instant::now(),
+        Reading::Unread => {
+            let now = Instant::now();
+            step.set(Reading::Read(now));
+            now
+        }
+        Reading::Read(now) => now,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_step_reads_the_clock_once_and_ends_with_its_opener() {
+        let outer = Step::enter();
+        let before = Instant::now();
+        // Nothing asked yet: the first reading is taken when asked, not when entered.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let first = now();
+        assert_eq!(first, before + Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(5)).await;
+        {
+            let inner = Step::enter();
+            assert_eq!(now(), first, "a step joined inside keeps the reading");
+            drop(inner);
+        }
+        assert_eq!(now(), first, "the inner guard does not end the step");
+        drop(outer);
+        assert_eq!(
+            now(),
+            first + Duration::from_millis(5),
+            "outside a step the clock is read"
+        );
+        let again = Step::enter();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            now(),
+            first + Duration::from_millis(6),
+            "a new step reads anew"
+        );
+        drop(again);
+    }
+
+    #[test]
+    fn a_panic_inside_a_step_closes_it() {
+        let result = std::panic::catch_unwind(|| {
+            let _step = Step::enter();
+            let _ = now();
+            panic!("inside a step");
+        });
+        assert!(result.is_err());
+        let step = Step::enter();
+        assert!(step.opened, "the unwound guard closed its step");
+    }
+}
