@@ -1,5 +1,6 @@
 //! A timer that exists only once something has to wait for it.
 
+use crate::primitives::step;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,19 +46,48 @@ impl LazySleep {
         }
     }
 
-    /// `Ready` once the end has passed; registers the waker like [`Sleep`] does.
+    /// Whether the tokio timer was built.
+    #[cfg(test)]
+    pub(crate) fn is_armed(&self) -> bool {
+        matches!(self.state, State::Armed { .. })
+    }
+
+    /// `Ready` once the end has passed; registers the waker like [`Sleep`] does, and tells a
+    /// watching [`Cover`](crate::primitives::step::Cover) that it will wake the task.
     pub(crate) fn poll_end(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_end_unless(cx, None)
+    }
+
+    /// As [`poll_end`](Self::poll_end), but a timer not armed yet stays unarmed while
+    /// another one, armed in this poll by an inner future, wakes the task by its end
+    /// (`covered`, from a [`Cover`](crate::primitives::step::Cover)). It is armed on the
+    /// first poll that finds no such timer, so it still fires at its end.
+    pub(crate) fn poll_end_unless(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        covered: Option<Instant>,
+    ) -> Poll<()> {
         let mut state = self.project().state;
         if let StateProj::Unarmed { end } = state.as_mut().project() {
             let Some(end) = *end else {
                 return Poll::Pending;
             };
+            if covered.is_some_and(|other| other <= end) {
+                return Poll::Pending;
+            }
             state.set(State::Armed {
                 sleep: tokio::time::sleep_until(end),
             });
         }
         match state.project() {
-            StateProj::Armed { sleep } => sleep.poll(cx),
+            StateProj::Armed { sleep } => {
+                let end = sleep.deadline();
+                let polled = sleep.poll(cx);
+                if polled.is_pending() {
+                    step::armed(end);
+                }
+                polled
+            }
             // Armed just above.
             StateProj::Unarmed { .. } => Poll::Pending,
         }

@@ -7,7 +7,7 @@ use super::{
     CallerDeadline, DEADLINE_HEADER, DeadlineFromCaller, RequestDeadline, expiry, grpc_timeout,
 };
 use crate::error::{BoxError, Error, Kind};
-use crate::primitives::step::{self, Step};
+use crate::primitives::step::{self, Cover, Step};
 use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -330,6 +330,7 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)));
         };
+        let cover = Cover::watch();
         if let Poll::Ready(result) = inner.poll(cx) {
             let res = result.map_err(Error::from_service)?;
             let deadline = this.timer.end();
@@ -339,7 +340,9 @@ where
             let idle = *this.idle;
             return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
         }
-        std::task::ready!(this.timer.poll_end(cx));
+        // While an attempt's timer (which ends by this deadline) is armed below, it wakes the
+        // task in time: the deadline's own is armed only once none is (a backoff, say).
+        std::task::ready!(this.timer.poll_end_unless(cx, cover.below()));
         // Dropped by our own timer: whatever attempt was in flight is charged.
         expiry::while_expiring(|| this.inner.set(None));
         Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)))
@@ -353,6 +356,9 @@ impl<F> std::fmt::Debug for DeadlineFuture<F> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod timers;
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,9 @@ enum Reading {
 
 thread_local! {
     static STEP: Cell<Reading> = const { Cell::new(Reading::Outside) };
+    /// The earliest end of the timers armed in the poll under way, by the futures a
+    /// [`Cover`] watches (see there).
+    static ARMED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Held for the length of a layer's `call` or `poll`: opens a step if none is open on this
@@ -81,6 +84,58 @@ pub(crate) fn now() -> Instant {
     })
 }
 
+/// Watches, for the length of a future's poll, the timers its inner futures arm: a timer that
+/// an inner future armed in this poll wakes this task by its end, and so wakes this future too
+/// (each wake polls the task from its root down, through every ancestor of the timer's
+/// future). A future with a timer of its own that would end no sooner need not arm it: the
+/// deadline layer leaves its timer unarmed while an attempt's (which ends by the deadline at
+/// the latest) is armed below it, and so a request that waits costs the runtime one timer
+/// instead of two.
+///
+/// Only a timer armed while the watched future polls its inner one counts: the record is
+/// set aside when the watch begins and merged back, for the watchers above, when it ends.
+#[must_use = "the watch lasts as long as the guard"]
+pub(crate) struct Cover {
+    before: Option<Instant>,
+}
+
+impl Cover {
+    #[inline]
+    pub(crate) fn watch() -> Cover {
+        Cover {
+            before: ARMED.with(|armed| armed.replace(None)),
+        }
+    }
+
+    /// The earliest end among the timers armed since the watch began.
+    #[inline]
+    pub(crate) fn below(&self) -> Option<Instant> {
+        ARMED.with(Cell::get)
+    }
+}
+
+impl Drop for Cover {
+    #[inline]
+    fn drop(&mut self) {
+        let before = self.before;
+        ARMED.with(|armed| armed.set(earlier(before, armed.get())));
+    }
+}
+
+/// Records a timer armed in this poll, waking the polling task at `end`.
+#[inline]
+pub(crate) fn armed(end: Instant) {
+    ARMED.with(|armed| armed.set(earlier(armed.get(), Some(end))));
+}
+
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +170,28 @@ mod tests {
             "a new step reads anew"
         );
         drop(again);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cover_sees_the_timers_armed_under_it_and_hands_them_up() {
+        let t = Instant::now();
+        let outer = Cover::watch();
+        armed(t + Duration::from_millis(30));
+        {
+            let inner = Cover::watch();
+            assert_eq!(inner.below(), None, "a new watch starts empty");
+            armed(t + Duration::from_millis(20));
+            armed(t + Duration::from_millis(40));
+            assert_eq!(inner.below(), Some(t + Duration::from_millis(20)));
+        }
+        assert_eq!(
+            outer.below(),
+            Some(t + Duration::from_millis(20)),
+            "the inner watch's timers count for the outer one, with its own"
+        );
+        drop(outer);
+        let next = Cover::watch();
+        assert_eq!(next.below(), None, "a later poll starts empty");
     }
 
     #[test]
