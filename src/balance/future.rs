@@ -10,7 +10,7 @@ use crate::classify::grpc_web::TrailerScanner;
 use crate::classify::{Class, Classified};
 use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
-use crate::primitives::step::{self, Step};
+use crate::primitives::step::Step;
 use http::Request;
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -117,8 +117,11 @@ where
             match this.state.as_mut().project() {
                 StateProj::Pick { request, first } => {
                     // The first pick reuses the instant `call` read; a clock read costs as
-                    // much as the pick itself on some machines.
-                    let now = this.called_at.take().unwrap_or_else(step::now);
+                    // much as the pick itself on some machines. A pick again, after a wait in
+                    // this same poll (a recheck timer already due), reads the clock afresh:
+                    // with the step's reading the endpoints it waited for would stay quiet,
+                    // and the loop would spin.
+                    let now = this.called_at.take().unwrap_or_else(Instant::now);
                     let shared = &**this.shared;
                     let endpoints = match first.take() {
                         Some(endpoints) => endpoints,

@@ -239,11 +239,7 @@ impl<S> AttemptTimeout<S> {
             }
         };
         if let Some(end) = end.filter(|end| *end != now) {
-            let limit = || match (kind, timeout) {
-                (Kind::AttemptTimedOut, Some(t)) => t,
-                _ => end.saturating_duration_since(now),
-            };
-            self.propagate(req, limit, now);
+            self.propagate(req, end);
         }
         (end, kind)
     }
@@ -251,7 +247,7 @@ impl<S> AttemptTimeout<S> {
     /// Tells the server the attempt's limit, never more than the caller asked for: the
     /// smallest of `limit`, the caller's own header and what is left of the caller's limit
     /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
-    fn propagate<B>(&self, req: &mut Request<B>, limit: impl FnOnce() -> Duration, now: Instant) {
+    fn propagate<B>(&self, req: &mut Request<B>, end: Instant) {
         let is_grpc = content_type(req.headers())
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let name = if is_grpc {
@@ -262,7 +258,10 @@ impl<S> AttemptTimeout<S> {
                 None => return,
             }
         };
-        let mut limit = limit();
+        // The time left, from a reading of its own: the step's shared one may be a few
+        // microseconds old, and the limit told downstream must not be longer than what is left.
+        let now = Instant::now();
+        let mut limit = end.saturating_duration_since(now);
         if let Some(CallerDeadline(at)) = req.extensions().get::<CallerDeadline>() {
             limit = limit.min(at.saturating_duration_since(now));
         }

@@ -18,6 +18,15 @@ pin_project! {
         #[pin]
         state: State,
     }
+
+    impl PinnedDrop for LazySleep {
+        fn drop(this: Pin<&mut Self>) {
+            // A watch that was told of this timer must not count on it any more.
+            if let StateProj::Armed { .. } = this.project().state.project() {
+                step::disarmed();
+            }
+        }
+    }
 }
 
 pin_project! {

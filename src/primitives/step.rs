@@ -14,11 +14,17 @@
 //! opened it returns. Outside a step, [`now`] reads the clock.
 //!
 //! The reading is taken the first time a layer asks for it, never earlier: a layer reads "now"
-//! when its inner service has answered, so an answer's latency still includes the inner poll
-//! that produced it. A reading used later in the same step is at most that step old, and it is
-//! only ever *earlier* than the truth: an end computed from it (an attempt's, a deadline's)
-//! comes sooner, never later, so no deadline is extended. Checks that decide whether a deadline
-//! has passed read the clock themselves.
+//! when its inner service has answered, so an answer's latency includes the inner poll that
+//! produced it (an answer that comes back within the very pass that sent it, from a service in
+//! memory, measures zero). A reading used later in the same step is that step old, and only
+//! ever *earlier* than the truth: an end computed from it (an attempt's, a deadline's) comes
+//! sooner. Where an earlier "now" could lengthen something, the layer reads the clock itself:
+//! the limit an attempt tells downstream (`grpc-timeout`), the balancer's picks after a wait,
+//! the checks made when a request is dropped.
+//!
+//! A reading serves [`MAX_USES`] askers at most, then the clock is read again: one pass of the
+//! default stack asks five times or fewer, and a step that lasts (a runtime blocked on inside a
+//! poll, which runs whole requests within it) cannot freeze the time for long.
 
 use std::cell::Cell;
 use tokio::time::Instant;
@@ -29,15 +35,20 @@ enum Reading {
     Outside,
     /// A step is open and nothing in it has asked for the time yet.
     Unread,
-    /// A step is open and this is its reading.
-    Read(Instant),
+    /// A step is open and this is its reading, with how many times it was handed out.
+    Read(Instant, u8),
 }
+
+/// How many times one reading is handed out before the clock is read again.
+const MAX_USES: u8 = 8;
 
 thread_local! {
     static STEP: Cell<Reading> = const { Cell::new(Reading::Outside) };
     /// The earliest end of the timers armed in the poll under way, by the futures a
     /// [`Cover`] watches (see there).
     static ARMED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether an armed timer was dropped during the watch: what was reported may be gone.
+    static DROPPED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Held for the length of a layer's `call` or `poll`: opens a step if none is open on this
@@ -55,7 +66,7 @@ impl Step {
                 step.set(Reading::Unread);
                 Step { opened: true }
             }
-            Reading::Unread | Reading::Read(_) => Step { opened: false },
+            Reading::Unread | Reading::Read(..) => Step { opened: false },
         })
     }
 }
@@ -75,12 +86,15 @@ impl Drop for Step {
 pub(crate) fn now() -> Instant {
     STEP.with(|step| match step.get() {
         Reading::Outside => Instant::now(),
-        Reading::Unread => {
-            let now = Instant::now();
-            step.set(Reading::Read(now));
+        Reading::Read(now, uses) if uses < MAX_USES => {
+            step.set(Reading::Read(now, uses + 1));
             now
         }
-        Reading::Read(now) => now,
+        Reading::Unread | Reading::Read(..) => {
+            let now = Instant::now();
+            step.set(Reading::Read(now, 1));
+            now
+        }
     })
 }
 
@@ -93,10 +107,13 @@ pub(crate) fn now() -> Instant {
 /// instead of two.
 ///
 /// Only a timer armed while the watched future polls its inner one counts: the record is
-/// set aside when the watch begins and merged back, for the watchers above, when it ends.
+/// set aside when the watch begins and merged back, for the watchers above, when it ends. An
+/// armed timer dropped during the watch (an attempt abandoned in the same poll, a retry's
+/// previous attempt) voids the record: what was reported may be what was dropped.
 #[must_use = "the watch lasts as long as the guard"]
 pub(crate) struct Cover {
     before: Option<Instant>,
+    dropped_before: bool,
 }
 
 impl Cover {
@@ -104,12 +121,17 @@ impl Cover {
     pub(crate) fn watch() -> Cover {
         Cover {
             before: ARMED.with(|armed| armed.replace(None)),
+            dropped_before: DROPPED.with(|dropped| dropped.replace(false)),
         }
     }
 
-    /// The earliest end among the timers armed since the watch began.
+    /// The earliest end among the timers armed since the watch began and still armed: `None`
+    /// if an armed timer was dropped meanwhile.
     #[inline]
     pub(crate) fn below(&self) -> Option<Instant> {
+        if DROPPED.with(Cell::get) {
+            return None;
+        }
         ARMED.with(Cell::get)
     }
 }
@@ -119,7 +141,15 @@ impl Drop for Cover {
     fn drop(&mut self) {
         let before = self.before;
         ARMED.with(|armed| armed.set(earlier(before, armed.get())));
+        let dropped_before = self.dropped_before;
+        DROPPED.with(|dropped| dropped.set(dropped_before || dropped.get()));
     }
+}
+
+/// Records that an armed timer was dropped: the watches under way stop trusting their record.
+#[inline]
+pub(crate) fn disarmed() {
+    DROPPED.with(|dropped| dropped.set(true));
 }
 
 /// Records a timer armed in this poll, waking the polling task at `end`.
@@ -192,6 +222,35 @@ mod tests {
         drop(outer);
         let next = Cover::watch();
         assert_eq!(next.below(), None, "a later poll starts empty");
+        armed(t + Duration::from_millis(10));
+        {
+            let inner = Cover::watch();
+            armed(t + Duration::from_millis(20));
+            disarmed();
+            assert_eq!(inner.below(), None, "a dropped timer voids the record");
+        }
+        assert_eq!(
+            next.below(),
+            None,
+            "and the outer watch's, which saw it dropped too"
+        );
+        drop(next);
+        assert_eq!(Cover::watch().below(), None, "a later watch starts clean");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reading_is_handed_out_a_few_times_then_taken_again() {
+        let _step = Step::enter();
+        let first = now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        for _ in 1..MAX_USES {
+            assert_eq!(now(), first);
+        }
+        assert_eq!(
+            now(),
+            first + Duration::from_millis(1),
+            "used up: read anew"
+        );
     }
 
     #[test]

@@ -67,3 +67,64 @@ async fn once_no_timer_below_is_armed_the_deadline_arms_its_own() {
     assert_eq!(err.kind(), Kind::DeadlineExceeded);
     assert_eq!(Instant::now() - start, Duration::from_millis(100));
 }
+
+/// Polls `timer` once per poll (arming it), and is never ready: a future below the deadline
+/// whose timer reports itself to the watch.
+struct Timed {
+    timer: Option<Pin<Box<crate::deadline::timer::LazySleep>>>,
+    // Dropped in the poll that armed it, after reporting: the report must not count.
+    drop_after_poll: bool,
+}
+
+impl Future for Timed {
+    type Output = Result<http::Response<Empty>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(timer) = self.timer.as_mut() {
+            let _ = timer.as_mut().poll_end(cx);
+        }
+        if self.drop_after_poll {
+            self.timer = None;
+        }
+        Poll::Pending
+    }
+}
+
+/// A deadline of 100 ms over `Timed` with a timer ending `after` the request starts; returns
+/// whether the deadline armed its own timer on the first poll, and checks the request ends
+/// exactly at the deadline.
+async fn deadline_over_a_timer(after: Duration, drop_after_poll: bool) -> bool {
+    let start = Instant::now();
+    let end = start + after;
+    let inner = tower::service_fn(move |_: Request<()>| Timed {
+        timer: Some(Box::pin(crate::deadline::timer::LazySleep::new(Some(end)))),
+        drop_after_poll,
+    });
+    let mut svc = DeadlineLayer::new(Duration::from_millis(100)).layer(inner);
+    let mut future = std::pin::pin!(svc.call(Request::new(())));
+    let polled = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+    assert!(polled.is_pending());
+    let armed = future.timer.is_armed();
+    let err = tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .expect("the deadline ends the request")
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::DeadlineExceeded);
+    assert_eq!(Instant::now() - start, Duration::from_millis(100));
+    armed
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_below_that_ends_sooner_stands_in() {
+    assert!(!deadline_over_a_timer(Duration::from_millis(50), false).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_below_that_ends_later_does_not() {
+    assert!(deadline_over_a_timer(Duration::from_millis(150), false).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_dropped_in_the_poll_that_armed_it_does_not() {
+    assert!(deadline_over_a_timer(Duration::from_millis(50), true).await);
+}
