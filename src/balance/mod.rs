@@ -203,3 +203,6 @@ impl<K: fmt::Debug + Clone + Eq + Hash, S> fmt::Debug for Balance<K, S> {
         f.debug_struct("Balance").field("endpoints", &keys).finish()
     }
 }
+
+#[cfg(test)]
+mod future_tests;
