@@ -104,6 +104,18 @@ where
     layer.layer(service_fn(move |req| up.clone().call(req)))
 }
 
+/// Sends [`get`] to `upstream` behind `layer`, on paused time: the answer and how long it
+/// took, from the first attempt's send.
+pub async fn answer(layer: &HedgeLayer, upstream: &Upstream) -> (Response<String>, Duration) {
+    use tower::ServiceExt;
+    let t0 = Instant::now();
+    let res = behind(layer, upstream)
+        .oneshot(get())
+        .await
+        .expect("an answer");
+    (res, Instant::now() - t0)
+}
+
 /// A hedge layer with a fixed delay, under `budget`; its extra-load cap is exactly `extra` ×
 /// requests (no reserve).
 pub fn fixed(budget: Budget, delay: Duration, max_hedges: u32, extra: f64) -> HedgeLayer {
