@@ -215,9 +215,13 @@ impl Policies {
         let switch = Switch::client();
         let attempts = self.max_retries.saturating_add(1);
         let deadline = self.deadline.min(NO_LIMIT);
+        // The deadline shared by the attempts allowed, unless asked for: a derived timeout
+        // stands aside while attempts often run past it (`AttemptTimeoutLayer::derived`). Never
+        // zero, even under a deadline of a few nanoseconds.
+        let derived = self.attempt_timeout.is_none();
         let attempt_timeout = self
             .attempt_timeout
-            .unwrap_or(deadline / attempts)
+            .unwrap_or_else(|| (deadline / attempts).max(deadline.min(Duration::from_millis(1))))
             .min(NO_LIMIT);
         let budget = self.budget.unwrap_or_default();
         let hedge_config = self.hedge.unwrap_or(HedgeConfig {
@@ -273,6 +277,11 @@ impl Policies {
         }
         .routes(switch);
         let attempt_layer = attempt_layer.routes(switch);
+        let attempt_layer = if derived {
+            attempt_layer.derived()
+        } else {
+            attempt_layer
+        };
         let handles = Handles {
             breaker: protection.breaker.handle(),
             limit: protection.limit.handle(),

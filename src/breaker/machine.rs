@@ -18,10 +18,10 @@
 
 use super::config::BreakerConfig;
 use super::telemetry::Telemetry;
-use super::window::{Counts, Window};
 use super::{BreakerState, BreakerStats, Rejected, TripReason};
 use crate::primitives::clock::{Clock, micros};
 use crate::primitives::ladder::ejection_micros;
+use crate::primitives::window::{Counts, Window};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

@@ -84,7 +84,6 @@ mod layer;
 mod machine;
 mod route;
 mod telemetry;
-mod window;
 
 pub use self::config::{BreakerConfig, MAX_HALF_OPEN_PROBES};
 pub use self::future::ResponseFuture;

@@ -1,5 +1,6 @@
 //! The timeout of one attempt.
 
+use super::overrun::Overruns;
 use super::timer::LazySleep;
 use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
 use crate::error::{BoxError, Error, Kind};
@@ -8,6 +9,7 @@ use http::{HeaderName, HeaderValue, Request};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,6 +34,9 @@ pub struct AttemptTimeoutLayer {
     pub(super) header: Option<HeaderName>,
     /// Whether to look for a route's attempt timeout (a client's routes).
     pub(super) routes: crate::primitives::route_policy::Switch,
+    /// Set when the timeout was derived from the deadline rather than asked for: it stands
+    /// aside while attempts often run past it (see `overrun`).
+    pub(super) overruns: Option<Arc<Overruns>>,
 }
 
 impl AttemptTimeoutLayer {
@@ -49,12 +54,22 @@ impl AttemptTimeoutLayer {
             timeout: Some(timeout),
             header: None,
             routes: crate::primitives::route_policy::Switch::default(),
+            overruns: None,
         }
     }
 
     /// Reads a request's route for its attempt timeout, in place of this one.
     pub(crate) fn routes(mut self, routes: crate::primitives::route_policy::Switch) -> Self {
         self.routes = routes;
+        self
+    }
+
+    /// For a timeout the client derived from the deadline, not one the user set: while more
+    /// than a tenth of the last two seconds' attempts ran past it, attempts run to the
+    /// deadline instead (an upstream slow as a whole, where a retry would be as slow; see
+    /// `overrun`). A route's own attempt timeout is always kept.
+    pub(crate) fn derived(mut self) -> Self {
+        self.overruns = Some(Arc::new(Overruns::new(Instant::now())));
         self
     }
 
@@ -69,6 +84,7 @@ impl AttemptTimeoutLayer {
             timeout: None,
             header: None,
             routes: crate::primitives::route_policy::Switch::default(),
+            overruns: None,
         }
     }
 
@@ -177,16 +193,20 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let _step = Step::enter();
         let now = step::now();
+        let (timeout, watch) = match &self.config.overruns {
+            None => (self.config.timeout, None),
+            Some(overruns) => self.watched(overruns, now),
+        };
         // A request with no extension has no deadline to meet, and one without headers is no
         // gRPC call: unless an HTTP header is asked for, only the timer is left to set. Kept
         // small so that it inlines into the caller, as tower's `Timeout` does.
         let plain =
             req.extensions().is_empty() && req.headers().is_empty() && self.config.header.is_none();
         let (end, kind) = if plain {
-            let end = self.config.timeout.map(|t| super::instant_after(now, t));
+            let end = timeout.map(|t| super::instant_after(now, t));
             (end, Kind::AttemptTimedOut)
         } else {
-            self.limit(&mut req, now)
+            self.limit(&mut req, now, timeout)
         };
         if end == Some(now) {
             // No time left (or a zero timeout): the attempt is not started.
@@ -194,25 +214,52 @@ where
                 inner: None,
                 timer: LazySleep::new(None),
                 kind,
+                watch: None,
             };
         }
         AttemptFuture {
             inner: Some(self.inner.call(req)),
             timer: LazySleep::new(end),
             kind,
+            watch,
         }
     }
 }
 
 impl<S> AttemptTimeout<S> {
+    /// A derived timeout's attempt: its timeout (none while attempts often run past it), and
+    /// what the attempt reports when it ends.
+    #[inline(never)]
+    fn watched(&self, overruns: &Arc<Overruns>, now: Instant) -> (Option<Duration>, Option<Watch>) {
+        let Some(timeout) = self.config.timeout else {
+            return (None, None);
+        };
+        let watch = Watch {
+            overruns: overruns.clone(),
+            past: super::instant_after(now, timeout),
+        };
+        let timeout = if overruns.frequent(now) {
+            None
+        } else {
+            Some(timeout)
+        };
+        (timeout, Some(watch))
+    }
+
     /// The attempt's end and the error it reports when it passes, for a request that may
     /// carry a deadline or propagate a limit; records the end in the request's
-    /// [`RequestDeadline`] and tells the server.
+    /// [`RequestDeadline`] and tells the server. `timeout` is the layer's own, unless the
+    /// request's route has one.
     #[inline(never)]
-    fn limit<B>(&self, req: &mut Request<B>, now: Instant) -> (Option<Instant>, Kind) {
+    fn limit<B>(
+        &self,
+        req: &mut Request<B>,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) -> (Option<Instant>, Kind) {
         let timeout = match self.config.routes.route(req) {
             Some(route) => Some(route.0.attempt_timeout),
-            None => self.config.timeout,
+            None => timeout,
         };
         // Whichever limit is shorter decides both the timer and the error it reports. Compared
         // as instants: a duration between two instants costs as much as the rest of this
@@ -247,17 +294,25 @@ impl<S> AttemptTimeout<S> {
     /// Tells the server the attempt's limit, never more than the caller asked for: the
     /// smallest of `limit`, the caller's own header and what is left of the caller's limit
     /// recorded by [`Deadline`](super::Deadline). A malformed caller value is replaced.
+    ///
+    /// `grpc-timeout` goes on gRPC calls, the configured header on the others; and a limit
+    /// header the caller already put on the request (`grpc-timeout` on any call, or
+    /// [`DEADLINE_HEADER`]) never leaves higher than what is left: the deadline layer read it
+    /// as the caller's limit, and the server may too.
     fn propagate<B>(&self, req: &mut Request<B>, end: Instant) {
-        let is_grpc = content_type(req.headers())
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let name = if is_grpc {
-            &grpc_timeout::HEADER
-        } else {
-            match &self.config.header {
-                Some(name) => name,
-                None => return,
-            }
+        let found = Limits::find(req.headers());
+        let grpc = found.grpc || found.grpc_timeout;
+        // A gRPC call says its limit in `grpc-timeout` alone.
+        let configured = self.config.header.as_ref().filter(|_| !found.grpc);
+        let ours = HeaderName::from_static(DEADLINE_HEADER);
+        let http = match configured {
+            Some(name) => Some(name.clone()),
+            None if found.deadline_header => Some(ours.clone()),
+            None => None,
         };
+        if !grpc && http.is_none() {
+            return;
+        }
         // The time left, from a reading of its own: the step's shared one may be a few
         // microseconds old, and the limit told downstream must not be longer than what is left.
         let now = Instant::now();
@@ -265,41 +320,106 @@ impl<S> AttemptTimeout<S> {
         if let Some(CallerDeadline(at)) = req.extensions().get::<CallerDeadline>() {
             limit = limit.min(at.saturating_duration_since(now));
         }
-        let own = req.headers().get(name).and_then(|v| {
-            if is_grpc {
-                grpc_timeout::parse(v)
-            } else {
-                super::total::parse_millis(v)
-            }
-        });
-        if let Some(own) = own {
-            limit = limit.min(own);
+        if grpc {
+            let own = req
+                .headers()
+                .get(&grpc_timeout::HEADER)
+                .and_then(grpc_timeout::parse);
+            let sent = own.map_or(limit, |own| own.min(limit));
+            req.headers_mut()
+                .insert(grpc_timeout::HEADER, grpc_timeout::encode(sent));
         }
-        let value = if is_grpc {
-            grpc_timeout::encode(limit)
-        } else {
+        if let Some(name) = http {
+            let own = req
+                .headers()
+                .get(&name)
+                .and_then(super::total::parse_millis);
+            let sent = own.map_or(limit, |own| own.min(limit));
             // Rounded up, so a limit under a millisecond is not sent as "no time at all".
-            let millis = limit.as_nanos().div_ceil(1_000_000);
-            HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX))
-        };
-        req.headers_mut().insert(name.clone(), value);
+            let millis = sent.as_nanos().div_ceil(1_000_000);
+            let value = HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX));
+            // The caller's own header under our name, with another name configured: lowered too.
+            if configured.is_some_and(|c| *c != ours) && found.deadline_header {
+                let own = req
+                    .headers()
+                    .get(&ours)
+                    .and_then(super::total::parse_millis);
+                let sent = own.map_or(limit, |own| own.min(limit));
+                let millis = sent.as_nanos().div_ceil(1_000_000);
+                req.headers_mut().insert(
+                    ours,
+                    HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+                );
+            }
+            req.headers_mut().insert(name, value);
+        }
     }
 }
 
 /// The most header values searched by comparing names rather than by hashing.
 const SCAN: usize = 8;
 
-/// The request's `content-type`. Asked of every attempt that carries headers (the retry
-/// layer's attempt number is one): a few names are compared for less than a lookup's hashing
-/// and probing costs (callgrind: 83 instructions for a `get` in a map of one header).
-fn content_type(headers: &http::HeaderMap) -> Option<&HeaderValue> {
-    if headers.len() <= SCAN {
-        headers
-            .iter()
-            .find(|(name, _)| *name == http::header::CONTENT_TYPE)
-            .map(|(_, value)| value)
-    } else {
-        headers.get(http::header::CONTENT_TYPE)
+/// What a request's headers say about its limit, found in one pass. Asked of every attempt
+/// that carries headers (the retry layer's attempt number is one): a few names are compared
+/// for less than a lookup's hashing and probing costs (callgrind: 83 instructions for a `get`
+/// in a map of one header).
+struct Limits {
+    /// A gRPC call: `content-type: application/grpc…`, in any case.
+    grpc: bool,
+    /// The caller sent a `grpc-timeout`.
+    grpc_timeout: bool,
+    /// The caller sent a [`DEADLINE_HEADER`].
+    deadline_header: bool,
+}
+
+impl Limits {
+    fn find(headers: &http::HeaderMap) -> Self {
+        let is_grpc = |v: &HeaderValue| {
+            let prefix = b"application/grpc";
+            v.as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        };
+        if headers.len() <= SCAN {
+            let mut found = Limits {
+                grpc: false,
+                grpc_timeout: false,
+                deadline_header: false,
+            };
+            let mut content_type = None;
+            for (name, value) in headers {
+                if *name == http::header::CONTENT_TYPE {
+                    // The first value, as `get` reads it.
+                    content_type = content_type.or(Some(value));
+                } else if *name == grpc_timeout::HEADER {
+                    found.grpc_timeout = true;
+                } else if name.as_str() == DEADLINE_HEADER {
+                    found.deadline_header = true;
+                }
+            }
+            found.grpc = content_type.is_some_and(is_grpc);
+            found
+        } else {
+            Limits {
+                grpc: headers.get(http::header::CONTENT_TYPE).is_some_and(is_grpc),
+                grpc_timeout: headers.contains_key(&grpc_timeout::HEADER),
+                deadline_header: headers.contains_key(DEADLINE_HEADER),
+            }
+        }
+    }
+}
+
+/// What an attempt under a derived timeout reports when it ends: whether it ran past the
+/// timeout, cut there or let run.
+struct Watch {
+    overruns: Arc<Overruns>,
+    /// Where the timeout would cut the attempt.
+    past: Instant,
+}
+
+impl Watch {
+    fn report(self, now: Instant) {
+        self.overruns.record(now, now >= self.past);
     }
 }
 
@@ -313,6 +433,21 @@ pin_project! {
         #[pin]
         timer: LazySleep,
         kind: Kind,
+        // Under a derived timeout, until the attempt ends.
+        watch: Option<Watch>,
+    }
+
+    impl<F> PinnedDrop for AttemptFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Given up before it ended (the deadline, or the caller): it counts only if it had
+            // run past the timeout; one the caller dropped sooner says nothing of the upstream.
+            if let Some(watch) = this.project().watch.take() {
+                let now = Instant::now();
+                if now >= watch.past {
+                    watch.report(now);
+                }
+            }
+        }
     }
 }
 
@@ -329,11 +464,18 @@ where
             return Poll::Ready(Err(Error::new(*this.kind)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
+            if let Some(watch) = this.watch.take() {
+                watch.report(step::now());
+            }
             return Poll::Ready(result.map_err(Error::from_service));
         }
         std::task::ready!(this.timer.poll_end(cx));
         // Dropped by our own timer: the endpoint is charged with the timeout.
         expiry::while_expiring(|| this.inner.set(None));
+        if let Some(watch) = this.watch.take() {
+            // A fresh reading: the pass's shared one may predate the timer's end.
+            watch.report(Instant::now());
+        }
         Poll::Ready(Err(Error::new(*this.kind)))
     }
 }
@@ -346,6 +488,9 @@ impl<F> std::fmt::Debug for AttemptFuture<F> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod derived;
 
 #[cfg(test)]
 mod tests {
@@ -516,32 +661,87 @@ mod tests {
         assert!(matches!(future.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
     }
 
-    /// Found the same whether the map is searched by comparison or by hash, the first value
-    /// of several included.
+    /// Found the same whether the map is searched by comparison or by hash: the first
+    /// content type (in any case) decides a gRPC call, and the caller's limit headers are seen.
     #[test]
-    fn the_content_type_is_found_in_small_and_large_maps() {
-        for extra in [0, 1, SCAN - 1, SCAN, 4 * SCAN] {
+    fn limits_are_found_in_small_and_large_maps() {
+        for extra in [0, 1, SCAN - 3, SCAN - 2, SCAN, 4 * SCAN] {
             let mut headers = http::HeaderMap::new();
-            assert_eq!(content_type(&headers), None);
             for i in 0..extra {
                 let name = http::HeaderName::try_from(format!("x-h-{i}")).unwrap();
                 headers.insert(name, HeaderValue::from_static("v"));
             }
-            assert_eq!(content_type(&headers), None, "{extra}");
+            let found = Limits::find(&headers);
+            assert!(
+                !found.grpc && !found.grpc_timeout && !found.deadline_header,
+                "{extra}"
+            );
             headers.append(
                 http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
+                HeaderValue::from_static("Application/GRPC+proto"),
             );
             headers.append(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/x"),
             );
+            assert!(Limits::find(&headers).grpc, "{extra}");
+            headers.insert(grpc_timeout::HEADER, HeaderValue::from_static("1H"));
+            headers.insert(DEADLINE_HEADER, HeaderValue::from_static("5"));
+            let found = Limits::find(&headers);
+            assert!(found.grpc_timeout && found.deadline_header, "{extra}");
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            assert!(!Limits::find(&headers).grpc, "{extra}");
+        }
+    }
+
+    /// A limit the caller put on the request leaves no higher than the time left, whatever the
+    /// content type says, and a gRPC content type is recognised in any case.
+    #[tokio::test(start_paused = true)]
+    async fn the_callers_limit_headers_never_leave_higher() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(http::HeaderMap::new()));
+        let store = seen.clone();
+        let svc = tower::service_fn(move |req: Request<()>| {
+            *store.lock().unwrap() = req.headers().clone();
+            async { Ok::<_, BoxError>(()) }
+        });
+        let layer = AttemptTimeoutLayer::new(Duration::from_millis(300));
+        for content_type in [None, Some("application/json"), Some("Application/GRPC")] {
+            let mut req = Request::new(());
+            if let Some(ct) = content_type {
+                req.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            req.headers_mut()
+                .insert(grpc_timeout::HEADER, HeaderValue::from_static("1H"));
+            req.headers_mut()
+                .insert(DEADLINE_HEADER, HeaderValue::from_static("3600000"));
+            layer.layer(svc.clone()).oneshot(req).await.unwrap();
+            let headers = seen.lock().unwrap().clone();
+            let grpc = headers
+                .get(&grpc_timeout::HEADER)
+                .and_then(grpc_timeout::parse);
+            assert_eq!(grpc, Some(Duration::from_millis(300)), "{content_type:?}");
             assert_eq!(
-                content_type(&headers).map(HeaderValue::as_bytes),
-                Some(&b"application/grpc"[..]),
-                "{extra}"
+                headers
+                    .get(DEADLINE_HEADER)
+                    .and_then(super::super::total::parse_millis),
+                Some(Duration::from_millis(300)),
+                "{content_type:?}"
             );
         }
+        // A lower limit of the caller's stays.
+        let mut req = Request::new(());
+        req.headers_mut()
+            .insert(grpc_timeout::HEADER, HeaderValue::from_static("50m"));
+        layer.layer(svc.clone()).oneshot(req).await.unwrap();
+        let sent = seen.lock().unwrap().get(&grpc_timeout::HEADER).cloned();
+        assert_eq!(
+            sent.as_ref().and_then(grpc_timeout::parse),
+            Some(Duration::from_millis(50))
+        );
     }
 
     #[tokio::test(start_paused = true)]

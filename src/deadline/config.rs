@@ -262,6 +262,7 @@ impl AttemptTimeoutLayer {
             timeout: config.timeout,
             header,
             routes: Default::default(),
+            overruns: None,
         })
     }
 

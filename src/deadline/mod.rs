@@ -34,6 +34,7 @@ mod body;
 mod config;
 pub(crate) mod expiry;
 pub(crate) mod grpc_timeout;
+mod overrun;
 mod streaming;
 pub(crate) mod timer;
 mod total;

@@ -36,7 +36,7 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | setting | default | source |
 /// |---|---|---|
 /// | deadline per request | 10 s | ours; set it to your SLA |
-/// | attempt timeout | deadline ÷ (max retries + 1) | ours: every allowed attempt fits in the deadline |
+/// | attempt timeout | deadline ÷ (max retries + 1), standing aside while more than a tenth of recent attempts ran past it | ours: every allowed attempt fits in the deadline, and a slow upstream is not cut into failures |
 /// | connect timeout (TCP and TLS handshake) | 1 s | ours; linkerd uses 1 s too |
 /// | DNS refresh | 5 s | ours |
 /// | HTTP version | HTTP/1.1; HTTP/2 when the TLS server picks it in ALPN, or with prior knowledge on request | hyper |
@@ -50,7 +50,7 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | retries, budget, backoff, replay | see [`RetryLayer`](crate::retry::RetryLayer) | Finagle, linkerd, Envoy |
 /// | balancing, fail fast | see [`BalanceBuilder`] | linkerd |
 /// | outlier ejection | see [`OutlierConfig`] | Envoy, gRPC A50 |
-/// | circuit breaker | on: 50% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`](crate::breaker::BreakerConfig) | resilience4j, linkerd, Polly |
+/// | circuit breaker | on: 90% failures over 10 s, ≥ 20 requests; see [`BreakerConfig`](crate::breaker::BreakerConfig) | resilience4j, linkerd, Polly |
 /// | concurrency limit | none; see [`LimitConfig`](crate::limit::LimitConfig) for the adaptive one | linkerd (none) |
 /// | client-side throttling | off; see [`ThrottleConfig`](crate::throttle::ThrottleConfig) | the breaker covers outages |
 /// | hedging | off; when on, see [`HedgeConfig`](crate::hedge::HedgeConfig) | Finagle, Tail at Scale, gRPC A6 |

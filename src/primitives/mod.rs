@@ -9,6 +9,8 @@
 //!   counted once, never overdrawn under concurrency (the retry budget's);
 //! - [`ring`]: the lossy statistics ring — the last minute of outcomes and latencies, a
 //!   statistic that may lose a count;
+//! - [`window`]: the rate window — calls, failures and slow calls over a sliding window, exact
+//!   and clearable (the breaker's rates, the attempt timeout's overruns);
 //! - [`histogram`]: the latency histogram (quarter-octave buckets) and its percentiles;
 //! - [`ladder`]: the doubling ladder of retry backoff and ejection times;
 //! - [`gate`]: a gate's state word and its transitions — active / ejected / probing, a
@@ -29,3 +31,4 @@ pub(crate) mod replay;
 pub(crate) mod ring;
 pub(crate) mod route_policy;
 pub(crate) mod step;
+pub(crate) mod window;

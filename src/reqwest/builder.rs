@@ -24,7 +24,7 @@ use std::time::Duration;
 /// | setting | default |
 /// |---|---|
 /// | deadline per request, body included | 10 s |
-/// | attempt timeout | deadline ÷ (max retries + 1) |
+/// | attempt timeout | deadline ÷ (max retries + 1), standing aside while more than a tenth of recent attempts ran past it |
 /// | retries | 2 per request, under a 20% budget, full-jitter backoff 25–250 ms, 64 KiB replay |
 /// | which requests retry | idempotent methods, `Idempotency-Key`, marks; any request that never left |
 /// | balancing | P2C over peak-EWMA, fail fast after 3 s without a ready endpoint |

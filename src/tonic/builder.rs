@@ -26,7 +26,7 @@ type MethodRule = dyn Fn(&str) -> bool + Send + Sync;
 /// | setting | default | source |
 /// |---|---|---|
 /// | deadline per call | 10 s, or the call's own timeout (`grpc-timeout`) when shorter | ours, gRPC |
-/// | attempt timeout | deadline ÷ (max retries + 1), sent to the server as `grpc-timeout` | ours |
+/// | attempt timeout | deadline ÷ (max retries + 1), standing aside while more than a tenth of recent attempts ran past it; sent to the server as `grpc-timeout` | ours |
 /// | idempotent methods | none: every gRPC call is a POST, retried only when never sent | gRPC A6 |
 /// | retries, budget, backoff | 2 retries, 20% over 10 s, full jitter 25–250 ms; see [`RetryLayer`](crate::retry::RetryLayer) | Finagle, linkerd |
 /// | balancing, outlier ejection | P2C over peak-EWMA; see [`BalanceBuilder`], [`OutlierConfig`] | linkerd, Envoy |

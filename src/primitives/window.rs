@@ -1,13 +1,14 @@
-//! The breaker's sliding window: calls, failures and slow calls over the last `window`, in ten
-//! buckets.
+//! The rate window: calls, failures and slow calls over the last `window`, in ten buckets. The
+//! breaker takes its failure and slow-call rates from one; the attempt timeout, how often
+//! attempts run past it.
 //!
-//! Why not the floor's windows: the [ledger](crate::primitives::ledger) keeps one balance (its
-//! withdrawals are conditional, and it cannot be cleared), and the [ring](crate::primitives::ring)
-//! is a fixed minute with a histogram per slot. A breaker needs three counts that move together
-//! (a rate is failures over calls of the same buckets), a window it can clear on every
-//! transition, and no lock. So each bucket is one `u64`:
-//! `[tag: 10 bits][calls: 18][failures: 18][slow: 18]`, and recording a call is one
-//! compare-and-swap on exactly the bucket word it checked — exact, unlike the ring.
+//! Why not the [ledger](crate::primitives::ledger) or the [ring](crate::primitives::ring): the
+//! ledger keeps one balance (its withdrawals are conditional, and it cannot be cleared), and the
+//! ring is a fixed minute with a histogram per slot. A rate needs counts that move together (a
+//! rate is failures over calls of the same buckets), a window that can be cleared, and no lock.
+//! So each bucket is one `u64`: `[tag: 10 bits][calls: 18][failures: 18][slow: 18]`, and
+//! recording a call is one compare-and-swap on exactly the bucket word it checked — exact,
+//! unlike the ring.
 //!
 //! The tag is the bucket's epoch (bucket number since the origin) modulo 1024; whoever first
 //! sees a new epoch zeroes the buckets the window slid past, so no bucket older than the window

@@ -1,0 +1,102 @@
+//! A timeout derived from the deadline stands aside while attempts often run past it, and cuts
+//! again when they stop.
+
+use super::*;
+use tower::ServiceExt;
+
+/// Answers after `x-sleep-ms` milliseconds.
+fn sleeper()
+-> impl Service<Request<()>, Response = (), Error = BoxError, Future = impl Send> + Clone {
+    tower::service_fn(|req: Request<()>| async move {
+        let ms = req
+            .headers()
+            .get("x-sleep-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, BoxError>(())
+    })
+}
+
+fn taking(ms: u64) -> Request<()> {
+    let mut req = Request::new(());
+    req.headers_mut().insert("x-sleep-ms", ms.into());
+    req
+}
+
+/// How one attempt of `ms` ends under `layer`: `Ok` or the error's kind, and when.
+async fn attempt(layer: &AttemptTimeoutLayer, ms: u64) -> (Result<(), Kind>, Duration) {
+    let start = Instant::now();
+    let result = layer
+        .layer(sleeper())
+        .oneshot(taking(ms))
+        .await
+        .map_err(|e| e.kind());
+    (result, start.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_slow_as_a_whole_is_let_run_then_cut_again_once_fast() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    // Every attempt takes 150 ms: cut at 100 ms until ten of them say the upstream is slow.
+    for _ in 0..10 {
+        let (result, took) = attempt(&layer, 150).await;
+        assert_eq!(result, Err(Kind::AttemptTimedOut));
+        assert_eq!(took, Duration::from_millis(100));
+    }
+    let (result, took) = attempt(&layer, 150).await;
+    assert_eq!(result, Ok(()), "let run: the upstream is slow as a whole");
+    assert_eq!(took, Duration::from_millis(150));
+
+    // Two seconds of fast answers later, the overruns have left the window: cut again.
+    for _ in 0..200 {
+        assert_eq!(attempt(&layer, 10).await.0, Ok(()));
+    }
+    let (result, took) = attempt(&layer, 150).await;
+    assert_eq!(result, Err(Kind::AttemptTimedOut));
+    assert_eq!(took, Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rare_slow_attempt_is_still_cut() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    for round in 0..5 {
+        for _ in 0..10 {
+            assert_eq!(attempt(&layer, 5).await.0, Ok(()));
+        }
+        // One in eleven runs long (a hanging endpoint): below a tenth, so it is cut.
+        let (result, took) = attempt(&layer, 10_000).await;
+        assert_eq!(result, Err(Kind::AttemptTimedOut), "round {round}");
+        assert_eq!(took, Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_asked_for_always_cuts() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100));
+    for _ in 0..30 {
+        let (result, took) = attempt(&layer, 150).await;
+        assert_eq!(result, Err(Kind::AttemptTimedOut));
+        assert_eq!(took, Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_let_run_count_by_when_they_would_have_been_cut() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    for _ in 0..10 {
+        attempt(&layer, 150).await;
+    }
+    // Let run from here: each answer past 100 ms still counts as an overrun, so the layer
+    // does not swing back to cutting while the upstream stays slow.
+    for _ in 0..50 {
+        assert_eq!(attempt(&layer, 150).await.0, Ok(()));
+    }
+    // A request still running at the deadline is given up by the caller: it counts too.
+    let mut req = taking(10_000);
+    req.extensions_mut()
+        .insert(RequestDeadline(Instant::now() + Duration::from_millis(400)));
+    let err = layer.layer(sleeper()).oneshot(req).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::DeadlineExceeded);
+    assert_eq!(attempt(&layer, 150).await.0, Ok(()));
+}
