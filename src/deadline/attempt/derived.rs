@@ -85,7 +85,7 @@ async fn a_timeout_asked_for_always_cuts() {
 async fn attempts_let_run_count_by_when_they_would_have_been_cut() {
     let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
     for _ in 0..10 {
-        attempt(&layer, 150).await;
+        assert_eq!(attempt(&layer, 150).await.0, Err(Kind::AttemptTimedOut));
     }
     // Let run from here: each answer past 100 ms still counts as an overrun, so the layer
     // does not swing back to cutting while the upstream stays slow.
