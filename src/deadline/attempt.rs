@@ -330,30 +330,25 @@ impl<S> AttemptTimeout<S> {
                 .insert(grpc_timeout::HEADER, grpc_timeout::encode(sent));
         }
         if let Some(name) = http {
-            let own = req
-                .headers()
-                .get(&name)
-                .and_then(super::total::parse_millis);
-            let sent = own.map_or(limit, |own| own.min(limit));
-            // Rounded up, so a limit under a millisecond is not sent as "no time at all".
-            let millis = sent.as_nanos().div_ceil(1_000_000);
-            let value = HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX));
             // The caller's own header under our name, with another name configured: lowered too.
             if configured.is_some_and(|c| *c != ours) && found.deadline_header {
-                let own = req
-                    .headers()
-                    .get(&ours)
-                    .and_then(super::total::parse_millis);
-                let sent = own.map_or(limit, |own| own.min(limit));
-                let millis = sent.as_nanos().div_ceil(1_000_000);
-                req.headers_mut().insert(
-                    ours,
-                    HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-                );
+                lower_millis(req.headers_mut(), ours, limit);
             }
-            req.headers_mut().insert(name, value);
+            lower_millis(req.headers_mut(), name, limit);
         }
     }
+}
+
+/// Sets `name` to `limit` in whole milliseconds, or to the value already there if lower.
+fn lower_millis(headers: &mut http::HeaderMap, name: HeaderName, limit: Duration) {
+    let own = headers.get(&name).and_then(super::total::parse_millis);
+    let sent = own.map_or(limit, |own| own.min(limit));
+    // Rounded up, so a limit under a millisecond is not sent as "no time at all".
+    let millis = sent.as_nanos().div_ceil(1_000_000);
+    headers.insert(
+        name,
+        HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
+    );
 }
 
 /// The most header values searched by comparing names rather than by hashing.
