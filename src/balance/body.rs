@@ -18,7 +18,8 @@ pin_project! {
     ///
     /// It yields exactly what the endpoint sent. At the end of the stream (or on an error) it
     /// records the request's latency and class with the endpoint that served it. Dropped early
-    /// by the caller, it records the class of the response head; dropped by a meshless timer
+    /// by the caller, it records the class of the response head, and the latency to the head
+    /// (the time the caller held the body is not the endpoint's); dropped by a meshless timer
     /// (the deadline or the idle timeout of a [`DeadlineBody`](crate::deadline::DeadlineBody)),
     /// it records a timeout.
     pub struct ResponseBody<B> {
@@ -33,20 +34,24 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(Pending { in_flight, head, classifier }) = this.meter.take() {
-                let class = if crate::deadline::expiry::expiring() {
-                    // The body stalled past its deadline: the endpoint's doing.
-                    Class::failure(Reason::Timeout, Retryable::IfIdempotent)
-                } else if let Some(class) = head {
+                if crate::deadline::expiry::expiring() {
+                    // The body stalled past its deadline: the endpoint's doing, for as long
+                    // as it stalled.
+                    in_flight.finish(&Class::failure(Reason::Timeout, Retryable::IfIdempotent));
+                    return;
+                }
+                let class = match head {
                     // The caller stopped reading: that says nothing bad about the endpoint.
-                    class
-                } else {
+                    Some(class) => class,
                     // A gRPC-web status may have arrived before the caller stopped reading.
-                    match this.web.as_deref() {
+                    None => match this.web.as_deref() {
                         Some(web) if web.trailers().is_some() => web.classify_eos(&*classifier),
                         _ => Class::success(),
-                    }
+                    },
                 };
-                in_flight.finish(&class);
+                // Timed to the head: how long the caller held the body is not the endpoint's
+                // latency (a body read to its end is timed to its end).
+                in_flight.finish_early(&class);
             }
         }
     }
@@ -73,10 +78,13 @@ impl<B> ResponseBody<B> {
     ) -> Self {
         ResponseBody {
             inner,
-            meter: meter.map(|(in_flight, head)| Pending {
-                in_flight,
-                head,
-                classifier: classifier.clone(),
+            meter: meter.map(|(mut in_flight, head)| {
+                in_flight.head_arrived();
+                Pending {
+                    in_flight,
+                    head,
+                    classifier: classifier.clone(),
+                }
             }),
             web,
         }

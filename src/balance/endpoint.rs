@@ -245,8 +245,11 @@ pub(crate) struct InFlight {
     /// When the request was sent, in nanoseconds since the meter's origin: the latency at the
     /// end is one subtraction, and the end converts its own instant once for everything.
     started: u64,
-    /// Set for a stream once its head arrived: its RTT sample, whenever the stream ends.
+    /// The latency to the response head, once a head arrived with a body still to come: the
+    /// sample of a body its caller drops before the end.
     head_latency: Option<Duration>,
+    /// Whether the head's latency is the sample however the body ends (a stream).
+    rtt_at_head: bool,
     probe: bool,
     done: bool,
 }
@@ -259,6 +262,7 @@ impl InFlight {
             meter,
             started: now,
             head_latency: None,
+            rtt_at_head: false,
             probe,
             done: false,
         }
@@ -269,22 +273,55 @@ impl InFlight {
     pub(crate) fn latency_at_head(&mut self) {
         let now = self.meter.since_origin(Instant::now());
         self.head_latency = Some(Duration::from_nanos(now.saturating_sub(self.started)));
+        self.rtt_at_head = true;
+    }
+
+    /// Notes that the head arrived (at the step's reading, which the layers above share), for
+    /// a body that may be dropped before its end: however long its caller then holds it is
+    /// not the endpoint's latency.
+    pub(crate) fn head_arrived(&mut self) {
+        if self.head_latency.is_none() {
+            let now = self.meter.since_origin(step::now());
+            self.head_latency = Some(Duration::from_nanos(now.saturating_sub(self.started)));
+        }
     }
 
     pub(crate) fn finish(mut self, class: &Class) {
-        self.record(class);
+        self.record(class, self.rtt_at_head);
     }
 
-    fn record(&mut self, class: &Class) {
+    /// Records a request whose caller dropped the body before its end, as `class` (its
+    /// head's): its latency is the head's, not the time the caller held the body.
+    pub(crate) fn finish_early(mut self, class: &Class) {
+        self.record(class, true);
+    }
+
+    /// Records a request that ended in `error`: classified, unless it was its caller's own
+    /// fault (its request body failed), which is a cancellation, as when the caller gives up.
+    pub(crate) fn fail(mut self, error: &crate::Error, classifier: &dyn crate::classify::Classify) {
+        if error.is_callers_fault() {
+            self.cancel();
+        } else {
+            self.record(&classifier.classify_error(error), self.rtt_at_head);
+        }
+    }
+
+    fn record(&mut self, class: &Class, at_head: bool) {
         if !self.done {
             self.done = true;
             let now = step::now();
             let at = self.meter.since_origin(now);
-            let latency = self
-                .head_latency
-                .unwrap_or_else(|| Duration::from_nanos(at.saturating_sub(self.started)));
+            let latency = match self.head_latency {
+                Some(latency) if at_head => latency,
+                _ => Duration::from_nanos(at.saturating_sub(self.started)),
+            };
             self.meter.finish(class, latency, self.probe, now, at);
         }
+    }
+
+    fn cancel(&mut self) {
+        self.done = true;
+        self.meter.cancel(self.probe, self.started);
     }
 }
 
@@ -295,13 +332,13 @@ impl Drop for InFlight {
             return;
         }
         if crate::deadline::expiry::expiring() {
-            self.record(&Class::failure(
+            let timeout = Class::failure(
                 crate::classify::Reason::Timeout,
                 crate::classify::Retryable::IfIdempotent,
-            ));
+            );
+            self.record(&timeout, self.rtt_at_head);
         } else {
-            self.done = true;
-            self.meter.cancel(self.probe, self.started);
+            self.cancel();
             if crate::deadline::expiry::outrun() {
                 self.meter.outrun(self.started);
             }

@@ -295,7 +295,7 @@ where
                         Err(e) => {
                             let err = Error::from_service(e);
                             if let Some(f) = in_flight {
-                                f.finish(&classifier.classify_error(&err));
+                                f.fail(&err, &**classifier);
                             }
                             Err(err)
                         }

@@ -30,11 +30,13 @@ pin_project! {
     /// The response future of [`Breaker`](super::Breaker).
     ///
     /// Dropping it before the response head counts nothing (and frees a half-open probe's
-    /// slot), unless the client's own deadline had passed: then the upstream did not answer in
-    /// time, a failure. A deadline that is the caller's (shorter than the client's own, set by
-    /// [`DeadlineLayer`](crate::deadline::DeadlineLayer) from an inbound limit or an earlier
-    /// `RequestDeadline`) counts as a cancellation when it passes: the caller ran out of
-    /// patience, which says nothing certain about the upstream.
+    /// slot), unless the client's own deadline dropped it
+    /// ([`DeadlineLayer`](crate::deadline::DeadlineLayer)'s timer): then the upstream did not
+    /// answer in time, a failure. A caller that stops polling and drops the future later, even
+    /// past the deadline, cancelled it, as the balancer also counts it. A deadline that is the
+    /// caller's (shorter than the client's own, set by the deadline layer from an inbound limit
+    /// or an earlier `RequestDeadline`) counts as a cancellation when it passes: the caller ran
+    /// out of patience, which says nothing certain about the upstream.
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: Option<F>,
@@ -44,7 +46,6 @@ pin_project! {
         route: Option<Arc<Shared>>,
         ticket: Ticket,
         started: Option<Instant>,
-        deadline: Option<Instant>,
         // The request's deadline is its caller's: its expiry counts nothing.
         callers_deadline: bool,
     }
@@ -56,7 +57,9 @@ pin_project! {
                 return;
             }
             let now = Instant::now();
-            let timed_out = this.deadline.is_some_and(|d| now >= d);
+            // Who dropped it, not the clock, tells a timeout: a caller who stopped polling
+            // and drops the future after the deadline gave up, like one who drops it before.
+            let timed_out = crate::deadline::expiry::expiring() && !*this.callers_deadline;
             let shared = this.route.as_deref().unwrap_or(&this.core.shared);
             settle(shared, *this.ticket, *this.started, now, timed_out.then_some(true));
         }
@@ -70,8 +73,9 @@ impl<F, C> ResponseFuture<F, C> {
         route: Option<Arc<Shared>>,
         ticket: Ticket,
         started: Option<Instant>,
-        // The request's deadline, and whether it is its caller's (see `DeadlineFromCaller`).
-        (deadline, callers_deadline): (Option<Instant>, bool),
+        // The request's deadline, and whether it is its caller's (see `DeadlineFromCaller`):
+        // only the latter matters, since who drops the future tells whether it expired.
+        (_deadline, callers_deadline): (Option<Instant>, bool),
     ) -> Self {
         ResponseFuture {
             inner: Some(inner),
@@ -80,7 +84,6 @@ impl<F, C> ResponseFuture<F, C> {
             route,
             ticket,
             started,
-            deadline,
             callers_deadline,
         }
     }
@@ -93,7 +96,6 @@ impl<F, C> ResponseFuture<F, C> {
             route: None,
             ticket: Ticket::Done,
             started: None,
-            deadline: None,
             callers_deadline: false,
         }
     }
@@ -176,6 +178,8 @@ fn response_failed<RB, C: Classify>(res: &http::Response<RB>, classifier: &C) ->
 /// The verdict on an error; `None` when it says nothing about the upstream.
 fn error_failed<C: Classify>(error: &Error, classifier: &C) -> Option<bool> {
     match error.kind() {
+        // The caller's own request body failed: nothing about the upstream.
+        Kind::Service if error.is_callers_fault() => None,
         Kind::Service => Some(
             error
                 .source()

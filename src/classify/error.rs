@@ -21,6 +21,11 @@ use std::io;
 /// A reset, an early close or a timeout may have happened after the server acted, so only
 /// idempotent requests retry them. Unknown errors are treated like the latter.
 ///
+/// An error the caller's own request body raised (hyper's "error from user's Body stream",
+/// with the caller's error as its source) is never retried: the body failed, and would fail
+/// again. It says nothing about the server: the layers of meshless count it against no
+/// endpoint, and return it to the caller as [`Kind::InvalidRequest`](crate::error::Kind).
+///
 /// ```
 /// use meshless::classify::{classify_error, Reason, Retryable};
 /// use std::io;
@@ -68,6 +73,9 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
         return None;
     }
     if let Some(e) = err.downcast_ref::<hyper::Error>() {
+        if hyper_callers_fault(e) {
+            return Some(Class::failure(Reason::Other, Retryable::Never));
+        }
         if e.is_canceled() {
             // hyper cancels a request whose connection closed before it was written.
             return Some(Class::failure(Reason::Refused, Retryable::NeverSent));
@@ -99,6 +107,45 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
         return Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent));
     }
     None
+}
+
+/// Whether hyper failed the request because of the caller: its request body raised an error
+/// (or ended short of its declared length). hyper calls these "user" errors and keeps the
+/// caller's error as their source; the one user error without a source on a client's path,
+/// "dispatch task is gone", is the connection's end, not the caller's doing. A body that
+/// failed because the retry layer could not replay it is meshless's doing, and its own
+/// layers account for it.
+fn hyper_callers_fault(e: &hyper::Error) -> bool {
+    e.is_user()
+        && e.source()
+            .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>())
+}
+
+impl crate::Error {
+    /// Whether the request failed through its caller's own fault: its request body raised an
+    /// error, or it could not be sent as given ([`Kind::InvalidRequest`]). Such a failure is
+    /// no endpoint's: the balancer counts it as a cancellation (no failure, no latency sample,
+    /// no ejection), the breaker ignores it, and the retry layer returns it at once as
+    /// [`Kind::InvalidRequest`].
+    ///
+    /// Read on the error path only: it walks the source chain.
+    ///
+    /// [`Kind::InvalidRequest`]: crate::error::Kind::InvalidRequest
+    pub(crate) fn is_callers_fault(&self) -> bool {
+        let mut next: Option<&(dyn StdError + 'static)> = Some(self);
+        while let Some(err) = next {
+            if let Some(ours) = err.downcast_ref::<crate::Error>() {
+                if ours.kind() == crate::error::Kind::InvalidRequest {
+                    return true;
+                }
+            } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
+                // hyper's verdict is final: the caller's error it holds may be anything.
+                return hyper_callers_fault(e);
+            }
+            next = err.source();
+        }
+        false
+    }
 }
 
 fn classify_io(kind: io::ErrorKind) -> Class {

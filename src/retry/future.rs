@@ -68,12 +68,14 @@ pin_project! {
             }
             // Unless its outcome was returned, the request ends here, unfinished.
             if !*this.done {
-                dropped(
+                // Expired by one of meshless's timers (the deadline layer's), or given up by
+                // its caller: the balancer and the breaker tell the two apart the same way.
+                unfinished(
                     this.config,
                     this.retry,
                     *this.attempts,
                     *this.started,
-                    *this.deadline,
+                    crate::deadline::expiry::expiring(),
                     this.trace.as_deref().map(|t| &t.request),
                 );
             }
@@ -208,6 +210,16 @@ where
                     let entered = attempt_span.as_deref().map(Span::enter);
                     let outcome = ready!(future.poll(cx)).map_err(Error::from_service);
                     drop(entered);
+                    if let Err(e) = &outcome {
+                        if e.is_callers_fault() {
+                            *this.done = true;
+                            let attempts = *this.attempts;
+                            let config = &**this.config;
+                            let (started, span) = (*this.started, request_span);
+                            unfinished(config, this.retry, attempts, started, false, span);
+                            return Poll::Ready(outcome.map_err(|e| callers_fault(e, attempts)));
+                        }
+                    }
                     let now = step::now();
                     let config = &**this.config;
                     let class = classify(&outcome, &config.classifier);
@@ -427,21 +439,21 @@ fn finished<B, C>(
     }
 }
 
-/// Records a request whose future was dropped before it finished: by the deadline layer once
-/// the deadline passed (a failure), or by its caller (cancelled).
-fn dropped<B, C>(
+/// Records a request that ended unfinished: dropped by the deadline layer's timer (`expired`,
+/// a failure), or given up by its caller (cancelled): its future dropped, or its own request
+/// body failed.
+fn unfinished<B, C>(
     config: &Config<C>,
     retry: &Option<RetryState<B>>,
     attempts: u32,
     started: Instant,
-    deadline: Option<Instant>,
+    expired: bool,
     request_span: Option<&Span>,
 ) {
     let now = Instant::now();
     let took = now.saturating_duration_since(started);
-    let deadline_passed = deadline.is_some_and(|d| now >= d);
     let stats = &config.stats;
-    if deadline_passed {
+    if expired {
         RetryStats::add(&stats.failures);
         stats.recent.record(now, took, false);
     } else {
@@ -449,16 +461,27 @@ fn dropped<B, C>(
     }
     replay_overflow(config, retry);
     if let Some(metrics) = &config.metrics {
-        metrics.dropped(deadline_passed, took);
+        metrics.dropped(expired, took);
     }
     if let Some(span) = request_span {
-        let (outcome, reason) = if deadline_passed {
+        let (outcome, reason) = if expired {
             (Outcome::Failure, Reason::Timeout.as_str())
         } else {
             (Outcome::Cancelled, Outcome::Cancelled.as_str())
         };
         trace::request_finished(span, attempts, outcome.as_str(), reason);
     }
+}
+
+/// The error of a request its caller's own body failed: never retried (the body failed, and
+/// cannot be sent again), and typed as the caller's, [`Kind::InvalidRequest`].
+#[cold]
+fn callers_fault(error: Error, attempts: u32) -> Error {
+    let error = match error.kind() {
+        Kind::InvalidRequest => error,
+        _ => Error::with_source(Kind::InvalidRequest, error.into_cause()),
+    };
+    error.with_attempts(attempts)
 }
 
 /// Counts a request whose body outgrew the replay buffer. Only a request that kept a replay

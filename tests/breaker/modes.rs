@@ -155,7 +155,9 @@ async fn a_verdict_carried_by_the_response_is_taken_as_it_is() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_dropped_request_counts_only_once_its_deadline_passed() {
+async fn a_dropped_request_counts_only_when_the_deadline_layer_dropped_it() {
+    use http_body_util::Empty;
+    use meshless::deadline::DeadlineLayer;
     let upstream = Upstream::new();
     upstream.latency(Duration::from_secs(3600));
     let (svc, handle) = breaker(&config(), &upstream);
@@ -163,12 +165,19 @@ async fn a_dropped_request_counts_only_once_its_deadline_passed() {
     let cancelled = tokio::time::timeout(200 * MS, call(&svc)).await;
     assert!(cancelled.is_err());
     assert_eq!(handle.stats().calls, 0);
-    // Dropped by the deadline layer once its deadline passed: a timeout, a failure.
+    // Dropped by its caller after its deadline passed: still the caller's doing (as the
+    // balancer counts it), since no timer of meshless's ended it.
     let mut req = Request::new(());
     req.extensions_mut()
         .insert(RequestDeadline(Instant::now() + 100 * MS));
-    let timed_out = tokio::time::timeout(100 * MS, svc.clone().oneshot(req)).await;
-    assert!(timed_out.is_err());
+    let late = tokio::time::timeout(150 * MS, svc.clone().oneshot(req)).await;
+    assert!(late.is_err());
+    assert_eq!(handle.stats().calls, 0);
+    // Dropped by the deadline layer once its deadline passed: a timeout, a failure.
+    let inner = svc.map_response(|res| res.map(|()| Empty::<bytes::Bytes>::new()));
+    let expiring = DeadlineLayer::new(100 * MS).layer(inner);
+    let err = expiring.oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(err.kind(), Kind::DeadlineExceeded);
     let stats = handle.stats();
     assert_eq!((stats.calls, stats.failures), (1, 1));
 }
