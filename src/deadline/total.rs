@@ -374,6 +374,8 @@ impl<F> std::fmt::Debug for DeadlineFuture<F> {
 }
 
 #[cfg(test)]
+mod streams;
+#[cfg(test)]
 mod timers;
 
 #[cfg(test)]

@@ -102,7 +102,10 @@ async fn a_complete_body_needs_no_timer() {
     assert_eq!(body.size_hint().exact(), Some(4));
     let frame = body.frame().await.unwrap().unwrap();
     assert_eq!(frame.into_data().unwrap(), "done");
-    assert!(body.sleep.is_none(), "nothing waited, so no timer was built");
+    assert!(
+        body.sleep.is_none(),
+        "nothing waited, so no timer was built"
+    );
     assert!(body.is_end_stream());
     assert!(body.frame().await.is_none());
 }
@@ -139,18 +142,27 @@ async fn a_body_always_ready_still_ends_at_the_deadline() {
     let start = Instant::now();
     let mut body = DeadlineBody::new(inner, Some(start + Duration::from_millis(300)), None);
     let mut frames = 0;
-    let end = loop {
+    let mut end = None;
+    // Ten frames, a second in all: far past the deadline, and never an endless loop.
+    for _ in 0..10 {
         // A frame is waiting whenever the reader, slower than the sender, asks.
         tx.send(Bytes::from("x")).await.unwrap();
         match body.frame().await.unwrap() {
             Ok(_) => frames += 1,
-            Err(err) => break err,
+            Err(err) => {
+                end = Some(err);
+                break;
+            }
         }
         tokio::time::advance(Duration::from_millis(100)).await;
-    };
+    }
+    let end = end.expect("the body ends within a second of a 300 ms deadline");
     assert_eq!(kind(&end), Some(Kind::DeadlineExceeded));
     assert_eq!(Instant::now() - start, Duration::from_millis(300));
-    assert_eq!(frames, 3, "the frames at 0, 100 and 200 ms, not the one at 300 ms");
+    assert_eq!(
+        frames, 3,
+        "the frames at 0, 100 and 200 ms, not the one at 300 ms"
+    );
     assert!(body.sleep.is_none(), "never waited: no timer");
     assert_eq!(*seen.lock().unwrap(), Some(true), "dropped as expiring");
     assert!(body.is_end_stream());
