@@ -227,3 +227,129 @@ async fn a_stream_s_rtt_is_taken_at_its_head() {
         "a 900 ms stream reads as a slow endpoint: {endpoint:?}"
     );
 }
+
+/// How late past its deadline a body may end here: the reader's own pace (100 ms a frame at
+/// most) and a busy machine's scheduling, far below what any of these bodies would take to end
+/// on their own (5 s and more).
+const LATE: Duration = Duration::from_secs(1);
+
+/// Reads `body` one frame per `pace`, as a caller that handles each frame before asking for
+/// the next: the data bytes received, the error it ended with, and when, from `started`.
+async fn read_slowly(
+    mut body: ResponseBody,
+    pace: Duration,
+    started: Instant,
+) -> (usize, Option<Kind>, Duration) {
+    let mut bytes = 0;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len()),
+                Err(e) => return Some(meshless_kind(&*e).expect("a meshless error")),
+            }
+            sleep(pace).await;
+        }
+        None
+    };
+    let end = timeout(BOUND * 2, read)
+        .await
+        .expect("the body never hangs");
+    (bytes, end, started.elapsed())
+}
+
+/// A chunk every 50 ms for 5 s, read at a frame per 100 ms: a frame is always waiting when the
+/// caller asks, so the body never waits for the network. It still ends at the deadline.
+#[tokio::test]
+async fn a_body_read_slower_than_it_arrives_ends_at_the_deadline() {
+    let addr =
+        serve(|socket, _| drip(socket, "text/plain", 100, Duration::from_millis(50), true)).await;
+    let deadline = Duration::from_millis(500);
+    let client = client(addr, deadline).build().unwrap();
+    let started = Instant::now();
+    let res = client.get("/").await.unwrap();
+    let (bytes, end, took) =
+        read_slowly(res.into_body(), Duration::from_millis(100), started).await;
+    assert_eq!(end, Some(Kind::DeadlineExceeded), "after {bytes} chunks");
+    assert!(took >= deadline && took < deadline + LATE, "{took:?}");
+    assert!(bytes <= 5, "no chunk handed out past the deadline: {bytes}");
+}
+
+/// An 8 MiB body sent at once, read at a frame per 50 ms: it is all there, but the caller
+/// would take seconds to read it, and the deadline ends it.
+#[tokio::test]
+async fn a_large_body_read_slowly_ends_at_the_deadline() {
+    const SIZE: usize = 8 << 20;
+    let addr = serve(|mut socket, _| async move {
+        let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n").into_bytes();
+        answer.resize(answer.len() + SIZE, b'x');
+        let _ = socket.write_all(&answer).await;
+        sleep(BOUND * 4).await;
+    })
+    .await;
+    let deadline = Duration::from_millis(500);
+    let client = client(addr, deadline).build().unwrap();
+    let started = Instant::now();
+    let res = client.get("/").await.unwrap();
+    let (bytes, end, took) = read_slowly(res.into_body(), Duration::from_millis(50), started).await;
+    assert_eq!(end, Some(Kind::DeadlineExceeded), "after {bytes} bytes");
+    assert!(took >= deadline && took < deadline + LATE, "{took:?}");
+    assert!(bytes < SIZE);
+    assert_eq!(client.endpoints()[0].in_flight, 0);
+}
+
+/// The server, not the caller, calls its answer a stream (`text/event-stream` on a request for
+/// JSON), sends 5 of 100 bytes and goes silent. With no idle timeout configured the body still
+/// ends, one deadline's length into the silence, and the endpoint is charged.
+#[tokio::test]
+async fn a_server_chosen_stream_that_goes_silent_ends_after_the_deadline_s_length() {
+    let addr = serve(|mut socket, _| async move {
+        let _ = socket
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                  content-length: 100\r\n\r\nhello",
+            )
+            .await;
+        sleep(BOUND * 4).await;
+    })
+    .await;
+    let deadline = Duration::from_millis(500);
+    let client = client(addr, deadline).build().unwrap();
+    let started = Instant::now();
+    let res = client.get("/report.json").await.unwrap();
+    let (bytes, end, took) = read_slowly(res.into_body(), Duration::ZERO, started).await;
+    assert_eq!((bytes, end), (5, Some(Kind::BodyIdleTimeout)));
+    assert!(took >= deadline && took < deadline + LATE, "{took:?}");
+    let endpoint = &client.endpoints()[0];
+    assert_eq!(
+        (endpoint.failures, endpoint.in_flight),
+        (1, 0),
+        "{endpoint:?}"
+    );
+}
+
+/// The exemption holds by default: a stream that keeps producing (a chunk every 100 ms) is not
+/// cut at its 500 ms deadline; only a silence as long as the deadline ends it.
+#[tokio::test]
+async fn a_stream_that_keeps_producing_outlives_the_deadline_by_default() {
+    let addr = serve(|socket, _| {
+        drip(
+            socket,
+            "text/event-stream",
+            10,
+            Duration::from_millis(100),
+            false,
+        )
+    })
+    .await;
+    let deadline = Duration::from_millis(500);
+    let client = client(addr, deadline).build().unwrap();
+    let started = Instant::now();
+    let res = client.get("/events").await.unwrap();
+    let (bytes, end, took) = read_slowly(res.into_body(), Duration::ZERO, started).await;
+    assert_eq!((bytes, end), (10, Some(Kind::BodyIdleTimeout)));
+    let silent_from = Duration::from_millis(1000);
+    assert!(
+        took >= silent_from + deadline && took < silent_from + deadline + LATE,
+        "{took:?}"
+    );
+}

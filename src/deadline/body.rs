@@ -2,6 +2,7 @@
 
 use super::expiry;
 use crate::error::{BoxError, Error, Kind};
+use crate::primitives::step::{self, Step};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -14,14 +15,16 @@ pin_project! {
     /// A response body bounded by the request's deadline and by an idle timeout.
     ///
     /// [`DeadlineLayer`](super::DeadlineLayer) wraps every response body in one. It yields the
-    /// inner body's frames unchanged. When the total deadline passes, or no frame arrives for
-    /// the idle timeout, it drops the inner body (the endpoint is charged with a timeout), yields
-    /// one error, a [`meshless::Error`](crate::Error) of kind [`Kind::DeadlineExceeded`] or
-    /// [`Kind::BodyIdleTimeout`], and then ends. A [`Streaming`](super::Streaming) response is
-    /// bounded by the idle timeout only.
+    /// inner body's frames unchanged, as long as they come before the total deadline. When the
+    /// deadline passes (while the body waits, or with a frame ready but read too late), or no
+    /// frame arrives for the idle timeout, it drops the inner body (the endpoint is charged with
+    /// a timeout), yields one error, a [`meshless::Error`](crate::Error) of kind
+    /// [`Kind::DeadlineExceeded`] or [`Kind::BodyIdleTimeout`], and then ends. A
+    /// [`Streaming`](super::Streaming) response is bounded by the idle timeout only.
     ///
     /// No timer exists until the inner body first has to wait, so a body that is already
-    /// complete costs nothing: no timer, no allocation, no clock read.
+    /// complete costs no timer and no allocation; each frame costs one comparison with the
+    /// clock, read once per poll with the layers below.
     ///
     /// ```
     /// use http_body_util::{BodyExt, Full};
@@ -37,6 +40,7 @@ pin_project! {
     /// assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
     /// # });
     /// ```
+    #[project = DeadlineBodyProj]
     pub struct DeadlineBody<B> {
         // `None` once the body ended by a timeout.
         #[pin]
@@ -107,18 +111,30 @@ where
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
             return Poll::Ready(None); // after the timeout's error
         };
+        // The layers below that time the frame (the balancer, at the body's end) share this
+        // pass's one reading of the clock with the deadline's check.
+        let _step = Step::enter();
         if let Poll::Ready(frame) = inner.poll_frame(cx) {
+            // A frame handed out at or after the deadline, even one that was waiting in a
+            // buffer for a slow reader, would let the body outlive it: a body whose next frame
+            // is always ready never waits, so the timer below would never get its turn. The
+            // end of the stream and the inner body's own error pass: they end it all the same.
+            if let (Some(Ok(_)), Some(deadline)) = (&frame, *this.deadline) {
+                if step::now() >= deadline {
+                    return Poll::Ready(Some(Err(expire(this, Kind::DeadlineExceeded))));
+                }
+            }
             *this.rearm = true;
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         if this.deadline.is_none() && this.idle.is_none() {
             return Poll::Pending;
         }
-        // The clock is read only here, on the way to waiting, and only for an idle limit: the
-        // deadline alone is an instant already.
+        // On the way to waiting the clock is read only for an idle limit: the deadline alone is
+        // an instant already.
         if this.sleep.is_none() || (*this.rearm && this.idle.is_some()) {
             *this.rearm = false;
-            let idle_end = this.idle.and_then(|d| Instant::now().checked_add(d));
+            let idle_end = this.idle.and_then(|d| step::now().checked_add(d));
             let wake = match (*this.deadline, idle_end) {
                 (Some(d), Some(i)) => d.min(i),
                 (Some(d), None) => d,
@@ -135,13 +151,10 @@ where
             ready!(sleep.as_mut().poll(cx));
         }
         let kind = match *this.deadline {
-            Some(d) if Instant::now() >= d => Kind::DeadlineExceeded,
+            Some(d) if step::now() >= d => Kind::DeadlineExceeded,
             _ => Kind::BodyIdleTimeout,
         };
-        // Dropped by our own timer: the endpoint that stopped sending is charged for it.
-        expiry::while_expiring(|| this.inner.set(None));
-        *this.sleep = None;
-        Poll::Ready(Some(Err(Error::new(kind).into())))
+        Poll::Ready(Some(Err(expire(this, kind))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -157,6 +170,15 @@ where
             None => SizeHint::with_exact(0),
         }
     }
+}
+
+/// Ends the body by one of its own limits: the one error it yields, after which it is over.
+fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind) -> BoxError {
+    // Dropped by our own limit: the endpoint that did not deliver in time is charged for it.
+    let mut inner = this.inner;
+    expiry::while_expiring(|| inner.set(None));
+    *this.sleep = None;
+    Error::new(kind).into()
 }
 
 #[cfg(test)]

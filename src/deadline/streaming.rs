@@ -9,12 +9,15 @@ use std::sync::Arc;
 /// watch): the total deadline of [`DeadlineLayer`](super::DeadlineLayer) ends when the response
 /// head arrives, and only the body idle timeout
 /// ([`DeadlineLayer::body_idle_timeout`](super::DeadlineLayer::body_idle_timeout)) covers the
-/// body. The balancer then measures the endpoint's RTT to the head, so that the length of a
-/// stream never reads as a slow endpoint.
+/// body. Unless one is set, that timeout is as long as the request's deadline: a stream lasts
+/// as long as it keeps producing, and one that sends nothing for that long ends with
+/// [`Kind::BodyIdleTimeout`](crate::error::Kind::BodyIdleTimeout). The balancer measures the
+/// endpoint's RTT to the head, so that the length of a stream never reads as a slow endpoint.
 ///
 /// Responses whose content type is `text/event-stream` (and any type added with
 /// [`DeadlineLayer::streaming_content_type`](super::DeadlineLayer::streaming_content_type)) are
-/// treated the same way without the marker.
+/// treated the same way without the marker: the server chooses, so the idle limit is what
+/// still bounds its answer.
 ///
 /// ```
 /// use meshless::deadline::Streaming;

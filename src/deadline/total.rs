@@ -69,10 +69,16 @@ impl DeadlineLayer {
     }
 
     /// Fails the response body with [`Kind::BodyIdleTimeout`] when no frame arrives for
-    /// `timeout` (default: no idle limit; [`Duration::MAX`] is no limit too). It covers
+    /// `timeout`; [`Duration::MAX`] is no idle limit. It covers
     /// [`Streaming`](super::Streaming) responses as well, which the total deadline does not.
     /// `Duration::ZERO` fails the body the first time it has to wait for a frame
     /// ([`DeadlineConfig::validate`](super::DeadlineConfig::validate) refuses it).
+    ///
+    /// Unset (the default), an ordinary body has no idle limit (the total deadline bounds it),
+    /// and a stream's is the request's deadline (the time it had from this layer to its
+    /// deadline): a stream lasts as long as it keeps producing, but never waits longer for a
+    /// frame than the whole request could have taken, so that every body ends. Set
+    /// [`Duration::MAX`] for streams that may stay silent longer.
     ///
     /// ```
     /// use meshless::deadline::DeadlineLayer;
@@ -297,6 +303,7 @@ where
             inner: Some(self.inner.call(req)),
             timer: LazySleep::new(Some(deadline)),
             idle: self.config.body_idle,
+            started: now,
             streaming,
         }
     }
@@ -311,6 +318,8 @@ pin_project! {
         #[pin]
         timer: LazySleep,
         idle: Option<Duration>,
+        // With the deadline, the length of the request's deadline: a stream's default idle limit.
+        started: Instant,
         streaming: StreamingRule,
     }
 }
@@ -336,8 +345,15 @@ where
             let deadline = this.timer.end();
             // A complete body needs neither limit, and its headers need no look.
             let streaming = !res.body().is_end_stream() && this.streaming.applies(res.headers());
-            let deadline = deadline.filter(|_| !streaming);
-            let idle = *this.idle;
+            let (deadline, idle) = if streaming {
+                // The deadline would cut a stream that keeps producing; with no limit at all, a
+                // stream that goes silent (or a server that calls any answer a stream) would
+                // never end. One silent for as long as the whole request had ends instead.
+                let whole = deadline.map(|d| d.saturating_duration_since(*this.started));
+                (None, this.idle.or(whole))
+            } else {
+                (deadline, *this.idle)
+            };
             return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
         }
         // While an attempt's timer (which ends by this deadline) is armed below, it wakes the
@@ -357,6 +373,8 @@ impl<F> std::fmt::Debug for DeadlineFuture<F> {
     }
 }
 
+#[cfg(test)]
+mod streams;
 #[cfg(test)]
 mod timers;
 
