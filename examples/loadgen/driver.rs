@@ -134,8 +134,9 @@ async fn open_loop(
         match schedule::due(start, i, rate) {
             Some(due) if Instant::now() < due => tokio::time::sleep_until(due).await,
             Some(_) => {}
-            // Due past the end of the clock: it never starts, nor does any after it.
-            None => std::future::pending().await,
+            // Due past the end of the clock: it never starts, nor does any after it. Ending the
+            // run here reports what was sent rather than waiting forever.
+            None => break,
         }
         let slot = slots
             .clone()
