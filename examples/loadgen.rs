@@ -63,6 +63,8 @@ mod meshless_mode;
 mod plain;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/schedule.rs"]
+mod schedule;
 #[path = "loadgen/tower_mode.rs"]
 mod tower_mode;
 
@@ -146,6 +148,13 @@ async fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let Some(body) = filled(args.body_bytes) else {
+        eprintln!(
+            "loadgen: cannot allocate a request body of {} bytes",
+            args.body_bytes
+        );
+        return ExitCode::FAILURE;
+    };
     let target = match Target::new(&addrs, &args) {
         Ok(target) => Arc::new(target),
         Err(message) => {
@@ -159,7 +168,7 @@ async fn run(args: Args) -> ExitCode {
     let spec = Arc::new(Spec {
         method: args.method.clone(),
         path: args.path.clone(),
-        body: Bytes::from(vec![b'x'; args.body_bytes]),
+        body,
         timeout: args.timeout,
     });
     let endpoints: Vec<String> = addrs.iter().map(ToString::to_string).collect();
@@ -203,6 +212,15 @@ async fn run(args: Args) -> ExitCode {
     );
     println!("{report}");
     ExitCode::SUCCESS
+}
+
+/// `len` bytes of `x`, or `None` when memory for them cannot be had: a failed allocation would
+/// abort the process without a word, and `cli.rs` allows up to 1 GiB.
+fn filled(len: usize) -> Option<Bytes> {
+    let mut body = Vec::new();
+    body.try_reserve_exact(len).ok()?;
+    body.resize(len, b'x');
+    Some(Bytes::from(body))
 }
 
 /// IPs as they are; names through the system resolver, once. Order kept, duplicates dropped.

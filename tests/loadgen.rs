@@ -7,6 +7,12 @@ use meshless::testing::{Behavior, Fleet, Latency};
 use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+// The open loop's schedule, checked directly: no command line reaches its far end.
+#[path = "../examples/loadgen/schedule.rs"]
+mod schedule;
 
 /// Runs the example with `args`, in the same profile as this test.
 async fn loadgen(args: &[&str]) -> Output {
@@ -440,4 +446,162 @@ async fn protection_flags_shape_the_meshless_client() {
     assert!(limited >= 1, "{report}");
     assert_eq!(u(&report, "ok") + limited, 8, "{report}");
     fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_values_exit_2_with_a_message_and_no_panic() {
+    let base = [
+        "--endpoints",
+        "127.0.0.1:9",
+        "--requests",
+        "2",
+        "--concurrency",
+        "1",
+    ];
+    let rate = "--rate is at least 1/86400 (one request a day)";
+    let body = "--body-bytes is at most 1073741824 (1 GiB)";
+    let cases: [(&[&str], &str); 9] = [
+        // The next start past what a `Duration` holds, then past what an `Instant` holds.
+        (&["--rate", "1e-20"], rate),
+        (&["--rate", "1e-19"], rate),
+        (&["--rate", "5e-324"], rate),
+        (&["--rate", "0.0000115"], rate),
+        (&["--rate", "NaN"], "bad value \"NaN\" for --rate"),
+        (&["--rate", "-1"], "bad value \"-1\" for --rate"),
+        (
+            &["--method", "POST", "--body-bytes", "18446744073709551615"],
+            body,
+        ),
+        (&["--method", "POST", "--body-bytes", "1073741825"], body),
+        (
+            &["--method", "POST", "--body-bytes", "18446744073709551616"],
+            "bad value \"18446744073709551616\" for --body-bytes",
+        ),
+    ];
+    for (extra, message) in cases {
+        let args = [&base[..], extra].concat();
+        let output = loadgen(&args).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(stderr.contains("usage:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slowest_rate_and_the_longest_timeouts_still_run() {
+    // A day's rate starts the first request at once; timeouts of u64::MAX ms mean "never".
+    let (fleet, endpoints) = fleet(&healthy(1)).await;
+    for mode in ["meshless", "plain", "tower"] {
+        let report = parse_report(
+            &loadgen(&[
+                "--endpoints",
+                &endpoints,
+                "--requests",
+                "1",
+                "--concurrency",
+                "1000000",
+                "--rate",
+                "0.0000116",
+                "--timeout-ms",
+                "18446744073709551615",
+                "--attempt-timeout-ms",
+                "18446744073709551615",
+                "--mode",
+                mode,
+            ])
+            .await,
+        );
+        assert_eq!(u(&report, "ok"), 1, "{mode}: {report}");
+    }
+    fleet.shutdown().await;
+}
+
+#[test]
+fn the_open_loop_schedule_never_panics() {
+    let start = tokio::time::Instant::now();
+    assert_eq!(schedule::due(start, 0, 1e-20), Some(start));
+    assert_eq!(
+        schedule::due(start, 3, 2.0),
+        Some(start + Duration::from_millis(1500))
+    );
+    // Past a `Duration`; past an `Instant` (about 2^63 s); not a number; the far end at the
+    // slowest rate the command line allows.
+    assert_eq!(schedule::due(start, 1, 1e-20), None);
+    assert_eq!(schedule::due(start, 1, 1e-19), None);
+    assert_eq!(schedule::due(start, 1, f64::NAN), None);
+    assert_eq!(schedule::due(start, u64::MAX, 1.0 / 86_400.0), None);
+}
+
+/// A server that answers every request with a head promising 1000 body bytes, sends 3, and
+/// then sends nothing more while the connection lasts.
+async fn stalled_body_server() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address").to_string();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc";
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+                // Hold the connection open, body unfinished, until the client gives up.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_off_by_the_deadline_is_named_per_mode() {
+    let (endpoint, server) = stalled_body_server().await;
+    // meshless: the client's own deadline fails the body with a `meshless::Error` in the same
+    // timer tick as loadgen's wait for the body ends, and that error comes first; it is named
+    // `deadline-exceeded` as the docs promise (it used to be `other`). Plain and tower keep
+    // their `timeout`.
+    for (mode, reason) in [
+        ("meshless", "deadline-exceeded"),
+        ("plain", "timeout"),
+        ("tower", "timeout"),
+    ] {
+        let report = parse_report(
+            &loadgen(&[
+                "--endpoints",
+                &endpoint,
+                "--requests",
+                "6",
+                "--concurrency",
+                "3",
+                "--timeout-ms",
+                "150",
+                "--mode",
+                mode,
+            ])
+            .await,
+        );
+        assert_eq!(
+            report["failed"],
+            serde_json::json!({ reason: 6 }),
+            "{mode}: {report}"
+        );
+    }
+    server.abort();
 }

@@ -51,6 +51,14 @@ options:
 /// More requests in flight than any one process can have sockets for.
 const MAX_CONCURRENCY: u64 = 1_000_000;
 
+/// The slowest `--rate`: one request a day. Slower is no load test, and far slower (below about
+/// 1e-19) puts the next start past what a `Duration` or an `Instant` can hold.
+const MIN_RATE: f64 = 1.0 / 86_400.0;
+
+/// The largest `--body-bytes`, 1 GiB: the body is built in memory once, before the run, and a
+/// bigger one is a typo more often than a test.
+const MAX_BODY_BYTES: u64 = 1 << 30;
+
 /// Which client sends the requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -219,6 +227,11 @@ where
                 if !(r.is_finite() && r > 0.0) {
                     return Err(bad(&flag, &value));
                 }
+                if r < MIN_RATE {
+                    return Err(usage(format!(
+                        "--rate is at least 1/86400 (one request a day), not {value:?}"
+                    )));
+                }
                 rate = Some(r);
             }
             "--timeout-ms" => timeout_ms = positive(&flag, &value)?,
@@ -230,7 +243,18 @@ where
                     _ => return Err(bad(&flag, &value)),
                 }
             }
-            "--body-bytes" => body_bytes = value.parse().map_err(|_| bad(&flag, &value))?,
+            "--body-bytes" => {
+                let n: u64 = value.parse().map_err(|_| bad(&flag, &value))?;
+                let too_big = || {
+                    usage(format!(
+                        "--body-bytes is at most {MAX_BODY_BYTES} (1 GiB), not {value:?}"
+                    ))
+                };
+                if n > MAX_BODY_BYTES {
+                    return Err(too_big());
+                }
+                body_bytes = usize::try_from(n).map_err(|_| too_big())?;
+            }
             "--path" => {
                 path = match value.parse::<PathAndQuery>() {
                     Ok(p) if value.starts_with('/') => p,

@@ -76,13 +76,40 @@ where
     }
 }
 
+/// The instant `timeout` from now. A timeout past the end of the clock (`--timeout-ms` near
+/// `u64::MAX` on a platform with a short `Instant`) is halved until it fits: that is still
+/// "never" for a load run, and no flag value can panic here.
+pub fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    let mut timeout = timeout;
+    loop {
+        // Ends: a zero timeout always fits.
+        match now.checked_add(timeout) {
+            Some(deadline) => return deadline,
+            None => timeout /= 2,
+        }
+    }
+}
+
 /// Names a transport-level error for the plain and tower modes (and for a meshless response
 /// body that fails after its head came): `timeout`, `connect`, `reset` or `other`. Walks the
 /// source chain and takes the first error it recognises.
+///
+/// A meshless response body fails with a [`meshless::Error`] of its own when the deadline (or
+/// the body idle timeout) cuts it off; that error is named by its kind, as meshless mode names
+/// the errors of the response head (`deadline-exceeded`, `body-idle-timeout`). A
+/// [`Kind::Service`](meshless::error::Kind::Service) error only wraps what failed underneath,
+/// so the walk goes on to name that.
 pub fn classify(error: &(dyn StdError + 'static)) -> &'static str {
+    use meshless::error::Kind;
     use std::io::ErrorKind;
     let mut next = Some(error);
     while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<meshless::Error>() {
+            if e.kind() != Kind::Service {
+                return e.kind().as_str();
+            }
+        }
         if e.is::<tower::timeout::error::Elapsed>() || e.is::<tokio::time::error::Elapsed>() {
             return "timeout";
         }

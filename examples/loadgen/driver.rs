@@ -3,6 +3,7 @@
 
 use super::Target;
 use super::common::{Outcome, Spec};
+use super::schedule;
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,7 +99,9 @@ async fn closed_loop(
     concurrency: usize,
 ) {
     let started = Arc::new(AtomicU64::new(0));
-    let workers: Vec<_> = (0..concurrency)
+    // A worker with no request to send would only cost its task.
+    let workers = concurrency.min(usize::try_from(requests).unwrap_or(usize::MAX));
+    let workers: Vec<_> = (0..workers)
         .map(|_| {
             let (target, spec, tally, started) =
                 (target.clone(), spec.clone(), tally.clone(), started.clone());
@@ -128,9 +131,12 @@ async fn open_loop(
     let slots = Arc::new(Semaphore::new(concurrency));
     let start = Instant::now();
     for i in 0..requests {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        if Instant::now() < due {
-            tokio::time::sleep_until(due).await;
+        match schedule::due(start, i, rate) {
+            Some(due) if Instant::now() < due => tokio::time::sleep_until(due).await,
+            Some(_) => {}
+            // Due past the end of the clock: it never starts, nor does any after it. Ending the
+            // run here reports what was sent rather than waiting forever.
+            None => break,
         }
         let slot = slots
             .clone()

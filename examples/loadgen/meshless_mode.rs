@@ -5,7 +5,7 @@
 //! turns client-side throttling on.
 
 use super::cli::{Args, LimitFlag};
-use super::common::{EndpointReport, Outcome, Spec, finish};
+use super::common::{EndpointReport, Outcome, Spec, deadline_after, finish};
 use meshless::ConfigError;
 use meshless::breaker::BreakerConfig;
 use meshless::hedge::HedgeConfig;
@@ -14,7 +14,6 @@ use meshless::limit::{AimdConfig, Algorithm, GradientConfig, LimitConfig};
 use meshless::retry::Idempotency;
 use meshless::throttle::ThrottleConfig;
 use std::net::SocketAddr;
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub struct Meshless {
@@ -67,7 +66,7 @@ impl Meshless {
     /// One logical request. The client's deadline bounds it up to the response head; what is
     /// left of the same deadline bounds reading the body.
     pub async fn send(&self, spec: &Spec) -> Outcome {
-        let deadline = Instant::now() + spec.timeout;
+        let deadline = deadline_after(spec.timeout);
         // Through the `Service` impl rather than `Client::request`: the future of that async
         // fn is not provably `Send` inside `tokio::spawn` ("implementation of `Service` is not
         // general enough"), which the load workers need.

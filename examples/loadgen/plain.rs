@@ -3,12 +3,12 @@
 //! included). `--attempt-timeout-ms`, `--idempotent` and `--no-retry` change nothing here.
 
 use super::common::{
-    Endpoint, EndpointReport, Meter, Metered, Outcome, Spec, classify, finish, hyper_client,
+    Endpoint, EndpointReport, Meter, Metered, Outcome, Spec, classify, deadline_after, finish,
+    hyper_client,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::time::Instant;
 use tower::ServiceExt;
 
 pub struct Plain {
@@ -34,7 +34,7 @@ impl Plain {
     }
 
     pub async fn send(&self, spec: &Spec) -> Outcome {
-        let deadline = Instant::now() + spec.timeout;
+        let deadline = deadline_after(spec.timeout);
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let endpoint = self.endpoints[i].2.clone();
         match tokio::time::timeout_at(deadline, endpoint.oneshot(spec.request())).await {

@@ -24,7 +24,8 @@
 
 use super::cli::Args;
 use super::common::{
-    Endpoint, EndpointReport, Meter, Metered, Outcome, Spec, classify, finish, hyper_client,
+    Endpoint, EndpointReport, Meter, Metered, Outcome, Spec, classify, deadline_after, finish,
+    hyper_client,
 };
 use bytes::Bytes;
 use http::{Method, Request, Response};
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover};
@@ -109,7 +109,7 @@ impl Tower {
     }
 
     pub async fn send(&self, spec: &Spec) -> Outcome {
-        let deadline = Instant::now() + spec.timeout;
+        let deadline = deadline_after(spec.timeout);
         match self.stack.clone().oneshot(spec.request()).await {
             Ok(res) => finish(res, deadline, "timeout").await,
             Err(e) => Outcome::Failed(classify(&*e)),
