@@ -19,7 +19,7 @@ type Checked = (HeaderName, Option<Arc<[HeaderValue]>>);
 /// | `timeout` | 10 s (the client's deadline) | > 0 | `Duration::MAX` = no deadline |
 /// | `honor_inbound` | `false` | any | |
 /// | `header` | [`DEADLINE_HEADER`] | an HTTP header name | |
-/// | `body_idle_timeout` | `None` (the deadline covers the body) | `None` or > 0 | `Some(Duration::MAX)` = no idle limit |
+/// | `body_idle_timeout` | `None` (the deadline covers the body; a stream's is the deadline's length) | `None` or > 0 | `Some(Duration::MAX)` = no idle limit |
 /// | `streaming_content_types` | none beyond `text/event-stream` | each `type/subtype`, no parameters | |
 ///
 /// ```

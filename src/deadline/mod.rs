@@ -10,7 +10,8 @@
 //! The deadline runs to the last byte of the response: [`DeadlineLayer`] wraps the body in a
 //! [`DeadlineBody`], which also enforces an optional idle timeout between frames. Responses
 //! marked [`Streaming`] (or of a streaming content type such as `text/event-stream`) are bounded
-//! by the idle timeout only once their head has arrived.
+//! by the idle timeout only once their head has arrived; unset, a stream's idle timeout is the
+//! length of the request's deadline, so that every body ends.
 //!
 //! When one of these timers fires, the endpoint serving the request is charged with a timeout.
 //! When the caller gives up first (drops the future or the body), nothing is charged: that is a

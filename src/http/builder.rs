@@ -210,7 +210,8 @@ impl ClientBuilder {
 
     /// Fails a response body that sends nothing for `timeout` (default: none; the deadline
     /// still covers the body). The only limit on the body of a
-    /// [`Streaming`](crate::deadline::Streaming) response. See
+    /// [`Streaming`](crate::deadline::Streaming) response, whose default is the length of the
+    /// request's deadline. See
     /// [`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout).
     ///
     /// ```

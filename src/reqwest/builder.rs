@@ -134,7 +134,7 @@ impl ClientBuilder {
     }
 
     /// Fails a response body that sends nothing for `timeout` (default: none; the deadline
-    /// still covers the body). See [`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout).
+    /// still covers the body; a stream's default is the length of its deadline). See [`DeadlineLayer::body_idle_timeout`](crate::deadline::DeadlineLayer::body_idle_timeout).
     ///
     /// ```
     /// # use std::time::Duration;
