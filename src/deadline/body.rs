@@ -19,7 +19,9 @@ pin_project! {
     /// deadline passes (while the body waits, or with a frame ready but read too late), or no
     /// frame arrives for the idle timeout, it drops the inner body (the endpoint is charged with
     /// a timeout), yields one error, a [`meshless::Error`](crate::Error) of kind
-    /// [`Kind::DeadlineExceeded`] or [`Kind::BodyIdleTimeout`], and then ends. A
+    /// [`Kind::DeadlineExceeded`] or [`Kind::BodyIdleTimeout`], and then ends. An error of the
+    /// inner body comes out as a `meshless::Error` too: of kind [`Kind::Service`], with the
+    /// inner error (hyper's, for a connection lost mid-body) as its source. A
     /// [`Streaming`](super::Streaming) response is bounded by the idle timeout only.
     ///
     /// No timer exists until the inner body first has to wait, so a body that is already
@@ -125,7 +127,7 @@ where
                 }
             }
             *this.rearm = true;
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+            return Poll::Ready(frame.map(|f| f.map_err(service_error)));
         }
         if this.deadline.is_none() && this.idle.is_none() {
             return Poll::Pending;
@@ -173,6 +175,17 @@ where
 }
 
 /// Ends the body by one of its own limits: the one error it yields, after which it is over.
+/// The inner body's error as a [`meshless::Error`](crate::Error): the one a layer below gave,
+/// or, for the service's own (a connection reset in the middle of the body), one of kind
+/// [`Kind::Service`] with it as the source, so that every error a body yields is typed.
+fn service_error(error: impl Into<BoxError>) -> BoxError {
+    let error = error.into();
+    if error.is::<Error>() {
+        return error;
+    }
+    Error::with_source(Kind::Service, error).into()
+}
+
 fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind) -> BoxError {
     // Dropped by our own limit: the endpoint that did not deliver in time is charged for it.
     let mut inner = this.inner;
