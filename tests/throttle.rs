@@ -240,6 +240,12 @@ async fn shed_and_cancelled_requests_are_taken_back() {
         assert_eq!(err.kind(), kind);
     }
     assert_eq!(counts(&handle), (1, 1));
+    // Not sent for the caller's fault (its request body failed): nothing of the upstream.
+    let err = send(&mut svc, Answer::Error(Kind::InvalidRequest))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Kind::InvalidRequest);
+    assert_eq!(counts(&handle), (1, 1));
     // Cancelled before the answer: counted when sent, taken back when dropped.
     let (tx, fut) = start(&mut svc);
     assert_eq!(counts(&handle), (2, 1));

@@ -104,8 +104,9 @@ fn settle<C: Classify, RB>(tracked: Tracked<C>, outcome: &Result<http::Response<
             };
             accepted(&class, true)
         }
-        // Shed below (a breaker, a limit): nothing was sent, so it was no request.
-        Err(e) if e.kind().is_shed() => {
+        // Shed below (a breaker, a limit): nothing was sent, so it was no request. A request
+        // the caller's side could not send (its body failed) says nothing of the upstream.
+        Err(e) if e.kind().is_shed() || e.kind() == Kind::InvalidRequest => {
             tracked.uncount();
             return;
         }

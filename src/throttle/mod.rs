@@ -42,7 +42,7 @@
 //! | HTTP 429, 503, 504; gRPC `RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `DEADLINE_EXCEEDED` | no |
 //! | an error: connection refused or failed, reset, timeout, no ready endpoint | no |
 //! | a refusal by a layer below ([`Kind::is_shed`](crate::error::Kind::is_shed)) | neither: the request is taken back, nothing was sent |
-//! | cancelled by the caller (the future dropped before the answer) | neither: the request is taken back |
+//! | cancelled by the caller (the future dropped before the answer), or not sent for the caller's fault ([`Kind::InvalidRequest`](crate::error::Kind::InvalidRequest): its body failed) | neither: the request is taken back |
 //!
 //! A cancelled request's outcome is unknown: counting it as accepted would hide an overload
 //! whose callers give up, counting it as refused would throttle callers that merely lost
