@@ -195,6 +195,31 @@ async fn when_every_endpoint_pushes_back_within_the_deadline_the_request_waits_f
     assert_eq!(a.hits(), 2);
 }
 
+/// A server in maintenance for two minutes is left alone for two minutes, not for a default
+/// cap shorter than that.
+#[tokio::test(start_paused = true)]
+async fn a_long_pushback_is_kept_for_all_of_its_duration_by_default() {
+    let away = Endpoint::new(503).retry_after(120);
+    let balance = Balance::builder().build();
+    balance.insert("away", away.clone());
+    assert_eq!(
+        send(&balance, None).await,
+        Ok(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let asked_at = Instant::now();
+    // A request that cannot wait that long fails at once, sending nothing.
+    tokio::time::advance(Duration::from_secs(119)).await;
+    assert_eq!(
+        send(&balance, Some(Duration::from_millis(900))).await,
+        Err(Kind::EndpointsPushingBack)
+    );
+    assert_eq!(away.hits(), 1);
+    // One without a deadline waits for the end of the quiet, and not a moment less.
+    let _ = send(&balance, None).await;
+    assert_eq!(asked_at.elapsed(), Duration::from_secs(120));
+    assert_eq!(away.hits(), 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn pushback_is_clamped_by_the_maximum() {
     let a = Endpoint::new(503).retry_after(3600);

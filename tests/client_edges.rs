@@ -215,59 +215,6 @@ async fn a_retry_token_comes_back_when_the_caller_gives_up_before_the_retry_is_s
     assert!(after > before, "token not given back: {before} -> {after}");
 }
 
-/// A server that sheds some requests and serves the rest is not away: an answer it gives
-/// successfully after its pushback ends the pushback. One that sheds everything stays quiet
-/// (`endpoints_pushing_back_get_nothing_until_the_time_they_named`).
-#[tokio::test]
-async fn a_success_from_an_endpoint_that_pushed_back_ends_its_quiet() {
-    let shed: &[u8] =
-        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 60\r\ncontent-length: 0\r\n\r\n";
-    let ok: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-    let release = Arc::new(tokio::sync::Notify::new());
-    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (counter, gate) = (hits.clone(), release.clone());
-    let addr = common::serve_heads(move |head| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        let path = String::from_utf8_lossy(&head).split(' ').nth(1).map(str::to_owned);
-        let _ = arrived_tx.send(path.clone());
-        let gate = gate.clone();
-        async move {
-            match path.as_deref() {
-                // Held until the test has seen the pushback.
-                Some("/held") => {
-                    gate.notified().await;
-                    ok.to_vec()
-                }
-                Some("/shed") => shed.to_vec(),
-                _ => ok.to_vec(),
-            }
-        }
-    })
-    .await;
-    let client = Client::builder()
-        .endpoints([addr.to_string()])
-        .deadline(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let held = tokio::spawn(client.get("/held"));
-    assert_eq!(arrived.recv().await.unwrap().as_deref(), Some("/held"));
-
-    // The 503 asks for a minute of quiet: longer than the deadline, so the retry is refused.
-    let err = client.get("/shed").await.unwrap_err();
-    assert_eq!(err.kind(), Kind::EndpointsPushingBack, "{err}");
-    let err = client.get("/other").await.unwrap_err();
-    assert_eq!(err.kind(), Kind::EndpointsPushingBack, "quiet while nothing else answered");
-    assert_eq!(hits.load(Ordering::SeqCst), 2, "/held and /shed alone");
-
-    // The request it already had is answered: the endpoint is serving again.
-    release.notify_one();
-    assert_eq!(held.await.unwrap().unwrap().status(), 200);
-    let res = client.get("/other").await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(hits.load(Ordering::SeqCst), 3);
-}
-
 /// A connection lost in the middle of a body is a typed error too: a `meshless::Error` of kind
 /// `Service`, with hyper's error (what it knows of the cut) as its source.
 #[tokio::test]

@@ -71,7 +71,7 @@ impl Default for BalanceBuilder {
             fail_fast: Duration::from_secs(3),
             miss_weight: 0.25,
             miss_wait: Duration::from_micros(12_500),
-            max_pushback: Duration::from_secs(10),
+            max_pushback: Duration::from_secs(300),
             rtt_at_headers: false,
             outlier: OutlierConfig::default(),
             classifier: Arc::new(Classifier::default()),
@@ -169,7 +169,9 @@ impl BalanceBuilder {
     }
 
     /// The longest quiet an endpoint gets when its server pushes back (`Retry-After` on a
-    /// 429 or 503, `grpc-retry-pushback-ms`; default 10 s). Until the time the server named,
+    /// 429 or 503, `grpc-retry-pushback-ms`; default 5 minutes, Envoy's longest rate-limited
+    /// back-off: long enough for any pushback a server means, short enough that a nonsense
+    /// value does not take the endpoint away for good). Until the time the server named,
     /// clamped by this, the endpoint gets no request from this balancer: P2C picks among the
     /// others. When every endpoint is pushing back, a request waits for the first to be free
     /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline),

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// | `fail_fast` | 3 s (linkerd) | any | 0 = fail at once when no endpoint is ready; `Duration::MAX` = wait for the deadline |
 /// | `miss_weight` | 0.25 | 0 ..= 1 | 0 = failures and outrun attempts do not raise the cost (their outlier ejection still applies) |
 /// | `miss_wait` | 12.5 ms | any | 0 = a miss costs one more attempt only |
-/// | `max_pushback` | 10 s | any | 0 = pushback ignored; `Duration::MAX` = any honoured |
+/// | `max_pushback` | 300 s | any | 0 = pushback ignored; `Duration::MAX` = any honoured |
 /// | `rtt_at_headers` | `false`: RTT to the end of the body | any | |
 /// | `outlier` | [`OutlierConfig::default`] | checked when it was built | |
 ///

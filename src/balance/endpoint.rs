@@ -169,15 +169,11 @@ impl Meter {
                 self.quiet.hold(at, wait, self.max_quiet);
             }
             self.rtt.miss(self.model, latency, self.miss_weight, at)
+        } else if probe {
+            // Back from ejection and proven healthy: start afresh from this sample.
+            self.rtt.reset(latency, at)
         } else {
-            // Answering successfully ends a pushback (see `quiet`).
-            self.quiet.lift();
-            if probe {
-                // Back from ejection and proven healthy: start afresh from this sample.
-                self.rtt.reset(latency, at)
-            } else {
-                self.rtt.observe(self.model, latency, self.miss_weight, at)
-            }
+            self.rtt.observe(self.model, latency, self.miss_weight, at)
         };
         self.finish.metrics.finished(latency);
         if let Some(metrics) = &self.metrics {

@@ -1,12 +1,5 @@
 //! Server pushback kept per endpoint: an endpoint that asked for quiet (`Retry-After`,
-//! `grpc-retry-pushback-ms`) gets no request from this balancer until the time it named, or
-//! until it answers a request it already had successfully.
-//!
-//! The second way out is for servers that push back on some answers and serve the rest (a
-//! rate limiter, a random shed): held for the whole named time, every endpoint of such a fleet
-//! would soon be quiet and nothing would be served, where a client ignoring the pushback is
-//! served most of the time. A server that is really away (in maintenance, overloaded) answers
-//! nothing successfully, and stays quiet for as long as it asked.
+//! `grpc-retry-pushback-ms`) gets no request from this balancer until the time it named.
 
 use crate::primitives::clock::{Clock, whole_nanos};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,19 +33,6 @@ impl Quiet {
         }
         let until = now.saturating_add(whole_nanos(wait)).max(1);
         self.until_nanos.fetch_max(until, Ordering::Relaxed);
-    }
-
-    /// Ends the quiet early: the endpoint has just answered a request successfully. Only the
-    /// quiet read here is ended, so a pushback recorded meanwhile stands.
-    #[inline]
-    pub(crate) fn lift(&self) {
-        let until = self.until_nanos.load(Ordering::Relaxed);
-        if until != 0 {
-            // A failed exchange means a newer pushback (or another lift) came first: keep it.
-            let _ =
-                self.until_nanos
-                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-        }
     }
 
     /// When the endpoint's quiet ends, if it is quiet at `now`: as an instant, from `origin`.
@@ -107,21 +87,5 @@ mod tests {
         let quiet = Quiet::new();
         quiet.hold(u64::MAX - 1, Duration::MAX, Duration::MAX);
         assert!(quiet.is_quiet(u64::MAX - 1));
-    }
-
-    #[test]
-    fn a_success_lifts_the_quiet_and_a_later_pushback_holds_again() {
-        let origin = Instant::now();
-        let ten_s = Duration::from_secs(10);
-        let quiet = Quiet::new();
-        quiet.lift();
-        assert!(!quiet.is_quiet(0), "lifting no quiet is nothing");
-        quiet.hold(0, Duration::from_secs(5), ten_s);
-        assert!(quiet.is_quiet(MS));
-        quiet.lift();
-        assert!(!quiet.is_quiet(MS));
-        assert_eq!(quiet.until(origin, MS), None);
-        quiet.hold(2 * MS, Duration::from_secs(1), ten_s);
-        assert!(quiet.is_quiet(3 * MS), "a pushback after the lift holds");
     }
 }

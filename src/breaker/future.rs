@@ -185,11 +185,13 @@ fn error_failed<C: Classify>(error: &Error, classifier: &C) -> Option<bool> {
                 .source()
                 .is_none_or(|source| classifier.classify_error(source).is_failure()),
         ),
-        // The client's own refusals: nothing was sent, so nothing was learned.
+        // The client's own refusals: nothing was sent, so nothing was learned. Every endpoint
+        // pushing back is the servers' own word, already kept (by the balancer, for as long as
+        // they asked): counted here too, it would open the breaker on servers that shed only
+        // some requests, and keep them away longer than they asked.
         kind if kind.is_shed() => None,
-        Kind::InvalidRequest | Kind::TlsUnavailable => None,
-        // Retries given up, timeouts, no endpoint ready, every endpoint pushing back: the
-        // upstream failed the request.
+        Kind::InvalidRequest | Kind::TlsUnavailable | Kind::EndpointsPushingBack => None,
+        // Retries given up, timeouts, no endpoint ready: the upstream failed the request.
         _ => Some(true),
     }
 }

@@ -32,9 +32,10 @@
 //! retry layer passes it up) is taken as it is; any other response and any
 //! [`Kind::Service`](crate::error::Kind::Service) error is classified with the layer's
 //! classifier. The retry layer's refusals (budget or retries exhausted, body too large,
-//! pushback), timeouts and the balancer's refusals count as failures of the upstream. The
+//! pushback), timeouts and the balancer's failing fast count as failures of the upstream. The
 //! client's own load shedding ([`Kind::is_shed`](crate::error::Kind::is_shed)), invalid
-//! requests and `https` refused without TLS count nothing. A request whose caller dropped it
+//! requests, `https` refused without TLS and a request refused because every endpoint is
+//! pushing back (the balancer already keeps the servers' word) count nothing. A request whose caller dropped it
 //! counts nothing (a probe's slot is freed), unless its deadline had passed: then it is a
 //! timeout, a failure. A deadline that is the caller's rather than the client's own (an
 //! inbound `grpc-timeout` or an earlier `RequestDeadline` shorter than the

@@ -127,6 +127,8 @@ async fn shedding_and_client_errors_count_nothing() {
         Kind::Throttled,
         Kind::InvalidRequest,
         Kind::TlsUnavailable,
+        // Nothing sent: the balancer keeps the servers' pushback itself.
+        Kind::EndpointsPushingBack,
     ] {
         upstream.error(Some(kind));
         for _ in 0..30 {

@@ -202,7 +202,11 @@ async fn late_trailers_fail_but_a_late_end_or_error_passes() {
     let failing = Once(Some(Err(std::io::Error::other("reset"))));
     let mut failed = DeadlineBody::new(failing, Some(deadline), None);
     let err = failed.frame().await.unwrap().unwrap_err();
-    assert_eq!(kind(&err), Some(Kind::Service), "the inner body's own error: {err}");
+    assert_eq!(
+        kind(&err),
+        Some(Kind::Service),
+        "the inner body's own error: {err}"
+    );
     let source = std::error::Error::source(err.downcast_ref::<Error>().unwrap());
     assert_eq!(source.map(|s| s.to_string()).as_deref(), Some("reset"));
 }
