@@ -77,7 +77,7 @@ fn the_defaults_are_the_documented_ones_and_what_the_builders_produce() {
     assert_eq!(balance.decay, 10 * SEC);
     assert_eq!(balance.fail_fast, 3 * SEC);
     assert_eq!(balance.miss_weight, 0.25);
-    assert_eq!(balance.max_pushback, 10 * SEC);
+    assert_eq!(balance.max_pushback, 300 * SEC);
     assert!(!balance.rtt_at_headers);
     assert_eq!(balance.outlier, meshless::outlier::OutlierConfig::default());
     assert_eq!(Balance::builder().config(), balance);
