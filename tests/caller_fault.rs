@@ -235,3 +235,40 @@ async fn a_failing_request_body_is_the_callers_fault_not_the_endpoints() {
     let res = client.get("/").await.expect("the endpoints still serve");
     assert_eq!(res.status(), 200);
 }
+
+/// The same over HTTP/2, where hyper resets the stream instead of the connection: still the
+/// caller's fault, never the endpoint's.
+#[tokio::test]
+async fn a_failing_request_body_over_http2_is_the_callers_fault() {
+    use meshless::testing::{Behavior, Fleet};
+    let fleet = Fleet::builder()
+        .backend(Behavior::healthy())
+        .backend(Behavior::healthy())
+        .start()
+        .await
+        .expect("fleet starts");
+    let client = Client::builder()
+        .endpoints(fleet.addrs().iter().map(|a| a.to_string()))
+        .http2_prior_knowledge(true)
+        .deadline(Duration::from_secs(10))
+        .metrics(false)
+        .build()
+        .unwrap();
+    const FAILED: u64 = 8;
+    for _ in 0..FAILED {
+        let req = Request::post("/upload")
+            .body(FailingBody { sent: false })
+            .unwrap();
+        let err = client.request(req).await.expect_err("the body failed");
+        assert_eq!(err.kind(), Kind::InvalidRequest, "{}", chain(&err));
+        assert_eq!(err.attempts(), 1, "not retried: {}", chain(&err));
+    }
+    assert_no_endpoint_failed(&client);
+    let breaker = client.breaker().stats();
+    assert_eq!(breaker.failures, 0, "{breaker:?}");
+    let stats = client.stats();
+    assert_eq!((stats.failures, stats.retries), (0, 0), "{stats:?}");
+    assert_eq!(stats.cancelled, FAILED);
+    let res = client.get("/").await.expect("the endpoints still serve");
+    assert_eq!(res.status(), 200);
+}

@@ -121,6 +121,21 @@ fn hyper_callers_fault(e: &hyper::Error) -> bool {
             .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>())
 }
 
+/// Over HTTP/2 hyper reports a failing request body differently: it resets the stream with
+/// `INTERNAL_ERROR` and fails the request with that reset, which it sent itself (neither the
+/// peer's nor h2's own doing), and the caller's error is not kept. No other reset of that kind
+/// is sent on a client's request path.
+fn h2_callers_fault(e: &hyper::Error) -> bool {
+    e.source()
+        .and_then(|cause| cause.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
+            h2.is_reset()
+                && !h2.is_remote()
+                && !h2.is_library()
+                && h2.reason() == Some(h2::Reason::INTERNAL_ERROR)
+        })
+}
+
 impl crate::Error {
     /// Whether the request failed through its caller's own fault: its request body raised an
     /// error, or it could not be sent as given ([`Kind::InvalidRequest`]). Such a failure is
@@ -140,7 +155,7 @@ impl crate::Error {
                 }
             } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
                 // hyper's verdict is final: the caller's error it holds may be anything.
-                return hyper_callers_fault(e);
+                return hyper_callers_fault(e) || h2_callers_fault(e);
             }
             next = err.source();
         }
