@@ -130,8 +130,9 @@ where
             }
             Some(Err(e)) => {
                 if let Some(pending) = this.meter.take() {
-                    let class = pending.classifier.classify_error(&**e);
-                    pending.in_flight.finish(&class);
+                    // The caller's request body can fail after the head too (an upload, a
+                    // bidirectional stream): that is nothing the endpoint did.
+                    pending.in_flight.fail(&**e, &*pending.classifier);
                 }
             }
         }

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 /// | fail-fast timeout | 3 s | linkerd |
 /// | miss weight | 0.25 | ours: cost = latency ÷ (1 − share of recent attempts without an answer), as gRPC's weighted round robin (A58) charges errors in proportion to their rate |
 /// | miss wait | 12.5 ms | the mean first wait of the default retry backoff (Envoy's 25 ms base, full jitter) |
-/// | longest pushback kept per endpoint | 10 s | ours, as the retry layer's longest pushback |
+/// | longest pushback kept per endpoint | 300 s | Envoy (`rate_limited_retry_back_off` max interval) |
 /// | RTT measured to | end of response body | ours (tower stops at headers) |
 ///
 /// ```

@@ -296,10 +296,15 @@ impl InFlight {
         self.record(class, true);
     }
 
-    /// Records a request that ended in `error`: classified, unless it was its caller's own
-    /// fault (its request body failed), which is a cancellation, as when the caller gives up.
-    pub(crate) fn fail(mut self, error: &crate::Error, classifier: &dyn crate::classify::Classify) {
-        if error.is_callers_fault() {
+    /// Records a request that ended in `error` (its head's, or its body's): classified, unless
+    /// it was its caller's own fault (its request body failed), which is a cancellation, as
+    /// when the caller gives up.
+    pub(crate) fn fail(
+        mut self,
+        error: &(dyn std::error::Error + 'static),
+        classifier: &dyn crate::classify::Classify,
+    ) {
+        if crate::classify::callers_fault(error) {
             self.cancel();
         } else {
             self.record(&classifier.classify_error(error), self.rtt_at_head);

@@ -35,9 +35,9 @@
 //! pushback), timeouts and the balancer's failing fast count as failures of the upstream. The
 //! client's own load shedding ([`Kind::is_shed`](crate::error::Kind::is_shed)), invalid
 //! requests, `https` refused without TLS and a request refused because every endpoint is
-//! pushing back (the balancer already keeps the servers' word) count nothing. A request whose caller dropped it
-//! counts nothing (a probe's slot is freed), unless its deadline had passed: then it is a
-//! timeout, a failure. A deadline that is the caller's rather than the client's own (an
+//! pushing back (the balancer already keeps the servers' word) count nothing. A request whose
+//! caller dropped it counts nothing (a probe's slot is freed), even past its deadline; one
+//! that meshless's own deadline timer dropped is a timeout, a failure. A deadline that is the caller's rather than the client's own (an
 //! inbound `grpc-timeout` or an earlier `RequestDeadline` shorter than the
 //! [`DeadlineLayer`](crate::deadline::DeadlineLayer)'s) counts nothing when it passes, like a
 //! cancellation: one impatient caller must not open the circuit for every other.

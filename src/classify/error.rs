@@ -109,31 +109,52 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
     None
 }
 
+/// How hyper describes the error of a request body that failed (`hyper::Error`'s display is
+/// its kind alone). hyper exposes no predicate for this one kind, and its other "user" errors
+/// on a client's path are not the caller's doing: "dispatch task is gone" (the connection's
+/// task died: its runtime shut down) carries a source too.
+const USER_BODY: &str = "error from user's Body stream";
+
 /// Whether hyper failed the request because of the caller: its request body raised an error
-/// (or ended short of its declared length). hyper calls these "user" errors and keeps the
-/// caller's error as their source; the one user error without a source on a client's path,
-/// "dispatch task is gone", is the connection's end, not the caller's doing. A body that
-/// failed because the retry layer could not replay it is meshless's doing, and its own
-/// layers account for it.
+/// (or ended short of its declared length); hyper keeps the caller's error as the source. A
+/// body that failed because the retry layer could not replay it is meshless's doing, and its
+/// own layers account for it.
 fn hyper_callers_fault(e: &hyper::Error) -> bool {
     e.is_user()
         && e.source()
             .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>())
+        && e.to_string() == USER_BODY
 }
 
-/// Over HTTP/2 hyper reports a failing request body differently: it resets the stream with
-/// `INTERNAL_ERROR` and fails the request with that reset, which it sent itself (neither the
-/// peer's nor h2's own doing), and the caller's error is not kept. No other reset of that kind
-/// is sent on a client's request path.
+/// Over HTTP/2 hyper reports a failing request body differently: it resets the stream (with
+/// `INTERNAL_ERROR`, or the h2 reason the caller's error carried, as a proxied body's does)
+/// and fails the request, or the response body, with that reset, which it sent itself
+/// (neither the peer's nor h2's own doing); the caller's error is not kept. The only other
+/// reset hyper sends of itself on a client's path is `CANCEL` for a request or body the caller
+/// dropped, which nobody is left to read.
 fn h2_callers_fault(e: &hyper::Error) -> bool {
     e.source()
         .and_then(|cause| cause.downcast_ref::<h2::Error>())
-        .is_some_and(|h2| {
-            h2.is_reset()
-                && !h2.is_remote()
-                && !h2.is_library()
-                && h2.reason() == Some(h2::Reason::INTERNAL_ERROR)
-        })
+        .is_some_and(|h2| h2.is_reset() && !h2.is_remote() && !h2.is_library())
+}
+
+/// Whether an error, or one in its source chain, is the caller's own fault (see
+/// [`crate::Error::is_callers_fault`]). For the balancer's response body too, where the
+/// caller's request body can fail after the head (an upload or a bidirectional stream).
+pub(crate) fn callers_fault(error: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(err) = next {
+        if let Some(ours) = err.downcast_ref::<crate::Error>() {
+            if ours.kind() == crate::error::Kind::InvalidRequest {
+                return true;
+            }
+        } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
+            // hyper's verdict is final: the caller's error it holds may be anything.
+            return hyper_callers_fault(e) || h2_callers_fault(e);
+        }
+        next = err.source();
+    }
+    false
 }
 
 impl crate::Error {
@@ -147,19 +168,7 @@ impl crate::Error {
     ///
     /// [`Kind::InvalidRequest`]: crate::error::Kind::InvalidRequest
     pub(crate) fn is_callers_fault(&self) -> bool {
-        let mut next: Option<&(dyn StdError + 'static)> = Some(self);
-        while let Some(err) = next {
-            if let Some(ours) = err.downcast_ref::<crate::Error>() {
-                if ours.kind() == crate::error::Kind::InvalidRequest {
-                    return true;
-                }
-            } else if let Some(e) = err.downcast_ref::<hyper::Error>() {
-                // hyper's verdict is final: the caller's error it holds may be anything.
-                return hyper_callers_fault(e) || h2_callers_fault(e);
-            }
-            next = err.source();
-        }
-        false
+        callers_fault(self)
     }
 }
 

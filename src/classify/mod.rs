@@ -47,6 +47,7 @@
 //! ```
 
 mod error;
+pub(crate) use self::error::callers_fault;
 mod grpc;
 mod http;
 pub(crate) mod pushback;

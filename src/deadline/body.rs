@@ -17,12 +17,17 @@ pin_project! {
     /// [`DeadlineLayer`](super::DeadlineLayer) wraps every response body in one. It yields the
     /// inner body's frames unchanged, as long as they come before the total deadline. When the
     /// deadline passes (while the body waits, or with a frame ready but read too late), or no
-    /// frame arrives for the idle timeout, it drops the inner body (the endpoint is charged with
-    /// a timeout), yields one error, a [`meshless::Error`](crate::Error) of kind
+    /// frame arrives for the idle timeout, it drops the inner body, yields one error, a [`meshless::Error`](crate::Error) of kind
     /// [`Kind::DeadlineExceeded`] or [`Kind::BodyIdleTimeout`], and then ends. An error of the
     /// inner body comes out as a `meshless::Error` too: of kind [`Kind::Service`], with the
     /// inner error (hyper's, for a connection lost mid-body) as its source. A
     /// [`Streaming`](super::Streaming) response is bounded by the idle timeout only.
+    ///
+    /// The endpoint is charged with a timeout when it had not delivered in time: the timer
+    /// fired while the body waited for a frame. A frame that had arrived but was read after the
+    /// deadline is the reader's lateness, and a stream silent for its default idle limit (the
+    /// length of its deadline, when no idle timeout was set) is not held against the endpoint:
+    /// both are dropped as a caller's drop is.
     ///
     /// No timer exists until the inner body first has to wait, so a body that is already
     /// complete costs no timer and no allocation; each frame costs one comparison with the
@@ -52,6 +57,9 @@ pin_project! {
         sleep: Option<Pin<Box<Sleep>>>,
         deadline: Option<Instant>,
         idle: Option<Duration>,
+        // Whether the idle limit firing is the endpoint's doing: not when it is a default the
+        // caller never chose (a stream's, the length of its deadline).
+        charge_idle: bool,
         // A frame arrived since the timer was armed: the idle limit starts over.
         rearm: bool,
     }
@@ -71,7 +79,17 @@ impl<B> DeadlineBody<B> {
             sleep: None,
             deadline,
             idle,
+            charge_idle: true,
             rearm: false,
+        }
+    }
+
+    /// A stream's body whose idle limit is a default rather than the caller's: it still ends
+    /// the body, but a stream that falls silent that long is not charged to its endpoint.
+    pub(crate) fn with_default_idle(inner: B, idle: Option<Duration>) -> Self {
+        DeadlineBody {
+            charge_idle: false,
+            ..DeadlineBody::new(inner, None, idle)
         }
     }
 
@@ -121,9 +139,11 @@ where
             // buffer for a slow reader, would let the body outlive it: a body whose next frame
             // is always ready never waits, so the timer below would never get its turn. The
             // end of the stream and the inner body's own error pass: they end it all the same.
+            // The frame was there: the endpoint delivered, and it is the reader who came late,
+            // so the endpoint is not charged (as for a body the caller drops).
             if let (Some(Ok(_)), Some(deadline)) = (&frame, *this.deadline) {
                 if step::now() >= deadline {
-                    return Poll::Ready(Some(Err(expire(this, Kind::DeadlineExceeded))));
+                    return Poll::Ready(Some(Err(expire(this, Kind::DeadlineExceeded, false))));
                 }
             }
             *this.rearm = true;
@@ -152,11 +172,12 @@ where
         if let Some(sleep) = this.sleep {
             ready!(sleep.as_mut().poll(cx));
         }
-        let kind = match *this.deadline {
-            Some(d) if step::now() >= d => Kind::DeadlineExceeded,
-            _ => Kind::BodyIdleTimeout,
+        // The endpoint had not delivered by the time the timer fired.
+        let (kind, charged) = match *this.deadline {
+            Some(d) if step::now() >= d => (Kind::DeadlineExceeded, true),
+            _ => (Kind::BodyIdleTimeout, *this.charge_idle),
         };
-        Poll::Ready(Some(Err(expire(this, kind))))
+        Poll::Ready(Some(Err(expire(this, kind, charged))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -177,19 +198,31 @@ where
 /// Ends the body by one of its own limits: the one error it yields, after which it is over.
 /// The inner body's error as a [`meshless::Error`](crate::Error): the one a layer below gave,
 /// or, for the service's own (a connection reset in the middle of the body), one of kind
-/// [`Kind::Service`] with it as the source, so that every error a body yields is typed.
+/// [`Kind::Service`] with it as the source ([`Kind::InvalidRequest`] when the caller's own
+/// request body failed), so that every error a body yields is typed.
 fn service_error(error: impl Into<BoxError>) -> BoxError {
     let error = error.into();
     if error.is::<Error>() {
         return error;
     }
-    Error::with_source(Kind::Service, error).into()
+    // The caller's own request body failing after the head ends the response too.
+    let kind = if crate::classify::callers_fault(&*error) {
+        Kind::InvalidRequest
+    } else {
+        Kind::Service
+    };
+    Error::with_source(kind, error).into()
 }
 
-fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind) -> BoxError {
-    // Dropped by our own limit: the endpoint that did not deliver in time is charged for it.
+fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind, charged: bool) -> BoxError {
+    // Dropped by our own limit: the endpoint that did not deliver in time is charged for it;
+    // otherwise the drop reads as the caller's (the balancer times it to the head).
     let mut inner = this.inner;
-    expiry::while_expiring(|| inner.set(None));
+    if charged {
+        expiry::while_expiring(|| inner.set(None));
+    } else {
+        inner.set(None);
+    }
     *this.sleep = None;
     Error::new(kind).into()
 }

@@ -345,15 +345,17 @@ where
             let deadline = this.timer.end();
             // A complete body needs neither limit, and its headers need no look.
             let streaming = !res.body().is_end_stream() && this.streaming.applies(res.headers());
-            let (deadline, idle) = if streaming {
+            if streaming && this.idle.is_none() {
                 // The deadline would cut a stream that keeps producing; with no limit at all, a
                 // stream that goes silent (or a server that calls any answer a stream) would
                 // never end. One silent for as long as the whole request had ends instead.
                 let whole = deadline.map(|d| d.saturating_duration_since(*this.started));
-                (None, this.idle.or(whole))
-            } else {
-                (deadline, *this.idle)
-            };
+                return Poll::Ready(Ok(
+                    res.map(|body| DeadlineBody::with_default_idle(body, whole))
+                ));
+            }
+            let deadline = deadline.filter(|_| !streaming);
+            let idle = *this.idle;
             return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
         }
         // While an attempt's timer (which ends by this deadline) is armed below, it wakes the

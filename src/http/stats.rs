@@ -30,7 +30,7 @@ pub struct ClientStats {
     pub requests: u64,
     /// Of which succeeded.
     pub successes: u64,
-    /// Of which failed (a failure answer, an error, or their deadline passed).
+    /// Of which failed (a failure answer, an error, or the client's deadline timer ended them).
     pub failures: u64,
     /// Of which their caller dropped before they finished.
     pub cancelled: u64,

@@ -47,7 +47,8 @@ pub struct RecentStats {
     pub window: Duration,
     /// Requests that succeeded.
     pub successes: u64,
-    /// Requests that failed (a failure answer, an error, or their deadline passed).
+    /// Requests that failed (a failure answer, an error, or the client's deadline timer ended
+    /// them).
     pub failures: u64,
     /// The median latency, or `None` with no request in the window.
     pub p50: Option<Duration>,
