@@ -428,9 +428,10 @@ where
     S::Error: Into<BoxError>,
     B: Body,
     B::Error: Into<BoxError>,
+    RB: Body,
     C: Classify,
 {
-    type Response = http::Response<RB>;
+    type Response = http::Response<super::ResponseBody<RB>>;
     type Error = Error;
     type Future = ResponseFuture<S, B, C>;
 

@@ -49,6 +49,7 @@ mod head;
 mod hops;
 mod layer;
 mod policy;
+mod settle;
 // The replay body lives in the floor (hedging needs it too); `super::replay` still names it.
 use crate::primitives::replay;
 mod state;
@@ -63,3 +64,4 @@ pub use self::hops::{
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};
 pub use self::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody, ReplayError};
+pub use self::settle::ResponseBody;
