@@ -158,6 +158,27 @@ impl<C: Classify> Settle for Config<C> {
 }
 
 impl<B> ResponseBody<B> {
+    /// The inner body.
+    ///
+    /// ```
+    /// # use meshless::{budget::Budget, retry::{ReplayBody, RetryLayer}};
+    /// # use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// # let mut svc = ServiceBuilder::new().layer(RetryLayer::new(Budget::default())).service(
+    /// #     service_fn(|_: http::Request<ReplayBody<String>>| async {
+    /// #         Ok::<_, std::io::Error>(http::Response::new(String::from("hello")))
+    /// #     }),
+    /// # );
+    /// # let req = http::Request::new(String::new());
+    /// let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    /// assert_eq!(res.body().get_ref(), "hello");
+    /// # }
+    /// ```
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
     /// A body whose request is already counted.
     pub(super) fn settled(inner: B) -> Self {
         ResponseBody {
