@@ -228,8 +228,11 @@ where
             },
             Some(Err(e)) => Some(pending.settle.classifier().classify_error(&**e)),
         };
-        if let (Some(class), Some(pending)) = (class, this.pending.take()) {
-            pending.settle(&class);
+        // Taken only once the class is known: a frame in the middle leaves it pending.
+        if let Some(class) = class {
+            if let Some(pending) = this.pending.take() {
+                pending.settle(&class);
+            }
         }
         Poll::Ready(frame)
     }
