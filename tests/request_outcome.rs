@@ -251,3 +251,73 @@ async fn a_grpc_status_in_the_trailers_settles_the_call() {
     let ok = grpc_call(grpc_server("0").await).await;
     assert_eq!(outcomes(&ok), (1, 0, 0), "OK is a success");
 }
+
+/// Writes `response` whole, then keeps the connection open, silent, until the client goes away.
+async fn answer(mut socket: TcpStream, response: Vec<u8>) {
+    let _ = socket.write_all(&response).await;
+    let mut sink = [0u8; 64];
+    while matches!(socket.read(&mut sink).await, Ok(n) if n > 0) {}
+}
+
+/// A gRPC-web answer: a head without status, one message, then the trailer frame with `status`.
+fn grpc_web_response(status: u32) -> Vec<u8> {
+    let mut body = vec![0x00, 0, 0, 0, 3, b'a', b'b', b'c'];
+    let trailers = format!("grpc-status:{status}\r\n");
+    body.push(0x80);
+    body.extend_from_slice(&(trailers.len() as u32).to_be_bytes());
+    body.extend_from_slice(trailers.as_bytes());
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    [head.into_bytes(), body].concat()
+}
+
+#[tokio::test]
+async fn a_grpc_web_status_in_the_body_settles_the_call() {
+    for (status, expected) in [(14, (0, 1, 0)), (0, (1, 0, 0))] {
+        let addr = serve(move |socket| answer(socket, grpc_web_response(status))).await;
+        let client = client(addr);
+        let req = http::Request::post("/greet.Greeter/Hello")
+            .header("content-type", "application/grpc-web+proto")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .unwrap();
+        let res = client.request(req).await.expect("the head arrives");
+        assert_eq!(
+            outcomes(&client),
+            (0, 0, 0),
+            "in flight until its body ends"
+        );
+        tokio::time::timeout(BOUND, res.into_body().collect())
+            .await
+            .expect("no hang")
+            .expect("the whole body");
+        assert_eq!(outcomes(&client), expected, "grpc-status {status}");
+    }
+}
+
+#[tokio::test]
+async fn heads_that_decide_are_counted_at_once() {
+    // A complete body: nothing is left to go wrong.
+    let empty = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec();
+    let addr = serve(move |socket| answer(socket, empty.clone())).await;
+    let client = client(addr);
+    let res = client.get("/").await.expect("the head arrives");
+    assert_eq!(outcomes(&client), (1, 0, 0), "counted with its head");
+    drop(res);
+    assert_eq!(outcomes(&client), (1, 0, 0), "and only once");
+
+    // A failure head: its body cannot make it better.
+    const HEAD_500: &[u8] = b"HTTP/1.1 500 Oops\r\ncontent-length: 100\r\n\r\n";
+    let addr = serve(|socket| ten_bytes(socket, HEAD_500, false)).await;
+    let client = Client::builder()
+        .endpoints([addr.to_string()])
+        .max_retries(0)
+        .build()
+        .expect("valid configuration");
+    let res = client.get("/").await.expect("the head arrives");
+    assert_eq!(res.status(), 500);
+    assert_eq!(outcomes(&client), (0, 1, 0), "counted with its head");
+    drop(res);
+    assert_eq!(outcomes(&client), (0, 1, 0), "and only once");
+}
