@@ -27,6 +27,9 @@
 //! [`RetryLayer::defer_to_caller`]). A retry left to the caller is counted as
 //! `caller_retries` in `meshless_retries_refused_total` and [`RetryStats::caller_retries`].
 //!
+//! A request is counted (in [`RetryStats`] and the metrics) when its outcome is known: a success
+//! head whose body is still to come, when that body ends ([`ResponseBody`]).
+//!
 //! Every request deposits into the budget; every retry withdraws. The request type never needs
 //! `Clone`: the head is copied and the body replayed from a [`ReplayBody`].
 //!

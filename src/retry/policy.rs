@@ -331,7 +331,8 @@ impl RetryStats {
     }
 
     /// Requests whose caller dropped them before they finished and before their deadline.
-    /// Once none is in flight, `requests = successes + failures + cancelled`.
+    /// Once none is in flight (a response whose body has not ended is still in flight),
+    /// `requests = successes + failures + cancelled`.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());

@@ -74,8 +74,9 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        // `None` once the request is counted: for most bodies, from the start.
-        pending: Option<Pending>,
+        // `None` once the request is counted: for most bodies, from the start. Boxed, so that
+        // a body counted at once costs its layers a pointer to move, not the whole record.
+        pending: Option<Box<Pending>>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -135,7 +136,7 @@ impl Pending {
         }
     }
 
-    fn settle(self, class: &Class) {
+    fn settle(self: Box<Self>, class: &Class) {
         let span = self.trace.as_deref().map(|t| &t.request);
         self.settle.settle(class, self.took, self.attempts, span);
     }
@@ -180,6 +181,7 @@ impl<B> ResponseBody<B> {
     }
 
     /// A body whose request is already counted.
+    #[inline]
     pub(super) fn settled(inner: B) -> Self {
         ResponseBody {
             inner,
@@ -249,6 +251,7 @@ where
 /// Returns a successful outcome to the caller, counting its request now when its body is
 /// complete (or it is not a response), or leaving that to its body. `decided` says whether the
 /// head decided `class` (otherwise the end of the stream does, as for gRPC).
+#[inline]
 #[allow(clippy::too_many_arguments)] // the future's fields, each given once
 pub(super) fn success<RB: Body, B, C: Classify>(
     outcome: Result<http::Response<RB>, Error>,
@@ -284,7 +287,7 @@ pub(super) fn success<RB: Body, B, C: Classify>(
             };
             Ok(res.map(|inner| ResponseBody {
                 inner,
-                pending: Some(pending),
+                pending: Some(Box::new(pending)),
             }))
         }
         outcome => {
