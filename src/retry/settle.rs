@@ -136,7 +136,7 @@ impl Pending {
         }
     }
 
-    fn settle(self: Box<Self>, class: &Class) {
+    fn settle(&self, class: &Class) {
         let span = self.trace.as_deref().map(|t| &t.request);
         self.settle.settle(class, self.took, self.attempts, span);
     }
