@@ -415,7 +415,7 @@ fn classify<RB, C: Classify>(
         Ok(res) => match res.extensions().get::<Classified>() {
             Some(Classified(class)) => (*class, true),
             // A head whose class depends on trailers is committed: it cannot be retried, and
-            // counts as a success until its body ends.
+            // its body settles its class when it ends (`settle`).
             None => match classifier.classify_response(res.status(), res.headers()) {
                 Some(class) => (class, true),
                 None => (Class::success(), false),
