@@ -38,8 +38,8 @@ mod drive;
 use drive::{drive, runtime};
 
 /// The mock service: answers `200 OK` without reading the request.
-async fn ok<B>(_req: Request<B>) -> Result<Response<()>, Infallible> {
-    Ok(Response::new(()))
+async fn ok<B>(_req: Request<B>) -> Result<Response<Empty<Bytes>>, Infallible> {
+    Ok(Response::new(Empty::new()))
 }
 
 /// Benchmarks bare, meshless and tower on requests made by `request`.

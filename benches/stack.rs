@@ -180,7 +180,7 @@ fn attempt_tower() -> impl Service<Req, Response = Res, Error = tower::BoxError>
     TimeoutLayer::new(ATTEMPT_TIMEOUT).layer(bare())
 }
 
-fn retry_meshless() -> impl Service<Req, Response = Res, Error = meshless::Error> {
+fn retry_meshless() -> impl Service<Req, Error = meshless::Error> {
     RetryLayer::new(Budget::default()).layer(service_fn(ok))
 }
 

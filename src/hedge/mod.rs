@@ -33,10 +33,10 @@
 //!     .layer(RetryLayer::new(budget.clone()))
 //!     .layer(HedgeLayer::new(budget))
 //!     .service(service_fn(|_req: http::Request<ReplayBody<String>>| async {
-//!         Ok::<_, std::io::Error>(http::Response::new("hello"))
+//!         Ok::<_, std::io::Error>(http::Response::new(String::from("hello")))
 //!     }));
 //! let res = svc.oneshot(http::Request::new(String::new())).await.unwrap();
-//! assert_eq!(*res.body(), "hello");
+//! assert_eq!(res.body().get_ref(), "hello");
 //! # });
 //! ```
 

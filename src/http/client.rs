@@ -25,10 +25,12 @@ use std::task::{Context, Poll};
 use tower::Service;
 use tower::util::Oneshot;
 
-/// The body of a response from [`Client`]: hyper's body, metered for the balancer, holding
-/// the request's concurrency permit until it ends, and bounded by the request's deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
+/// The body of a response from [`Client`]: hyper's body, metered for the balancer, counting
+/// the request's outcome at its end (see [`retry::ResponseBody`](crate::retry::ResponseBody)),
+/// holding the request's concurrency permit until it ends, and bounded by the request's
+/// deadline (see [`DeadlineBody`](crate::deadline::DeadlineBody)).
 pub type ResponseBody = crate::deadline::DeadlineBody<
-    crate::limit::ResponseBody<crate::balance::ResponseBody<Incoming>>,
+    crate::limit::ResponseBody<crate::retry::ResponseBody<crate::balance::ResponseBody<Incoming>>>,
 >;
 
 /// A request as it enters the stack: any body, boxed.

@@ -28,9 +28,11 @@ pub struct ClientStats {
     /// Logical requests that reached the retry layer since the client was built (the ones
     /// the client shed are counted apart, below).
     pub requests: u64,
-    /// Of which succeeded.
+    /// Of which succeeded: a success head whose body ended well, or was dropped by its caller
+    /// before its end (a body that fails makes the request a failure).
     pub successes: u64,
-    /// Of which failed (a failure answer, an error, or the client's deadline timer ended them).
+    /// Of which failed (a failure answer, an error, the client's deadline timer ended them, or
+    /// their body failed: a reset, the deadline, a gRPC status in the trailers).
     pub failures: u64,
     /// Of which their caller dropped before they finished.
     pub cancelled: u64,

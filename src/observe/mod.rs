@@ -149,14 +149,17 @@ use metrics::Unit;
 /// ```
 pub const REQUESTS_TOTAL: &str = "meshless_requests_total";
 
-/// Logical requests finished. Labels: `service`, `class`, `reason`.
+/// Logical requests finished. Labels: `service`, `class`, `reason`. A success head is
+/// classified at the end of its body (trailers, a body error, a timeout in the body; a body
+/// the caller drops early keeps its head's class).
 ///
 /// ```
 /// assert_eq!(meshless::observe::REQUESTS_COMPLETED_TOTAL, "meshless_requests_completed_total");
 /// ```
 pub const REQUESTS_COMPLETED_TOTAL: &str = "meshless_requests_completed_total";
 
-/// End-to-end latency of logical requests, in seconds. Labels: `service`, `class`.
+/// End-to-end latency of logical requests, in seconds, to the response head. Labels:
+/// `service`, `class` (the class settled at the end of the body).
 ///
 /// ```
 /// assert!(meshless::observe::REQUEST_DURATION_SECONDS.ends_with("_seconds"));

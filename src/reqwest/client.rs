@@ -23,10 +23,13 @@ use tower::Service;
 use tower::util::Oneshot;
 
 /// The body of a response from [`Client::request`]: reqwest's body, metered for the balancer,
-/// holding the request's concurrency permit until it ends, and bounded by the request's
-/// deadline.
+/// counting the request's outcome at its end (see
+/// [`retry::ResponseBody`](crate::retry::ResponseBody)), holding the request's concurrency
+/// permit until it ends, and bounded by the request's deadline.
 pub type ResponseBody = crate::deadline::DeadlineBody<
-    crate::limit::ResponseBody<crate::balance::ResponseBody<::reqwest::Body>>,
+    crate::limit::ResponseBody<
+        crate::retry::ResponseBody<crate::balance::ResponseBody<::reqwest::Body>>,
+    >,
 >;
 
 type StackRequest = Request<UnsyncBoxBody<Bytes, BoxError>>;

@@ -5,11 +5,11 @@ use super::hops;
 use super::layer::Config;
 use super::policy::RetryStats;
 use super::replay::ReplayBody;
+use super::settle::{self, ResponseBody, finished, unfinished};
 use super::state::RetryState;
-use super::telemetry::Outcome;
 use super::trace::{self, Trace};
 use crate::budget::UnsentRetry;
-use crate::classify::{Class, Classified, Classify, Idempotence, Reason};
+use crate::classify::{Class, Classified, Classify, Idempotence};
 use crate::error::{BoxError, Error, Kind};
 use crate::primitives::step::{self, Step};
 use http::Request;
@@ -189,9 +189,10 @@ where
     S::Error: Into<BoxError>,
     B: http_body::Body,
     B::Error: Into<BoxError>,
+    RB: http_body::Body,
     C: Classify,
 {
-    type Output = Result<http::Response<RB>, Error>;
+    type Output = Result<http::Response<ResponseBody<RB>>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _step = Step::enter();
@@ -217,12 +218,16 @@ where
                             let config = &**this.config;
                             let (started, span) = (*this.started, request_span);
                             unfinished(config, this.retry, attempts, started, false, span);
-                            return Poll::Ready(outcome.map_err(|e| callers_fault(e, attempts)));
+                            return Poll::Ready(
+                                outcome
+                                    .map(|res| res.map(ResponseBody::settled))
+                                    .map_err(|e| callers_fault(e, attempts)),
+                            );
                         }
                     }
                     let now = step::now();
                     let config = &**this.config;
-                    let class = classify(&outcome, &config.classifier);
+                    let (class, decided) = classify(&outcome, &config.classifier);
                     if let Some(span) = attempt_span.as_deref() {
                         trace::attempt_ended(span, class.reason().as_str());
                     }
@@ -255,17 +260,20 @@ where
                             record_attempt_time(&config.fast_attempt, attempt_took);
                         }
                         let attempts = *this.attempts;
-                        finished(
-                            config,
+                        *this.done = true;
+                        // Never entered on a success; ended here so that the trace can move.
+                        drop(_request);
+                        return Poll::Ready(settle::success(
+                            outcome,
+                            this.config,
                             this.retry,
-                            &class,
+                            class,
+                            decided,
                             attempts,
                             took,
                             now,
-                            request_span,
-                        );
-                        *this.done = true;
-                        return Poll::Ready(outcome);
+                            this.trace,
+                        ));
                     }
                     let decision = decide(
                         outcome,
@@ -295,7 +303,7 @@ where
                     match decision {
                         Decision::Return(outcome) => {
                             *this.done = true;
-                            return Poll::Ready(outcome);
+                            return Poll::Ready(outcome.map(|res| res.map(ResponseBody::settled)));
                         }
                         Decision::Retry(delay) | Decision::Again(delay) => {
                             let next = NextAttempt {
@@ -394,82 +402,26 @@ where
     }
 }
 
-/// The class of an attempt's outcome.
+/// The class of an attempt's outcome, and whether it is decided (`false`: the head left it to
+/// the end of the stream, as gRPC does).
 ///
 /// A failed response that came through a balancer carries the balancer's verdict
 /// ([`Classified`]): it is read, not made again.
-fn classify<RB, C: Classify>(outcome: &Result<http::Response<RB>, Error>, classifier: &C) -> Class {
+fn classify<RB, C: Classify>(
+    outcome: &Result<http::Response<RB>, Error>,
+    classifier: &C,
+) -> (Class, bool) {
     match outcome {
         Ok(res) => match res.extensions().get::<Classified>() {
-            Some(Classified(class)) => *class,
-            // A head whose class depends on trailers is committed: it cannot be retried.
-            None => classifier
-                .classify_response(res.status(), res.headers())
-                .unwrap_or(Class::success()),
+            Some(Classified(class)) => (*class, true),
+            // A head whose class depends on trailers is committed: it cannot be retried, and
+            // its body settles its class when it ends (`settle`).
+            None => match classifier.classify_response(res.status(), res.headers()) {
+                Some(class) => (class, true),
+                None => (Class::success(), false),
+            },
         },
-        Err(e) => classifier.classify_error(e),
-    }
-}
-
-/// Records a request that finished as `class` after `took`, at `now`.
-fn finished<B, C>(
-    config: &Config<C>,
-    retry: &Option<RetryState<B>>,
-    class: &Class,
-    attempts: u32,
-    took: Duration,
-    now: Instant,
-    request_span: Option<&Span>,
-) {
-    let stats = &config.stats;
-    let success = class.is_success();
-    RetryStats::add(if success {
-        &stats.successes
-    } else {
-        &stats.failures
-    });
-    stats.recent.record(now, took, success);
-    replay_overflow(config, retry);
-    if let Some(metrics) = &config.metrics {
-        metrics.finished(class, took);
-    }
-    if let Some(span) = request_span {
-        let outcome = Outcome::of(class).as_str();
-        trace::request_finished(span, attempts, outcome, class.reason().as_str());
-    }
-}
-
-/// Records a request that ended unfinished: dropped by the deadline layer's timer (`expired`,
-/// a failure), or given up by its caller (cancelled): its future dropped, or its own request
-/// body failed.
-fn unfinished<B, C>(
-    config: &Config<C>,
-    retry: &Option<RetryState<B>>,
-    attempts: u32,
-    started: Instant,
-    expired: bool,
-    request_span: Option<&Span>,
-) {
-    let now = Instant::now();
-    let took = now.saturating_duration_since(started);
-    let stats = &config.stats;
-    if expired {
-        RetryStats::add(&stats.failures);
-        stats.recent.record(now, took, false);
-    } else {
-        RetryStats::add(&stats.cancelled);
-    }
-    replay_overflow(config, retry);
-    if let Some(metrics) = &config.metrics {
-        metrics.dropped(expired, took);
-    }
-    if let Some(span) = request_span {
-        let (outcome, reason) = if expired {
-            (Outcome::Failure, Reason::Timeout.as_str())
-        } else {
-            (Outcome::Cancelled, Outcome::Cancelled.as_str())
-        };
-        trace::request_finished(span, attempts, outcome.as_str(), reason);
+        Err(e) => (classifier.classify_error(e), true),
     }
 }
 
@@ -482,19 +434,6 @@ fn callers_fault(error: Error, attempts: u32) -> Error {
         _ => Error::with_source(Kind::InvalidRequest, error.into_cause()),
     };
     error.with_attempts(attempts)
-}
-
-/// Counts a request whose body outgrew the replay buffer. Only a request that kept a replay
-/// handle can tell: with retries off, nothing is buffered.
-fn replay_overflow<B, C>(config: &Config<C>, retry: &Option<RetryState<B>>) {
-    let Some(state) = retry else { return };
-    // No handle: the body was known to be too large from the start.
-    if state.replay.as_ref().is_none_or(ReplayBody::is_capped) {
-        RetryStats::add(&config.stats.replay_overflows);
-        if let Some(metrics) = &config.metrics {
-            metrics.replay_overflowed();
-        }
-    }
 }
 
 /// Tracks a low estimate of a successful attempt's duration: it drops at once to a faster

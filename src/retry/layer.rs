@@ -350,6 +350,8 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
 /// `poll_ready` again, so behind a balancer it goes to a freshly chosen endpoint. When retries
 /// stop on a failed *response* (a 503, say), that response is returned as it is; when they stop
 /// on an *error*, the [`Error`] says why they stopped and carries the last failure as its source.
+/// The response's body is a [`ResponseBody`](super::ResponseBody), which counts the request when
+/// it ends.
 ///
 /// ```
 /// use meshless::{budget::Budget, retry::{ReplayBody, Retry}};
@@ -358,12 +360,12 @@ impl<S, C: Clone> Layer<S> for RetryLayer<C> {
 /// # tokio_test::block_on(async {
 /// let svc = Retry::new(
 ///     service_fn(|_: http::Request<ReplayBody<String>>| async {
-///         Ok::<_, std::io::Error>(http::Response::new("hello"))
+///         Ok::<_, std::io::Error>(http::Response::new(String::from("hello")))
 ///     }),
 ///     Budget::default(),
 /// );
 /// let res = svc.oneshot(http::Request::new(String::new())).await.unwrap();
-/// assert_eq!(*res.body(), "hello");
+/// assert_eq!(res.body().get_ref(), "hello");
 /// # });
 /// ```
 #[derive(Debug, Clone)]
@@ -428,9 +430,10 @@ where
     S::Error: Into<BoxError>,
     B: Body,
     B::Error: Into<BoxError>,
+    RB: Body,
     C: Classify,
 {
-    type Response = http::Response<RB>;
+    type Response = http::Response<super::ResponseBody<RB>>;
     type Error = Error;
     type Future = ResponseFuture<S, B, C>;
 

@@ -27,6 +27,9 @@
 //! [`RetryLayer::defer_to_caller`]). A retry left to the caller is counted as
 //! `caller_retries` in `meshless_retries_refused_total` and [`RetryStats::caller_retries`].
 //!
+//! A request is counted (in [`RetryStats`] and the metrics) when its outcome is known: a success
+//! head whose body is still to come, when that body ends ([`ResponseBody`]).
+//!
 //! Every request deposits into the budget; every retry withdraws. The request type never needs
 //! `Clone`: the head is copied and the body replayed from a [`ReplayBody`].
 //!
@@ -49,6 +52,7 @@ mod head;
 mod hops;
 mod layer;
 mod policy;
+mod settle;
 // The replay body lives in the floor (hedging needs it too); `super::replay` still names it.
 use crate::primitives::replay;
 mod state;
@@ -63,3 +67,4 @@ pub use self::hops::{
 pub use self::layer::{DEFAULT_MAX_PUSHBACK, DEFAULT_MAX_RETRIES, Retry, RetryLayer};
 pub use self::policy::{Idempotency, Idempotent, RetryStats};
 pub use self::replay::{DEFAULT_REPLAY_CAP, DEFAULT_REPLAY_FRAMES, ReplayBody, ReplayError};
+pub use self::settle::ResponseBody;

@@ -180,10 +180,13 @@ impl Idempotency {
 /// an atomic load.
 ///
 /// The retry layer decides at the response head (a retry is only possible before the answer is
-/// committed), so a request is counted there. A body that fails afterwards (a reset, a deadline
-/// passing while it stalls) reaches the caller as an error from the body, and is charged to the
-/// endpoint that sent it ([`EndpointStats`](crate::balance::EndpointStats)`::failures`,
-/// `meshless_endpoint_failures_total`); here it stays counted as the head said.
+/// committed), but a request is counted when its outcome is known: a success whose body is still
+/// to come, at the end of that body ([`ResponseBody`](super::ResponseBody)). A body that fails
+/// (a reset, a deadline passing while it stalls, a gRPC status in the trailers) makes the request
+/// a failure, here and in [`recent`](Self::recent), as it does for the endpoint that sent it
+/// ([`EndpointStats`](crate::balance::EndpointStats)`::failures`); a body its caller drops
+/// before the end counts as the success its head was. Until then the request is in flight.
+/// Latencies are measured to the head.
 ///
 /// ```
 /// use meshless::{budget::Budget, retry::RetryLayer};
@@ -304,7 +307,8 @@ impl RetryStats {
     }
 
     /// Requests that finished with a success, by the classifier (a 404 is one: the server
-    /// answered as it should).
+    /// answered as it should), counted once their body ended well or was dropped by their
+    /// caller before its end.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -315,7 +319,8 @@ impl RetryStats {
     }
 
     /// Requests that finished with a failure: a failure answer (say a 503 that was not
-    /// retried), an error, or a deadline that passed while they were under way.
+    /// retried), an error, a deadline that passed while they were under way, or a success
+    /// head whose body then failed (a reset, the deadline, a gRPC status in the trailers).
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -326,7 +331,8 @@ impl RetryStats {
     }
 
     /// Requests whose caller dropped them before they finished and before their deadline.
-    /// Once none is in flight, `requests = successes + failures + cancelled`.
+    /// Once none is in flight (a response whose body has not ended is still in flight),
+    /// `requests = successes + failures + cancelled`.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -369,7 +375,8 @@ impl RetryStats {
         Duration::from_nanos(self.backoff_nanos.load(Ordering::Relaxed))
     }
 
-    /// Success rate and latency percentiles of the requests that finished in the last minute.
+    /// Success rate and latency percentiles of the requests that finished in the last minute:
+    /// a request's success as its body settled it, and its latency to the response head.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());

@@ -27,8 +27,9 @@ pub(crate) type Stack = crate::stack::Stack<Uri, EndpointChannel>;
 
 type StackFuture = <Stack as Service<Request<Body>>>::Future;
 
-type StackBody =
-    crate::deadline::DeadlineBody<crate::limit::ResponseBody<crate::balance::ResponseBody<Body>>>;
+type StackBody = crate::deadline::DeadlineBody<
+    crate::limit::ResponseBody<crate::retry::ResponseBody<crate::balance::ResponseBody<Body>>>,
+>;
 
 /// A gRPC channel with retries under a budget, deadlines, latency-aware balancing, outlier
 /// ejection and a circuit breaker, for any tonic client: `GreeterClient::new(channel)`.
@@ -312,7 +313,8 @@ impl std::fmt::Debug for ResponseFuture {
 
 pin_project! {
     /// The body of a response through a [`Channel`]: the endpoint's body, measured for the
-    /// balancer (a status in the trailers counts for its endpoint), holding the call's
+    /// balancer (a status in the trailers counts for its endpoint and for the call's outcome,
+    /// [`retry::ResponseBody`](crate::retry::ResponseBody)), holding the call's
     /// concurrency permit, and bounded by the call's deadline. Its errors are [`Status`]es, as
     /// in [`ResponseFuture`]: a deadline that passes mid-stream is `DEADLINE_EXCEEDED`.
     ///

@@ -177,7 +177,7 @@ async fn every_attempt_sends_the_same_bytes() {
         .body(Full::new(Bytes::from_static(b"the same payload")))
         .unwrap();
     let res = svc.oneshot(req).await.unwrap();
-    assert_eq!(res.body(), "call 4");
+    assert_eq!(res.body().get_ref(), "call 4");
     let calls = upstream.calls();
     assert_eq!(calls.len(), 5);
     for call in &calls[2..] {

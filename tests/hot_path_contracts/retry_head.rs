@@ -65,7 +65,9 @@ async fn send<S>(mut svc: S, req: Request<Empty<Bytes>>) -> StatusCode
 where
     S: Service<
             Request<Empty<Bytes>>,
-            Response = Response<meshless::deadline::DeadlineBody<Empty<Bytes>>>,
+            Response = Response<
+                meshless::deadline::DeadlineBody<meshless::retry::ResponseBody<Empty<Bytes>>>,
+            >,
         >,
     S::Error: std::fmt::Debug,
 {

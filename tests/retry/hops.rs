@@ -267,7 +267,10 @@ async fn attempts_that_never_left_are_still_sent_again() {
                 let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
                 return Err(refused);
             }
-            Ok(Response::builder().status(503).body(()).unwrap())
+            Ok(Response::builder()
+                .status(503)
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap())
         }
     });
     let layer = RetryLayer::new(Budget::default())

@@ -380,7 +380,7 @@ where
     svc.call(req).await
 }
 
-pub(crate) async fn text(res: Response<ResBody>) -> String {
+pub(crate) async fn text(res: Response<meshless::retry::ResponseBody<ResBody>>) -> String {
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
