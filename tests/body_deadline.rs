@@ -326,6 +326,13 @@ async fn a_server_chosen_stream_that_goes_silent_ends_after_the_deadline_s_lengt
         (1, 0, 0),
         "{endpoint:?}"
     );
+    // Ended with an error, but by a limit that blames no one: a cancellation.
+    let stats = client.stats();
+    assert_eq!(
+        (stats.successes, stats.failures, stats.cancelled),
+        (0, 0, 1),
+        "{stats:?}"
+    );
 }
 
 /// The exemption holds by default: a stream that keeps producing (a chunk every 100 ms) is not

@@ -73,6 +73,13 @@ async fn a_slow_reader_is_not_charged_to_a_fast_endpoint() {
         "the caller's slow reading was charged to a fast endpoint: {e:?}"
     );
     assert!(e.rtt < deadline, "the reader's wait became the RTT: {e:?}");
+    // The caller got an error, so no success; the service did nothing wrong, so no failure.
+    let stats = client.stats();
+    assert_eq!(
+        (stats.successes, stats.failures, stats.cancelled),
+        (0, 0, 5),
+        "{stats:?}"
+    );
 }
 
 /// A request body fed by a channel: `Ok` frames are data, an `Err` fails the body.
@@ -194,6 +201,13 @@ async fn a_request_body_failing_after_the_head_over_h2_is_the_callers_fault() {
         (e.failures, e.cancelled),
         (0, 1),
         "the caller's failing body was charged to the endpoint: {e:?}"
+    );
+    // The logical request is a cancellation too, as when the body fails before the head.
+    let stats = client.stats();
+    assert_eq!(
+        (stats.successes, stats.failures, stats.cancelled),
+        (0, 0, 1),
+        "{stats:?}"
     );
 }
 

@@ -321,3 +321,30 @@ async fn heads_that_decide_are_counted_at_once() {
     drop(res);
     assert_eq!(outcomes(&client), (0, 1, 0), "and only once");
 }
+
+/// A gRPC head that leaves its status to the end of a stream that has already ended (no
+/// status, no body): the end of the stream decides, and a missing status is a failure, as the
+/// balancer counts it, not the success the undecided head stood for.
+#[tokio::test]
+async fn a_grpc_head_without_status_and_no_body_is_a_failure() {
+    let head =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc-web+proto\r\ncontent-length: 0\r\n\r\n";
+    let addr = serve(move |socket| answer(socket, head.to_vec())).await;
+    let client = client(addr);
+    let req = http::Request::post("/greet.Greeter/Hello")
+        .header("content-type", "application/grpc-web+proto")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let res = client.request(req).await.expect("the head arrives");
+    assert!(http_body::Body::is_end_stream(res.body()));
+    assert_eq!(
+        outcomes(&client),
+        (0, 1, 0),
+        "counted with the head, as a failure"
+    );
+    assert_eq!(
+        client.endpoints()[0].failures,
+        1,
+        "as the balancer counts it"
+    );
+}

@@ -221,7 +221,7 @@ fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind, charged: bool) -> BoxErr
     if charged {
         expiry::while_expiring(|| inner.set(None));
     } else {
-        inner.set(None);
+        expiry::while_cut(|| inner.set(None));
     }
     *this.sleep = None;
     Error::new(kind).into()

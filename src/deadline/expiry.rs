@@ -12,6 +12,7 @@ use std::cell::Cell;
 thread_local! {
     static EXPIRING: Cell<bool> = const { Cell::new(false) };
     static OUTRUN: Cell<bool> = const { Cell::new(false) };
+    static CUT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f`, which drops work in progress (in place, `Pin::set(None)`, since it is pinned), as
@@ -58,6 +59,30 @@ impl Drop for RestoreOutrun {
 /// Whether the current drop is that of an attempt a sibling outran.
 pub(crate) fn outrun() -> bool {
     OUTRUN.with(Cell::get)
+}
+
+/// Runs `f`, which drops a response body that a meshless limit ended without blame: a frame
+/// that had arrived in time but was read after the deadline (the reader's lateness), or a
+/// stream silent for the default idle limit its caller never chose. No endpoint is charged
+/// (everything dropped inside sees [`expiring`] `false`, as for a caller's drop), but the
+/// request did end in an error, so it is not the success its head was either: the retry layer
+/// counts it as cancelled.
+pub(crate) fn while_cut<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = RestoreCut(CUT.with(|flag| flag.replace(true)));
+    f()
+}
+
+struct RestoreCut(bool);
+
+impl Drop for RestoreCut {
+    fn drop(&mut self) {
+        CUT.with(|flag| flag.set(self.0));
+    }
+}
+
+/// Whether the current drop is that of a body a meshless limit ended without blame.
+pub(crate) fn cut() -> bool {
+    CUT.with(Cell::get)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //!
 //! A head that says success commits the retry layer (nothing can be retried once the caller has
 //! the answer), but it does not make the request a success: the body may still break (a reset
-//! connection, the deadline or the idle timeout passing while it stalls) and a gRPC status may
-//! still come in the trailers. A success-rate reading (`RetryStats`, `recent`, the
+//! connection, the deadline or the idle timeout passing while it waits for the endpoint) and a
+//! gRPC status may still come in the trailers. A success-rate reading (`RetryStats`, `recent`, the
 //! `meshless_requests_completed_total` counter, the request span) has to see those, as Linkerd's
 //! `response_total` does, so such a request is counted by its [`ResponseBody`] when it ends.
 
@@ -36,12 +36,17 @@ pin_project! {
     /// head, is counted when the head arrives and its body only passes the frames on. A success
     /// whose body is still to come is counted when the body settles it:
     ///
-    /// - at the end of the stream, with the class of its head, or, when the head left it to
-    ///   the end (gRPC), the class of its trailers (`Classify::classify_eos`; for gRPC-web,
-    ///   the trailer frame at the end of the body);
-    /// - on an error of the body: a failure, classified by the layer's classifier; a body
-    ///   dropped by a meshless timer (the deadline's, or the idle timeout of a
+    /// - at the end of the stream, once the caller has its last frame (it polls the end, or
+    ///   drops the body), with the class of its head, or, when the head left it to the end
+    ///   (gRPC), the class of its trailers (`Classify::classify_eos`; for gRPC-web, the
+    ///   trailer frame at the end of the body);
+    /// - on an error of the body: a failure, classified by the layer's classifier, unless the
+    ///   caller's own request body failed (a cancellation); a body dropped by a meshless timer
+    ///   while it waited for the endpoint (the deadline's, or the idle timeout of a
     ///   [`DeadlineBody`](crate::deadline::DeadlineBody)) is a timeout;
+    /// - a body a limit ended without blaming the endpoint (a frame that had arrived but was
+    ///   read after the deadline, a stream silent for its default idle limit) is a
+    ///   cancellation: the caller got an error, and the endpoint did nothing wrong;
     /// - when the caller drops it before its end: the success its head was. The caller
     ///   stopped reading, which says nothing against the request (and charges no endpoint).
     ///
@@ -83,12 +88,15 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(pending) = this.pending.take() {
-                let class = if crate::deadline::expiry::expiring() {
-                    Class::failure(Reason::Timeout, Retryable::IfIdempotent)
+                if crate::deadline::expiry::expiring() {
+                    pending.settle(&Class::failure(Reason::Timeout, Retryable::IfIdempotent));
+                } else if crate::deadline::expiry::cut() {
+                    // Ended by a limit that blames no one (a late read, a stream's default
+                    // idle limit): not a success, since the caller got an error.
+                    pending.cancel();
                 } else {
-                    pending.early_end()
-                };
-                pending.settle(&class);
+                    pending.settle(&pending.early_end());
+                }
             }
         }
     }
@@ -98,7 +106,8 @@ pin_project! {
 /// the body's type does not carry the classifier's.
 struct Pending {
     settle: Arc<dyn Settle>,
-    // The class of a head that decided it; `None` when the end of the stream decides.
+    // The class of a head that decided it, or of the stream's last frame once it came; `None`
+    // while the end of the stream is still to decide.
     head: Option<Class>,
     took: Duration,
     attempts: u32,
@@ -140,12 +149,18 @@ impl Pending {
         let span = self.trace.as_deref().map(|t| &t.request);
         self.settle.settle(class, self.took, self.attempts, span);
     }
+
+    fn cancel(&self) {
+        let span = self.trace.as_deref().map(|t| &t.request);
+        self.settle.cancel(self.took, self.attempts, span);
+    }
 }
 
 /// The layer's configuration as a body needs it, whatever its classifier.
 pub(super) trait Settle: Send + Sync {
     fn classifier(&self) -> &dyn Classify;
     fn settle(&self, class: &Class, took: Duration, attempts: u32, span: Option<&Span>);
+    fn cancel(&self, took: Duration, attempts: u32, span: Option<&Span>);
 }
 
 impl<C: Classify> Settle for Config<C> {
@@ -155,6 +170,10 @@ impl<C: Classify> Settle for Config<C> {
 
     fn settle(&self, class: &Class, took: Duration, attempts: u32, span: Option<&Span>) {
         record(self, class, attempts, took, step::now(), span);
+    }
+
+    fn cancel(&self, took: Duration, attempts: u32, span: Option<&Span>) {
+        cancelled(self, attempts, took, span);
     }
 }
 
@@ -216,22 +235,40 @@ where
         let Some(pending) = this.pending.as_mut() else {
             return Poll::Ready(frame);
         };
-        let class = match &frame {
+        // The caller's own request body failing while the response streams (an upload, a
+        // bidirectional stream) is a cancellation, as it is before the head.
+        if let Some(Err(e)) = &frame {
+            if crate::classify::callers_fault(&**e) {
+                if let Some(pending) = this.pending.take() {
+                    pending.cancel();
+                }
+                return Poll::Ready(frame);
+            }
+        }
+        let settled = match &frame {
             None => Some(pending.end_of_stream(None)),
-            Some(Ok(f)) => match f.trailers_ref() {
-                Some(trailers) => Some(pending.end_of_stream(Some(trailers))),
-                None => {
+            Some(Ok(f)) => {
+                // The last frame decides the class, but the request is counted only once the
+                // caller has it: at the final `None`, or when the body is dropped (a reader
+                // that stops at `is_end_stream` never polls that `None`). A layer above may
+                // still refuse the frame (the deadline's, for a reader come too late), and
+                // then the drop says so.
+                if let Some(trailers) = f.trailers_ref() {
+                    pending.head = Some(pending.end_of_stream(Some(trailers)));
+                } else {
                     if let (Some(web), Some(data)) = (pending.web.as_deref_mut(), f.data_ref()) {
                         web.feed_buf(data);
                     }
-                    // A reader that stops at `is_end_stream` never polls the final `None`.
-                    inner.is_end_stream().then(|| pending.end_of_stream(None))
+                    if inner.is_end_stream() {
+                        pending.head = Some(pending.end_of_stream(None));
+                    }
                 }
-            },
+                None
+            }
             Some(Err(e)) => Some(pending.settle.classifier().classify_error(&**e)),
         };
         // Taken only once the class is known: a frame in the middle leaves it pending.
-        if let Some(class) = class {
+        if let Some(class) = settled {
             if let Some(pending) = this.pending.take() {
                 pending.settle(&class);
             }
@@ -291,6 +328,13 @@ pub(super) fn success<RB: Body, B, C: Classify>(
             }))
         }
         outcome => {
+            // A head that left its class to the end of a stream that has already ended: the
+            // end of the stream, with no trailers, decides (for gRPC, a missing status).
+            let class = if decided {
+                class
+            } else {
+                config.classifier.classify_eos(None)
+            };
             let span = trace.as_deref().map(|t| &t.request);
             finished(config, retry, &class, attempts, took, now, span);
             outcome.map(|res| res.map(ResponseBody::settled))
@@ -351,24 +395,33 @@ pub(super) fn unfinished<B, C>(
 ) {
     let now = Instant::now();
     let took = now.saturating_duration_since(started);
-    let stats = &config.stats;
-    if expired {
-        RetryStats::add(&stats.failures);
-        stats.recent.record(now, took, false);
-    } else {
-        RetryStats::add(&stats.cancelled);
-    }
     replay_overflow(config, retry);
+    if !expired {
+        cancelled(config, attempts, took, request_span);
+        return;
+    }
+    let stats = &config.stats;
+    RetryStats::add(&stats.failures);
+    stats.recent.record(now, took, false);
     if let Some(metrics) = &config.metrics {
-        metrics.dropped(expired, took);
+        metrics.dropped(true, took);
     }
     if let Some(span) = request_span {
-        let (outcome, reason) = if expired {
-            (Outcome::Failure, Reason::Timeout.as_str())
-        } else {
-            (Outcome::Cancelled, Outcome::Cancelled.as_str())
-        };
-        trace::request_finished(span, attempts, outcome.as_str(), reason);
+        let reason = Reason::Timeout.as_str();
+        trace::request_finished(span, attempts, Outcome::Failure.as_str(), reason);
+    }
+}
+
+/// Counts a request that ended as a cancellation: its caller gave up, its own request body
+/// failed, or a limit that blames no one ended its body.
+fn cancelled<C>(config: &Config<C>, attempts: u32, took: Duration, request_span: Option<&Span>) {
+    RetryStats::add(&config.stats.cancelled);
+    if let Some(metrics) = &config.metrics {
+        metrics.dropped(false, took);
+    }
+    if let Some(span) = request_span {
+        let cancelled = Outcome::Cancelled.as_str();
+        trace::request_finished(span, attempts, cancelled, cancelled);
     }
 }
 
