@@ -228,4 +228,4 @@ fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind, charged: bool) -> BoxErr
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -3,8 +3,9 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 
-/// A body fed by a channel: each message is a data frame, the sender's drop ends it.
-struct Chan(mpsc::Receiver<Bytes>);
+/// A body fed by a channel: each message is a data frame, the sender's drop ends it. The
+/// deadline's stream tests use it too.
+pub(in crate::deadline) struct Chan(pub(in crate::deadline) mpsc::Receiver<Bytes>);
 
 impl Body for Chan {
     type Data = Bytes;

@@ -2,28 +2,11 @@
 //! an idle limit (the request's deadline, unless one is set) ends one that stops.
 
 use super::*;
+use crate::deadline::body::tests::Chan;
 use bytes::Bytes;
-use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tower::ServiceExt;
-
-/// A body fed by a channel: each message is a data frame, the sender's drop ends it.
-struct Chan(mpsc::Receiver<Bytes>);
-
-impl Body for Chan {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
-    }
-}
 
 /// Through `layer`, a response of `content_type` whose body gets `frames` frames 300 ms apart
 /// and then nothing, its sender kept for an hour. Returns the frames read, how the body ended
