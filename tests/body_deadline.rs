@@ -12,39 +12,17 @@ use http_body_util::{BodyExt, Empty};
 use meshless::deadline::Streaming;
 use meshless::error::Kind;
 use meshless::http::{Client, ResponseBody};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 
 /// How long a test waits for something that should end far sooner: the hang detector.
 const BOUND: Duration = Duration::from_secs(5);
 
-/// Serves every connection: reads one request head, then hands the socket and the head to
-/// `script`. The listener lives as long as the test's runtime.
-async fn serve<F, Fut>(script: F) -> SocketAddr
-where
-    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let script = std::sync::Arc::new(script);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let script = script.clone();
-            tokio::spawn(async move {
-                let Some(head) = common::read_head(&mut socket, &mut Vec::new()).await else {
-                    return;
-                };
-                script(socket, String::from_utf8_lossy(&head).into_owned()).await;
-            });
-        }
-    });
-    addr
-}
+/// The raw-socket server every test here answers from (see `common::serve_sockets`).
+use common::serve_sockets as serve;
 
 /// Writes a chunked response head, then `chunks` one-byte chunks `every` apart, then either
 /// ends the body or goes silent with the connection open.

@@ -33,23 +33,7 @@ where
     F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let script = std::sync::Arc::new(script);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let script = script.clone();
-            tokio::spawn(async move {
-                if common::read_head(&mut socket, &mut Vec::new())
-                    .await
-                    .is_some()
-                {
-                    script(socket).await;
-                }
-            });
-        }
-    });
-    addr
+    common::serve_sockets(move |socket, _head| script(socket)).await
 }
 
 /// Writes `head` and 10 bytes of body, then closes the connection (`close`) or keeps it open,

@@ -492,8 +492,9 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
-    /// Sleeps as long as the request's `x-sleep-ms` says, then echoes its headers.
-    fn sleeper()
+    /// Sleeps as long as the request's `x-sleep-ms` says, then echoes its headers. The derived
+    /// timeout's tests use it too.
+    pub(super) fn sleeper()
     -> impl Service<Request<()>, Response = http::HeaderMap, Error = BoxError, Future = impl Send>
     + Clone {
         tower::service_fn(|req: Request<()>| async move {

@@ -49,6 +49,31 @@ where
     addr
 }
 
+/// A server on 127.0.0.1:0 that reads one request head per connection, then hands the socket
+/// and the head (as text) to `script`, which answers byte by byte as it likes. The listener
+/// lives as long as the test's runtime.
+pub async fn serve_sockets<F, Fut>(script: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream, String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let Some(head) = read_head(&mut socket, &mut Vec::new()).await else {
+                    return;
+                };
+                script(socket, String::from_utf8_lossy(&head).into_owned()).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A `grpc-timeout` value as the spec writes it (1 to 8 digits, then `H`, `M`, `S`, `m`, `u`
 /// or `n`) read as a duration; `None` when malformed. The tests' own reading, independent of
 /// the crate's parser, of what a server received.

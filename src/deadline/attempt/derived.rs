@@ -1,22 +1,9 @@
 //! A timeout derived from the deadline stands aside while attempts often run past it, and cuts
 //! again when they stop.
 
+use super::tests::sleeper;
 use super::*;
 use tower::ServiceExt;
-
-/// Answers after `x-sleep-ms` milliseconds.
-fn sleeper()
--> impl Service<Request<()>, Response = (), Error = BoxError, Future = impl Send> + Clone {
-    tower::service_fn(|req: Request<()>| async move {
-        let ms = req
-            .headers()
-            .get("x-sleep-ms")
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-            .unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, BoxError>(())
-    })
-}
 
 fn taking(ms: u64) -> Request<()> {
     let mut req = Request::new(());
@@ -31,6 +18,7 @@ async fn attempt(layer: &AttemptTimeoutLayer, ms: u64) -> (Result<(), Kind>, Dur
         .layer(sleeper())
         .oneshot(taking(ms))
         .await
+        .map(drop)
         .map_err(|e| e.kind());
     (result, start.elapsed())
 }
