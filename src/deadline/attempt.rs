@@ -195,7 +195,18 @@ where
         let now = step::now();
         let (timeout, watch) = match &self.config.overruns {
             None => (self.config.timeout, None),
-            Some(overruns) => self.watched(overruns, now),
+            Some(overruns) => {
+                // A retry (it carries the retry layer's token) is not cut by a derived
+                // timeout: the first cut was to try elsewhere, and cutting the retry too only
+                // burns the deadline, which still bounds it. Before the rate window knows a
+                // fleet is slow as a whole, the first retries would otherwise fail.
+                let retry = !req.extensions().is_empty()
+                    && req
+                        .extensions()
+                        .get::<crate::budget::UnsentRetry>()
+                        .is_some();
+                self.watched(overruns, now, retry)
+            }
         };
         // A request with no extension has no deadline to meet, and one without headers is no
         // gRPC call: unless an HTTP header is asked for, only the timer is left to set. Kept
@@ -230,7 +241,12 @@ impl<S> AttemptTimeout<S> {
     /// A derived timeout's attempt: its timeout (none while attempts often run past it), and
     /// what the attempt reports when it ends.
     #[inline(never)]
-    fn watched(&self, overruns: &Arc<Overruns>, now: Instant) -> (Option<Duration>, Option<Watch>) {
+    fn watched(
+        &self,
+        overruns: &Arc<Overruns>,
+        now: Instant,
+        retry: bool,
+    ) -> (Option<Duration>, Option<Watch>) {
         let Some(timeout) = self.config.timeout else {
             return (None, None);
         };
@@ -238,7 +254,7 @@ impl<S> AttemptTimeout<S> {
             overruns: overruns.clone(),
             past: super::instant_after(now, timeout),
         };
-        let timeout = if overruns.frequent(now) {
+        let timeout = if retry || overruns.frequent(now) {
             None
         } else {
             Some(timeout)

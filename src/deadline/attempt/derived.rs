@@ -88,3 +88,23 @@ async fn attempts_let_run_count_by_when_they_would_have_been_cut() {
     assert_eq!(err.kind(), Kind::DeadlineExceeded);
     assert_eq!(attempt(&layer, 150).await.0, Ok(()));
 }
+
+/// A retry carries the retry layer's token: a derived timeout does not cut it, even before the
+/// window knows the upstream is slow (cutting it too would only burn the deadline). A first
+/// attempt is still cut.
+#[tokio::test(start_paused = true)]
+async fn a_retry_is_not_cut_by_a_derived_timeout() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    assert_eq!(attempt(&layer, 150).await.0, Err(Kind::AttemptTimedOut));
+    let budget = crate::budget::Budget::default();
+    let withdrawal = budget.withdraw().expect("a fresh budget has a token");
+    let mut retry = taking(150);
+    retry
+        .extensions_mut()
+        .insert(crate::budget::UnsentRetry::new(withdrawal));
+    let start = Instant::now();
+    let result = layer.layer(sleeper()).oneshot(retry).await;
+    assert!(result.is_ok(), "let run to its answer");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+    assert_eq!(attempt(&layer, 150).await.0, Err(Kind::AttemptTimedOut));
+}
