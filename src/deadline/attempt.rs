@@ -67,7 +67,8 @@ impl AttemptTimeoutLayer {
     /// For a timeout the client derived from the deadline, not one the user set: while more
     /// than a tenth of the last two seconds' attempts ran past it, attempts run to the
     /// deadline instead (an upstream slow as a whole, where a retry would be as slow; see
-    /// `overrun`). A route's own attempt timeout is always kept.
+    /// `overrun`). A retry is never cut by it: the first cut was to try elsewhere, and the
+    /// deadline still bounds the retry. A route's own attempt timeout is always kept.
     pub(crate) fn derived(mut self) -> Self {
         self.overruns = Some(Arc::new(Overruns::new(Instant::now())));
         self
