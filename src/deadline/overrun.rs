@@ -12,6 +12,7 @@
 
 use crate::primitives::clock::Clock;
 use crate::primitives::window::Window;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -30,6 +31,12 @@ const ONE_IN: u64 = 10;
 #[derive(Debug)]
 pub(crate) struct Overruns {
     window: Window,
+    clock: Clock,
+    // When an attempt last ran past the timeout, in nanoseconds since the origin plus one; 0
+    // if none ever did. Every attempt asks `frequent`, and summing the window's buckets costs
+    // more than the rest of the attempt layer: while no overrun is recent enough to be in the
+    // window, the answer is known without it.
+    last_overrun: AtomicU64,
 }
 
 impl Overruns {
@@ -37,11 +44,22 @@ impl Overruns {
     pub(crate) fn new(origin: Instant) -> Self {
         Overruns {
             window: Window::new(Clock::new(origin), WINDOW),
+            clock: Clock::new(origin),
+            last_overrun: AtomicU64::new(0),
         }
     }
 
     /// Whether so many recent attempts ran past the timeout that it should let attempts run.
     pub(crate) fn frequent(&self, now: Instant) -> bool {
+        let last = self.last_overrun.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        // Two lengths of the window: well past the oldest bucket a read still counts.
+        let quiet_since = last.saturating_add(2 * crate::primitives::clock::whole_nanos(WINDOW));
+        if self.clock.nanos(now) > quiet_since {
+            return false;
+        }
         let counts = self.window.read(now);
         counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(ONE_IN) > counts.calls
     }
@@ -50,6 +68,11 @@ impl Overruns {
     /// timeout.
     pub(crate) fn record(&self, now: Instant, overran: bool) {
         self.window.record(now, false, overran);
+        if overran {
+            // After the window has it: a reader that sees this time finds the count too.
+            let at = self.clock.nanos(now).saturating_add(1);
+            self.last_overrun.fetch_max(at, Ordering::Relaxed);
+        }
     }
 }
 
@@ -82,5 +105,46 @@ mod tests {
 
         // The window forgets: two seconds on, nothing is left to decide with.
         assert!(!overruns.frequent(later + WINDOW + Duration::from_millis(1)));
+    }
+
+    /// The answer the window alone gives: what the shortcut must never contradict.
+    fn by_window(overruns: &Overruns, now: Instant) -> bool {
+        let counts = overruns.window.read(now);
+        counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(ONE_IN) > counts.calls
+    }
+
+    #[test]
+    fn the_shortcut_answers_as_the_window_does() {
+        let start = Instant::now();
+        let overruns = Overruns::new(start);
+        let mut now = start;
+        // A fixed pseudo-random walk: bursts of overruns, long quiet stretches, idle gaps
+        // longer than the window.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut seen = [0u32; 2];
+        for step in 0..20_000 {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let roll = seed >> 33;
+            let gap = match roll % 100 {
+                0 => Duration::from_secs(3),
+                1..=4 => Duration::from_millis(300),
+                _ => Duration::from_micros(roll % 5_000),
+            };
+            now += gap;
+            let phase = (step / 2_000) % 3;
+            let overran = match phase {
+                0 => false,
+                1 => roll % 4 == 0,
+                _ => roll % 40 == 0,
+            };
+            overruns.record(now, overran);
+            let frequent = overruns.frequent(now);
+            assert_eq!(frequent, by_window(&overruns, now), "step {step}");
+            seen[usize::from(frequent)] += 1;
+        }
+        // Both answers came up often: the walk tried the shortcut both ways.
+        assert!(seen[0] > 1_000 && seen[1] > 1_000, "{seen:?}");
     }
 }
