@@ -41,8 +41,10 @@ pub(crate) struct Endpoint<K, S> {
 ///    balancer shares through one pointer (their line is touched by every request, whichever
 ///    endpoint it goes to, so it stays in cache); the failure and cancellation counts close it.
 ///
-/// The rest (the weight, the metrics a request's end updates only on a failure or a probe)
-/// is not touched by a successful request.
+/// The rest (the health's transition state, the weight, the metrics a request's end updates
+/// only on a failure or a probe) is not touched by a successful request. With the latency
+/// policy on, a report also writes one line of the histogram's buckets, an allocation of
+/// their own.
 ///
 /// The reference counts sit on a line of their own before these (an `Arc`'s header, padded
 /// by the alignment): only the chosen endpoint's is touched, once when its request starts and

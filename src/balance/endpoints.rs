@@ -260,3 +260,17 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_is_half_a_line() {
+        // Two to a line, none across two: a candidate compared costs one line of the array,
+        // and the endpoint taken is in the line its comparison read.
+        assert_eq!(std::mem::size_of::<Candidate<u32, ()>>(), 32);
+        assert_eq!(std::mem::align_of::<Candidate<u32, ()>>(), 32);
+        assert_eq!(std::mem::offset_of!(Candidate<u32, ()>, endpoint), 16);
+    }
+}
