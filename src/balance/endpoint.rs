@@ -185,7 +185,8 @@ impl Meter {
         finish.requests.fetch_add(1, Ordering::Relaxed);
         let settings = &*finish.settings;
         let failure = class.is_failure();
-        // The new peak-EWMA estimate, in nanoseconds.
+        // The new peak-EWMA estimate, in nanoseconds, where the metrics publish it: after a
+        // failure or a probe. A plain success does not work it out.
         let rtt = if failure {
             finish.failures.fetch_add(1, Ordering::Relaxed);
             // A failure is a miss: it makes the endpoint dearer in proportion to how often
@@ -195,20 +196,23 @@ impl Meter {
             if let Some(Pushback::After(wait)) = class.pushback() {
                 self.quiet.hold(at, wait, settings.max_quiet);
             }
-            self.rtt
-                .miss(settings.model, latency, settings.miss_weight, at)
+            Some(
+                self.rtt
+                    .miss(settings.model, latency, settings.miss_weight, at),
+            )
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
-            self.rtt.reset(latency, at)
+            Some(self.rtt.reset(latency, at))
         } else {
             self.rtt
-                .observe(settings.model, latency, settings.miss_weight, at)
+                .answer(settings.model, latency, settings.miss_weight, at);
+            None
         };
         finish.metrics.finished(latency);
         // The estimate jumps on a failure and restarts on a probe; between sweeps it only
         // drifts (see `EndpointMetrics::rtt`). A success that is no probe leaves the rest of
         // the metrics (and their line of the meter) alone.
-        if failure || probe {
+        if let Some(rtt) = rtt {
             if let Some(metrics) = &self.metrics {
                 if failure {
                     metrics.failed();

@@ -239,12 +239,25 @@ impl PeakEwma {
     }
 
     /// Records one answer that took `rtt`: a latency sample, and an attempt that did not miss
-    /// (the miss share moves `weight` of the way towards 0). Returns the new cost estimate,
-    /// in nanoseconds. `now` is in nanoseconds since the origin, as for every writer.
+    /// (the miss share moves `weight` of the way towards 0). `now` is in nanoseconds since the
+    /// origin, as for every writer. The end of a plain success, whose new cost nothing reads:
+    /// see [`observe`](Self::observe) for the same returning it.
+    #[inline]
+    pub(crate) fn answer(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) {
+        self.write_answer(model, rtt, weight, now);
+    }
+
+    /// As [`answer`](Self::answer), returning the new cost estimate, in nanoseconds.
+    #[cfg(test)]
     pub(crate) fn observe(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) -> f64 {
+        let state = self.write_answer(model, rtt, weight, now);
+        Self::decayed(&state, model, now)
+    }
+
+    fn write_answer(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) -> State {
         let rtt = nanos(rtt);
         let tau = model.tau_nanos;
-        let state = self.write(|mut state| {
+        self.write(|mut state| {
             let current = state.estimate_nanos;
             state.estimate_nanos = if rtt > current {
                 rtt
@@ -256,8 +269,7 @@ impl PeakEwma {
             state.updated = state.updated.max(now);
             answered(&mut state, weight, now);
             state
-        });
-        Self::decayed(&state, model, now)
+        })
     }
 
     /// The latency estimate as last measured, without the misses and not decayed, in
