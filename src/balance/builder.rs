@@ -168,6 +168,21 @@ impl BalanceBuilder {
         super::ewma::CostModel::new(self.decay, self.miss_wait)
     }
 
+    /// What every meter of a balancer built at `origin` reads at the end of a request.
+    fn meter_settings(&self, origin: Instant) -> super::endpoint::MeterSettings {
+        super::endpoint::MeterSettings {
+            clock: crate::primitives::clock::Clock::new(origin),
+            model: self.cost_model(),
+            // Clamped, so that no value makes a share outside 0..=1 (a NaN reads as 0).
+            miss_weight: if self.miss_weight.is_nan() {
+                0.0
+            } else {
+                self.miss_weight.clamp(0.0, 1.0)
+            },
+            max_quiet: self.max_pushback,
+        }
+    }
+
     /// The longest quiet an endpoint gets when its server pushes back (`Retry-After` on a
     /// 429 or 503, `grpc-retry-pushback-ms`; default 5 minutes, Envoy's longest rate-limited
     /// back-off: long enough for any pushback a server means, short enough that a nonsense
@@ -315,6 +330,7 @@ impl BalanceBuilder {
                 detector: Detector::new(self.outlier.clone()),
                 classifier: self.classifier.clone(),
                 metrics: BalancerMetrics::register(&self.observe),
+                meters: Arc::new(self.meter_settings(origin)),
                 config: self,
                 fail_fast_events: AtomicU64::new(0),
             }),

@@ -1,11 +1,13 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
-use super::ewma::{CostModel, EwmaTail, PeakEwma};
+use super::ewma::{CostModel, PeakEwma};
 use super::quiet::Quiet;
 use super::telemetry::{EndpointMetrics, RequestHandles};
 use crate::classify::{Class, Pushback};
 use crate::outlier::{EndpointHealth, Tracked};
+use crate::primitives::clock::Clock;
 use crate::primitives::step;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -17,8 +19,8 @@ pub(crate) struct Endpoint<K, S> {
     pub(crate) service: S,
     pub(crate) meter: std::sync::Arc<Meter>,
     /// The key as `Display` writes it: its label in metrics and spans. Here rather than in the
-    /// meter, so that naming the chosen endpoint in the request's span reads the line the pick
-    /// already touched for its service.
+    /// meter, so that naming the chosen endpoint in the request's span (only when such spans
+    /// can exist) reads the line the pick already touched for its service.
     pub(crate) label: std::sync::Arc<str>,
 }
 
@@ -34,8 +36,15 @@ pub(crate) struct Endpoint<K, S> {
 ///    candidate that is not taken costs this one line.
 /// 2. The rest of what a health report touches: the interval's outcomes, the failure run, the
 ///    latency histogram (the rest of `health`).
-/// 3. What the end of every request writes besides: the request count, the RTT's decay time
-///    and clock, and the two metric handles (see [`Finish`]).
+/// 3. What the end of every request writes or reads besides (see [`Finish`]): the request
+///    count, the two metric handles, and the balancer's settings, which every meter of the
+///    balancer shares through one pointer (their line is touched by every request, whichever
+///    endpoint it goes to, so it stays in cache); the failure and cancellation counts close it.
+///
+/// The rest (the health's transition state, the weight, the metrics a request's end updates
+/// only on a failure or a probe) is not touched by a successful request. With the latency
+/// policy on, a report also writes one line of the histogram's buckets, an allocation of
+/// their own.
 ///
 /// The reference counts sit on a line of their own before these (an `Arc`'s header, padded
 /// by the alignment): only the chosen endpoint's is touched, once when its request starts and
@@ -50,49 +59,56 @@ pub(crate) struct Meter {
     /// The outlier gate, its word closing the first line.
     pub(crate) health: EndpointHealth,
     finish: Finish,
-    pub(crate) failures: AtomicU64,
-    /// Requests their caller gave up on: neither successes nor failures.
-    pub(crate) cancelled: AtomicU64,
     /// Static weight (the bits of an `f64`): the cost is divided by it. Read when a snapshot
     /// of the endpoint set is made, which holds it beside the meter for the pick; atomic, so
     /// that an endpoint inserted again with a new weight keeps everything else it has learnt.
     pub(crate) weight: AtomicU64,
-    /// `None` when the balancer's metrics are off.
+    /// `None` when the balancer's metrics are off. Read at the end of a request only when it
+    /// failed or was a probe (or was cancelled).
     pub(crate) metrics: Option<EndpointMetrics>,
-    /// How far one attempt moves the miss share (see `PeakEwma`).
-    pub(crate) miss_weight: f64,
-    /// The balancer's cost model, for the estimates the end of a request writes (a pick reads
-    /// the snapshot's copy). Here rather than beside the clock, with the miss weight that the
-    /// end of a request reads anyway: the third line stays one line.
-    pub(crate) model: CostModel,
-    /// The longest quiet honoured.
-    pub(crate) max_quiet: Duration,
 }
 
-/// The third line of a [`Meter`]: what the end of every request writes or reads besides the
-/// load, the estimate and the health.
+/// The line of a [`Meter`] after its health: what the end of every request writes or reads
+/// besides the load, the estimate and the health.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct Finish {
     requests: AtomicU64,
-    rtt: EwmaTail,
+    /// The balancer's settings, the same for all its meters.
+    settings: Arc<MeterSettings>,
     metrics: RequestHandles,
+    failures: AtomicU64,
+    /// Requests their caller gave up on: neither successes nor failures.
+    cancelled: AtomicU64,
+}
+
+/// What every meter of a balancer reads at the end of a request, the same for all of them:
+/// one copy per balancer, which stays in cache however many endpoints its requests spread
+/// over.
+#[derive(Debug)]
+pub(crate) struct MeterSettings {
+    /// The meters' clock: their times are nanoseconds since the balancer's origin.
+    pub(crate) clock: Clock,
+    /// The balancer's cost model, for the estimates the end of a request writes (a pick reads
+    /// the snapshot's copy).
+    pub(crate) model: CostModel,
+    /// How far one attempt moves the miss share (see `PeakEwma`).
+    pub(crate) miss_weight: f64,
+    /// The longest quiet honoured.
+    pub(crate) max_quiet: Duration,
 }
 
 /// What a new meter starts from.
 pub(crate) struct MeterConfig {
-    pub(crate) rtt: (PeakEwma, EwmaTail),
+    pub(crate) rtt: PeakEwma,
     pub(crate) health: EndpointHealth,
     pub(crate) weight: f64,
     pub(crate) metrics: Option<(RequestHandles, EndpointMetrics)>,
-    pub(crate) miss_weight: f64,
-    pub(crate) model: CostModel,
-    pub(crate) max_quiet: Duration,
+    pub(crate) settings: Arc<MeterSettings>,
 }
 
 impl Meter {
     pub(crate) fn new(config: MeterConfig) -> Self {
-        let (rtt, tail) = config.rtt;
         let (each, metrics) = match config.metrics {
             Some((each, rest)) => (each, Some(rest)),
             None => (RequestHandles::off(), None),
@@ -100,27 +116,24 @@ impl Meter {
         Meter {
             in_flight: AtomicU32::new(0),
             quiet: Quiet::new(),
-            rtt,
+            rtt: config.rtt,
             health: config.health,
             finish: Finish {
                 requests: AtomicU64::new(0),
-                rtt: tail,
+                settings: config.settings,
                 metrics: each,
+                failures: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
             },
-            failures: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
             weight: AtomicU64::new(config.weight.to_bits()),
             metrics,
-            miss_weight: config.miss_weight,
-            model: config.model,
-            max_quiet: config.max_quiet,
         }
     }
 
     /// `now` as the meter's clock counts: nanoseconds since the balancer's origin.
     #[inline]
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
-        self.finish.rtt.since_origin(now)
+        self.finish.settings.clock.nanos(now)
     }
 
     /// Requests finished.
@@ -128,9 +141,20 @@ impl Meter {
         self.finish.requests.load(Ordering::Relaxed)
     }
 
+    /// Requests that failed.
+    pub(crate) fn failures(&self) -> u64 {
+        self.finish.failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests their caller gave up on.
+    pub(crate) fn cancelled(&self) -> u64 {
+        self.finish.cancelled.load(Ordering::Relaxed)
+    }
+
     /// The current cost estimate (latency and misses), in nanoseconds, decayed to `now`.
     pub(crate) fn rtt(&self, now: Instant) -> f64 {
-        self.rtt.get_at(self.model, self.since_origin(now))
+        self.rtt
+            .get_at(self.finish.settings.model, self.since_origin(now))
     }
 
     /// The cost P2C compares: peak-EWMA RTT × (requests in flight + 1), divided by `weight`
@@ -157,32 +181,42 @@ impl Meter {
         at: u64,
     ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.finish.requests.fetch_add(1, Ordering::Relaxed);
-        // The new peak-EWMA estimate, in nanoseconds.
-        let rtt = if class.is_failure() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+        let finish = &self.finish;
+        finish.requests.fetch_add(1, Ordering::Relaxed);
+        let settings = &*finish.settings;
+        let failure = class.is_failure();
+        // The new peak-EWMA estimate, in nanoseconds, where the metrics publish it: after a
+        // failure or a probe. A plain success does not work it out.
+        let rtt = if failure {
+            finish.failures.fetch_add(1, Ordering::Relaxed);
             // A failure is a miss: it makes the endpoint dearer in proportion to how often
             // it fails, and never look faster (recording it as a fast answer would draw
             // traffic to the endpoint that fails fastest). A server's pushback says how long
             // it wants no request at all: that is kept apart, as quiet.
             if let Some(Pushback::After(wait)) = class.pushback() {
-                self.quiet.hold(at, wait, self.max_quiet);
+                self.quiet.hold(at, wait, settings.max_quiet);
             }
-            self.rtt.miss(self.model, latency, self.miss_weight, at)
+            Some(
+                self.rtt
+                    .miss(settings.model, latency, settings.miss_weight, at),
+            )
         } else if probe {
             // Back from ejection and proven healthy: start afresh from this sample.
-            self.rtt.reset(latency, at)
+            Some(self.rtt.reset(latency, at))
         } else {
-            self.rtt.observe(self.model, latency, self.miss_weight, at)
+            self.rtt
+                .answer(settings.model, latency, settings.miss_weight, at);
+            None
         };
-        self.finish.metrics.finished(latency);
-        if let Some(metrics) = &self.metrics {
-            if class.is_failure() {
-                metrics.failed();
-            }
-            // The estimate jumps on a failure and restarts on a probe; between sweeps it only
-            // drifts (see `EndpointMetrics::rtt`).
-            if class.is_failure() || probe {
+        finish.metrics.finished(latency);
+        // The estimate jumps on a failure and restarts on a probe; between sweeps it only
+        // drifts (see `EndpointMetrics::rtt`). A success that is no probe leaves the rest of
+        // the metrics (and their line of the meter) alone.
+        if let Some(rtt) = rtt {
+            if let Some(metrics) = &self.metrics {
+                if failure {
+                    metrics.failed();
+                }
                 metrics.rtt(rtt);
             }
         }
@@ -192,7 +226,7 @@ impl Meter {
     /// The instant `nanos` after the origin: exact for any instant the meter was given, all of
     /// which are after the origin (the balancer's creation).
     fn instant(&self, nanos: u64) -> Instant {
-        let clock = self.finish.rtt.clock();
+        let clock = self.finish.settings.clock;
         clock.after_nanos(nanos).unwrap_or(clock.origin())
     }
 }
@@ -209,7 +243,7 @@ impl Meter {
     /// A cancelled probe frees the probation for the next request instead of deciding it.
     fn cancel(&self, probe: bool, started: u64) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.finish.cancelled.fetch_add(1, Ordering::Relaxed);
         if probe {
             self.health.release_probe(self.instant(started));
         }
@@ -230,7 +264,9 @@ impl Meter {
     fn outrun(&self, started: u64) {
         let at = self.since_origin(Instant::now());
         let waited = Duration::from_nanos(at.saturating_sub(started));
-        self.rtt.miss(self.model, waited, self.miss_weight, at);
+        let settings = &*self.finish.settings;
+        self.rtt
+            .miss(settings.model, waited, settings.miss_weight, at);
     }
 }
 
@@ -358,7 +394,7 @@ mod tests {
     use std::mem::{offset_of, size_of};
 
     #[test]
-    fn what_a_pick_reads_is_one_line_and_an_end_three() {
+    fn what_a_pick_reads_is_one_line_and_an_end_two_more() {
         // The gate word is `health`'s first: the pick's line ends with it.
         assert_eq!(
             offset_of!(Meter, rtt) + HOT_BYTES,
@@ -367,9 +403,12 @@ mod tests {
         assert_eq!(offset_of!(Meter, health) + 8, 64);
         assert!(offset_of!(Meter, in_flight) + 4 <= 64);
         assert!(offset_of!(Meter, quiet) + 8 <= 64);
-        // The rest of what a report touches fills the second line.
+        // What the end of a request writes or reads besides fills one line of its own: the
+        // balancer's settings are one pointer in it, the failure and cancellation counts
+        // close it.
         assert_eq!(offset_of!(Meter, finish) % 64, 0);
         assert_eq!(size_of::<Finish>(), 64);
+        assert_eq!(offset_of!(Finish, cancelled) + 8, 64);
         assert_eq!(std::mem::align_of::<Meter>(), 64);
     }
 }

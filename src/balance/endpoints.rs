@@ -1,6 +1,6 @@
 //! The endpoint set that requests pick from, and the changes that replace it.
 
-use super::endpoint::{Endpoint, Meter, MeterConfig};
+use super::endpoint::{Endpoint, Meter, MeterConfig, MeterSettings};
 use super::ewma::{CostModel, PeakEwma};
 use super::telemetry::BalancerMetrics;
 use super::{Balance, BalanceBuilder, Change};
@@ -17,41 +17,53 @@ use tokio::time::Instant;
 /// An immutable view of the endpoint set: requests pick from it without holding any lock.
 pub(crate) type Snapshot<K, S> = Arc<Endpoints<K, S>>;
 
-/// The endpoint set, in two parallel arrays: `candidates[i]` is what a pick compares of
-/// `all[i]`. A pick reaches each candidate's meter one pointer away from this contiguous
-/// array, instead of hopping through the endpoint first; `all` is read for the endpoint it
-/// takes. With them, what every meter of the balancer shares, so that a pick reads it here
-/// rather than from each meter.
+/// The endpoint set, as one array of what a pick reads of each endpoint: a pick reaches each
+/// candidate's meter one pointer away from this contiguous array, instead of hopping through
+/// the endpoint first, and finds the endpoint it takes in the entry it already read. With it,
+/// what every meter of the balancer shares, so that a pick reads it here rather than from each
+/// meter.
 pub(crate) struct Endpoints<K, S> {
-    pub(crate) candidates: Box<[Candidate]>,
-    pub(crate) all: Box<[Arc<Endpoint<K, S>>]>,
+    pub(crate) candidates: Box<[Candidate<K, S>]>,
     /// Every meter's clock: `now` is converted once per pick.
     pub(crate) clock: Clock,
     /// Every meter's cost model (the RTT's decay time, a miss's wait).
     pub(crate) model: CostModel,
 }
 
-/// One endpoint as a pick sees it: its meter, and its weight (fixed for the snapshot: a new
-/// weight comes with a new snapshot).
-pub(crate) struct Candidate {
+/// One endpoint as a pick sees it: its meter, its weight (fixed for the snapshot: a new
+/// weight comes with a new snapshot), and the endpoint, for the one taken. Aligned so that no
+/// entry straddles two cache lines: one line per candidate compared.
+#[repr(C, align(32))]
+pub(crate) struct Candidate<K, S> {
     pub(crate) meter: Arc<Meter>,
     pub(crate) weight: f64,
+    pub(crate) endpoint: Arc<Endpoint<K, S>>,
 }
 
 impl<K, S> Endpoints<K, S> {
     pub(super) fn new(all: Vec<Arc<Endpoint<K, S>>>, clock: Clock, model: CostModel) -> Self {
         Endpoints {
             candidates: all
-                .iter()
+                .into_iter()
                 .map(|e| Candidate {
                     meter: e.meter.clone(),
                     weight: f64::from_bits(e.meter.weight.load(Ordering::Relaxed)),
+                    endpoint: e,
                 })
                 .collect(),
-            all: all.into_boxed_slice(),
             clock,
             model,
         }
+    }
+
+    /// Every endpoint, in order.
+    pub(crate) fn all(&self) -> impl ExactSizeIterator<Item = &Arc<Endpoint<K, S>>> {
+        self.candidates.iter().map(|c| &c.endpoint)
+    }
+
+    /// How many endpoints there are.
+    pub(crate) fn len(&self) -> usize {
+        self.candidates.len()
     }
 }
 
@@ -68,6 +80,8 @@ pub(crate) struct Shared<K, S> {
     pub(crate) fail_fast_events: AtomicU64,
     /// `None` when metrics are off.
     pub(crate) metrics: Option<BalancerMetrics>,
+    /// What every meter of the balancer reads at the end of a request.
+    pub(crate) meters: Arc<MeterSettings>,
 }
 
 impl<K, S> Shared<K, S> {
@@ -84,7 +98,7 @@ impl<K, S> Shared<K, S> {
         if self.metrics.is_none() {
             return;
         }
-        for endpoint in self.snapshot().all.iter() {
+        for endpoint in self.snapshot().all() {
             if let Some(metrics) = &endpoint.meter.metrics {
                 metrics.rtt(endpoint.meter.rtt(now));
             }
@@ -158,12 +172,9 @@ where
         let shared = &*self.shared;
         let now = Instant::now();
         let mut slot = shared.endpoints.write().unwrap_or_else(|e| e.into_inner());
-        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> = slot
-            .all
-            .iter()
-            .map(|e| (e.key.clone(), e.clone()))
-            .collect();
-        let mut order: Vec<K> = slot.all.iter().map(|e| e.key.clone()).collect();
+        let mut by_key: HashMap<K, Arc<Endpoint<K, S>>> =
+            slot.all().map(|e| (e.key.clone(), e.clone())).collect();
+        let mut order: Vec<K> = slot.all().map(|e| e.key.clone()).collect();
         // Where a new endpoint's estimate starts: the default, or the lowest latency measured
         // of the endpoints already here when that is lower, so that the new one is tried
         // rather than left idle beside peers measured faster than the guess (its first slower
@@ -241,18 +252,25 @@ where
             shared.metrics.as_ref().map(BalancerMetrics::by_state),
         );
         Meter::new(MeterConfig {
-            rtt: PeakEwma::new(start_nanos, shared.origin, now),
+            rtt: PeakEwma::starting(start_nanos, shared.meters.clock.nanos(now)),
             health: shared.detector.join(now, observer),
             weight,
             metrics,
-            // Clamped, so that no value makes a share outside 0..=1 (a NaN reads as 0).
-            miss_weight: if config.miss_weight.is_nan() {
-                0.0
-            } else {
-                config.miss_weight.clamp(0.0, 1.0)
-            },
-            model: config.cost_model(),
-            max_quiet: config.max_pushback,
+            settings: shared.meters.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_is_half_a_line() {
+        // Two to a line, none across two: a candidate compared costs one line of the array,
+        // and the endpoint taken is in the line its comparison read.
+        assert_eq!(std::mem::size_of::<Candidate<u32, ()>>(), 32);
+        assert_eq!(std::mem::align_of::<Candidate<u32, ()>>(), 32);
+        assert_eq!(std::mem::offset_of!(Candidate<u32, ()>, endpoint), 16);
     }
 }

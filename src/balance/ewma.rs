@@ -1,9 +1,11 @@
 //! Peak-EWMA latency: reacts at once to a slower sample, forgets it smoothly; and the share of
 //! recent attempts that gave no answer, which divides it.
 
+#[cfg(test)]
 use crate::primitives::clock::Clock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
+#[cfg(test)]
 use tokio::time::Instant;
 
 /// A peak-sensitive exponentially weighted moving average of round-trip time.
@@ -33,10 +35,10 @@ use tokio::time::Instant;
 /// the [`Clock`]'s nanoseconds (since the balancer's origin), so that a reader can be handed
 /// `now` in those units once per pick instead of converting an `Instant` per endpoint.
 ///
-/// Split in two, so that the words every pick reads (40 bytes) can share a cache line with the
-/// endpoint's other hot numbers (see `Meter`): `PeakEwma` is those words, and [`EwmaTail`] the
-/// clock, which a pick does not touch. The decay time and a miss's wait, the same for every
-/// endpoint of a balancer, come as a [`CostModel`] with each call.
+/// Only the words every pick reads (40 bytes), so that they can share a cache line with the
+/// endpoint's other hot numbers (see `Meter`): the clock their times count on, the decay time
+/// and a miss's wait, the same for every endpoint of a balancer, are the balancer's, and come
+/// with each call (times in the clock's nanoseconds, the rest as a [`CostModel`]).
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct PeakEwma {
@@ -54,9 +56,10 @@ pub(crate) struct PeakEwma {
     missed: AtomicU64,
 }
 
-/// The part of a [`PeakEwma`] that a pick does not read: the clock its times count on.
+/// A [`PeakEwma`] with the clock its times count on, for the tests (a meter reads its clock
+/// from its balancer's settings).
+#[cfg(test)]
 #[derive(Debug)]
-#[repr(C)]
 pub(crate) struct EwmaTail {
     clock: Clock,
 }
@@ -110,12 +113,8 @@ struct State {
     missed: u64,
 }
 
+#[cfg(test)]
 impl EwmaTail {
-    /// The clock this estimate's times count on.
-    pub(crate) fn clock(&self) -> Clock {
-        self.clock
-    }
-
     /// `now` in this estimate's units: nanoseconds since its origin.
     #[inline]
     pub(crate) fn since_origin(&self, now: Instant) -> u64 {
@@ -124,20 +123,26 @@ impl EwmaTail {
 }
 
 impl PeakEwma {
-    /// An estimate of `initial_nanos` at `now`, on a clock that starts at `origin` (instants
-    /// before it count as `origin`).
-    pub(crate) fn new(initial_nanos: f64, origin: Instant, now: Instant) -> (Self, EwmaTail) {
-        let clock = Clock::new(origin);
-        let now = clock.nanos(now);
-        let estimate = PeakEwma {
+    /// An estimate of `initial_nanos` at `now` (nanoseconds since the clock's origin).
+    pub(crate) fn starting(initial_nanos: f64, now: u64) -> Self {
+        PeakEwma {
             sequence: AtomicU64::new(0),
             estimate: AtomicU64::new(initial_nanos.to_bits()),
             updated: AtomicU64::new(now),
             misses: AtomicU64::new(0.0f64.to_bits()),
             missed: AtomicU64::new(now),
-        };
-        let tail = EwmaTail { clock };
-        (estimate, tail)
+        }
+    }
+
+    /// An estimate of `initial_nanos` at `now`, on a clock that starts at `origin` (instants
+    /// before it count as `origin`), and that clock.
+    #[cfg(test)]
+    pub(crate) fn new(initial_nanos: f64, origin: Instant, now: Instant) -> (Self, EwmaTail) {
+        let clock = Clock::new(origin);
+        (
+            PeakEwma::starting(initial_nanos, clock.nanos(now)),
+            EwmaTail { clock },
+        )
     }
 
     #[inline]
@@ -234,12 +239,25 @@ impl PeakEwma {
     }
 
     /// Records one answer that took `rtt`: a latency sample, and an attempt that did not miss
-    /// (the miss share moves `weight` of the way towards 0). Returns the new cost estimate,
-    /// in nanoseconds. `now` is in nanoseconds since the origin, as for every writer.
+    /// (the miss share moves `weight` of the way towards 0). `now` is in nanoseconds since the
+    /// origin, as for every writer. The end of a plain success, whose new cost nothing reads:
+    /// see [`observe`](Self::observe) for the same returning it.
+    #[inline]
+    pub(crate) fn answer(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) {
+        self.write_answer(model, rtt, weight, now);
+    }
+
+    /// As [`answer`](Self::answer), returning the new cost estimate, in nanoseconds.
+    #[cfg(test)]
     pub(crate) fn observe(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) -> f64 {
+        let state = self.write_answer(model, rtt, weight, now);
+        Self::decayed(&state, model, now)
+    }
+
+    fn write_answer(&self, model: CostModel, rtt: Duration, weight: f64, now: u64) -> State {
         let rtt = nanos(rtt);
         let tau = model.tau_nanos;
-        let state = self.write(|mut state| {
+        self.write(|mut state| {
             let current = state.estimate_nanos;
             state.estimate_nanos = if rtt > current {
                 rtt
@@ -251,8 +269,7 @@ impl PeakEwma {
             state.updated = state.updated.max(now);
             answered(&mut state, weight, now);
             state
-        });
-        Self::decayed(&state, model, now)
+        })
     }
 
     /// The latency estimate as last measured, without the misses and not decayed, in

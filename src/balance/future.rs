@@ -177,8 +177,9 @@ where
                         let Some(request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };
+                        // The meter as the pick found it: the endpoint itself is not read again.
                         let in_flight =
-                            InFlight::start(choice.endpoint.meter.clone(), choice.probe, choice.at);
+                            InFlight::start(choice.meter.clone(), choice.probe, choice.at);
                         let mut service = choice.service;
                         let future = service.call(request);
                         this.state.set(State::Call {
@@ -195,7 +196,7 @@ where
                             .and_then(|r| r.extensions().get::<RequestDeadline>());
                         if deadline.is_some_and(|d| free_at > d.0) {
                             tracing::debug!(
-                                endpoints = endpoints.all.len(),
+                                endpoints = endpoints.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
                             return Poll::Ready(Err(Error::with_source(
@@ -220,7 +221,7 @@ where
                                 metrics.failed_fast();
                             }
                             tracing::debug!(
-                                endpoints = endpoints.all.len(),
+                                endpoints = endpoints.len(),
                                 "no ready endpoint: failing fast"
                             );
                             return Poll::Ready(Err(match this.not_ready.take() {

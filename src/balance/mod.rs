@@ -128,7 +128,7 @@ impl<K, S> Balance<K, S> {
     /// assert_eq!(meshless::balance::Balance::builder().build::<&str, ()>().len(), 0);
     /// ```
     pub fn len(&self) -> usize {
-        self.shared.snapshot().all.len()
+        self.shared.snapshot().len()
     }
 
     /// True when there is no endpoint.
@@ -196,8 +196,7 @@ impl<K: fmt::Debug + Clone + Eq + Hash, S> fmt::Debug for Balance<K, S> {
         let keys: Vec<K> = self
             .shared
             .snapshot()
-            .all
-            .iter()
+            .all()
             .map(|e| e.key.clone())
             .collect();
         f.debug_struct("Balance").field("endpoints", &keys).finish()

@@ -1,11 +1,12 @@
 //! Power of two choices with memory: of two endpoints drawn at random and the last one this
 //! thread chose, take the cheapest.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, Meter};
 use super::ewma::CostModel;
 use super::{Candidate, Endpoints};
 use crate::outlier::Admit;
 use std::cell::Cell;
+use std::sync::Arc;
 use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
@@ -23,6 +24,9 @@ pub(crate) struct Choice<'a, K, S, R> {
     /// Borrowed from the snapshot the pick read: no reference count to pay unless the caller
     /// keeps it.
     pub(crate) endpoint: &'a Endpoint<K, S>,
+    /// The endpoint's meter, as the pick read it: starting the request there does not read
+    /// the endpoint again.
+    pub(crate) meter: &'a Arc<Meter>,
     pub(crate) service: R,
     pub(crate) probe: bool,
     /// The pick's `now`, in nanoseconds since the meters' origin: when the request starts.
@@ -57,9 +61,9 @@ pub(crate) struct Choice<'a, K, S, R> {
 /// hitting unavailable endpoints, which the maximum ejected share keeps rare.
 ///
 /// The candidates are compared through `endpoints.candidates`, one pointer away from each
-/// meter's first line, which holds all that a comparison reads (its gate word included);
-/// `endpoints.all` (key and service) is touched only for the one taken. `now` is converted to
-/// the meters' clock once, for every endpoint looked at.
+/// meter's first line, which holds all that a comparison reads (its gate word included); the
+/// endpoint (key and service) is touched only for the one taken, and only for its service.
+/// `now` is converted to the meters' clock once, for every endpoint looked at.
 pub(crate) fn pick<'a, K, S, R>(
     endpoints: &'a Endpoints<K, S>,
     now: Instant,
@@ -85,9 +89,10 @@ pub(crate) fn pick<'a, K, S, R>(
     // Claims the endpoint; `None` when it is not available after all (not ready, or another
     // request took the probe in between), unless failing open.
     let mut take = |i: usize| -> Option<Choice<'a, K, S, R>> {
-        let endpoint = &*endpoints.all[i];
+        let candidate = &candidates[i];
+        let endpoint = &*candidate.endpoint;
         let service = ready(endpoint)?;
-        let probe = match candidates[i].meter.health.admit(now) {
+        let probe = match candidate.meter.health.admit(now) {
             Admit::Yes => false,
             Admit::Probe => true,
             Admit::No if fail_open => false,
@@ -95,6 +100,7 @@ pub(crate) fn pick<'a, K, S, R>(
         };
         Some(Choice {
             endpoint,
+            meter: &candidate.meter,
             service,
             probe,
             at: now_nanos,
@@ -206,15 +212,15 @@ pub(crate) fn quiet_end<K, S>(
 }
 
 #[inline]
-fn cheaper(
-    candidates: &[Candidate],
+fn cheaper<K, S>(
+    candidates: &[Candidate<K, S>],
     a: usize,
     b: usize,
     model: CostModel,
     now: Instant,
     now_nanos: u64,
 ) -> usize {
-    let cost = |c: &Candidate| c.meter.cost(c.weight, model, now, now_nanos);
+    let cost = |c: &Candidate<K, S>| c.meter.cost(c.weight, model, now, now_nanos);
     if cost(&candidates[b]) < cost(&candidates[a]) {
         b
     } else {

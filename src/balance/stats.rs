@@ -82,13 +82,12 @@ where
         let now = Instant::now();
         self.shared
             .snapshot()
-            .all
-            .iter()
+            .all()
             .map(|e| EndpointStats {
                 key: e.key.clone(),
                 requests: e.meter.requests(),
-                failures: e.meter.failures.load(Ordering::Relaxed),
-                cancelled: e.meter.cancelled.load(Ordering::Relaxed),
+                failures: e.meter.failures(),
+                cancelled: e.meter.cancelled(),
                 ejections: e.meter.health.ejections(),
                 in_flight: e.meter.in_flight.load(Ordering::Relaxed),
                 rtt: Duration::from_nanos(e.meter.rtt(now) as u64),

@@ -183,11 +183,13 @@ impl fmt::Debug for EndpointMetrics {
 ///
 /// This is what `Span::current().record("endpoint", …)` does, without making a handle to the
 /// current span: with a real subscriber that saves cloning and closing it on every request.
-pub(crate) fn record_endpoint(endpoint: &str) {
+/// The label is read only then: otherwise the endpoint's record is not touched for it.
+pub(crate) fn record_endpoint(endpoint: &Arc<str>) {
     // Attempt spans are DEBUG: nothing to do unless they can exist.
     if !tracing::level_enabled!(tracing::Level::DEBUG) {
         return;
     }
+    let endpoint: &str = endpoint;
     tracing::dispatcher::get_default(|dispatch| {
         let Some((id, metadata)) = dispatch.current_span().into_inner() else {
             return;
