@@ -49,7 +49,33 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
     Class::failure(Reason::Other, Retryable::IfIdempotent)
 }
 
+/// An error that came after the request may already have reached a server, whatever its own
+/// kind says: a client that followed a redirect and then failed to connect to its target had
+/// the first answer from a server that saw the request. Never read as "never sent".
+#[derive(Debug)]
+pub(crate) struct PossiblySent(pub(crate) crate::error::BoxError);
+
+impl std::fmt::Display for PossiblySent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (after a server had the request)", self.0)
+    }
+}
+
+impl StdError for PossiblySent {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
+    if let Some(e) = err.downcast_ref::<PossiblySent>() {
+        // The cause's class, unless it claims nothing was sent.
+        let cause = classify_error(&*e.0);
+        return Some(match cause.retryable() {
+            Retryable::NeverSent => Class::failure(cause.reason(), Retryable::IfIdempotent),
+            _ => cause,
+        });
+    }
     if let Some(e) = err.downcast_ref::<crate::Error>() {
         return match e.kind() {
             crate::error::Kind::AttemptTimedOut | crate::error::Kind::DeadlineExceeded => {

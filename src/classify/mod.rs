@@ -48,6 +48,7 @@
 
 mod error;
 pub(crate) use self::error::callers_fault;
+pub(crate) use self::error::PossiblySent;
 mod grpc;
 mod http;
 pub(crate) mod pushback;

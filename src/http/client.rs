@@ -335,10 +335,33 @@ fn check_scheme(uri: &Uri) -> Result<(), Error> {
         Some(s) if *s == Scheme::HTTPS => Ok(()),
         #[cfg(not(feature = "tls"))]
         Some(s) if *s == Scheme::HTTPS => Err(Error::new(Kind::TlsUnavailable)),
-        Some(other) => Err(Error::with_source(
-            Kind::InvalidRequest,
-            format!("unsupported scheme {other}: only http and https"),
-        )),
+        // Another spelling (`HTTPS`) is refused rather than taken for its lowercase twin:
+        // the layers below compare schemes exactly.
+        Some(other) => Err(unsupported(other)),
+    }
+}
+
+fn unsupported(scheme: &Scheme) -> Error {
+    Error::with_source(
+        Kind::InvalidRequest,
+        format!("unsupported scheme {scheme}: only http and https"),
+    )
+}
+
+/// A request URI's scheme as `http` or `https` whatever its case (`HTTPS` is `https`, RFC 3986
+/// §3.1, though `http::Uri` keeps such a spelling as another scheme), `None` for a path alone;
+/// any other scheme is refused, so that nothing unknown is sent as plain `http`.
+#[cfg(feature = "reqwest")]
+pub(crate) fn request_scheme(uri: &Uri) -> Result<Option<Scheme>, Error> {
+    match uri.scheme() {
+        None => Ok(None),
+        Some(s) if *s == Scheme::HTTP || s.as_str().eq_ignore_ascii_case("http") => {
+            Ok(Some(Scheme::HTTP))
+        }
+        Some(s) if *s == Scheme::HTTPS || s.as_str().eq_ignore_ascii_case("https") => {
+            Ok(Some(Scheme::HTTPS))
+        }
+        Some(other) => Err(unsupported(other)),
     }
 }
 

@@ -37,6 +37,8 @@
 
 mod builder;
 mod client;
+#[cfg(feature = "reqwest")]
+pub(crate) use client::request_scheme;
 mod connect;
 mod dns;
 mod endpoint;

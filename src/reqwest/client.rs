@@ -52,6 +52,18 @@ pub(crate) struct Handles {
     pub(crate) routing: Arc<crate::route::Routing>,
 }
 
+impl Handles {
+    /// Why a request is refused before it is sent: a scheme other than `http` or `https`
+    /// (in any case), or `https` when some endpoint would carry it in clear text.
+    fn refusal(&self, uri: &http::Uri) -> Option<Error> {
+        match crate::http::request_scheme(uri) {
+            Err(error) => Some(error),
+            Ok(Some(scheme)) if self.cleartext && scheme == Scheme::HTTPS => Some(cleartext()),
+            Ok(_) => None,
+        }
+    }
+}
+
 /// Your `reqwest::Client`, with meshless's retries under a budget, deadlines, balancing over
 /// several endpoints, outlier ejection, circuit breaker and hedging.
 ///
@@ -150,8 +162,8 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if self.handles.cleartext && req.uri().scheme() == Some(&Scheme::HTTPS) {
-            return ResponseFuture::failed(cleartext());
+        if let Some(error) = self.handles.refusal(req.uri()) {
+            return ResponseFuture::failed(error);
         }
         let mut req = req;
         // As the http client: the caller's scope says whether it retries, carried into a task.
@@ -303,8 +315,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if self.handles.cleartext && req.uri().scheme() == Some(&Scheme::HTTPS) {
-            return ResponseFuture::failed(cleartext());
+        if let Some(error) = self.handles.refusal(req.uri()) {
+            return ResponseFuture::failed(error);
         }
         self.handles.routing.apply(&mut req);
         ResponseFuture {

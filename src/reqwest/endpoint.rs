@@ -30,7 +30,8 @@ type Pending = <::reqwest::Client as Service<::reqwest::Request>>::Future;
 ///
 /// | reqwest says | meshless error | retried |
 /// |---|---|---|
-/// | `is_connect()` (refused, DNS, TLS handshake, connect timeout) | [`Kind::Service`] | any request: nothing was sent |
+/// | `is_connect()` (refused, DNS, TLS handshake, connect timeout), the client built with `redirect::Policy::none()` | [`Kind::Service`] | any request: nothing was sent |
+/// | `is_connect()`, the client following redirects (reqwest's default) | [`Kind::Service`] | idempotent requests: the connect may have been to a redirect's target, after a server had the request |
 /// | `is_builder()` (a URL or header reqwest refuses) | [`Kind::InvalidRequest`] | never |
 /// | `is_timeout()` (the client's or the request's own `timeout`) | [`Kind::AttemptTimedOut`] | idempotent requests |
 /// | anything else (reset, early close, redirect loop) | [`Kind::Service`] | idempotent requests |
@@ -40,7 +41,9 @@ type Pending = <::reqwest::Client as Service<::reqwest::Request>>::Future;
 /// use tower::ServiceExt;
 ///
 /// # tokio_test::block_on(async {
-/// let endpoint = Endpoint::new(reqwest::Client::new(), "http://127.0.0.1:1")?;
+/// // A client that follows no redirect: its connect errors say that nothing was sent.
+/// let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+/// let endpoint = Endpoint::new(http, "http://127.0.0.1:1")?;
 /// assert_eq!(endpoint.base(), "http://127.0.0.1:1");
 /// // Nothing listens on port 1: a connect error, which nothing reached.
 /// let req = http::Request::get("/health").body(http_body_util::Empty::<bytes::Bytes>::new())?;
@@ -55,6 +58,8 @@ pub struct Endpoint {
     scheme: Scheme,
     authority: Authority,
     base: Arc<str>,
+    /// Whether the client may follow a redirect within one `send` (see `follows_redirects`).
+    follows_redirects: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -80,6 +85,7 @@ impl Endpoint {
         let (scheme, authority) = parse_base(base)?;
         let base = Arc::from(format!("{scheme}://{authority}"));
         Ok(Endpoint {
+            follows_redirects: follows_redirects(&client),
             client,
             scheme,
             authority,
@@ -109,10 +115,13 @@ impl Endpoint {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        if uri.scheme.as_ref() == Some(&Scheme::HTTPS) && self.scheme != Scheme::HTTPS {
+        // Any spelling of `https` (`HTTPS` too) is kept from an `http` endpoint; an unknown
+        // scheme is refused rather than replaced.
+        let asked = crate::http::request_scheme(&parts.uri)?;
+        if asked == Some(Scheme::HTTPS) && self.scheme != Scheme::HTTPS {
             return Err(cleartext());
         }
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
         uri.scheme = Some(self.scheme.clone());
         uri.authority = Some(self.authority.clone());
         if uri.path_and_query.is_none() {
@@ -130,6 +139,15 @@ impl Endpoint {
         ::reqwest::Request::try_from(Request::from_parts(parts, body))
             .map_err(|e| Error::with_source(Kind::InvalidRequest, e))
     }
+}
+
+/// Whether `client` may follow redirects. reqwest has no getter for its redirect policy; its
+/// `Debug` shows a policy other than the default, and `redirect::Policy::none()` as
+/// `Policy(None)`. Anything else (the default of ten, a custom policy, a `Debug` this does not
+/// recognise) is taken to follow them: the safe side, where a connect error only lets
+/// idempotent requests be retried. A test pins this against the reqwest in use.
+fn follows_redirects(client: &::reqwest::Client) -> bool {
+    !format!("{client:?}").contains("Policy(None)")
 }
 
 /// The error of an `https` request sent to an `http` endpoint: never in clear text.
@@ -164,11 +182,17 @@ fn parse_base(text: &str) -> Result<(Scheme, Authority), ConfigError> {
 }
 
 /// Sorts reqwest's error for the classifier: see [`Endpoint`]'s table.
-pub(crate) fn map_error(e: ::reqwest::Error) -> Error {
+fn map_error(e: ::reqwest::Error, follows_redirects: bool) -> Error {
     if e.is_connect() {
         // reqwest keeps hyper-util's connect error in the chain, which the classifier reads as
-        // "never sent": left as it is.
-        Error::from_service(e)
+        // "never sent": true only if no redirect can have come first. After one (a `303` to a
+        // host that is down) the first server had the request, and a POST sent again would be
+        // acted on twice; reqwest's error names the first URL either way.
+        if follows_redirects {
+            Error::from_service(crate::classify::PossiblySent(e.into()))
+        } else {
+            Error::from_service(e)
+        }
     } else if e.is_builder() {
         Error::with_source(Kind::InvalidRequest, e)
     } else if e.is_timeout() {
@@ -196,6 +220,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let state = match self.prepare(req) {
             Ok(req) => State::Sending {
+                follows_redirects: self.follows_redirects,
                 pending: self.client.call(req),
             },
             Err(error) => State::Failed { error: Some(error) },
@@ -225,7 +250,7 @@ pin_project! {
     #[project = StateProj]
     enum State {
         Failed { error: Option<Error> },
-        Sending { #[pin] pending: Pending },
+        Sending { follows_redirects: bool, #[pin] pending: Pending },
     }
 }
 
@@ -237,9 +262,12 @@ impl Future for EndpointFuture {
             StateProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .unwrap_or_else(|| Error::new(Kind::InvalidRequest)))),
-            StateProj::Sending { pending } => match std::task::ready!(pending.poll(cx)) {
+            StateProj::Sending {
+                follows_redirects,
+                pending,
+            } => match std::task::ready!(pending.poll(cx)) {
                 Ok(res) => Poll::Ready(Ok(Response::from(res))),
-                Err(e) => Poll::Ready(Err(map_error(e))),
+                Err(e) => Poll::Ready(Err(map_error(e, *follows_redirects))),
             },
         }
     }
@@ -264,6 +292,22 @@ mod tests {
         send::<super::super::ResponseFuture>();
         send::<super::super::ExecuteFuture>();
         send::<EndpointFuture>();
+    }
+
+    #[test]
+    fn the_redirect_policy_is_read_from_the_client() {
+        let built = |policy| {
+            ::reqwest::Client::builder()
+                .redirect(policy)
+                .build()
+                .expect("a client")
+        };
+        assert!(follows_redirects(&::reqwest::Client::new()));
+        assert!(follows_redirects(&built(::reqwest::redirect::Policy::limited(3))));
+        assert!(follows_redirects(&built(::reqwest::redirect::Policy::custom(
+            |attempt| attempt.stop()
+        ))));
+        assert!(!follows_redirects(&built(::reqwest::redirect::Policy::none())));
     }
 
     #[test]
