@@ -32,8 +32,16 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for Choice<T> {
         T::deserialize(text.into_deserializer())
     }
 
-    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-        T::deserialize(MapAccessDeserializer::new(map))
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let choice = T::deserialize(MapAccessDeserializer::new(&mut map))?;
+        // The enum took the first key only; a second is refused here, in every format (TOML's
+        // tables would otherwise drop it without a word, and one of two choices would win).
+        if let Some(extra) = map.next_key::<String>()? {
+            return Err(de::Error::custom(format!(
+                "a choice is a table of one key: `{extra}` is a second one"
+            )));
+        }
+        Ok(choice)
     }
 
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<T, A::Error> {

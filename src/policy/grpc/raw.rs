@@ -106,7 +106,7 @@ impl MethodConfig {
         }
         let timeout = self
             .timeout
-            .map(|t| duration(format!("{at}.timeout"), &t))
+            .map(|t| positive(format!("{at}.timeout"), &t))
             .transpose()?;
         let mut policy = GrpcMethodPolicy {
             names: self.name,
@@ -129,6 +129,16 @@ impl MethodConfig {
         }
         Ok(policy)
     }
+}
+
+/// A duration that must not be zero: a limit of no time at all would fail every call. Refused
+/// here, at the service config's own field, rather than later under meshless's names.
+fn positive(at: String, text: &str) -> Result<Duration, ConfigError> {
+    let value = duration(at.clone(), text)?;
+    if value.is_zero() {
+        return Err(bad(at, "must be greater than zero"));
+    }
+    Ok(value)
 }
 
 impl RetryPolicy {
@@ -169,7 +179,7 @@ impl RetryPolicy {
         )?;
         policy.attempt_timeout = self
             .per_attempt_recv_timeout
-            .map(|t| duration(format!("{at}.perAttemptRecvTimeout"), &t))
+            .map(|t| positive(format!("{at}.perAttemptRecvTimeout"), &t))
             .transpose()?;
         policy.retry = Some(RetryConfig {
             max_retries: attempts - 1,
