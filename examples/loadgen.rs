@@ -119,7 +119,16 @@ impl Target {
 }
 
 fn main() -> ExitCode {
-    let args = match cli::parse(std::env::args().skip(1)) {
+    // `args_os`: an argument that is not UTF-8 is a usage error, where `std::env::args` panics.
+    let args = std::env::args_os()
+        .skip(1)
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|bad| CliError::Usage(format!("{bad:?} is not valid UTF-8")))
+        })
+        .collect::<Result<Vec<String>, CliError>>()
+        .and_then(cli::parse);
+    let args = match args {
         Ok(args) => args,
         Err(CliError::Help) => {
             eprint!("{USAGE}");

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 mod schedule;
 
 /// Runs the example with `args`, in the same profile as this test.
-async fn loadgen(args: &[&str]) -> Output {
+async fn loadgen<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     let mut command = Command::new(env!("CARGO"));
     command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
         "run",
@@ -485,6 +485,32 @@ async fn odd_values_exit_2_with_a_message_and_no_panic() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(stderr.contains("usage:"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+/// An argument that is not UTF-8 (a flag, or a flag's value) is a usage error: exit 2 with the
+/// usage, no panic (`std::env::args` panics on one).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_that_are_not_utf8_exit_2_with_the_usage() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let bad = |bytes: &[u8]| OsString::from_vec(bytes.to_vec());
+    for args in [
+        vec![bad(b"--pa\xffth")],
+        vec![
+            OsString::from("--endpoints"),
+            OsString::from("127.0.0.1:9"),
+            OsString::from("--path"),
+            bad(b"/caf\xe9"),
+        ],
+    ] {
+        let output = loadgen(&args).await;
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not valid UTF-8"), "{args:?}: {stderr}");
         assert!(stderr.contains("usage:"), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }

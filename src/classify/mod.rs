@@ -47,8 +47,9 @@
 //! ```
 
 mod error;
-pub(crate) use self::error::callers_fault;
+#[cfg(feature = "reqwest")]
 pub(crate) use self::error::PossiblySent;
+pub(crate) use self::error::callers_fault;
 mod grpc;
 mod http;
 pub(crate) mod pushback;
