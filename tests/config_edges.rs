@@ -411,3 +411,23 @@ fn a_grpc_zero_timeout_is_refused_at_its_json_field() {
     );
     assert_eq!(imported.unwrap_err().path(), "methodConfig[0].timeout");
 }
+
+/// A percentile hedge delay that gives only some of its settings takes the others' defaults,
+/// as every other table of a configuration file does.
+#[test]
+fn a_percentile_delay_with_some_settings_takes_the_defaults_of_the_others() {
+    use meshless::hedge::HedgeDelay;
+    use meshless::policy::ClientConfig;
+    use std::time::Duration;
+    let text = format!("{EP}[hedge]\ndelay = {{ percentile = {{ percentile = 0.99 }} }}");
+    let config = ClientConfig::from_toml_str(&text).expect("a valid configuration");
+    let delay = config.hedge.expect("hedging configured").delay;
+    assert_eq!(
+        delay,
+        HedgeDelay::Percentile {
+            percentile: 0.99,
+            min_samples: 100,
+            window: Duration::from_secs(30),
+        }
+    );
+}

@@ -37,14 +37,19 @@ pub enum HedgeDelay {
     Percentile {
         /// The percentile, in `(0, 1)`: 0.95 hedges the slowest 5% (at most; the extra-load
         /// cap bounds them too).
+        #[cfg_attr(feature = "serde", serde(default = "defaults::percentile"))]
         percentile: f64,
         /// No hedge until the window holds this many samples: a percentile of a handful of
         /// samples is noise. A request sent before then is hedged once the delay is known,
         /// counted from its own send.
+        #[cfg_attr(feature = "serde", serde(default = "defaults::min_samples"))]
         min_samples: u32,
         /// The sliding window the samples are taken over (six slots; the delay is worked out
         /// again every 64 samples, whenever a slot turns over, and while it is not known).
-        #[cfg_attr(feature = "serde", serde(with = "crate::policy::duration"))]
+        #[cfg_attr(
+            feature = "serde",
+            serde(default = "defaults::window", with = "crate::policy::duration")
+        )]
         window: Duration,
     },
     /// After a fixed time (Polly's hedging: 2 s by default; gRPC A6's `hedgingDelay`).
@@ -55,10 +60,27 @@ pub enum HedgeDelay {
 impl Default for HedgeDelay {
     fn default() -> Self {
         HedgeDelay::Percentile {
-            percentile: 0.95,
-            min_samples: 100,
-            window: Duration::from_secs(30),
+            percentile: defaults::percentile(),
+            min_samples: defaults::min_samples(),
+            window: defaults::window(),
         }
+    }
+}
+
+/// The default percentile delay's settings, also those a configuration file leaves out.
+mod defaults {
+    use std::time::Duration;
+
+    pub(super) fn percentile() -> f64 {
+        0.95
+    }
+
+    pub(super) fn min_samples() -> u32 {
+        100
+    }
+
+    pub(super) fn window() -> Duration {
+        Duration::from_secs(30)
     }
 }
 
