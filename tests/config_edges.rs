@@ -331,7 +331,7 @@ fn grpc_service_config_odd_values() {
 fn configurations_round_trip_through_toml() {
     use meshless::policy::ClientConfig;
     let texts = [
-        format!("{EP}"),
+        EP.to_string(),
         std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/examples/config/client.toml"

@@ -303,11 +303,15 @@ mod tests {
                 .expect("a client")
         };
         assert!(follows_redirects(&::reqwest::Client::new()));
-        assert!(follows_redirects(&built(::reqwest::redirect::Policy::limited(3))));
-        assert!(follows_redirects(&built(::reqwest::redirect::Policy::custom(
-            |attempt| attempt.stop()
-        ))));
-        assert!(!follows_redirects(&built(::reqwest::redirect::Policy::none())));
+        assert!(follows_redirects(&built(
+            ::reqwest::redirect::Policy::limited(3)
+        )));
+        assert!(follows_redirects(&built(
+            ::reqwest::redirect::Policy::custom(|attempt| attempt.stop())
+        )));
+        assert!(!follows_redirects(&built(
+            ::reqwest::redirect::Policy::none()
+        )));
     }
 
     #[test]
