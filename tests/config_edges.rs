@@ -355,7 +355,8 @@ fn configurations_round_trip_through_toml() {
 
 /// Contract: unknown fields are refused, bad values never silently fall back. A "choice"
 /// table (`limit.algorithm`, `hedge.delay`) holding a second key — a second algorithm, or a
-/// typo — must be refused; here the first key wins and the rest is dropped without a word.
+/// typo — must be refused in every format (TOML's tables let the first key win and dropped
+/// the rest without a word).
 #[test]
 fn a_choice_table_with_a_second_key_is_refused() {
     use meshless::limit::Algorithm;
@@ -388,9 +389,8 @@ fn a_choice_table_with_a_second_key_is_refused() {
     );
 }
 
-/// A gRPC service config's zero `timeout`: accepted by the import, then refused only when a
-/// client is built, under meshless's own names (`deadline.timeout`, `routes[0].timeout`)
-/// rather than the service config's field.
+/// A gRPC service config's zero `timeout` is refused by the import, at the service config's own
+/// field (not later, under meshless's names `deadline.timeout` or `routes[0].timeout`).
 #[test]
 fn a_grpc_zero_timeout_is_refused_at_its_json_field() {
     use meshless::policy::{ClientConfig, GrpcServiceConfig};

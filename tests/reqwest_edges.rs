@@ -91,7 +91,7 @@ async fn server(
 /// Post/Redirect/Get: the server acts on the POST (creates the order) and answers `303 See
 /// Other` to where the result lives. reqwest follows the redirect inside the attempt; the GET
 /// of the redirect target is refused (nothing listens on 127.0.0.2). reqwest reports a
-/// connect error, which meshless reads as "reached no server" — but the POST did reach one.
+/// connect error, which alone would read as "reached no server" — but the POST did reach one.
 /// It must be sent once.
 #[tokio::test]
 async fn a_post_answered_303_whose_redirect_target_refuses_is_sent_once() {
@@ -162,8 +162,7 @@ async fn an_uppercase_https_request_is_never_sent_in_clear_text() {
     );
 }
 
-/// The same request through `meshless::http::Client`: refused. (Shows the http client's rule
-/// the reqwest client does not follow.)
+/// The same request through `meshless::http::Client`: refused too.
 #[tokio::test]
 async fn the_http_client_refuses_the_uppercase_https_request() {
     let (addr, seen) = server("", |_, _| {
