@@ -233,12 +233,26 @@ impl Withdrawal {
 /// that a layer below the retry layer (the balancer) that drops the request without sending it
 /// can give the token back. Whoever sends the request lets it go with the request: a dropped
 /// `UnsentRetry` keeps the retry spent, like a dropped [`Withdrawal`].
+///
+/// Hedges pay from the same budget and carry one too; [`is_retry`](Self::is_retry) tells
+/// them apart (a hedge is a parallel first attempt, and is bounded like one).
 #[derive(Debug, Clone)]
-pub(crate) struct UnsentRetry(Arc<Mutex<Option<Withdrawal>>>);
+pub(crate) struct UnsentRetry(Arc<Mutex<Option<Withdrawal>>>, bool);
 
 impl UnsentRetry {
+    /// A retry's token.
     pub(crate) fn new(withdrawal: Withdrawal) -> Self {
-        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))))
+        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))), true)
+    }
+
+    /// A hedge's token.
+    pub(crate) fn hedge(withdrawal: Withdrawal) -> Self {
+        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))), false)
+    }
+
+    /// Whether the request is a retry (not a hedge).
+    pub(crate) fn is_retry(&self) -> bool {
+        self.1
     }
 
     /// Gives the token back: the request was never sent. At most once, whatever the clones.

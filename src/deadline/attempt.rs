@@ -201,11 +201,12 @@ where
                 // timeout: the first cut was to try elsewhere, and cutting the retry too only
                 // burns the deadline, which still bounds it. Before the rate window knows a
                 // fleet is slow as a whole, the first retries would otherwise fail.
+                // A hedge carries a token too, but it is a parallel first attempt: cut like one.
                 let retry = !req.extensions().is_empty()
                     && req
                         .extensions()
                         .get::<crate::budget::UnsentRetry>()
-                        .is_some();
+                        .is_some_and(crate::budget::UnsentRetry::is_retry);
                 self.watched(overruns, now, retry)
             }
         };
@@ -275,6 +276,12 @@ impl<S> AttemptTimeout<S> {
         timeout: Option<Duration>,
     ) -> (Option<Instant>, Kind) {
         let timeout = match self.config.routes.route(req) {
+            // A derived one keeps the derived rules `call` applied: none for a retry, none
+            // while attempts often run past it. (Any route, even one that does not fit the
+            // request, turned them off: a retry was cut again.)
+            Some(route) if route.0.attempt_derived && self.config.overruns.is_some() => {
+                timeout.map(|_| route.0.attempt_timeout)
+            }
             Some(route) => Some(route.0.attempt_timeout),
             None => timeout,
         };

@@ -367,7 +367,8 @@ where
             let mut req = race.head.request(tokens.body);
             req.extensions_mut().insert(race.avoid.clone());
             // Given back by the balancer if it drops the hedge unsent; spent once sent.
-            req.extensions_mut().insert(UnsentRetry::new(tokens.budget));
+            req.extensions_mut()
+                .insert(UnsentRetry::hedge(tokens.budget));
             drop(tokens.extra);
             race.hedges.push(Attempt {
                 future: Box::pin(race.service.call(req)),

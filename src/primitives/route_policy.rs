@@ -68,6 +68,10 @@ pub(crate) struct HedgePlan {
 pub(crate) struct RoutePolicy {
     pub(crate) deadline: Duration,
     pub(crate) attempt_timeout: Duration,
+    /// Neither the route nor the client set the attempt timeout: it is the deadline shared by
+    /// the attempts, under the derived timeout's rules (a retry runs to the deadline; it
+    /// stands aside while attempts often run past it).
+    pub(crate) attempt_derived: bool,
     pub(crate) max_retries: u32,
     pub(crate) idempotent: Option<bool>,
     pub(crate) hedge: HedgePlan,

@@ -28,11 +28,10 @@ fn resolve(route: Option<&Route>, defaults: &Defaults) -> RoutePolicy {
         .and_then(|r| r.max_retries)
         .unwrap_or(defaults.max_retries);
     let attempts = max_retries.saturating_add(1);
-    let attempt_timeout = route
+    let set = route
         .and_then(|r| r.attempt_timeout)
-        .or(defaults.attempt_timeout)
-        .unwrap_or(deadline / attempts)
-        .min(NO_LIMIT);
+        .or(defaults.attempt_timeout);
+    let attempt_timeout = set.unwrap_or(deadline / attempts).min(NO_LIMIT);
     let hedge = match route.and_then(|r| r.hedge) {
         None => defaults.hedge,
         Some(h) => {
@@ -47,6 +46,7 @@ fn resolve(route: Option<&Route>, defaults: &Defaults) -> RoutePolicy {
     RoutePolicy {
         deadline,
         attempt_timeout,
+        attempt_derived: set.is_none(),
         max_retries,
         idempotent: route.and_then(|r| r.idempotent),
         hedge,
@@ -191,6 +191,8 @@ mod tests {
         let other = table.pick(&Method::GET, "/c");
         assert_eq!(other.max_retries, 2);
         assert_eq!(other.attempt_timeout, Duration::from_secs(10) / 3);
+        // Worked out as the client's: under the derived timeout's rules.
+        assert!(other.attempt_derived);
     }
 
     #[test]
@@ -201,6 +203,13 @@ mod tests {
             .hedge(RouteHedge::on().delay(Duration::from_millis(5)));
         let policy = resolve(Some(&route), &defaults());
         assert_eq!(policy.attempt_timeout, Duration::from_secs(2));
+        assert!(policy.attempt_derived);
+        let own = resolve(
+            Some(&Route::any().attempt_timeout(Duration::from_millis(300))),
+            &defaults(),
+        );
+        assert_eq!(own.attempt_timeout, Duration::from_millis(300));
+        assert!(!own.attempt_derived, "a timeout asked for always cuts");
         assert_eq!(
             policy.hedge,
             HedgePlan {

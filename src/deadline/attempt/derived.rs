@@ -108,3 +108,21 @@ async fn a_retry_is_not_cut_by_a_derived_timeout() {
     assert_eq!(start.elapsed(), Duration::from_millis(150));
     assert_eq!(attempt(&layer, 150).await.0, Err(Kind::AttemptTimedOut));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_is_cut_by_a_derived_timeout_like_a_first_attempt() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    let budget = crate::budget::Budget::default();
+    let withdrawal = budget.withdraw().expect("a fresh budget has a token");
+    let mut hedge = taking(150);
+    hedge
+        .extensions_mut()
+        .insert(crate::budget::UnsentRetry::hedge(withdrawal));
+    let start = Instant::now();
+    let result = layer.layer(sleeper()).oneshot(hedge).await;
+    assert_eq!(
+        result.map_err(|e| e.kind()).map(|_| ()),
+        Err(Kind::AttemptTimedOut)
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+}
