@@ -72,6 +72,9 @@ pub(super) struct Race<S, B, F, R> {
     waiting: Option<Tokens<B>>,
     /// The best non-fatal failure so far: a response rather than an error, else the last.
     failure: Option<Result<R, Error>>,
+    /// Attempts that ended cut by the attempt timeout: all but the one the race may end with
+    /// are reported as the race ends (the retry layer counts only what reaches it).
+    timed_out: u32,
 }
 
 struct Attempt<F> {
@@ -112,6 +115,7 @@ where
             stopped: false,
             waiting: None,
             failure: None,
+            timed_out: 0,
         }
     }
 }
@@ -127,6 +131,23 @@ impl<S, B, F, R> Race<S, B, F, R> {
     /// The list every attempt of this request carries.
     pub(super) fn avoid(&self) -> AvoidEndpoints {
         self.avoid.clone()
+    }
+
+    /// Counts an attempt's outcome as it arrives.
+    fn arrived(&mut self, out: &Result<R, Error>) {
+        if is_attempt_timeout(out) {
+            self.timed_out += 1;
+        }
+    }
+
+    /// The race's outcome, once the attempt timeouts it swallowed are reported.
+    fn finish(&mut self, shared: &Shared, out: Result<R, Error>) -> Result<R, Error> {
+        let passed_on = u32::from(is_attempt_timeout(&out));
+        let swallowed = std::mem::take(&mut self.timed_out).saturating_sub(passed_on);
+        if swallowed > 0 {
+            shared.telemetry.attempts_timed_out(u64::from(swallowed));
+        }
+        out
     }
 
     /// Keeps `failure` if it is the best so far.
@@ -214,6 +235,11 @@ where
     }
 }
 
+/// Whether `out` is an attempt cut by the attempt timeout.
+fn is_attempt_timeout<R>(out: &Result<R, Error>) -> bool {
+    matches!(out, Err(e) if e.kind() == crate::error::Kind::AttemptTimedOut)
+}
+
 /// Times the first attempt's wait for the percentile, from its send to now: when it ends,
 /// whatever it ends with (a fast failure did not need a hedge either), or when a hedge outran
 /// it (its wait so far, a lower bound, which keeps it above the percentile where it belongs).
@@ -264,6 +290,7 @@ where
                     this.first.set(None);
                     time_first(shared, *this.started);
                     let out = out.map_err(Error::from_service);
+                    race.arrived(&out);
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
                     let shortcut = !fatal && race.hedges.is_empty() && may_shortcut(race, &out);
                     if fatal || (race.hedges.is_empty() && !shortcut) {
@@ -273,7 +300,7 @@ where
                         race.hedges.clear();
                         let out = if fatal { out } else { race.best(out) };
                         race.stopped = true;
-                        return Poll::Ready(out);
+                        return Poll::Ready(race.finish(shared, out));
                     }
                     race.keep(out);
                     if shortcut {
@@ -292,6 +319,7 @@ where
                 };
                 race.hedges.swap_remove(i);
                 let out = out.map_err(Error::from_service);
+                race.arrived(&out);
                 let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
                 let others = this.first.is_some() || !race.hedges.is_empty();
                 if !fatal && others {
@@ -312,7 +340,7 @@ where
                     // endpoint's latency (see `expiry::while_outrun`).
                     while_outrun(|| this.first.set(None));
                 }
-                return Poll::Ready(out);
+                return Poll::Ready(race.finish(shared, out));
             }
             if race.stopped {
                 return Poll::Pending;
@@ -347,7 +375,8 @@ where
                         shared.telemetry.refused(reason);
                         tracing::debug!(service = %shared.service, reason = reason.as_str(), "hedge refused");
                         race.stopped = true;
-                        return race.settled(this.first.is_none());
+                        let settled = race.settled(this.first.is_none());
+                        return settled.map(|out| race.finish(shared, out));
                     }
                 }
             }
@@ -357,7 +386,8 @@ where
                     // The running attempts carry on; this service cannot take a hedge.
                     race.refund();
                     race.stopped = true;
-                    return race.settled(this.first.is_none());
+                    let settled = race.settled(this.first.is_none());
+                    return settled.map(|out| race.finish(shared, out));
                 }
                 Poll::Ready(Ok(())) => {}
             }

@@ -73,6 +73,7 @@ pub struct HedgeStats {
     requests: AtomicU64,
     hedges: AtomicU64,
     won: AtomicU64,
+    attempt_timeouts: AtomicU64,
     refused: [AtomicU64; 5],
     pub(super) delay: Delay,
 }
@@ -83,6 +84,7 @@ impl HedgeStats {
             requests: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
             won: AtomicU64::new(0),
+            attempt_timeouts: AtomicU64::new(0),
             refused: Default::default(),
             delay,
         }
@@ -116,6 +118,19 @@ impl HedgeStats {
     /// ```
     pub fn won(&self) -> u64 {
         self.won.load(Ordering::Relaxed)
+    }
+
+    /// Attempts of hedged requests (first attempts or hedges) cut by the attempt timeout while
+    /// another attempt of theirs ran on: the layer above never sees those errors, so they are
+    /// counted here (`http::Client`'s `attempt_timeouts` adds them; so does
+    /// `meshless_attempt_timeouts_total`).
+    ///
+    /// ```
+    /// # let stats = meshless::hedge::HedgeLayer::new(meshless::budget::Budget::default()).stats();
+    /// assert_eq!(stats.attempt_timeouts(), 0);
+    /// ```
+    pub fn attempt_timeouts(&self) -> u64 {
+        self.attempt_timeouts.load(Ordering::Relaxed)
     }
 
     /// Hedges not sent for this reason.
@@ -166,6 +181,7 @@ pub(super) struct Telemetry {
 struct Metrics {
     hedges: Counter,
     won: Counter,
+    attempt_timeouts: Counter,
     refused: [Counter; 5],
     delay: Gauge,
 }
@@ -184,7 +200,9 @@ impl Telemetry {
             delay.set(stats.delay().map_or(0.0, |d| d.as_secs_f64()));
             Metrics {
                 hedges: metrics::counter!(HEDGES_TOTAL, labels.clone()),
-                won: metrics::counter!(HEDGES_WON_TOTAL, labels),
+                won: metrics::counter!(HEDGES_WON_TOTAL, labels.clone()),
+                // The retry layer's series: the same name and labels add up.
+                attempt_timeouts: metrics::counter!(crate::observe::ATTEMPT_TIMEOUTS_TOTAL, labels),
                 refused,
                 delay,
             }
@@ -208,6 +226,15 @@ impl Telemetry {
         self.stats.won.fetch_add(1, Ordering::Relaxed);
         if let Some(m) = &self.metrics {
             m.won.increment(1);
+        }
+    }
+
+    /// `n` attempts of one race were cut by the attempt timeout and will not reach the layer
+    /// above.
+    pub(super) fn attempts_timed_out(&self, n: u64) {
+        self.stats.attempt_timeouts.fetch_add(n, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.attempt_timeouts.increment(n);
         }
     }
 

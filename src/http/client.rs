@@ -259,7 +259,8 @@ impl Client {
             cancelled: retry.cancelled(),
             retries: retry.retries(),
             budget_exhausted: retry.budget_exhausted(),
-            attempt_timeouts: retry.attempt_timeouts(),
+            // Those a hedge race swallowed never reached the retry layer.
+            attempt_timeouts: retry.attempt_timeouts() + self.hedge.attempt_timeouts(),
             fail_fast_events: self.balance.fail_fast_events(),
             circuit_open: self.breaker.stats().rejected,
             concurrency_limited: self.limit.rejected(),

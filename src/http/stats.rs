@@ -40,7 +40,8 @@ pub struct ClientStats {
     pub retries: u64,
     /// Retries refused because the retry budget was empty.
     pub budget_exhausted: u64,
-    /// Attempts cut by the per-attempt timeout.
+    /// Attempts cut by the per-attempt timeout (hedges and the first attempts they raced
+    /// included).
     pub attempt_timeouts: u64,
     /// Requests that failed fast because no endpoint was ready.
     pub fail_fast_events: u64,
