@@ -1,4 +1,4 @@
-//! audit3: routes and hot reload through `http::Client` over real sockets.
+//! Routes and hot reload through `http::Client` over real sockets.
 
 mod common;
 mod edges_support;
@@ -134,7 +134,7 @@ fn a_reload_leaves_requests_in_flight_alone() {
             r.into_body()
                 .collect()
                 .await
-                .map_err(|e| meshless::Error::from_service(e))?;
+                .map_err(meshless::Error::from_service)?;
             Ok::<_, meshless::Error>(())
         });
         let c = client.clone();

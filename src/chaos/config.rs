@@ -1,7 +1,7 @@
 //! Fault injection's settings as plain data, checked in one place.
 
 use crate::error::ConfigError;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue};
 use std::time::Duration;
 
 /// Default status of an injected error response: 503 Service Unavailable, the answer of an
@@ -403,11 +403,8 @@ type Problem = (&'static str, String);
 
 fn validate_rule(rule: &ChaosRule) -> Result<(), Problem> {
     if let Some(method) = &rule.method {
-        if Method::from_bytes(method.as_bytes()).is_err() {
-            return Err((
-                "chaos.rules.method",
-                format!("{method:?} is not an HTTP method"),
-            ));
+        if let Some(problem) = crate::route::method_problem(method) {
+            return Err(("chaos.rules.method", problem));
         }
     }
     if let Some(prefix) = &rule.path_prefix {

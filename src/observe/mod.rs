@@ -45,7 +45,7 @@
 //! | `meshless_retries_total` | counter | service, reason | retries sent, by the reason the attempt before failed |
 //! | `meshless_retries_refused_total` | counter | service, reason | retries the outcome called for but that were not sent: `budget_exhausted`, `retries_exhausted`, `body_too_large`, `pushback`, `deadline`, `caller_retries` |
 //! | `meshless_replay_overflows_total` | counter | service | requests whose body outgrew the replay buffer, so that they could not have been retried |
-//! | `meshless_attempt_timeouts_total` | counter | service | attempts cut by the per-attempt timeout |
+//! | `meshless_attempt_timeouts_total` | counter | service | attempts cut by the per-attempt timeout, hedges and the first attempts they raced included |
 //! | `meshless_backoff_seconds` | histogram | service | each wait before a retry (backoff, or the server's pushback when longer); its `_sum` is the time spent in backoff |
 //! | `meshless_endpoint_requests_total` | counter | service, endpoint | requests an endpoint finished (at the end of the response body) |
 //! | `meshless_endpoint_failures_total` | counter | service, endpoint | of which failures, by the classifier |

@@ -46,6 +46,22 @@ mod layer;
 mod path;
 mod table;
 
+/// What is wrong with `method` as a method to match requests with, if anything: not an HTTP
+/// method, or a standard one in the wrong case (methods are case-sensitive: `post` would be a
+/// method of its own, which no request uses, and the rule would silently never fit).
+pub(crate) fn method_problem(method: &str) -> Option<String> {
+    if http::Method::from_bytes(method.as_bytes()).is_err() {
+        return Some(format!("{method:?} is not an HTTP method"));
+    }
+    let upper = method.to_ascii_uppercase();
+    if upper != method && STANDARD_METHODS.contains(&upper.as_str()) {
+        return Some(format!(
+            "{method:?}: methods are case-sensitive; write {upper:?}"
+        ));
+    }
+    None
+}
+
 pub(crate) use self::layer::Routing;
 pub(crate) use self::table::Defaults;
 
@@ -148,20 +164,8 @@ impl RouteMatch {
             ConfigError::new("routes", problem).placed(format!("match.{field}"))
         };
         for (i, method) in self.methods.iter().enumerate() {
-            if http::Method::from_bytes(method.as_bytes()).is_err() {
-                return Err(bad(
-                    &format!("methods[{i}]"),
-                    format!("{method:?} is not an HTTP method"),
-                ));
-            }
-            // Methods are case-sensitive: `post` would be a method of its own, which no
-            // request uses, and the route would silently never fit.
-            let upper = method.to_ascii_uppercase();
-            if upper != *method && STANDARD_METHODS.contains(&upper.as_str()) {
-                return Err(bad(
-                    &format!("methods[{i}]"),
-                    format!("{method:?}: methods are case-sensitive; write {upper:?}"),
-                ));
+            if let Some(problem) = method_problem(method) {
+                return Err(bad(&format!("methods[{i}]"), problem));
             }
         }
         if let Some(prefix) = &self.path_prefix {

@@ -3,6 +3,15 @@
 
 use std::borrow::Cow;
 
+/// Whether `path` is `prefix` or under it, segment by segment: `/v1` takes `/v1` and `/v1/x`,
+/// not `/v1x` (a prefix ending in `/` needs nothing more).
+pub(crate) fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
 /// `path` as a server resolves it, for matching: percent-encoded unreserved characters decoded
 /// (`%6F` is `o`) and dot segments removed (`/v1/orders/../../admin` is `/admin`), as RFC 3986
 /// (sections 2.3 and 5.2.4) normalizes. Without it, a `POST /v1/orders/../../admin/delete`

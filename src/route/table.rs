@@ -67,10 +67,7 @@ impl PathRule {
         match self {
             PathRule::Any => true,
             PathRule::Exact(want) => path == &**want,
-            PathRule::Prefix(prefix) => match path.strip_prefix(&**prefix) {
-                None => false,
-                Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-            },
+            PathRule::Prefix(prefix) => super::path::under_prefix(path, prefix),
         }
     }
 }
