@@ -194,7 +194,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let _step = Step::enter();
         let now = step::now();
-        let (timeout, watch) = match &self.config.overruns {
+        let (timeout, mut watch) = match &self.config.overruns {
             None => (self.config.timeout, None),
             Some(overruns) => {
                 // A retry (it carries the retry layer's token) is not cut by a derived
@@ -219,7 +219,7 @@ where
             let end = timeout.map(|t| super::instant_after(now, t));
             (end, Kind::AttemptTimedOut)
         } else {
-            self.limit(&mut req, now, timeout)
+            self.limit(&mut req, now, timeout, &mut watch)
         };
         if end == Some(now) {
             // No time left (or a zero timeout): the attempt is not started.
@@ -274,12 +274,17 @@ impl<S> AttemptTimeout<S> {
         req: &mut Request<B>,
         now: Instant,
         timeout: Option<Duration>,
+        watch: &mut Option<Watch>,
     ) -> (Option<Instant>, Kind) {
         let timeout = match self.config.routes.route(req) {
             // A derived one keeps the derived rules `call` applied: none for a retry, none
             // while attempts often run past it. (Any route, even one that does not fit the
-            // request, turned them off: a retry was cut again.)
+            // request, turned them off: a retry was cut again.) Its overruns are counted
+            // against the route's own timeout.
             Some(route) if route.0.attempt_derived && self.config.overruns.is_some() => {
+                if let Some(watch) = watch.as_mut() {
+                    watch.past = super::instant_after(now, route.0.attempt_timeout);
+                }
                 timeout.map(|_| route.0.attempt_timeout)
             }
             Some(route) => Some(route.0.attempt_timeout),
