@@ -4,6 +4,9 @@
 
 #![cfg(feature = "reqwest")]
 
+mod common;
+
+use common::read_request;
 use meshless::backoff::Backoff;
 use meshless::error::Kind;
 use meshless::reqwest::Client;
@@ -11,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 fn reqwest_client() -> reqwest::Client {
@@ -20,36 +23,6 @@ fn reqwest_client() -> reqwest::Client {
         .retry(reqwest::retry::never())
         .build()
         .expect("reqwest client")
-}
-
-/// Reads one request (head and its content-length body) from `socket`; `None` at EOF.
-async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .to_ascii_lowercase()
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let mut chunk = [0u8; 4096];
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    buf.drain(..head_end + len);
-    Some(head)
 }
 
 /// A raw HTTP/1.1 server on 127.0.0.1 answering every request with `reply(port, head)`,

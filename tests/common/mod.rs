@@ -21,6 +21,27 @@ pub async fn read_head(socket: &mut TcpStream, pending: &mut Vec<u8>) -> Option<
     }
 }
 
+/// Reads one request, its head and the body its `content-length` gives, from `socket`; the
+/// head as text. Bytes after it stay in `pending`. `None` once the peer closed mid-way.
+pub async fn read_request(socket: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    let head = String::from_utf8_lossy(&read_head(socket, pending).await?).into_owned();
+    let length: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut chunk = [0u8; 4096];
+    while pending.len() < length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
+    pending.drain(..length);
+    Some(head)
+}
+
 /// A server on 127.0.0.1:0 that answers every request head on every connection with the bytes
 /// `respond` gives for it (bodies of requests are not read: these tests send none).
 pub async fn serve_heads<F, Fut>(respond: F) -> std::net::SocketAddr
