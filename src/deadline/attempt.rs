@@ -202,12 +202,16 @@ where
                 // burns the deadline, which still bounds it. Before the rate window knows a
                 // fleet is slow as a whole, the first retries would otherwise fail.
                 // A hedge carries a token too, but it is a parallel first attempt: cut like one.
-                let retry = !req.extensions().is_empty()
-                    && req
-                        .extensions()
+                // Nor is a request the retry layer will not send again once it may have
+                // reached the server (a POST): cut, no retry could follow, and a late answer
+                // within the deadline would only become a failure.
+                let extensions = req.extensions();
+                let let_run = !extensions.is_empty()
+                    && (extensions
                         .get::<crate::budget::UnsentRetry>()
-                        .is_some_and(crate::budget::UnsentRetry::is_retry);
-                self.watched(overruns, now, retry)
+                        .is_some_and(crate::budget::UnsentRetry::is_retry)
+                        || extensions.get::<SentOnce>().is_some());
+                self.watched(overruns, now, let_run)
             }
         };
         // A request with no extension has no deadline to meet, and one without headers is no
@@ -247,7 +251,7 @@ impl<S> AttemptTimeout<S> {
         &self,
         overruns: &Arc<Overruns>,
         now: Instant,
-        retry: bool,
+        let_run: bool,
     ) -> (Option<Duration>, Option<Watch>) {
         let Some(timeout) = self.config.timeout else {
             return (None, None);
@@ -256,7 +260,7 @@ impl<S> AttemptTimeout<S> {
             overruns: overruns.clone(),
             past: super::instant_after(now, timeout),
         };
-        let timeout = if retry || overruns.frequent(now) {
+        let timeout = if let_run || overruns.frequent(now) {
             None
         } else {
             Some(timeout)
@@ -435,6 +439,11 @@ impl Limits {
 
 /// What an attempt under a derived timeout reports when it ends: whether it ran past the
 /// timeout, cut there or let run.
+/// Marks a request its retry layer will not send again once it may have reached the server
+/// (not idempotent): a derived attempt timeout lets it run to its deadline.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SentOnce;
+
 struct Watch {
     overruns: Arc<Overruns>,
     /// Where the timeout would cut the attempt.

@@ -40,6 +40,7 @@ mod streaming;
 pub(crate) mod timer;
 mod total;
 
+pub(crate) use self::attempt::SentOnce;
 pub use self::attempt::{AttemptTimeout, AttemptTimeoutLayer};
 pub use self::body::DeadlineBody;
 pub use self::config::{AttemptTimeoutConfig, DeadlineConfig};

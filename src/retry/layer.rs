@@ -490,6 +490,11 @@ where
             // After the head's copy, which a retry marks with its own number.
             let announce = config.idempotency.idempotence(&first) == Idempotence::Idempotent;
             hops::announce_first(&mut first, announce);
+            if !announce {
+                // Only a request that never reached a server would be sent again: an attempt
+                // timeout derived from the deadline must not cut it short.
+                first.extensions_mut().insert(crate::deadline::SentOnce);
+            }
         }
         let retry = head.map(|head| RetryState::new(head, replay));
         ResponseFuture::start(

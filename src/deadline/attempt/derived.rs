@@ -126,3 +126,14 @@ async fn a_hedge_is_cut_by_a_derived_timeout_like_a_first_attempt() {
     );
     assert_eq!(start.elapsed(), Duration::from_millis(100));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_sent_only_once_is_not_cut_by_a_derived_timeout() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    let mut once = taking(150);
+    once.extensions_mut().insert(super::SentOnce);
+    let start = Instant::now();
+    let result = layer.layer(sleeper()).oneshot(once).await;
+    assert!(result.is_ok(), "let run to its answer");
+    assert_eq!(start.elapsed(), Duration::from_millis(150));
+}
