@@ -331,18 +331,28 @@ impl Error {
         self.attempts
     }
 
-    /// True when time ran out: the deadline passed or an attempt timed out.
+    /// True when time ran out: the deadline passed or an attempt timed out, also when that
+    /// was the last attempt of a request that could not be retried again (`RetriesExhausted`
+    /// or `BudgetExhausted` caused by a timeout).
     ///
     /// ```
     /// use meshless::{Error, error::Kind};
     /// assert!(Error::new(Kind::AttemptTimedOut).is_timeout());
     /// assert!(!Error::new(Kind::BudgetExhausted).is_timeout());
+    /// let last = Error::new(Kind::AttemptTimedOut);
+    /// assert!(Error::with_source(Kind::RetriesExhausted, last).is_timeout());
     /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::DeadlineExceeded | Kind::AttemptTimedOut | Kind::BodyIdleTimeout
-        )
+        match self.kind {
+            Kind::DeadlineExceeded | Kind::AttemptTimedOut | Kind::BodyIdleTimeout => true,
+            // The last attempt's error says why the attempts ran out.
+            Kind::RetriesExhausted | Kind::BudgetExhausted => self
+                .source
+                .as_deref()
+                .and_then(|source| source.downcast_ref::<Error>())
+                .is_some_and(Error::is_timeout),
+            _ => false,
+        }
     }
 
     /// Converts the error into an HTTP response, for applications that answer their own
