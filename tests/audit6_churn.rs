@@ -165,3 +165,143 @@ async fn churn_with_requests_in_flight_finishes_them_and_keeps_memory_flat() {
         after - warm
     );
 }
+
+/// An endpoint whose answers are chosen at run time: 200, 500, or 500 after a gate opens.
+#[derive(Clone)]
+struct Switch {
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    gate: Arc<tokio::sync::Semaphore>,
+    calls: Arc<AtomicUsize>,
+}
+
+const OK: u8 = 0;
+const FAIL: u8 = 1;
+const HOLD_THEN_FAIL: u8 = 2;
+
+impl Switch {
+    fn new(mode: u8) -> Switch {
+        Switch {
+            mode: Arc::new(std::sync::atomic::AtomicU8::new(mode)),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+            calls: Arc::default(),
+        }
+    }
+}
+
+type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl Service<http::Request<()>> for Switch {
+    type Response = http::Response<http_body_util::Empty<bytes::Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFut<Result<Self::Response, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mode = self.mode.load(Ordering::SeqCst);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            if mode == HOLD_THEN_FAIL {
+                gate.acquire().await.unwrap().forget();
+            }
+            let mut res = http::Response::new(http_body_util::Empty::new());
+            *res.status_mut() = if mode == OK {
+                http::StatusCode::OK
+            } else {
+                http::StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Ok(res)
+        })
+    }
+}
+
+async fn send_switch(balance: &Balance<&'static str, Switch>) {
+    if let Ok(res) = balance.clone().oneshot(http::Request::new(())).await {
+        let _ = http_body_util::BodyExt::collect(res.into_body()).await;
+    }
+}
+
+fn status_of(
+    balance: &Balance<&'static str, Switch>,
+    key: &str,
+) -> Option<meshless::outlier::Status> {
+    balance
+        .endpoints()
+        .into_iter()
+        .find(|e| e.key == key)
+        .map(|e| e.status)
+}
+
+/// An endpoint removed while its probe is in flight, the probe then failing: the ejection
+/// slot it held is not kept, so a peer that fails later can still be ejected (max ejected
+/// share 50% of two endpoints: one).
+#[tokio::test(start_paused = true)]
+async fn a_probe_failing_after_its_endpoint_left_keeps_no_ejection_slot() {
+    let outlier = meshless::outlier::OutlierConfig::builder()
+        .consecutive_failures(Some(1))
+        .base_ejection_time(std::time::Duration::from_secs(1))
+        .max_ejection_time(std::time::Duration::from_secs(1))
+        .ejection_jitter(0.0)
+        .max_ejected_share(0.5)
+        .slow_start(std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let balance: Balance<&'static str, Switch> =
+        Balance::builder().metrics(false).outlier(outlier).build();
+    let x = Switch::new(FAIL);
+    balance.insert("x", x.clone());
+    balance.insert("y", Switch::new(OK));
+    for _ in 0..200 {
+        if x.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        send_switch(&balance).await;
+    }
+    assert!(
+        matches!(
+            status_of(&balance, "x"),
+            Some(meshless::outlier::Status::Ejected { .. })
+        ),
+        "{:?}",
+        status_of(&balance, "x")
+    );
+    // The ejection ends; x's probe will hang, then fail.
+    tokio::time::advance(std::time::Duration::from_millis(1500)).await;
+    x.mode.store(HOLD_THEN_FAIL, Ordering::SeqCst);
+    let mut probing = Vec::new();
+    for _ in 0..200 {
+        if x.calls.load(Ordering::SeqCst) > 1 {
+            break;
+        }
+        let b = balance.clone();
+        probing.push(tokio::spawn(async move { send_switch(&b).await }));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(x.calls.load(Ordering::SeqCst), 2, "x got its probe");
+    // Discovery drops x while the probe is in flight; the probe then fails.
+    balance.remove(&"x");
+    x.gate.add_permits(10);
+    for p in probing {
+        p.await.unwrap();
+    }
+    // y leaves, two new endpoints come, z failing: one of the two may be ejected.
+    let z = Switch::new(FAIL);
+    balance.apply([
+        Change::Remove("y"),
+        Change::Insert("z", z.clone()),
+        Change::Insert("w", Switch::new(OK)),
+    ]);
+    for _ in 0..200 {
+        if z.calls.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        send_switch(&balance).await;
+    }
+    assert!(z.calls.load(Ordering::SeqCst) > 0);
+    let status = status_of(&balance, "z");
+    assert!(
+        matches!(status, Some(meshless::outlier::Status::Ejected { .. })),
+        "z failed and was not ejected: {status:?}"
+    );
+}

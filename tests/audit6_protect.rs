@@ -551,3 +551,106 @@ async fn route_breaker_refusals_are_counted_in_client_stats() {
     // FINDING: the client's stats count only the client-wide breaker's refusals (0 here).
     assert_eq!(client.stats().circuit_open, 3, "{:?}", client.stats());
 }
+
+/// Half-open through the client: exactly `half_open_probes` of a burst reach the upstream,
+/// the rest are refused at once; the probes' successes close the circuit (then the ramp).
+#[tokio::test]
+async fn half_open_admits_exactly_the_configured_probes_from_a_burst() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (f, g) = (failing.clone(), gate.clone());
+    let respond: Respond = Arc::new(move |_, _| {
+        let fail = f.load(Ordering::SeqCst);
+        let g = g.clone();
+        Box::pin(async move {
+            if fail {
+                return 500;
+            }
+            g.acquire().await.unwrap().forget();
+            200
+        })
+    });
+    let (addr, hits) = server(respond).await;
+    let mut breaker = BreakerConfig::default();
+    breaker.minimum_calls = 5;
+    breaker.failure_rate_threshold = 0.5;
+    breaker.break_duration = Duration::from_millis(50);
+    breaker.max_break_duration = Duration::from_millis(50);
+    breaker.break_jitter = 0.0;
+    breaker.half_open_probes = 3;
+    let client = Client::builder()
+        .endpoints([addr.to_string()])
+        .metrics(false)
+        .max_retries(0)
+        .breaker(breaker)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let _ = client.get("/").await;
+    }
+    assert_eq!(client.breaker().state().as_str(), "open");
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let burst: Vec<_> = (0..10).map(|_| tokio::spawn(client.get("/"))).collect();
+    // Let every request of the burst reach the breaker.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 5 + 3, "three probes, no more");
+    gate.add_permits(100);
+    let mut refused = 0;
+    let mut ok = 0;
+    for b in burst {
+        match b.await.unwrap() {
+            Ok(res) => {
+                assert_eq!(res.status(), 200);
+                ok += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), Kind::CircuitOpen, "{e:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ok, refused), (3, 7));
+    assert_ne!(client.breaker().state().as_str(), "open");
+    let s = client.stats();
+    assert_eq!(s.circuit_open, 7, "{s:?}");
+    assert_eq!(s.requests, 5 + 3);
+    assert_eq!(s.requests, s.successes + s.failures + s.cancelled);
+}
+
+/// A request waiting for a permit when its deadline comes is refused by the limit and counted
+/// as such; every request the client was given shows in its stats once.
+#[tokio::test]
+async fn a_waiter_reaching_its_deadline_is_counted_once() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let respond: Respond = Arc::new(move |_, _| {
+        let g = g.clone();
+        Box::pin(async move {
+            g.acquire().await.unwrap().forget();
+            200
+        })
+    });
+    let (addr, hits) = server(respond).await;
+    let client = Client::builder()
+        .endpoints([addr.to_string()])
+        .metrics(false)
+        .deadline(Duration::from_millis(300))
+        .limit(limit(Algorithm::Fixed { max: 1 }, Duration::MAX))
+        .build()
+        .unwrap();
+    let holder = tokio::spawn(client.get("/hold"));
+    while hits.load(Ordering::SeqCst) < 1 {
+        tokio::task::yield_now().await;
+    }
+    let err = client.get("/wait").await.expect_err("no permit in time");
+    let kind = err.kind();
+    gate.add_permits(100);
+    let _ = holder.await;
+    let s = client.stats();
+    // Counted as a limit refusal, or as a request: once.
+    let counted = s.concurrency_limited + s.requests;
+    assert_eq!(counted, 2, "{kind:?} {s:?}");
+    assert_eq!(client.limit().waiting(), 0);
+    assert_eq!(client.limit().in_flight(), 0);
+}
