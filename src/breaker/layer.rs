@@ -501,6 +501,11 @@ impl BreakerHandle {
         })
     }
 
+    /// The requests refused by this breaker and by its routes' breakers.
+    pub(crate) fn rejected_everywhere(&self) -> u64 {
+        self.shared.rejected() + self.routes.as_ref().map_or(0, |routes| routes.rejected())
+    }
+
     /// The routes that have a breaker of their own, sorted.
     ///
     /// ```

@@ -293,6 +293,11 @@ impl Shared {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The requests refused so far.
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
     /// Counts a request shadow mode would have refused (and sent).
     pub(crate) fn count_shadow_rejected(&self) {
         self.shadow_rejected.fetch_add(1, Ordering::Relaxed);

@@ -72,6 +72,13 @@ impl Routes {
         breakers.get(route).cloned()
     }
 
+    /// The requests the routes' breakers refused, all routes together (routes are never
+    /// dropped, so none is lost).
+    pub(crate) fn rejected(&self) -> u64 {
+        let breakers = self.breakers.read().unwrap_or_else(|e| e.into_inner());
+        breakers.values().map(|shared| shared.rejected()).sum()
+    }
+
     /// The routes with a breaker of their own, sorted.
     pub(crate) fn names(&self) -> Vec<String> {
         let breakers = self.breakers.read().unwrap_or_else(|e| e.into_inner());

@@ -141,15 +141,23 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
 /// task died: its runtime shut down) carries a source too.
 const USER_BODY: &str = "error from user's Body stream";
 
+/// How hyper (HTTP/1.1) describes a request body that ended short of the `content-length` it
+/// was sent with: the caller's body, or the header the caller set, was wrong.
+const USER_BODY_SHORT: &str = "user body write aborted";
+
 /// Whether hyper failed the request because of the caller: its request body raised an error
 /// (or ended short of its declared length); hyper keeps the caller's error as the source. A
 /// body that failed because the retry layer could not replay it is meshless's doing, and its
 /// own layers account for it.
 fn hyper_callers_fault(e: &hyper::Error) -> bool {
-    e.is_user()
+    if !e.is_user() {
+        return false;
+    }
+    let text = e.to_string();
+    (text == USER_BODY
         && e.source()
-            .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>())
-        && e.to_string() == USER_BODY
+            .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>()))
+        || text == USER_BODY_SHORT
 }
 
 /// Over HTTP/2 hyper reports a failing request body differently: it resets the stream (with

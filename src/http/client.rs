@@ -262,7 +262,8 @@ impl Client {
             // Those a hedge race swallowed never reached the retry layer.
             attempt_timeouts: retry.attempt_timeouts() + self.hedge.attempt_timeouts(),
             fail_fast_events: self.balance.fail_fast_events(),
-            circuit_open: self.breaker.stats().rejected,
+            // A route's own breaker refuses requests the client-wide one never sees.
+            circuit_open: self.breaker.rejected_everywhere(),
             concurrency_limited: self.limit.rejected(),
             throttled: self.throttle.rejected(),
             recent: retry.recent(),

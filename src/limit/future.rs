@@ -247,7 +247,10 @@ where
             Err(error) => {
                 let error = Error::from_service(error);
                 if let (Some(_), Some(permit)) = (*this.started, &permit) {
-                    if matches!(error.kind(), Kind::DeadlineExceeded | Kind::AttemptTimedOut) {
+                    // Attempts that ran out on a timeout end as `RetriesExhausted` or
+                    // `BudgetExhausted`: a drop all the same (an upstream that hangs, with no
+                    // retry left, was never seen otherwise).
+                    if error.is_timeout() {
                         permit.0.sample(Sample::Drop, Instant::now());
                     }
                 }

@@ -174,6 +174,14 @@ impl<B> Shared<B> {
         self.start
     }
 
+    /// Marks the body failed and drops its buffer (it is not replayable): the absolute index
+    /// its reader is then at.
+    fn fail(&mut self) -> usize {
+        self.failed = true;
+        self.body = None;
+        self.drop_buffer(0)
+    }
+
     fn replayable(&self) -> bool {
         !self.capped && !self.failed
     }
@@ -412,6 +420,51 @@ impl<B> ReplayBody<B> {
     }
 }
 
+impl<B> Replayed<B> {
+    /// The error of a body whose data broke the exact length its size hint declared, having
+    /// sent `sent` bytes (and ended, if `ended`). The declared length is what HTTP/1.1 sends as
+    /// `content-length` and HTTP/2 checks: a body that ends short would leave the server waiting
+    /// for the rest, or make it reset the stream, as if it were at fault. Failing the body
+    /// instead makes it the caller's error, which is never retried and charges no endpoint.
+    fn wrong_length(&self, sent: u64, ended: bool) -> Option<BoxError> {
+        let (lower, upper) = self.hint;
+        let declared = upper.filter(|upper| *upper == lower)?;
+        let wrong = if ended {
+            sent != declared
+        } else {
+            sent > declared
+        };
+        wrong.then(|| Box::new(LengthMismatch { declared, sent }) as BoxError)
+    }
+}
+
+/// A request body that sent more or fewer bytes than the exact length its size hint declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LengthMismatch {
+    declared: u64,
+    sent: u64,
+}
+
+impl fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sent < self.declared {
+            write!(
+                f,
+                "request body ended after {} of the {} bytes its size hint declared",
+                self.sent, self.declared
+            )
+        } else {
+            write!(
+                f,
+                "request body sent more than the {} bytes its size hint declared",
+                self.declared
+            )
+        }
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
+
 impl<B> Body for ReplayBody<B>
 where
     B: Body,
@@ -465,29 +518,36 @@ where
                 state.ended = true;
                 return Poll::Ready(None);
             };
-            if body.is_end_stream() {
+            let frame = if body.is_end_stream() {
+                None
+            } else {
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Err(error))) => {
+                        this.pos = state.fail();
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                    Poll::Ready(None) => None,
+                    Poll::Ready(Some(Ok(frame))) => Some(frame),
+                }
+            };
+            let Some(frame) = frame else {
+                if let Some(error) = shared.wrong_length(this.yielded, true) {
+                    this.pos = state.fail();
+                    return Poll::Ready(Some(Err(error)));
+                }
                 state.ended = true;
                 state.body = None;
                 return Poll::Ready(None);
-            }
-            let frame = match body.as_mut().poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    state.ended = true;
-                    state.body = None;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    state.failed = true;
-                    state.body = None;
-                    this.pos = state.drop_buffer(0);
-                    return Poll::Ready(Some(Err(error.into())));
-                }
-                Poll::Ready(Some(Ok(frame))) => frame,
             };
             match frame.into_data() {
                 Ok(mut data) => {
                     let data = data.copy_to_bytes(data.remaining());
+                    let sent = this.yielded.saturating_add(data.len() as u64);
+                    if let Some(error) = shared.wrong_length(sent, false) {
+                        this.pos = state.fail();
+                        return Poll::Ready(Some(Err(error)));
+                    }
                     // Zero-length frames count too: they add no bytes, but an endless run of
                     // them would grow the buffer without bound.
                     let fits = state
@@ -509,6 +569,10 @@ where
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
+                        if let Some(error) = shared.wrong_length(this.yielded, true) {
+                            this.pos = state.fail();
+                            return Poll::Ready(Some(Err(error)));
+                        }
                         // Trailers are the last frame of a body.
                         state.trailers = Some(trailers.clone());
                         state.ended = true;

@@ -568,3 +568,52 @@ proptest! {
         }
     }
 }
+
+/// A body that breaks the exact length its size hint declared fails, is not replayable, and
+/// says why; a body within its hint, or with no exact hint, is left alone.
+#[tokio::test]
+async fn a_body_off_its_exact_length_fails() {
+    let short = vec![data(b"0123456789")];
+    let body = ReplayBody::new(ScriptBody::new(short, SizeHint::with_exact(100)), 1024);
+    let mut first = body.try_clone().unwrap();
+    let f = first.frame().await.unwrap().unwrap();
+    assert_eq!(f.into_data().unwrap(), "0123456789");
+    let err = first.frame().await.unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body ended after 10 of the 100 bytes its size hint declared"
+    );
+    assert!(err.downcast_ref::<ReplayError>().is_none());
+    assert!(first.frame().await.is_none());
+    assert!(body.try_clone().is_none(), "a broken body is never replayed");
+
+    let long = vec![data(b"0123"), data(b"4567")];
+    let body = ReplayBody::new(ScriptBody::new(long, SizeHint::with_exact(6)), 1024);
+    let mut first = body.try_clone().unwrap();
+    assert_eq!(first.frame().await.unwrap().unwrap().into_data().unwrap(), "0123");
+    let err = first.frame().await.unwrap().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "request body sent more than the 6 bytes its size hint declared"
+    );
+    assert!(body.try_clone().is_none());
+
+    // Short before trailers is short too.
+    let frames = vec![data(b"ab"), Ok(Frame::trailers(trailers()))];
+    let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::with_exact(3)), 1024);
+    let err = read_all(body.try_clone().unwrap()).await.unwrap_err();
+    assert!(err.to_string().starts_with("request body ended after 2"), "{err}");
+
+    // Exact and kept: replayed as it was.
+    let frames = vec![data(b"abc"), Ok(Frame::trailers(trailers()))];
+    let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::with_exact(3)), 1024);
+    read_all(body.try_clone().unwrap()).await.unwrap();
+    let again = read_all(body.try_clone().unwrap()).await.unwrap();
+    assert_eq!(again.bytes(), b"abc");
+
+    // A lower bound alone is no declared length (nothing is sent as `content-length`).
+    let mut hint = SizeHint::new();
+    hint.set_lower(100);
+    let body = ReplayBody::new(ScriptBody::new(vec![data(b"x")], hint), 1024);
+    assert_eq!(read_all(body.try_clone().unwrap()).await.unwrap().bytes(), b"x");
+}
