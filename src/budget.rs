@@ -255,6 +255,11 @@ impl UnsentRetry {
         self.1
     }
 
+    /// Whether the token was given back: the request it paid for was dropped unsent.
+    pub(crate) fn refunded(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
     /// Gives the token back: the request was never sent. At most once, whatever the clones.
     pub(crate) fn refund(&self) {
         let taken = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();

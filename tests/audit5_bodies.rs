@@ -1111,7 +1111,6 @@ fn a_future_dropped_while_its_body_streams() {
 /// back): the retry never left, so it is not a retry sent (`ClientStats::retries` is
 /// "Retries sent"; `retries_total` "retries sent").
 #[test]
-#[ignore = "known: a retry is counted when handed to the balancer; one every endpoint's pushback holds back, then dropped, stays counted"]
 fn a_future_dropped_while_waiting_out_a_pushback() {
     run(|snap| async move {
         let seen = Arc::new(AtomicUsize::new(0));
@@ -1145,6 +1144,45 @@ fn a_future_dropped_while_waiting_out_a_pushback() {
         // `retries` (and `attempts_total`) when it went down to the balancer, which refused it
         // (every endpoint pushing back); it never reached a server (`seen` is 1).
         assert_eq!(s.retries, 0, "no retry was sent: {s:?}");
+    })
+}
+
+/// The other side of the same drop: a retry that reached its server before the caller gave
+/// up is a retry sent, and counted once.
+#[test]
+fn a_future_dropped_while_its_retry_is_at_the_server() {
+    run(|snap| async move {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let (addr, _conns) = serve(move |_, mut socket| {
+            let s2 = s2.clone();
+            async move {
+                let mut pending = Vec::new();
+                while read_head(&mut socket, &mut pending).await.is_some() {
+                    if s2.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let _ = socket
+                            .write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .await;
+                    }
+                    // The retry is held: no answer.
+                }
+            }
+        })
+        .await;
+        let client = quiet_client(&[addr], "retry_held").build().unwrap();
+        let fut = client.get("/");
+        assert!(timeout(ms(500), fut).await.is_err(), "held");
+        let v = settle_and_check(&client, &snap, "retry_held").await;
+        report(&v, &client, &snap);
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            2,
+            "the retry reached the server"
+        );
+        let s = client.stats();
+        assert_eq!((s.requests, s.cancelled, s.retries), (1, 1, 1), "{s:?}");
     })
 }
 

@@ -585,12 +585,18 @@ async fn a_body_off_its_exact_length_fails() {
     );
     assert!(err.downcast_ref::<ReplayError>().is_none());
     assert!(first.frame().await.is_none());
-    assert!(body.try_clone().is_none(), "a broken body is never replayed");
+    assert!(
+        body.try_clone().is_none(),
+        "a broken body is never replayed"
+    );
 
     let long = vec![data(b"0123"), data(b"4567")];
     let body = ReplayBody::new(ScriptBody::new(long, SizeHint::with_exact(6)), 1024);
     let mut first = body.try_clone().unwrap();
-    assert_eq!(first.frame().await.unwrap().unwrap().into_data().unwrap(), "0123");
+    assert_eq!(
+        first.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "0123"
+    );
     let err = first.frame().await.unwrap().unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -602,7 +608,10 @@ async fn a_body_off_its_exact_length_fails() {
     let frames = vec![data(b"ab"), Ok(Frame::trailers(trailers()))];
     let body = ReplayBody::new(ScriptBody::new(frames, SizeHint::with_exact(3)), 1024);
     let err = read_all(body.try_clone().unwrap()).await.unwrap_err();
-    assert!(err.to_string().starts_with("request body ended after 2"), "{err}");
+    assert!(
+        err.to_string().starts_with("request body ended after 2"),
+        "{err}"
+    );
 
     // Exact and kept: replayed as it was.
     let frames = vec![data(b"abc"), Ok(Frame::trailers(trailers()))];
@@ -615,5 +624,8 @@ async fn a_body_off_its_exact_length_fails() {
     let mut hint = SizeHint::new();
     hint.set_lower(100);
     let body = ReplayBody::new(ScriptBody::new(vec![data(b"x")], hint), 1024);
-    assert_eq!(read_all(body.try_clone().unwrap()).await.unwrap().bytes(), b"x");
+    assert_eq!(
+        read_all(body.try_clone().unwrap()).await.unwrap().bytes(),
+        b"x"
+    );
 }

@@ -61,10 +61,26 @@ pin_project! {
         S: Service<Request<ReplayBody<B>>>,
     {
         fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
+            let mut this = this.project();
             // A retry was paid for but never sent: its token goes back to the budget.
             if let Some(withdrawal) = this.retry.as_mut().and_then(RetryState::take_withdrawal) {
                 withdrawal.refund();
+            }
+            // A retry in flight counts as sent unless the balancer still held it: dropped
+            // first here, the balancer gives its token back if it never sent it.
+            let uncounted = this.retry.as_ref().is_some_and(RetryState::has_uncounted);
+            if uncounted && matches!(this.state.as_mut().project(), StateProj::Attempt { .. }) {
+                let next = NextAttempt {
+                    reason: "",
+                    waited: Duration::ZERO,
+                    again: true,
+                };
+                this.state.set(State::Ready { next });
+                if let Some((next, false)) =
+                    this.retry.as_mut().and_then(RetryState::take_uncounted)
+                {
+                    count_retry(this.config, next);
+                }
             }
             // Unless its outcome was returned, the request ends here, unfinished.
             if !*this.done {
@@ -211,6 +227,22 @@ where
                     let entered = attempt_span.as_deref().map(Span::enter);
                     let outcome = ready!(future.poll(cx)).map_err(Error::from_service);
                     drop(entered);
+                    if let Some((next, unsent)) =
+                        this.retry.as_mut().and_then(RetryState::take_uncounted)
+                    {
+                        let refused = matches!(
+                            &outcome,
+                            Err(e) if e.kind() == Kind::EndpointsPushingBack
+                        );
+                        if unsent || refused {
+                            // Never sent: counted when it is sent again, if it is.
+                            if let Some(state) = this.retry.as_mut() {
+                                state.retrying(&this.config.backoff).uncounted = Some(next);
+                            }
+                        } else {
+                            count_retry(this.config, next);
+                        }
+                    }
                     if let Err(e) = &outcome {
                         if e.is_callers_fault() {
                             *this.done = true;
@@ -367,22 +399,25 @@ where
                     // The token goes with the request: spent once it is sent, given back by
                     // the balancer if it drops the request unsent.
                     let mut req = req;
-                    if let Some(withdrawal) =
-                        this.retry.as_mut().and_then(RetryState::take_withdrawal)
-                    {
-                        req.extensions_mut().insert(UnsentRetry::new(withdrawal));
+                    let token = this
+                        .retry
+                        .as_mut()
+                        .and_then(RetryState::take_withdrawal)
+                        .map(UnsentRetry::new);
+                    if let Some(token) = &token {
+                        req.extensions_mut().insert(token.clone());
                     }
                     if let Some(state) = this.retry.as_mut() {
-                        state.retrying(&this.config.backoff).attempt_started = Some(Instant::now());
+                        let retrying = state.retrying(&this.config.backoff);
+                        retrying.attempt_started = Some(Instant::now());
+                        if !next.again {
+                            retrying.uncounted = Some(next);
+                            retrying.token = token;
+                        }
                     }
                     let config = &**this.config;
                     if !next.again {
                         *this.attempts += 1;
-                        RetryStats::add(&config.stats.retries);
-                        config.stats.add_backoff(next.waited);
-                        if let Some(metrics) = &config.metrics {
-                            metrics.retried(next.reason, next.waited);
-                        }
                     }
                     if let (Some(request), Some(attempt)) =
                         (request_span, attempt_span.as_deref_mut())
@@ -399,6 +434,15 @@ where
                 }
             }
         }
+    }
+}
+
+/// Counts a retry that was sent: in the stats, the backoff it waited, and its metrics.
+fn count_retry<C>(config: &Config<C>, next: NextAttempt) {
+    RetryStats::add(&config.stats.retries);
+    config.stats.add_backoff(next.waited);
+    if let Some(metrics) = &config.metrics {
+        metrics.retried(next.reason, next.waited);
     }
 }
 

@@ -1,9 +1,10 @@
 //! What a request keeps so that it can be retried.
 
+use super::decide::NextAttempt;
 use super::head::Head;
 use super::replay::ReplayBody;
 use crate::backoff::{Backoff, BackoffState};
-use crate::budget::Withdrawal;
+use crate::budget::{UnsentRetry, Withdrawal};
 use tokio::time::Instant;
 
 /// The head and replayable body to build the next attempt from. Kept in the future itself:
@@ -26,6 +27,14 @@ pub(super) struct Retrying<B> {
     pub(super) withdrawal: Option<Withdrawal>,
     // When the attempt in flight started, once it is not the first.
     pub(super) attempt_started: Option<Instant>,
+    // A retry handed down but not counted yet: counted once its attempt is answered by
+    // anything but the balancer's refusal (every endpoint pushing back, nothing sent), or
+    // dropped while in flight. One the caller drops while it waits to be sent again never
+    // left, and is no retry sent.
+    pub(super) uncounted: Option<NextAttempt>,
+    // The token that went down with the uncounted retry: the balancer gives it back if it
+    // drops the retry unsent.
+    pub(super) token: Option<UnsentRetry>,
 }
 
 impl<B> RetryState<B> {
@@ -46,12 +55,29 @@ impl<B> RetryState<B> {
                 next_body: None,
                 withdrawal: None,
                 attempt_started: None,
+                uncounted: None,
+                token: None,
             })
         })
     }
 
     pub(super) fn take_withdrawal(&mut self) -> Option<Withdrawal> {
         self.retrying.as_mut()?.withdrawal.take()
+    }
+
+    pub(super) fn has_uncounted(&self) -> bool {
+        self.retrying
+            .as_ref()
+            .is_some_and(|r| r.uncounted.is_some())
+    }
+
+    /// The retry handed down and not counted yet, and whether it is known to have been
+    /// dropped unsent (its token given back); the token is forgotten.
+    pub(super) fn take_uncounted(&mut self) -> Option<(NextAttempt, bool)> {
+        let retrying = self.retrying.as_mut()?;
+        let next = retrying.uncounted.take()?;
+        let unsent = retrying.token.take().is_some_and(|t| t.refunded());
+        Some((next, unsent))
     }
 
     pub(super) fn take_next_body(&mut self) -> Option<ReplayBody<B>> {
