@@ -120,10 +120,15 @@ where
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
                     finish(this.meter, this.web, Some(trailers));
-                } else if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
-                    web.feed_buf(data);
-                    // A reader that stops at `is_end_stream` never polls the final `None`.
-                    if inner.is_end_stream() {
+                } else {
+                    if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
+                        web.feed_buf(data);
+                    }
+                    // A reader that stops at `is_end_stream` (tonic, after a message it could
+                    // not decode) never polls the final `None`: a gRPC body that ended without
+                    // trailers is judged now, as the retry layer judges it, not taken for a
+                    // caller that stopped reading.
+                    if this.meter.is_some() && inner.is_end_stream() {
                         finish(this.meter, this.web, None);
                     }
                 }

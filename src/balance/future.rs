@@ -123,9 +123,9 @@ where
                     // and the loop would spin.
                     let now = this.called_at.take().unwrap_or_else(Instant::now);
                     let shared = &**this.shared;
-                    let endpoints = match first.take() {
-                        Some(endpoints) => endpoints,
-                        None => shared.snapshot(),
+                    let (endpoints, held) = match first.take() {
+                        Some(endpoints) => (endpoints, false),
+                        None => (shared.snapshot(), true),
                     };
                     let fail_open = shared.detector.panicking();
                     let not_ready = &mut *this.not_ready;
@@ -174,9 +174,13 @@ where
                     };
                     if let Some(choice) = choice {
                         super::telemetry::record_endpoint(&choice.endpoint.label);
-                        let Some(request) = request.take() else {
+                        let Some(mut request) = request.take() else {
                             return Poll::Ready(Err(Error::new(Kind::NoReadyEndpoint)));
                         };
+                        if held {
+                            // Its limits were written when it was called: what is left now.
+                            crate::deadline::lower_limits(&mut request, now);
+                        }
                         // The meter as the pick found it: the endpoint itself is not read again.
                         let in_flight =
                             InFlight::start(choice.meter.clone(), choice.probe, choice.at);

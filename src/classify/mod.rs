@@ -442,6 +442,9 @@ pub struct Classifier {
     http: Http,
     grpc: Grpc,
     user: Option<Arc<ResponseFn>>,
+    /// Every request is a gRPC call (a tonic channel's): every response follows the gRPC
+    /// rules, whatever its content type says.
+    grpc_only: bool,
 }
 
 impl fmt::Debug for Classifier {
@@ -486,6 +489,14 @@ impl Classifier {
         self
     }
 
+    /// The same rules for a client whose every request is a gRPC call: a response is judged
+    /// by the gRPC rules even without gRPC's content type (an HTTP 200 from something that is
+    /// not a gRPC server has no `grpc-status`: INTERNAL).
+    pub(crate) fn grpc_only(mut self) -> Self {
+        self.grpc_only = true;
+        self
+    }
+
     /// A closure consulted first for every response head; `None` falls back to the built-in
     /// rules.
     ///
@@ -509,7 +520,7 @@ impl Classify for Classifier {
                 return Some(class);
             }
         }
-        if grpc::is_grpc(headers) {
+        if self.grpc_only || grpc::is_grpc(headers) {
             self.grpc.classify_response(status, headers)
         } else {
             Some(self.http.classify(status, headers))

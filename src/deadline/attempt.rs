@@ -362,6 +362,11 @@ impl<S> AttemptTimeout<S> {
                 .insert(grpc_timeout::HEADER, grpc_timeout::encode(sent));
         }
         if let Some(name) = http {
+            if configured.is_some_and(|c| *c != OURS) {
+                // For a layer below that holds the request back, to lower it again.
+                req.extensions_mut()
+                    .insert(super::LimitHeader(name.clone()));
+            }
             // The caller's own header under our name, with another name configured: lowered too.
             if configured.is_some_and(|c| *c != OURS) && found.deadline_header {
                 lower_millis(req.headers_mut(), OURS, limit);
@@ -373,10 +378,10 @@ impl<S> AttemptTimeout<S> {
 
 /// [`DEADLINE_HEADER`] as a name, built at compile time: `from_static` at run time checks every
 /// byte (callgrind: 154 instructions an attempt).
-const OURS: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
+pub(super) const OURS: HeaderName = HeaderName::from_static(DEADLINE_HEADER);
 
 /// Sets `name` to `limit` in whole milliseconds, or to the value already there if lower.
-fn lower_millis(headers: &mut http::HeaderMap, name: HeaderName, limit: Duration) {
+pub(super) fn lower_millis(headers: &mut http::HeaderMap, name: HeaderName, limit: Duration) {
     let own = headers.get(&name).and_then(super::total::parse_millis);
     let sent = own.map_or(limit, |own| own.min(limit));
     // Rounded up, so a limit under a millisecond is not sent as "no time at all".

@@ -378,6 +378,9 @@ impl ChannelBuilder {
         }
         self.policies.check_timeouts()?;
         self.policies.idempotency = idempotency(self.idempotent_methods, self.method_rules)?;
+        // Every call is gRPC: an answer without gRPC's content type is judged by gRPC's rules
+        // (a 200 without a `grpc-status` is INTERNAL), not booked as an HTTP success.
+        self.policies.classifier = self.policies.classifier.grpc_only();
         let protection = self.policies.protection()?;
 
         let mut changes = Vec::with_capacity(self.endpoints.len());
