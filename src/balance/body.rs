@@ -120,16 +120,22 @@ where
             Some(Ok(f)) => {
                 if let Some(trailers) = f.trailers_ref() {
                     finish(this.meter, this.web, Some(trailers));
-                } else {
-                    if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
-                        web.feed_buf(data);
-                    }
-                    // A reader that stops at `is_end_stream` (tonic, after a message it could
-                    // not decode) never polls the final `None`: a gRPC body that ended without
-                    // trailers is judged now, as the retry layer judges it, not taken for a
-                    // caller that stopped reading.
-                    if this.meter.is_some() && inner.is_end_stream() {
+                } else if let (Some(web), Some(data)) = (this.web.as_deref_mut(), f.data_ref()) {
+                    web.feed_buf(data);
+                    // A reader that stops at `is_end_stream` never polls the final `None`.
+                    if inner.is_end_stream() {
                         finish(this.meter, this.web, None);
+                    }
+                } else if let Some(pending) = this.meter.as_mut() {
+                    // A body whose class waits for its end (gRPC) and ends with this frame,
+                    // without trailers, is judged now, as the retry layer judges it: a reader
+                    // that stops at `is_end_stream` (tonic, after a message it could not
+                    // decode) never polls the final `None`, and its drop would pass for a
+                    // caller that stopped reading. Counted at that `None` or at the drop, so
+                    // that a layer above that refuses the frame (a deadline, for a reader come
+                    // too late) keeps the endpoint's latency at the head.
+                    if pending.head.is_none() && inner.is_end_stream() {
+                        pending.head = Some(pending.classifier.classify_eos(None));
                     }
                 }
             }
