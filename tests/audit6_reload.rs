@@ -4,54 +4,13 @@
 use meshless::http::Client;
 use meshless::policy::ClientConfig;
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
-type Answer = Pin<Box<dyn Future<Output = u16> + Send>>;
-type Respond = Arc<dyn Fn(usize, String) -> Answer + Send + Sync>;
-
-/// A server answering every request head with an empty response of the status `respond`
-/// gives for (hit number, head text). Counts hits.
-async fn server(respond: Respond) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = hits.clone();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let respond = respond.clone();
-            let hits = counted.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let head = loop {
-                        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break pending.drain(..end + 4).collect::<Vec<u8>>();
-                        }
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => pending.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let n = hits.fetch_add(1, Ordering::SeqCst);
-                    let status = respond(n, String::from_utf8_lossy(&head).into_owned()).await;
-                    let text = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-                    if socket.write_all(text.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, hits)
-}
+mod common;
+use common::{Respond, serve_statuses as server};
 
 fn config(addr: SocketAddr, extra: &str) -> ClientConfig {
     let text = format!(

@@ -40,19 +40,7 @@ async fn call(channel: &Channel, path: &'static str) -> Result<support::Pong, to
 }
 
 fn stats_add_up(channel: &Channel) {
-    let r = channel.retry_stats();
-    assert_eq!(
-        r.requests(),
-        r.successes() + r.failures() + r.cancelled(),
-        "requests {} = successes {} + failures {} + cancelled {}",
-        r.requests(),
-        r.successes(),
-        r.failures(),
-        r.cancelled()
-    );
-    for e in channel.endpoints() {
-        assert_eq!(e.in_flight, 0, "{e:?}");
-    }
+    common::books_balance(&channel.retry_stats(), &channel.endpoints());
 }
 
 /// gRPC A6: a call whose response headers arrived is committed. An idempotent call answered

@@ -39,19 +39,7 @@ fn grpc_request(path: &str) -> http::Request<Full<Bytes>> {
 }
 
 fn stats_add_up(client: &Client) {
-    let r = client.retry_stats();
-    assert_eq!(
-        r.requests(),
-        r.successes() + r.failures() + r.cancelled(),
-        "requests {} = successes {} + failures {} + cancelled {}",
-        r.requests(),
-        r.successes(),
-        r.failures(),
-        r.cancelled()
-    );
-    for e in client.endpoints() {
-        assert_eq!(e.in_flight, 0, "{e:?}");
-    }
+    common::books_balance(&client.retry_stats(), &client.endpoints());
 }
 
 // FINDING: as through the tonic channel, the retry after a gRPC pushback waits in the

@@ -9,6 +9,8 @@ mod support;
 #[path = "audit7_raw/mod.rs"]
 mod raw;
 
+mod common;
+
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use meshless::backoff::Backoff;
@@ -44,19 +46,7 @@ fn channel(addr: SocketAddr) -> meshless::tonic::ChannelBuilder {
 }
 
 fn stats_add_up(channel: &Channel) {
-    let r = channel.retry_stats();
-    assert_eq!(
-        r.requests(),
-        r.successes() + r.failures() + r.cancelled(),
-        "requests {} = successes {} + failures {} + cancelled {}",
-        r.requests(),
-        r.successes(),
-        r.failures(),
-        r.cancelled()
-    );
-    for e in channel.endpoints() {
-        assert_eq!(e.in_flight, 0, "{e:?}");
-    }
+    common::books_balance(&channel.retry_stats(), &channel.endpoints());
 }
 
 /// The caller's request stream, fed by a channel.

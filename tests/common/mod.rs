@@ -116,3 +116,64 @@ pub fn grpc_timeout(value: &str) -> Option<std::time::Duration> {
         _ => return None,
     })
 }
+
+/// Asserts that a client's books balance: every request ended once (a success, a failure or
+/// a cancellation), and nothing is left in flight at any endpoint.
+pub fn books_balance<K: std::fmt::Debug>(
+    retry: &meshless::retry::RetryStats,
+    endpoints: &[meshless::balance::EndpointStats<K>],
+) {
+    assert_eq!(
+        retry.requests(),
+        retry.successes() + retry.failures() + retry.cancelled(),
+        "requests {} = successes {} + failures {} + cancelled {}",
+        retry.requests(),
+        retry.successes(),
+        retry.failures(),
+        retry.cancelled()
+    );
+    for e in endpoints {
+        assert_eq!(e.in_flight, 0, "{e:?}");
+    }
+}
+
+/// The status a [`serve_statuses`] server answers a request with, from its hit number (from 0)
+/// and its head.
+pub type Respond = std::sync::Arc<
+    dyn Fn(usize, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = u16> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A server on 127.0.0.1:0 answering every request head, on every connection, with an empty
+/// response of the status `respond` gives; the count of requests it saw.
+pub async fn serve_statuses(
+    respond: Respond,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (respond, hits) = (respond.clone(), counted.clone());
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(head) = read_head(&mut socket, &mut pending).await {
+                    let n = hits.fetch_add(1, Ordering::SeqCst);
+                    let status = respond(n, String::from_utf8_lossy(&head).into_owned()).await;
+                    let text = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                    if socket.write_all(text.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, hits)
+}
