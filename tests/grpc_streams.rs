@@ -1,4 +1,4 @@
-//! Audit 7: gRPC streams through `meshless::tonic::Channel` against a raw HTTP/2 server:
+//! GRPC streams through `meshless::tonic::Channel` against a raw HTTP/2 server:
 //! resets and GOAWAY mid-stream, cancellation of client and bidi streams, replay of request
 //! streams, idle streams, and endpoints removed while calls are in flight.
 #![cfg(feature = "tonic")]
@@ -6,7 +6,7 @@
 #[path = "tonic/support.rs"]
 mod support;
 
-#[path = "audit7_raw/mod.rs"]
+#[path = "grpc_raw/mod.rs"]
 mod raw;
 
 mod common;

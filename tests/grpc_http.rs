@@ -1,11 +1,11 @@
-//! Audit 7: gRPC carried by `meshless::http::Client` (HTTP/2 prior knowledge) against a raw
+//! GRPC carried by `meshless::http::Client` (HTTP/2 prior knowledge) against a raw
 //! HTTP/2 server: pushback and `grpc-timeout`, statuses in trailers.
 #![cfg(feature = "tonic")]
 
 #[path = "tonic/support.rs"]
 mod support;
 
-#[path = "audit7_raw/mod.rs"]
+#[path = "grpc_raw/mod.rs"]
 mod raw;
 
 mod common;

@@ -1,4 +1,4 @@
-//! A raw HTTP/2 server (the `h2` crate) for the audit's gRPC probes: each stream is handed to
+//! A raw HTTP/2 server (the `h2` crate) for the gRPC edge tests: each stream is handed to
 //! a script that may answer anything, well-formed gRPC or not.
 
 // Each test crate that includes this module uses part of it.

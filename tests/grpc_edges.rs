@@ -1,4 +1,4 @@
-//! Audit 7: gRPC through `meshless::tonic::Channel`, against a raw HTTP/2 server (the `h2`
+//! GRPC through `meshless::tonic::Channel`, against a raw HTTP/2 server (the `h2`
 //! crate) that answers what tonic's server never would, and against real tonic servers.
 //! Statuses in heads and trailers, pushback, `grpc-timeout` on the wire, malformed answers.
 #![cfg(feature = "tonic")]
@@ -6,7 +6,7 @@
 #[path = "tonic/support.rs"]
 mod support;
 
-#[path = "audit7_raw/mod.rs"]
+#[path = "grpc_raw/mod.rs"]
 mod raw;
 
 mod common;

@@ -1,4 +1,4 @@
-//! Audit 6: endpoint churn on the balancer: memory stays bounded, removed endpoints' requests
+//! Endpoint churn on the balancer: memory stays bounded, removed endpoints' requests
 //! finish and are counted, state of those that stay is kept.
 
 use meshless::balance::{Balance, Change};

@@ -1,4 +1,4 @@
-//! Audit 6: Kubernetes discovery churn — flapping readiness, a slice deleted and re-created,
+//! Kubernetes discovery churn — flapping readiness, a slice deleted and re-created,
 //! a port renamed, duplicates across slices, watch errors — against the mock API server.
 #![cfg(all(feature = "kube", feature = "testing"))]
 

@@ -1,4 +1,4 @@
-//! Audit 6: concurrency limits, per-route breakers and throttling through `http::Client`,
+//! Concurrency limits, per-route breakers and throttling through `http::Client`,
 //! against servers on real sockets; and extreme protection settings.
 
 use meshless::breaker::BreakerConfig;

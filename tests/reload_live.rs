@@ -1,4 +1,4 @@
-//! Audit 6: live reconfiguration of `http::Client` while requests are in flight.
+//! Live reconfiguration of `http::Client` while requests are in flight.
 #![cfg(feature = "serde")]
 
 use meshless::http::Client;
