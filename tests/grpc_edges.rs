@@ -1,4 +1,4 @@
-//! GRPC through `meshless::tonic::Channel`, against a raw HTTP/2 server (the `h2`
+//! gRPC through `meshless::tonic::Channel`, against a raw HTTP/2 server (the `h2`
 //! crate) that answers what tonic's server never would, and against real tonic servers.
 //! Statuses in heads and trailers, pushback, `grpc-timeout` on the wire, malformed answers.
 #![cfg(feature = "tonic")]

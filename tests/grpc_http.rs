@@ -1,4 +1,4 @@
-//! GRPC carried by `meshless::http::Client` (HTTP/2 prior knowledge) against a raw
+//! gRPC carried by `meshless::http::Client` (HTTP/2 prior knowledge) against a raw
 //! HTTP/2 server: pushback and `grpc-timeout`, statuses in trailers.
 #![cfg(feature = "tonic")]
 

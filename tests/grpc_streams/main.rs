@@ -1,4 +1,4 @@
-//! GRPC streams through `meshless::tonic::Channel` against a raw HTTP/2 server:
+//! gRPC streams through `meshless::tonic::Channel` against a raw HTTP/2 server:
 //! resets and GOAWAY mid-stream, cancellation of client and bidi streams, replay of request
 //! streams, idle streams, and endpoints removed while calls are in flight.
 #![cfg(feature = "tonic")]
