@@ -29,7 +29,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -85,7 +88,10 @@ impl Dropping {
     fn gauge(&self, name: &str, state: &str) -> Option<f64> {
         let mut out = None;
         self.0.visit_gauges(|key, g| {
-            if key.name() == name && key.labels().any(|l| l.key() == "state" && l.value() == state)
+            if key.name() == name
+                && key
+                    .labels()
+                    .any(|l| l.key() == "state" && l.value() == state)
             {
                 out = Some(f64::from_bits(g.load(Ordering::Relaxed)));
             }
@@ -185,10 +191,7 @@ impl Tracking {
             .map(|l| format!("{}={}", l.key(), l.value()))
             .collect();
         let name = format!("{}{labels:?}", key.name());
-        self.0
-            .lock()
-            .unwrap()
-            .push((name, Arc::downgrade(&a)));
+        self.0.lock().unwrap().push((name, Arc::downgrade(&a)));
         a
     }
 
@@ -316,13 +319,20 @@ fn removed_endpoints_hold_no_metric_handles() {
             tokio::time::advance(Duration::from_secs(11)).await;
             tokio::task::yield_now().await;
             let alive = tracking.alive();
-            assert!(alive.iter().any(|k| k.contains("endpoint=0\"")), "{alive:?}");
+            assert!(
+                alive.iter().any(|k| k.contains("endpoint=0\"")),
+                "{alive:?}"
+            );
             assert!(tracking.0.lock().unwrap().len() > 5_000);
             let leaked: Vec<String> = alive
                 .into_iter()
                 .filter(|k| k.contains("endpoint=") && !k.contains("endpoint=0\""))
                 .collect();
-            assert!(leaked.is_empty(), "{} handles held: {leaked:?}", leaked.len());
+            assert!(
+                leaked.is_empty(),
+                "{} handles held: {leaked:?}",
+                leaked.len()
+            );
         })
     });
 }
@@ -353,9 +363,16 @@ fn removing_an_ejected_endpoint_leaves_the_balancer_gauges_right() {
             sent += 1;
         }
         assert_eq!(balance.stats().ejected, 1, "after {sent} requests");
-        assert_eq!(recorder.gauge("meshless_balancer_endpoints", "ejected"), Some(1.0));
+        assert_eq!(
+            recorder.gauge("meshless_balancer_endpoints", "ejected"),
+            Some(1.0)
+        );
         // Discovery replaces both with a healthy one.
-        balance.apply([Change::Insert(0, Ep(200)), Change::Remove(2), Change::Remove(3)]);
+        balance.apply([
+            Change::Insert(0, Ep(200)),
+            Change::Remove(2),
+            Change::Remove(3),
+        ]);
         tokio::task::yield_now().await;
         assert_eq!(balance.len(), 1);
         let ejected = recorder.gauge("meshless_balancer_endpoints", "ejected");
@@ -374,4 +391,3 @@ fn removing_an_ejected_endpoint_leaves_the_balancer_gauges_right() {
         );
     });
 }
-

@@ -101,7 +101,10 @@ async fn in_flight_requests_and_endpoint_state_survive_refreshes() {
         .filter(|e| e.key == addr)
         .collect();
     assert_eq!(ours.len(), 1, "{:?}", client.endpoints());
-    assert_eq!(ours[0].requests, 30, "the endpoint kept its counts across refreshes");
+    assert_eq!(
+        ours[0].requests, 30,
+        "the endpoint kept its counts across refreshes"
+    );
 }
 
 /// Dropping the last clone of the client stops its DNS task.

@@ -120,7 +120,14 @@ async fn wave(client: &meshless::http::Client, port: u16, from: usize, n: usize)
     for i in from..from + n {
         send(Request::get(format!("/p/{i}")).body(Empty::new()).unwrap()).await;
         let method = Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
-        send(Request::builder().method(method).uri("/m").body(Empty::new()).unwrap()).await;
+        send(
+            Request::builder()
+                .method(method)
+                .uri("/m")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await;
         send(
             Request::get(format!("http://h{i}.example:{port}/h"))
                 .body(Empty::new())
@@ -140,7 +147,9 @@ async fn wave(client: &meshless::http::Client, port: u16, from: usize, n: usize)
         sent += 1;
     }
     // gRPC statuses, known and not.
-    for code in ["0", "1", "2", "4", "13", "14", "16", "17", "99", "12345", "abc", "-1"] {
+    for code in [
+        "0", "1", "2", "4", "13", "14", "16", "17", "99", "12345", "abc", "-1",
+    ] {
         let mut req = Request::post(format!("/g/{code}"))
             .body(Empty::new())
             .unwrap();
