@@ -385,6 +385,16 @@ impl ClientBuilder {
         if self.dns.is_some() && self.dns_refresh.is_zero() {
             return Err(ConfigError::new("dns_refresh", "must be greater than zero"));
         }
+        if let Some(name) = &self.dns {
+            // Resolved as given, every refresh: a name that cannot be resolved as it is (no
+            // port) would leave the client with no endpoint and nothing said but a log line.
+            if parse_authority("dns", name)?.port_u16().is_none() {
+                return Err(ConfigError::new(
+                    "dns",
+                    format!("{name:?} has no port: give host:port"),
+                ));
+            }
+        }
         let mut addrs = Vec::with_capacity(self.endpoints.len());
         for text in &self.endpoints {
             let addr: SocketAddr = text.trim().parse().map_err(|_| {
@@ -424,7 +434,7 @@ impl ClientBuilder {
                     ));
                 }
                 let task = dns::spawn(
-                    name.clone(),
+                    name.trim().to_string(),
                     self.dns_refresh.min(NO_LIMIT),
                     endpoints.clone(),
                     balance.clone(),

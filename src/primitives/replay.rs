@@ -561,7 +561,11 @@ where
                         this.pos = state.drop_buffer(1);
                     } else {
                         state.buffered += data.len();
-                        state.chunks.push(data.clone());
+                        // Kept as a copy: a slice of a larger buffer (hyper's read buffer, a
+                        // reader's) would keep all of it alive, and the cap counts only the
+                        // slice (1,000 frames of 16 bytes held 64 MB). The reader gets the
+                        // original, untouched.
+                        state.chunks.push(Bytes::copy_from_slice(&data));
                         this.pos = state.end();
                     }
                     this.yielded = this.yielded.saturating_add(data.len() as u64);

@@ -1,4 +1,4 @@
-//! Audit 9: what a hostile HTTP/1.1 server can make the client hold through response headers
+//! What a hostile HTTP/1.1 server can make the client hold through response headers
 //! and trailer blocks. Raw TCP servers write the bytes.
 
 use http_body_util::BodyExt;

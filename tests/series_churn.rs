@@ -1,4 +1,4 @@
-//! Audit 9: per-endpoint state and metric series under churn of distinct endpoints, with metrics
+//! Per-endpoint state and metric series under churn of distinct endpoints, with metrics
 //! on and a recorder that can forget series (`BalanceBuilder::forget_series`).
 
 use bytes::Bytes;

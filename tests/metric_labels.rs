@@ -1,4 +1,4 @@
-//! Audit 9: metric label cardinality of `meshless::http::Client` against a real local server.
+//! Metric label cardinality of `meshless::http::Client` against a real local server.
 //! Thousands of distinct paths, methods, hosts, per-route breaker names, HTTP statuses and gRPC
 //! statuses must not grow the set of series: the second wave of distinct requests adds none.
 
@@ -173,7 +173,7 @@ fn thousands_of_distinct_requests_add_no_series() {
                 let addr = server().await;
                 let client = meshless::http::Client::builder()
                     .endpoints([addr.to_string()])
-                    .service_name("audit9")
+                    .service_name("labels")
                     .deadline(Duration::from_secs(5))
                     .max_retries(0)
                     // A route per path: the bound (32 by default) must hold.
