@@ -67,8 +67,9 @@ pin_project! {
                 withdrawal.refund();
             }
             // A retry in flight counts as sent unless the balancer still held it: dropped
-            // first here, the balancer gives its token back if it never sent it.
-            let uncounted = this.retry.as_ref().is_some_and(RetryState::has_uncounted);
+            // first here, the balancer gives its token back if it never sent it. (Once the
+            // outcome was returned, a retry still uncounted is one that was refused unsent.)
+            let uncounted = !*this.done && this.retry.as_ref().is_some_and(RetryState::has_uncounted);
             if uncounted && matches!(this.state.as_mut().project(), StateProj::Attempt { .. }) {
                 let next = NextAttempt {
                     reason: "",
@@ -230,9 +231,13 @@ where
                     if let Some((next, unsent)) =
                         this.retry.as_mut().and_then(RetryState::take_uncounted)
                     {
+                        // The balancer's own refusals: nothing was sent.
                         let refused = matches!(
                             &outcome,
-                            Err(e) if e.kind() == Kind::EndpointsPushingBack
+                            Err(e) if matches!(
+                                e.kind(),
+                                Kind::EndpointsPushingBack | Kind::NoReadyEndpoint
+                            )
                         );
                         if unsent || refused {
                             // Never sent: counted when it is sent again, if it is.

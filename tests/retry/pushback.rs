@@ -91,3 +91,41 @@ async fn pushback_grpc_negative_means_do_not_retry() {
     assert_eq!(stats.pushback_refused(), 1);
     assert_eq!(stats.retries(), 0);
 }
+
+/// A retry the layer below refuses without sending it (the balancer with no ready endpoint, or
+/// every endpoint pushing back) is no retry sent: `retries` counts none.
+#[tokio::test(start_paused = true)]
+async fn a_retry_refused_unsent_below_is_not_counted() {
+    for refusal in [Kind::NoReadyEndpoint, Kind::EndpointsPushingBack] {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
+        let inner = tower::service_fn(move |_req: Request<ReplayBody<String>>| {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            async move {
+                if first {
+                    Ok(Response::builder().status(503).body(String::new()).unwrap())
+                } else {
+                    Err(Error::new(refusal))
+                }
+            }
+        });
+        let layer = quick().max_retries(1);
+        let stats = layer.stats();
+        let outcome = send(&mut layer.layer(inner), get("/items")).await;
+        assert!(
+            calls.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "{refusal:?}"
+        );
+        assert!(
+            outcome.as_ref().map_or(true, |res| res.status() != 200),
+            "{refusal:?}"
+        );
+        assert_eq!(
+            stats.retries(),
+            0,
+            "{refusal:?}: nothing was sent again; calls {} outcome {:?}",
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            outcome.as_ref().map(|r| r.status()).map_err(|e| e.kind())
+        );
+    }
+}
