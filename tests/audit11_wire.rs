@@ -207,6 +207,7 @@ async fn uri_forms_reach_the_wire_as_written() {
         "http://svc.example",
         "http://svc.example:80/port80",
         "http://svc.example:443/port443",
+        "http://svc.example?q=1",
         "http://other.example:9999/elsewhere",
         "http://[::1]:8080/v6",
         "http://[::1]/v6default",
@@ -227,6 +228,7 @@ async fn uri_forms_reach_the_wire_as_written() {
             "GET / HTTP/1.1",
             "GET /port80 HTTP/1.1",
             "GET /port443 HTTP/1.1",
+            "GET /?q=1 HTTP/1.1",
             "GET /elsewhere HTTP/1.1",
             "GET /v6 HTTP/1.1",
             "GET /v6default HTTP/1.1",
@@ -243,6 +245,7 @@ async fn uri_forms_reach_the_wire_as_written() {
             Some("svc.example".into()),
             Some("svc.example".into()),
             Some("svc.example:443".into()),
+            Some("svc.example".into()),
             Some("other.example:9999".into()),
             Some("[::1]:8080".into()),
             Some("[::1]".into()),
@@ -394,6 +397,8 @@ async fn a_content_length_longer_than_the_body_is_the_callers_fault_at_once() {
         .await
         .expect("no hang");
     let took = started.elapsed();
+    // Let the server log what it got on connections the client dropped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let heads = w.heads();
     assert!(heads.len() <= 1, "a POST sent once: {heads:?}");
     let err = outcome.expect_err("the server cannot have answered a body it never received");
@@ -839,6 +844,11 @@ async fn connect_is_sent_in_authority_form_once_and_tunnels() {
         "CONNECT target.example:443 HTTP/1.1",
         "{heads:?}"
     );
+    assert_eq!(
+        header_value(&heads[0], "host").as_deref(),
+        Some("target.example:443"),
+        "{heads:?}"
+    );
     drop(res);
     books(&c);
 }
@@ -1200,5 +1210,36 @@ async fn an_answer_dribbled_byte_by_byte_is_read_whole() {
     let c = client(addr);
     let (s, b) = one(&c, http::Method::GET, "/slow").await;
     assert_eq!((s.as_u16(), &b[..]), (200, &b"abc"[..]));
+    books(&c);
+}
+
+// FINDING: the same mistake on an idempotent PUT is cut by the attempt timeout (the 5 s deadline
+// ÷ 3) and sent again: the malformed request reaches the endpoint on every attempt (2 here before
+// the deadline), and each attempt is charged to it as a failure.
+#[tokio::test]
+async fn a_put_whose_content_length_exceeds_its_body_is_not_sent_again_nor_charged() {
+    let w = wire(always(OK)).await;
+    let c = client(w.addr);
+    let req = http::Request::put("/items/1")
+        .header("content-length", "10")
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(8), c.request(req))
+        .await
+        .expect("no hang");
+    let took = started.elapsed();
+    let err = outcome.expect_err("the server cannot have answered");
+    // Let the server log what it got on connections the client dropped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = w.heads().len();
+    let endpoint_failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
+    assert_eq!(
+        (sent, endpoint_failures),
+        (1, 0),
+        "sent {sent} times, {endpoint_failures} endpoint failures, took {took:?}: {err} ({:?}, {} attempts)",
+        err.kind(),
+        err.attempts()
+    );
     books(&c);
 }
