@@ -145,7 +145,7 @@ impl Client {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        if let Err(e) = check_scheme(req.uri()) {
+        if let Err(e) = check_scheme(req.uri()).and_then(|()| check_length(&req)) {
             return ResponseFuture::failed(e);
         }
         let mut req = req;
@@ -343,6 +343,34 @@ fn check_scheme(uri: &Uri) -> Result<(), Error> {
     }
 }
 
+/// Refuses a request whose `content-length` (set by the caller) is not its body's own exact
+/// length: HTTP/1.1 would send a truncated body (the rest never reaches the server, which acts
+/// on what came) or wait for bytes that never come, until a timeout charged to the endpoint and
+/// retried. A body of no known length is left to hyper, which fails it as the caller's.
+fn check_length<B: http_body::Body>(req: &Request<B>) -> Result<(), Error> {
+    // Most requests carry no header at all: no lookup (it hashes even in an empty map).
+    if req.headers().is_empty() {
+        return Ok(());
+    }
+    let Some(exact) = req.body().size_hint().exact() else {
+        return Ok(());
+    };
+    let Some(value) = req.headers().get(http::header::CONTENT_LENGTH) else {
+        return Ok(());
+    };
+    let declared = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared == Some(exact) {
+        return Ok(());
+    }
+    Err(Error::with_source(
+        Kind::InvalidRequest,
+        format!("content-length {value:?} is not the body's length, {exact} bytes"),
+    ))
+}
+
 fn unsupported(scheme: &Scheme) -> Error {
     Error::with_source(
         Kind::InvalidRequest,
@@ -389,7 +417,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if let Err(e) = check_scheme(req.uri()) {
+        if let Err(e) = check_scheme(req.uri()).and_then(|()| check_length(&req)) {
             return ResponseFuture::failed(e);
         }
         self.reload.routing.apply(&mut req);
