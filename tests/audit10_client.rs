@@ -1,0 +1,167 @@
+//! Audit 10: hedging and the retry budget through `http::Client` over real sockets.
+
+mod common;
+mod edges_support;
+
+use edges_support::*;
+use meshless::breaker::BreakerConfig;
+use meshless::budget::Budget;
+use meshless::hedge::{HedgeConfig, HedgeDelay};
+use meshless::retry::Idempotent;
+use std::sync::Mutex;
+
+fn hedge_fixed(delay: Duration, max_hedges: u32) -> HedgeConfig {
+    let mut h = HedgeConfig::default();
+    h.enabled = true;
+    h.delay = HedgeDelay::Fixed(delay);
+    h.max_hedges = max_hedges;
+    h.max_extra_load = 1.0;
+    h.min_per_second = 1000.0;
+    h
+}
+
+fn no_breaker() -> BreakerConfig {
+    let mut b = BreakerConfig::default();
+    b.enabled = false;
+    b
+}
+
+/// A server that records each request head (its first line and its idempotency-key) and then
+/// either never answers or answers `status` at once, keeping the connection.
+async fn server(heads: Arc<Mutex<Vec<String>>>, status: Option<u16>) -> SocketAddr {
+    common::serve_sockets(move |mut socket, head| {
+        heads.lock().unwrap().push(head.clone());
+        let heads = heads.clone();
+        async move {
+            let Some(status) = status else {
+                hold(socket).await;
+                return;
+            };
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+            if socket.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            let mut pending = Vec::new();
+            while let Some(head) = common::read_request(&mut socket, &mut pending).await {
+                heads.lock().unwrap().push(head);
+                if socket.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+fn count(heads: &Arc<Mutex<Vec<String>>>, marker: &str) -> usize {
+    heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.contains(marker))
+        .count()
+}
+
+/// Two hanging endpoints, hedging after 20 ms, up to 2 hedges: a POST, a PUT marked
+/// `Idempotent(false)` and one marked so but carrying an `Idempotency-Key` reach a server once
+/// each; a GET is hedged. The books add up afterwards.
+#[test]
+fn requests_not_safe_to_repeat_are_sent_once_with_hedging_on() {
+    run(|snap| async move {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let a = server(heads.clone(), None).await;
+        let b = server(heads.clone(), None).await;
+        let client = client_for(&[a, b], "a10_safe")
+            .deadline(ms(400))
+            .hedge(hedge_fixed(ms(20), 2))
+            .build()
+            .unwrap();
+        let e = client.post("/post-once", "x").await.unwrap_err();
+        eprintln!("post: {e}");
+        let put = http::Request::put("http://svc/put-once")
+            .extension(Idempotent(false))
+            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        client.request(put).await.unwrap_err();
+        let put = http::Request::put("http://svc/put-keyed-unsafe")
+            .header("idempotency-key", "k")
+            .extension(Idempotent(false))
+            .body(http_body_util::Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        client.request(put).await.unwrap_err();
+        client.get("/get-hedged").await.unwrap_err();
+        let c = client.clone();
+        wait_until(Duration::from_secs(2), move || {
+            c.stats().endpoints.iter().all(|e| e.in_flight == 0)
+        })
+        .await;
+        let v = settle_and_check(&client, &snap, "a10_safe").await;
+        let (post, put, keyed, get) = (
+            count(&heads, "/post-once"),
+            count(&heads, "/put-once"),
+            count(&heads, "/put-keyed-unsafe"),
+            count(&heads, "/get-hedged"),
+        );
+        eprintln!(
+            "heads: post {post} put {put} keyed {keyed} get {get}; hedges {}",
+            client.hedge_stats().hedges()
+        );
+        assert_eq!(post, 1, "POST sent once");
+        assert_eq!(put, 1, "PUT marked unsafe sent once");
+        assert_eq!(keyed, 1, "marked unsafe, key or not: sent once");
+        assert!(get >= 2, "GET hedged: {get}");
+        report(&v, &client, &snap);
+    });
+}
+
+/// 200 GETs at once over four clones of one client, every answer a plain 503, with retries
+/// (3 per request) and hedging (at once on a 503) on one budget of 20% + a reserve of 5: the
+/// servers see at most 200 + 40 + 5 requests, and the books add up.
+#[test]
+fn clones_under_concurrency_stay_within_the_shared_budget_with_hedging() {
+    run(|snap| async move {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let a = server(heads.clone(), Some(503)).await;
+        let b = server(heads.clone(), Some(503)).await;
+        let budget = Budget::builder()
+            .ttl(Duration::from_secs(3600))
+            .min_per_second(5.0 / 3600.0)
+            .ratio(0.2)
+            .build()
+            .unwrap();
+        let client = client_for(&[a, b], "a10_budget")
+            .deadline(Duration::from_secs(5))
+            .budget(budget.clone())
+            .max_retries(3)
+            .breaker(no_breaker())
+            .hedge(hedge_fixed(ms(1), 2))
+            .build()
+            .unwrap();
+        let n = 200usize;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let c = [0, 1, 2, 3].map(|_| client.clone())[i % 4].clone();
+            set.spawn(async move { c.get("/x").await.map(|r| r.status().as_u16()) });
+        }
+        let mut statuses = std::collections::BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            let key = match r.unwrap() {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("{:?}", e.kind()),
+            };
+            *statuses.entry(key).or_insert(0) += 1;
+        }
+        let v = settle_and_check(&client, &snap, "a10_budget").await;
+        let hits = heads.lock().unwrap().len();
+        let s = client.stats();
+        eprintln!(
+            "outcomes {statuses:?}; server hits {hits}; retries {}; hedges {}; budget exhausted {}",
+            s.retries,
+            client.hedge_stats().hedges(),
+            s.budget_exhausted
+        );
+        assert!(hits <= n + 40 + 5, "{hits} requests reached the servers");
+        assert_eq!(s.requests, n as u64);
+        report(&v, &client, &snap);
+    });
+}
