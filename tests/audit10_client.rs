@@ -165,3 +165,54 @@ fn clones_under_concurrency_stay_within_the_shared_budget_with_hedging() {
         report(&v, &client, &snap);
     });
 }
+
+/// FINDING: a request served for a caller that retries (`CallerRetries(true)`, what
+/// `CallerRetriesLayer` sets) must make only the always-safe retries: an attempt that reached
+/// the server is not sent again (one retry layer per call chain; envoy#31597). With hedging
+/// on, a 503 answer sends a "shortcut" hedge at once — the same GET sent a second time to a
+/// server, a retry by another name — so the retries multiply across hops all the same.
+#[test]
+fn a_request_whose_caller_retries_is_not_sent_again_by_a_hedge() {
+    run(|snap| async move {
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let a = server(heads.clone(), Some(503)).await;
+        let b = server(heads.clone(), Some(503)).await;
+        let client = client_for(&[a, b], "a10_hops")
+            .deadline(Duration::from_secs(2))
+            .breaker(no_breaker())
+            .hedge(hedge_fixed(ms(200), 1))
+            .build()
+            .unwrap();
+        // Without the mark: retried and hedged, as configured.
+        let res = client.get("/unmarked").await.unwrap();
+        assert_eq!(res.status(), 503);
+        let unmarked = count(&heads, "/unmarked");
+        // With it: the retry layer defers to the caller; the hedge layer should too.
+        let req = http::Request::get("http://svc/marked")
+            .extension(meshless::retry::CallerRetries(true))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), 503);
+        let marked = count(&heads, "/marked");
+        // Inside a CallerRetries scope, as a server handler runs.
+        let c = client.clone();
+        let res = meshless::retry::CallerRetries::scope(true, async move {
+            c.get("/scoped").await
+        })
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 503);
+        let scoped = count(&heads, "/scoped");
+        let v = settle_and_check(&client, &snap, "a10_hops").await;
+        eprintln!(
+            "heads: unmarked {unmarked}, marked {marked}, scoped {scoped}; hedges {}; retries {}",
+            client.hedge_stats().hedges(),
+            client.stats().retries
+        );
+        assert!(unmarked >= 2, "the unmarked GET was retried or hedged");
+        assert_eq!(marked, 1, "a GET whose caller retries reached a server {marked} times");
+        assert_eq!(scoped, 1, "a GET in a CallerRetries scope reached a server {scoped} times");
+        report(&v, &client, &snap);
+    });
+}
