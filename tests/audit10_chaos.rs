@@ -251,3 +251,130 @@ async fn an_injected_delay_is_cut_by_the_attempt_timeout_and_the_deadline_like_a
     assert!(real_took <= ms(1000));
     assert_eq!(inj_retries, real_retries);
 }
+
+/// An injected 503 with `Retry-After: 1` is pushback exactly as a real one: an unmarked POST
+/// is sent again (the server proved it did not act), one second later, both ways.
+#[tokio::test(start_paused = true)]
+async fn an_injected_503_with_retry_after_is_pushback_like_a_real_one() {
+    async fn once(chaos: bool) -> (u64, Duration, u16) {
+        let reached = Arc::new(AtomicU64::new(0));
+        let r = reached.clone();
+        let upstream = service_fn(move |_req: Request<ReplayBody<Full<Bytes>>>| {
+            let n = r.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut res = http::Response::new(String::new());
+                if !chaos && n == 0 {
+                    *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                    res.headers_mut()
+                        .insert("retry-after", http::HeaderValue::from_static("1"));
+                }
+                Ok::<_, BoxError>(res)
+            }
+        });
+        let retry = RetryLayer::new(Budget::default())
+            .max_retries(1)
+            .metrics(false);
+        let stats = retry.stats();
+        let t0 = tokio::time::Instant::now();
+        let req = Request::post("http://svc/")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        let status = if chaos {
+            // Only the first request's draw injects (seed chosen so that rate 0.5 hits the
+            // first and not the second): the retry reaches the upstream.
+            let layer = ChaosLayer::new().seed(seed_first_only().await).metrics(false).faults(
+                Faults::none()
+                    .error(0.5, 503)
+                    .error_header("retry-after", "1"),
+            );
+            retry
+                .layer(layer.layer(upstream))
+                .oneshot(req)
+                .await
+                .unwrap()
+                .status()
+        } else {
+            retry.layer(upstream).oneshot(req).await.unwrap().status()
+        };
+        (stats.retries(), t0.elapsed(), status.as_u16())
+    }
+    let real = once(false).await;
+    let injected = once(true).await;
+    assert_eq!(real, (1, Duration::from_secs(1), 200));
+    assert_eq!(injected, real);
+}
+
+/// A seed whose first draw at rate 0.5 injects an error and whose second does not.
+async fn seed_first_only() -> u64 {
+    for seed in 0..1000u64 {
+        let layer = ChaosLayer::new()
+            .seed(seed)
+            .metrics(false)
+            .faults(Faults::none().error(0.5, 503));
+        let handle = layer.handle();
+        let svc = layer.layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, BoxError>(http::Response::new(()))
+        }));
+        let _ = svc.clone().oneshot(Request::new(())).await;
+        let first = handle.counts().errors;
+        let _ = svc.oneshot(Request::new(())).await;
+        if first == 1 && handle.counts().errors == 1 {
+            return seed;
+        }
+    }
+    panic!("no seed")
+}
+
+/// Per-rule rates over many requests: each rule injects at its own rate (within 5σ of the
+/// binomial mean), and requests no rule matches get the default rate.
+#[tokio::test(start_paused = true)]
+async fn per_rule_rates_hold_statistically() {
+    use meshless::chaos::ChaosRule;
+    let layer = ChaosLayer::new()
+        .seed(77)
+        .metrics(false)
+        .rule(
+            ChaosRule::new()
+                .path_prefix("/a")
+                .faults(Faults::none().error(0.3, 503)),
+        )
+        .rule(
+            ChaosRule::new()
+                .method("POST")
+                .faults(Faults::none().reset(0.05)),
+        )
+        .faults(Faults::none().error(0.1, 500));
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, BoxError>(http::Response::new(()))
+    }));
+    let n = 20_000u64;
+    let (mut a503, mut post_reset, mut def500) = (0u64, 0u64, 0u64);
+    for i in 0..n {
+        let (m, path) = match i % 3 {
+            0 => ("GET", "/a/x"),
+            1 => ("POST", "/b"),
+            _ => ("GET", "/c"),
+        };
+        let req = Request::builder().method(m).uri(path).body(()).unwrap();
+        match svc.clone().oneshot(req).await {
+            Ok(res) if res.status() == 503 => a503 += 1,
+            Ok(res) if res.status() == 500 => def500 += 1,
+            Ok(_) => {}
+            Err(_) => post_reset += 1,
+        }
+    }
+    let per = (n / 3) as f64;
+    for (got, p, what) in [
+        (a503, 0.3, "rule /a"),
+        (post_reset, 0.05, "rule POST"),
+        (def500, 0.1, "default"),
+    ] {
+        let mean = per * p;
+        let sd = (per * p * (1.0 - p)).sqrt();
+        assert!(
+            (got as f64 - mean).abs() < 5.0 * sd,
+            "{what}: {got} injected, expected {mean} ± {}",
+            5.0 * sd
+        );
+    }
+}
