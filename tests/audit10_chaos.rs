@@ -201,8 +201,7 @@ async fn an_injected_refusal_spends_the_budget_exactly_as_a_real_refusal() {
 /// An injected delay counts toward the attempt timeout and the deadline exactly as a slow
 /// upstream does: the same errors, at the same instants, the same retries.
 #[tokio::test(start_paused = true)]
-async fn an_injected_delay_is_cut_by_the_attempt_timeout_and_the_deadline_like_a_slow_upstream()
-{
+async fn an_injected_delay_is_cut_by_the_attempt_timeout_and_the_deadline_like_a_slow_upstream() {
     async fn once(chaos: bool) -> (Kind, Duration, u64) {
         let reached = Arc::new(AtomicU64::new(0));
         let r = reached.clone();
@@ -230,9 +229,8 @@ async fn an_injected_delay_is_cut_by_the_attempt_timeout_and_the_deadline_like_a
                 .seed(1)
                 .metrics(false)
                 .faults(Faults::none().delay(1.0, Duration::from_secs(5)));
-            let svc = DeadlineLayer::new(ms(1000)).layer(
-                retry.layer(AttemptTimeoutLayer::new(ms(300)).layer(layer.layer(upstream))),
-            );
+            let svc = DeadlineLayer::new(ms(1000))
+                .layer(retry.layer(AttemptTimeoutLayer::new(ms(300)).layer(layer.layer(upstream))));
             svc.oneshot(req).await.unwrap_err()
         } else {
             let svc = DeadlineLayer::new(ms(1000))
@@ -282,11 +280,14 @@ async fn an_injected_503_with_retry_after_is_pushback_like_a_real_one() {
         let status = if chaos {
             // Only the first request's draw injects (seed chosen so that rate 0.5 hits the
             // first and not the second): the retry reaches the upstream.
-            let layer = ChaosLayer::new().seed(seed_first_only().await).metrics(false).faults(
-                Faults::none()
-                    .error(0.5, 503)
-                    .error_header("retry-after", "1"),
-            );
+            let layer = ChaosLayer::new()
+                .seed(seed_first_only().await)
+                .metrics(false)
+                .faults(
+                    Faults::none()
+                        .error(0.5, 503)
+                        .error_header("retry-after", "1"),
+                );
             retry
                 .layer(layer.layer(upstream))
                 .oneshot(req)

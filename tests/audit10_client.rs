@@ -197,11 +197,10 @@ fn a_request_whose_caller_retries_is_not_sent_again_by_a_hedge() {
         let marked = count(&heads, "/marked");
         // Inside a CallerRetries scope, as a server handler runs.
         let c = client.clone();
-        let res = meshless::retry::CallerRetries::scope(true, async move {
-            c.get("/scoped").await
-        })
-        .await
-        .unwrap();
+        let res =
+            meshless::retry::CallerRetries::scope(true, async move { c.get("/scoped").await })
+                .await
+                .unwrap();
         assert_eq!(res.status(), 503);
         let scoped = count(&heads, "/scoped");
         let v = settle_and_check(&client, &snap, "a10_hops").await;
@@ -211,8 +210,92 @@ fn a_request_whose_caller_retries_is_not_sent_again_by_a_hedge() {
             client.stats().retries
         );
         assert!(unmarked >= 2, "the unmarked GET was retried or hedged");
-        assert_eq!(marked, 1, "a GET whose caller retries reached a server {marked} times");
-        assert_eq!(scoped, 1, "a GET in a CallerRetries scope reached a server {scoped} times");
+        assert_eq!(
+            marked, 1,
+            "a GET whose caller retries reached a server {marked} times"
+        );
+        assert_eq!(
+            scoped, 1,
+            "a GET in a CallerRetries scope reached a server {scoped} times"
+        );
         report(&v, &client, &snap);
+    });
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Sends one hedged gRPC call (marked idempotent) to two hanging servers; returns the
+/// `(x-meshless-attempt, grpc-previous-rpc-attempts)` each server saw.
+async fn announced(max_retries: u32) -> Vec<(Option<String>, Option<String>)> {
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let a = server(heads.clone(), None).await;
+    let b = server(heads.clone(), None).await;
+    let client = client_for(&[a, b], "a10_announce")
+        .deadline(ms(300))
+        .attempt_timeout(ms(300))
+        .max_retries(max_retries)
+        .hedge(hedge_fixed(ms(20), 2))
+        .build()
+        .unwrap();
+    let req = http::Request::post("http://svc/pkg.Svc/Method")
+        .header("content-type", "application/grpc")
+        .extension(Idempotent(true))
+        .body(http_body_util::Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let _ = client.request(req).await;
+    assert_eq!(client.hedge_stats().hedges(), 2);
+    heads
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                header_of(h, "x-meshless-attempt"),
+                header_of(h, "grpc-previous-rpc-attempts"),
+            )
+        })
+        .collect()
+}
+
+/// FINDING: every attempt tells the upstream that its caller sends requests again
+/// (`x-meshless-attempt`, and for gRPC `grpc-previous-rpc-attempts`, which gRPC A6 puts on
+/// hedged attempts too), so that the upstream does not multiply them. A hedge is an attempt:
+/// it should carry its own number (and a gRPC hedge the count of attempts before it), and a
+/// client that hedges but has `max_retries(0)` still sends requests again, so its first
+/// attempts should announce it.
+#[test]
+fn hedges_announce_themselves_to_the_upstream() {
+    run(|_snap| async move {
+        let no_retries = announced(0).await;
+        let retries = announced(2).await;
+        eprintln!(
+            "(x-meshless-attempt, grpc-previous-rpc-attempts) per head; max_retries 0: \
+             {no_retries:?}; max_retries 2: {retries:?}"
+        );
+        for seen in [&no_retries, &retries] {
+            assert_eq!(seen.len(), 3, "a first attempt and two hedges");
+            assert!(
+                seen.iter().all(|(attempt, _)| attempt.is_some()),
+                "a client that sends requests again announces every attempt: {seen:?}"
+            );
+            let mut numbers: Vec<_> = seen.iter().map(|(a, _)| a.clone()).collect();
+            numbers.sort();
+            numbers.dedup();
+            assert_eq!(numbers.len(), 3, "each attempt its own number: {seen:?}");
+            let mut previous: Vec<_> = seen.iter().map(|(_, p)| p.clone()).collect();
+            previous.sort();
+            assert_eq!(
+                previous,
+                [None, Some("1".to_string()), Some("2".to_string())],
+                "gRPC A6: hedges carry grpc-previous-rpc-attempts"
+            );
+        }
     });
 }

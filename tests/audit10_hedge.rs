@@ -107,9 +107,9 @@ async fn concurrent_retries_and_hedges_on_one_budget_never_overdraw() {
         .await;
     let calls = counter.calls.load(Ordering::SeqCst);
     let extra = calls - n;
-    let (retries, hedges): (u64, u64) = stats
-        .iter()
-        .fold((0, 0), |(r, h), (rs, hs)| (r + rs.retries(), h + hs.hedges()));
+    let (retries, hedges): (u64, u64) = stats.iter().fold((0, 0), |(r, h), (rs, hs)| {
+        (r + rs.retries(), h + hs.hedges())
+    });
     eprintln!("calls {calls}, extra {extra}, retries {retries}, hedges {hedges}");
     assert!(
         extra as f64 <= 0.2 * n as f64 + 5.0 + 1e-9,
@@ -165,7 +165,11 @@ async fn idempotency_key_post_is_hedged_and_a_put_marked_unsafe_is_not() {
         .body(ReplayBody::new(String::from("x"), 1024))
         .unwrap();
     svc.clone().oneshot(put).await.unwrap();
-    assert_eq!(counter.calls.load(Ordering::SeqCst), 1, "PUT marked unsafe: once");
+    assert_eq!(
+        counter.calls.load(Ordering::SeqCst),
+        1,
+        "PUT marked unsafe: once"
+    );
     let post = Request::post("http://svc/")
         .header("idempotency-key", "k1")
         .body(ReplayBody::new(String::from("x"), 1024))
@@ -179,7 +183,11 @@ async fn idempotency_key_post_is_hedged_and_a_put_marked_unsafe_is_not() {
         .body(ReplayBody::new(String::from("x"), 1024))
         .unwrap();
     svc.oneshot(post).await.unwrap();
-    assert_eq!(counter.calls.load(Ordering::SeqCst), 4, "marked unsafe: once");
+    assert_eq!(
+        counter.calls.load(Ordering::SeqCst),
+        4,
+        "marked unsafe: once"
+    );
     assert_eq!(counter.in_flight.load(Ordering::SeqCst), 0);
 }
 
