@@ -323,3 +323,43 @@ async fn a_hedge_never_sent_for_want_of_readiness_gives_its_tokens_back() {
         "the extra-load token came back each time"
     );
 }
+
+/// The extra-load cap under retries: measured against logical requests and against the
+/// attempts that pass through the hedge layer (retries do). Asserts the documented bound
+/// (`max_extra_load` × requests through the layer) and prints both shares.
+#[tokio::test(start_paused = true)]
+async fn the_extra_load_cap_counts_retries_as_requests() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let upstream = service_fn(move |_req: Request<ReplayBody<String>>| {
+        let g = c.enter();
+        async move {
+            tokio::time::sleep(ms(30)).await;
+            drop(g);
+            let mut res = Response::new(String::new());
+            *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let budget = ratio_budget(10.0, 1000.0);
+    let h = hedge(budget.clone(), ms(10), 1, 0.1, 0.0);
+    let hs = h.stats();
+    let r = RetryLayer::new(budget)
+        .max_retries(2)
+        .backoff(Backoff::none())
+        .metrics(false);
+    let rs = r.stats();
+    let svc = r.layer(h.layer(upstream));
+    for _ in 0..100 {
+        let req = Request::get("http://svc/").body(String::new()).unwrap();
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 503);
+    }
+    eprintln!(
+        "100 requests, {} retries, {} through the hedge layer, {} hedges ({}% of requests)",
+        rs.retries(),
+        hs.requests(),
+        hs.hedges(),
+        hs.hedges()
+    );
+    assert!(hs.hedges() as f64 <= 0.1 * hs.requests() as f64 + 1e-9);
+}
