@@ -299,3 +299,86 @@ fn hedges_announce_themselves_to_the_upstream() {
         }
     });
 }
+
+/// Twenty GETs, each one's first attempt left unanswered (the first head of each request
+/// hangs, a later one is answered at once): each is won by its hedge; the outrun first
+/// attempts are cancellations, never failures, and the books add up.
+#[test]
+fn outrun_first_attempts_are_cancelled_not_failed() {
+    run(|snap| async move {
+        let seen = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+        // Every head on a connection is read: the first of each path hangs the connection,
+        // any later one is answered at once.
+        let script = |seen: Arc<Mutex<std::collections::HashSet<String>>>| {
+            common::serve_sockets(move |mut socket, head| {
+                let seen = seen.clone();
+                async move {
+                    let mut head = head;
+                    let mut pending = Vec::new();
+                    loop {
+                        let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                        if seen.lock().unwrap().insert(path) {
+                            hold(socket).await;
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if socket.write_all(ok).await.is_err() {
+                            return;
+                        }
+                        match common::read_request(&mut socket, &mut pending).await {
+                            Some(next) => head = next,
+                            None => return,
+                        }
+                    }
+                }
+            })
+        };
+        let a = script(seen.clone()).await;
+        let b = script(seen.clone()).await;
+        let client = client_for(&[a, b], "a10_outrun")
+            .deadline(Duration::from_secs(2))
+            .attempt_timeout(Duration::from_secs(2))
+            .hedge(hedge_fixed(ms(20), 1))
+            .build()
+            .unwrap();
+        for i in 0..20 {
+            let res = match client.get(format!("/r{i}")).await {
+                Ok(res) => res,
+                Err(e) => {
+                    let h = client.hedge_stats();
+                    panic!(
+                        "request {i}: {e:?}; hedges {} refused: deadline {} budget {} extra {} body {} not-idempotent {}",
+                        h.hedges(),
+                        h.refused(meshless::hedge::Refusal::Deadline),
+                        h.refused(meshless::hedge::Refusal::Budget),
+                        h.refused(meshless::hedge::Refusal::ExtraLoad),
+                        h.refused(meshless::hedge::Refusal::Body),
+                        h.refused(meshless::hedge::Refusal::NotIdempotent),
+                    )
+                }
+            };
+            assert_eq!(res.status(), 200);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        let v = settle_and_check(&client, &snap, "a10_outrun").await;
+        let s = client.stats();
+        let failures: u64 = s.endpoints.iter().map(|e| e.failures).sum();
+        let cancelled: u64 = s.endpoints.iter().map(|e| e.cancelled).sum();
+        eprintln!(
+            "requests {} successes {} failures {} cancelled {}; endpoint failures {failures}, \
+             cancelled {cancelled}; hedges {} won {}",
+            s.requests,
+            s.successes,
+            s.failures,
+            s.cancelled,
+            client.hedge_stats().hedges(),
+            client.hedge_stats().won()
+        );
+        assert_eq!(s.successes, 20);
+        assert_eq!(failures, 0, "an outrun attempt is no failure");
+        assert_eq!(cancelled, 20, "each outrun first attempt a cancellation");
+        assert_eq!(client.hedge_stats().won(), 20);
+        report(&v, &client, &snap);
+    });
+}
