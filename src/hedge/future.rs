@@ -12,6 +12,7 @@ use crate::deadline::expiry::while_outrun;
 use crate::deadline::timer::LazySleep;
 use crate::error::{BoxError, Error};
 use crate::retry::ReplayBody;
+use crate::retry::hops;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -395,6 +396,11 @@ where
                 return Poll::Pending;
             };
             let mut req = race.head.request(tokens.body);
+            // A hedge is one more send of the request: it says so to the upstream, as a retry
+            // does (so that the upstream leaves repeats to this client), and to gRPC (A6's
+            // count of the sends before it).
+            let first = hops::attempt_number(req.headers()).unwrap_or(1);
+            hops::announce_retry(&mut req, first.saturating_add(race.sent + 1), true);
             req.extensions_mut().insert(race.avoid.clone());
             // Given back by the balancer if it drops the hedge unsent; spent once sent.
             req.extensions_mut()

@@ -8,7 +8,8 @@
 //!   N ≥ 1), the first included, whenever the layer can retry (`max_retries > 0`): the upstream
 //!   knows from the first attempt that its caller retries. gRPC requests (`content-type:
 //!   application/grpc…`) also carry [`GRPC_PREVIOUS_ATTEMPTS`] (`grpc-previous-rpc-attempts:
-//!   N − 1`) on retries, as gRPC A6 defines it;
+//!   N − 1`) on retries, as gRPC A6 defines it. Hedges do the same: each carries the next
+//!   number (the hedge layer marks a first attempt `1` when no retry layer did);
 //! - on the server, [`CallerRetriesLayer`] reads those headers and runs the handler in a scope
 //!   where [`CallerRetries::current`] is `true`; the retry layer of a meshless client called
 //!   from that handler then repeats only attempts that never left
@@ -118,7 +119,7 @@ fn strip(headers: &mut HeaderMap, keep_attempt: bool) {
 /// Marks attempt number `attempt` (2 or more) of a request; with `announce` false (a request
 /// this layer retries only because its attempt never left or was not processed), only the
 /// gRPC count, which says what happened and asks nothing of the upstream.
-pub(super) fn announce_retry<B>(req: &mut Request<B>, attempt: u32, announce: bool) {
+pub(crate) fn announce_retry<B>(req: &mut Request<B>, attempt: u32, announce: bool) {
     let grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -136,6 +137,18 @@ pub(super) fn announce_retry<B>(req: &mut Request<B>, attempt: u32, announce: bo
         // make.
         headers.remove(GRPC_PREVIOUS_ATTEMPTS);
     }
+}
+
+/// The attempt number a request carries ([`ATTEMPT_HEADER`]), if any: the retry layer's mark,
+/// which a hedge of that attempt counts on from.
+pub(crate) fn attempt_number(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get(ATTEMPT_HEADER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 tokio::task_local! {
@@ -203,7 +216,7 @@ impl CallerRetries {
 
     /// What the retry layer reads for an outbound request: its extension, else the scope.
     #[inline]
-    pub(super) fn of<B>(req: &Request<B>) -> bool {
+    pub(crate) fn of<B>(req: &Request<B>) -> bool {
         match req.extensions().get::<CallerRetries>() {
             Some(CallerRetries(marked)) => *marked,
             None => CallerRetries::current(),

@@ -49,7 +49,7 @@ mod config;
 mod decide;
 mod future;
 mod head;
-mod hops;
+pub(crate) mod hops;
 mod layer;
 mod policy;
 mod settle;

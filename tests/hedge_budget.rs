@@ -1,4 +1,4 @@
-//! Audit 10: hedging and the retry budget, at the layer level on paused time.
+//! Hedging and the retry budget, at the layer level on paused time.
 
 use http::{Request, Response};
 use http_body_util::BodyExt;

@@ -1,4 +1,4 @@
-//! Audit 10: hedging and the retry budget through `http::Client` over real sockets.
+//! Hedging and the retry budget through `http::Client` over real sockets.
 
 mod common;
 mod edges_support;
@@ -166,7 +166,7 @@ fn clones_under_concurrency_stay_within_the_shared_budget_with_hedging() {
     });
 }
 
-/// FINDING: a request served for a caller that retries (`CallerRetries(true)`, what
+/// Found by an audit (fixed): a request served for a caller that retries (`CallerRetries(true)`, what
 /// `CallerRetriesLayer` sets) must make only the always-safe retries: an attempt that reached
 /// the server is not sent again (one retry layer per call chain; envoy#31597). With hedging
 /// on, a 503 answer sends a "shortcut" hedge at once — the same GET sent a second time to a
@@ -264,7 +264,7 @@ async fn announced(max_retries: u32) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-/// FINDING: every attempt tells the upstream that its caller sends requests again
+/// Found by an audit (fixed): every attempt tells the upstream that its caller sends requests again
 /// (`x-meshless-attempt`, and for gRPC `grpc-previous-rpc-attempts`, which gRPC A6 puts on
 /// hedged attempts too), so that the upstream does not multiply them. A hedge is an attempt:
 /// it should carry its own number (and a gRPC hedge the count of attempts before it), and a

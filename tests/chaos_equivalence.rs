@@ -1,4 +1,4 @@
-//! Audit 10: an injected fault must be classified, budgeted and timed exactly as the real fault
+//! An injected fault must be classified, budgeted and timed exactly as the real fault
 //! it imitates. Each probe runs the same stack twice — once over a real misbehaving socket (or a
 //! real slow upstream), once over a healthy one behind `ChaosLayer` — and compares what the
 //! retry layer, the budget and the deadline did.
