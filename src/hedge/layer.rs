@@ -8,8 +8,8 @@ use crate::budget::Budget;
 use crate::classify::{Classified, Idempotence, Retryable};
 use crate::error::{BoxError, ConfigError, Error};
 use crate::observe::Settings;
-use crate::retry::{ATTEMPT_HEADER, Idempotency, ReplayBody};
-use http::{HeaderValue, Request, Response};
+use crate::retry::{Idempotency, ReplayBody};
+use http::{Request, Response};
 use http_body::Body;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -381,12 +381,6 @@ where
             Some(delay) => super::delay::Known::Now(delay),
             None => delay.known(),
         };
-        // The first attempt may be sent again (by a hedge): it tells the upstream, as the retry
-        // layer's first attempt does, unless that layer already numbered it.
-        if !req.headers().contains_key(ATTEMPT_HEADER) {
-            req.headers_mut()
-                .insert(ATTEMPT_HEADER, HeaderValue::from_static("1"));
-        }
         let race = super::future::Race::new(self.inner.clone(), &req, known, max_hedges);
         req.extensions_mut().insert(race.avoid());
         let first = self.inner.call(req);

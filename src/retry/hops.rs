@@ -8,8 +8,9 @@
 //!   N ≥ 1), the first included, whenever the layer can retry (`max_retries > 0`): the upstream
 //!   knows from the first attempt that its caller retries. gRPC requests (`content-type:
 //!   application/grpc…`) also carry [`GRPC_PREVIOUS_ATTEMPTS`] (`grpc-previous-rpc-attempts:
-//!   N − 1`) on retries, as gRPC A6 defines it. Hedges do the same: each carries the next
-//!   number (the hedge layer marks a first attempt `1` when no retry layer did);
+//!   N − 1`) on retries, as gRPC A6 defines it. Hedges do the same: each carries the number
+//!   after the attempts before it (the first attempt counts as 1 when no retry layer numbered
+//!   it, and stays unmarked: marking it would cost every hedgeable request a header);
 //! - on the server, [`CallerRetriesLayer`] reads those headers and runs the handler in a scope
 //!   where [`CallerRetries::current`] is `true`; the retry layer of a meshless client called
 //!   from that handler then repeats only attempts that never left
