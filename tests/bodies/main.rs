@@ -272,6 +272,19 @@ fn endpoint_failures(client: &Client) -> u64 {
     client.endpoints().iter().map(|e| e.failures).sum()
 }
 
+/// Reads one request as the server saw it: its head and its whole body (decoded from chunked),
+/// and whether the body arrived complete; `None` once the client closed before a head.
+async fn read_seen(socket: &mut TcpStream, pending: &mut Vec<u8>) -> Option<Seen> {
+    let head = read_head(socket, pending).await?;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let (body, complete) = read_body(socket, pending, &head, usize::MAX).await;
+    Some(Seen {
+        head,
+        body,
+        complete,
+    })
+}
+
 /// A server that records every request it reads (a body short of its content-length is
 /// recorded once the client closes) and answers a complete one with 200.
 async fn recording_server() -> (SocketAddr, Log) {
@@ -281,15 +294,9 @@ async fn recording_server() -> (SocketAddr, Log) {
         let l = l.clone();
         async move {
             let mut pending = Vec::new();
-            while let Some(head) = read_head(&mut socket, &mut pending).await {
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let (body, complete) =
-                    read_body(&mut socket, &mut pending, &head, usize::MAX).await;
-                l.lock().unwrap().push(Seen {
-                    head,
-                    body,
-                    complete,
-                });
+            while let Some(seen) = read_seen(&mut socket, &mut pending).await {
+                let complete = seen.complete;
+                l.lock().unwrap().push(seen);
                 if !complete {
                     return;
                 }

@@ -128,17 +128,10 @@ fn a_large_idempotent_put_reset_after_the_body_is_not_resent() {
             let l = l.clone();
             async move {
                 let mut pending = Vec::new();
-                let Some(head) = read_head(&mut socket, &mut pending).await else {
+                let Some(seen) = read_seen(&mut socket, &mut pending).await else {
                     return;
                 };
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let (body, complete) =
-                    read_body(&mut socket, &mut pending, &head, usize::MAX).await;
-                l.lock().unwrap().push(Seen {
-                    head,
-                    body,
-                    complete,
-                });
+                l.lock().unwrap().push(seen);
                 reset(socket);
             }
         })
@@ -176,15 +169,8 @@ fn a_streamed_put_reset_is_replayed_byte_identical() {
             let l = l.clone();
             async move {
                 let mut pending = Vec::new();
-                while let Some(head) = read_head(&mut socket, &mut pending).await {
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let (body, complete) =
-                        read_body(&mut socket, &mut pending, &head, usize::MAX).await;
-                    l.lock().unwrap().push(Seen {
-                        head,
-                        body,
-                        complete,
-                    });
+                while let Some(seen) = read_seen(&mut socket, &mut pending).await {
+                    l.lock().unwrap().push(seen);
                     if n == 0 {
                         reset(socket);
                         return;
@@ -245,15 +231,8 @@ fn a_post_on_a_reused_connection_reset_after_reading_is_sent_once() {
             async move {
                 let mut pending = Vec::new();
                 let mut served = 0;
-                while let Some(head) = read_head(&mut socket, &mut pending).await {
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let (body, complete) =
-                        read_body(&mut socket, &mut pending, &head, usize::MAX).await;
-                    l.lock().unwrap().push(Seen {
-                        head,
-                        body,
-                        complete,
-                    });
+                while let Some(seen) = read_seen(&mut socket, &mut pending).await {
+                    l.lock().unwrap().push(seen);
                     served += 1;
                     if served == 2 {
                         reset(socket);
@@ -465,15 +444,8 @@ fn a_hedged_put_sends_the_same_body_twice() {
                 let log = log.clone();
                 async move {
                     let mut pending = Vec::new();
-                    while let Some(head) = read_head(&mut socket, &mut pending).await {
-                        let head = String::from_utf8_lossy(&head).into_owned();
-                        let (body, complete) =
-                            read_body(&mut socket, &mut pending, &head, usize::MAX).await;
-                        log.lock().unwrap().push(Seen {
-                            head,
-                            body,
-                            complete,
-                        });
+                    while let Some(seen) = read_seen(&mut socket, &mut pending).await {
+                        log.lock().unwrap().push(seen);
                         if !answer {
                             hold(socket).await;
                             return;
