@@ -26,7 +26,7 @@
 //!   `timeout`, `connect`, `reset` or `other`. A meshless response body that fails after its
 //!   head came is named like a plain one; one cut off by the deadline is `deadline-exceeded`.
 //! - `attempts`: attempts made by the client — meshless: the requests that reached its retry
-//!   layer + retries (`retry_stats()`) + hedges (`hedge_stats()`) (a request the client shed — open circuit, full
+//!   layer + retries + resends after a stale keep-alive connection (`retry_stats()`) + hedges (`hedge_stats()`) (a request the client shed — open circuit, full
 //!   limit, throttling — sent nothing, so `attempts` may be below `requests`); tower: counted between the retry and the per-attempt timeout; plain: one
 //!   per request.
 //! - `p50_ms` … `max_ms`: end-to-end latency of every request, success or failure, from the

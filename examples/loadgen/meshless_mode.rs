@@ -81,7 +81,10 @@ impl Meshless {
     /// nothing.
     pub fn attempts(&self) -> u64 {
         let retry = self.client.retry_stats();
-        retry.requests() + retry.retries() + self.client.hedge_stats().hedges()
+        retry.requests()
+            + retry.retries()
+            + retry.stale_resends()
+            + self.client.hedge_stats().hedges()
     }
 
     pub fn endpoints(&self) -> Vec<EndpointReport> {

@@ -333,14 +333,16 @@ impl InFlight {
     }
 
     /// Records a request that ended in `error` (its head's, or its body's): classified, unless
-    /// it was its caller's own fault (its request body failed), which is a cancellation, as
-    /// when the caller gives up.
+    /// it was its caller's own fault (its request body failed) or met a stale keep-alive
+    /// connection, which are cancellations, as when the caller gives up.
     pub(crate) fn fail(
         mut self,
         error: &(dyn std::error::Error + 'static),
         classifier: &dyn crate::classify::Classify,
     ) {
-        if crate::classify::callers_fault(error) {
+        // Neither the caller's fault nor a keep-alive connection the server had closed
+        // while it sat idle says anything about the endpoint.
+        if crate::classify::callers_fault(error) || crate::classify::stale_connection(error) {
             self.cancel();
         } else {
             self.record(&classifier.classify_error(error), self.rtt_at_head);

@@ -127,7 +127,15 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
         return None;
     }
     if let Some(e) = err.downcast_ref::<io::Error>() {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<StaleConnection>())
+        {
+            return Some(stale());
+        }
         return Some(classify_io(e.kind()));
+    }
+    if err.is::<StaleConnection>() {
+        return Some(stale());
     }
     if err.is::<tokio::time::error::Elapsed>() {
         return Some(Class::failure(Reason::Timeout, Retryable::IfIdempotent));
@@ -204,6 +212,43 @@ impl crate::Error {
     pub(crate) fn is_callers_fault(&self) -> bool {
         callers_fault(self)
     }
+}
+
+fn stale() -> Class {
+    Class::failure(Reason::StaleConnection, Retryable::IfIdempotent)
+}
+
+/// A reused HTTP/1.1 connection that ended (closed, reset, or failed a write) after the
+/// request began and before any byte of its answer: the server had closed it while it sat idle
+/// in the pool, most likely, and the request met the close. Its source is the I/O error, when
+/// there was one (a clean close has none).
+#[derive(Debug)]
+pub(crate) struct StaleConnection(pub(crate) Option<io::Error>);
+
+impl std::fmt::Display for StaleConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server closed a reused connection before answering the request on it")
+    }
+}
+
+impl StdError for StaleConnection {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.as_ref().map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Whether `error`, or one in its source chain, is a [`StaleConnection`]: no fault of the
+/// endpoint's, which the balancer, outlier detection and the breaker then charge nothing.
+pub(crate) fn stale_connection(error: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(err) = next {
+        let inner = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+        if err.is::<StaleConnection>() || inner.is_some_and(|e| e.is::<StaleConnection>()) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 fn classify_io(kind: io::ErrorKind) -> Class {

@@ -23,6 +23,7 @@
 //! | HTTP 503 without `Retry-After`, 502, 504, 408 | `IfIdempotent` | a proxy or the application may have acted |
 //! | gRPC UNAVAILABLE without pushback | `IfIdempotent` | gRPC status code guide: not safe to retry non-idempotent calls |
 //! | reset, early close, timeout, unknown error | `IfIdempotent` | the request may have been processed |
+//! | a reused HTTP/1.1 connection closed before any byte of the answer ([`Reason::StaleConnection`]) | `IfIdempotent` | RFC 9112 §9.3.1: idempotent requests may be retried on a new connection |
 //!
 //! `NeverSent` failures are retried for every request, even one marked
 //! [`Idempotent(false)`](crate::retry::Idempotent); `NotProcessed` ones for every request but
@@ -50,6 +51,7 @@ mod error;
 #[cfg(feature = "reqwest")]
 pub(crate) use self::error::PossiblySent;
 pub(crate) use self::error::callers_fault;
+pub(crate) use self::error::{StaleConnection, stale_connection};
 mod grpc;
 mod http;
 pub(crate) mod pushback;
@@ -218,6 +220,12 @@ pub enum Reason {
     Refused,
     /// The connection was reset or closed after the request may have been sent.
     Reset,
+    /// The server closed a reused HTTP/1.1 keep-alive connection after the request was
+    /// written and before any byte of its answer: the race every pool of idle connections
+    /// has with servers that close them. Nothing says the endpoint is unwell: it is charged
+    /// nothing, and the retry layer sends an idempotent request again at once, at no retry cost
+    /// (as browsers and Go's `net/http` do).
+    StaleConnection,
     /// The attempt timed out.
     Timeout,
     /// The body of the response failed while streaming.
@@ -250,6 +258,7 @@ impl Reason {
             Reason::Connect => "connect",
             Reason::Refused => "refused",
             Reason::Reset => "reset",
+            Reason::StaleConnection => "stale_connection",
             Reason::Timeout => "timeout",
             Reason::Body => "body",
             Reason::NoEndpoint => "no_endpoint",

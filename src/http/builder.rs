@@ -505,6 +505,7 @@ impl ClientBuilder {
         let connect = ConnectSettings {
             connect_timeout: limit(self.connect_timeout),
             tcp_keepalive: self.tcp_keepalive,
+            http2_only: self.http2,
             #[cfg(feature = "tls")]
             tls: self.tls.build(self.http2)?,
         };

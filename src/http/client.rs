@@ -258,6 +258,7 @@ impl Client {
             failures: retry.failures(),
             cancelled: retry.cancelled(),
             retries: retry.retries(),
+            stale_resends: retry.stale_resends(),
             budget_exhausted: retry.budget_exhausted(),
             // Those a hedge race swallowed never reached the retry layer.
             attempt_timeouts: retry.attempt_timeouts() + self.hedge.attempt_timeouts(),

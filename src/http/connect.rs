@@ -6,6 +6,7 @@
 //! an IP, and hyper-util's pool (keyed by scheme and authority) stays per endpoint because each
 //! endpoint has its own client.
 
+use super::stale::Watched;
 use crate::error::BoxError;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -30,6 +31,8 @@ const MAX_TCP_KEEPALIVE: Duration = Duration::from_secs(32_767);
 pub(crate) struct ConnectSettings {
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) tcp_keepalive: Option<Duration>,
+    /// HTTP/2 with prior knowledge: no connection is HTTP/1.1, none is watched for staleness.
+    pub(crate) http2_only: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: super::tls::Tls,
 }
@@ -98,10 +101,10 @@ async fn connect(addr: SocketAddr, uri: Uri, settings: &ConnectSettings) -> Resu
     }
     #[cfg(feature = "tls")]
     if tls {
-        return tls_handshake(addr, &uri, tcp, &settings.tls).await;
+        return tls_handshake(addr, &uri, tcp, settings).await;
     }
     Ok(Conn {
-        io: TokioIo::new(Stream::Plain(tcp)),
+        io: TokioIo::new(Watched::new(Stream::Plain(tcp), !settings.http2_only)),
         h2: false,
     })
 }
@@ -111,8 +114,9 @@ async fn tls_handshake(
     addr: SocketAddr,
     uri: &Uri,
     tcp: TcpStream,
-    tls: &super::tls::Tls,
+    settings: &ConnectSettings,
 ) -> Result<Conn, BoxError> {
+    let tls = &settings.tls;
     let name = match (&tls.server_name, uri.host()) {
         (Some(name), _) => name.clone(),
         (None, Some(host)) => super::tls::server_name(host)
@@ -125,8 +129,9 @@ async fn tls_handshake(
         .await
         .map_err(|e| handshake_error(addr, &name, e))?;
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let watch = !h2 && !settings.http2_only;
     Ok(Conn {
-        io: TokioIo::new(Stream::Tls(Box::new(stream))),
+        io: TokioIo::new(Watched::new(Stream::Tls(Box::new(stream)), watch)),
         h2,
     })
 }
@@ -188,7 +193,7 @@ fn set_keepalive(tcp: &TcpStream, idle: Duration) {
 
 /// A connection, plain or TLS, as hyper reads and writes it.
 pub(crate) struct Conn {
-    io: TokioIo<Stream>,
+    io: TokioIo<Watched<Stream>>,
     h2: bool,
 }
 

@@ -190,6 +190,7 @@ mod tests {
             connect: Arc::new(ConnectSettings {
                 connect_timeout: None,
                 tcp_keepalive: None,
+                http2_only: false,
                 #[cfg(feature = "tls")]
                 tls: super::super::tls::TlsSettings::default()
                     .build(false)

@@ -43,6 +43,7 @@ mod connect;
 mod dns;
 mod endpoint;
 mod reload;
+mod stale;
 mod stats;
 #[cfg(feature = "tls")]
 mod tls;

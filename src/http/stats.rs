@@ -36,8 +36,11 @@ pub struct ClientStats {
     pub failures: u64,
     /// Of which their caller dropped before they finished.
     pub cancelled: u64,
-    /// Retries sent. Attempts in total are `requests + retries`.
+    /// Retries sent. Attempts in total are `requests + retries + stale_resends`.
     pub retries: u64,
+    /// Idempotent attempts sent again at once, at no retry cost, because the server had closed
+    /// the reused keep-alive connection they met before answering (at most 3 per request).
+    pub stale_resends: u64,
     /// Retries refused because the retry budget was empty.
     pub budget_exhausted: u64,
     /// Attempts cut by the per-attempt timeout (hedges and the first attempts they raced

@@ -57,7 +57,7 @@ impl fmt::Debug for Settings {
 
 /// Every value the `reason` label of an outcome can take: the labels of
 /// [`Reason::as_str`](crate::classify::Reason::as_str), then `cancelled`.
-const REASONS: [&str; 31] = [
+const REASONS: [&str; 32] = [
     "success",
     "http_408",
     "http_429",
@@ -84,6 +84,7 @@ const REASONS: [&str; 31] = [
     "connect",
     "refused",
     "reset",
+    "stale_connection",
     "timeout",
     "body",
     "no_endpoint",
@@ -116,7 +117,7 @@ impl ReasonCounters {
 
     /// The counter for `reason` (a label from the table above).
     pub(crate) fn get(&self, reason: &'static str) -> &Counter {
-        // A linear scan of 31 short strings: this runs on failure paths only.
+        // A linear scan of 32 short strings: this runs on failure paths only.
         let (slot, label) = match REASONS.iter().position(|r| *r == reason) {
             Some(i) => (i, reason),
             None => (REASONS.len() - 2, "other"),
@@ -154,6 +155,7 @@ mod tests {
             Reason::Connect,
             Reason::Refused,
             Reason::Reset,
+            Reason::StaleConnection,
             Reason::Timeout,
             Reason::Body,
             Reason::NoEndpoint,

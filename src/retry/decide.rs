@@ -6,7 +6,7 @@ use super::policy::RetryStats;
 use super::replay::ReplayBody;
 use super::state::RetryState;
 use super::trace::{self};
-use crate::classify::{Class, Classify, Idempotence, Pushback, Retryable};
+use crate::classify::{Class, Classify, Idempotence, Pushback, Reason, Retryable};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,6 +62,11 @@ where
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
     let stats = &config.stats;
+    if class.reason() == Reason::StaleConnection {
+        if let Some(decision) = resend_stale(retry, config) {
+            return decision;
+        }
+    }
     // One retry layer per call chain: the caller retries this request, so a failure goes back
     // to it unchanged, but for an attempt that never left, which costs the upstream nothing.
     if caller_retries && class.retryable() != Retryable::NeverSent {
@@ -138,6 +143,36 @@ where
     tracing::debug!(attempts, reason = %class.reason(), delay_ms = delay.as_millis() as u64, "retrying");
     retrying.next_body = Some(body);
     Decision::Retry(delay)
+}
+
+/// How many times one request is sent again after meeting a stale keep-alive connection,
+/// beyond its retries: each time the pool has dropped one more connection the server had
+/// closed, and a few such in a row are the pool's idle connections closing together.
+const STALE_RESENDS: u32 = 3;
+
+/// An idempotent attempt that met a stale keep-alive connection
+/// ([`Reason::StaleConnection`]): sent again at once, on another connection, as an attempt
+/// that never left would be (no token, no retry counted), at most [`STALE_RESENDS`] times;
+/// then, and when its body cannot be replayed, `None`: the failure is decided as any other.
+fn resend_stale<B, C, T>(
+    retry: &mut Option<RetryState<B>>,
+    config: &Config<C>,
+) -> Option<Decision<T>>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let state = retry.as_mut()?;
+    let body = state.replay.as_ref().and_then(ReplayBody::try_clone)?;
+    let retrying = state.retrying(&config.backoff);
+    if retrying.stale_resends >= STALE_RESENDS {
+        return None;
+    }
+    retrying.stale_resends += 1;
+    retrying.next_body = Some(body);
+    RetryStats::add(&config.stats.stale_resends);
+    tracing::debug!("the server had closed the reused connection: sending again");
+    Some(Decision::Again(Duration::ZERO))
 }
 
 /// An attempt the balancer never sent because every endpoint was pushing back past the

@@ -348,10 +348,14 @@ where
                                 waited: delay,
                                 again: matches!(decision, Decision::Again(_)),
                             };
-                            this.state.set(State::Backoff {
-                                sleep: Box::pin(tokio::time::sleep(delay)),
-                                next,
-                            });
+                            if delay.is_zero() {
+                                this.state.set(State::Ready { next });
+                            } else {
+                                this.state.set(State::Backoff {
+                                    sleep: Box::pin(tokio::time::sleep(delay)),
+                                    next,
+                                });
+                            }
                         }
                     }
                 }

@@ -198,6 +198,7 @@ impl Idempotency {
 pub struct RetryStats {
     pub(crate) requests: AtomicU64,
     pub(crate) retries: AtomicU64,
+    pub(crate) stale_resends: AtomicU64,
     pub(crate) budget_exhausted: AtomicU64,
     pub(crate) retries_exhausted: AtomicU64,
     pub(crate) body_too_large: AtomicU64,
@@ -224,7 +225,7 @@ impl RetryStats {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Retries sent. Attempts in total are `requests + retries`.
+    /// Retries sent. Attempts in total are `requests + retries + stale_resends`.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -232,6 +233,19 @@ impl RetryStats {
     /// ```
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Idempotent attempts sent again, at once and at no retry cost, because the server had
+    /// closed the reused keep-alive connection they were written on before answering
+    /// ([`Reason::StaleConnection`](crate::classify::Reason::StaleConnection)); at most 3 per
+    /// request.
+    ///
+    /// ```
+    /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
+    /// let n = layer.stats().stale_resends();
+    /// ```
+    pub fn stale_resends(&self) -> u64 {
+        self.stale_resends.load(Ordering::Relaxed)
     }
 
     /// Retries refused because the budget was empty.

@@ -35,6 +35,8 @@ pub(super) struct Retrying<B> {
     // The token that went down with the uncounted retry: the balancer gives it back if it
     // drops the retry unsent.
     pub(super) token: Option<UnsentRetry>,
+    // Attempts sent again after meeting a stale keep-alive connection (no retries).
+    pub(super) stale_resends: u32,
 }
 
 impl<B> RetryState<B> {
@@ -57,6 +59,7 @@ impl<B> RetryState<B> {
                 attempt_started: None,
                 uncounted: None,
                 token: None,
+                stale_resends: 0,
             })
         })
     }
