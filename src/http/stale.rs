@@ -24,26 +24,29 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// answer, as a [`StaleConnection`] error (see the module's documentation).
 pub(crate) struct Watched<S> {
     inner: S,
-    /// `None` for a connection that is not watched (HTTP/2).
+    /// `None` for a connection that is not watched (HTTP/2), or no longer (see [`Exchange`]).
     exchange: Option<Exchange>,
 }
 
-/// Where a watched connection is in its request/answer exchanges.
-#[derive(Debug, Default, Clone, Copy)]
-struct Exchange {
-    /// Some answer was read on this connection: it is being reused.
-    answered: bool,
-    /// Request bytes were written since the last answer bytes were read.
-    asked: bool,
+/// Where a watched connection is in its request/answer exchanges. hyper's HTTP/1.1 client
+/// sends one request at a time and reads its answer before the next, so a write after answer
+/// bytes starts a new request, but in two cases, which end the watch: a request body written
+/// after an interim `1xx` answer (`100 Continue`; `101` hands the connection over to another
+/// protocol), and a `CONNECT`, after which the connection may be a tunnel.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Exchange {
+    /// No request yet.
+    #[default]
+    Fresh,
+    /// A request is on its way and no byte of its answer has come; `reused` when answers came
+    /// on this connection before it.
+    Asked { reused: bool },
+    /// Bytes of the last request's answer came.
+    Answered,
 }
 
-impl Exchange {
-    /// Whether an end of the connection now is the stale connection's shape: reused, and a
-    /// request begun (written in part or whole, or being written) with nothing of its answer.
-    fn stale(self, writing: bool) -> bool {
-        self.answered && (self.asked || writing)
-    }
-}
+/// `HTTP/1.1 1`: the start of an interim (or switching) answer, whose digit is at this index.
+const STATUS_DIGIT: usize = 9;
 
 impl<S> Watched<S> {
     /// Wraps `inner`; `watch` is false for a connection that must not be watched (HTTP/2).
@@ -54,16 +57,65 @@ impl<S> Watched<S> {
         }
     }
 
-    /// The error to report for `end` (`None`: a clean close), given where the exchange is.
-    fn end(&self, end: Option<io::Error>, writing: bool) -> io::Error {
+    /// Whether an end of the connection now is the stale connection's shape: a request on its
+    /// way on a reused connection, with nothing of its answer; or a new request starting on
+    /// one (`writing`).
+    fn stale(&self, writing: bool) -> bool {
         match self.exchange {
-            Some(exchange) if exchange.stale(writing) => {
-                let kind = end
-                    .as_ref()
-                    .map_or(io::ErrorKind::UnexpectedEof, io::Error::kind);
-                io::Error::new(kind, StaleConnection(end))
+            Some(Exchange::Asked { reused }) => reused,
+            Some(Exchange::Answered) => writing,
+            _ => false,
+        }
+    }
+
+    /// The error to report for `end` (`None`: a clean close).
+    fn end(&self, end: Option<io::Error>, writing: bool) -> io::Error {
+        if self.stale(writing) {
+            let kind = end
+                .as_ref()
+                .map_or(io::ErrorKind::UnexpectedEof, io::Error::kind);
+            return io::Error::new(kind, StaleConnection(end));
+        }
+        end.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+
+    /// Notes `read`, the bytes a read brought (none: a close).
+    fn note_read(&mut self, read: &[u8]) {
+        if let Some(Exchange::Asked { .. }) = self.exchange {
+            // The first bytes of an answer: an interim one ends the watch (see `Exchange`).
+            // Too short to tell, it ends it too: only the watch is lost.
+            let interim = read.get(STATUS_DIGIT).is_none_or(|digit| *digit == b'1');
+            self.exchange = (!interim).then_some(Exchange::Answered);
+        }
+    }
+
+    /// Notes a write that began with `first` (the bytes of its first non-empty buffer).
+    fn note_write(&mut self, first: &[u8]) {
+        let reused = match self.exchange {
+            Some(Exchange::Fresh) => false,
+            Some(Exchange::Answered) => true,
+            // More of the request on its way, or not watched.
+            _ => return,
+        };
+        // A new request: a `CONNECT` may turn the connection into a tunnel.
+        let connect = first.len() < b"CONNECT ".len() || first.starts_with(b"CONNECT ");
+        self.exchange = (!connect).then_some(Exchange::Asked { reused });
+    }
+
+    fn written(
+        &mut self,
+        written: Poll<io::Result<usize>>,
+        first: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.note_write(first);
+                }
+                Poll::Ready(Ok(n))
             }
-            _ => end.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into()),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.end(Some(e), true))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -77,18 +129,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let this = self.get_mut();
         let (filled, room) = (buf.filled().len(), buf.remaining());
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let Some(exchange) = this.exchange.as_mut() else {
+        if this.exchange.is_none() {
             return read;
-        };
+        }
         match read {
             Poll::Ready(Ok(())) if buf.filled().len() > filled => {
-                exchange.answered = true;
-                exchange.asked = false;
+                this.note_read(&buf.filled()[filled..]);
                 Poll::Ready(Ok(()))
             }
             // A clean close: only an error carries the stale shape up through hyper, which
             // reads a close as the end of the answer.
-            Poll::Ready(Ok(())) if room > 0 && exchange.stale(false) => {
+            Poll::Ready(Ok(())) if room > 0 && this.stale(false) => {
                 Poll::Ready(Err(this.end(None, false)))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(this.end(Some(e), false))),
@@ -105,7 +156,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.wrote(written)
+        this.written(written, buf)
     }
 
     fn poll_write_vectored(
@@ -115,7 +166,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.wrote(written)
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        this.written(written, first)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -132,21 +187,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-impl<S> Watched<S> {
-    fn wrote(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        match written {
-            Poll::Ready(Ok(n)) => {
-                if let Some(exchange) = self.exchange.as_mut() {
-                    exchange.asked |= n > 0;
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(self.end(Some(e), true))),
-            Poll::Pending => Poll::Pending,
-        }
     }
 }
 

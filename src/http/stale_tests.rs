@@ -9,14 +9,26 @@ fn pipe(watch: bool) -> (Watched<DuplexStream>, DuplexStream) {
     (Watched::new(client, watch), server)
 }
 
-/// One exchange: the client writes a request, the server reads it and answers.
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+
+/// One exchange: the client writes `request`, the server reads it and answers `answer`.
+async fn ask(
+    client: &mut Watched<DuplexStream>,
+    server: &mut DuplexStream,
+    request: &[u8],
+    answer: &[u8],
+) {
+    client.write_all(request).await.unwrap();
+    let mut read = vec![0u8; request.len()];
+    server.read_exact(&mut read).await.unwrap();
+    server.write_all(answer).await.unwrap();
+    let mut read = vec![0u8; answer.len()];
+    client.read_exact(&mut read).await.unwrap();
+}
+
 async fn exchange(client: &mut Watched<DuplexStream>, server: &mut DuplexStream) {
-    client.write_all(b"request").await.unwrap();
-    let mut request = [0u8; 7];
-    server.read_exact(&mut request).await.unwrap();
-    server.write_all(b"answer").await.unwrap();
-    let mut answer = [0u8; 6];
-    client.read_exact(&mut answer).await.unwrap();
+    ask(client, server, REQUEST, ANSWER).await;
 }
 
 fn is_stale(error: &io::Error) -> bool {
@@ -27,7 +39,7 @@ fn is_stale(error: &io::Error) -> bool {
 async fn a_reused_connection_closed_before_any_answer_byte_is_stale() {
     let (mut client, mut server) = pipe(true);
     exchange(&mut client, &mut server).await;
-    client.write_all(b"request").await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
     drop(server);
     let error = client.read(&mut [0u8; 16]).await.unwrap_err();
     assert!(is_stale(&error), "{error:?}");
@@ -39,7 +51,7 @@ async fn a_write_that_fails_on_a_reused_connection_is_stale() {
     let (mut client, mut server) = pipe(true);
     exchange(&mut client, &mut server).await;
     drop(server);
-    let error = client.write_all(b"request").await.unwrap_err();
+    let error = client.write_all(REQUEST).await.unwrap_err();
     assert!(is_stale(&error), "{error:?}");
     assert_eq!(error.kind(), io::ErrorKind::BrokenPipe);
 }
@@ -47,13 +59,13 @@ async fn a_write_that_fails_on_a_reused_connection_is_stale() {
 #[tokio::test]
 async fn the_first_request_of_a_connection_is_never_stale() {
     let (mut client, server) = pipe(true);
-    client.write_all(b"request").await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
     drop(server);
     // A clean close, as the stream reported it: the server failed a fresh connection.
     assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
     let (mut client, server) = pipe(true);
     drop(server);
-    let error = client.write_all(b"request").await.unwrap_err();
+    let error = client.write_all(REQUEST).await.unwrap_err();
     assert!(!stale_connection(&error), "{error:?}");
 }
 
@@ -61,10 +73,10 @@ async fn the_first_request_of_a_connection_is_never_stale() {
 async fn a_close_after_part_of_the_answer_is_not_stale() {
     let (mut client, mut server) = pipe(true);
     exchange(&mut client, &mut server).await;
-    client.write_all(b"request").await.unwrap();
-    server.write_all(b"ans").await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
+    server.write_all(&ANSWER[..12]).await.unwrap();
     drop(server);
-    let mut part = [0u8; 3];
+    let mut part = [0u8; 12];
     client.read_exact(&mut part).await.unwrap();
     assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
 }
@@ -82,7 +94,7 @@ async fn an_idle_connection_closed_between_requests_ends_cleanly() {
 async fn an_unwatched_connection_reports_what_the_stream_reports() {
     let (mut client, mut server) = pipe(false);
     exchange(&mut client, &mut server).await;
-    client.write_all(b"request").await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
     drop(server);
     assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
 }
@@ -91,7 +103,7 @@ async fn an_unwatched_connection_reports_what_the_stream_reports() {
 async fn a_read_into_a_full_buffer_is_no_close() {
     let (mut client, mut server) = pipe(true);
     exchange(&mut client, &mut server).await;
-    client.write_all(b"request").await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
     let mut none = [0u8; 0];
     let mut buf = ReadBuf::new(&mut none);
     let read =
@@ -102,4 +114,70 @@ async fn a_read_into_a_full_buffer_is_no_close() {
         "{read:?}"
     );
     drop(server);
+}
+
+#[tokio::test]
+async fn a_close_after_an_interim_answer_is_not_stale() {
+    // `100 Continue` on a fresh connection, then the body, then the close: the server read
+    // the request; nothing about it is stale.
+    let (mut client, mut server) = pipe(true);
+    ask(
+        &mut client,
+        &mut server,
+        REQUEST,
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+    )
+    .await;
+    client.write_all(b"body").await.unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+    // And on a reused connection the same.
+    let (mut client, mut server) = pipe(true);
+    exchange(&mut client, &mut server).await;
+    ask(
+        &mut client,
+        &mut server,
+        REQUEST,
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+    )
+    .await;
+    client.write_all(b"body").await.unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_or_a_tunnel_ends_as_its_stream_does() {
+    let upgrade: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\r\n";
+    let (mut client, mut server) = pipe(true);
+    exchange(&mut client, &mut server).await;
+    ask(&mut client, &mut server, REQUEST, upgrade).await;
+    client.write_all(b"tunnelled bytes").await.unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+
+    let connect: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\n\r\n";
+    let (mut client, mut server) = pipe(true);
+    exchange(&mut client, &mut server).await;
+    ask(
+        &mut client,
+        &mut server,
+        connect,
+        b"HTTP/1.1 200 OK\r\n\r\n",
+    )
+    .await;
+    client.write_all(b"tunnelled bytes").await.unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn an_answer_too_short_to_read_ends_the_watch() {
+    let (mut client, mut server) = pipe(true);
+    ask(&mut client, &mut server, REQUEST, b"HTTP/1").await;
+    server.write_all(b".1 200 OK\r\n\r\n").await.unwrap();
+    client.read_exact(&mut [0u8; 13]).await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
 }

@@ -20,6 +20,8 @@ pub(super) struct NextAttempt {
     /// The attempt before was never sent (every endpoint was pushing back): this one is the
     /// same attempt again, not a retry. It costs no token and counts as no retry.
     pub(super) again: bool,
+    /// A new attempt that is no retry (after a stale connection): numbered, costs no token.
+    pub(super) resend: bool,
 }
 
 /// What to do after an attempt: return its outcome, or retry after a wait.
@@ -28,6 +30,8 @@ pub(super) enum Decision<T> {
     Retry(Duration),
     /// Send the attempt that never left again after this wait.
     Again(Duration),
+    /// Send a new attempt at once, which is no retry: the last met a stale connection.
+    Resend,
 }
 
 #[allow(clippy::too_many_arguments)] // the future's fields, borrowed separately through the pin projection
@@ -62,11 +66,6 @@ where
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
     }
     let stats = &config.stats;
-    if class.reason() == Reason::StaleConnection {
-        if let Some(decision) = resend_stale(retry, config) {
-            return decision;
-        }
-    }
     // One retry layer per call chain: the caller retries this request, so a failure goes back
     // to it unchanged, but for an attempt that never left, which costs the upstream nothing.
     if caller_retries && class.retryable() != Retryable::NeverSent {
@@ -76,6 +75,13 @@ where
         }
         tracing::debug!(attempts, reason = %class.reason(), "not retrying: the caller retries");
         return Decision::Return(outcome.map_err(|e| e.with_attempts(attempts)));
+    }
+    // After the check above: a caller that retries gets even this failure back (one retry
+    // layer per call chain), as the server read the request.
+    if class.reason() == Reason::StaleConnection {
+        if let Some(decision) = resend_stale(retry, config) {
+            return decision;
+        }
     }
     let refuse = |outcome: Result<http::Response<RB>, Error>, kind: Kind, counter: &AtomicU64| {
         RetryStats::add(counter);
@@ -101,7 +107,8 @@ where
         .head
         .route_retries(&config.routes)
         .unwrap_or(config.max_retries);
-    if attempts > max_retries {
+    // Resends after stale connections are attempts, but no retries.
+    if attempts - state.stale_resends() > max_retries {
         return refuse(outcome, Kind::RetriesExhausted, &stats.retries_exhausted);
     }
     let pushback = match class.pushback() {
@@ -151,8 +158,8 @@ where
 const STALE_RESENDS: u32 = 3;
 
 /// An idempotent attempt that met a stale keep-alive connection
-/// ([`Reason::StaleConnection`]): sent again at once, on another connection, as an attempt
-/// that never left would be (no token, no retry counted), at most [`STALE_RESENDS`] times;
+/// ([`Reason::StaleConnection`]): a new attempt sent at once, on another connection, that is
+/// no retry (no token, not counted against the retry limit), at most [`STALE_RESENDS`] times;
 /// then, and when its body cannot be replayed, `None`: the failure is decided as any other.
 fn resend_stale<B, C, T>(
     retry: &mut Option<RetryState<B>>,
@@ -172,7 +179,7 @@ where
     retrying.next_body = Some(body);
     RetryStats::add(&config.stats.stale_resends);
     tracing::debug!("the server had closed the reused connection: sending again");
-    Some(Decision::Again(Duration::ZERO))
+    Some(Decision::Resend)
 }
 
 /// An attempt the balancer never sent because every endpoint was pushing back past the

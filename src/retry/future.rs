@@ -75,6 +75,7 @@ pin_project! {
                     reason: "",
                     waited: Duration::ZERO,
                     again: true,
+                    resend: false,
                 };
                 this.state.set(State::Ready { next });
                 if let Some((next, false)) =
@@ -342,11 +343,16 @@ where
                             *this.done = true;
                             return Poll::Ready(outcome.map(|res| res.map(ResponseBody::settled)));
                         }
-                        Decision::Retry(delay) | Decision::Again(delay) => {
+                        Decision::Retry(_) | Decision::Again(_) | Decision::Resend => {
+                            let delay = match decision {
+                                Decision::Retry(delay) | Decision::Again(delay) => delay,
+                                _ => Duration::ZERO,
+                            };
                             let next = NextAttempt {
                                 reason: class.reason().as_str(),
                                 waited: delay,
-                                again: matches!(decision, Decision::Again(_)),
+                                again: !matches!(decision, Decision::Retry(_)),
+                                resend: matches!(decision, Decision::Resend),
                             };
                             if delay.is_zero() {
                                 this.state.set(State::Ready { next });
@@ -425,7 +431,7 @@ where
                         }
                     }
                     let config = &**this.config;
-                    if !next.again {
+                    if !next.again || next.resend {
                         *this.attempts += 1;
                     }
                     if let (Some(request), Some(attempt)) =

@@ -87,6 +87,11 @@ impl<B> RetryState<B> {
         self.retrying.as_mut()?.next_body.take()
     }
 
+    /// Attempts sent again after stale connections, which are no retries.
+    pub(super) fn stale_resends(&self) -> u32 {
+        self.retrying.as_ref().map_or(0, |r| r.stale_resends)
+    }
+
     pub(super) fn attempt_started(&self) -> Option<Instant> {
         self.retrying.as_ref()?.attempt_started
     }

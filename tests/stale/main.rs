@@ -6,8 +6,14 @@
 //!
 //! Each server reads the second request of a connection whole before closing it, so the client
 //! has written it: the race a pool of idle connections has with a closing server, made certain.
+//! What is no stale connection (an interim answer, an upgrade, a tunnel) is in `upgrades.rs`;
+//! a caller that retries, and how attempts are numbered, in `attempts.rs`.
 
+#[path = "../common/mod.rs"]
 mod common;
+
+mod attempts;
+mod upgrades;
 
 use bytes::Bytes;
 use common::read_request;
