@@ -3,6 +3,8 @@
 //! real slow upstream), once over a healthy one behind `ChaosLayer` — and compares what the
 //! retry layer, the budget and the deadline did.
 
+mod common;
+
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
@@ -68,10 +70,7 @@ async fn server(reset: bool, heads: Arc<AtomicU64>) -> SocketAddr {
 
 /// A port nothing listens on.
 async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
+    common::refusing_port()
 }
 
 struct Outcome {

@@ -3,6 +3,8 @@
 //! only when the attempt never left. Against raw TCP and raw HTTP/2 servers on 127.0.0.1, where
 //! the bytes on the wire are what is counted.
 
+mod common;
+
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -154,10 +156,7 @@ async fn get_answered_503_is_retried() {
 
 /// A port with nothing listening: a connection to it is refused.
 async fn dead_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
+    common::refusing_port()
 }
 
 /// The first attempt goes to a port where nothing listens, every later one to the live

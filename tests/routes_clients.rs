@@ -2,6 +2,7 @@
 //! fleet, and `meshless::tonic::Channel` under tonic's own client against a real tonic server.
 #![cfg(all(feature = "reqwest", feature = "tonic"))]
 
+mod common;
 #[path = "tonic/support.rs"]
 mod support;
 

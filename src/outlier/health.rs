@@ -4,7 +4,7 @@ use super::consecutive::Consecutive;
 use super::detector::Fleet;
 use super::telemetry::{HealthObserver, State};
 use super::{Admit, EjectReason, Status, Window, slow_start};
-use crate::classify::Class;
+use crate::classify::{Class, Reason};
 use crate::primitives::clock;
 use crate::primitives::gate::{self, ACTIVE, Claim, EJECTED, Gate, LONG_AGO, PROBING, RETIRED};
 use crate::primitives::histogram::Histogram;
@@ -167,13 +167,22 @@ impl Endpoint {
     /// it on the spot) and the interval's counts. While it is in probation, the first report of
     /// a request that started after the ejection decides: success returns the endpoint to
     /// active (ramping up), failure ejects it again for the next backoff step. Reports of
-    /// requests that started before the ejection are stragglers and change nothing.
+    /// requests that started before the ejection are stragglers and change nothing. An answer
+    /// that sheds load (429, or one with pushback) counts for nothing while the endpoint is
+    /// active, and as a success for a probe: the endpoint is up.
     #[inline]
     pub(crate) fn report(&self, now: Instant, class: &Class, latency: Duration) {
         let e = self;
-        let failure = class.is_failure();
+        // A server that says "slow down" (429, or any answer with pushback) is alive and has
+        // said how long to stay away, which the balancer keeps as quiet: not a sign of ill
+        // health, as Envoy's and linkerd's detectors count 5xx only. Counted, it would eject
+        // the endpoints of a rate-limited fleet one after the other.
+        let shed = class.is_failure()
+            && (class.pushback().is_some() || class.reason() == Reason::Status(429));
+        let failure = class.is_failure() && !shed;
         let word = e.gate.load();
         match gate::state(word) {
+            ACTIVE if shed => {}
             ACTIVE => e.report_active(now, failure, latency),
             PROBING => e.report_probe(word, now, failure, latency),
             // Ejected: a request admitted before the ejection, which tells nothing new.

@@ -333,3 +333,55 @@ fn debug_names_the_state() {
     eject(&eps[0], t0);
     assert!(format!("{:?}", eps[0]).contains("ejected"));
 }
+
+/// A server's "slow down": 429, and any failure answered with pushback.
+fn sheds() -> [Class; 3] {
+    use crate::classify::Pushback;
+    [
+        Class::failure(Reason::Status(429), Retryable::NotProcessed),
+        Class::failure(Reason::Status(503), Retryable::NotProcessed)
+            .with_pushback(Some(Pushback::After(SEC))),
+        Class::failure(
+            Reason::Grpc(crate::classify::Code::Unavailable),
+            Retryable::NotProcessed,
+        )
+        .with_pushback(Some(Pushback::After(MS))),
+    ]
+}
+
+#[test]
+fn an_endpoint_that_sheds_load_is_not_ejected() {
+    let (d, eps, t0) = fleet(OutlierConfig::default(), 5);
+    for h in &eps[1..] {
+        for _ in 0..200 {
+            h.report(t0, &Class::success(), MS);
+        }
+    }
+    let h = &eps[0];
+    for class in sheds() {
+        for _ in 0..100 {
+            h.report(t0, &class, MS);
+        }
+    }
+    assert_eq!(h.status(t0), Status::Active);
+    // Nor by the interval policies (success rate, failure percentage), which saw none of it.
+    assert!(d.sweep_if_due(t0 + 10 * SEC));
+    assert_eq!(h.status(t0 + 10 * SEC), Status::Active);
+    // Between failures, it breaks no run: four plain failures, a 429, one more: ejected.
+    for _ in 0..4 {
+        h.report(t0, &fail(), MS);
+    }
+    h.report(t0, &sheds()[0], MS);
+    h.report(t0, &fail(), MS);
+    assert!(matches!(h.status(t0), Status::Ejected { .. }));
+}
+
+#[test]
+fn a_probe_that_is_told_to_slow_down_returns_the_endpoint() {
+    let (_d, eps, t0) = fleet(consecutive_only(), 3);
+    let h = &eps[0];
+    let back = t0 + eject(h, t0);
+    assert_eq!(h.admit(back), Admit::Probe);
+    h.report(back, &sheds()[0], MS);
+    assert_eq!(h.status(back), Status::Active, "it answered: it is up");
+}

@@ -487,10 +487,7 @@ fn a_hedged_put_sends_the_same_body_twice() {
 
 /// A port nothing listens on.
 async fn dead_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
+    common::refusing_port()
 }
 
 /// A body larger than the replay cap, to a refused port beside a healthy one: a refused

@@ -3,8 +3,30 @@
 // Each test crate that includes this module uses part of it.
 #![allow(dead_code)]
 
+use std::sync::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+
+/// The sockets that hold the ports of [`refusing_port`] for the life of the test process.
+static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+
+/// An address on 127.0.0.1 where nothing listens, and nothing will while the tests run: a
+/// socket bound to the port and never listening holds it, so a connection is refused, and no
+/// other test's listener can be given the port (as it could one bound and then dropped, which
+/// makes the "refused" endpoint some other test's server).
+pub fn refusing_port() -> std::net::SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    socket.bind(&any.into()).expect("bind");
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("an IP address");
+    HELD.lock().unwrap().push(socket);
+    addr
+}
 
 /// Reads one request head, through its blank line, from `socket`. Bytes that arrived after it
 /// stay in `pending` for the next call. `None` once the peer closed or the read failed.

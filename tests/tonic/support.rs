@@ -179,10 +179,9 @@ pub fn serve(store: Store) -> SocketAddr {
     addr
 }
 
-/// An address where nothing listens: bound, then closed, so connecting is refused.
+/// An address where nothing listens, so connecting is refused (see `common::refusing_port`).
 pub fn refusing() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local address")
+    super::common::refusing_port()
 }
 
 pub fn endpoint(addr: SocketAddr) -> Endpoint {
