@@ -150,6 +150,12 @@ impl Policies {
                 "must be greater than zero",
             ));
         }
+        if self.body_idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(ConfigError::new(
+                "body_idle_timeout",
+                "must be greater than zero: 0 would fail every body that waits for a frame",
+            ));
+        }
         Ok(())
     }
 

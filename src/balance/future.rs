@@ -7,7 +7,7 @@ use super::p2c;
 use super::{Shared, Snapshot};
 use crate::budget::UnsentRetry;
 use crate::classify::grpc_web::TrailerScanner;
-use crate::classify::{Class, Classified};
+use crate::classify::{AfterRedirect, Class, Classified};
 use crate::deadline::{RequestDeadline, StreamingRule};
 use crate::error::{BoxError, Error, Kind, QuietUntil};
 use crate::primitives::step::Step;
@@ -247,8 +247,14 @@ where
                     let classifier = &this.shared.classifier;
                     return Poll::Ready(match result {
                         Ok(res) => {
-                            let head = classifier.classify_response(res.status(), res.headers());
+                            let mut head =
+                                classifier.classify_response(res.status(), res.headers());
                             let (mut parts, body) = res.into_parts();
+                            if !parts.extensions.is_empty()
+                                && parts.extensions.remove::<AfterRedirect>().is_some()
+                            {
+                                head = head.map(Class::after_redirect);
+                            }
                             // The verdict travels with a failed response, so that the layers
                             // above read it instead of classifying again; a success carries
                             // nothing and costs nothing.

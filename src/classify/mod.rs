@@ -85,6 +85,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Classified(pub Class);
 
+/// Marks a response that came at the end of redirects its HTTP client followed (reqwest's):
+/// its answer is the redirect target's, and proves nothing about the request as first sent
+/// (a POST answered `303`, whose target then answers `429`, was acted on). The balancer reads
+/// the answer's class as [`Class::after_redirect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AfterRedirect;
+
 /// The verdict on one attempt: its outcome, whether it may be retried, and why.
 ///
 /// ```
@@ -317,6 +324,23 @@ impl Class {
     /// ```
     pub const fn retryable_if_idempotent_failure() -> Self {
         Class::failure(Reason::Other, Retryable::IfIdempotent)
+    }
+
+    /// The class of the same answer when it came from a redirect's target rather than from the
+    /// server first asked: that server may have acted on the request (a POST answered `303`),
+    /// so no answer of the target proves the request unprocessed (`NotProcessed` and
+    /// `NeverSent` become `IfIdempotent`), and the target's pushback is not the first server's
+    /// to keep.
+    pub(crate) fn after_redirect(self) -> Self {
+        let retryable = match self.retryable {
+            Retryable::NotProcessed | Retryable::NeverSent => Retryable::IfIdempotent,
+            other => other,
+        };
+        Class {
+            retryable,
+            pushback: None,
+            ..self
+        }
     }
 
     /// The same class carrying the server's pushback (`Retry-After`, `grpc-retry-pushback-ms`).

@@ -1,5 +1,6 @@
 //! One endpoint: a base URL, reached through a `reqwest::Client`.
 
+use crate::classify::AfterRedirect;
 use crate::error::{BoxError, ConfigError, Error, Kind};
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -175,6 +176,18 @@ fn parse_base(text: &str) -> Result<(Scheme, Authority), ConfigError> {
         Some(a) if !a.host().is_empty() => a.clone(),
         _ => return Err(bad("needs a host")),
     };
+    // `Authority::port` is `None` for a port that is no `u16`: read the text itself.
+    let port = match authority.as_str().rsplit_once(':') {
+        Some((_, port)) if !port.contains(']') => Some(port),
+        _ => None,
+    };
+    if port.is_some_and(|port| !port.parse::<u16>().is_ok_and(|p| p > 0)) {
+        return Err(bad("needs a port from 1 to 65535"));
+    }
+    // `Uri` drops a fragment without a word.
+    if text.contains('#') {
+        return Err(bad("must not carry a fragment"));
+    }
     match uri.path_and_query().map(PathAndQuery::as_str) {
         None | Some("") | Some("/") => Ok((scheme, authority)),
         Some(_) => Err(bad("must be scheme://host[:port] without a path or query")),
@@ -221,6 +234,9 @@ where
         let state = match self.prepare(req) {
             Ok(req) => State::Sending {
                 follows_redirects: self.follows_redirects,
+                // What was asked, to tell an answer from a redirect's target: only a client
+                // that follows redirects needs it.
+                asked: self.follows_redirects.then(|| req.url().clone()),
                 pending: self.client.call(req),
             },
             Err(error) => State::Failed { error: Some(error) },
@@ -250,7 +266,7 @@ pin_project! {
     #[project = StateProj]
     enum State {
         Failed { error: Option<Error> },
-        Sending { follows_redirects: bool, #[pin] pending: Pending },
+        Sending { follows_redirects: bool, asked: Option<::reqwest::Url>, #[pin] pending: Pending },
     }
 }
 
@@ -264,9 +280,17 @@ impl Future for EndpointFuture {
                 .unwrap_or_else(|| Error::new(Kind::InvalidRequest)))),
             StateProj::Sending {
                 follows_redirects,
+                asked,
                 pending,
             } => match std::task::ready!(pending.poll(cx)) {
-                Ok(res) => Poll::Ready(Ok(Response::from(res))),
+                Ok(res) => {
+                    let redirected = asked.as_ref().is_some_and(|url| url != res.url());
+                    let mut res = Response::from(res);
+                    if redirected {
+                        res.extensions_mut().insert(AfterRedirect);
+                    }
+                    Poll::Ready(Ok(res))
+                }
                 Err(e) => Poll::Ready(Err(map_error(e, *follows_redirects))),
             },
         }

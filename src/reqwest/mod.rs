@@ -43,7 +43,16 @@
 //! repeat each of meshless's attempts: build the client with
 //! `.retry(reqwest::retry::never())`. reqwest's `timeout` bounds each attempt, not the
 //! request: prefer [`ClientBuilder::deadline`] and [`ClientBuilder::attempt_timeout`].
-//! Redirects are followed inside one attempt, as reqwest's policy says.
+//! Redirects are followed inside one attempt, as reqwest's policy says. The answer at the end
+//! of redirects is the target's: it proves nothing about the request as first sent (a POST
+//! answered `303` was acted on), so a `429` or a `Retry-After` from a redirect's target lets
+//! only idempotent requests be retried, and quiets no endpoint. Every request body reaches
+//! reqwest as a stream, which reqwest does not send twice: a `307` or `308` to a request with
+//! a body comes back to the caller instead of being followed.
+//!
+//! The reqwest client owns its connections: the `http` client's detection of keep-alive
+//! connections the server had closed ([`Reason::StaleConnection`](crate::classify::Reason))
+//! does not apply, and such a failure is an endpoint's failure, retried from the budget.
 //!
 //! # Where requests go
 //!

@@ -18,6 +18,12 @@ fn zero_timeouts_are_refused_naming_the_field() {
     };
     let err = zero_attempt.check_timeouts().unwrap_err();
     assert_eq!(err.setting(), "attempt_timeout");
+    let zero_idle = Policies {
+        body_idle_timeout: Some(Duration::ZERO),
+        ..Policies::default()
+    };
+    let err = zero_idle.check_timeouts().unwrap_err();
+    assert_eq!(err.setting(), "body_idle_timeout");
     assert!(Policies::default().check_timeouts().is_ok());
 }
 
