@@ -176,7 +176,12 @@ async fn shadow_mode_reports_no_refusals_in_client_stats() {
         .unwrap();
     let mut breaker = meshless::breaker::BreakerConfig::default();
     breaker.shadow = true;
-    let client = builder(&fleet).breaker(breaker).build().unwrap();
+    // No retries: one request, one send.
+    let client = builder(&fleet)
+        .max_retries(0)
+        .breaker(breaker)
+        .build()
+        .unwrap();
     for _ in 0..60 {
         let res = client.get("/").await.expect("shadow refuses nothing");
         assert_eq!(res.status(), 500);

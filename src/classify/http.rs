@@ -7,8 +7,10 @@ use std::time::SystemTime;
 
 /// How HTTP statuses are classified.
 ///
-/// Defaults: every 5xx is a failure; 502, 503, 504 and 408 may be retried when the request is
-/// idempotent (the server, or a proxy in front of it, may have acted on it). 429 says the
+/// Defaults: every 5xx is a failure; 500, 502, 503, 504 and 408 may be retried when the
+/// request is idempotent (the server, or a proxy in front of it, may have acted on it; a 500
+/// is often a passing fault, which Envoy's `5xx`, linkerd and the cloud SDKs retry too), 501,
+/// 505 and the other 5xx are not (a retry would only repeat them). 429 says the
 /// request was rate limited before it was processed (RFC 6585 §4), and a 503 that carries a
 /// valid `Retry-After` says the server could not handle it and when to come back (RFC 9110
 /// §15.6.4, §10.2.3): both are [`Retryable::NotProcessed`], retried for any request but one
@@ -20,9 +22,9 @@ use std::time::SystemTime;
 /// use meshless::classify::{Http, Reason, Retryable};
 /// use http::{HeaderMap, StatusCode};
 ///
-/// let http = Http::new().status(500, Retryable::IfIdempotent).success(501);
+/// let http = Http::new().status(500, Retryable::Never).success(501);
 /// let c = http.classify(StatusCode::INTERNAL_SERVER_ERROR, &HeaderMap::new());
-/// assert_eq!(c.retryable(), Retryable::IfIdempotent);
+/// assert_eq!(c.retryable(), Retryable::Never);
 /// assert!(http.classify(StatusCode::NOT_IMPLEMENTED, &HeaderMap::new()).is_success());
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -101,7 +103,7 @@ impl Http {
 fn default_rule(status: StatusCode) -> Option<Retryable> {
     match status.as_u16() {
         429 => Some(Retryable::NotProcessed),
-        408 | 502 | 503 | 504 => Some(Retryable::IfIdempotent),
+        408 | 500 | 502 | 503 | 504 => Some(Retryable::IfIdempotent),
         500..=599 => Some(Retryable::Never),
         _ => None,
     }
@@ -132,10 +134,10 @@ mod tests {
             assert!(classify(s).is_success(), "{s}");
         }
         assert_eq!(classify(429).retryable(), Retryable::NotProcessed);
-        for s in [408, 502, 503, 504] {
+        for s in [408, 500, 502, 503, 504] {
             assert_eq!(classify(s).retryable(), Retryable::IfIdempotent, "{s}");
         }
-        for s in [500, 501, 505, 599] {
+        for s in [501, 505, 599] {
             let c = classify(s);
             assert!(c.is_failure(), "{s}");
             assert_eq!(c.retryable(), Retryable::Never, "{s}");

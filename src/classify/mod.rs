@@ -20,7 +20,7 @@
 //! | HTTP 429 Too Many Requests | `NotProcessed` | RFC 6585 §4: the request was rate limited |
 //! | HTTP 503 with `Retry-After` | `NotProcessed` | RFC 9110 §15.6.4, §10.2.3: the server is unable to handle it and says when to come back |
 //! | gRPC UNAVAILABLE with `grpc-retry-pushback-ms` ≥ 0 | `NotProcessed` | gRPC A6: the server's pushback |
-//! | HTTP 503 without `Retry-After`, 502, 504, 408 | `IfIdempotent` | a proxy or the application may have acted |
+//! | HTTP 500, 502, 504, 408, a 503 without `Retry-After` | `IfIdempotent` | a proxy or the application may have acted |
 //! | gRPC UNAVAILABLE without pushback | `IfIdempotent` | gRPC status code guide: not safe to retry non-idempotent calls |
 //! | reset, early close, timeout, unknown error | `IfIdempotent` | the request may have been processed |
 //! | a reused HTTP/1.1 connection closed before any byte of the answer ([`Reason::StaleConnection`]) | `IfIdempotent` | RFC 9112 §9.3.1: idempotent requests may be retried on a new connection |
@@ -137,7 +137,7 @@ pub struct Class {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Retryable {
-    /// Never retry (successes, and failures such as HTTP 500 that a retry would only repeat).
+    /// Never retry (successes, and failures such as HTTP 501 that a retry would only repeat).
     Never,
     /// Retry only requests that are safe to repeat: the server may have acted on this one.
     IfIdempotent,

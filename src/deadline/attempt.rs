@@ -510,7 +510,24 @@ where
             }
             return Poll::Ready(result.map_err(Error::from_service));
         }
-        std::task::ready!(this.timer.poll_end(cx));
+        std::task::ready!(this.timer.as_mut().poll_end(cx));
+        // A derived timeout decides again when it would cut: attempts that began before the
+        // window knew the upstream had slowed as a whole (a fleet-wide brownout) run on too,
+        // to the deadline the layers above keep, rather than being cut all at once.
+        if *this.kind == Kind::AttemptTimedOut {
+            let now = Instant::now();
+            if this
+                .watch
+                .as_ref()
+                .is_some_and(|w| w.overruns.frequent_lately(now))
+            {
+                if let Some(watch) = this.watch.take() {
+                    watch.report(now);
+                }
+                this.timer.set(LazySleep::new(None));
+                return Poll::Pending;
+            }
+        }
         // Dropped by our own timer: the endpoint is charged with the timeout.
         expiry::while_expiring(|| this.inner.set(None));
         if let Some(watch) = this.watch.take() {

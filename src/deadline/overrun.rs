@@ -20,6 +20,11 @@ use tokio::time::Instant;
 /// second of a brownout and returns within two of its end.
 const WINDOW: Duration = Duration::from_secs(2);
 
+/// The span of the second, short count, read when a timeout is about to cut an attempt: the
+/// long window still holds the fast answers from before a brownout, and would let it cut
+/// a hundred attempts in flight before it stood aside.
+const RECENT: Duration = Duration::from_millis(500);
+
 /// Attempts the window must hold before it decides anything: a client's first few attempts
 /// say too little.
 const MIN_ATTEMPTS: u64 = 10;
@@ -31,6 +36,8 @@ const ONE_IN: u64 = 10;
 #[derive(Debug)]
 pub(crate) struct Overruns {
     window: Window,
+    // The same count over the last [`RECENT`] only.
+    recent: Window,
     clock: Clock,
     // When an attempt last ran past the timeout, in nanoseconds since the origin plus one; 0
     // if none ever did. Every attempt asks `frequent`, and summing the window's buckets costs
@@ -44,6 +51,7 @@ impl Overruns {
     pub(crate) fn new(origin: Instant) -> Self {
         Overruns {
             window: Window::new(Clock::new(origin), WINDOW),
+            recent: Window::new(Clock::new(origin), RECENT),
             clock: Clock::new(origin),
             last_overrun: AtomicU64::new(0),
         }
@@ -64,10 +72,24 @@ impl Overruns {
         counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(ONE_IN) > counts.calls
     }
 
+    /// As [`frequent`](Self::frequent), or so over the last [`RECENT`] alone: asked when the
+    /// timeout would cut an attempt, whose upstream may have slowed since it began.
+    pub(crate) fn frequent_lately(&self, now: Instant) -> bool {
+        if self.frequent(now) {
+            return true;
+        }
+        if self.last_overrun.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let counts = self.recent.read(now);
+        counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(ONE_IN) > counts.calls
+    }
+
     /// Counts one attempt that ended (or was given up) at `now`, and whether it ran past the
     /// timeout.
     pub(crate) fn record(&self, now: Instant, overran: bool) {
         self.window.record(now, false, overran);
+        self.recent.record(now, false, overran);
         if overran {
             // After the window has it: a reader that sees this time finds the count too.
             let at = self.clock.nanos(now).saturating_add(1);

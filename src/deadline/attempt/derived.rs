@@ -137,3 +137,32 @@ async fn a_request_sent_only_once_is_not_cut_by_a_derived_timeout() {
     assert!(result.is_ok(), "let run to its answer");
     assert_eq!(start.elapsed(), Duration::from_millis(150));
 }
+
+#[tokio::test(start_paused = true)]
+async fn attempts_under_way_when_the_upstream_slows_are_let_run_once_it_is_known() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    // Thirty attempts begin together, each taking 150 ms: none knew the upstream was slow
+    // when it began. At 100 ms the first ten cut say it is; the other twenty run to their
+    // answers instead of being cut with them.
+    let attempts: Vec<_> = (0..30)
+        .map(|_| {
+            let layer = layer.clone();
+            tokio::spawn(async move { attempt(&layer, 150).await })
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for attempt in attempts {
+        ends.push(attempt.await.expect("no panic"));
+    }
+    let cut = ends
+        .iter()
+        .filter(|(result, took)| {
+            *result == Err(Kind::AttemptTimedOut) && *took == Duration::from_millis(100)
+        })
+        .count();
+    let answered = ends
+        .iter()
+        .filter(|(result, took)| result.is_ok() && *took == Duration::from_millis(150))
+        .count();
+    assert_eq!((cut, answered), (10, 20), "{ends:?}");
+}
