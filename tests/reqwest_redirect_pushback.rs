@@ -185,3 +185,34 @@ async fn a_redirect_targets_pushback_does_not_silence_the_endpoint() {
         out.map(|r| r.status()).map_err(|e| e.kind())
     );
 }
+
+/// Post/Redirect/Get to the same URL: the answer's URL is the one asked, and still the 429 is
+/// the redirect's GET's, not the POST's. A client that follows redirects cannot tell: an
+/// unsafe method's answer proves nothing unprocessed.
+#[tokio::test]
+async fn a_post_redirected_to_its_own_url_then_rate_limited_is_sent_once() {
+    let (addr, posts) = server(|head| {
+        if head.starts_with("POST ") {
+            "HTTP/1.1 303 See Other\r\nlocation: /orders\r\ncontent-length: 0\r\n\r\n".into()
+        } else {
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\n\r\n".into()
+        }
+    })
+    .await;
+    let http = reqwest_client();
+    let client = Client::builder(http.clone())
+        .endpoints([format!("http://{addr}")])
+        .backoff(Backoff::none())
+        .metrics(false)
+        .build()
+        .unwrap();
+    let out = client.send(http.post("http://svc/orders").body("x")).await;
+    let n = posts.load(Ordering::SeqCst);
+    assert_eq!(
+        n,
+        1,
+        "the POST (acted on: answered 303) reached the server {n} times (retries {}); {:?}",
+        client.retry_stats().retries(),
+        out.map(|r| r.status())
+    );
+}

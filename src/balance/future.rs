@@ -250,10 +250,10 @@ where
                             let mut head =
                                 classifier.classify_response(res.status(), res.headers());
                             let (mut parts, body) = res.into_parts();
-                            if !parts.extensions.is_empty()
-                                && parts.extensions.remove::<AfterRedirect>().is_some()
-                            {
-                                head = head.map(Class::after_redirect);
+                            if !parts.extensions.is_empty() {
+                                if let Some(redirect) = parts.extensions.remove::<AfterRedirect>() {
+                                    head = head.map(|class| class.after_redirect(redirect));
+                                }
                             }
                             // The verdict travels with a failed response, so that the layers
                             // above read it instead of classifying again; a success carries

@@ -89,8 +89,13 @@ pub struct Classified(pub Class);
 /// its answer is the redirect target's, and proves nothing about the request as first sent
 /// (a POST answered `303`, whose target then answers `429`, was acted on). The balancer reads
 /// the answer's class as [`Class::after_redirect`].
+/// `elsewhere` when the answer came from another URL than the one asked (its pushback is not
+/// the endpoint's); false when the client may have followed a redirect back to the URL asked
+/// (a POST answered `303` to itself), which the answer cannot tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct AfterRedirect;
+pub(crate) struct AfterRedirect {
+    pub(crate) elsewhere: bool,
+}
 
 /// The verdict on one attempt: its outcome, whether it may be retried, and why.
 ///
@@ -329,16 +334,20 @@ impl Class {
     /// The class of the same answer when it came from a redirect's target rather than from the
     /// server first asked: that server may have acted on the request (a POST answered `303`),
     /// so no answer of the target proves the request unprocessed (`NotProcessed` and
-    /// `NeverSent` become `IfIdempotent`), and the target's pushback is not the first server's
-    /// to keep.
-    pub(crate) fn after_redirect(self) -> Self {
+    /// `NeverSent` become `IfIdempotent`), and the pushback of a target elsewhere is not the
+    /// first server's to keep.
+    pub(crate) fn after_redirect(self, redirect: AfterRedirect) -> Self {
         let retryable = match self.retryable {
             Retryable::NotProcessed | Retryable::NeverSent => Retryable::IfIdempotent,
             other => other,
         };
         Class {
             retryable,
-            pushback: None,
+            pushback: if redirect.elsewhere {
+                None
+            } else {
+                self.pushback
+            },
             ..self
         }
     }

@@ -259,6 +259,7 @@ impl<S> AttemptTimeout<S> {
         let watch = Watch {
             overruns: overruns.clone(),
             past: super::instant_after(now, timeout),
+            may_let_run: true,
         };
         let timeout = if let_run || overruns.frequent(now) {
             None
@@ -291,7 +292,13 @@ impl<S> AttemptTimeout<S> {
                 }
                 timeout.map(|_| route.0.attempt_timeout)
             }
-            Some(route) => Some(route.0.attempt_timeout),
+            Some(route) => {
+                // A timeout asked for always cuts, the re-decision included.
+                if let Some(watch) = watch.as_mut() {
+                    watch.may_let_run = false;
+                }
+                Some(route.0.attempt_timeout)
+            }
             None => timeout,
         };
         // Whichever limit is shorter decides both the timer and the error it reports. Compared
@@ -319,7 +326,12 @@ impl<S> AttemptTimeout<S> {
             }
         };
         if let Some(end) = end.filter(|end| *end != now) {
-            self.propagate(req, end);
+            // The server was told the attempt's end: it is not let run past it.
+            if self.propagate(req, end) && kind == Kind::AttemptTimedOut {
+                if let Some(watch) = watch.as_mut() {
+                    watch.may_let_run = false;
+                }
+            }
         }
         (end, kind)
     }
@@ -332,7 +344,7 @@ impl<S> AttemptTimeout<S> {
     /// header the caller already put on the request (`grpc-timeout` on any call, or
     /// [`DEADLINE_HEADER`]) never leaves higher than what is left: the deadline layer read it
     /// as the caller's limit, and the server may too.
-    fn propagate<B>(&self, req: &mut Request<B>, end: Instant) {
+    fn propagate<B>(&self, req: &mut Request<B>, end: Instant) -> bool {
         let found = Limits::find(req.headers());
         let grpc = found.grpc || found.grpc_timeout;
         // A gRPC call says its limit in `grpc-timeout` alone.
@@ -343,7 +355,7 @@ impl<S> AttemptTimeout<S> {
             None => None,
         };
         if !grpc && http.is_none() {
-            return;
+            return false;
         }
         // The time left, from a reading of its own: the step's shared one may be a few
         // microseconds old, and the limit told downstream must not be longer than what is left.
@@ -373,6 +385,7 @@ impl<S> AttemptTimeout<S> {
             }
             lower_millis(req.headers_mut(), name, limit);
         }
+        true
     }
 }
 
@@ -456,6 +469,9 @@ struct Watch {
     overruns: Arc<Overruns>,
     /// Where the timeout would cut the attempt.
     past: Instant,
+    /// Whether the re-decision when the timer fires may let it run (a derived timeout, not
+    /// told to the server).
+    may_let_run: bool,
 }
 
 impl Watch {
@@ -519,7 +535,7 @@ where
             if this
                 .watch
                 .as_ref()
-                .is_some_and(|w| w.overruns.frequent_lately(now))
+                .is_some_and(|w| w.may_let_run && w.overruns.frequent_lately(now))
             {
                 if let Some(watch) = this.watch.take() {
                     watch.report(now);

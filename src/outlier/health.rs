@@ -4,7 +4,7 @@ use super::consecutive::Consecutive;
 use super::detector::Fleet;
 use super::telemetry::{HealthObserver, State};
 use super::{Admit, EjectReason, Status, Window, slow_start};
-use crate::classify::{Class, Reason};
+use crate::classify::{Class, Pushback, Reason};
 use crate::primitives::clock;
 use crate::primitives::gate::{self, ACTIVE, Claim, EJECTED, Gate, LONG_AGO, PROBING, RETIRED};
 use crate::primitives::histogram::Histogram;
@@ -177,8 +177,10 @@ impl Endpoint {
         // said how long to stay away, which the balancer keeps as quiet: not a sign of ill
         // health, as Envoy's and linkerd's detectors count 5xx only. Counted, it would eject
         // the endpoints of a rate-limited fleet one after the other.
+        // A "do not retry" says nothing of when to come back, and keeps no quiet: counted.
         let shed = class.is_failure()
-            && (class.pushback().is_some() || class.reason() == Reason::Status(429));
+            && (matches!(class.pushback(), Some(Pushback::After(_)))
+                || class.reason() == Reason::Status(429));
         let failure = class.is_failure() && !shed;
         let word = e.gate.load();
         match gate::state(word) {

@@ -377,6 +377,19 @@ fn an_endpoint_that_sheds_load_is_not_ejected() {
 }
 
 #[test]
+fn a_do_not_retry_pushback_counts_as_a_failure() {
+    use crate::classify::{Code, Pushback};
+    let (_d, eps, t0) = fleet(consecutive_only(), 3);
+    let h = &eps[0];
+    let refused = Class::failure(Reason::Grpc(Code::Unavailable), Retryable::Never)
+        .with_pushback(Some(Pushback::DoNotRetry));
+    for _ in 0..5 {
+        h.report(t0, &refused, MS);
+    }
+    assert!(matches!(h.status(t0), Status::Ejected { .. }));
+}
+
+#[test]
 fn a_probe_that_is_told_to_slow_down_returns_the_endpoint() {
     let (_d, eps, t0) = fleet(consecutive_only(), 3);
     let h = &eps[0];

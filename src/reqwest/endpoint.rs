@@ -237,6 +237,10 @@ where
                 // What was asked, to tell an answer from a redirect's target: only a client
                 // that follows redirects needs it.
                 asked: self.follows_redirects.then(|| req.url().clone()),
+                // reqwest turns a POST answered 301, 302 or 303 into a GET, perhaps of the same
+                // URL (Post/Redirect/Get to itself), which the answer does not tell: any answer
+                // to an unsafe method may then be a redirect's.
+                unsafe_method: self.follows_redirects && !req.method().is_safe(),
                 pending: self.client.call(req),
             },
             Err(error) => State::Failed { error: Some(error) },
@@ -266,7 +270,12 @@ pin_project! {
     #[project = StateProj]
     enum State {
         Failed { error: Option<Error> },
-        Sending { follows_redirects: bool, asked: Option<::reqwest::Url>, #[pin] pending: Pending },
+        Sending {
+            follows_redirects: bool,
+            asked: Option<::reqwest::Url>,
+            unsafe_method: bool,
+            #[pin] pending: Pending,
+        },
     }
 }
 
@@ -281,13 +290,14 @@ impl Future for EndpointFuture {
             StateProj::Sending {
                 follows_redirects,
                 asked,
+                unsafe_method,
                 pending,
             } => match std::task::ready!(pending.poll(cx)) {
                 Ok(res) => {
-                    let redirected = asked.as_ref().is_some_and(|url| url != res.url());
+                    let elsewhere = asked.as_ref().is_some_and(|url| url != res.url());
                     let mut res = Response::from(res);
-                    if redirected {
-                        res.extensions_mut().insert(AfterRedirect);
+                    if elsewhere || *unsafe_method {
+                        res.extensions_mut().insert(AfterRedirect { elsewhere });
                     }
                     Poll::Ready(Ok(res))
                 }

@@ -166,3 +166,153 @@ async fn attempts_under_way_when_the_upstream_slows_are_let_run_once_it_is_known
         .count();
     assert_eq!((cut, answered), (10, 20), "{ends:?}");
 }
+
+// ---- hostile review: the re-decision when the timer fires ----
+
+/// A route's own attempt timeout (asked for, `attempt_derived: false`) under a client whose
+/// default is derived: "A route's own attempt timeout is always kept". The re-decision at
+/// the timer must not let it run.
+#[tokio::test(start_paused = true)]
+async fn a_routes_own_attempt_timeout_cuts_even_while_overruns_are_frequent() {
+    use crate::primitives::route_policy::{self, HedgePlan, RouteExt, RoutePolicy, Switch};
+    route_policy::turn_routing_on();
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100))
+        .routes(Switch::client())
+        .derived();
+    // Ten overruns: the upstream looks slow as a whole.
+    for _ in 0..10 {
+        assert_eq!(attempt(&layer, 150).await.0, Err(Kind::AttemptTimedOut));
+    }
+    let route = RouteExt(Arc::new(RoutePolicy {
+        deadline: Duration::from_secs(10),
+        attempt_timeout: Duration::from_millis(100),
+        attempt_derived: false,
+        max_retries: 2,
+        idempotent: None,
+        hedge: HedgePlan {
+            enabled: false,
+            max_hedges: 0,
+            delay: None,
+        },
+    }));
+    let mut req = taking(150);
+    req.extensions_mut().insert(route);
+    let start = Instant::now();
+    let result = layer
+        .layer(sleeper())
+        .oneshot(req)
+        .await
+        .map(drop)
+        .map_err(|e| e.kind());
+    assert_eq!(
+        (result, start.elapsed()),
+        (Err(Kind::AttemptTimedOut), Duration::from_millis(100)),
+        "a route's own attempt timeout was let run"
+    );
+}
+
+/// An attempt let run by the re-decision has already told the server it had only the
+/// attempt's time (grpc-timeout), and the layers below it the attempt's end
+/// (RequestDeadline): a gRPC server gives up at 100 ms anyway.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_told_the_server_its_limit_is_not_let_run_past_it() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    let grpc = |ms: u64| {
+        let mut req = taking(ms);
+        req.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            "application/grpc".parse().unwrap(),
+        );
+        req.extensions_mut()
+            .insert(RequestDeadline(Instant::now() + Duration::from_secs(1)));
+        req
+    };
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let svc = layer.layer(sleeper());
+            let req = grpc(150);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let r = svc.oneshot(req).await.map_err(|e| e.kind());
+                (r, start.elapsed())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (r, took) = t.await.unwrap();
+        // An attempt that answered was never let run past the limit its server was told: a
+        // gRPC server would have given up there (DEADLINE_EXCEEDED) anyway.
+        if let Ok(headers) = r {
+            let told = headers
+                .get("grpc-timeout")
+                .and_then(crate::deadline::grpc_timeout::parse);
+            assert!(
+                told.is_none_or(|told| told >= took),
+                "told the server {told:?}, then let the attempt run {took:?}"
+            );
+        }
+    }
+}
+
+/// Under the total deadline the client stacks above, an attempt let run still ends at the
+/// deadline, with DeadlineExceeded.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_let_run_ends_at_the_deadline_above() {
+    use crate::deadline::DeadlineLayer;
+    let hang = tower::service_fn(|_req: Request<()>| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<_, BoxError>(http::Response::new(
+            http_body_util::Empty::<bytes::Bytes>::new(),
+        ))
+    });
+    let attempt_layer = AttemptTimeoutLayer::new(Duration::from_millis(100)).derived();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let tasks: Vec<_> = (0..30)
+                .map(|_| {
+                    let svc = tower::ServiceBuilder::new()
+                        .layer(DeadlineLayer::new(Duration::from_millis(400)))
+                        .layer(attempt_layer.clone())
+                        .service(hang);
+                    tokio::task::spawn_local(async move {
+                        let start = Instant::now();
+                        let r = svc.oneshot(Request::new(())).await;
+                        (r.map(drop).map_err(|e| e.kind()), start.elapsed())
+                    })
+                })
+                .collect();
+            let mut ends = Vec::new();
+            for t in tasks {
+                ends.push(t.await.unwrap());
+            }
+            let cut = ends
+                .iter()
+                .filter(|e| **e == (Err(Kind::AttemptTimedOut), Duration::from_millis(100)))
+                .count();
+            let at_deadline = ends
+                .iter()
+                .filter(|e| **e == (Err(Kind::DeadlineExceeded), Duration::from_millis(400)))
+                .count();
+            assert_eq!((cut, at_deadline), (10, 20), "{ends:?}");
+        })
+        .await;
+}
+
+/// A timeout asked for always cuts, attempts concurrent or not.
+#[tokio::test(start_paused = true)]
+async fn an_explicit_timeout_cuts_every_attempt_under_way() {
+    let layer = AttemptTimeoutLayer::new(Duration::from_millis(100));
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let layer = layer.clone();
+            tokio::spawn(async move { attempt(&layer, 150).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            (Err(Kind::AttemptTimedOut), Duration::from_millis(100))
+        );
+    }
+}
