@@ -7,13 +7,16 @@
 
 #![cfg(feature = "reqwest")]
 
+mod common;
+
+use common::read_request;
 use meshless::backoff::Backoff;
 use meshless::reqwest::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 
 fn reqwest_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -22,33 +25,12 @@ fn reqwest_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
-/// Reads one request (head and `content-length` body); its head. `None` at EOF.
-async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let len: usize = head
-        .to_ascii_lowercase()
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(str::to_string))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < end + len {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    buf.drain(..end + len);
-    Some(head)
+/// The meshless client over `http` with one endpoint, no backoff and no metrics.
+fn client_of(http: &reqwest::Client, addr: SocketAddr) -> meshless::reqwest::ClientBuilder {
+    Client::builder(http.clone())
+        .endpoints([format!("http://{addr}")])
+        .backoff(Backoff::none())
+        .metrics(false)
 }
 
 /// A keep-alive HTTP/1.1 server answering each request with `reply(head)`; counts POSTs.
@@ -90,12 +72,7 @@ async fn a_post_answered_303_whose_result_is_rate_limited_is_sent_once() {
     })
     .await;
     let http = reqwest_client();
-    let client = Client::builder(http.clone())
-        .endpoints([format!("http://{addr}")])
-        .backoff(Backoff::none())
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = client_of(&http, addr).build().unwrap();
     let out = client
         .send(http.post("http://svc/orders").body("{\"qty\":1}"))
         .await;
@@ -128,12 +105,7 @@ async fn a_post_answered_302_whose_target_says_503_retry_after_is_sent_once() {
     })
     .await;
     let http = reqwest_client();
-    let client = Client::builder(http.clone())
-        .endpoints([format!("http://{origin}")])
-        .backoff(Backoff::none())
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = client_of(&http, origin).build().unwrap();
     let out = client
         .send(http.post("http://svc/orders").body("{\"qty\":1}"))
         .await;
@@ -200,12 +172,7 @@ async fn a_post_redirected_to_its_own_url_then_rate_limited_is_sent_once() {
     })
     .await;
     let http = reqwest_client();
-    let client = Client::builder(http.clone())
-        .endpoints([format!("http://{addr}")])
-        .backoff(Backoff::none())
-        .metrics(false)
-        .build()
-        .unwrap();
+    let client = client_of(&http, addr).build().unwrap();
     let out = client.send(http.post("http://svc/orders").body("x")).await;
     let n = posts.load(Ordering::SeqCst);
     assert_eq!(
