@@ -116,59 +116,49 @@ async fn a_read_into_a_full_buffer_is_no_close() {
     drop(server);
 }
 
+/// What the client reads once the server closes after answering `request` with `answer` and
+/// the client wrote `then`, on a fresh connection or one `reused`.
+async fn close_after(
+    reused: bool,
+    request: &[u8],
+    answer: &[u8],
+    then: &[u8],
+) -> io::Result<usize> {
+    let (mut client, mut server) = pipe(true);
+    if reused {
+        exchange(&mut client, &mut server).await;
+    }
+    ask(&mut client, &mut server, request, answer).await;
+    client.write_all(then).await.unwrap();
+    drop(server);
+    client.read(&mut [0u8; 16]).await
+}
+
 #[tokio::test]
 async fn a_close_after_an_interim_answer_is_not_stale() {
-    // `100 Continue` on a fresh connection, then the body, then the close: the server read
-    // the request; nothing about it is stale.
-    let (mut client, mut server) = pipe(true);
-    ask(
-        &mut client,
-        &mut server,
-        REQUEST,
-        b"HTTP/1.1 100 Continue\r\n\r\n",
-    )
-    .await;
-    client.write_all(b"body").await.unwrap();
-    drop(server);
-    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
-    // And on a reused connection the same.
-    let (mut client, mut server) = pipe(true);
-    exchange(&mut client, &mut server).await;
-    ask(
-        &mut client,
-        &mut server,
-        REQUEST,
-        b"HTTP/1.1 100 Continue\r\n\r\n",
-    )
-    .await;
-    client.write_all(b"body").await.unwrap();
-    drop(server);
-    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+    // `100 Continue`, then the body, then the close: the server read the request; nothing
+    // about it is stale, on a fresh connection or a reused one.
+    for reused in [false, true] {
+        let interim: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let read = close_after(reused, REQUEST, interim, b"body").await;
+        assert_eq!(read.unwrap(), 0, "reused: {reused}");
+    }
 }
 
 #[tokio::test]
 async fn an_upgraded_connection_or_a_tunnel_ends_as_its_stream_does() {
     let upgrade: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\r\n";
-    let (mut client, mut server) = pipe(true);
-    exchange(&mut client, &mut server).await;
-    ask(&mut client, &mut server, REQUEST, upgrade).await;
-    client.write_all(b"tunnelled bytes").await.unwrap();
-    drop(server);
-    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
-
+    let read = close_after(true, REQUEST, upgrade, b"tunnelled bytes").await;
+    assert_eq!(read.unwrap(), 0);
     let connect: &[u8] = b"CONNECT example.com:443 HTTP/1.1\r\n\r\n";
-    let (mut client, mut server) = pipe(true);
-    exchange(&mut client, &mut server).await;
-    ask(
-        &mut client,
-        &mut server,
+    let read = close_after(
+        true,
         connect,
         b"HTTP/1.1 200 OK\r\n\r\n",
+        b"tunnelled bytes",
     )
     .await;
-    client.write_all(b"tunnelled bytes").await.unwrap();
-    drop(server);
-    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+    assert_eq!(read.unwrap(), 0);
 }
 
 #[tokio::test]
