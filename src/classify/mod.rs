@@ -51,7 +51,9 @@ mod error;
 #[cfg(feature = "reqwest")]
 pub(crate) use self::error::PossiblySent;
 pub(crate) use self::error::callers_fault;
-pub(crate) use self::error::{StaleConnection, stale_connection};
+#[cfg(test)]
+pub(crate) use self::error::stale_connection;
+pub(crate) use self::error::{StaleConnection, connection_gone};
 mod grpc;
 mod http;
 pub(crate) mod pushback;

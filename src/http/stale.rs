@@ -29,24 +29,42 @@ pub(crate) struct Watched<S> {
 }
 
 /// Where a watched connection is in its request/answer exchanges. hyper's HTTP/1.1 client
-/// sends one request at a time and reads its answer before the next, so a write after answer
-/// bytes starts a new request, but in two cases, which end the watch: a request body written
-/// after an interim `1xx` answer (`100 Continue`; `101` hands the connection over to another
-/// protocol), and a `CONNECT`, after which the connection may be a tunnel.
+/// sends one request at a time and reads its answer before it writes the next, so a write
+/// that begins with a request line after answer bytes came starts a new request. Other writes
+/// after answer bytes are the rest of the request under way: a body still going out when the
+/// server answered early (an upload it refuses, or answers as it reads), or after an interim
+/// `100 Continue`. Two answers end the watch: `101`, which hands the connection over to
+/// another protocol, and the answer to a `CONNECT`, after which the connection may be a
+/// tunnel.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     /// No request yet.
     #[default]
     Fresh,
     /// A request is on its way and no byte of its answer has come; `reused` when answers came
-    /// on this connection before it.
-    Asked { reused: bool },
-    /// Bytes of the last request's answer came.
+    /// on this connection before it; `tunnel` when it is a `CONNECT`.
+    Asked { reused: bool, tunnel: bool },
+    /// The first bytes of the answer came, fewer than its status line's code needs: `start`
+    /// holds the first `len`, collected across reads however the server splits them.
+    Answering {
+        start: [u8; STATUS_END],
+        len: u8,
+        tunnel: bool,
+    },
+    /// The answer's status code came.
     Answered,
 }
 
-/// `HTTP/1.1 1`: the start of an interim (or switching) answer, whose digit is at this index.
-const STATUS_DIGIT: usize = 9;
+/// `HTTP/1.1 101`: the bytes of an answer up to the end of its status code.
+const STATUS_END: usize = 12;
+
+/// Whether a write that begins with `bytes` begins a request: a method token (upper-case
+/// letters, as every registered method is written) and a space. hyper writes a request's
+/// head as one buffer, ahead of its body.
+fn starts_request(bytes: &[u8]) -> bool {
+    let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method >= 3 && bytes.get(method) == Some(&b' ')
+}
 
 impl<S> Watched<S> {
     /// Wraps `inner`; `watch` is false for a connection that must not be watched (HTTP/2).
@@ -58,18 +76,18 @@ impl<S> Watched<S> {
     }
 
     /// Whether an end of the connection now is the stale connection's shape: a request on its
-    /// way on a reused connection, with nothing of its answer; or a new request starting on
-    /// one (`writing`).
-    fn stale(&self, writing: bool) -> bool {
+    /// way on a reused connection, with nothing of its answer; or, on a connection whose last
+    /// answer came, a write of a new request (`writing`, the bytes of the write that failed).
+    fn stale(&self, writing: Option<&[u8]>) -> bool {
         match self.exchange {
-            Some(Exchange::Asked { reused }) => reused,
-            Some(Exchange::Answered) => writing,
+            Some(Exchange::Asked { reused, .. }) => reused,
+            Some(Exchange::Answered) => writing.is_some_and(starts_request),
             _ => false,
         }
     }
 
     /// The error to report for `end` (`None`: a clean close).
-    fn end(&self, end: Option<io::Error>, writing: bool) -> io::Error {
+    fn end(&self, end: Option<io::Error>, writing: Option<&[u8]>) -> io::Error {
         if self.stale(writing) {
             let kind = end
                 .as_ref()
@@ -79,27 +97,44 @@ impl<S> Watched<S> {
         end.unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())
     }
 
-    /// Notes `read`, the bytes a read brought (none: a close).
+    /// Notes `read`, the bytes a read brought.
     fn note_read(&mut self, read: &[u8]) {
-        if let Some(Exchange::Asked { .. }) = self.exchange {
-            // The first bytes of an answer: an interim one ends the watch (see `Exchange`).
-            // Too short to tell, it ends it too: only the watch is lost.
-            let interim = read.get(STATUS_DIGIT).is_none_or(|digit| *digit == b'1');
-            self.exchange = (!interim).then_some(Exchange::Answered);
-        }
+        let (mut start, len, tunnel) = match self.exchange {
+            Some(Exchange::Asked { tunnel, .. }) => ([0; STATUS_END], 0, tunnel),
+            Some(Exchange::Answering { start, len, tunnel }) => (start, usize::from(len), tunnel),
+            _ => return,
+        };
+        // The answer has begun: from here on the connection's end is not stale, whatever the
+        // status. Its code says whether the connection stays HTTP.
+        let take = read.len().min(STATUS_END - len);
+        start[len..len + take].copy_from_slice(&read[..take]);
+        let len = len + take;
+        self.exchange = if len < STATUS_END {
+            Some(Exchange::Answering {
+                start,
+                len: len as u8,
+                tunnel,
+            })
+        } else if tunnel || &start[STATUS_END - 3..] == b"101" {
+            None
+        } else {
+            Some(Exchange::Answered)
+        };
     }
 
     /// Notes a write that began with `first` (the bytes of its first non-empty buffer).
     fn note_write(&mut self, first: &[u8]) {
         let reused = match self.exchange {
+            // A fresh connection's first write is a request's head.
             Some(Exchange::Fresh) => false,
-            Some(Exchange::Answered) => true,
+            Some(Exchange::Answered) if starts_request(first) => true,
             // More of the request on its way, or not watched.
             _ => return,
         };
-        // A new request: a `CONNECT` may turn the connection into a tunnel.
-        let connect = first.len() < b"CONNECT ".len() || first.starts_with(b"CONNECT ");
-        self.exchange = (!connect).then_some(Exchange::Asked { reused });
+        // Too short to tell a `CONNECT` from another method: taken as one, which only ends
+        // the watch.
+        let tunnel = first.len() < b"CONNECT ".len() || first.starts_with(b"CONNECT ");
+        self.exchange = Some(Exchange::Asked { reused, tunnel });
     }
 
     fn written(
@@ -114,7 +149,7 @@ impl<S> Watched<S> {
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(self.end(Some(e), true))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.end(Some(e), Some(first)))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -139,10 +174,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
             }
             // A clean close: only an error carries the stale shape up through hyper, which
             // reads a close as the end of the answer.
-            Poll::Ready(Ok(())) if room > 0 && this.stale(false) => {
-                Poll::Ready(Err(this.end(None, false)))
+            Poll::Ready(Ok(())) if room > 0 && this.stale(None) => {
+                Poll::Ready(Err(this.end(None, None)))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(this.end(Some(e), false))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.end(Some(e), None))),
             other => other,
         }
     }
@@ -180,7 +215,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(this.end(Some(e), true))),
+            // A flush writes nothing new: the bytes it pushes were noted when written.
+            Poll::Ready(Err(e)) => Poll::Ready(Err(this.end(Some(e), None))),
             other => other,
         }
     }

@@ -162,12 +162,101 @@ async fn an_upgraded_connection_or_a_tunnel_ends_as_its_stream_does() {
 }
 
 #[tokio::test]
-async fn an_answer_too_short_to_read_ends_the_watch() {
+async fn an_answer_dribbled_byte_by_byte_keeps_the_watch() {
     let (mut client, mut server) = pipe(true);
-    ask(&mut client, &mut server, REQUEST, b"HTTP/1").await;
-    server.write_all(b".1 200 OK\r\n\r\n").await.unwrap();
-    client.read_exact(&mut [0u8; 13]).await.unwrap();
+    client.write_all(REQUEST).await.unwrap();
+    server.read_exact(&mut [0u8; REQUEST.len()]).await.unwrap();
+    for byte in ANSWER {
+        server.write_all(&[*byte]).await.unwrap();
+        client.read_exact(&mut [0u8; 1]).await.unwrap();
+    }
+    client.write_all(REQUEST).await.unwrap();
+    drop(server);
+    let error = client.read(&mut [0u8; 16]).await.unwrap_err();
+    assert!(is_stale(&error), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_switching_answer_split_across_reads_still_ends_the_watch() {
+    let (mut client, mut server) = pipe(true);
+    exchange(&mut client, &mut server).await;
+    client.write_all(REQUEST).await.unwrap();
+    server.read_exact(&mut [0u8; REQUEST.len()]).await.unwrap();
+    for part in [&b"HTTP/1.1 1"[..], b"0", b"1 Switching Protocols\r\n\r\n"] {
+        server.write_all(part).await.unwrap();
+        client.read_exact(&mut vec![0u8; part.len()]).await.unwrap();
+    }
+    // The other protocol's bytes, shaped like a request: still not watched.
     client.write_all(REQUEST).await.unwrap();
     drop(server);
     assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+}
+
+/// A request whose answer began while its body was still going out (an early answer to an
+/// upload), on a fresh connection or a reused one: the rest of the body is no new request,
+/// and the connection's end after it is the server's, read or written.
+#[tokio::test]
+async fn the_rest_of_a_body_after_an_early_answer_is_no_new_request() {
+    const HEAD: &[u8] = b"PUT /upload HTTP/1.1\r\ncontent-length: 8\r\n\r\n";
+    for reused in [false, true] {
+        for end_on_write in [false, true] {
+            let (mut client, mut server) = pipe(true);
+            if reused {
+                exchange(&mut client, &mut server).await;
+            }
+            client.write_all(HEAD).await.unwrap();
+            client.write_all(b"half").await.unwrap();
+            server
+                .read_exact(&mut vec![0u8; HEAD.len() + 4])
+                .await
+                .unwrap();
+            server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+            client.read_exact(&mut [0u8; 17]).await.unwrap();
+            client.write_all(b"rest").await.unwrap();
+            drop(server);
+            let error = if end_on_write {
+                client.write_all(b"more").await.unwrap_err()
+            } else {
+                match client.read(&mut [0u8; 16]).await {
+                    Ok(n) => {
+                        assert_eq!(n, 0, "reused: {reused}");
+                        continue;
+                    }
+                    Err(error) => error,
+                }
+            };
+            assert!(
+                !stale_connection(&error),
+                "reused: {reused}, on write: {end_on_write}: {error:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_starts_with_a_method_and_a_space() {
+    for request in [
+        &b"GET / HTTP/1.1"[..],
+        b"DELETE /x",
+        b"PROPFIND /",
+        b"CONNECT a:1",
+    ] {
+        assert!(
+            starts_request(request),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    for other in [
+        &b""[..],
+        b"GE",
+        b"GET",
+        b"GET/",
+        b"get / HTTP/1.1",
+        b"0\r\n",
+        b"\x81\x05",
+        b"A B",
+    ] {
+        assert!(!starts_request(other), "{}", String::from_utf8_lossy(other));
+    }
 }
