@@ -206,6 +206,97 @@ fn books(client: &Client) {
 // ---------------------------------------------------------------------------------------------
 // Truncated bodies: DATA without END_STREAM, then RST_STREAM(NO_ERROR).
 
+/// A response head promising 100 bytes, 10 bytes of DATA without END_STREAM, then
+/// RST_STREAM(NO_ERROR). The response never completed (RFC 9113 §8.1: NO_ERROR is an early
+/// stop only *after* a complete response): the caller must get a typed error, not a short
+/// body that reads as complete.
+#[tokio::test]
+async fn a_body_cut_by_rst_no_error_is_not_a_complete_body() {
+    let (addr, log) = serve_h2(
+        None,
+        script(|mut c: Call| async move {
+            let res = Response::builder()
+                .status(200)
+                .header("content-length", "100")
+                .body(())
+                .unwrap();
+            let mut s = c.respond.send_response(res, false).unwrap();
+            let _ = s.send_data(Bytes::from_static(b"0123456789"), false);
+            settle().await;
+            s.send_reset(h2::Reason::NO_ERROR);
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    let client = client(addr, Duration::from_secs(3));
+    let res = client.get("http://svc/x").await.unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect())
+        .await
+        .expect("the body ended")
+        .map(|b| b.to_bytes());
+    settle().await;
+    let r = client.retry_stats();
+    eprintln!(
+        "body: {:?}; retry requests={} successes={} failures={}; endpoint {:?}",
+        body,
+        r.requests(),
+        r.successes(),
+        r.failures(),
+        client.endpoints()[0]
+    );
+    assert_eq!(log.calls(), 1);
+    assert!(
+        body.is_err(),
+        "a 10-byte body of a declared 100 read as complete"
+    );
+    assert_eq!(
+        client.endpoints()[0].failures,
+        1,
+        "{:?}",
+        client.endpoints()
+    );
+    assert_eq!(r.failures(), 1);
+    books(&client);
+}
+
+/// A `HEAD` answered with the `content-length` of the body a `GET` would get, its stream then
+/// reset with `NO_ERROR`: no body was due, so nothing is short.
+#[tokio::test]
+async fn a_head_answer_reset_with_no_error_is_complete() {
+    let (addr, _log) = serve_h2(
+        None,
+        script(|mut c: Call| async move {
+            let res = Response::builder()
+                .status(200)
+                .header("content-length", "100")
+                .body(())
+                .unwrap();
+            let mut s = c.respond.send_response(res, false).unwrap();
+            settle().await;
+            s.send_reset(h2::Reason::NO_ERROR);
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    let client = client(addr, Duration::from_secs(3));
+    let req = http::Request::head("http://svc/x")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect())
+        .await
+        .expect("the body ended");
+    assert!(body.is_ok(), "{body:?}");
+    settle().await;
+    assert_eq!(
+        client.endpoints()[0].failures,
+        0,
+        "{:?}",
+        client.endpoints()
+    );
+    books(&client);
+}
+
 /// gRPC over the http client: head, one message, RST_STREAM(NO_ERROR), no trailers. The call
 /// has no status: a failure (INTERNAL) in the books, charged to the endpoint.
 #[tokio::test]

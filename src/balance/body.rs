@@ -28,6 +28,9 @@ pin_project! {
         meter: Option<Pending>,
         // For gRPC-web, whose status is in a trailer frame of the body: the frames seen so far.
         web: Option<Box<TrailerScanner>>,
+        // The bytes its `content-length` still promises, when the body's end must be checked
+        // against it (see `ShortBody`).
+        remaining: Option<u64>,
     }
 
     impl<B> PinnedDrop for ResponseBody<B> {
@@ -75,6 +78,7 @@ impl<B> ResponseBody<B> {
         meter: Option<(InFlight, Option<Class>)>,
         web: Option<Box<TrailerScanner>>,
         classifier: &Arc<dyn Classify>,
+        length: Option<u64>,
     ) -> Self {
         ResponseBody {
             inner,
@@ -87,9 +91,31 @@ impl<B> ResponseBody<B> {
                 }
             }),
             web,
+            remaining: length,
         }
     }
 }
+
+/// The error of an HTTP/2 body that ended before the bytes its `content-length` promised:
+/// hyper reads a stream reset with `NO_ERROR` as the body's end, which a server may send only
+/// after a complete answer (RFC 9113 §8.1). HTTP/1.1 bodies need no check: hyper fails a
+/// short one itself.
+#[derive(Debug)]
+pub(crate) struct ShortBody {
+    missing: u64,
+}
+
+impl std::fmt::Display for ShortBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the response body ended {} bytes short of its content-length",
+            self.missing
+        )
+    }
+}
+
+impl std::error::Error for ShortBody {}
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,6 +141,30 @@ where
         let this = self.project();
         let mut inner = this.inner;
         let frame = ready!(inner.as_mut().poll_frame(cx)).map(|f| f.map_err(Into::into));
+        if let Some(remaining) = this.remaining {
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        *remaining = remaining.saturating_sub(data.remaining() as u64);
+                    }
+                }
+                None if *remaining > 0 => {
+                    let short = ShortBody {
+                        missing: *remaining,
+                    };
+                    *this.remaining = None;
+                    let error: BoxError = Box::new(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        short,
+                    ));
+                    if let Some(pending) = this.meter.take() {
+                        pending.in_flight.fail(&*error, &*pending.classifier);
+                    }
+                    return Poll::Ready(Some(Err(error)));
+                }
+                _ => {}
+            }
+        }
         match &frame {
             None => finish(this.meter, this.web, None),
             Some(Ok(f)) => {

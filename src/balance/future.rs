@@ -70,7 +70,8 @@ pin_project! {
         // pick; later picks (after a wait) read the shared set again. Kept here rather than
         // beside the state, where it would grow the future that the whole stack moves.
         Pick { request: Option<Request<B>>, first: Option<Snapshot<K, S>> },
-        Call { #[pin] future: F, in_flight: Option<InFlight> },
+        // `bodiless`: a `HEAD`, whose answer has no body whatever its `content-length` says.
+        Call { #[pin] future: F, in_flight: Option<InFlight>, bodiless: bool },
     }
 }
 
@@ -185,10 +186,12 @@ where
                         let in_flight =
                             InFlight::start(choice.meter.clone(), choice.probe, choice.at);
                         let mut service = choice.service;
+                        let bodiless = request.method() == http::Method::HEAD;
                         let future = service.call(request);
                         this.state.set(State::Call {
                             future,
                             in_flight: Some(in_flight),
+                            bodiless,
                         });
                         continue;
                     }
@@ -241,7 +244,11 @@ where
                     sleep.as_mut().reset(wake);
                     ready!(sleep.as_mut().poll(cx));
                 }
-                StateProj::Call { future, in_flight } => {
+                StateProj::Call {
+                    future,
+                    in_flight,
+                    bodiless,
+                } => {
                     let result = ready!(future.poll(cx));
                     let in_flight = in_flight.take();
                     let classifier = &this.shared.classifier;
@@ -300,7 +307,18 @@ where
                                     Some((f, head))
                                 }
                             };
-                            let body = ResponseBody::new(body, meter, web, classifier);
+                            // hyper ends an HTTP/2 body cleanly when its stream is reset
+                            // with `NO_ERROR`, which a server may send only after a complete
+                            // answer: a body its length says is short must not pass for whole.
+                            let length = if parts.version == http::Version::HTTP_2
+                                && !*bodiless
+                                && !body.is_end_stream()
+                            {
+                                content_length(&parts)
+                            } else {
+                                None
+                            };
+                            let body = ResponseBody::new(body, meter, web, classifier, length);
                             Ok(http::Response::from_parts(parts, body))
                         }
                         Err(e) => {
@@ -315,6 +333,24 @@ where
             }
         }
     }
+}
+
+/// The length an answer's head promises for its body, if it has one: none for the statuses
+/// that carry no body (their `content-length` is the one a `GET` would have had).
+fn content_length(parts: &http::response::Parts) -> Option<u64> {
+    if parts.status.is_informational()
+        || parts.status == http::StatusCode::NO_CONTENT
+        || parts.status == http::StatusCode::NOT_MODIFIED
+    {
+        return None;
+    }
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// An endpoint's identity for [`AvoidEndpoints`]: where its meter lives, which stays put (and

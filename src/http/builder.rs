@@ -197,7 +197,9 @@ impl ClientBuilder {
     }
 
     /// The longest one attempt may take (default: the deadline shared by the attempts
-    /// allowed, `deadline / (max_retries + 1)`).
+    /// allowed, `deadline / (max_retries + 1)`), until its answer's head: once the caller
+    /// has an answer it cannot be retried, and its body is bounded by the deadline (and
+    /// [`body_idle_timeout`](Self::body_idle_timeout)).
     ///
     /// ```
     /// # use std::time::Duration;
