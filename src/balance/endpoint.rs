@@ -340,10 +340,9 @@ impl InFlight {
         error: &(dyn std::error::Error + 'static),
         classifier: &dyn crate::classify::Classify,
     ) {
-        // Neither the caller's fault nor a connection that went away before the request was
-        // taken up (a keep-alive one the server had closed while it sat idle, an HTTP/2 one
-        // it shut down gracefully) says anything about the endpoint.
-        if crate::classify::callers_fault(error) || crate::classify::connection_gone(error) {
+        // Neither the caller's fault nor a keep-alive connection the server had closed
+        // while it sat idle says anything about the endpoint.
+        if crate::classify::callers_fault(error) || crate::classify::stale_connection(error) {
             self.cancel();
         } else {
             self.record(&classifier.classify_error(error), self.rtt_at_head);

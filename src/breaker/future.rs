@@ -180,9 +180,8 @@ fn error_failed<C: Classify>(error: &Error, classifier: &C) -> Option<bool> {
     match error.kind() {
         // The caller's own request body failed: nothing about the upstream.
         Kind::Service if error.is_callers_fault() => None,
-        // A connection that went away before the request was taken up (a keep-alive one the
-        // server had closed, an HTTP/2 one it shut down gracefully): nothing either.
-        Kind::Service if crate::classify::connection_gone(error) => None,
+        // A keep-alive connection the server had closed: nothing about the upstream either.
+        Kind::Service if crate::classify::stale_connection(error) => None,
         Kind::Service => Some(
             error
                 .source()

@@ -99,9 +99,6 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
         return None;
     }
     if let Some(e) = err.downcast_ref::<hyper::Error>() {
-        if dispatch_gone(e) {
-            return Some(Class::failure(Reason::Refused, Retryable::NeverSent));
-        }
         if hyper_callers_fault(e) {
             return Some(Class::failure(Reason::Other, Retryable::Never));
         }
@@ -169,18 +166,6 @@ fn hyper_callers_fault(e: &hyper::Error) -> bool {
         && e.source()
             .is_some_and(|cause| !cause.is::<crate::retry::ReplayError>()))
         || text == USER_BODY_SHORT
-}
-
-/// hyper's error for a request whose connection task ended before it took the request up:
-/// an HTTP/2 connection the server shut down gracefully (`GOAWAY`) while the request waited
-/// for a stream (`max_concurrent_streams` reached), or a runtime shutting down. Such a request
-/// was never written, and its endpoint did not fail it. hyper has no predicate for it: its
-/// description says it (and its cause, when the task ended in a panic, which proves nothing).
-fn dispatch_gone(e: &hyper::Error) -> bool {
-    e.is_user()
-        && e.to_string() == "dispatch task is gone"
-        && e.source()
-            .is_none_or(|cause| cause.to_string() != "user code panicked")
 }
 
 /// Over HTTP/2 hyper reports a failing request body differently: it resets the stream (with
@@ -252,38 +237,13 @@ impl StdError for StaleConnection {
     }
 }
 
-/// Whether `error`, or one in its source chain, says the connection went away with no fault
-/// of the endpoint's: a [`StaleConnection`], or a request whose connection task ended before
-/// taking it up (`dispatch_gone`). The balancer, outlier detection and the breaker charge
-/// nothing for it.
-pub(crate) fn connection_gone(error: &(dyn StdError + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(err) = next {
-        if let Some(e) = err.downcast_ref::<hyper::Error>() {
-            if dispatch_gone(e) {
-                return true;
-            }
-        }
-        if stale_here(err) {
-            return true;
-        }
-        next = err.source();
-    }
-    false
-}
-
-/// Whether `err` itself (not its sources) is a [`StaleConnection`], or an I/O error carrying one.
-fn stale_here(err: &(dyn StdError + 'static)) -> bool {
-    let inner = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
-    err.is::<StaleConnection>() || inner.is_some_and(|e| e.is::<StaleConnection>())
-}
-
-/// Whether `error`, or one in its source chain, is a [`StaleConnection`].
-#[cfg(test)]
+/// Whether `error`, or one in its source chain, is a [`StaleConnection`]: no fault of the
+/// endpoint's, which the balancer, outlier detection and the breaker then charge nothing.
 pub(crate) fn stale_connection(error: &(dyn StdError + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(err) = next {
-        if stale_here(err) {
+        let inner = err.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+        if err.is::<StaleConnection>() || inner.is_some_and(|e| e.is::<StaleConnection>()) {
             return true;
         }
         next = err.source();

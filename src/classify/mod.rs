@@ -51,9 +51,7 @@ mod error;
 #[cfg(feature = "reqwest")]
 pub(crate) use self::error::PossiblySent;
 pub(crate) use self::error::callers_fault;
-#[cfg(test)]
-pub(crate) use self::error::stale_connection;
-pub(crate) use self::error::{StaleConnection, connection_gone};
+pub(crate) use self::error::{StaleConnection, stale_connection};
 mod grpc;
 mod http;
 pub(crate) mod pushback;

@@ -30,12 +30,12 @@ pub(crate) struct Watched<S> {
 
 /// Where a watched connection is in its request/answer exchanges. hyper's HTTP/1.1 client
 /// sends one request at a time and reads its answer before it writes the next, so a write
-/// that begins with a request line after answer bytes came starts a new request. Other writes
-/// after answer bytes are the rest of the request under way: a body still going out when the
-/// server answered early (an upload it refuses, or answers as it reads), or after an interim
-/// `100 Continue`. Two answers end the watch: `101`, which hands the connection over to
-/// another protocol, and the answer to a `CONNECT`, after which the connection may be a
-/// tunnel.
+/// that begins with a whole request line after answer bytes came starts a new request. Other
+/// writes after answer bytes are the rest of the request under way: a body still going out
+/// when the server answered early (an upload it refuses, or answers as it reads). Interim
+/// answers (`1xx`: a request body follows `100 Continue`, and `101` hands the connection over
+/// to another protocol) and the answer to a `CONNECT` (the connection may be a tunnel) end
+/// the watch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     /// No request yet.
@@ -44,26 +44,45 @@ enum Exchange {
     /// A request is on its way and no byte of its answer has come; `reused` when answers came
     /// on this connection before it; `tunnel` when it is a `CONNECT`.
     Asked { reused: bool, tunnel: bool },
-    /// The first bytes of the answer came, fewer than its status line's code needs: `start`
-    /// holds the first `len`, collected across reads however the server splits them.
+    /// The first bytes of the answer came, fewer than its status code needs: `start` holds
+    /// the first `len`, collected across reads however the server splits them.
     Answering {
         start: [u8; STATUS_END],
         len: u8,
         tunnel: bool,
     },
-    /// The answer's status code came.
+    /// The answer's status code came, and it is a final one.
     Answered,
 }
 
 /// `HTTP/1.1 101`: the bytes of an answer up to the end of its status code.
 const STATUS_END: usize = 12;
 
-/// Whether a write that begins with `bytes` begins a request: a method token (upper-case
-/// letters, as every registered method is written) and a space. hyper writes a request's
-/// head as one buffer, ahead of its body.
+/// Where the status code's first digit is (`HTTP/1.1 1…` is an interim answer).
+const STATUS_DIGIT: usize = 9;
+
+/// Whether a write that begins with `bytes` begins a request: the whole request line, as
+/// hyper writes a request's head (one buffer, ahead of its body): a method token, a space, a
+/// target, a space and `HTTP/1.x` with its line end. Body bytes that happen to look like a
+/// method and a space (`SELECT 1;`) are no request.
 fn starts_request(bytes: &[u8]) -> bool {
-    let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    method >= 3 && bytes.get(method) == Some(&b' ')
+    let method = bytes.iter().take_while(|&&b| is_tchar(b)).count();
+    if method == 0 || bytes.get(method) != Some(&b' ') {
+        return false;
+    }
+    let rest = &bytes[method + 1..];
+    let target = rest.iter().take_while(|&&b| b > b' ' && b != 0x7f).count();
+    let version = &rest[target..];
+    target > 0
+        && version.len() >= b" HTTP/1.1\r\n".len()
+        && version.starts_with(b" HTTP/1.")
+        && version[8].is_ascii_digit()
+        && version[9..].starts_with(b"\r\n")
+}
+
+/// RFC 9110's token characters, of which a method is made (`BASELINE-CONTROL`, `get`).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl<S> Watched<S> {
@@ -105,7 +124,7 @@ impl<S> Watched<S> {
             _ => return,
         };
         // The answer has begun: from here on the connection's end is not stale, whatever the
-        // status. Its code says whether the connection stays HTTP.
+        // status. Its code says whether the watch goes on (see `Exchange`).
         let take = read.len().min(STATUS_END - len);
         start[len..len + take].copy_from_slice(&read[..take]);
         let len = len + take;
@@ -115,7 +134,7 @@ impl<S> Watched<S> {
                 len: len as u8,
                 tunnel,
             })
-        } else if tunnel || &start[STATUS_END - 3..] == b"101" {
+        } else if tunnel || start[STATUS_DIGIT] == b'1' {
             None
         } else {
             Some(Exchange::Answered)

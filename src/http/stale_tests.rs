@@ -197,7 +197,7 @@ async fn a_switching_answer_split_across_reads_still_ends_the_watch() {
 /// and the connection's end after it is the server's, read or written.
 #[tokio::test]
 async fn the_rest_of_a_body_after_an_early_answer_is_no_new_request() {
-    const HEAD: &[u8] = b"PUT /upload HTTP/1.1\r\ncontent-length: 8\r\n\r\n";
+    const HEAD: &[u8] = b"PUT /upload HTTP/1.1\r\ncontent-length: 38\r\n\r\n";
     for reused in [false, true] {
         for end_on_write in [false, true] {
             let (mut client, mut server) = pipe(true);
@@ -212,10 +212,14 @@ async fn the_rest_of_a_body_after_an_early_answer_is_no_new_request() {
                 .unwrap();
             server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
             client.read_exact(&mut [0u8; 17]).await.unwrap();
-            client.write_all(b"rest").await.unwrap();
+            // Body bytes that begin like a method and a space are still body.
+            client.write_all(b"SELECT 1;").await.unwrap();
             drop(server);
             let error = if end_on_write {
-                client.write_all(b"more").await.unwrap_err()
+                client
+                    .write_all(b"INSERT INTO t VALUES (1);")
+                    .await
+                    .unwrap_err()
             } else {
                 match client.read(&mut [0u8; 16]).await {
                     Ok(n) => {
@@ -234,29 +238,42 @@ async fn the_rest_of_a_body_after_an_early_answer_is_no_new_request() {
 }
 
 #[test]
-fn a_request_starts_with_a_method_and_a_space() {
-    for request in [
-        &b"GET / HTTP/1.1"[..],
-        b"DELETE /x",
-        b"PROPFIND /",
-        b"CONNECT a:1",
-    ] {
+fn a_request_starts_with_a_whole_request_line() {
+    let requests: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nhost: a\r\n\r\n",
+        b"BASELINE-CONTROL /x HTTP/1.1\r\n",
+        b"get /a?b=c HTTP/1.0\r\n",
+        b"CONNECT a:1 HTTP/1.1\r\n",
+    ];
+    for request in requests {
         assert!(
             starts_request(request),
             "{}",
             String::from_utf8_lossy(request)
         );
     }
-    for other in [
-        &b""[..],
-        b"GE",
+    let others: [&[u8]; 10] = [
+        b"",
         b"GET",
-        b"GET/",
-        b"get / HTTP/1.1",
+        b"GET /",
+        b"GET / HTTP/1.1",
+        b"GET  / HTTP/1.1\r\n",
+        b"SELECT 1;",
+        b"INSERT INTO t VALUES (1);",
         b"0\r\n",
         b"\x81\x05",
         b"A B",
-    ] {
+    ];
+    for other in others {
         assert!(!starts_request(other), "{}", String::from_utf8_lossy(other));
+    }
+}
+
+#[tokio::test]
+async fn upper_case_body_bytes_after_an_interim_answer_are_no_new_request() {
+    for reused in [false, true] {
+        let interim: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let read = close_after(reused, REQUEST, interim, b"GET / HTTP/1.1\r\n\r\n").await;
+        assert_eq!(read.unwrap(), 0, "reused: {reused}");
     }
 }
