@@ -125,6 +125,12 @@ impl<S> Watched<S> {
         };
         // The answer has begun: from here on the connection's end is not stale, whatever the
         // status. Its code says whether the watch goes on (see `Exchange`).
+        if len == 0 && read.len() >= STATUS_END {
+            // The usual case: the whole status line in the first read, nothing to keep.
+            let interim = read[STATUS_DIGIT] == b'1';
+            self.exchange = (!tunnel && !interim).then_some(Exchange::Answered);
+            return;
+        }
         let take = read.len().min(STATUS_END - len);
         start[len..len + take].copy_from_slice(&read[..take]);
         let len = len + take;
