@@ -388,24 +388,17 @@ impl ClientBuilder {
             return Err(ConfigError::new("dns_refresh", "must be greater than zero"));
         }
         if let Some(name) = &self.dns {
-            // Resolved as given, every refresh: a name that cannot be resolved as it is (no
-            // port) would leave the client with no endpoint and nothing said but a log line.
-            if parse_authority("dns", name)?.port_u16().is_none() {
-                return Err(ConfigError::new(
-                    "dns",
-                    format!("{name:?} has no port: give host:port"),
-                ));
-            }
+            check_dns(name)?;
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "connect_timeout",
+                "must be greater than zero: 0ns would fail every connection",
+            ));
         }
         let mut addrs = Vec::with_capacity(self.endpoints.len());
-        for text in &self.endpoints {
-            let addr: SocketAddr = text.trim().parse().map_err(|_| {
-                ConfigError::new(
-                    "endpoints",
-                    format!("{text:?} is not IP:port (use .dns() for names)"),
-                )
-            })?;
-            addrs.push(addr);
+        for (i, text) in self.endpoints.iter().enumerate() {
+            addrs.push(check_endpoint(i, text)?);
         }
 
         let endpoints = self.endpoints_factory()?;
@@ -565,4 +558,41 @@ fn parse_authority(setting: &'static str, text: &str) -> Result<Authority, Confi
         ));
     }
     Ok(authority)
+}
+
+/// Endpoint `i` of a client's list, `IP:port`, or the error naming it (`endpoints[i]`).
+pub(crate) fn check_endpoint(i: usize, text: &str) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text.trim().parse().map_err(|_| {
+        ConfigError::at(
+            "endpoints",
+            i,
+            format!("{text:?} is not IP:port (use .dns() for names)"),
+        )
+    })?;
+    if addr.port() == 0 {
+        return Err(ConfigError::at(
+            "endpoints",
+            i,
+            format!("{text:?}: port 0 cannot be connected to"),
+        ));
+    }
+    Ok(addr)
+}
+
+/// A DNS name for the endpoints, `host:port`, or the error naming `dns`.
+pub(crate) fn check_dns(name: &str) -> Result<(), ConfigError> {
+    // Resolved as given, every refresh: a name that cannot be resolved as it is (no port)
+    // would leave the client with no endpoint and nothing said but a log line; nothing
+    // listens on port 0.
+    match parse_authority("dns", name)?.port_u16() {
+        None => Err(ConfigError::new(
+            "dns",
+            format!("{name:?} has no port: give host:port"),
+        )),
+        Some(0) => Err(ConfigError::new(
+            "dns",
+            format!("{name:?}: port 0 cannot be connected to"),
+        )),
+        Some(_) => Ok(()),
+    }
 }

@@ -35,7 +35,7 @@
 //! # Ok(()) }
 //! ```
 
-mod builder;
+pub(crate) mod builder;
 mod client;
 #[cfg(feature = "reqwest")]
 pub(crate) use client::request_scheme;

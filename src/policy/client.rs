@@ -153,6 +153,12 @@ impl ClientConfig {
                 "0ns would fail every connection",
             ));
         }
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            crate::http::builder::check_endpoint(i, endpoint)?;
+        }
+        if let Some(name) = &self.dns {
+            crate::http::builder::check_dns(name)?;
+        }
         checked("deadline", "deadline", || self.deadline.validate())?;
         checked("attempt_timeout", "attempt", || {
             self.attempt_timeout.validate()

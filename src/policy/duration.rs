@@ -40,6 +40,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("an empty string is not a duration (write e.g. \"250ms\")".into());
     }
     let mut rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    if rest.is_empty() {
+        return Err(format!("{text:?} is not a duration (write e.g. \"250ms\")"));
+    }
     let mut total: u128 = 0;
     while !rest.is_empty() {
         let digits = rest

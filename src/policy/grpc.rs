@@ -163,6 +163,7 @@ impl GrpcServiceConfig {
             .enumerate()
             .map(|(i, method)| method.import(&format!("methodConfig[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        duplicates(&methods)?;
         let budget = raw.retry_throttling.map(|t| t.import()).transpose()?;
         Ok(GrpcServiceConfig { methods, budget })
     }
@@ -335,3 +336,22 @@ fn codes(path: &str, values: &[raw::CodeValue]) -> Result<Vec<Code>, ConfigError
 }
 
 mod raw;
+
+/// A name given twice, in one entry or two: gRPC refuses such a config (the second entry could
+/// never apply), and so does the import, at the second.
+fn duplicates(methods: &[GrpcMethodPolicy]) -> Result<(), ConfigError> {
+    let mut seen: Vec<(&GrpcMethodName, usize, usize)> = Vec::new();
+    for (i, policy) in methods.iter().enumerate() {
+        for (j, name) in policy.names.iter().enumerate() {
+            if let Some((_, first_i, first_j)) = seen.iter().find(|(n, _, _)| *n == name) {
+                return Err(ConfigError::new(
+                    "grpc_service_config",
+                    format!("the same name as methodConfig[{first_i}].name[{first_j}] (gRFC A2)"),
+                )
+                .placed(format!("methodConfig[{i}].name[{j}]")));
+            }
+            seen.push((name, i, j));
+        }
+    }
+    Ok(())
+}

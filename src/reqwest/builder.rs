@@ -336,9 +336,9 @@ impl ClientBuilder {
         self.policies.check_timeouts()?;
         self.policies.balance.validate()?;
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
-        for (base, client) in &self.endpoints {
+        for (i, (base, client)) in self.endpoints.iter().enumerate() {
             let client = client.clone().unwrap_or_else(|| self.client.clone());
-            endpoints.push(Endpoint::new(client, base)?);
+            endpoints.push(Endpoint::new(client, base).map_err(|e| e.at_index(i))?);
         }
         let cleartext = endpoints.iter().any(|e| e.base().starts_with("http:"));
 

@@ -178,6 +178,17 @@ impl RouteMatch {
                     ),
                 ));
             }
+            if !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+                // A request's path is visible ASCII, non-ASCII and spaces percent-encoded: a
+                // prefix with anything else would never fit one.
+                return Err(bad(
+                    "path_prefix",
+                    format!(
+                        "{prefix:?}: write the path as it goes on the wire, spaces, control \
+                         and non-ASCII characters percent-encoded (%20, %C3%A9)"
+                    ),
+                ));
+            }
             if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
                 return Err(bad(
                     "path_prefix",
@@ -223,8 +234,10 @@ impl RouteMatch {
     }
 }
 
-fn grpc_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['/', '?', '#', ' '])
+pub(crate) fn grpc_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic())
+        && !name.contains(['/', '?', '#'])
 }
 
 /// A route's hedging: off, or on with its own count and a fixed delay. What it leaves out is

@@ -89,13 +89,30 @@ impl fmt::Display for CodeValue {
 }
 
 impl MethodConfig {
-    pub(super) fn import(self, at: &str) -> Result<GrpcMethodPolicy, ConfigError> {
-        for (i, name) in self.name.iter().enumerate() {
+    pub(super) fn import(mut self, at: &str) -> Result<GrpcMethodPolicy, ConfigError> {
+        for (i, name) in self.name.iter_mut().enumerate() {
+            // gRFC A2: an empty service or method is one not given (the default entry, every
+            // method of the service).
+            name.service.take_if(|s| s.is_empty());
+            name.method.take_if(|m| m.is_empty());
             if name.service.is_none() && name.method.is_some() {
                 return Err(bad(
                     format!("{at}.name[{i}].service"),
                     "a method needs its service (gRFC A2)",
                 ));
+            }
+            for (field, value) in [("service", &name.service), ("method", &name.method)] {
+                if let Some(value) = value {
+                    if !crate::route::grpc_name(value) {
+                        return Err(bad(
+                            format!("{at}.name[{i}].{field}"),
+                            format!(
+                                "{value:?} never fits a call: a gRPC name is visible ASCII \
+                                 without '/', '?' or '#'"
+                            ),
+                        ));
+                    }
+                }
             }
         }
         if self.wait_for_ready {
@@ -238,6 +255,17 @@ impl Throttling {
         let mut budget = BudgetConfig::default();
         let ratio = self.token_ratio / (1.0 + self.token_ratio);
         budget.ratio = (ratio * 10_000.0).round() / 10_000.0;
+        if budget.ratio == 0.0 {
+            // Kept to four places, a ratio this small is none at all: no retry would ever be
+            // paid for beyond the floor, which is not what a positive ratio asks.
+            return Err(bad(
+                format!("{AT}.tokenRatio"),
+                format!(
+                    "{} is too small: below 0.00005 it rounds to no ratio at all",
+                    self.token_ratio
+                ),
+            ));
+        }
         budget.min_per_second = self.max_tokens / 2.0 / budget.ttl.as_secs_f64();
         Ok(budget)
     }
