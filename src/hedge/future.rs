@@ -71,8 +71,11 @@ pub(super) struct Race<S, B, F, R> {
     stopped: bool,
     /// A hedge admitted (its tokens taken), waiting for the service to be ready.
     waiting: Option<Tokens<B>>,
-    /// The best non-fatal failure so far: a response rather than an error, else the last.
+    /// The best non-fatal failure so far: one that forbids retries (see `forbids_retry`),
+    /// else a response rather than an error, else the last.
     failure: Option<Result<R, Error>>,
+    /// The failure kept forbids retries: no later one replaces it.
+    final_word: bool,
     /// Attempts that ended cut by the attempt timeout: all but the one the race may end with
     /// are reported as the race ends (the retry layer counts only what reaches it).
     timed_out: u32,
@@ -116,6 +119,7 @@ where
             stopped: false,
             waiting: None,
             failure: None,
+            final_word: false,
             timed_out: 0,
         }
     }
@@ -151,16 +155,20 @@ impl<S, B, F, R> Race<S, B, F, R> {
         out
     }
 
-    /// Keeps `failure` if it is the best so far.
-    fn keep(&mut self, failure: Result<R, Error>) {
-        if failure.is_ok() || !matches!(self.failure, Some(Ok(_))) {
+    /// Keeps `failure` if it is the best so far; `forbids` when it forbids retries.
+    fn keep(&mut self, failure: Result<R, Error>, forbids: bool) {
+        if self.final_word {
+            return;
+        }
+        if forbids || failure.is_ok() || !matches!(self.failure, Some(Ok(_))) {
             self.failure = Some(failure);
+            self.final_word = forbids;
         }
     }
 
     /// The failure to end the request with, `new` being the last attempt's.
-    fn best(&mut self, new: Result<R, Error>) -> Result<R, Error> {
-        self.keep(new);
+    fn best(&mut self, new: Result<R, Error>, forbids: bool) -> Result<R, Error> {
+        self.keep(new, forbids);
         self.failure
             .take()
             .unwrap_or_else(|| Err(Error::new(crate::error::Kind::Service)))
@@ -293,17 +301,23 @@ where
                     let out = out.map_err(Error::from_service);
                     race.arrived(&out);
                     let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
+                    let forbids = forbids_retry(&out);
+                    if forbids {
+                        // gRPC A6: after an answer that says not to retry, no more hedges.
+                        race.refund();
+                        race.stopped = true;
+                    }
                     let shortcut = !fatal && race.hedges.is_empty() && may_shortcut(race, &out);
                     if fatal || (race.hedges.is_empty() && !shortcut) {
                         race.refund();
                         // The losers: cancelled, charged nothing. A hedge that lost to the first
                         // attempt was sent a delay later: its wait says nothing of its endpoint.
                         race.hedges.clear();
-                        let out = if fatal { out } else { race.best(out) };
+                        let out = if fatal { out } else { race.best(out, forbids) };
                         race.stopped = true;
                         return Poll::Ready(race.finish(shared, out));
                     }
-                    race.keep(out);
+                    race.keep(out, forbids);
                     if shortcut {
                         // gRPC A6: a non-fatal answer sends the next hedge at once, rather than
                         // after the rest of its delay (or after a retry's backoff, above).
@@ -322,15 +336,21 @@ where
                 let out = out.map_err(Error::from_service);
                 race.arrived(&out);
                 let fatal = out.as_ref().is_ok_and(|res| !shared.non_fatal(res));
+                let forbids = forbids_retry(&out);
                 let others = this.first.is_some() || !race.hedges.is_empty();
                 if !fatal && others {
-                    race.keep(out);
+                    if forbids {
+                        // No more hedges (gRPC A6); the attempts running may still answer.
+                        race.refund();
+                        race.stopped = true;
+                    }
+                    race.keep(out, forbids);
                     continue;
                 }
                 race.refund();
                 race.hedges.clear();
                 race.stopped = true;
-                let out = if fatal { out } else { race.best(out) };
+                let out = if fatal { out } else { race.best(out, forbids) };
                 if fatal {
                     shared.telemetry.won();
                     tracing::debug!(service = %shared.service, "a hedge won");
@@ -425,6 +445,19 @@ where
             }
         }
     }
+}
+
+/// Whether an answer says not to retry (gRPC's negative `grpc-retry-pushback-ms`, as the
+/// balancer classified it): no hedge follows it (gRPC A6), and the race ends with it rather
+/// than with another attempt's retryable failure, so that the retry layer above hears it too.
+fn forbids_retry<RB>(out: &Result<Response<RB>, Error>) -> bool {
+    out.as_ref().is_ok_and(|res| {
+        !res.extensions().is_empty()
+            && res
+                .extensions()
+                .get::<crate::classify::Classified>()
+                .is_some_and(|c| c.0.pushback() == Some(crate::classify::Pushback::DoNotRetry))
+    })
 }
 
 /// Whether a first attempt's non-fatal answer, with no hedge running, sends the next hedge at

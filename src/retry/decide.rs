@@ -51,8 +51,16 @@ where
     B::Error: Into<BoxError>,
 {
     if let Some(decision) = again(&outcome, config, retry, deadline, now) {
-        return decision
-            .unwrap_or_else(|| Decision::Return(outcome.map_err(|e| e.with_attempts(attempts))));
+        // The attempt the balancer refused was counted when it was handed down, and never
+        // left: the error counts only the attempts sent.
+        let sent = attempts.saturating_sub(1);
+        return match decision {
+            Ok(decision) => decision,
+            Err(None) => Decision::Return(outcome.map_err(|e| e.with_attempts(sent))),
+            Err(Some(kind)) => Decision::Return(
+                outcome.map_err(|e| Error::with_source(kind, e.into_cause()).with_attempts(sent)),
+            ),
+        };
     }
     // Once the deadline has passed there is nothing left to decide.
     let out_of_time = matches!(&outcome, Err(e) if e.kind() == Kind::DeadlineExceeded);
@@ -183,17 +191,18 @@ where
 }
 
 /// An attempt the balancer never sent because every endpoint was pushing back past the
-/// attempt's own limit: `None` when the outcome is something else; `Some(None)` to return it
-/// as it is (no time, or no body to send again); `Some(Some(Again))` to send the same attempt
-/// once the first endpoint is free, within the request's deadline. Nothing reached a server,
-/// so this costs no retry token and counts against no retry limit.
+/// attempt's own limit: `None` when the outcome is something else; `Some(Err(None))` to return
+/// it as it is (no time, or no body to send again), `Some(Err(Some(kind)))` to return it as
+/// `kind`; `Some(Ok(Again))` to send the same attempt once the first endpoint is free, within
+/// the request's deadline. Nothing reached a server, so the wait counts against no retry
+/// limit; but a retry the balancer refused gave its token back, and sent again it pays again.
 fn again<B, C, RB>(
     outcome: &Result<http::Response<RB>, Error>,
     config: &Config<C>,
     retry: &mut Option<RetryState<B>>,
     deadline: Option<Instant>,
     now: Instant,
-) -> Option<Option<Decision<http::Response<RB>>>>
+) -> Option<Result<Decision<http::Response<RB>>, Option<Kind>>>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
@@ -215,15 +224,27 @@ where
     };
     let state = retry.as_mut()?;
     if !fits {
-        return Some(None);
+        return Some(Err(None));
     }
     let Some(body) = state.replay.as_ref().and_then(ReplayBody::try_clone) else {
-        return Some(None);
+        return Some(Err(None));
     };
-    state.retrying(&config.backoff).next_body = Some(body);
+    let retrying = state.retrying(&config.backoff);
+    if retrying.uncounted.is_some() && retrying.withdrawal.is_none() {
+        // The refused attempt was a retry, whose token the balancer gave back.
+        let Some(withdrawal) = config.budget.withdraw() else {
+            RetryStats::add(&config.stats.budget_exhausted);
+            if let Some(metrics) = &config.metrics {
+                metrics.refused(Kind::BudgetExhausted);
+            }
+            return Some(Err(Some(Kind::BudgetExhausted)));
+        };
+        retrying.withdrawal = Some(withdrawal);
+    }
+    retrying.next_body = Some(body);
     tracing::debug!(
         wait_ms = wait.as_millis() as u64,
         "every endpoint is pushing back: waiting"
     );
-    Some(Some(Decision::Again(wait)))
+    Some(Ok(Decision::Again(wait)))
 }

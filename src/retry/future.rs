@@ -428,6 +428,9 @@ where
                         if !next.again {
                             retrying.uncounted = Some(next);
                             retrying.token = token;
+                        } else if token.is_some() {
+                            // A retry sent again after the balancer refused it: its new token.
+                            retrying.token = token;
                         }
                     }
                     let config = &**this.config;
