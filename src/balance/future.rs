@@ -206,6 +206,9 @@ where
                                 endpoints = endpoints.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
+                            // Refused unsent: its retry token goes back now, before the retry
+                            // layer decides (it may pay again to send it later).
+                            refund_unsent(request.as_ref());
                             return Poll::Ready(Err(Error::with_source(
                                 Kind::EndpointsPushingBack,
                                 QuietUntil(free_at),
@@ -231,6 +234,7 @@ where
                                 endpoints = endpoints.len(),
                                 "no ready endpoint: failing fast"
                             );
+                            refund_unsent(request.as_ref());
                             return Poll::Ready(Err(match this.not_ready.take() {
                                 Some(cause) => Error::with_source(Kind::NoReadyEndpoint, cause),
                                 None => Error::new(Kind::NoReadyEndpoint),
@@ -332,6 +336,14 @@ where
                 }
             }
         }
+    }
+}
+
+/// Gives back the retry token a request refused unsent carries, at the refusal: waiting for
+/// this future's drop would leave it out while the retry layer withdraws another.
+fn refund_unsent<B>(request: Option<&Request<B>>) {
+    if let Some(token) = request.and_then(|r| r.extensions().get::<UnsentRetry>()) {
+        token.refund();
     }
 }
 

@@ -155,9 +155,18 @@ impl<S, B, F, R> Race<S, B, F, R> {
         out
     }
 
-    /// Keeps `failure` if it is the best so far; `forbids` when it forbids retries.
+    /// Keeps `failure` if it is the best so far; `forbids` when it forbids retries. The
+    /// balancer's refusal of an attempt it never sent replaces nothing: the race would end
+    /// as if no attempt had left (and the retry layer send one again at no cost).
     fn keep(&mut self, failure: Result<R, Error>, forbids: bool) {
         if self.final_word {
+            return;
+        }
+        let refused_unsent = matches!(&failure, Err(e) if matches!(
+            e.kind(),
+            crate::error::Kind::EndpointsPushingBack | crate::error::Kind::NoReadyEndpoint
+        ));
+        if refused_unsent && self.failure.is_some() {
             return;
         }
         if forbids || failure.is_ok() || !matches!(self.failure, Some(Ok(_))) {

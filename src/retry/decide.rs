@@ -222,7 +222,10 @@ where
         }
         None => wait <= config.max_pushback,
     };
-    let state = retry.as_mut()?;
+    // Without retries there is no state: the refusal is returned, counting the attempts sent.
+    let Some(state) = retry.as_mut() else {
+        return Some(Err(None));
+    };
     if !fits {
         return Some(Err(None));
     }

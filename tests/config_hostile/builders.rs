@@ -358,3 +358,90 @@ fn reqwest_bad_endpoint_is_named_by_index() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn config_legit_values_still_accepted() {
+    use meshless::policy::{ClientConfig, GrpcServiceConfig};
+    let mut out = Vec::new();
+    for ep in [
+        "[::1]:80",
+        " 127.0.0.1:80 ",
+        "[::ffff:127.0.0.1]:8080",
+        "127.0.0.1:65535",
+    ] {
+        let b = Client::builder()
+            .endpoints([ep])
+            .build()
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let mut c = ClientConfig::default();
+        c.endpoints = vec![ep.into()];
+        let v = c.validate().map_err(|e| e.to_string());
+        out.push(format!("{ep:?}: builder {b:?} validate {v:?}"));
+    }
+    for json in [
+        r#"{"methodConfig": [{"name": [{"service": "grpc.health.v1.Health"}], "timeout": "1s"}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "a_b.C-D", "method": "Do_It"}], "timeout": "1s"}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "", "method": ""}], "timeout": "1s"}]}"#,
+        r#"{"methodConfig": [{"name": [{"service": "a.S"}], "timeout": "1s"}, {"name": [{"service": "a.S", "method": "M"}], "timeout": "2s"}]}"#,
+        r#"{"methodConfig": [{"name": [{}], "timeout": "1s"}], "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.0001}}"#,
+    ] {
+        out.push(format!(
+            "{json}: {:?}",
+            GrpcServiceConfig::from_json_str(json)
+                .map(|_| ())
+                .map_err(|e| (e.path(), e.to_string()))
+        ));
+    }
+    for toml in [
+        "endpoints = ['127.0.0.1:1']\n[[routes]]\nmatch = { path_prefix = '/' }\n",
+        "endpoints = ['127.0.0.1:1']\n[[routes]]\nmatch = { path_prefix = '/a%20b' }\n",
+        "endpoints = ['127.0.0.1:1']\n[[routes]]\nmatch = { service = 'grpc.health.v1.Health', method = 'Check' }\n",
+        "endpoints = ['[::1]:1']\ndeadline = { timeout = '+5s' }\n",
+    ] {
+        out.push(format!(
+            "{toml:?}: {:?}",
+            ClientConfig::from_toml_str(toml)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(|_| ())
+                .map_err(|e| (e.path(), e.to_string()))
+        ));
+    }
+    for l in &out {
+        eprintln!("{l}");
+    }
+    assert!(out.iter().all(|l| !l.contains("Err")), "{out:#?}");
+}
+
+#[tokio::test]
+async fn reload_with_spaced_endpoints() {
+    use meshless::policy::ClientConfig;
+    let text = "endpoints = [' 127.0.0.1:1 ']";
+    let client = Client::from_toml_str(text).unwrap();
+    let mut config = ClientConfig::from_toml_str(text).unwrap();
+    config.retry.max_retries = 0;
+    let r = client.reload(&config);
+    eprintln!("{r:?}");
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn config_refusal_paths() {
+    use meshless::policy::ClientConfig;
+    let mut c = ClientConfig::default();
+    c.endpoints = vec!["127.0.0.1:80".into(), "127.0.0.1:0".into()];
+    let e = c.validate().unwrap_err();
+    eprintln!("{} / {}", e.path(), e);
+    assert_eq!(e.path(), "endpoints[1]");
+    let e = ClientConfig::from_toml_str("endpoints = ['127.0.0.1:1', 'x']")
+        .and_then(|c| c.validate())
+        .unwrap_err();
+    eprintln!("{} / {}", e.path(), e);
+    assert_eq!(e.path(), "endpoints[1]");
+    let e = Client::builder()
+        .endpoints(["127.0.0.1:1", "127.0.0.1:2", "nope"])
+        .build()
+        .unwrap_err();
+    eprintln!("{} / {}", e.path(), e);
+    assert_eq!(e.path(), "endpoints[2]");
+}

@@ -9,6 +9,7 @@ mod support;
 
 mod goaway;
 mod grpc_status;
+mod lengths;
 mod more;
 mod resets;
 mod streams;
