@@ -9,6 +9,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use common::frames::{GOAWAY, HEADERS, PING, SETTINGS, frame, read_frame};
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use meshless::backoff::Backoff;
@@ -19,7 +21,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -51,29 +53,6 @@ fn stats_line(client: &Client) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // (a) HTTP/2: DispatchGone for a request whose HEADERS were written.
-
-const HEADERS: u8 = 1;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut head = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    head.extend_from_slice(&stream.to_be_bytes());
-    head.extend_from_slice(payload);
-    head
-}
-
-async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
-    let mut head = [0u8; 9];
-    tcp.read_exact(&mut head).await.ok()?;
-    let len = ((head[0] as usize) << 16) | ((head[1] as usize) << 8) | head[2] as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4], stream, payload))
-}
 
 fn goaway(last: u32, code: u32) -> Vec<u8> {
     let mut p = last.to_be_bytes().to_vec();

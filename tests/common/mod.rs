@@ -3,6 +3,8 @@
 // Each test crate that includes this module uses part of it.
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::sync::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

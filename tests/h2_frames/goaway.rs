@@ -3,33 +3,10 @@
 //! once.
 
 use super::*;
+use crate::common::frames::{DATA, GOAWAY, HEADERS, PING, SETTINGS, read_frame, write_frame};
 
 // ---------------------------------------------------------------------------------------------
 // A frame-level server for GOAWAY last-stream-id under tonic.
-
-const DATA: u8 = 0;
-const HEADERS: u8 = 1;
-const SETTINGS: u8 = 4;
-const PING: u8 = 6;
-const GOAWAY: u8 = 7;
-
-async fn write_frame(tcp: &mut TcpStream, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = payload.len() as u32;
-    let mut head = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    head.extend_from_slice(&stream.to_be_bytes());
-    head.extend_from_slice(payload);
-    let _ = tcp.write_all(&head).await;
-}
-
-async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
-    let mut head = [0u8; 9];
-    tcp.read_exact(&mut head).await.ok()?;
-    let len = ((head[0] as usize) << 16) | ((head[1] as usize) << 8) | head[2] as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    let mut payload = vec![0u8; len];
-    tcp.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4], stream, payload))
-}
 
 /// HPACK: `:status: 200`, `content-type: application/grpc` (literal, indexed name 31).
 fn hpack_grpc_head() -> Vec<u8> {
