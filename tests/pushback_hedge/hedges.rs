@@ -177,6 +177,43 @@ async fn a_hedge_winners_stalled_body_ends_at_the_deadline() {
     assert_eq!(s.failures(), 1);
 }
 
+/// One gRPC call through a client over `servers` that hedges up to `max_hedges` times,
+/// `delay` apart: the client, and the answer's `grpc-status` and `grpc-retry-pushback-ms`
+/// (or the error), its body read to the end.
+async fn hedged_call(
+    servers: &Servers,
+    max_hedges: u32,
+    delay: Duration,
+) -> (
+    Client,
+    Result<(Option<HeaderValue>, Option<HeaderValue>), String>,
+) {
+    let client = Client::builder()
+        .endpoints(servers.endpoints())
+        .deadline(ms(3000))
+        .attempt_timeout(ms(3000))
+        .hedge(hedging(max_hedges, delay))
+        .build()
+        .unwrap();
+    let res = client.request(grpc_request("/svc.S/M")).await;
+    let answer = res
+        .as_ref()
+        .map(|r| {
+            let header = |name: &str| r.headers().get(name).cloned();
+            (header("grpc-status"), header("grpc-retry-pushback-ms"))
+        })
+        .map_err(chain);
+    eprintln!("outcome {answer:?}; sends {}", servers.count());
+    if let Ok(r) = res {
+        let _ = r.into_body().collect().await;
+    }
+    (client, answer)
+}
+
+fn status(code: &'static str) -> Option<HeaderValue> {
+    Some(HeaderValue::from_static(code))
+}
+
 /// The first attempt stalls and then succeeds; the hedge answers DoNotRetry at once. The
 /// success must still be returned (the DoNotRetry answer stops further hedges only).
 #[tokio::test]
@@ -187,23 +224,8 @@ async fn a_do_not_retry_hedge_then_the_first_attempt_succeeds() {
         _ => Act::Reply(grpc_ok()),
     })
     .await;
-    let client = Client::builder()
-        .endpoints(servers.endpoints())
-        .deadline(ms(3000))
-        .attempt_timeout(ms(3000))
-        .hedge(hedging(2, ms(50)))
-        .build()
-        .unwrap();
-    let res = client.request(grpc_request("/svc.S/M")).await;
-    let st = res
-        .as_ref()
-        .map(|r| r.headers().get("grpc-status").cloned())
-        .map_err(chain);
-    eprintln!("outcome {st:?}; sends {}", servers.count());
-    if let Ok(r) = res {
-        let _ = r.into_body().collect().await;
-    }
-    assert_eq!(st, Ok(Some(HeaderValue::from_static("0"))));
+    let (client, answer) = hedged_call(&servers, 2, ms(50)).await;
+    assert_eq!(answer.map(|(code, _)| code), Ok(status("0")));
     assert_eq!(servers.count(), 2, "no hedge after the DoNotRetry answer");
     books_balance(&client);
 }
@@ -217,29 +239,14 @@ async fn a_do_not_retry_first_attempt_then_the_hedge_succeeds() {
         _ => Act::Reply(grpc_ok()),
     })
     .await;
-    let client = Client::builder()
-        .endpoints(servers.endpoints())
-        .deadline(ms(3000))
-        .attempt_timeout(ms(3000))
-        .hedge(hedging(2, ms(100)))
-        .build()
-        .unwrap();
-    let res = client.request(grpc_request("/svc.S/M")).await;
-    let st = res
-        .as_ref()
-        .map(|r| r.headers().get("grpc-status").cloned())
-        .map_err(chain);
-    eprintln!("outcome {st:?}; sends {}", servers.count());
-    if let Ok(r) = res {
-        let _ = r.into_body().collect().await;
-    }
-    assert_eq!(st, Ok(Some(HeaderValue::from_static("0"))));
+    let (client, answer) = hedged_call(&servers, 2, ms(100)).await;
+    assert_eq!(answer.map(|(code, _)| code), Ok(status("0")));
     assert_eq!(servers.count(), 2);
     books_balance(&client);
 }
 
 /// DoNotRetry kept, then the other attempt fails retryably: the race ends with the DoNotRetry
-/// answer and the retry layer does not retry; the budget is left as it was but for the hedge.
+/// answer and the retry layer does not retry.
 #[tokio::test]
 async fn a_do_not_retry_then_a_retryable_failure_ends_with_do_not_retry() {
     let servers = Servers::start(3, |i, _, _| match i {
@@ -248,27 +255,8 @@ async fn a_do_not_retry_then_a_retryable_failure_ends_with_do_not_retry() {
         _ => Act::Reply(grpc_ok()),
     })
     .await;
-    let client = Client::builder()
-        .endpoints(servers.endpoints())
-        .deadline(ms(3000))
-        .attempt_timeout(ms(3000))
-        .hedge(hedging(2, ms(50)))
-        .build()
-        .unwrap();
-    let res = client.request(grpc_request("/svc.S/M")).await;
-    let st = res
-        .as_ref()
-        .map(|r| {
-            (
-                r.headers().get("grpc-status").cloned(),
-                r.headers().get("grpc-retry-pushback-ms").cloned(),
-            )
-        })
-        .map_err(chain);
-    eprintln!("outcome {st:?}; sends {}", servers.count());
-    if let Ok(r) = res {
-        let _ = r.into_body().collect().await;
-    }
+    let (client, answer) = hedged_call(&servers, 2, ms(50)).await;
+    assert_eq!(answer, Ok((status("14"), status("-1"))));
     assert_eq!(servers.count(), 2);
     books_balance(&client);
 }
