@@ -18,13 +18,12 @@ use tower::{Layer, ServiceExt, service_fn};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// Limit (fixed 1, waiting allowed) over the breaker, as in the client's stack. While the
-/// breaker is isolated, a request queues in the limit behind a holder; the breaker is then
-/// reset (closed) before the permit is handed over. The request must be sent: the breaker is
-/// closed when it is called. A refusal computed in `poll_ready` before the wait must not be
-/// replayed after it.
+/// Limit (fixed 1, waiting allowed) over the breaker, as in the client's stack. A request that
+/// comes while the breaker is isolated is refused at once (`CircuitOpen`, nothing sent): it
+/// does not queue in the limit behind the holder, where the verdict would be stale by the
+/// time the permit came. Once the breaker is reset, a request queues and is sent.
 #[tokio::test(start_paused = true)]
-async fn a_request_queued_in_the_limit_is_not_refused_by_a_stale_breaker_verdict() {
+async fn a_request_the_breaker_refuses_never_queues_in_the_limit() {
     let received = Arc::new(AtomicU64::new(0));
     let r = received.clone();
     let mut bc = BreakerConfig::default();
@@ -47,11 +46,14 @@ async fn a_request_queued_in_the_limit_is_not_refused_by_a_stale_breaker_verdict
     tokio::task::yield_now().await;
     assert_eq!(lh.in_flight(), 1);
     bh.isolate();
+    let refused = svc.clone().oneshot(Request::new(())).await;
+    assert_eq!(refused.unwrap_err().kind(), Kind::CircuitOpen);
+    assert_eq!(lh.waiting(), 0);
+    bh.reset();
+    assert_eq!(bh.state(), BreakerState::Closed);
     let queued = tokio::spawn(svc.clone().oneshot(Request::new(())));
     tokio::task::yield_now().await;
     assert_eq!(lh.waiting(), 1);
-    bh.reset();
-    assert_eq!(bh.state(), BreakerState::Closed);
     holder.await.unwrap().unwrap();
     let outcome = queued.await.unwrap();
     assert!(
@@ -212,10 +214,10 @@ async fn hostile_attempt_headers_never_panic() {
     let _ = Kind::Throttled;
 }
 
-/// The same stale verdict in a long-lived service (no clone per request): the limit refuses
-/// at once (full, no waiting) after the breaker's `poll_ready` stored a refusal; that refusal
-/// stays in the inner breaker service and is replayed on the next call, after the breaker was
-/// reset and the limit has room.
+/// The same in a long-lived service (no clone per request), the limit full with no waiting:
+/// the breaker's refusal, stored by its `poll_ready`, is what the request gets (not the
+/// limit's), and it is used up: after the breaker is reset and the limit has room, the next
+/// call is sent.
 #[tokio::test(start_paused = true)]
 async fn a_limit_refusal_leaves_a_stale_breaker_refusal_in_a_long_lived_service() {
     let received = Arc::new(AtomicU64::new(0));
@@ -237,7 +239,7 @@ async fn a_limit_refusal_leaves_a_stale_breaker_refusal_in_a_long_lived_service(
     bh.isolate();
     use tower::Service;
     let first = svc.ready().await.unwrap().call(Request::new(())).await;
-    assert_eq!(first.unwrap_err().kind(), Kind::ConcurrencyLimited);
+    assert_eq!(first.unwrap_err().kind(), Kind::CircuitOpen);
     bh.reset();
     holder.await.unwrap().unwrap();
     let second = svc.ready().await.unwrap().call(Request::new(())).await;

@@ -333,6 +333,8 @@ where
         if state(shared.load()) != CLOSED && !shared.config.shadow && self.core.routes.is_none() {
             self.refusal = shared.refusal(Instant::now());
             if self.refusal.is_some() {
+                // A limit above lets this request through without waiting for a permit.
+                crate::primitives::refusing::mark();
                 return Poll::Ready(Ok(()));
             }
         }

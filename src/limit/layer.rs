@@ -167,6 +167,7 @@ impl<S> Layer<S> for LimitLayer {
         Limit {
             inner,
             shared: self.shared().clone(),
+            below_refuses: false,
         }
     }
 }
@@ -245,6 +246,9 @@ impl std::fmt::Debug for LimitHandle {
 pub struct Limit<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// The service below, polled ready, will refuse the next request without sending it (an
+    /// open circuit breaker): it goes through without a permit, to be refused at once.
+    below_refuses: bool,
 }
 
 impl<S> Limit<S> {
@@ -290,12 +294,18 @@ where
     type Future = ResponseFuture<S::Future, S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::from_service)
+        if self.shared.unlimited {
+            return self.inner.poll_ready(cx).map_err(Error::from_service);
+        }
+        crate::primitives::refusing::clear();
+        let ready = self.inner.poll_ready(cx).map_err(Error::from_service);
+        self.below_refuses = crate::primitives::refusing::take();
+        ready
     }
 
     #[inline]
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if self.shared.unlimited {
+        if self.shared.unlimited || std::mem::take(&mut self.below_refuses) {
             return ResponseFuture::unlimited(self.inner.call(req));
         }
         if self.shared.try_acquire() {

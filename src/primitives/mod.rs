@@ -27,6 +27,7 @@ pub(crate) mod gate;
 pub(crate) mod histogram;
 pub mod ladder;
 pub(crate) mod ledger;
+pub(crate) mod refusing;
 pub(crate) mod replay;
 pub(crate) mod ring;
 pub(crate) mod route_policy;

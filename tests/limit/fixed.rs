@@ -251,3 +251,39 @@ async fn under_contention_every_permit_comes_back() {
     assert_eq!((handle.in_flight(), handle.waiting()), (0, 0));
     assert!(upstream.ids().len() > 100, "requests went through");
 }
+
+/// A request the circuit breaker below will refuse does not wait for a permit: with the limit
+/// full and waiting allowed, it fails at once with `CircuitOpen`, sending nothing; neither
+/// late, after the wait, nor as the limit's own refusal.
+#[tokio::test(start_paused = true)]
+async fn a_request_the_breaker_below_refuses_does_not_wait_for_a_permit() {
+    let upstream = Upstream::flat(Duration::from_secs(10));
+    let breaker = meshless::breaker::BreakerLayer::new();
+    let breaker_handle = breaker.handle();
+    let limit = LimitLayer::fixed(1).max_wait(Duration::from_secs(2));
+    let handle = limit.handle();
+    let mut svc = limit.layer(breaker.layer(upstream.clone()));
+    // The one permit, held by a request the upstream answers in 10 s.
+    let mut holder = svc.clone();
+    let held = tokio::spawn(async move {
+        let res = holder.ready().await?.call(request(Ask::default())).await;
+        res.map(|r| r.status())
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 1);
+
+    breaker_handle.isolate();
+    let start = Instant::now();
+    let err = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(request(Ask::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "refused at once");
+    assert_eq!(err.kind(), Kind::CircuitOpen, "{err:?}");
+    assert_eq!(handle.rejected(), 0, "not the limit's refusal");
+    assert_eq!(upstream.ids().len(), 1, "nothing sent");
+    held.abort();
+}
