@@ -533,6 +533,7 @@ impl ConfigError {
 
     /// The same problem, placed at `index` of its list setting (a check of one value, made
     /// by code that does not know the value's place in the list).
+    #[cfg(feature = "reqwest")]
     pub(crate) fn at_index(mut self, index: usize) -> Self {
         self.index = Some(index);
         self

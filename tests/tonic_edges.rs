@@ -83,6 +83,34 @@ async fn an_https_endpoint_without_tls_settings_gets_nothing() {
     );
 }
 
+/// An endpoint whose scheme is spelled `HTTPS` (kept so by `http::Uri::builder`) would get
+/// its calls in clear text from tonic, which speaks TLS only to `https`: the channel refuses
+/// it, at build and at insert, naming `endpoints`.
+#[tokio::test]
+async fn an_endpoint_with_a_scheme_tonic_would_not_encrypt_is_refused() {
+    let uri = || {
+        http::Uri::builder()
+            .scheme("HTTPS")
+            .authority("127.0.0.1:9")
+            .path_and_query("/")
+            .build()
+            .unwrap()
+    };
+    let err = Channel::builder()
+        .endpoint(Endpoint::from(uri()))
+        .build()
+        .expect_err("a scheme tonic would send in clear text");
+    assert_eq!(err.setting(), "endpoints", "{err}");
+    let channel = Channel::builder()
+        .endpoint(Endpoint::from_shared("http://127.0.0.1:9").unwrap())
+        .build()
+        .unwrap();
+    let err = channel
+        .insert(Endpoint::from(uri()))
+        .expect_err("refused at insert too");
+    assert_eq!(err.setting(), "endpoints", "{err}");
+}
+
 /// With tonic's TLS settings, an `https://` endpoint gets a TLS handshake: a record of type
 /// 22 (handshake), version 3.x.
 #[tokio::test]

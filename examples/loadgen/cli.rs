@@ -306,14 +306,26 @@ where
 fn parse_endpoints(value: &str) -> Result<Vec<String>, CliError> {
     let mut out = Vec::new();
     for item in value.split(',').map(str::trim) {
-        let valid = item.parse::<SocketAddr>().is_ok()
-            || item.rsplit_once(':').is_some_and(|(host, port)| {
-                !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
-            });
-        if !valid {
-            return Err(usage(format!(
-                "--endpoints: {item:?} is not HOST:PORT (IPv6: [addr]:port)"
-            )));
+        let port = match item.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr.port()),
+            Err(_) => item
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && !host.contains(':'))
+                .and_then(|(_, port)| port.parse::<u16>().ok()),
+        };
+        match port {
+            None => {
+                return Err(usage(format!(
+                    "--endpoints: {item:?} is not HOST:PORT (IPv6: [addr]:port)"
+                )));
+            }
+            // Nothing can be connected to on port 0, in any mode.
+            Some(0) => {
+                return Err(usage(format!(
+                    "--endpoints: {item:?} has port 0, which nothing listens on"
+                )));
+            }
+            Some(_) => {}
         }
         out.push(item.to_string());
     }

@@ -68,12 +68,22 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let status = res.status();
-    match tokio::time::timeout_at(deadline, res.into_body().collect()).await {
+    match tokio::time::timeout_at(deadline, drain(res.into_body())).await {
         Err(_) => Outcome::Failed(timeout_name),
         Ok(Err(e)) => Outcome::Failed(classify(&*e.into())),
-        Ok(Ok(_)) if status.is_success() => Outcome::Ok,
-        Ok(Ok(_)) => Outcome::Status(status),
+        Ok(Ok(())) if status.is_success() => Outcome::Ok,
+        Ok(Ok(())) => Outcome::Status(status),
     }
+}
+
+/// Reads a body to its end, dropping each frame as it comes: a fleet that streams large or
+/// endless bodies must not fill this process's memory.
+async fn drain<B: http_body::Body>(body: B) -> Result<(), B::Error> {
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        frame?;
+    }
+    Ok(())
 }
 
 /// The instant `timeout` from now. A timeout past the end of the clock (`--timeout-ms` near

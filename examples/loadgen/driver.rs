@@ -24,6 +24,9 @@ pub struct Tally {
     pub failed: BTreeMap<String, u64>,
     /// End-to-end latency of every request, success or failure, in microseconds.
     pub latency: Histogram<u64>,
+    /// The slowest request's latency exactly, in microseconds: the histogram keeps three
+    /// significant digits and reports the top of a value's bucket, which can exceed the run.
+    pub max_micros: u64,
 }
 
 impl Tally {
@@ -34,6 +37,7 @@ impl Tally {
             failed: BTreeMap::new(),
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
                 .expect("valid histogram bounds"),
+            max_micros: 0,
         }
     }
 
@@ -41,6 +45,7 @@ impl Tally {
         self.requests += 1;
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.latency.saturating_record(micros);
+        self.max_micros = self.max_micros.max(micros);
         let reason = match outcome {
             Outcome::Ok => {
                 self.ok += 1;

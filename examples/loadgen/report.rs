@@ -13,7 +13,8 @@ pub fn json(
     endpoints: &[EndpointReport],
 ) -> Value {
     let ms = |micros: u64| micros as f64 / 1000.0;
-    let quantile = |q: f64| ms(tally.latency.value_at_quantile(q));
+    // A bucket's top, never above the slowest request measured exactly.
+    let quantile = |q: f64| ms(tally.latency.value_at_quantile(q).min(tally.max_micros));
     let duration_s = duration.as_secs_f64();
     let rps = if duration_s > 0.0 {
         tally.requests as f64 / duration_s
@@ -29,7 +30,7 @@ pub fn json(
         "p90_ms": quantile(0.90),
         "p99_ms": quantile(0.99),
         "p999_ms": quantile(0.999),
-        "max_ms": ms(tally.latency.max()),
+        "max_ms": ms(tally.max_micros),
         "duration_s": duration_s,
         "rps": rps,
         "endpoints": endpoints

@@ -534,6 +534,7 @@ impl Classifier {
     /// The same rules for a client whose every request is a gRPC call: a response is judged
     /// by the gRPC rules even without gRPC's content type (an HTTP 200 from something that is
     /// not a gRPC server has no `grpc-status`: INTERNAL).
+    #[cfg(feature = "tonic")]
     pub(crate) fn grpc_only(mut self) -> Self {
         self.grpc_only = true;
         self

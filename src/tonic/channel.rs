@@ -423,6 +423,22 @@ impl EndpointChannel {
             ));
         }
         let uri = endpoint.uri().clone();
+        // tonic speaks TLS only to a scheme spelled `https` exactly: one spelled otherwise
+        // (`HTTPS`, which `http::Uri::builder` keeps as given) would get the call in clear text.
+        match uri.scheme_str() {
+            None | Some("http" | "https") => {}
+            Some(other) => {
+                let hint = if other.eq_ignore_ascii_case("https") {
+                    "write the scheme `https`, in lower case: tonic would send this one in clear text"
+                } else {
+                    "the scheme must be `http` or `https`"
+                };
+                return Err(crate::ConfigError::new(
+                    "endpoints",
+                    format!("{uri}: {hint}"),
+                ));
+            }
+        }
         let channel = endpoint.connect_lazy();
         Ok((uri, EndpointChannel { channel }))
     }
