@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use support::{Behaviour, GET, Pong, Store, WATCH, endpoint, ping, serve, unary};
+use support::{Behaviour, CREATE, GET, Pong, Store, WATCH, endpoint, ping, serve, unary};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tonic::Code;
@@ -128,6 +128,40 @@ async fn an_https_endpoint_with_tls_settings_gets_a_tls_handshake() {
         bytes.len() >= 3 && bytes[0] == 0x16 && bytes[1] == 0x03,
         "not a TLS handshake: {bytes:?}"
     );
+}
+
+/// A TLS handshake the server ends (it reads the ClientHello and closes) is a connect failure:
+/// no byte of the call left, so even a method not declared idempotent is sent again, as the
+/// http client does (README: "connect failure | every request").
+#[tokio::test]
+async fn a_failed_tls_handshake_is_never_sent_and_retried_for_any_method() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            // The ClientHello, then the close.
+            let _ = tcp.read(&mut [0u8; 4096]).await;
+        }
+    });
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().domain_name("localhost"))
+        .unwrap();
+    let channel = Channel::builder()
+        .endpoint(endpoint)
+        .backoff(Backoff::none())
+        .deadline(Duration::from_secs(5))
+        .metrics(false)
+        .build()
+        .unwrap();
+    let out = unary(channel.clone(), CREATE, tonic::Request::new(ping("x"))).await;
+    let status = out.expect_err("no server to answer");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The first attempt and the default two retries, each on a new connection.
+    assert_eq!(connections.load(Ordering::SeqCst), 3, "{status:?}");
 }
 
 /// Contract: deadlines are never extended. A call's own timeout longer than the channel's

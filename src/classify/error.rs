@@ -98,6 +98,12 @@ fn classify_one(err: &(dyn StdError + 'static)) -> Option<Class> {
         }
         return None;
     }
+    // tonic's connector failed (the TCP connect or the TLS handshake, before the HTTP/2
+    // preface): no byte of the call left either.
+    #[cfg(feature = "tonic")]
+    if err.is::<::tonic::ConnectError>() {
+        return Some(Class::failure(Reason::Connect, Retryable::NeverSent));
+    }
     if let Some(e) = err.downcast_ref::<hyper::Error>() {
         if hyper_callers_fault(e) {
             return Some(Class::failure(Reason::Other, Retryable::Never));
