@@ -11,11 +11,13 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use common::frames::{DATA, GOAWAY, HEADERS, PING, RST, SETTINGS, read_frame, write_frame};
+use common::frames::{
+    DATA, GOAWAY, HEADERS, PING, RST, SETTINGS, accept_preface, read_frame, write_frame,
+};
 
 async fn respond_200(tcp: &mut TcpStream, stream: u32) {
     // :status 200 is static table index 8.
@@ -81,11 +83,9 @@ async fn connection(
     after: usize,
     log: Arc<Mutex<Log>>,
 ) {
-    let mut preface = [0u8; 24];
-    if tcp.read_exact(&mut preface).await.is_err() {
+    if !accept_preface(&mut tcp, &[]).await {
         return;
     }
-    write_frame(&mut tcp, SETTINGS, 0, 0, &[]).await;
     let mut complete: Vec<u32> = Vec::new();
     let mut done = false;
     let mut answered: HashSet<u32> = HashSet::new();

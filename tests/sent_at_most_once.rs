@@ -9,7 +9,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::frames::{GOAWAY, HEADERS, PING, SETTINGS, frame, read_frame};
+use common::frames::{
+    GOAWAY, HEADERS, ONE_STREAM, PING, SETTINGS, accept_preface, frame, read_frame,
+};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -20,7 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -84,13 +86,9 @@ async fn graceful_goaway_server(
             let bs = bs.clone();
             let second_goaway = second_goaway.clone();
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if tcp.read_exact(&mut preface).await.is_err() {
+                if !accept_preface(&mut tcp, ONE_STREAM).await {
                     return;
                 }
-                let _ = tcp
-                    .write_all(&frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 1]))
-                    .await;
                 while let Some((kind, flags, stream, payload)) = read_frame(&mut tcp).await {
                     match kind {
                         SETTINGS if flags & 1 == 0 => {
@@ -520,13 +518,9 @@ async fn hung_h2_server() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if tcp.read_exact(&mut preface).await.is_err() {
+                if !accept_preface(&mut tcp, ONE_STREAM).await {
                     return;
                 }
-                let _ = tcp
-                    .write_all(&frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 1]))
-                    .await;
                 while let Some((kind, flags, _, _)) = read_frame(&mut tcp).await {
                     if kind == SETTINGS && flags & 1 == 0 {
                         let _ = tcp.write_all(&frame(SETTINGS, 1, 0, &[])).await;

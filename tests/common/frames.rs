@@ -35,3 +35,17 @@ pub async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
     tcp.read_exact(&mut payload).await.ok()?;
     Some((head[3], head[4], stream, payload))
 }
+
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (0x3) = 1: one stream at a time.
+pub const ONE_STREAM: &[u8] = &[0, 3, 0, 0, 0, 1];
+
+/// Reads the client's connection preface and answers with the server's `SETTINGS` (its
+/// `settings` payload); false when the client went away first.
+pub async fn accept_preface(tcp: &mut TcpStream, settings: &[u8]) -> bool {
+    let mut preface = [0u8; 24];
+    if tcp.read_exact(&mut preface).await.is_err() {
+        return false;
+    }
+    write_frame(tcp, SETTINGS, 0, 0, settings).await;
+    true
+}

@@ -3,7 +3,9 @@
 //! once.
 
 use super::*;
-use crate::common::frames::{DATA, GOAWAY, HEADERS, PING, SETTINGS, read_frame, write_frame};
+use crate::common::frames::{
+    DATA, GOAWAY, HEADERS, ONE_STREAM, PING, SETTINGS, accept_preface, read_frame, write_frame,
+};
 
 // ---------------------------------------------------------------------------------------------
 // A frame-level server for GOAWAY last-stream-id under tonic.
@@ -54,11 +56,9 @@ async fn goaway_server(
             conns += 1;
             let log = l.clone();
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if tcp.read_exact(&mut preface).await.is_err() {
+                if !accept_preface(&mut tcp, &[]).await {
                     return;
                 }
-                write_frame(&mut tcp, SETTINGS, 0, 0, &[]).await;
                 let mut complete = Vec::new();
                 while let Some((kind, flags, stream, payload)) = read_frame(&mut tcp).await {
                     match kind {
@@ -228,12 +228,9 @@ async fn queued_goaway_server(grpc: bool) -> (SocketAddr, Arc<Mutex<FrameLog>>, 
             let log = l.clone();
             let bs = bs.clone();
             tokio::spawn(async move {
-                let mut preface = [0u8; 24];
-                if tcp.read_exact(&mut preface).await.is_err() {
+                if !accept_preface(&mut tcp, ONE_STREAM).await {
                     return;
                 }
-                // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1
-                write_frame(&mut tcp, SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 1]).await;
                 while let Some((kind, flags, stream, payload)) = read_frame(&mut tcp).await {
                     let mut complete = None;
                     match kind {

@@ -24,18 +24,7 @@ async fn a_grpc_answer_ending_without_trailers_is_a_failure() {
         .await
         .unwrap();
     let body = res.into_body().collect().await;
-    settle().await;
-    let r = client.retry_stats();
-    eprintln!(
-        "body ok: {}; successes={} failures={} endpoint {:?}",
-        body.is_ok(),
-        r.successes(),
-        r.failures(),
-        client.endpoints()[0]
-    );
-    assert_eq!((r.requests(), r.failures()), (1, 1));
-    assert_eq!(client.endpoints()[0].failures, 1);
-    books(&client);
+    one_charged_failure(&client, &body).await;
 }
 
 /// A trailers-only head (END_STREAM on HEADERS) with the gRPC content type and no grpc-status:

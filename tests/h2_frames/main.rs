@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{CREATE, GET, endpoint, ping, unary};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -209,6 +209,22 @@ async fn settle() {
 
 fn books(client: &Client) {
     common::books_balance(&client.retry_stats(), &client.endpoints());
+}
+
+/// Once the client has settled: the one request it sent ended as one failure, charged to the
+/// endpoint, and its books balance. `body` is what the caller read, for the log.
+async fn one_charged_failure(client: &Client, body: &impl std::fmt::Debug) {
+    settle().await;
+    let r = client.retry_stats();
+    eprintln!(
+        "body {body:?}; retry successes={} failures={}; endpoint {:?}",
+        r.successes(),
+        r.failures(),
+        client.endpoints()[0]
+    );
+    assert_eq!((r.requests(), r.failures()), (1, 1));
+    assert_eq!(client.endpoints()[0].failures, 1);
+    books(client);
 }
 
 fn chain(e: &meshless::Error) -> String {

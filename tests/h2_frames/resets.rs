@@ -120,18 +120,7 @@ async fn a_grpc_stream_cut_by_rst_no_error_is_a_failure() {
     let body = tokio::time::timeout(Duration::from_secs(5), res.into_body().collect())
         .await
         .expect("the body ended");
-    settle().await;
-    let r = client.retry_stats();
-    eprintln!(
-        "body ok: {}; retry successes={} failures={}; endpoint {:?}",
-        body.is_ok(),
-        r.successes(),
-        r.failures(),
-        client.endpoints()[0]
-    );
-    assert_eq!((r.requests(), r.failures()), (1, 1));
-    assert_eq!(client.endpoints()[0].failures, 1);
-    books(&client);
+    one_charged_failure(&client, &body).await;
 }
 
 /// The same through the tonic channel: a unary call whose answer is a message and then
