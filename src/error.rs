@@ -355,6 +355,25 @@ impl Error {
         }
     }
 
+    /// Whether the request ran out of its caller's own deadline (an inbound limit or an earlier
+    /// [`RequestDeadline`](crate::deadline::RequestDeadline), shorter than the client's): the
+    /// caller's patience, which the protection layers count as a cancellation. Looks through
+    /// `RetriesExhausted` and `BudgetExhausted` as [`is_timeout`](Self::is_timeout) does.
+    pub(crate) fn is_callers_deadline(&self) -> bool {
+        match self.kind {
+            Kind::DeadlineExceeded => self
+                .source
+                .as_deref()
+                .is_some_and(|source| source.is::<crate::deadline::CallersDeadlinePassed>()),
+            Kind::RetriesExhausted | Kind::BudgetExhausted => self
+                .source
+                .as_deref()
+                .and_then(|source| source.downcast_ref::<Error>())
+                .is_some_and(Error::is_callers_deadline),
+            _ => false,
+        }
+    }
+
     /// Converts the error into an HTTP response, for applications that answer their own
     /// callers with responses rather than errors (as axum's error handling does): 504 for a
     /// timeout, 503 otherwise, with an `x-meshless-error` header naming the reason.

@@ -37,7 +37,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(Pending { in_flight, head, classifier }) = this.meter.take() {
-                if crate::deadline::expiry::expiring() {
+                if crate::deadline::expiry::charges_endpoint() {
                     // The body stalled past its deadline: the endpoint's doing, for as long
                     // as it stalled.
                     in_flight.finish(&Class::failure(Reason::Timeout, Retryable::IfIdempotent));

@@ -374,7 +374,7 @@ impl Drop for InFlight {
         if self.done {
             return;
         }
-        if crate::deadline::expiry::expiring() {
+        if crate::deadline::expiry::charges_endpoint() {
             let timeout = Class::failure(
                 crate::classify::Reason::Timeout,
                 crate::classify::Retryable::IfIdempotent,
@@ -382,7 +382,9 @@ impl Drop for InFlight {
             self.record(&timeout, self.rtt_at_head);
         } else {
             self.cancel();
-            if crate::deadline::expiry::outrun() {
+            // Outrun by a sibling, or out of its caller's patience: the endpoint had not
+            // answered in that time, which its latency estimate takes in.
+            if crate::deadline::expiry::outrun() || crate::deadline::expiry::callers_deadline() {
                 self.meter.outrun(self.started);
             }
         }

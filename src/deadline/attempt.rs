@@ -2,7 +2,9 @@
 
 use super::overrun::Overruns;
 use super::timer::LazySleep;
-use super::{CallerDeadline, DEADLINE_HEADER, RequestDeadline, expiry, grpc_timeout};
+use super::{
+    CallerDeadline, DEADLINE_HEADER, DeadlineFromCaller, RequestDeadline, expiry, grpc_timeout,
+};
 use crate::error::{BoxError, Error, Kind};
 use crate::primitives::step::{self, Step};
 use http::{HeaderName, HeaderValue, Request};
@@ -225,12 +227,16 @@ where
         } else {
             self.limit(&mut req, now, timeout, &mut watch)
         };
+        // The request's deadline ends the attempt: whether it is the caller's own.
+        let callers = kind == Kind::DeadlineExceeded
+            && req.extensions().get::<DeadlineFromCaller>().is_some();
         if end == Some(now) {
             // No time left (or a zero timeout): the attempt is not started.
             return AttemptFuture {
                 inner: None,
                 timer: LazySleep::new(None),
                 kind,
+                callers,
                 watch: None,
             };
         }
@@ -238,6 +244,7 @@ where
             inner: Some(self.inner.call(req)),
             timer: LazySleep::new(end),
             kind,
+            callers,
             watch,
         }
     }
@@ -490,6 +497,8 @@ pin_project! {
         #[pin]
         timer: LazySleep,
         kind: Kind,
+        // The end is the caller's own deadline (see `DeadlineFromCaller`).
+        callers: bool,
         // Under a derived timeout, until the attempt ends.
         watch: Option<Watch>,
     }
@@ -518,7 +527,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(Error::new(*this.kind)));
+            return Poll::Ready(Err(super::expired(*this.kind, *this.callers)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             if let Some(watch) = this.watch.take() {
@@ -544,13 +553,14 @@ where
                 return Poll::Pending;
             }
         }
-        // Dropped by our own timer: the endpoint is charged with the timeout.
-        expiry::while_expiring(|| this.inner.set(None));
+        // Dropped by our own timer: the endpoint is charged with the timeout, unless it was
+        // the caller's deadline.
+        expiry::while_deadline_expiring(*this.callers, || this.inner.set(None));
         if let Some(watch) = this.watch.take() {
             // A fresh reading: the pass's shared one may predate the timer's end.
             watch.report(Instant::now());
         }
-        Poll::Ready(Err(Error::new(*this.kind)))
+        Poll::Ready(Err(super::expired(*this.kind, *this.callers)))
     }
 }
 

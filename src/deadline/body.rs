@@ -60,6 +60,8 @@ pin_project! {
         // Whether the idle limit firing is the endpoint's doing: not when it is a default the
         // caller never chose (a stream's, the length of its deadline).
         charge_idle: bool,
+        // The deadline is the caller's own: its passing is not the endpoint's doing.
+        callers: bool,
         // A frame arrived since the timer was armed: the idle limit starts over.
         rearm: bool,
     }
@@ -80,8 +82,17 @@ impl<B> DeadlineBody<B> {
             deadline,
             idle,
             charge_idle: true,
+            callers: false,
             rearm: false,
         }
+    }
+
+    /// Marks the deadline as the caller's own (see
+    /// [`DeadlineFromCaller`](super::DeadlineFromCaller)): when it passes, the body ends as
+    /// it does, but its endpoint is not charged.
+    pub(crate) fn callers_deadline(mut self, callers: bool) -> Self {
+        self.callers = callers;
+        self
     }
 
     /// A stream's body whose idle limit is a default rather than the caller's: it still ends
@@ -174,7 +185,7 @@ where
         }
         // The endpoint had not delivered by the time the timer fired.
         let (kind, charged) = match *this.deadline {
-            Some(d) if step::now() >= d => (Kind::DeadlineExceeded, true),
+            Some(d) if step::now() >= d => (Kind::DeadlineExceeded, !*this.callers),
             _ => (Kind::BodyIdleTimeout, *this.charge_idle),
         };
         Poll::Ready(Some(Err(expire(this, kind, charged))))
@@ -224,7 +235,7 @@ fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind, charged: bool) -> BoxErr
         expiry::while_cut(|| inner.set(None));
     }
     *this.sleep = None;
-    Error::new(kind).into()
+    super::expired(kind, *this.callers).into()
 }
 
 #[cfg(test)]

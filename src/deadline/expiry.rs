@@ -13,6 +13,7 @@ thread_local! {
     static EXPIRING: Cell<bool> = const { Cell::new(false) };
     static OUTRUN: Cell<bool> = const { Cell::new(false) };
     static CUT: Cell<bool> = const { Cell::new(false) };
+    static CALLERS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f`, which drops work in progress (in place, `Pin::set(None)`, since it is pinned), as
@@ -37,6 +38,39 @@ impl Drop for Restore {
 /// Whether the current drop was caused by a meshless timer rather than by the caller.
 pub(crate) fn expiring() -> bool {
     EXPIRING.with(Cell::get)
+}
+
+/// As [`while_expiring`] for a timer that fired at the caller's own deadline (see
+/// [`DeadlineFromCaller`](super::DeadlineFromCaller)), or at the client's when `callers` is
+/// false. The caller's patience running out says less about the upstream than the client's
+/// own limit would: the endpoint is not charged ([`callers_deadline`]), and neither the
+/// breaker, the throttle nor the adaptive limit count it, as for a cancellation; the balancer
+/// still learns that the endpoint had not answered by then.
+pub(crate) fn while_deadline_expiring<R>(callers: bool, f: impl FnOnce() -> R) -> R {
+    if !callers {
+        return while_expiring(f);
+    }
+    let _restore = RestoreCallers(CALLERS.with(|flag| flag.replace(true)));
+    while_expiring(f)
+}
+
+struct RestoreCallers(bool);
+
+impl Drop for RestoreCallers {
+    fn drop(&mut self) {
+        CALLERS.with(|flag| flag.set(self.0));
+    }
+}
+
+/// Whether the current drop is [`expiring`] at the caller's own deadline.
+pub(crate) fn callers_deadline() -> bool {
+    CALLERS.with(Cell::get)
+}
+
+/// Whether the current drop is charged to the endpoint: a meshless timer fired at a limit of
+/// the client's own.
+pub(crate) fn charges_endpoint() -> bool {
+    expiring() && !callers_deadline()
 }
 
 /// Runs `f`, which drops the attempts a sibling outran (the losers of a hedge race): everything

@@ -128,6 +128,28 @@ pub(crate) struct CallerDeadline(pub(crate) Instant);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeadlineFromCaller;
 
+/// The source of a [`Kind::DeadlineExceeded`](crate::error::Kind::DeadlineExceeded) error when
+/// the deadline that passed was the caller's own (see [`DeadlineFromCaller`]).
+#[derive(Debug)]
+pub(crate) struct CallersDeadlinePassed;
+
+impl std::fmt::Display for CallersDeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the caller's own deadline passed")
+    }
+}
+
+impl std::error::Error for CallersDeadlinePassed {}
+
+/// The error of a `kind` timer that fired: marked when the deadline was the caller's.
+pub(crate) fn expired(kind: crate::error::Kind, callers: bool) -> crate::Error {
+    if callers && kind == crate::error::Kind::DeadlineExceeded {
+        crate::Error::with_source(kind, CallersDeadlinePassed)
+    } else {
+        crate::Error::new(kind)
+    }
+}
+
 /// A header that carries the time remaining, in whole milliseconds, on HTTP requests.
 ///
 /// Off by default for HTTP; enable it with [`AttemptTimeoutLayer::deadline_header`] on the

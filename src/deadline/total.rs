@@ -293,7 +293,8 @@ where
         };
         let extensions = req.extensions_mut();
         extensions.insert(RequestDeadline(deadline));
-        if deadline < own {
+        let callers = deadline < own;
+        if callers {
             extensions.insert(DeadlineFromCaller);
         }
         if let Some(types) = &self.config.streaming_types {
@@ -305,6 +306,7 @@ where
             idle: self.config.body_idle,
             started: now,
             streaming,
+            callers,
         }
     }
 }
@@ -321,6 +323,8 @@ pin_project! {
         // With the deadline, the length of the request's deadline: a stream's default idle limit.
         started: Instant,
         streaming: StreamingRule,
+        // The deadline is the caller's (see `DeadlineFromCaller`): its passing charges no one.
+        callers: bool,
     }
 }
 
@@ -337,7 +341,7 @@ where
         let _step = Step::enter();
         let mut this = self.project();
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)));
+            return Poll::Ready(Err(super::expired(Kind::DeadlineExceeded, *this.callers)));
         };
         let cover = Cover::watch();
         if let Poll::Ready(result) = inner.poll(cx) {
@@ -355,15 +359,19 @@ where
                 ));
             }
             let deadline = deadline.filter(|_| !streaming);
-            let idle = *this.idle;
-            return Poll::Ready(Ok(res.map(|body| DeadlineBody::new(body, deadline, idle))));
+            let (idle, callers) = (*this.idle, *this.callers);
+            return Poll::Ready(Ok(res.map(|body| {
+                DeadlineBody::new(body, deadline, idle).callers_deadline(callers)
+            })));
         }
         // While an attempt's timer (which ends by this deadline) is armed below, it wakes the
         // task in time: the deadline's own is armed only once none is (a backoff, say).
         std::task::ready!(this.timer.poll_end_unless(cx, cover.below()));
-        // Dropped by our own timer: whatever attempt was in flight is charged.
-        expiry::while_expiring(|| this.inner.set(None));
-        Poll::Ready(Err(Error::new(Kind::DeadlineExceeded)))
+        // Dropped by our own timer: whatever attempt was in flight is charged, unless the
+        // deadline was the caller's.
+        let callers = *this.callers;
+        expiry::while_deadline_expiring(callers, || this.inner.set(None));
+        Poll::Ready(Err(super::expired(Kind::DeadlineExceeded, callers)))
     }
 }
 

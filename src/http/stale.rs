@@ -80,6 +80,19 @@ fn starts_request(bytes: &[u8]) -> bool {
         && version[9..].starts_with(b"\r\n")
 }
 
+/// Whether `error` is how a closed connection shows: the peer's FIN (without TLS's
+/// `close_notify`), its reset, or a write after either.
+fn closes(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
 /// RFC 9110's token characters, of which a method is made (`BASELINE-CONTROL`, `get`).
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -105,9 +118,11 @@ impl<S> Watched<S> {
         }
     }
 
-    /// The error to report for `end` (`None`: a clean close).
+    /// The error to report for `end` (`None`: a clean close). Only a close is the stale
+    /// connection's shape: bytes that are no answer (a corrupt TLS record, an alert) are the
+    /// server's failure, whenever they come.
     fn end(&self, end: Option<io::Error>, writing: Option<&[u8]>) -> io::Error {
-        if self.stale(writing) {
+        if end.as_ref().is_none_or(closes) && self.stale(writing) {
             let kind = end
                 .as_ref()
                 .map_or(io::ErrorKind::UnexpectedEof, io::Error::kind);

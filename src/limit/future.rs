@@ -250,7 +250,8 @@ where
                     // Attempts that ran out on a timeout end as `RetriesExhausted` or
                     // `BudgetExhausted`: a drop all the same (an upstream that hangs, with no
                     // retry left, was never seen otherwise).
-                    if error.is_timeout() {
+                    // The caller's own deadline passing is its impatience, not a drop.
+                    if error.is_timeout() && !error.is_callers_deadline() {
                         permit.0.sample(Sample::Drop, Instant::now());
                     }
                 }

@@ -106,7 +106,12 @@ fn settle<C: Classify, RB>(tracked: Tracked<C>, outcome: &Result<http::Response<
         }
         // Shed below (a breaker, a limit): nothing was sent, so it was no request. A request
         // the caller's side could not send (its body failed) says nothing of the upstream.
-        Err(e) if e.kind().is_shed() || e.kind() == Kind::InvalidRequest => {
+        // Nor does the caller's own deadline passing: its impatience, as for a cancellation.
+        Err(e)
+            if e.kind().is_shed()
+                || e.kind() == Kind::InvalidRequest
+                || e.is_callers_deadline() =>
+        {
             tracked.uncount();
             return;
         }

@@ -3,7 +3,7 @@
 use super::builder::ChannelBuilder;
 use crate::balance::{Balance, EndpointStats};
 use crate::breaker::BreakerHandle;
-use crate::error::{Error, Kind};
+use crate::error::{BoxError, Error, Kind};
 use crate::hedge::HedgeStats;
 use crate::limit::LimitHandle;
 use crate::retry::{ReplayBody, RetryStats};
@@ -407,6 +407,8 @@ fn timed_out_in_tonic(error: &Error) -> bool {
 #[derive(Clone)]
 pub(crate) struct EndpointChannel {
     channel: ::tonic::transport::Channel,
+    /// Whether tonic speaks TLS to it (its scheme is `https`).
+    tls: bool,
 }
 
 impl EndpointChannel {
@@ -439,24 +441,68 @@ impl EndpointChannel {
                 ));
             }
         }
+        let tls = uri.scheme_str() == Some("https");
         let channel = endpoint.connect_lazy();
-        Ok((uri, EndpointChannel { channel }))
+        Ok((uri, EndpointChannel { channel, tls }))
     }
 }
 
 impl Service<Request<ReplayBody<Body>>> for EndpointChannel {
     type Response = Response<Body>;
-    type Error = ::tonic::transport::Error;
-    type Future = ::tonic::transport::channel::ResponseFuture;
+    type Error = BoxError;
+    type Future = EndpointFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Service::<Request<Body>>::poll_ready(&mut self.channel, cx)
+        Service::<Request<Body>>::poll_ready(&mut self.channel, cx).map_err(BoxError::from)
     }
 
     fn call(&mut self, req: Request<ReplayBody<Body>>) -> Self::Future {
+        // tonic replaces the request's scheme with the endpoint's: a call meant for `https`
+        // (a client given an `https` origin) would go to a plain endpoint in clear text.
+        let https = req
+            .uri()
+            .scheme_str()
+            .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+        if https && !self.tls {
+            return EndpointFuture::Refused {
+                error: Some(cleartext()),
+            };
+        }
         // tonic's channel takes only its own body type: one box per attempt (none for an
         // empty body), the price of keeping tonic's transport.
-        self.channel.call(req.map(Body::new))
+        EndpointFuture::Sent {
+            future: self.channel.call(req.map(Body::new)),
+        }
+    }
+}
+
+/// The refusal of an `https` call to a plain endpoint: the caller's, charged to no endpoint.
+fn cleartext() -> BoxError {
+    Box::new(Error::with_source(
+        Kind::InvalidRequest,
+        "an https call is never sent to an http endpoint (it would travel in clear text)",
+    ))
+}
+
+pin_project! {
+    /// One call to one endpoint's tonic channel, or its refusal.
+    #[project = EndpointFutureProj]
+    pub(crate) enum EndpointFuture {
+        Refused { error: Option<BoxError> },
+        Sent { #[pin] future: ::tonic::transport::channel::ResponseFuture },
+    }
+}
+
+impl Future for EndpointFuture {
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EndpointFutureProj::Refused { error } => {
+                Poll::Ready(Err(error.take().unwrap_or_else(cleartext)))
+            }
+            EndpointFutureProj::Sent { future } => future.poll(cx).map_err(BoxError::from),
+        }
     }
 }
 
