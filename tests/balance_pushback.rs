@@ -33,6 +33,8 @@ const fn ms(n: u64) -> Duration {
 struct Endpoint {
     status: StatusCode,
     retry_after: Option<u64>,
+    // After this many hits it answers `200` with no `Retry-After`.
+    healthy_after: usize,
     ready: bool,
     hits: Arc<AtomicUsize>,
 }
@@ -42,6 +44,7 @@ impl Endpoint {
         Endpoint {
             status: StatusCode::from_u16(status).unwrap(),
             retry_after: None,
+            healthy_after: usize::MAX,
             ready: true,
             hits: Arc::default(),
         }
@@ -49,6 +52,11 @@ impl Endpoint {
 
     fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    fn healthy_after(mut self, hits: usize) -> Self {
+        self.healthy_after = hits;
         self
     }
 
@@ -76,9 +84,11 @@ impl Service<Req> for Endpoint {
     }
 
     fn call(&mut self, _req: Req) -> Self::Future {
-        self.hits.fetch_add(1, Ordering::SeqCst);
-        let mut res = Response::builder().status(self.status);
-        if let Some(secs) = self.retry_after {
+        let before = self.hits.fetch_add(1, Ordering::SeqCst);
+        let healthy = before >= self.healthy_after;
+        let mut res =
+            Response::builder().status(if healthy { StatusCode::OK } else { self.status });
+        if let (Some(secs), false) = (self.retry_after, healthy) {
             res = res.header("retry-after", secs.to_string());
         }
         let res = res.body(Empty::new()).unwrap();
@@ -153,7 +163,8 @@ async fn when_every_endpoint_pushes_back_past_the_deadline_the_request_fails_at_
     }
     let (hits_a, hits_b) = (a.hits(), b.hits());
     let started = Instant::now();
-    let result = send(&balance, Some(ms(1000))).await;
+    // Shorter than the quiet, and than the wait for its first probe (a second).
+    let result = send(&balance, Some(ms(900))).await;
     assert_eq!(result, Err(Kind::EndpointsPushingBack));
     assert_eq!(
         started.elapsed(),
@@ -182,23 +193,25 @@ async fn when_every_endpoint_pushes_back_within_the_deadline_the_request_waits_f
     });
     let (res, at) = waited.await.unwrap();
     assert_eq!(res, Ok(StatusCode::TOO_MANY_REQUESTS));
+    // The quiet's first probe goes a second in, before its end.
     assert!(
-        at >= asked_at + ms(2000),
+        at >= asked_at + ms(1000),
         "sent {:?} after the pushback",
         at - asked_at
     );
     assert!(
-        at < asked_at + ms(2100),
-        "waited {:?}, longer than the pushback",
+        at < asked_at + ms(1100),
+        "waited {:?}, longer than the first probe",
         at - asked_at
     );
     assert_eq!(a.hits(), 2);
 }
 
-/// A server in maintenance for two minutes is left alone for two minutes, not for a default
-/// cap shorter than that.
+/// A server in maintenance for two minutes gets, after the first second, one probe a second
+/// (each answered with the same pushback, which keeps the quiet): requests that cannot wait
+/// for a probe fail at once, sending nothing.
 #[tokio::test(start_paused = true)]
-async fn a_long_pushback_is_kept_for_all_of_its_duration_by_default() {
+async fn a_long_pushback_is_probed_once_a_second() {
     let away = Endpoint::new(503).retry_after(120);
     let balance = Balance::builder().build();
     balance.insert("away", away.clone());
@@ -207,25 +220,68 @@ async fn a_long_pushback_is_kept_for_all_of_its_duration_by_default() {
         Ok(StatusCode::SERVICE_UNAVAILABLE)
     );
     let asked_at = Instant::now();
-    // A request that cannot wait that long fails at once, sending nothing.
-    tokio::time::advance(Duration::from_secs(119)).await;
+    tokio::time::advance(ms(500)).await;
     assert_eq!(
-        send(&balance, Some(Duration::from_millis(900))).await,
+        send(&balance, Some(ms(400))).await,
         Err(Kind::EndpointsPushingBack)
     );
     assert_eq!(away.hits(), 1);
-    // One without a deadline waits for the end of the quiet, and not a moment less.
+    // One that can wait is the probe, a second in; the next, a second later.
     let _ = send(&balance, None).await;
-    assert_eq!(asked_at.elapsed(), Duration::from_secs(120));
+    assert_eq!(asked_at.elapsed(), ms(1000));
     assert_eq!(away.hits(), 2);
+    let _ = send(&balance, None).await;
+    assert_eq!(asked_at.elapsed(), ms(2000));
+    assert_eq!(away.hits(), 3);
+    // Still in maintenance two minutes on: one request is the probe, and the quiet holds
+    // for the next, which cannot wait the second to the probe after.
+    tokio::time::advance(Duration::from_secs(118)).await;
+    assert_eq!(
+        send(&balance, Some(ms(900))).await,
+        Ok(StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(
+        send(&balance, Some(ms(900))).await,
+        Err(Kind::EndpointsPushingBack)
+    );
+    assert_eq!(away.hits(), 4);
+}
+
+/// One `Retry-After: 120` from every endpoint, then healthy servers (a canned figure on a
+/// moment's overload): the first probe, a second in, ends the quiet, and traffic flows again
+/// rather than failing for two minutes.
+#[tokio::test(start_paused = true)]
+async fn an_answered_probe_ends_a_long_quiet() {
+    let a = Endpoint::new(503).retry_after(120).healthy_after(1);
+    let b = Endpoint::new(503).retry_after(120).healthy_after(1);
+    let balance = Balance::builder().build();
+    balance.insert("a", a.clone());
+    balance.insert("b", b.clone());
+    while a.hits() == 0 || b.hits() == 0 {
+        let _ = send(&balance, None).await;
+    }
+    let asked_at = Instant::now();
+    assert_eq!(
+        send(&balance, Some(ms(900))).await,
+        Err(Kind::EndpointsPushingBack)
+    );
+    assert_eq!(send(&balance, None).await, Ok(StatusCode::OK));
+    assert_eq!(asked_at.elapsed(), ms(1000));
+    // Both probes answered (one each second at most per endpoint): no quiet left.
+    assert_eq!(send(&balance, None).await, Ok(StatusCode::OK));
+    let before = a.hits() + b.hits();
+    for _ in 0..20 {
+        assert_eq!(send(&balance, Some(ms(10))).await, Ok(StatusCode::OK));
+    }
+    assert_eq!(a.hits() + b.hits(), before + 20);
+    assert_eq!(asked_at.elapsed(), ms(1000), "nothing waited");
 }
 
 #[tokio::test(start_paused = true)]
 async fn pushback_is_clamped_by_the_maximum() {
+    // A cap shorter than the wait for a probe, so that the quiet's end is what is seen.
     let a = Endpoint::new(503).retry_after(3600);
-    let balance = Balance::builder()
-        .max_pushback(Duration::from_secs(3))
-        .build();
+    let balance = Balance::builder().max_pushback(ms(700)).build();
     balance.insert("a", a.clone());
     assert_eq!(
         send(&balance, None).await,
@@ -234,7 +290,7 @@ async fn pushback_is_clamped_by_the_maximum() {
     let asked_at = Instant::now();
     let _ = send(&balance, None).await;
     let waited = asked_at.elapsed();
-    assert!(waited >= ms(3000) && waited < ms(3100), "waited {waited:?}");
+    assert!(waited >= ms(700) && waited < ms(800), "waited {waited:?}");
     assert_eq!(a.hits(), 2);
 }
 
@@ -371,7 +427,7 @@ async fn a_pushback_longer_than_the_attempt_timeout_fails_the_attempt_at_once() 
     );
     // A 10 s deadline would let the request wait, but its attempt may last only one second:
     // waiting in the balancer would end in an attempt timeout, with nothing sent.
-    let attempt = AttemptTimeoutLayer::new(ms(1000)).layer(balance.clone());
+    let attempt = AttemptTimeoutLayer::new(ms(900)).layer(balance.clone());
     let started = Instant::now();
     let err = attempt
         .oneshot(request(Some(Duration::from_secs(10))))

@@ -89,18 +89,18 @@ async fn grpc_web_answers_are_classified_by_the_status_in_their_body() {
 }
 
 #[tokio::test]
-async fn endpoints_pushing_back_get_nothing_until_the_time_they_named() {
+async fn endpoints_pushing_back_get_nothing_before_their_first_probe() {
     let throttled =
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n".to_vec();
     let (a, hits_a) = raw_server(throttled.clone()).await;
     let (b, hits_b) = raw_server(throttled).await;
     let client = Client::builder()
         .endpoints([a.to_string(), b.to_string()])
-        .deadline(Duration::from_secs(1))
+        .deadline(Duration::from_millis(900))
         .build()
         .unwrap();
-    // Each endpoint answers 429 once; the retry finds both quiet for two seconds, longer than
-    // the deadline, and the request fails at once with an error that says so.
+    // Each endpoint answers 429 once; the retry finds both quiet for two seconds, with their
+    // first probe a second in, after the deadline: the request fails at once, saying so.
     let started = tokio::time::Instant::now();
     let err = client.get("/quote").await.unwrap_err();
     assert_eq!(err.kind(), Kind::EndpointsPushingBack, "{err}");
@@ -113,7 +113,7 @@ async fn endpoints_pushing_back_get_nothing_until_the_time_they_named() {
         (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst)),
         (1, 1)
     );
-    // The next request, within the two seconds, reaches neither.
+    // The next request, before the first probe, reaches neither.
     let err = client.get("/quote").await.unwrap_err();
     assert_eq!(err.kind(), Kind::EndpointsPushingBack);
     assert_eq!(
@@ -168,10 +168,11 @@ async fn a_request_waits_out_a_pushback_longer_than_its_attempt_timeout_within_i
         b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\ncontent-length: 0\r\n\r\n";
     let (a, hits_a) = first_then_ok(throttled).await;
     let (b, hits_b) = first_then_ok(throttled).await;
-    // The attempt timeout defaults to 5 s / 3: shorter than the two seconds of quiet.
+    // An attempt timeout shorter than the second to the quiet's first probe.
     let client = Client::builder()
         .endpoints([a.to_string(), b.to_string()])
         .deadline(Duration::from_secs(5))
+        .attempt_timeout(Duration::from_millis(600))
         .build()
         .unwrap();
     let started = tokio::time::Instant::now();
@@ -179,10 +180,10 @@ async fn a_request_waits_out_a_pushback_longer_than_its_attempt_timeout_within_i
     assert_eq!(res.status(), 200);
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_secs(2),
-        "sent again after {took:?}, inside the pushback"
+        took >= Duration::from_secs(1),
+        "sent again after {took:?}, before the first probe"
     );
-    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
     // One 429 each, then one 200 from whichever was free first.
     let (a, b) = (hits_a.load(Ordering::SeqCst), hits_b.load(Ordering::SeqCst));
     assert_eq!(a + b, 3, "{a} + {b}");

@@ -76,6 +76,51 @@ async fn a_fleet_slower_than_the_derived_attempt_timeout_is_still_served() {
     assert_eq!(ok, 30, "GETs again: {failures:?}");
 }
 
+/// A gray failure: on every endpoint one request in five hangs, the rest answer at once. A
+/// fifth of the attempts running past the derived attempt timeout is no brownout: the hung
+/// first attempts are cut at 333 ms and retried, and a request fails only when its retry
+/// hangs too (one in 25). Standing aside, as at a tenth, a fifth of the requests hung to the
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_where_a_fifth_of_the_requests_hang_is_served_by_cutting_them() {
+    let gray = || Behavior::healthy().hangs(0.2);
+    let fleet = Fleet::builder()
+        .backend(gray())
+        .backend(gray())
+        .backend(gray())
+        .start()
+        .await
+        .expect("the fleet starts");
+    let client = Client::builder()
+        .endpoints(fleet.addrs().iter().map(ToString::to_string))
+        .deadline(Duration::from_secs(1))
+        .build()
+        .expect("a valid configuration");
+    // A closed loop, as a service under load: 32 callers, each sending its next request when
+    // the last ended, so that most start with the last two seconds' attempts counted.
+    let mut callers = JoinSet::new();
+    for _ in 0..32 {
+        let client = client.clone();
+        callers.spawn(async move {
+            let (mut ok, mut failures) = (0, Vec::new());
+            for _ in 0..8 {
+                let (one, why) = served(&client, 1, false).await;
+                ok += one;
+                failures.extend(why);
+            }
+            (ok, failures)
+        });
+    }
+    let (mut ok, mut failures) = (0, Vec::new());
+    while let Some(served) = callers.join_next().await {
+        let (one, why) = served.expect("no caller panics");
+        ok += one;
+        failures.extend(why);
+    }
+    // Expected about 245 of 256; standing aside, about 210.
+    assert!(ok >= 230, "{ok} of 256 served: {failures:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_failing_half_its_requests_keeps_the_breaker_closed() {
     // 500 is never retried: the breaker above the retries sees half the requests fail.

@@ -187,8 +187,11 @@ impl BalanceBuilder {
     /// 429 or 503, `grpc-retry-pushback-ms`; default 5 minutes, Envoy's longest rate-limited
     /// back-off: long enough for any pushback a server means, short enough that a nonsense
     /// value does not take the endpoint away for good). Until the time the server named,
-    /// clamped by this, the endpoint gets no request from this balancer: P2C picks among the
-    /// others. When every endpoint is pushing back, a request waits for the first to be free
+    /// clamped by this, the endpoint gets no request from this balancer (P2C picks among the
+    /// others) but for one probe a second once the first second has passed, which P2C sends
+    /// only when it costs less than the other endpoints: an answer that is not pushback ends
+    /// the quiet (a `Retry-After` is often a canned figure, not the server's knowledge of when
+    /// it recovers). When every endpoint is pushing back, a request waits for the first to be free
     /// if that is before its deadline ([`RequestDeadline`](crate::deadline::RequestDeadline),
     /// which an [`AttemptTimeout`](crate::deadline::AttemptTimeout) above shortens to the
     /// attempt's), and otherwise fails at once with

@@ -1,7 +1,7 @@
 //! One endpoint: its service, and what the balancer knows of it.
 
 use super::ewma::{CostModel, PeakEwma};
-use super::quiet::Quiet;
+use super::quiet::{Quiet, QuietProbes};
 use super::telemetry::{EndpointMetrics, RequestHandles};
 use crate::classify::{Class, Pushback};
 use crate::outlier::{EndpointHealth, Tracked};
@@ -63,6 +63,8 @@ pub(crate) struct Meter {
     /// of the endpoint set is made, which holds it beside the meter for the pick; atomic, so
     /// that an endpoint inserted again with a new weight keeps everything else it has learnt.
     pub(crate) weight: AtomicU64,
+    /// The probes of a long quiet: read only while the endpoint is quiet.
+    pub(crate) quiet_probes: QuietProbes,
     /// `None` when the balancer's metrics are off. Read at the end of a request only when it
     /// failed or was a probe (or was cancelled).
     pub(crate) metrics: Option<EndpointMetrics>,
@@ -116,6 +118,7 @@ impl Meter {
         Meter {
             in_flight: AtomicU32::new(0),
             quiet: Quiet::new(),
+            quiet_probes: QuietProbes::default(),
             rtt: config.rtt,
             health: config.health,
             finish: Finish {
@@ -179,12 +182,17 @@ impl Meter {
         probe: bool,
         now: Instant,
         at: u64,
+        started: u64,
     ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let finish = &self.finish;
         finish.requests.fetch_add(1, Ordering::Relaxed);
         let settings = &*finish.settings;
         let failure = class.is_failure();
+        // The probe of a quiet endpoint was answered: the server is back.
+        if !failure && self.quiet.is_quiet(at) && self.quiet_probes.probed_by(started) {
+            self.quiet.release();
+        }
         // The new peak-EWMA estimate, in nanoseconds, where the metrics publish it: after a
         // failure or a probe. A plain success does not work it out.
         let rtt = if failure {
@@ -194,7 +202,8 @@ impl Meter {
             // traffic to the endpoint that fails fastest). A server's pushback says how long
             // it wants no request at all: that is kept apart, as quiet.
             if let Some(Pushback::After(wait)) = class.pushback() {
-                self.quiet.hold(at, wait, settings.max_quiet);
+                self.quiet
+                    .hold(at, wait, settings.max_quiet, &self.quiet_probes);
             }
             Some(
                 self.rtt
@@ -344,6 +353,14 @@ impl InFlight {
         // while it sat idle says anything about the endpoint.
         if crate::classify::callers_fault(error) || crate::classify::stale_connection(error) {
             self.cancel();
+        } else if error
+            .downcast_ref::<crate::Error>()
+            .is_some_and(crate::Error::is_callers_deadline)
+        {
+            // A transport's own timer for the caller's deadline (tonic's): as when meshless's
+            // fires, the endpoint is not charged but had not answered in that time.
+            self.cancel();
+            self.meter.outrun(self.started);
         } else {
             self.record(&classifier.classify_error(error), self.rtt_at_head);
         }
@@ -358,7 +375,8 @@ impl InFlight {
                 Some(latency) if at_head => latency,
                 _ => Duration::from_nanos(at.saturating_sub(self.started)),
             };
-            self.meter.finish(class, latency, self.probe, now, at);
+            self.meter
+                .finish(class, latency, self.probe, now, at, self.started);
         }
     }
 

@@ -80,7 +80,7 @@ pub(crate) fn pick<'a, K, S, R>(
     let model = endpoints.model;
     let peek = |i: usize| {
         let meter = &candidates[i].meter;
-        if meter.quiet.is_quiet(now_nanos) {
+        if meter.quiet.is_quiet(now_nanos) && !meter.quiet_probes.due(now_nanos) {
             // The server's own word outranks the panic threshold: never fail open into it.
             return None;
         }
@@ -91,6 +91,11 @@ pub(crate) fn pick<'a, K, S, R>(
     let mut take = |i: usize| -> Option<Choice<'a, K, S, R>> {
         let candidate = &candidates[i];
         let endpoint = &*candidate.endpoint;
+        let meter = &candidate.meter;
+        // A quiet endpoint takes its probe, one request a second.
+        if meter.quiet.is_quiet(now_nanos) && !meter.quiet_probes.claim(now_nanos) {
+            return None;
+        }
         let service = ready(endpoint)?;
         let probe = match candidate.meter.health.admit(now) {
             Admit::Yes => false,
@@ -207,7 +212,14 @@ pub(crate) fn quiet_end<K, S>(
         .candidates
         .iter()
         .filter(|c| fail_open || c.meter.health.peek(now) != Admit::No)
-        .filter_map(|c| c.meter.quiet.until(origin, now_nanos))
+        .filter_map(|c| {
+            let end = c.meter.quiet.until(origin, now_nanos)?;
+            // Its next probe, if sooner.
+            Some(match c.meter.quiet_probes.next_after(origin, now_nanos) {
+                Some(probe) => probe.min(end),
+                None => end,
+            })
+        })
         .min()
 }
 

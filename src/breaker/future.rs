@@ -128,7 +128,9 @@ where
         // Judged in place: moving the response through a match copies it each time.
         let failed = match &result {
             Ok(res) => Some(response_failed(res, classifier)),
-            Err(error) if *this.callers_deadline && error.kind() == Kind::DeadlineExceeded => None,
+            // The caller's own deadline passing (not a failure the retry layer reports as
+            // `DeadlineExceeded` because no retry fits): the caller's impatience.
+            Err(error) if error.is_callers_deadline() => None,
             Err(error) => error_failed(error, classifier),
         };
         let ticket = std::mem::replace(this.ticket, Ticket::Done);

@@ -67,7 +67,7 @@ impl AttemptTimeoutLayer {
     }
 
     /// For a timeout the client derived from the deadline, not one the user set: while more
-    /// than a tenth of the last two seconds' attempts ran past it, attempts run to the
+    /// than a quarter of the last two seconds' attempts ran past it, attempts run to the
     /// deadline instead (an upstream slow as a whole, where a retry would be as slow; see
     /// `overrun`). A retry is never cut by it: the first cut was to try elsewhere, and the
     /// deadline still bounds the retry. A route's own attempt timeout is always kept.
@@ -230,6 +230,10 @@ where
         // The request's deadline ends the attempt: whether it is the caller's own.
         let callers = kind == Kind::DeadlineExceeded
             && req.extensions().get::<DeadlineFromCaller>().is_some();
+        if callers {
+            req.extensions_mut()
+                .insert(super::AttemptEndsAtCallersDeadline);
+        }
         if end == Some(now) {
             // No time left (or a zero timeout): the attempt is not started.
             return AttemptFuture {

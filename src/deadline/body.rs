@@ -185,7 +185,7 @@ where
         }
         // The endpoint had not delivered by the time the timer fired.
         let (kind, charged) = match *this.deadline {
-            Some(d) if step::now() >= d => (Kind::DeadlineExceeded, !*this.callers),
+            Some(d) if step::now() >= d => (Kind::DeadlineExceeded, true),
             _ => (Kind::BodyIdleTimeout, *this.charge_idle),
         };
         Poll::Ready(Some(Err(expire(this, kind, charged))))
@@ -230,7 +230,10 @@ fn expire<B>(this: DeadlineBodyProj<'_, B>, kind: Kind, charged: bool) -> BoxErr
     // otherwise the drop reads as the caller's (the balancer times it to the head).
     let mut inner = this.inner;
     if charged {
-        expiry::while_expiring(|| inner.set(None));
+        // Unless the deadline was the caller's own: then no one is charged, and the request
+        // fails as it would have before its head.
+        let callers = *this.callers && kind == Kind::DeadlineExceeded;
+        expiry::while_deadline_expiring(callers, || inner.set(None));
     } else {
         expiry::while_cut(|| inner.set(None));
     }

@@ -128,6 +128,13 @@ pub(crate) struct CallerDeadline(pub(crate) Instant);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeadlineFromCaller;
 
+/// Set by [`AttemptTimeout`] on an attempt whose end is its caller's own deadline (see
+/// [`DeadlineFromCaller`]): a transport below with a timer of its own for the limit it is
+/// told (tonic's `grpc-timeout`) reports that timer as the caller's deadline, not as the
+/// endpoint's failure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttemptEndsAtCallersDeadline;
+
 /// The source of a [`Kind::DeadlineExceeded`](crate::error::Kind::DeadlineExceeded) error when
 /// the deadline that passed was the caller's own (see [`DeadlineFromCaller`]).
 #[derive(Debug)]

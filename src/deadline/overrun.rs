@@ -6,9 +6,12 @@
 //! time. When many do, the upstream is slow as a whole (a fleet answering in 400 ms, a
 //! brownout), the retry runs as long, and every cut turns a slow answer into a failure. So the
 //! client counts, over the last two seconds, the attempts that ran past the timeout — cut, or
-//! let run — and lets attempts run to the deadline while more than a tenth did. Counting both
-//! keeps the decision from swinging: the attempts let run still say whether they would have
-//! been cut.
+//! let run — and lets attempts run to the deadline while more than a quarter did. Counting
+//! both keeps the decision from swinging: the attempts let run still say whether they would
+//! have been cut. A quarter, beyond the retry budget's fifth: up to there the cut attempts'
+//! retries are mostly paid for, and a fleet where one request in five hangs (a gray failure:
+//! the rest answer fast) is served by cutting and retrying, as a brownout is not (standing
+//! aside there at a tenth left a fifth of the requests to hang to the deadline).
 
 use crate::primitives::clock::Clock;
 use crate::primitives::window::Window;
@@ -30,7 +33,12 @@ const RECENT: Duration = Duration::from_millis(500);
 const MIN_ATTEMPTS: u64 = 10;
 
 /// The timeout stands aside while more than one attempt in this many ran past it.
-const ONE_IN: u64 = 10;
+const ONE_IN: u64 = 4;
+
+/// Over the last [`RECENT`] alone, the timeout spares an attempt while more than one in this
+/// many ran past it: a sudden brownout slows most attempts, and the short count, a few dozen
+/// attempts, would cross a quarter by chance alone where a fifth hang (a gray failure).
+const RECENT_ONE_IN: u64 = 2;
 
 /// Attempts that ran past a derived attempt timeout, over the last [`WINDOW`].
 #[derive(Debug)]
@@ -82,7 +90,7 @@ impl Overruns {
             return false;
         }
         let counts = self.recent.read(now);
-        counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(ONE_IN) > counts.calls
+        counts.calls >= MIN_ATTEMPTS && counts.slow.saturating_mul(RECENT_ONE_IN) > counts.calls
     }
 
     /// Counts one attempt that ended (or was given up) at `now`, and whether it ran past the
@@ -103,7 +111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stands_aside_only_while_more_than_a_tenth_overran() {
+    fn stands_aside_only_while_more_than_a_quarter_overran() {
         let start = Instant::now();
         let overruns = Overruns::new(start);
         // Too few attempts to decide, all of them over.
@@ -114,16 +122,17 @@ mod tests {
         overruns.record(start, true);
         assert!(overruns.frequent(start));
 
-        // One in ten over is not more than a tenth; one more is.
+        // One in four over is not more than a quarter; one more is.
         let later = start + WINDOW * 2;
-        for _ in 0..18 {
+        for _ in 0..15 {
             overruns.record(later, false);
         }
+        for _ in 0..5 {
+            overruns.record(later, true);
+        }
+        assert!(!overruns.frequent(later), "5 of 20");
         overruns.record(later, true);
-        overruns.record(later, true);
-        assert!(!overruns.frequent(later), "2 of 20");
-        overruns.record(later, true);
-        assert!(overruns.frequent(later), "3 of 21");
+        assert!(overruns.frequent(later), "6 of 21");
 
         // The window forgets: two seconds on, nothing is left to decide with.
         assert!(!overruns.frequent(later + WINDOW + Duration::from_millis(1)));

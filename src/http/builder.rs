@@ -36,7 +36,7 @@ fn limit(d: Duration) -> Option<Duration> {
 /// | setting | default | source |
 /// |---|---|---|
 /// | deadline per request | 10 s | ours; set it to your SLA |
-/// | attempt timeout | deadline ÷ (max retries + 1), standing aside while more than a tenth of recent attempts ran past it | ours: every allowed attempt fits in the deadline, and a slow upstream is not cut into failures |
+/// | attempt timeout | deadline ÷ (max retries + 1), standing aside while more than a quarter of recent attempts ran past it | ours: every allowed attempt fits in the deadline, and a slow upstream is not cut into failures |
 /// | connect timeout (TCP and TLS handshake) | 1 s | ours; linkerd uses 1 s too |
 /// | DNS refresh | 5 s | ours |
 /// | HTTP version | HTTP/1.1; HTTP/2 when the TLS server picks it in ALPN, or with prior knowledge on request | hyper |

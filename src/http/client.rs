@@ -337,13 +337,7 @@ fn check_scheme(uri: &Uri) -> Result<(), Error> {
         // A host no certificate can name (`bad!host`) is the caller's mistake: refused before
         // any connection, not a connect failure charged to the endpoint and retried.
         #[cfg(feature = "tls")]
-        Some(s) if *s == Scheme::HTTPS => match uri.host() {
-            Some(host) if !super::tls::can_name(host) => Err(Error::with_source(
-                Kind::InvalidRequest,
-                format!("{host:?} is no name a certificate can hold (a DNS name or an IP address)"),
-            )),
-            _ => Ok(()),
-        },
+        Some(s) if *s == Scheme::HTTPS => Ok(()),
         #[cfg(not(feature = "tls"))]
         Some(s) if *s == Scheme::HTTPS => Err(Error::new(Kind::TlsUnavailable)),
         // Another spelling (`HTTPS`) is refused rather than taken for its lowercase twin:

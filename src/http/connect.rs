@@ -93,6 +93,13 @@ async fn connect(addr: SocketAddr, uri: Uri, settings: &ConnectSettings) -> Resu
     if tls {
         return Err(crate::Error::new(crate::error::Kind::TlsUnavailable).into());
     }
+    // The name the certificate must carry, known before dialling: a host no certificate can
+    // name (`bad!host`) is the caller's mistake, not a connect failure of the endpoint's.
+    #[cfg(feature = "tls")]
+    let name = match tls {
+        true => Some(server_name(&uri, settings)?),
+        false => None,
+    };
     let tcp = TcpStream::connect(addr).await?;
     // Nagle would hold small requests back waiting for ACKs.
     tcp.set_nodelay(true)?;
@@ -100,8 +107,8 @@ async fn connect(addr: SocketAddr, uri: Uri, settings: &ConnectSettings) -> Resu
         set_keepalive(&tcp, idle);
     }
     #[cfg(feature = "tls")]
-    if tls {
-        return tls_handshake(addr, &uri, tcp, settings).await;
+    if let Some(name) = name {
+        return tls_handshake(addr, name, tcp, settings).await;
     }
     Ok(Conn {
         io: TokioIo::new(Watched::new(Stream::Plain(tcp), !settings.http2_only)),
@@ -109,20 +116,32 @@ async fn connect(addr: SocketAddr, uri: Uri, settings: &ConnectSettings) -> Resu
     })
 }
 
+/// The configured server name, or the URI's host; refused as the caller's
+/// ([`Kind::InvalidRequest`](crate::error::Kind::InvalidRequest)) when it is neither a DNS
+/// name nor an IP address.
+#[cfg(feature = "tls")]
+fn server_name(
+    uri: &Uri,
+    settings: &ConnectSettings,
+) -> Result<rustls::pki_types::ServerName<'static>, BoxError> {
+    let refuse = |why: String| crate::Error::with_source(crate::error::Kind::InvalidRequest, why);
+    match (&settings.tls.server_name, uri.host()) {
+        (Some(name), _) => Ok(name.clone()),
+        (None, Some(host)) => super::tls::server_name(host).ok_or_else(|| {
+            refuse(format!("{host:?} cannot be checked against a certificate")).into()
+        }),
+        (None, None) => Err(refuse("an https request needs a host to check".into()).into()),
+    }
+}
+
 #[cfg(feature = "tls")]
 async fn tls_handshake(
     addr: SocketAddr,
-    uri: &Uri,
+    name: rustls::pki_types::ServerName<'static>,
     tcp: TcpStream,
     settings: &ConnectSettings,
 ) -> Result<Conn, BoxError> {
     let tls = &settings.tls;
-    let name = match (&tls.server_name, uri.host()) {
-        (Some(name), _) => name.clone(),
-        (None, Some(host)) => super::tls::server_name(host)
-            .ok_or_else(|| format!("{host:?} cannot be checked against a certificate"))?,
-        (None, None) => return Err("an https request needs a host to check".into()),
-    };
     let stream = tls
         .connector
         .connect(name.clone(), tcp)

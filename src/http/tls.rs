@@ -129,13 +129,6 @@ pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
     ServerName::try_from(host.to_string()).ok()
 }
 
-/// Whether `host` (as a URI gives it, an IPv6 address in brackets) is a DNS name or an IP
-/// address, which a certificate can name; checked without copying it.
-pub(crate) fn can_name(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host).is_ok()
-}
-
 fn identity(
     chain: &[u8],
     key: &[u8],

@@ -392,8 +392,8 @@ fn status(mut error: Error) -> Status {
 }
 
 /// Whether tonic's own timer ended the call: a `TimeoutExpired` in the error's chain.
-fn timed_out_in_tonic(error: &Error) -> bool {
-    let mut source = std::error::Error::source(error);
+fn timed_out_in_tonic(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
     while let Some(e) = source {
         if e.is::<::tonic::TimeoutExpired>() {
             return true;
@@ -468,10 +468,18 @@ impl Service<Request<ReplayBody<Body>>> for EndpointChannel {
                 error: Some(cleartext()),
             };
         }
+        // tonic times the attempt by the `grpc-timeout` it sends: when that is the caller's
+        // own deadline, its timer firing is the caller's impatience, as meshless's would be.
+        let callers = !req.extensions().is_empty()
+            && req
+                .extensions()
+                .get::<crate::deadline::AttemptEndsAtCallersDeadline>()
+                .is_some();
         // tonic's channel takes only its own body type: one box per attempt (none for an
         // empty body), the price of keeping tonic's transport.
         EndpointFuture::Sent {
             future: self.channel.call(req.map(Body::new)),
+            callers,
         }
     }
 }
@@ -489,7 +497,11 @@ pin_project! {
     #[project = EndpointFutureProj]
     pub(crate) enum EndpointFuture {
         Refused { error: Option<BoxError> },
-        Sent { #[pin] future: ::tonic::transport::channel::ResponseFuture },
+        Sent {
+            #[pin]
+            future: ::tonic::transport::channel::ResponseFuture,
+            callers: bool,
+        },
     }
 }
 
@@ -501,7 +513,14 @@ impl Future for EndpointFuture {
             EndpointFutureProj::Refused { error } => {
                 Poll::Ready(Err(error.take().unwrap_or_else(cleartext)))
             }
-            EndpointFutureProj::Sent { future } => future.poll(cx).map_err(BoxError::from),
+            EndpointFutureProj::Sent { future, callers } => future.poll(cx).map_err(|error| {
+                let error = BoxError::from(error);
+                if *callers && timed_out_in_tonic(&*error) {
+                    Box::new(crate::deadline::expired(Kind::DeadlineExceeded, true))
+                } else {
+                    error
+                }
+            }),
         }
     }
 }
