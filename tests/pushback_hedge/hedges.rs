@@ -104,9 +104,10 @@ async fn hedged_request_with_all_endpoints_pushing_back_refunds_every_token() {
         .build()
         .unwrap();
     let start_balance = budget.balance();
+    // Shorter than the second before a quiet endpoint takes its first probe.
     let client = Client::builder()
         .endpoints(servers.endpoints())
-        .deadline(ms(1000))
+        .deadline(ms(900))
         .budget(budget.clone())
         .hedge(hedging(1, ms(50)))
         .build()

@@ -319,9 +319,10 @@ async fn retries_off_a_request_refused_unsent_counts_no_attempt() {
         Act::Reply(status_with("429 Too Many Requests", "retry-after: 100\r\n"))
     })
     .await;
+    // Shorter than the second before a quiet endpoint takes its first probe.
     let client = Client::builder()
         .endpoints(servers.endpoints())
-        .deadline(ms(1000))
+        .deadline(ms(900))
         .max_retries(0)
         .build()
         .unwrap();
@@ -351,9 +352,10 @@ async fn control_retries_on_a_request_refused_unsent_counts_no_attempt() {
         Act::Reply(status_with("429 Too Many Requests", "retry-after: 100\r\n"))
     })
     .await;
+    // Shorter than the second before a quiet endpoint takes its first probe.
     let client = Client::builder()
         .endpoints(servers.endpoints())
-        .deadline(ms(1000))
+        .deadline(ms(900))
         .build()
         .unwrap();
     let first = client.get("/q").await;
