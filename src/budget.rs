@@ -234,25 +234,14 @@ impl Withdrawal {
 /// can give the token back. Whoever sends the request lets it go with the request: a dropped
 /// `UnsentRetry` keeps the retry spent, like a dropped [`Withdrawal`].
 ///
-/// Hedges pay from the same budget and carry one too; [`is_retry`](Self::is_retry) tells
-/// them apart (a hedge is a parallel first attempt, and is bounded like one).
+/// Hedges pay from the same budget and carry one too.
 #[derive(Debug, Clone)]
-pub(crate) struct UnsentRetry(Arc<Mutex<Option<Withdrawal>>>, bool);
+pub(crate) struct UnsentRetry(Arc<Mutex<Option<Withdrawal>>>);
 
 impl UnsentRetry {
-    /// A retry's token.
+    /// A retry's (or a hedge's) token.
     pub(crate) fn new(withdrawal: Withdrawal) -> Self {
-        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))), true)
-    }
-
-    /// A hedge's token.
-    pub(crate) fn hedge(withdrawal: Withdrawal) -> Self {
-        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))), false)
-    }
-
-    /// Whether the request is a retry (not a hedge).
-    pub(crate) fn is_retry(&self) -> bool {
-        self.1
+        UnsentRetry(Arc::new(Mutex::new(Some(withdrawal))))
     }
 
     /// Whether the token was given back: the request it paid for was dropped unsent.

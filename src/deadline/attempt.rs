@@ -69,8 +69,9 @@ impl AttemptTimeoutLayer {
     /// For a timeout the client derived from the deadline, not one the user set: while more
     /// than a quarter of the last two seconds' attempts ran past it, attempts run to the
     /// deadline instead (an upstream slow as a whole, where a retry would be as slow; see
-    /// `overrun`). A retry is never cut by it: the first cut was to try elsewhere, and the
-    /// deadline still bounds the retry. A route's own attempt timeout is always kept.
+    /// `overrun`). Retries are cut like first attempts; a request that would not be sent again
+    /// once it may have reached the server (a POST) is not. A route's own attempt timeout is
+    /// always kept.
     pub(crate) fn derived(mut self) -> Self {
         self.overruns = Some(Arc::new(Overruns::new(Instant::now())));
         self
@@ -199,20 +200,15 @@ where
         let (timeout, mut watch) = match &self.config.overruns {
             None => (self.config.timeout, None),
             Some(overruns) => {
-                // A retry (it carries the retry layer's token) is not cut by a derived
-                // timeout: the first cut was to try elsewhere, and cutting the retry too only
-                // burns the deadline, which still bounds it. Before the rate window knows a
-                // fleet is slow as a whole, the first retries would otherwise fail.
-                // A hedge carries a token too, but it is a parallel first attempt: cut like one.
-                // Nor is a request the retry layer will not send again once it may have
-                // reached the server (a POST): cut, no retry could follow, and a late answer
-                // within the deadline would only become a failure.
+                // A retry is cut like a first attempt: each allowed attempt has its share of
+                // the deadline, and one that hangs leaves the last its turn (a gray failure);
+                // at a brownout's start the cut decides again (`frequent_lately`) and lets it
+                // run once most recent attempts overran. A request the retry layer will not
+                // send again once it may have reached the server (a POST) is not cut: no retry
+                // could follow, and a late answer within the deadline would only become a
+                // failure.
                 let extensions = req.extensions();
-                let let_run = !extensions.is_empty()
-                    && (extensions
-                        .get::<crate::budget::UnsentRetry>()
-                        .is_some_and(crate::budget::UnsentRetry::is_retry)
-                        || extensions.get::<SentOnce>().is_some());
+                let let_run = !extensions.is_empty() && extensions.get::<SentOnce>().is_some();
                 self.watched(overruns, now, let_run)
             }
         };

@@ -432,8 +432,7 @@ where
             hops::announce_retry(&mut req, first.saturating_add(race.sent + 1), true);
             req.extensions_mut().insert(race.avoid.clone());
             // Given back by the balancer if it drops the hedge unsent; spent once sent.
-            req.extensions_mut()
-                .insert(UnsentRetry::hedge(tokens.budget));
+            req.extensions_mut().insert(UnsentRetry::new(tokens.budget));
             drop(tokens.extra);
             race.hedges.push(Attempt {
                 future: Box::pin(race.service.call(req)),
