@@ -92,3 +92,21 @@ async fn consecutive_failures_trip_when_enabled() {
     let err = call(&svc).await.unwrap_err();
     assert_eq!(rejected(&err).reason, TripReason::ConsecutiveFailures);
 }
+
+/// The defaults: an outage after healthy traffic opens the circuit after twenty failed
+/// requests in a row, though the window, still full of the successes before it, would reach
+/// the 90% rate only after most of a window of failures.
+#[tokio::test(start_paused = true)]
+async fn an_outage_after_healthy_traffic_trips_on_failures_in_a_row_by_default() {
+    let upstream = Upstream::new();
+    let mut defaults = BreakerConfig::default();
+    defaults.break_jitter = 0.0;
+    let (svc, handle) = breaker(&defaults, &upstream);
+    assert_eq!(calls(&svc, 200).await, 0, "none refused");
+    upstream.status(503);
+    assert_eq!(calls(&svc, 19).await, 0);
+    assert_eq!(handle.state(), BreakerState::Closed, "19 in a row");
+    assert_eq!(calls(&svc, 1).await, 0);
+    assert_eq!(handle.state(), BreakerState::Open, "20 in a row");
+    assert_eq!(calls(&svc, 5).await, 5, "refused while open");
+}
