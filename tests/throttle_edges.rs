@@ -45,7 +45,6 @@ fn breaker_watching() -> BreakerConfig {
     // On, but never tripping in these tests: it only counts.
     let mut b = BreakerConfig::default();
     b.minimum_calls = 100_000;
-    b.consecutive_failures = 0;
     b
 }
 

@@ -23,11 +23,11 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// |---|---|---|---|
 /// | `enabled` | `true` | on in [`http::Client`](crate::http::Client): an outage then costs the upstream probes only | any; `false` passes every request through untouched |
 /// | `failure_rate_threshold` | 0.9 | ours: an outage, not a partial failure (see above). resilience4j 50%, Polly 10% (both with a fallback) | (0, 1] |
-/// | `window` | 10 s, in 10 buckets | resilience4j's time window; Polly 30 s. Short, so that an outage trips within seconds | ≥ 10 ms |
-/// | `minimum_calls` | 20 | resilience4j and Polly ask for 100 calls; 20 lets a modest client (2 requests/s over the window) trip at all, and keeps the threshold from firing on a handful of calls | ≥ 1 |
+/// | `window` | 2 s, in 10 buckets | ours (resilience4j's time window 60 s, Polly 30 s): an outage after busy traffic trips within it, once its failures make 90% of it; at 10 s the successes before a 6 s outage kept it closed throughout. A fleet flapping in phase (half a second failing, half healthy) stays below 90% | ≥ 10 ms |
+/// | `minimum_calls` | 20 | resilience4j and Polly ask for 100 calls; 20 lets a client of 10 requests/s trip at all, and keeps the threshold from firing on a handful of calls | ≥ 1 |
 /// | `slow_call_duration` | `None` (off) | resilience4j 60 s | > 0 when set |
 /// | `slow_call_rate_threshold` | 1.0 | resilience4j 100%: only a window of slow calls trips | (0, 1] |
-/// | `consecutive_failures` | 20 | linkerd failure accrual 7 (per endpoint, under retries). An outage after healthy traffic trips at once: the rate alone, over a window still full of the successes before it, reaches 90% only after nine windows' tenths of failures (an outage shorter than that never opened it). Twenty logical requests failing in a row, after retries, is no partial failure: at 50% failures at random, one chance in a million | 0 = off |
+/// | `consecutive_failures` | 0 (off) | linkerd failure accrual 7 (per endpoint, under retries) | 0 = off |
 /// | `break_duration` | 1 s | linkerd 1 s; Polly 5 s. Short, then doubling: a blip costs little | ≥ 1 ms |
 /// | `max_break_duration` | 2 s | ours, below Polly's 5 s break; linkerd climbs to 60 s, resilience4j waits 60 s. Every request refused after the upstream healed is lost to the caller: with 2 s the client finds the healed upstream within 3 s (± jitter), while its probes (3 per break) stay a trickle | ≥ `break_duration` |
 /// | `break_jitter` | 0.5 | linkerd's jitter: clients that tripped together probe apart | [0, 1] |
@@ -110,11 +110,11 @@ impl Default for BreakerConfig {
         BreakerConfig {
             enabled: true,
             failure_rate_threshold: 0.9,
-            window: Duration::from_secs(10),
+            window: Duration::from_secs(2),
             minimum_calls: 20,
             slow_call_duration: None,
             slow_call_rate_threshold: 1.0,
-            consecutive_failures: 20,
+            consecutive_failures: 0,
             break_duration: Duration::from_secs(1),
             max_break_duration: Duration::from_secs(2),
             break_jitter: 0.5,

@@ -23,9 +23,6 @@ pub(crate) fn config() -> BreakerConfig {
     let mut config = BreakerConfig::default();
     config.break_jitter = 0.0;
     config.failure_rate_threshold = 0.5;
-    // The rate's own logic: failures in a row, which also trip by default, are left to the
-    // tests that turn them on.
-    config.consecutive_failures = 0;
     config
 }
 

@@ -59,6 +59,8 @@ async fn slow_calls_trip_only_when_timed() {
     let mut slow = config();
     slow.slow_call_duration = Some(100 * MS);
     slow.slow_call_rate_threshold = 0.5;
+    // Twenty calls of 150 ms one after the other: a window that holds them all.
+    slow.window = Duration::from_secs(10);
     let (svc, handle) = breaker(&slow, &upstream);
     assert_eq!(calls(&svc, 19).await, 0);
     assert_eq!(handle.stats().slow_calls, 19);
@@ -93,20 +95,34 @@ async fn consecutive_failures_trip_when_enabled() {
     assert_eq!(rejected(&err).reason, TripReason::ConsecutiveFailures);
 }
 
-/// The defaults: an outage after healthy traffic opens the circuit after twenty failed
-/// requests in a row, though the window, still full of the successes before it, would reach
-/// the 90% rate only after most of a window of failures.
+/// The defaults: an outage after busy, healthy traffic opens the circuit within one window
+/// (2 s), once its failures make 90% of it; a longer window, still full of the successes
+/// before, kept it closed through a 6 s outage.
 #[tokio::test(start_paused = true)]
-async fn an_outage_after_healthy_traffic_trips_on_failures_in_a_row_by_default() {
+async fn an_outage_after_healthy_traffic_trips_within_a_window_by_default() {
     let upstream = Upstream::new();
     let mut defaults = BreakerConfig::default();
     defaults.break_jitter = 0.0;
     let (svc, handle) = breaker(&defaults, &upstream);
-    assert_eq!(calls(&svc, 200).await, 0, "none refused");
+    // Five seconds of healthy traffic, 200 requests a second.
+    for _ in 0..100 {
+        assert_eq!(calls(&svc, 10).await, 0, "none refused");
+        tokio::time::advance(50 * MS).await;
+    }
     upstream.status(503);
-    assert_eq!(calls(&svc, 19).await, 0);
-    assert_eq!(handle.state(), BreakerState::Closed, "19 in a row");
-    assert_eq!(calls(&svc, 1).await, 0);
-    assert_eq!(handle.state(), BreakerState::Open, "20 in a row");
-    assert_eq!(calls(&svc, 5).await, 5, "refused while open");
+    let outage = Instant::now();
+    while handle.state() == BreakerState::Closed {
+        assert!(
+            outage.elapsed() <= defaults.window,
+            "still closed {:?} into the outage",
+            outage.elapsed()
+        );
+        calls(&svc, 10).await;
+        tokio::time::advance(50 * MS).await;
+    }
+    assert_eq!(handle.state(), BreakerState::Open);
+    assert!(
+        outage.elapsed() > defaults.window / 2,
+        "not on the first failures"
+    );
 }
