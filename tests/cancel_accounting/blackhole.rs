@@ -2,22 +2,9 @@
 //! passes a short deadline of its own: the caller's deadline no longer charges the endpoint,
 //! so outlier ejection never sees it; only the latency lower bound (`outrun`) steers P2C.
 
+use crate::callers_deadline::silent;
 use crate::support::*;
 use meshless::deadline::RequestDeadline;
-
-async fn silent() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-            });
-        }
-    });
-    addr
-}
 
 async fn run(callers: bool) -> (usize, Vec<meshless::balance::EndpointStats<SocketAddr>>) {
     let (ok, _rx) = h1_server().await;

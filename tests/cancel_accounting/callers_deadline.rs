@@ -7,7 +7,7 @@ use crate::support::*;
 use meshless::deadline::RequestDeadline;
 
 /// A server that reads heads and never answers.
-async fn silent() -> SocketAddr {
+pub(crate) async fn silent() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
