@@ -10,6 +10,8 @@
 mod adaptive;
 #[path = "limit/fixed.rs"]
 mod fixed;
+#[path = "limit/learning.rs"]
+mod learning;
 #[path = "limit/overload.rs"]
 mod overload;
 #[path = "limit/readiness.rs"]

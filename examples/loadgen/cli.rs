@@ -42,7 +42,9 @@ options:
   --limit none|adaptive|aimd|N concurrency limit (meshless only; default none, the client's
                                default): the gradient or AIMD adaptive limit, or at most N
                                requests in flight; excess requests fail at once
-                               (concurrency-limited)
+                               (concurrency-limited), except that an adaptive limit
+                               still learning (no queueing or drop seen yet) makes
+                               them wait, up to the deadline
   --no-breaker                 turn the circuit breaker off (meshless only; on by default)
   --throttle                   client-side adaptive throttling (meshless only; off by default)
   -h, --help                   this text

@@ -197,15 +197,26 @@ where
                     }
                     // Every endpoint that could take the request is pushing back: wait for
                     // the first to be free, if that is before the request's deadline.
-                    let wake = if let Some(free_at) = p2c::quiet_end(&endpoints, now, fail_open) {
+                    let wake = if let Some((free_at, answers_in)) =
+                        p2c::quiet_end(&endpoints, now, fail_open)
+                    {
                         let deadline = request
                             .as_ref()
                             .and_then(|r| r.extensions().get::<RequestDeadline>());
-                        if deadline.is_some_and(|d| free_at > d.0) {
+                        // Sent when it is free with less time left than the endpoint takes
+                        // to answer, the attempt would be cut as it leaves, and charged to
+                        // the endpoint as a timeout (a probe at the first second of a quiet,
+                        // under an attempt timeout of a second, was cut each time).
+                        if deadline.is_some_and(|d| {
+                            free_at
+                                .checked_add(answers_in)
+                                .is_none_or(|ready| ready > d.0)
+                        }) {
                             tracing::debug!(
                                 endpoints = endpoints.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
+                            ready!(crate::primitives::refusing::poll_budget(cx));
                             // Refused unsent: its retry token goes back now, before the retry
                             // layer decides (it may pay again to send it later).
                             refund_unsent(request.as_ref());

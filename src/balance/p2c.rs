@@ -7,6 +7,7 @@ use super::{Candidate, Endpoints};
 use crate::outlier::Admit;
 use std::cell::Cell;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// Random pairs tried before falling back to a scan of the available endpoints.
@@ -200,12 +201,14 @@ pub(crate) fn pick<'a, K, S, R>(
 }
 
 /// When the first endpoint that is unavailable only because its server is pushing back will be
-/// free again; `None` when no endpoint is in that state.
+/// free again (its quiet's end, or its next probe if sooner), with the time that endpoint takes
+/// to answer (its latency estimate, its misses included): a request that would have less than
+/// that left once it is free is better refused now. `None` when no endpoint is in that state.
 pub(crate) fn quiet_end<K, S>(
     endpoints: &Endpoints<K, S>,
     now: Instant,
     fail_open: bool,
-) -> Option<Instant> {
+) -> Option<(Instant, Duration)> {
     let now_nanos = endpoints.clock.nanos(now);
     let origin = endpoints.clock.origin();
     endpoints
@@ -215,12 +218,17 @@ pub(crate) fn quiet_end<K, S>(
         .filter_map(|c| {
             let end = c.meter.quiet.until(origin, now_nanos)?;
             // Its next probe, if sooner.
-            Some(match c.meter.quiet_probes.next_after(origin, now_nanos) {
+            let free_at = match c.meter.quiet_probes.next_after(origin, now_nanos) {
                 Some(probe) => probe.min(end),
                 None => end,
-            })
+            };
+            Some((free_at, c))
         })
-        .min()
+        .min_by_key(|(free_at, _)| *free_at)
+        .map(|(free_at, c)| {
+            let answers_in = c.meter.rtt.get_at(endpoints.model, now_nanos);
+            (free_at, Duration::from_nanos(answers_in as u64))
+        })
 }
 
 #[inline]

@@ -112,6 +112,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _step = Step::enter();
         let this = self.project();
+        if this.refused.is_some() {
+            ready!(crate::primitives::refusing::poll_budget(cx));
+        }
         if let Some(error) = this.refused.take() {
             return Poll::Ready(Err(error));
         }

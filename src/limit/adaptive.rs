@@ -99,6 +99,12 @@ impl Gradient {
         self.config.initial
     }
 
+    /// Whether the limit is still in slow start: it has seen no queueing and no drop, so it
+    /// is a guess that grows as fast as it is used, not a finding.
+    pub(crate) fn learning(&self) -> bool {
+        self.slow.load(Ordering::Relaxed) != 0 && !self.slow_over.load(Ordering::Relaxed)
+    }
+
     /// The baseline round trip: how long a request takes when nothing queues.
     pub(crate) fn baseline(&self) -> Duration {
         Duration::from_micros(self.baseline.load(Ordering::Relaxed))
@@ -339,14 +345,22 @@ impl Gradient {
 pub(crate) struct Aimd {
     config: AimdConfig,
     limit: AtomicU32,
+    /// A drop was seen: the limit was cut at least once.
+    dropped: AtomicBool,
 }
 
 impl Aimd {
     pub(crate) fn new(config: AimdConfig) -> Self {
         Aimd {
             limit: AtomicU32::new(config.initial),
+            dropped: AtomicBool::new(false),
             config,
         }
+    }
+
+    /// Whether no drop was seen yet: the limit has only grown from its initial guess.
+    pub(crate) fn learning(&self) -> bool {
+        !self.dropped.load(Ordering::Relaxed)
     }
 
     pub(crate) fn initial(&self) -> u32 {
@@ -361,6 +375,9 @@ impl Aimd {
             Sample::Drop => true,
             Sample::Rtt(rtt) => rtt > c.timeout,
         };
+        if drop && !self.dropped.load(Ordering::Relaxed) {
+            self.dropped.store(true, Ordering::Relaxed);
+        }
         let mut old = self.limit.load(Ordering::Relaxed);
         loop {
             let new = if drop {

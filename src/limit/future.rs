@@ -171,6 +171,9 @@ where
         let mut this = self.project();
         if let Some(wait) = this.wait.as_mut() {
             let mut wait = wait.as_mut().project();
+            if wait.refused.is_some() {
+                ready!(crate::primitives::refusing::poll_budget(cx));
+            }
             if let Some(error) = wait.refused.take() {
                 return Poll::Ready(Err(error));
             }

@@ -13,11 +13,17 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+/// How long a request over an adaptive limit that is still learning waits for a permit when
+/// it has no deadline: long enough for a few round trips of the limit's growth, short enough
+/// that a queue behind an upstream that stopped answering ends.
+const LEARNING_WAIT: Duration = Duration::from_secs(1);
+
 /// Limits the requests in flight through every service it builds: [`Limit`] services that
 /// share one limit.
 ///
 /// A request over the limit is refused at once with [`Kind::ConcurrencyLimited`], nothing sent,
-/// or waits at most [`max_wait`](Self::max_wait) (never past its deadline). A request holds its
+/// or waits at most [`max_wait`](Self::max_wait) (never past its deadline); over an adaptive
+/// limit that is still learning, it waits (see the [module](super)). A request holds its
 /// permit until its response body ends, or until its caller drops the future or the body.
 ///
 /// ```
@@ -326,13 +332,21 @@ impl<S> Limit<S> {
         S: Service<Request<B>, Response = Response<RB>> + Clone,
     {
         let shared = &self.shared;
-        if shared.max_wait.is_zero() {
+        let learning = shared.max_wait.is_zero() && shared.learning();
+        if shared.max_wait.is_zero() && !learning {
             return self.refuse(Refusal::Full {
                 limit: shared.limit(),
                 in_flight: shared.in_flight(),
             });
         }
         let now = Instant::now();
+        // A limit still learning makes the request wait up to its deadline, or `LEARNING_WAIT`
+        // without one: permits come back within a round trip and the limit grows with them.
+        let max_wait = if learning {
+            LEARNING_WAIT
+        } else {
+            shared.max_wait
+        };
         // Waiting only helps if the request can still be done once admitted: the gradient
         // algorithm knows how long that takes when nothing queues; the others do not.
         let reserve = match &shared.controller {
@@ -343,7 +357,7 @@ impl<S> Limit<S> {
             .extensions()
             .get::<RequestDeadline>()
             .map(|d| d.0.checked_sub(reserve).unwrap_or(now));
-        let own = now.checked_add(shared.max_wait);
+        let own = now.checked_add(max_wait);
         let (until, by_deadline) = match (own, deadline) {
             (Some(own), Some(d)) if d < own => (d, true),
             (None, Some(d)) => (d, true),

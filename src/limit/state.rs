@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     waiting: AtomicU32,
     rejected: AtomicU64,
     pub(crate) max_wait: Duration,
+    /// Whether requests may wait for a permit: `max_wait` allows it, or the limit is adaptive
+    /// (which queues while it is still learning, see [`Shared::learning`]).
+    queues: bool,
     queue: Mutex<VecDeque<oneshot::Sender<()>>>,
     pub(crate) controller: Controller,
     telemetry: Option<Telemetry>,
@@ -51,6 +54,7 @@ impl Shared {
             (_, Controller::Fixed) => 1,
         };
         let unlimited = config.algorithm == Algorithm::Unlimited;
+        let queues = !config.max_wait.is_zero() || !matches!(controller, Controller::Fixed);
         // No limit, no gauges: a limit of 4 billion would only puzzle a dashboard.
         let telemetry = if unlimited {
             None
@@ -67,6 +71,7 @@ impl Shared {
             waiting: AtomicU32::new(0),
             rejected: AtomicU64::new(0),
             max_wait: config.max_wait,
+            queues,
             queue: Mutex::new(VecDeque::new()),
             controller,
             telemetry,
@@ -94,10 +99,23 @@ impl Shared {
         !matches!(self.controller, Controller::Fixed)
     }
 
+    /// Whether an adaptive limit is still learning: it has not yet seen the upstream queue or
+    /// drop (gradient: slow start; AIMD: no drop yet), so its value is a guess that grows as
+    /// fast as it is used. Refusing over a guess would shed load nobody showed to be too much
+    /// (callers over a starting limit of 20 would fail while it doubles): a request over it
+    /// waits its turn instead.
+    pub(crate) fn learning(&self) -> bool {
+        match &self.controller {
+            Controller::Fixed => false,
+            Controller::Gradient(g) => g.learning(),
+            Controller::Aimd(a) => a.learning(),
+        }
+    }
+
     /// Takes a permit if one is free and nobody waits for it.
     #[inline]
     pub(crate) fn try_acquire(&self) -> bool {
-        if !self.max_wait.is_zero() && self.waiting.load(Ordering::SeqCst) != 0 {
+        if self.queues && self.waiting.load(Ordering::SeqCst) != 0 {
             return false;
         }
         self.grab()

@@ -12,6 +12,7 @@
 //! before it polls the service below and takes it right after.
 
 use std::cell::Cell;
+use std::task::{Context, Poll, ready};
 
 thread_local! {
     static REFUSING: Cell<bool> = const { Cell::new(false) };
@@ -30,4 +31,18 @@ pub(crate) fn clear() {
 /// Whether the service just polled ready marked a refusal; clears the mark.
 pub(crate) fn take() -> bool {
     REFUSING.with(|r| r.replace(false))
+}
+
+/// Spends one unit of the task's cooperative budget on a refusal, as a socket read does: with
+/// the budget spent the task yields (`Pending`, woken at once) before it is refused.
+///
+/// A refusal answers at once, with no I/O. A caller that sends its next request as soon as one
+/// fails (a closed loop of workers, a retry loop of its own) would otherwise never yield, and
+/// starve the requests in flight on its thread: the very ones whose answers end the refusals
+/// (the limit grows with them, the breaker's probe is one of them). With it, such a caller
+/// yields every 128 refusals or so.
+pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
+    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+    coop.made_progress();
+    Poll::Ready(())
 }

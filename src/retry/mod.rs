@@ -9,7 +9,11 @@
 //! - the request has retries left ([`RetryLayer::max_retries`], default 2);
 //! - the [budget](crate::budget::Budget) has a token: retries never add more than its ratio of load;
 //! - the server's pushback allows it: never earlier than `Retry-After` or
-//!   `grpc-retry-pushback-ms`, never when it asks for no retry or longer than the deadline;
+//!   `grpc-retry-pushback-ms`, never when it asks for no retry or longer than the deadline.
+//!   Behind a balancer that keeps pushback per endpoint ([`RetryLayer::pushback_per_endpoint`],
+//!   as the clients set it), the wait is the balancer's: the endpoint that asked gets no
+//!   request for that long, but for one probe a second after the first second of a longer
+//!   quiet (see [`balance`](crate::balance)), and another endpoint may take the retry at once;
 //! - the request's deadline leaves time for the backoff and another attempt;
 //! - the body could be kept for replay (up to 64 KiB in 1024 frames by default; larger bodies
 //!   are sent once);

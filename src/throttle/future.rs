@@ -80,6 +80,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(future) = this.future.as_pin_mut() else {
+            ready!(crate::primitives::refusing::poll_budget(cx));
             return Poll::Ready(Err(Error::new(Kind::Throttled)));
         };
         let outcome = ready!(future.poll(cx)).map_err(Error::from_service);

@@ -370,6 +370,11 @@ fn status(mut error: Error) -> Status {
         | Kind::TlsUnavailable => Code::Unavailable,
         Kind::ConcurrencyLimited => Code::ResourceExhausted,
         Kind::InvalidRequest => Code::Internal,
+        // Attempts that each ran out of time (the attempt timeout cut the last one): the call
+        // ran out of time, as when one attempt is cut.
+        Kind::RetriesExhausted | Kind::BudgetExhausted if error.is_timeout() => {
+            Code::DeadlineExceeded
+        }
         // tonic's channel enforces the `grpc-timeout` the attempt carries (and the Endpoint's
         // own timeout) with a timer of its own, due when ours is: whichever fires first, the
         // call ran out of time. tonic would say CANCELLED; gRPC says DEADLINE_EXCEEDED.
