@@ -238,6 +238,14 @@ impl PeakEwma {
         Self::decayed(&state, model, now)
     }
 
+    /// The latency estimate alone, in nanoseconds, decayed to `now`: how long one attempt
+    /// takes, its misses aside.
+    pub(crate) fn latency_at(&self, model: CostModel, now: u64) -> f64 {
+        let state = self.read();
+        let elapsed = now.saturating_sub(state.updated) as f64;
+        state.estimate_nanos * fade(elapsed / model.tau_nanos)
+    }
+
     /// Records one answer that took `rtt`: a latency sample, and an attempt that did not miss
     /// (the miss share moves `weight` of the way towards 0). `now` is in nanoseconds since the
     /// origin, as for every writer. The end of a plain success, whose new cost nothing reads:

@@ -202,8 +202,9 @@ pub(crate) fn pick<'a, K, S, R>(
 
 /// When the first endpoint that is unavailable only because its server is pushing back will be
 /// free again (its quiet's end, or its next probe if sooner), with the time that endpoint takes
-/// to answer (its latency estimate, its misses included): a request that would have less than
-/// that left once it is free is better refused now. `None` when no endpoint is in that state.
+/// to answer (its latency estimate; its misses, the pushback among them, aside): a request that
+/// would have less than that left once it is free is better refused now. `None` when no
+/// endpoint is in that state.
 pub(crate) fn quiet_end<K, S>(
     endpoints: &Endpoints<K, S>,
     now: Instant,
@@ -226,7 +227,7 @@ pub(crate) fn quiet_end<K, S>(
         })
         .min_by_key(|(free_at, _)| *free_at)
         .map(|(free_at, c)| {
-            let answers_in = c.meter.rtt.get_at(endpoints.model, now_nanos);
+            let answers_in = c.meter.rtt.latency_at(endpoints.model, now_nanos);
             (free_at, Duration::from_nanos(answers_in as u64))
         })
 }
