@@ -27,6 +27,29 @@ async fn settle(channel: &Channel) {
     }
 }
 
+/// `n` unary GETs one after the other, each with the caller's own `timeout`: their codes.
+async fn codes_under_callers_timeout(channel: &Channel, n: usize, timeout: Duration) -> Vec<Code> {
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let mut req = tonic::Request::new(ping("x"));
+        req.set_timeout(timeout);
+        let r = tokio::time::timeout(BOUND, unary(channel.clone(), GET, req))
+            .await
+            .expect("ended by the caller's timeout");
+        codes.push(r.expect_err("never answered").code());
+    }
+    codes
+}
+
+/// Once nothing is in flight: the failures charged to the (only) endpoint and to the breaker,
+/// and both in full for a message.
+async fn charged(channel: &Channel) -> ((u64, u64), String) {
+    settle(channel).await;
+    let eps = channel.endpoints();
+    let b = channel.breaker().stats();
+    ((eps[0].failures, b.failures), format!("{eps:#?} {b:?}"))
+}
+
 /// Contract 3: a unary call whose head arrives and whose body never does is cut at the
 /// channel's deadline with DEADLINE_EXCEEDED, sent once.
 #[tokio::test]
@@ -98,26 +121,16 @@ async fn callers_timeout_mid_unary_body_charges_no_endpoint() {
         .max_retries(0)
         .build()
         .unwrap();
-    let mut codes = Vec::new();
-    for _ in 0..3 {
-        let mut req = tonic::Request::new(ping("x"));
-        req.set_timeout(Duration::from_millis(200));
-        let r = tokio::time::timeout(BOUND, unary(channel.clone(), GET, req))
-            .await
-            .expect("ended by the caller's timeout");
-        codes.push(r.expect_err("never answered").code());
-    }
-    settle(&channel).await;
-    let eps = channel.endpoints();
-    let b = channel.breaker().stats();
+    let codes = codes_under_callers_timeout(&channel, 3, Duration::from_millis(200)).await;
+    let (failures, books) = charged(&channel).await;
     assert!(
         codes.iter().all(|c| *c == Code::DeadlineExceeded),
         "{codes:?}"
     );
     assert_eq!(
-        (eps[0].failures, b.failures),
+        failures,
         (0, 0),
-        "the caller's own timeout mid-body was charged (endpoint failures, breaker failures): {eps:#?} {b:?}"
+        "the caller's own timeout mid-body was charged (endpoint failures, breaker failures): {books}"
     );
 }
 
@@ -160,17 +173,15 @@ async fn callers_timeout_mid_stream_charges_no_endpoint() {
         .expect("ended by the caller's timeout");
         outcomes.push(res.map_err(|s| s.code()));
     }
-    settle(&channel).await;
-    let eps = channel.endpoints();
-    let b = channel.breaker().stats();
+    let (failures, books) = charged(&channel).await;
     assert!(
         outcomes.iter().all(|o| *o == Err(Code::DeadlineExceeded)),
         "{outcomes:?}"
     );
     assert_eq!(
-        (eps[0].failures, b.failures),
+        failures,
         (0, 0),
-        "the caller's own timeout mid-stream was charged (endpoint failures, breaker failures): {eps:#?} {b:?}"
+        "the caller's own timeout mid-stream was charged (endpoint failures, breaker failures): {books}"
     );
 }
 
@@ -448,25 +459,15 @@ async fn callers_timeout_under_an_attempt_timeout_charges_no_endpoint() {
         .attempt_timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let mut codes = Vec::new();
-    for _ in 0..8 {
-        let mut req = tonic::Request::new(ping("x"));
-        req.set_timeout(Duration::from_millis(100));
-        let r = tokio::time::timeout(BOUND, unary(channel.clone(), GET, req))
-            .await
-            .expect("ended by the caller's timeout");
-        codes.push(r.expect_err("never answered").code());
-    }
-    settle(&channel).await;
-    let eps = channel.endpoints();
-    let b = channel.breaker().stats();
+    let codes = codes_under_callers_timeout(&channel, 8, Duration::from_millis(100)).await;
+    let (failures, books) = charged(&channel).await;
     assert!(
         codes.iter().all(|c| *c == Code::DeadlineExceeded),
         "{codes:?}"
     );
     assert_eq!(
-        (eps[0].failures, b.failures, log.calls()),
-        (0, 0, 8),
-        "(endpoint failures, breaker failures, calls the server saw): {eps:#?} {b:?}"
+        (failures, log.calls()),
+        ((0, 0), 8),
+        "((endpoint failures, breaker failures), calls the server saw): {books}"
     );
 }
