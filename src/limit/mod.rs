@@ -7,8 +7,9 @@
 //! its first drop) is a guess that grows as fast as it is used, not a finding: a request over
 //! it waits its turn (up to its deadline, at most a second without one) instead of being
 //! refused. A refusal spends the task's cooperative budget, so that a caller looping on
-//! refusals still lets the requests in flight on its thread finish. A request holds its permit until its response body ends; a caller that drops the
-//! future or the body gives the permit back at once.
+//! refusals still lets the requests in flight on its thread finish. A request holds its permit
+//! until its response body ends; a caller that drops the future or the body gives the permit
+//! back at once.
 //!
 //! The limit is fixed ([`LimitLayer::fixed`]) or adaptive:
 //!
