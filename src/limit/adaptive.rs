@@ -51,6 +51,12 @@ pub(crate) struct Gradient {
     late_run: AtomicU32,
     /// Successes counted by slow start, one in two of which grows the limit.
     acks: AtomicU32,
+    /// The fastest success seen during slow start, in microseconds (`u64::MAX` before one).
+    fastest: AtomicU64,
+    /// Successes of slow start in a row slower than `tolerance` × the baseline (or × the
+    /// fastest success, before there is a baseline): `min_samples` of them, and the upstream
+    /// may be starting to queue (one alone may be a new connection's handshake).
+    late: AtomicU32,
     state: Mutex<GradientState>,
 }
 
@@ -83,6 +89,8 @@ impl Gradient {
             slow_over: AtomicBool::new(false),
             late_run: AtomicU32::new(0),
             acks: AtomicU32::new(0),
+            fastest: AtomicU64::new(u64::MAX),
+            late: AtomicU32::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
                 long: 0.0,
@@ -101,8 +109,12 @@ impl Gradient {
 
     /// Whether the limit is still in slow start: it has seen no queueing and no drop, so it
     /// is a guess that grows as fast as it is used, not a finding.
+    /// Not once successes come late: a queue may be forming, and waiting in front of it would
+    /// add to it.
     pub(crate) fn learning(&self) -> bool {
-        self.slow.load(Ordering::Relaxed) != 0 && !self.slow_over.load(Ordering::Relaxed)
+        self.slow.load(Ordering::Relaxed) != 0
+            && !self.slow_over.load(Ordering::Relaxed)
+            && self.late.load(Ordering::Relaxed) < self.config.min_samples
     }
 
     /// The baseline round trip: how long a request takes when nothing queues.
@@ -120,6 +132,9 @@ impl Gradient {
             }
             return None;
         };
+        if self.slow.load(Ordering::Relaxed) != 0 {
+            self.note_lateness(rtt);
+        }
         let grown = self.slow_grow(in_flight, rtt);
         let now = self.clock.nanos(now);
         let probe_since = self.probe_since.load(Ordering::Relaxed);
@@ -156,6 +171,23 @@ impl Gradient {
             return grown;
         };
         Some(self.update(&mut state, short.max(1.0), peak, rate, now))
+    }
+
+    /// Records whether a success of slow start came late: slower than `tolerance` × the
+    /// baseline, or × the fastest success so far while there is no baseline yet.
+    fn note_lateness(&self, rtt: Duration) {
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let fastest = self
+            .fastest
+            .fetch_min(micros, Ordering::Relaxed)
+            .min(micros);
+        let baseline = self.baseline.load(Ordering::Relaxed);
+        let reference = if baseline > 0 { baseline } else { fastest };
+        if micros as f64 > self.config.tolerance * reference as f64 {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.late.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether slow start must end now: `2 × min_samples` successes in a row slower than

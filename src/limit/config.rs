@@ -145,7 +145,7 @@ impl Default for AimdConfig {
 /// | field | default | source | valid |
 /// |---|---|---|---|
 /// | `algorithm` | `Unlimited` | linkerd has no client limit; Envoy's fixed 1,024 surprises callers whose own concurrency is higher. Choose `Gradient` (a limit that finds itself) for an upstream that can be overloaded | |
-/// | `max_wait` | 0 (reject at once; an adaptive limit still learning lets a request wait up to its deadline, 1 s without one) | tower's `LoadShed` rejects at once; never past the deadline. Refusing over a limit that has seen no queueing and no drop sheds load nobody showed to be too much: 32 closed-loop callers over the starting 20 had 20 of 20,000 requests served | any |
+/// | `max_wait` | 0 (reject at once; an adaptive limit still learning — slow start until `min_samples` successes in a row come later than `tolerance` × the baseline, AIMD until its first drop — lets a request wait up to its deadline, 1 s without one, and refuses those still waiting once it has learnt) | tower's `LoadShed` rejects at once; never past the deadline. Refusing over a limit that has seen no queueing and no drop sheds load nobody showed to be too much: 32 closed-loop callers over the starting 20 had 20 of 20,000 requests served | any |
 /// | `Fixed.max` | — | | ≥ 1 |
 /// | `Gradient.initial` / `min` / `max` | 20 / 20 / 200 | Netflix concurrency-limits `Gradient2Limit` | 1 ≤ min ≤ initial ≤ max |
 /// | `Gradient.smoothing` | 0.2 | Netflix `Gradient2Limit` | (0, 1] |

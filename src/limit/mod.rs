@@ -3,10 +3,11 @@
 //! [`LimitLayer`] admits a request only while fewer than the limit are in flight. Over the
 //! limit, a request is refused at once with [`Kind::ConcurrencyLimited`](crate::error::Kind)
 //! (nothing sent), or waits its turn for at most [`LimitLayer::max_wait`], never past its
-//! deadline. An adaptive limit that is still learning (the gradient's slow start, AIMD before
-//! its first drop) is a guess that grows as fast as it is used, not a finding: a request over
-//! it waits its turn (up to its deadline, at most a second without one) instead of being
-//! refused. A refusal spends the task's cooperative budget, so that a caller looping on
+//! deadline. An adaptive limit that is still learning (the gradient's slow start, until a run
+//! of successes comes late; AIMD before its first drop) is a guess that grows as fast as it is
+//! used, not a finding: a request over it waits its turn (up to its deadline, at most a second
+//! without one) instead of being refused, and the requests still waiting when it has learnt
+//! are refused. A refusal spends the task's cooperative budget, so that a caller looping on
 //! refusals still lets the requests in flight on its thread finish. A request holds its permit
 //! until its response body ends; a caller that drops the future or the body gives the permit
 //! back at once.

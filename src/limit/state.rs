@@ -202,6 +202,15 @@ impl Shared {
         self.waiting.fetch_sub(gone, Ordering::SeqCst);
     }
 
+    /// Refuses every request still waiting: each finds its place closed and fails as refused
+    /// by the full limit.
+    fn turn_away_waiters(&self) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let gone = queue.len() as u32;
+        queue.clear();
+        self.waiting.fetch_sub(gone, Ordering::SeqCst);
+    }
+
     fn wake(&self) {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         self.drain(&mut queue);
@@ -223,6 +232,13 @@ impl Shared {
             Controller::Gradient(g) => g.on_sample(sample, now, in_flight),
             Controller::Aimd(a) => a.on_sample(sample, in_flight),
         };
+        // Requests that waited because the limit was still learning wait no more once it has
+        // learnt: it has seen the upstream queue or drop, and a queue would only add that
+        // latency to theirs (the lab's overload: p99 of successes 2.9× the uncongested one,
+        // against 1.9× when they are refused). Those with `max_wait` keep their place.
+        if self.max_wait.is_zero() && self.waiting.load(Ordering::SeqCst) != 0 && !self.learning() {
+            self.turn_away_waiters();
+        }
         if let Some(new) = new {
             let old = self.limit.swap(new, Ordering::SeqCst);
             if let Some(t) = &self.telemetry {

@@ -137,3 +137,37 @@ async fn a_learning_wait_ends_at_the_deadline_or_after_a_second() {
         started.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn successes_that_come_late_end_the_wait_and_turn_the_waiters_away() {
+    // Latency grows with the requests served at once: a queue at the upstream.
+    let upstream = Upstream::new(|serving, _| MS * serving);
+    let (svc, handle) = limited(LimitLayer::adaptive(), &upstream);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                let outcome = fetch(&mut svc, Ask::default()).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut first_refusal = None::<Duration>;
+    let mut served = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (Ok(_), _) => served += 1,
+            (Err(e), at) => {
+                assert_eq!(e.kind(), Kind::ConcurrencyLimited, "{e}");
+                first_refusal = Some(first_refusal.map_or(at, |f| f.min(at)));
+            }
+        }
+    }
+    assert!(served >= 20, "{served} served");
+    // A run of late successes ends the wait within a round trip or two, long before slow
+    // start's two 100 ms windows would.
+    let first = first_refusal.expect("waiters were turned away");
+    assert!(first < 100 * MS, "first refusal at {first:?}");
+    assert_eq!(handle.waiting(), 0, "nobody is left waiting");
+}

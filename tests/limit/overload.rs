@@ -1,6 +1,6 @@
 //! A real server with a finite number of workers, overloaded by a burst over real sockets:
-//! with the adaptive limit, the requests in flight settle near the server's capacity and the
-//! excess is refused at once.
+//! with the adaptive limit, the requests in flight settle near the server's capacity and, once
+//! the limit has found itself, the excess is refused at once.
 
 use super::*;
 use http_body_util::Empty;
@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use meshless::error::Kind;
 use meshless::limit::{Algorithm, GradientConfig};
 use std::convert::Infallible;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -75,16 +75,21 @@ async fn an_overloaded_server_sees_about_its_capacity_and_the_excess_is_refused_
     let ok = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let slowest_refusal = Arc::new(AtomicU64::new(0));
+    // Refusals are timed once the limit has found itself: while it learns (slow start), a
+    // request over it waits its turn, and those still waiting when it has learnt are refused.
+    let found = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
             let (mut svc, uri) = (svc.clone(), uri.clone());
             let (ok, refused, slowest) = (ok.clone(), refused.clone(), slowest_refusal.clone());
+            let found = found.clone();
             tokio::spawn(async move {
                 loop {
                     let req = Request::get(uri.clone())
                         .body(Empty::new())
                         .expect("request");
                     let start = std::time::Instant::now();
+                    let timed = found.load(Ordering::Relaxed);
                     match svc.ready().await.expect("ready").call(req).await {
                         Ok(res) => {
                             res.into_body().collect().await.expect("body");
@@ -93,8 +98,10 @@ async fn an_overloaded_server_sees_about_its_capacity_and_the_excess_is_refused_
                         Err(err) => {
                             assert_eq!(err.kind(), Kind::ConcurrencyLimited, "{err:?}");
                             refused.fetch_add(1, Ordering::Relaxed);
-                            let took = start.elapsed().as_micros() as u64;
-                            slowest.fetch_max(took, Ordering::Relaxed);
+                            if timed {
+                                let took = start.elapsed().as_micros() as u64;
+                                slowest.fetch_max(took, Ordering::Relaxed);
+                            }
                             tokio::time::sleep(Duration::from_millis(2)).await;
                         }
                     }
@@ -105,6 +112,7 @@ async fn an_overloaded_server_sees_about_its_capacity_and_the_excess_is_refused_
 
     // Let the limit find itself, then watch what the server holds for 1.5 s.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    found.store(true, Ordering::Relaxed);
     let served_before = ok.load(Ordering::Relaxed);
     let mut samples = Vec::new();
     for _ in 0..75 {
