@@ -395,6 +395,21 @@ impl<B: Body> ReplayBody<B> {
 
 // Apart from the `Body` bounds, so that the retry future can ask while it is dropped.
 impl<B> ReplayBody<B> {
+    /// Ends the reading of every handle: the request they carry was given up (its caller
+    /// dropped it, or its deadline passed). A handle still in a transport's hands fails on its
+    /// next read instead of sending the rest of the body. hyper parks a request that waits for
+    /// an HTTP/2 stream and sends it once one frees, even after its caller left: its server
+    /// then gets a request cut by a reset, not a whole one that nobody waits for (and that a
+    /// POST's caller was told had failed).
+    pub(crate) fn abandon(&self) {
+        if let Some(shared) = &self.shared {
+            let mut state = lock(&shared.state);
+            // No handle belongs to the next generation: each one's next read is an error.
+            state.generation = state.generation.wrapping_add(1);
+            state.body = None;
+        }
+    }
+
     /// True once the body was found larger than the cap (then it is sent
     /// once, never replayed).
     ///

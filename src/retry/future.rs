@@ -86,6 +86,8 @@ pin_project! {
             }
             // Unless its outcome was returned, the request ends here, unfinished.
             if !*this.done {
+                // An attempt the transport still holds must not send its body now.
+                abandon(this.retry);
                 // Expired by one of meshless's timers (the deadline layer's), or given up by
                 // its caller: the balancer and the breaker tell the two apart the same way.
                 unfinished(
@@ -341,6 +343,11 @@ where
                     match decision {
                         Decision::Return(outcome) => {
                             *this.done = true;
+                            if outcome.is_err() {
+                                // The request failed: an attempt the transport still holds
+                                // (cut by its timeout while parked) must not send its body.
+                                abandon(this.retry);
+                            }
                             return Poll::Ready(outcome.map(|res| res.map(ResponseBody::settled)));
                         }
                         Decision::Retry(_) | Decision::Again(_) | Decision::Resend => {
@@ -444,6 +451,13 @@ where
                     }
                     let announce = config.idempotency.idempotence(&req) == Idempotence::Idempotent;
                     hops::announce_retry(&mut req, *this.attempts, announce);
+                    if !announce {
+                        // As its first attempt: a request sent again only because nothing
+                        // reached the server (a refused stream, a GOAWAY that left it out)
+                        // will not be sent again once it may have, so a derived attempt
+                        // timeout lets it run to its deadline.
+                        req.extensions_mut().insert(crate::deadline::SentOnce);
+                    }
                     let future = {
                         let _attempt = attempt_span.as_deref().map(Span::enter);
                         this.service.call(req)
@@ -511,6 +525,14 @@ fn record_attempt_time(estimate: &AtomicU64, took: Duration) {
     };
     // Races between threads lose a sample at worst: good enough for an estimate.
     estimate.store(new, Ordering::Relaxed);
+}
+
+/// Ends the reading of the request's body in every attempt still out: the request is over
+/// without an answer (see [`ReplayBody::abandon`]).
+fn abandon<B>(retry: &Option<RetryState<B>>) {
+    if let Some(replay) = retry.as_ref().and_then(|r| r.replay.as_ref()) {
+        replay.abandon();
+    }
 }
 
 #[cfg(test)]
