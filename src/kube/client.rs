@@ -10,7 +10,8 @@ impl ClientBuilder {
     /// measurements and connections. See [`crate::kube`] for the whole behavior.
     ///
     /// Instead of [`dns`](Self::dns) (both is a [`ConfigError`](crate::ConfigError));
-    /// [`endpoints`](Self::endpoints) may add static ones. [`build`](Self::build) checks the
+    /// [`endpoints`](Self::endpoints) may add static ones (an address the Service lists too is
+    /// one endpoint, which goes when the Service drops it). [`build`](Self::build) checks the
     /// names (a `ConfigError` naming `kubernetes.namespace`, `kubernetes.name` or
     /// `kubernetes.port`) and needs a tokio runtime. Until the first list arrives there is no
     /// endpoint, and requests wait for one up to the fail-fast timeout.

@@ -16,6 +16,46 @@ use std::task::{Context, Poll};
 pub(crate) type Events =
     Pin<Box<dyn Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>> + Send>>;
 
+/// Starts a watch: a new watcher, which lists the slices first.
+pub(crate) type Watch = Box<dyn FnMut() -> Events + Send>;
+
+/// The watcher's stream without the events it could not read (a malformed line, an object of
+/// the wrong shape): those are logged and skipped, and the watch goes on at once. The backoff
+/// that follows is for the watch failing, not for one bad event: behind it, each skipped line
+/// delayed the next event by a backoff step (four in a row: 17 s).
+pub(crate) struct SkipUndecodable {
+    inner: Events,
+    service: String,
+}
+
+impl SkipUndecodable {
+    pub(crate) fn new(inner: Events, service: String) -> Self {
+        SkipUndecodable { inner, service }
+    }
+}
+
+impl Stream for SkipUndecodable {
+    type Item = Result<watcher::Event<EndpointSlice>, watcher::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match self.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Err(watcher::Error::WatchFailed(kube::Error::SerdeError(e))))) => {
+                    tracing::warn!(service = %self.service, error = %e, "skipped a Kubernetes watch event that could not be read");
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Whether the error is the API server's `410 Gone` for the version a watch started from: the
+/// version is too old, and only a new list brings the watch up to date (kube-runtime would
+/// start the watch from the same version again, and again).
+fn gone(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
+}
+
 /// Opens an endpoint's service for a new address; `None` leaves the address out.
 pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 
@@ -27,6 +67,8 @@ pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 /// [`discover_with`](super::KubeService::discover_with). It never ends and never yields an
 /// error: the watcher's errors are logged, the watch is retried with kube-runtime's default
 /// backoff (0.8 s doubling to 30 s, jittered), and the endpoints stay as they were meanwhile.
+/// An event that cannot be read is skipped at once (no backoff), and a `410 Gone` at the start
+/// of a watch lists again.
 /// After a watch restart the relisted set replaces the old one through the difference only:
 /// an address listed before and after is neither removed nor inserted again.
 ///
@@ -55,6 +97,7 @@ pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 /// ```
 pub struct EndpointSliceDiscover<S> {
     events: Events,
+    watch: Watch,
     slices: Slices,
     make: MakeService<S>,
     /// Changes of the last event not yet handed out: one event's changes are handed out
@@ -66,13 +109,14 @@ pub struct EndpointSliceDiscover<S> {
 
 impl<S> EndpointSliceDiscover<S> {
     pub(crate) fn new(
-        events: Events,
+        mut watch: Watch,
         slices: Slices,
         make: MakeService<S>,
         service: String,
     ) -> Self {
         EndpointSliceDiscover {
-            events,
+            events: watch(),
+            watch,
             slices,
             make,
             pending: VecDeque::new(),
@@ -111,6 +155,10 @@ impl<S> Stream for EndpointSliceDiscover<S> {
                 Poll::Ready(Some(Ok(event))) => {
                     let diff = this.slices.apply(event);
                     this.queue(diff);
+                }
+                Poll::Ready(Some(Err(e))) if gone(&e) => {
+                    tracing::warn!(service = %this.service, error = %e, "Kubernetes watch version expired; listing again");
+                    this.events = (this.watch)();
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // The backoff stream delays the next attempt; the endpoints stay.

@@ -216,12 +216,22 @@ impl KubeService {
         let api = kube::Api::<EndpointSlice>::namespaced(self.client.clone(), &self.namespace);
         // The label the EndpointSlice controller puts on every slice of the Service.
         let selector = format!("kubernetes.io/service-name={}", self.name);
-        let events = watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
+        let service = format!("{}/{}", self.namespace, self.name);
+        let config = watcher::Config::default().labels(&selector);
+        let logged_as = service.clone();
+        // A new watcher lists afresh: what a `410 Gone` at the start of a watch asks for.
+        let watch: discover::Watch = Box::new(move || {
+            let events = discover::SkipUndecodable::new(
+                Box::pin(watcher(api.clone(), config.clone())),
+                logged_as.clone(),
+            );
+            Box::pin(events.default_backoff())
+        });
         Ok(EndpointSliceDiscover::new(
-            Box::pin(events),
+            watch,
             Slices::new(self.port.clone()),
             make,
-            format!("{}/{}", self.namespace, self.name),
+            service,
         ))
     }
 
@@ -229,8 +239,18 @@ impl KubeService {
         // The checks keep the label selector to the one label: a name cannot smuggle `,` or `=`.
         check_name("kubernetes.namespace", &self.namespace, 63)?;
         check_name("kubernetes.name", &self.name, 63)?;
+        // A Service's name is a DNS-1035 label: it starts with a letter.
+        if !self.name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(ConfigError::new(
+                "kubernetes.name",
+                format!(
+                    "{:?} is not a Service name (it must start with a letter)",
+                    self.name
+                ),
+            ));
+        }
         if let Some(port) = &self.port {
-            check_name("kubernetes.port", port, 15)?;
+            check_port_name(port)?;
         }
         Ok(())
     }
@@ -254,6 +274,26 @@ fn check_name(setting: &'static str, name: &str, max: usize) -> Result<(), Confi
             ),
         )),
     }
+}
+
+/// A port's name as Kubernetes takes it (IANA service name): a name of up to 15 characters
+/// with at least one letter and no `--`. A number is no port name: no slice would ever match
+/// it, and the client would wait for endpoints forever.
+fn check_port_name(port: &str) -> Result<(), ConfigError> {
+    check_name("kubernetes.port", port, 15)?;
+    if !port.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ConfigError::new(
+            "kubernetes.port",
+            format!("{port:?} is a number, not a port name (names have a letter: \"http\")"),
+        ));
+    }
+    if port.contains("--") {
+        return Err(ConfigError::new(
+            "kubernetes.port",
+            format!("{port:?} is not a port name ('-' may not follow '-')"),
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Debug for KubeService {

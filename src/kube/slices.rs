@@ -123,10 +123,14 @@ impl Slices {
                 .iter()
                 .filter(tcp)
                 .find(|p| p.name.as_deref() == Some(wanted.as_str()))?,
-            None => match ports {
-                [only] if tcp(&only) => only,
-                _ => return None,
-            },
+            // The only TCP port, UDP or SCTP ones beside it (DNS serves both on port 53).
+            None => {
+                let mut tcp_ports = ports.iter().filter(tcp);
+                match (tcp_ports.next(), tcp_ports.next()) {
+                    (Some(only), None) => only,
+                    _ => return None,
+                }
+            }
         };
         // An absent port means "all ports" in the API: nothing to dial.
         u16::try_from(port.port?).ok().filter(|p| *p != 0)
