@@ -40,6 +40,19 @@ fn status(code: &[u8; 3]) -> Vec<u8> {
     v
 }
 
+/// A POST answered by `handler`: it fails with a typed error, reaches the server once, and the
+/// books balance. How long it took.
+async fn a_post_fails_once(handler: RawHandler) -> Duration {
+    let (addr, log) = serve_raw(handler).await;
+    let client = client(addr, Duration::from_secs(2));
+    let (r, took) = get_all(&client, "POST").await;
+    let heads = log.lock().unwrap().heads();
+    assert!(r.is_err(), "{r:?} after {took:?}, heads {heads:?}");
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    books(&client);
+    took
+}
+
 async fn get_all(client: &Client, method: &str) -> (Result<(u16, Bytes), String>, Duration) {
     let started = Instant::now();
     let fut = async {
@@ -88,40 +101,28 @@ async fn an_informational_head_before_the_answer_is_skipped() {
 /// A response header with an uppercase name: malformed. Typed error, POST sent once.
 #[tokio::test]
 async fn a_response_with_an_uppercase_header_name_is_a_typed_error() {
-    let (addr, log) = serve_raw(answering(|s| {
+    a_post_fails_once(answering(|s| {
         let mut h = vec![0x88];
         h.extend(lit(b"X-Bad", b"1"));
         vec![frame(HEADERS, 0x5, s, &h)]
     }))
     .await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!("{r:?} after {took:?}");
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
-    books(&client);
 }
 
 /// A response with no `:status` at all: malformed; a typed error.
 #[tokio::test]
 async fn a_response_without_status_is_a_typed_error() {
-    let (addr, log) = serve_raw(answering(|s| {
+    a_post_fails_once(answering(|s| {
         vec![frame(HEADERS, 0x5, s, &lit(b"x", b"y"))]
     }))
     .await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!("{r:?} after {took:?}");
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
-    books(&client);
 }
 
 /// HEADERS without END_HEADERS, then a flood of CONTINUATION frames each adding a header,
 /// never ending: a typed error well before the deadline, or at it; never a hang.
 #[tokio::test]
 async fn a_continuation_flood_is_a_typed_error() {
-    let (addr, log) = serve_raw(raw(|conn, mut tcp, log| async move {
+    let took = a_post_fails_once(raw(|conn, mut tcp, log| async move {
         if !accept_preface(&mut tcp, &[]).await {
             return;
         }
@@ -150,13 +151,7 @@ async fn a_continuation_flood_is_a_typed_error() {
         }
     }))
     .await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!("{r:?} after {took:?}");
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
     assert!(took < Duration::from_millis(3000));
-    books(&client);
 }
 
 /// 20,000 PINGs before the answer: the client keeps up and the request is answered.
@@ -201,32 +196,14 @@ async fn a_ping_flood_before_the_answer_is_survived() {
 /// typed, the POST is not sent again.
 #[tokio::test]
 async fn data_on_stream_zero_is_a_typed_error_and_the_post_is_not_resent() {
-    let (addr, log) = serve_raw(answering(|_s| vec![frame(DATA, 0, 0, b"junk")])).await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!(
-        "{r:?} after {took:?}, heads {:?}",
-        log.lock().unwrap().heads()
-    );
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
-    books(&client);
+    a_post_fails_once(answering(|_s| vec![frame(DATA, 0, 0, b"junk")])).await;
 }
 
 /// A response on a stream the client never opened (an even, server-initiated id without
 /// PUSH_PROMISE): a connection error; the POST in flight ends typed and is not resent.
 #[tokio::test]
 async fn headers_on_an_unopened_stream_end_the_request_typed() {
-    let (addr, log) = serve_raw(answering(|_s| vec![frame(HEADERS, 0x5, 2, &[0x88])])).await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!(
-        "{r:?} after {took:?}, heads {:?}",
-        log.lock().unwrap().heads()
-    );
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
-    books(&client);
+    a_post_fails_once(answering(|_s| vec![frame(HEADERS, 0x5, 2, &[0x88])])).await;
 }
 
 /// A content-length of 10 with a 4-byte body ending the stream: a typed error, not a short
@@ -259,16 +236,10 @@ async fn settle(client: &Client) {
 /// A WINDOW_UPDATE of 0 on the connection (PROTOCOL_ERROR): typed error, POST sent once.
 #[tokio::test]
 async fn a_zero_window_update_is_a_typed_error() {
-    let (addr, log) = serve_raw(answering(|_s| {
+    a_post_fails_once(answering(|_s| {
         vec![frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0])]
     }))
     .await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!("{r:?} after {took:?}");
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
-    books(&client);
 }
 
 /// content-length 10, four bytes of DATA, then trailers ending the stream: short; an error.
@@ -327,20 +298,14 @@ async fn an_informational_head_ending_the_stream_is_a_typed_error() {
 /// ends typed and is not resent.
 #[tokio::test]
 async fn a_push_promise_is_a_typed_error() {
-    let (addr, log) = serve_raw(answering(|s| {
+    let took = a_post_fails_once(answering(|s| {
         let mut p = 2u32.to_be_bytes().to_vec();
         p.extend([0x82, 0x84, 0x86]); // :method GET, :path /, :scheme http
         p.extend(lit(b":authority", b"svc"));
         vec![frame(5, 0x4, s, &p)]
     }))
     .await;
-    let client = client(addr, Duration::from_secs(2));
-    let (r, took) = get_all(&client, "POST").await;
-    eprintln!("{r:?} after {took:?}");
-    assert!(r.is_err(), "{r:?}");
-    assert_eq!(log.lock().unwrap().heads().len(), 1);
     assert!(took < Duration::from_millis(1500));
-    books(&client);
 }
 
 /// DATA far beyond the client's flow-control windows (6 MiB sent at once, none read by the
