@@ -12,6 +12,8 @@ mod adaptive;
 mod fixed;
 #[path = "limit/learning.rs"]
 mod learning;
+#[path = "limit/learning_edges.rs"]
+mod learning_edges;
 #[path = "limit/overload.rs"]
 mod overload;
 #[path = "limit/readiness.rs"]

@@ -1,4 +1,4 @@
-//! A refusal (a full limit, an open circuit, throttling) answers at once, without I/O. A caller
+//! A refusal (a full limit, an open circuit, throttling, a balancer failing fast) answers at once, without I/O. A caller
 //! that sends its next request as soon as one is refused must still let the other tasks of its
 //! thread run (the requests in flight whose answers end the refusals): each refusal spends
 //! tokio's cooperative budget, so such a loop yields every so often.
@@ -6,7 +6,10 @@
 //! Each test runs a loop of refusals on a current-thread runtime beside a task spawned before
 //! it, and checks that the task ran while the loop was still refusing.
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::Empty;
+use meshless::balance::Balance;
 use meshless::breaker::BreakerLayer;
 use meshless::error::Kind;
 use meshless::limit::LimitLayer;
@@ -14,6 +17,7 @@ use meshless::throttle::{ThrottleConfig, ThrottleLayer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// Refusals the loop makes at most; far more than tokio's budget of 128 a poll.
@@ -135,5 +139,61 @@ where
                 }
             }
         })
+    }
+}
+
+/// A balancer told to fail fast at once (`fail_fast(0)`: "the longest a request waits for an
+/// endpoint") with no endpoint ready refuses every request with `NoReadyEndpoint` without I/O
+/// and without a timer, exactly as a full limit or an open breaker do. Those now spend the
+/// coop budget so that a caller looping on refusals lets its thread's other tasks run; this
+/// one does not, and the loop starves the task that would make an endpoint ready (here, any
+/// task at all) for all 10,000 refusals.
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_refused_by_a_balancer_failing_fast_yields() {
+    let balance: Balance<&'static str, _> = Balance::builder().fail_fast(Duration::ZERO).build();
+    // An endpoint that is never ready (a connection still being made).
+    balance.insert(
+        "a",
+        tower::util::BoxCloneService::new(NeverReady(service_fn(
+            |_: Request<Empty<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            },
+        ))),
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+    let mut calls = 0;
+    for n in 1..=REFUSALS {
+        calls = n;
+        let outcome = balance.clone().oneshot(Request::new(Empty::new())).await;
+        let error = outcome.expect_err("every call is refused");
+        assert_eq!(error.kind(), Kind::NoReadyEndpoint, "{error}");
+        if ran.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    assert!(
+        calls < REFUSALS,
+        "{calls} NoReadyEndpoint refusals in a row and the other task of the thread never ran: \
+         the balancer's fail-fast refusal spends no coop budget"
+    );
+}
+
+#[derive(Clone)]
+struct NeverReady<S>(S);
+
+impl<S: Service<R>, R> Service<R> for NeverReady<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        std::task::Poll::Pending
+    }
+    fn call(&mut self, req: R) -> S::Future {
+        self.0.call(req)
     }
 }

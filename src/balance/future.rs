@@ -212,11 +212,11 @@ where
                                 .checked_add(answers_in)
                                 .is_none_or(|ready| ready > d.0)
                         }) {
+                            ready!(crate::primitives::refusing::poll_budget(cx));
                             tracing::debug!(
                                 endpoints = endpoints.len(),
                                 "every endpoint is pushing back past the deadline"
                             );
-                            ready!(crate::primitives::refusing::poll_budget(cx));
                             // Refused unsent: its retry token goes back now, before the retry
                             // layer decides (it may pay again to send it later).
                             refund_unsent(request.as_ref());
@@ -235,6 +235,8 @@ where
                                 .unwrap_or(now + FAR)
                         });
                         if now >= give_up_at {
+                            // At once when the fail-fast timeout is zero: a refusal too.
+                            ready!(crate::primitives::refusing::poll_budget(cx));
                             shared
                                 .fail_fast_events
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

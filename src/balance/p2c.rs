@@ -202,7 +202,8 @@ pub(crate) fn pick<'a, K, S, R>(
 
 /// When the first endpoint that is unavailable only because its server is pushing back will be
 /// free again (its quiet's end, or its next probe if sooner), with the time that endpoint takes
-/// to answer (its latency estimate; its misses, the pushback among them, aside): a request that
+/// to answer: its peak-EWMA latency estimate, which any slow answer raises (a slow refusal
+/// too, as P2C sees it), without the share of its misses that its cost adds. A request that
 /// would have less than that left once it is free is better refused now. `None` when no
 /// endpoint is in that state.
 pub(crate) fn quiet_end<K, S>(

@@ -8,9 +8,12 @@ use kube::runtime::watcher;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The watcher's stream, already backing off after errors.
 pub(crate) type Events =
@@ -56,6 +59,35 @@ fn gone(error: &watcher::Error) -> bool {
     matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
 }
 
+/// The backoff between lists that a `410 Gone` asks for: each new watcher starts with a fresh
+/// backoff of its own, so an API server that answered every watch with 410 was listed as fast
+/// as it answered (3,000 lists in 3 s). The first relist is at once; one within a minute of
+/// the last waits 0.8 s, doubling to 30 s.
+#[derive(Default)]
+struct Relist {
+    last: Option<Instant>,
+    delay: Duration,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A relist more than this after the last one starts the backoff over.
+const RELIST_QUIET: Duration = Duration::from_secs(60);
+const RELIST_FIRST: Duration = Duration::from_millis(800);
+const RELIST_MAX: Duration = Duration::from_secs(30);
+
+impl Relist {
+    fn next_delay(&mut self, now: Instant) -> Duration {
+        self.delay = match self.last {
+            Some(last) if now.saturating_duration_since(last) < RELIST_QUIET => {
+                (self.delay * 2).clamp(RELIST_FIRST, RELIST_MAX)
+            }
+            _ => Duration::ZERO,
+        };
+        self.last = Some(now + self.delay);
+        self.delay
+    }
+}
+
 /// Opens an endpoint's service for a new address; `None` leaves the address out.
 pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 
@@ -98,6 +130,8 @@ pub(crate) type MakeService<S> = Box<dyn FnMut(SocketAddr) -> Option<S> + Send>;
 pub struct EndpointSliceDiscover<S> {
     events: Events,
     watch: Watch,
+    /// Lists afresh after a `410 Gone`, at once the first time and then backing off.
+    relist: Relist,
     slices: Slices,
     make: MakeService<S>,
     /// Changes of the last event not yet handed out: one event's changes are handed out
@@ -117,6 +151,7 @@ impl<S> EndpointSliceDiscover<S> {
         EndpointSliceDiscover {
             events: watch(),
             watch,
+            relist: Relist::default(),
             slices,
             make,
             pending: VecDeque::new(),
@@ -151,14 +186,20 @@ impl<S> Stream for EndpointSliceDiscover<S> {
             if let Some(change) = this.pending.pop_front() {
                 return Poll::Ready(Some(Ok(change)));
             }
+            if let Some(wait) = this.relist.wait.as_mut() {
+                std::task::ready!(wait.as_mut().poll(cx));
+                this.relist.wait = None;
+                this.events = (this.watch)();
+            }
             match this.events.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(event))) => {
                     let diff = this.slices.apply(event);
                     this.queue(diff);
                 }
                 Poll::Ready(Some(Err(e))) if gone(&e) => {
-                    tracing::warn!(service = %this.service, error = %e, "Kubernetes watch version expired; listing again");
-                    this.events = (this.watch)();
+                    let delay = this.relist.next_delay(Instant::now());
+                    tracing::warn!(service = %this.service, error = %e, delay_ms = delay.as_millis() as u64, "Kubernetes watch version expired; listing again");
+                    this.relist.wait = Some(Box::pin(tokio::time::sleep(delay)));
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // The backoff stream delays the next attempt; the endpoints stay.

@@ -53,6 +53,9 @@ pub(crate) struct Gradient {
     acks: AtomicU32,
     /// The fastest success seen during slow start, in microseconds (`u64::MAX` before one).
     fastest: AtomicU64,
+    /// The last success of slow start that found the limit less than half used, in
+    /// microseconds (0 before one): the upstream's own latency, no queue of ours in it.
+    unloaded: AtomicU64,
     /// Successes of slow start in a row slower than `tolerance` × the baseline (or × the
     /// fastest success, before there is a baseline): `min_samples` of them, and the upstream
     /// may be starting to queue (one alone may be a new connection's handshake).
@@ -90,6 +93,7 @@ impl Gradient {
             late_run: AtomicU32::new(0),
             acks: AtomicU32::new(0),
             fastest: AtomicU64::new(u64::MAX),
+            unloaded: AtomicU64::new(0),
             late: AtomicU32::new(0),
             state: Mutex::new(GradientState {
                 estimate: f64::from(config.initial),
@@ -133,7 +137,7 @@ impl Gradient {
             return None;
         };
         if self.slow.load(Ordering::Relaxed) != 0 {
-            self.note_lateness(rtt);
+            self.note_lateness(rtt, in_flight);
         }
         let grown = self.slow_grow(in_flight, rtt);
         let now = self.clock.nanos(now);
@@ -174,15 +178,31 @@ impl Gradient {
     }
 
     /// Records whether a success of slow start came late: slower than `tolerance` × the
-    /// baseline, or × the fastest success so far while there is no baseline yet.
-    fn note_lateness(&self, rtt: Duration) {
+    /// baseline; before there is one, × the upstream's own latency (the last success that
+    /// found the limit less than half used), or the fastest success when every one found it
+    /// busy. Only successes that found the limit at least half used count (below that, the
+    /// limit is not what their latency depends on), and for good once `min_samples` came late
+    /// in a row: the limit has learnt.
+    fn note_lateness(&self, rtt: Duration, in_flight: u32) {
         let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
         let fastest = self
             .fastest
             .fetch_min(micros, Ordering::Relaxed)
             .min(micros);
+        if in_flight.saturating_mul(2) < self.slow.load(Ordering::Relaxed) {
+            self.unloaded.store(micros, Ordering::Relaxed);
+            return;
+        }
+        if self.late.load(Ordering::Relaxed) >= self.config.min_samples {
+            return;
+        }
         let baseline = self.baseline.load(Ordering::Relaxed);
-        let reference = if baseline > 0 { baseline } else { fastest };
+        let unloaded = self.unloaded.load(Ordering::Relaxed);
+        let reference = match (baseline, unloaded) {
+            (0, 0) => fastest,
+            (0, unloaded) => unloaded,
+            (baseline, _) => baseline,
+        };
         if micros as f64 > self.config.tolerance * reference as f64 {
             self.late.fetch_add(1, Ordering::Relaxed);
         } else {

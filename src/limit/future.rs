@@ -186,8 +186,9 @@ where
                         wait.ticket.rx = None;
                         *wait.permit = Some(Permit(shared.clone()));
                     }
+                    // Its place was closed: the limit has learnt, and refuses the excess.
                     Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Err(Error::new(Kind::ConcurrencyLimited)));
+                        return Poll::Ready(Err(turned_away(&shared, *wait.since)));
                     }
                     Poll::Pending => {
                         ready!(poll_expired(wait.sleep.as_mut().as_pin_mut(), cx));
@@ -273,6 +274,20 @@ fn poll_expired(sleep: Option<Pin<&mut Sleep>>, cx: &mut Context<'_>) -> Poll<()
 }
 
 /// The refusal of a request that waited until its time ran out.
+/// The refusal of a request that waited while the limit was learning, once it had learnt.
+fn turned_away(shared: &Shared, since: Option<Instant>) -> Error {
+    let since = since.unwrap_or_else(Instant::now);
+    let waited = Instant::now().saturating_duration_since(since);
+    shared.rejected_one();
+    Error::with_source(
+        Kind::ConcurrencyLimited,
+        Refusal::Learnt {
+            limit: shared.limit(),
+            waited,
+        },
+    )
+}
+
 fn waited(shared: &Shared, since: Option<Instant>, by_deadline: bool) -> Error {
     let since = since.unwrap_or_else(Instant::now);
     let waited = Instant::now().saturating_duration_since(since);
@@ -386,6 +401,7 @@ pub(super) enum Refusal {
     Full { limit: u32, in_flight: u32 },
     Waited { waited: Duration, by_deadline: bool },
     NoTime,
+    Learnt { limit: u32, waited: Duration },
 }
 
 impl fmt::Display for Refusal {
@@ -406,6 +422,10 @@ impl fmt::Display for Refusal {
                 "no permit freed before the request's deadline ({waited:?})"
             ),
             Refusal::NoTime => f.write_str("limit reached, and no time left to wait"),
+            Refusal::Learnt { limit, waited } => write!(
+                f,
+                "waited {waited:?} while the limit was learning; it has settled at {limit}, reached"
+            ),
         }
     }
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod common;
 mod config;
+mod gone;
 mod ports;
 mod traffic;
 mod watch;
