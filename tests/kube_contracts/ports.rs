@@ -2,39 +2,34 @@
 
 use crate::common::*;
 
+/// One slice with `ports` and one ready address, no port name asked: the set is `expected`.
+async fn only_tcp_port(ports: &str, expected: &str) {
+    let (_api, tracker) = tracked(
+        None,
+        list(
+            10,
+            &[slice_ports("web-a", 9, "IPv4", ports, &[ready("10.0.0.1")])],
+        ),
+    )
+    .await;
+    tracker
+        .wait_for("the only TCP port", &addrs(&[expected]))
+        .await;
+}
+
 /// The docs: "the slice's only TCP port when none is given". A Service exposing DNS has a
 /// UDP and a TCP port; its only TCP port is unambiguous.
 #[tokio::test]
 async fn without_a_port_name_the_only_tcp_port_is_used_beside_udp_ones() {
     let ports = r#"[{"name":"dns","protocol":"UDP","port":53},{"name":"dns-tcp","protocol":"TCP","port":5353}]"#;
-    let (_api, tracker) = tracked(
-        None,
-        list(
-            10,
-            &[slice_ports("web-a", 9, "IPv4", ports, &[ready("10.0.0.1")])],
-        ),
-    )
-    .await;
-    tracker
-        .wait_for("the only TCP port", &addrs(&["10.0.0.1:5353"]))
-        .await;
+    only_tcp_port(ports, "10.0.0.1:5353").await;
 }
 
-/// Same with SCTP beside it.
+/// Same with SCTP beside it (a port without a protocol is TCP).
 #[tokio::test]
 async fn without_a_port_name_the_only_tcp_port_is_used_beside_sctp() {
     let ports = r#"[{"name":"sig","protocol":"SCTP","port":3868},{"name":"http","port":8080}]"#;
-    let (_api, tracker) = tracked(
-        None,
-        list(
-            10,
-            &[slice_ports("web-a", 9, "IPv4", ports, &[ready("10.0.0.1")])],
-        ),
-    )
-    .await;
-    tracker
-        .wait_for("the only TCP port", &addrs(&["10.0.0.1:8080"]))
-        .await;
+    only_tcp_port(ports, "10.0.0.1:8080").await;
 }
 
 /// Several ports: the named one, and each slice's own number for it (a named targetPort
