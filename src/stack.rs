@@ -185,7 +185,9 @@ impl Policies {
             let route = route.0.clone();
             breaker = breaker.per_route(move |method, uri, headers| route(method, uri, headers));
         }
-        let limit = LimitLayer::from_config(&self.limit)?.service_name(self.service_name.clone());
+        let limit = LimitLayer::from_config(&self.limit)?
+            .service_name(self.service_name.clone())
+            .metrics(self.metrics);
         let throttle = ThrottleLayer::from_config(&self.throttle)?
             .classifier(self.classifier.clone())
             .service_name(self.service_name.clone())

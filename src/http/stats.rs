@@ -36,7 +36,8 @@ pub struct ClientStats {
     pub failures: u64,
     /// Of which their caller dropped before they finished.
     pub cancelled: u64,
-    /// Retries sent. Attempts in total are `requests + retries + stale_resends`.
+    /// Retries sent. Every attempt made is `requests + retries + stale_resends`
+    /// (`RetryStats::attempts` and `meshless_attempts_total` leave the resends out).
     pub retries: u64,
     /// Idempotent attempts sent again at once, at no retry cost, because the server had closed
     /// the reused keep-alive connection they met before answering (at most 3 per request).

@@ -140,6 +140,18 @@ impl LimitLayer {
         self
     }
 
+    /// Turns the layer's metrics (`meshless_concurrency_*`) on or off; on by default. The
+    /// clients' `metrics(false)` turns them off with the rest.
+    ///
+    /// ```
+    /// let layer = meshless::limit::LimitLayer::adaptive().metrics(false);
+    /// ```
+    pub fn metrics(mut self, enabled: bool) -> Self {
+        self.settings.metrics = enabled;
+        self.shared = Arc::default();
+        self
+    }
+
     /// Reads the limit, the requests in flight and the refusals.
     ///
     /// ```

@@ -225,7 +225,9 @@ impl RetryStats {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// Retries sent. Attempts in total are `requests + retries + stale_resends`.
+    /// Retries sent. Every attempt made is `requests + retries + stale_resends`; the attempts
+    /// counted by [`attempts`](Self::attempts) (and `meshless_attempts_total`) leave the
+    /// stale-connection resends out.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -309,7 +311,8 @@ impl RetryStats {
         self.caller_retries.load(Ordering::Relaxed)
     }
 
-    /// Attempts sent: the first attempt of every request, and every retry.
+    /// Attempts made: the first attempt of every request (one the balancer refused unsent
+    /// too), and every retry; not the resends after a stale keep-alive connection.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
@@ -379,7 +382,9 @@ impl RetryStats {
         self.replay_overflows.load(Ordering::Relaxed)
     }
 
-    /// The time spent waiting before retries (backoff, or the server's pushback), added up.
+    /// The time the retry layer spent waiting before retries (backoff, or the server's pushback
+    /// when it waits it out), added up. A pushback the balancer keeps per endpoint (the clients'
+    /// setting) is waited for inside the next attempt, not here.
     ///
     /// ```
     /// # let layer = meshless::retry::RetryLayer::new(meshless::budget::Budget::default());
