@@ -2,7 +2,8 @@
 //! probe it, and bring traffic back gradually.
 //!
 //! Per-endpoint [ejection](crate::outlier) cannot help when every endpoint is sick. The
-//! breaker watches the final outcome of each request and, when the upstream fails as a whole,
+//! breaker watches the outcome of each request (the one its retries ended with, taken at the
+//! response head: see below) and, when the upstream fails as a whole,
 //! refuses requests at once with [`Kind::CircuitOpen`](crate::error::Kind::CircuitOpen)
 //! instead of sending them:
 //!
