@@ -50,16 +50,22 @@ async fn charged(channel: &Channel) -> ((u64, u64), String) {
     ((eps[0].failures, b.failures), format!("{eps:#?} {b:?}"))
 }
 
+/// A server that reads each call and never ends it: after sending the answer's head when
+/// `head`, else without a byte of answer.
+async fn silent(head: bool) -> (SocketAddr, crate::raw::Log) {
+    serve_raw(script(move |mut c: Call| async move {
+        let _ = read_body(c.request.body_mut()).await;
+        let _s = head.then(|| c.respond.send_response(grpc_head(), false).unwrap());
+        std::future::pending::<()>().await;
+    }))
+    .await
+}
+
 /// Contract 3: a unary call whose head arrives and whose body never does is cut at the
 /// channel's deadline with DEADLINE_EXCEEDED, sent once.
 #[tokio::test]
 async fn a_unary_head_then_stall_is_cut_at_the_deadline() {
-    let (addr, log) = serve_raw(script(|mut c: Call| async move {
-        let _ = read_body(c.request.body_mut()).await;
-        let _s = c.respond.send_response(grpc_head(), false).unwrap();
-        std::future::pending::<()>().await;
-    }))
-    .await;
+    let (addr, log) = silent(true).await;
     let deadline = Duration::from_millis(300);
     let channel = channel(addr).deadline(deadline).build().unwrap();
     let started = Instant::now();
@@ -110,12 +116,7 @@ async fn a_unary_message_without_trailers_is_cut_at_the_deadline() {
 /// failure of the endpoint nor of the breaker.
 #[tokio::test]
 async fn callers_timeout_mid_unary_body_charges_no_endpoint() {
-    let (addr, _log) = serve_raw(script(|mut c: Call| async move {
-        let _ = read_body(c.request.body_mut()).await;
-        let _s = c.respond.send_response(grpc_head(), false).unwrap();
-        std::future::pending::<()>().await;
-    }))
-    .await;
+    let (addr, _log) = silent(true).await;
     let channel = channel(addr)
         .deadline(Duration::from_secs(10))
         .max_retries(0)
@@ -359,11 +360,7 @@ async fn a_pushback_past_a_3s_deadline_charges_no_phantom_failures() {
 /// meshless's; when tonic's fires first the code is right, so each case runs 8 times.)
 #[tokio::test]
 async fn attempts_cut_by_the_attempt_timeout_end_deadline_exceeded() {
-    let (addr, _log) = serve_raw(script(|mut c: Call| async move {
-        let _ = read_body(c.request.body_mut()).await;
-        std::future::pending::<()>().await;
-    }))
-    .await;
+    let (addr, _log) = silent(false).await;
     let mut wrong = Vec::new();
     // (deadline, attempt timeout, retries, budget empty)
     for (deadline, attempt, retries, broke) in [
@@ -449,11 +446,7 @@ async fn refused_everywhere_ends_unavailable() {
 /// caller's impatience, charged to no endpoint and no breaker, and never retried.
 #[tokio::test]
 async fn callers_timeout_under_an_attempt_timeout_charges_no_endpoint() {
-    let (addr, log) = serve_raw(script(|mut c: Call| async move {
-        let _ = read_body(c.request.body_mut()).await;
-        std::future::pending::<()>().await;
-    }))
-    .await;
+    let (addr, log) = silent(false).await;
     let channel = channel(addr)
         .deadline(Duration::from_secs(10))
         .attempt_timeout(Duration::from_secs(1))

@@ -37,20 +37,7 @@ fn attempts_charged_once(client: &Client, rec: &Recorded, service: &str, v: &mut
 #[test]
 fn the_duration_covers_a_pushback_wait() {
     run(|snap| async move {
-        let n = Arc::new(AtomicUsize::new(0));
-        let n2 = n.clone();
-        let addr = common::serve_heads(move |_| {
-            let i = n2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if i == 0 {
-                    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
-                        .to_vec()
-                } else {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
-                }
-            }
-        })
-        .await;
+        let addr = pushback_once().await;
         // Two endpoints would let the retry go to the other one: one endpoint, no max_pushback
         // games. A generous deadline.
         let client = client_for(&[addr], "pushback_dur")
@@ -302,20 +289,7 @@ fn budget_refusals_agree_between_stats_and_metrics() {
 #[test]
 fn waiting_out_a_pushback_is_not_endpoint_latency() {
     run(|snap| async move {
-        let n = Arc::new(AtomicUsize::new(0));
-        let n2 = n.clone();
-        let addr = common::serve_heads(move |_| {
-            let i = n2.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if i == 0 {
-                    b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
-                        .to_vec()
-                } else {
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
-                }
-            }
-        })
-        .await;
+        let addr = pushback_once().await;
         let client = client_for(&[addr], "pushback_lat")
             .deadline(Duration::from_secs(5))
             .build()
@@ -397,4 +371,21 @@ fn a_body_too_large_to_replay_is_counted_once_everywhere() {
         }
         check(&v, &client, &rec);
     });
+}
+
+/// An endpoint that answers its first request `503` with `Retry-After: 1`, then `200 ok`.
+async fn pushback_once() -> SocketAddr {
+    let n = Arc::new(AtomicUsize::new(0));
+    common::serve_heads(move |_| {
+        let i = n.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if i == 0 {
+                b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"
+                    .to_vec()
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+            }
+        }
+    })
+    .await
 }
