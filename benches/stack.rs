@@ -32,6 +32,11 @@
 //!   that `MapRequest` alone (`map`), and `RetryLayer` over `HedgeLayer` on one budget (`retry`,
 //!   to compare with `retry/meshless`). tower's `hedge::Hedge` is not measured: it needs the
 //!   request to be `Clone`, which `http::Request` is not;
+//! - `stack/floor`: what carrying something down the stack on the request itself costs, with
+//!   nothing else: `extension` inserts one `Copy` value into the request's extensions (as the
+//!   deadline layer does with its `RequestDeadline`, the one way a `tower::Service` below can
+//!   learn it), `header` inserts one header (as the retry layer announces an attempt it may
+//!   retry, `x-meshless-attempt: 1`). Each is a lower bound of the layer that must do it;
 //! - `stack/full`: the default stack of `meshless::http::Client` — `DeadlineLayer` (1 s) →
 //!   `LimitLayer` (unlimited) → `BreakerLayer` (default) → `ThrottleLayer` (off) →
 //!   `RetryLayer` (default) → `AttemptTimeoutLayer` (333 ms) → `Balance` of 3 — against tower's
@@ -264,6 +269,33 @@ fn hedge_retry() -> impl Service<Req, Error = meshless::Error> {
     RetryLayer::new(budget.clone()).layer(HedgeLayer::new(budget).layer(service_fn(ok)))
 }
 
+/// A value carried on the request, as the deadline layer carries its `RequestDeadline`.
+#[derive(Clone, Copy)]
+struct Carried(#[allow(dead_code)] Instant);
+
+/// Inserts one extension, then calls the bare service: the floor of any layer that tells the
+/// layers below something through the request.
+fn floor_extension() -> impl Service<Req, Response = Res, Error = Infallible> {
+    tower::util::MapRequestLayer::new(|mut req: Req| {
+        req.extensions_mut().insert(Carried(Instant::now()));
+        req
+    })
+    .layer(bare())
+}
+
+/// Inserts one header, then calls the bare service: the floor of a layer that tells the server
+/// something on every request.
+fn floor_header() -> impl Service<Req, Response = Res, Error = Infallible> {
+    tower::util::MapRequestLayer::new(|mut req: Req| {
+        req.headers_mut().insert(
+            meshless::retry::ATTEMPT_HEADER,
+            http::HeaderValue::from_static("1"),
+        );
+        req
+    })
+    .layer(bare())
+}
+
 fn full_meshless() -> impl Service<Req, Error = meshless::Error> {
     // As `http::Client` builds it: no limit and no throttling unless configured, the breaker on.
     ServiceBuilder::new()
@@ -356,6 +388,8 @@ const CASES: &[&str] = &[
     "hedge/meshless",
     "hedge/map",
     "hedge/retry",
+    "floor/extension",
+    "floor/header",
     "full/meshless",
     "full/tower",
     "full/tower_buffer",
@@ -383,6 +417,8 @@ async fn run(case: &str, iters: u64) -> (Duration, usize) {
         "hedge/meshless" => drive(hedge_meshless(), iters).await,
         "hedge/map" => drive(hedge_map(), iters).await,
         "hedge/retry" => drive(hedge_retry(), iters).await,
+        "floor/extension" => drive(floor_extension(), iters).await,
+        "floor/header" => drive(floor_header(), iters).await,
         "full/meshless" => drive(full_meshless(), iters).await,
         "full/tower" => drive(full_tower(), iters).await,
         "full/tower_buffer" => drive(full_tower_buffer(), iters).await,
@@ -440,6 +476,7 @@ fn stack(c: &mut Criterion) {
     compare(c, &rt, "throttle", &["meshless", "off"]);
     // tower's `hedge::Hedge` needs `Request: Clone`, which `http::Request` is not.
     compare(c, &rt, "hedge", &["meshless", "map", "retry"]);
+    compare(c, &rt, "floor", &["extension", "header"]);
     compare(c, &rt, "full", &["meshless", "tower", "tower_buffer"]);
 }
 
