@@ -326,6 +326,7 @@ impl BalanceBuilder {
         Balance {
             cached: std::sync::Weak::new(),
             generation: 0,
+            sweep_hint: origin,
             shared: Arc::new(Shared {
                 endpoints: RwLock::new(Arc::new(empty)),
                 generation: AtomicU64::new(0),

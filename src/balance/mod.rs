@@ -66,6 +66,7 @@ use std::hash::Hash;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
+use tokio::time::Instant;
 use tower::Service;
 
 /// Balances requests over endpoints by latency and load, ejecting outliers.
@@ -92,6 +93,11 @@ pub struct Balance<K, S> {
     // so that cloning a handle (the retry layer does, per request) costs no more than before.
     cached: Weak<Endpoints<K, S>>,
     generation: u64,
+    // When the outlier detector's next sweep is due, as this handle last read it: until
+    // then a request does not ask the detector, whose check converts the time to its own
+    // clock (about a fortieth of a pick). Never late: the due time only moves later (a
+    // sweep another handle ran), and one read early costs one look.
+    sweep_hint: Instant,
 }
 
 impl<K, S> Clone for Balance<K, S> {
@@ -100,6 +106,7 @@ impl<K, S> Clone for Balance<K, S> {
             shared: self.shared.clone(),
             cached: Weak::new(),
             generation: 0,
+            sweep_hint: self.sweep_hint,
         }
     }
 }
@@ -168,8 +175,13 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let _step = Step::enter();
         let now = step::now();
-        if self.shared.detector.sweep_if_due(now) {
-            self.shared.publish_rtt(now);
+        if now >= self.sweep_hint {
+            let detector = &self.shared.detector;
+            if detector.sweep_if_due(now) {
+                self.shared.publish_rtt(now);
+            }
+            // With no sweep armed yet (no endpoint so far), every request looks again.
+            self.sweep_hint = detector.next_sweep().unwrap_or(now);
         }
         let generation = self.shared.generation.load(Ordering::Acquire);
         let cached = if generation == self.generation {
@@ -205,3 +217,5 @@ impl<K: fmt::Debug + Clone + Eq + Hash, S> fmt::Debug for Balance<K, S> {
 
 #[cfg(test)]
 mod future_tests;
+#[cfg(test)]
+mod sweep_tests;

@@ -264,6 +264,16 @@ impl Detector {
         true
     }
 
+    /// When the next sweep is due, `None` while none is armed (no endpoint has joined): a
+    /// caller may skip [`sweep_if_due`](Detector::sweep_if_due) until then.
+    pub(crate) fn next_sweep(&self) -> Option<Instant> {
+        let fleet = &self.fleet;
+        match fleet.next_sweep.load(Ordering::Acquire) {
+            UNARMED => None,
+            due => Some(fleet.clock.instant(due)),
+        }
+    }
+
     fn sweep(&self, now_us: i64) {
         let fleet = &*self.fleet;
         fleet.sweeps.fetch_add(1, Ordering::Relaxed);
