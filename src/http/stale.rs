@@ -26,16 +26,19 @@ pub(crate) struct Watched<S> {
     inner: S,
     /// `None` for a connection that is not watched (HTTP/2), or no longer (see [`Exchange`]).
     exchange: Option<Exchange>,
+    /// Bytes of the request's body still to be written, as its head declared them
+    /// (`content-length`): until they are, every write is body, whatever it looks like.
+    body_left: u64,
 }
 
 /// Where a watched connection is in its request/answer exchanges. hyper's HTTP/1.1 client
 /// sends one request at a time and reads its answer before it writes the next, so a write
-/// that begins with a whole request line after answer bytes came starts a new request. Other
-/// writes after answer bytes are the rest of the request under way: a body still going out
-/// when the server answered early (an upload it refuses, or answers as it reads). Interim
-/// answers (`1xx`: a request body follows `100 Continue`, and `101` hands the connection over
-/// to another protocol) and the answer to a `CONNECT` (the connection may be a tunnel) end
-/// the watch.
+/// that begins with a whole request line after the answer came, and after the body its head
+/// declared (see [`Watched::body_left`]), starts a new request. Other writes are the rest of
+/// the request under way: a body still going out when the server answered early (an upload it
+/// refuses, or answers as it reads), or after `100 Continue`. Interim answers (`1xx`) are
+/// followed to the final one, whose code decides; `101` hands the connection over to another
+/// protocol and the answer to a `CONNECT` may make it a tunnel: both end the watch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     /// No request yet.
@@ -44,13 +47,17 @@ enum Exchange {
     /// A request is on its way and no byte of its answer has come; `reused` when answers came
     /// on this connection before it; `tunnel` when it is a `CONNECT`.
     Asked { reused: bool, tunnel: bool },
-    /// The first bytes of the answer came, fewer than its status code needs: `start` holds
-    /// the first `len`, collected across reads however the server splits them.
+    /// The first bytes of an answer came (an interim one's included), fewer than its status
+    /// code needs: `start` holds the first `len`, collected across reads however the server
+    /// splits them.
     Answering {
         start: [u8; STATUS_END],
         len: u8,
         tunnel: bool,
     },
+    /// An interim answer's head is coming: `matched` bytes of its end (`\r\n\r\n`) came last.
+    /// The final answer's status line follows it.
+    Interim { matched: u8, tunnel: bool },
     /// The answer's status code came, and it is a final one.
     Answered,
 }
@@ -80,6 +87,64 @@ fn starts_request(bytes: &[u8]) -> bool {
         && version[9..].starts_with(b"\r\n")
 }
 
+/// What remains to be written of the body that a request's head declares, once `written`
+/// bytes of the write that began with `head` went out: its `content-length` less the body
+/// bytes in that write. 0 for a request with no body, and for one whose body's length is not
+/// declared (chunked) or whose head is not whole in `head`: the watch then treats later writes
+/// as it always did (see [`starts_request`]). `GET` and `HEAD` are taken as bodiless unread,
+/// so that the common request pays for no look at its headers.
+fn declared_body(head: &[u8], written: usize) -> u64 {
+    if head.starts_with(b"GET ") || head.starts_with(b"HEAD ") {
+        return 0;
+    }
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return 0;
+    };
+    let mut length = None;
+    // The lines after the request line, up to the empty one.
+    for line in head[..end].split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return 0;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let digits = value.len() <= 19 && !value.is_empty();
+            if !digits || !value.iter().all(u8::is_ascii_digit) {
+                return 0;
+            }
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+    }
+    let sent = written.saturating_sub(end + 4) as u64;
+    length.map_or(0, |length| length.saturating_sub(sent))
+}
+
+/// Looks in `read` for the end of an interim answer's head (`\r\n\r\n`), `matched` bytes of
+/// which came at the end of the reads before: the bytes after it (the next answer's), or how
+/// much of it ends `read`.
+fn interim_end(read: &[u8], mut matched: u8) -> Result<&[u8], u8> {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    for (i, &b) in read.iter().enumerate() {
+        matched = if b == END[usize::from(matched)] {
+            matched + 1
+        } else if b == b'\r' {
+            1
+        } else {
+            0
+        };
+        if usize::from(matched) == END.len() {
+            return Ok(&read[i + 1..]);
+        }
+    }
+    Err(matched)
+}
+
 /// Whether `error` is how a closed connection shows: the peer's FIN (without TLS's
 /// `close_notify`), its reset, or a write after either.
 fn closes(error: &io::Error) -> bool {
@@ -104,6 +169,7 @@ impl<S> Watched<S> {
         Watched {
             inner,
             exchange: watch.then(Exchange::default),
+            body_left: 0,
         }
     }
 
@@ -132,38 +198,83 @@ impl<S> Watched<S> {
     }
 
     /// Notes `read`, the bytes a read brought.
-    fn note_read(&mut self, read: &[u8]) {
-        let (mut start, len, tunnel) = match self.exchange {
-            Some(Exchange::Asked { tunnel, .. }) => ([0; STATUS_END], 0, tunnel),
-            Some(Exchange::Answering { start, len, tunnel }) => (start, usize::from(len), tunnel),
-            _ => return,
-        };
-        // The answer has begun: from here on the connection's end is not stale, whatever the
-        // status. Its code says whether the watch goes on (see `Exchange`).
-        if len == 0 && read.len() >= STATUS_END {
-            // The usual case: the whole status line in the first read, nothing to keep.
-            let interim = read[STATUS_DIGIT] == b'1';
-            self.exchange = (!tunnel && !interim).then_some(Exchange::Answered);
-            return;
+    fn note_read(&mut self, mut read: &[u8]) {
+        loop {
+            let (mut start, len, tunnel) = match self.exchange {
+                Some(Exchange::Asked { tunnel, .. }) => ([0; STATUS_END], 0, tunnel),
+                Some(Exchange::Answering { start, len, tunnel }) => {
+                    (start, usize::from(len), tunnel)
+                }
+                Some(Exchange::Interim { matched, tunnel }) => match interim_end(read, matched) {
+                    Ok(rest) => {
+                        read = rest;
+                        self.exchange = Some(Exchange::Answering {
+                            start: [0; STATUS_END],
+                            len: 0,
+                            tunnel,
+                        });
+                        continue;
+                    }
+                    Err(matched) => {
+                        self.exchange = Some(Exchange::Interim { matched, tunnel });
+                        return;
+                    }
+                },
+                _ => return,
+            };
+            if len == 0 {
+                // RFC 9112 §2.2: empty lines before a status line are to be ignored.
+                let blank = read
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                read = &read[blank..];
+            }
+            // The answer has begun: from here on the connection's end is not stale, whatever
+            // the status. Its code says whether the watch goes on (see `Exchange`).
+            let status = if len == 0 && read.len() >= STATUS_END {
+                // The usual case: the whole status line in one read, nothing to keep.
+                &read[..STATUS_END]
+            } else {
+                let take = read.len().min(STATUS_END - len);
+                start[len..len + take].copy_from_slice(&read[..take]);
+                if len + take < STATUS_END {
+                    self.exchange = Some(Exchange::Answering {
+                        start,
+                        len: (len + take) as u8,
+                        tunnel,
+                    });
+                    return;
+                }
+                &start[..]
+            };
+            let interim = status[STATUS_DIGIT] == b'1';
+            let switching = &status[STATUS_DIGIT..] == b"101";
+            read = &read[(STATUS_END - len).min(read.len())..];
+            self.exchange = if switching {
+                // Another protocol from here on: not watched any more.
+                None
+            } else if interim {
+                Some(Exchange::Interim { matched: 0, tunnel })
+            } else if tunnel {
+                None
+            } else {
+                Some(Exchange::Answered)
+            };
+            if !interim {
+                return;
+            }
         }
-        let take = read.len().min(STATUS_END - len);
-        start[len..len + take].copy_from_slice(&read[..take]);
-        let len = len + take;
-        self.exchange = if len < STATUS_END {
-            Some(Exchange::Answering {
-                start,
-                len: len as u8,
-                tunnel,
-            })
-        } else if tunnel || start[STATUS_DIGIT] == b'1' {
-            None
-        } else {
-            Some(Exchange::Answered)
-        };
     }
 
-    /// Notes a write that began with `first` (the bytes of its first non-empty buffer).
-    fn note_write(&mut self, first: &[u8]) {
+    /// Notes a write of `written` bytes that began with `first` (the bytes of its first
+    /// non-empty buffer).
+    fn note_write(&mut self, first: &[u8], written: usize) {
+        if self.body_left > 0 {
+            // More of the body the request's head declared.
+            self.body_left = self.body_left.saturating_sub(written as u64);
+            return;
+        }
         let reused = match self.exchange {
             // A fresh connection's first write is a request's head.
             Some(Exchange::Fresh) => false,
@@ -175,6 +286,7 @@ impl<S> Watched<S> {
         // the watch.
         let tunnel = first.len() < b"CONNECT ".len() || first.starts_with(b"CONNECT ");
         self.exchange = Some(Exchange::Asked { reused, tunnel });
+        self.body_left = declared_body(first, written);
     }
 
     fn written(
@@ -185,7 +297,7 @@ impl<S> Watched<S> {
         match written {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    self.note_write(first);
+                    self.note_write(first, n);
                 }
                 Poll::Ready(Ok(n))
             }

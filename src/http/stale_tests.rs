@@ -277,3 +277,106 @@ async fn upper_case_body_bytes_after_an_interim_answer_are_no_new_request() {
         assert_eq!(read.unwrap(), 0, "reused: {reused}");
     }
 }
+
+#[tokio::test]
+async fn interim_answers_are_followed_to_the_final_one() {
+    // Interim heads split anywhere across reads, then the final answer: the connection is an
+    // ordinary keep-alive one after it, and its close on the next request is stale.
+    let answers: [&[&[u8]]; 3] = [
+        &[b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n", ANSWER],
+        &[
+            b"HTTP/1.1 100 Continue\r",
+            b"\n\r",
+            b"\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 20",
+            b"0 OK\r\ncontent-length: 0\r\n\r\n",
+        ],
+        &[b"\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"],
+    ];
+    for parts in answers {
+        let (mut client, mut server) = pipe(true);
+        client.write_all(REQUEST).await.unwrap();
+        server.read_exact(&mut [0u8; REQUEST.len()]).await.unwrap();
+        for part in parts {
+            server.write_all(part).await.unwrap();
+            client.read_exact(&mut vec![0u8; part.len()]).await.unwrap();
+        }
+        client.write_all(REQUEST).await.unwrap();
+        drop(server);
+        let error = client.read(&mut [0u8; 16]).await.unwrap_err();
+        assert!(is_stale(&error), "{parts:?}: {error:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_close_between_an_interim_answer_and_the_final_one_is_not_stale() {
+    for reused in [false, true] {
+        let (mut client, mut server) = pipe(true);
+        if reused {
+            exchange(&mut client, &mut server).await;
+        }
+        ask(
+            &mut client,
+            &mut server,
+            REQUEST,
+            b"HTTP/1.1 103 Early Hints\r\n\r\n",
+        )
+        .await;
+        // A request line written now is no new request: the answer has not come.
+        client.write_all(REQUEST).await.unwrap();
+        drop(server);
+        assert_eq!(
+            client.read(&mut [0u8; 16]).await.unwrap(),
+            0,
+            "reused: {reused}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_declared_body_is_body_however_it_begins() {
+    // After an early final answer, the rest of a body its head declared is written; a request
+    // line inside it is no new request, and the close after it is the server's.
+    const HEAD: &[u8] = b"PUT /x HTTP/1.1\r\ncontent-length: 40\r\n\r\n";
+    let (mut client, mut server) = pipe(true);
+    exchange(&mut client, &mut server).await;
+    client.write_all(HEAD).await.unwrap();
+    server.read_exact(&mut vec![0u8; HEAD.len()]).await.unwrap();
+    server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+    client.read_exact(&mut [0u8; 17]).await.unwrap();
+    client
+        .write_all(b"GET /inner HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    drop(server);
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0);
+}
+
+#[test]
+fn a_heads_declared_body_is_its_content_length_less_what_went_with_it() {
+    let cases: [(&[u8], usize, u64); 8] = [
+        (b"GET / HTTP/1.1\r\ncontent-length: 5\r\n\r\n", 40, 0),
+        (
+            b"PUT / HTTP/1.1\r\nhost: a\r\nContent-Length: 5\r\n\r\n",
+            44,
+            5,
+        ),
+        (b"POST / HTTP/1.1\r\ncontent-length:7\r\n\r\nabc", 40, 4),
+        (b"POST / HTTP/1.1\r\ncontent-length: 7\r\n\r\n", 60, 0),
+        (
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            47,
+            0,
+        ),
+        (b"POST / HTTP/1.1\r\ncontent-length: +7\r\n\r\n", 40, 0),
+        (b"POST / HTTP/1.1\r\ncontent-length: 7\r\n", 36, 0),
+        (b"DELETE / HTTP/1.1\r\n\r\n", 21, 0),
+    ];
+    for (head, written, left) in cases {
+        assert_eq!(
+            declared_body(head, written),
+            left,
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}

@@ -232,3 +232,37 @@ async fn after_a_stale_resend_the_body_keeps_the_requests_deadline() {
     );
     books(&c);
 }
+
+/// Contract: deadlines cover the response body and are never extended. A chunked body
+/// whose chunks keep coming (one every 50 ms, each well inside any idle limit) and whose
+/// last chunk never comes ends with `DeadlineExceeded` near the 400 ms deadline, charged to
+/// the endpoint (tests/body_deadline.rs drips content until a stop; this trickle never stops
+/// and is chunk-framed).
+#[tokio::test]
+async fn an_endless_chunked_trickle_ends_at_the_deadline() {
+    let mut steps = vec![w(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")];
+    for _ in 0..200 {
+        steps.push(w(b"1\r\nx\r\n"));
+        steps.push(Step::Sleep(50));
+    }
+    let s = serve(Arc::new(move |_, _, _| steps.clone())).await;
+    let c = builder(s.addr)
+        .deadline(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let end = finish(c.get("/stream")).await;
+    let took = t.elapsed();
+    println!("{end:?} after {took:?}; {}", stats_line(&c));
+    assert!(
+        matches!(end, End::Body(200, _, Some(Kind::DeadlineExceeded), _)),
+        "{end:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "deadline extended: {took:?}"
+    );
+    let failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
+    assert_eq!(failures, 1, "{}", stats_line(&c));
+    assert_eq!(s.hits(), 1);
+}

@@ -8,9 +8,12 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bad_data;
 mod deadlines;
 mod early_answers;
 mod framing;
+mod reqwest_wire;
+mod stale_shapes;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
