@@ -42,6 +42,7 @@ pub(crate) use client::request_scheme;
 mod connect;
 mod dns;
 mod endpoint;
+mod framing;
 mod reload;
 mod stale;
 mod stats;

@@ -14,6 +14,7 @@
 //! HTTP/2 connections are not watched: their reads and writes interleave across streams, and
 //! HTTP/2 says itself which streams were not processed (`GOAWAY`, `REFUSED_STREAM`).
 
+use super::framing::{Body, LAST_CHUNK, declared_body, interim_end, starts_request};
 use crate::classify::StaleConnection;
 use std::io;
 use std::pin::Pin;
@@ -26,19 +27,20 @@ pub(crate) struct Watched<S> {
     inner: S,
     /// `None` for a connection that is not watched (HTTP/2), or no longer (see [`Exchange`]).
     exchange: Option<Exchange>,
-    /// Bytes of the request's body still to be written, as its head declared them
-    /// (`content-length`): until they are, every write is body, whatever it looks like.
-    body_left: u64,
+    /// What is left to write of the request's body: until it is all out, every write is
+    /// body, whatever it looks like.
+    body: Body,
 }
 
 /// Where a watched connection is in its request/answer exchanges. hyper's HTTP/1.1 client
-/// sends one request at a time and reads its answer before it writes the next, so a write
-/// that begins with a whole request line after the answer came, and after the body its head
-/// declared (see [`Watched::body_left`]), starts a new request. Other writes are the rest of
-/// the request under way: a body still going out when the server answered early (an upload it
-/// refuses, or answers as it reads), or after `100 Continue`. Interim answers (`1xx`) are
-/// followed to the final one, whose code decides; `101` hands the connection over to another
-/// protocol and the answer to a `CONNECT` may make it a tunnel: both end the watch.
+/// sends one request at a time and reads its answer before it writes the next, so once a
+/// request's body is all out (see [`Body`]) and its answer came, a write that begins with a
+/// whole request line starts a new request. Until then every write is the request under way
+/// (its body after `100 Continue`, say). A final answer that begins before the body is known
+/// to be all out (an early answer to an upload, or a body whose end the watch cannot count)
+/// ends the watch: what is written after it may be anything. Interim answers (`1xx`) are
+/// followed to the final one; `101` hands the connection over to another protocol and the
+/// answer to a `CONNECT` may make it a tunnel: both end the watch too.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Exchange {
     /// No request yet.
@@ -55,9 +57,9 @@ enum Exchange {
         len: u8,
         tunnel: bool,
     },
-    /// An interim answer's head is coming: `matched` bytes of its end (`\r\n\r\n`) came last.
-    /// The final answer's status line follows it.
-    Interim { matched: u8, tunnel: bool },
+    /// An interim answer's head is coming, its end not seen yet (`state`: see
+    /// [`interim_end`]). The final answer's status line follows it.
+    Interim { state: u8, tunnel: bool },
     /// The answer's status code came, and it is a final one.
     Answered,
 }
@@ -67,83 +69,6 @@ const STATUS_END: usize = 12;
 
 /// Where the status code's first digit is (`HTTP/1.1 1…` is an interim answer).
 const STATUS_DIGIT: usize = 9;
-
-/// Whether a write that begins with `bytes` begins a request: the whole request line, as
-/// hyper writes a request's head (one buffer, ahead of its body): a method token, a space, a
-/// target, a space and `HTTP/1.x` with its line end. Body bytes that happen to look like a
-/// method and a space (`SELECT 1;`) are no request.
-fn starts_request(bytes: &[u8]) -> bool {
-    let method = bytes.iter().take_while(|&&b| is_tchar(b)).count();
-    if method == 0 || bytes.get(method) != Some(&b' ') {
-        return false;
-    }
-    let rest = &bytes[method + 1..];
-    let target = rest.iter().take_while(|&&b| b > b' ' && b != 0x7f).count();
-    let version = &rest[target..];
-    target > 0
-        && version.len() >= b" HTTP/1.1\r\n".len()
-        && version.starts_with(b" HTTP/1.")
-        && version[8].is_ascii_digit()
-        && version[9..].starts_with(b"\r\n")
-}
-
-/// What remains to be written of the body that a request's head declares, once `written`
-/// bytes of the write that began with `head` went out: its `content-length` less the body
-/// bytes in that write. 0 for a request with no body, and for one whose body's length is not
-/// declared (chunked) or whose head is not whole in `head`: the watch then treats later writes
-/// as it always did (see [`starts_request`]). `GET` and `HEAD` are taken as bodiless unread,
-/// so that the common request pays for no look at its headers.
-fn declared_body(head: &[u8], written: usize) -> u64 {
-    if head.starts_with(b"GET ") || head.starts_with(b"HEAD ") {
-        return 0;
-    }
-    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return 0;
-    };
-    let mut length = None;
-    // The lines after the request line, up to the empty one.
-    for line in head[..end].split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            return 0;
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let digits = value.len() <= 19 && !value.is_empty();
-            if !digits || !value.iter().all(u8::is_ascii_digit) {
-                return 0;
-            }
-            length = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
-        }
-    }
-    let sent = written.saturating_sub(end + 4) as u64;
-    length.map_or(0, |length| length.saturating_sub(sent))
-}
-
-/// Looks in `read` for the end of an interim answer's head (`\r\n\r\n`), `matched` bytes of
-/// which came at the end of the reads before: the bytes after it (the next answer's), or how
-/// much of it ends `read`.
-fn interim_end(read: &[u8], mut matched: u8) -> Result<&[u8], u8> {
-    const END: &[u8; 4] = b"\r\n\r\n";
-    for (i, &b) in read.iter().enumerate() {
-        matched = if b == END[usize::from(matched)] {
-            matched + 1
-        } else if b == b'\r' {
-            1
-        } else {
-            0
-        };
-        if usize::from(matched) == END.len() {
-            return Ok(&read[i + 1..]);
-        }
-    }
-    Err(matched)
-}
 
 /// Whether `error` is how a closed connection shows: the peer's FIN (without TLS's
 /// `close_notify`), its reset, or a write after either.
@@ -158,18 +83,13 @@ fn closes(error: &io::Error) -> bool {
     )
 }
 
-/// RFC 9110's token characters, of which a method is made (`BASELINE-CONTROL`, `get`).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 impl<S> Watched<S> {
     /// Wraps `inner`; `watch` is false for a connection that must not be watched (HTTP/2).
     pub(crate) fn new(inner: S, watch: bool) -> Self {
         Watched {
             inner,
             exchange: watch.then(Exchange::default),
-            body_left: 0,
+            body: Body::Done,
         }
     }
 
@@ -179,7 +99,9 @@ impl<S> Watched<S> {
     fn stale(&self, writing: Option<&[u8]>) -> bool {
         match self.exchange {
             Some(Exchange::Asked { reused, .. }) => reused,
-            Some(Exchange::Answered) => writing.is_some_and(starts_request),
+            Some(Exchange::Answered) => {
+                self.body == Body::Done && writing.is_some_and(starts_request)
+            }
             _ => false,
         }
     }
@@ -205,7 +127,7 @@ impl<S> Watched<S> {
                 Some(Exchange::Answering { start, len, tunnel }) => {
                     (start, usize::from(len), tunnel)
                 }
-                Some(Exchange::Interim { matched, tunnel }) => match interim_end(read, matched) {
+                Some(Exchange::Interim { state, tunnel }) => match interim_end(read, state) {
                     Ok(rest) => {
                         read = rest;
                         self.exchange = Some(Exchange::Answering {
@@ -215,20 +137,24 @@ impl<S> Watched<S> {
                         });
                         continue;
                     }
-                    Err(matched) => {
-                        self.exchange = Some(Exchange::Interim { matched, tunnel });
+                    Err(state) => {
+                        self.exchange = Some(Exchange::Interim { state, tunnel });
                         return;
                     }
                 },
                 _ => return,
             };
             if len == 0 {
-                // RFC 9112 §2.2: empty lines before a status line are to be ignored.
+                // RFC 9112 §2.2: empty lines before a status line are to be ignored; before
+                // the first answer they are no answer yet.
                 let blank = read
                     .iter()
                     .take_while(|&&b| b == b'\r' || b == b'\n')
                     .count();
                 read = &read[blank..];
+                if read.is_empty() {
+                    return;
+                }
             }
             // The answer has begun: from here on the connection's end is not stale, whatever
             // the status. Its code says whether the watch goes on (see `Exchange`).
@@ -255,8 +181,10 @@ impl<S> Watched<S> {
                 // Another protocol from here on: not watched any more.
                 None
             } else if interim {
-                Some(Exchange::Interim { matched: 0, tunnel })
-            } else if tunnel {
+                Some(Exchange::Interim { state: 0, tunnel })
+            } else if tunnel || self.body != Body::Done {
+                // A tunnel; or an answer that came before the body was known to be all out,
+                // after which a write may be body or a new request: not told apart.
                 None
             } else {
                 Some(Exchange::Answered)
@@ -267,37 +195,61 @@ impl<S> Watched<S> {
         }
     }
 
-    /// Notes a write of `written` bytes that began with `first` (the bytes of its first
-    /// non-empty buffer).
-    fn note_write(&mut self, first: &[u8], written: usize) {
-        if self.body_left > 0 {
-            // More of the body the request's head declared.
-            self.body_left = self.body_left.saturating_sub(written as u64);
-            return;
+    /// Notes a write that took `written` of the `total` bytes offered, which began with
+    /// `first` and ended with `last` (its first and last non-empty buffers).
+    fn note_write(&mut self, first: &[u8], last: &[u8], written: usize, total: usize) {
+        let whole = written == total;
+        match self.body {
+            Body::Left(left) => {
+                // More of the body the request's head declared.
+                self.body = match left.saturating_sub(written as u64) {
+                    0 => Body::Done,
+                    left => Body::Left(left),
+                };
+                return;
+            }
+            Body::Open => {
+                if whole && last == LAST_CHUNK {
+                    self.body = Body::Done;
+                }
+                return;
+            }
+            Body::Done => {}
         }
         let reused = match self.exchange {
             // A fresh connection's first write is a request's head.
             Some(Exchange::Fresh) => false,
             Some(Exchange::Answered) if starts_request(first) => true,
-            // More of the request on its way, or not watched.
-            _ => return,
+            Some(Exchange::Answered) | None => return,
+            // More of a request whose head declared no body (or was not read, a `GET`'s): a
+            // body after all, whose end the watch cannot count.
+            Some(_) => {
+                self.body = Body::Open;
+                return;
+            }
         };
         // Too short to tell a `CONNECT` from another method: taken as one, which only ends
         // the watch.
         let tunnel = first.len() < b"CONNECT ".len() || first.starts_with(b"CONNECT ");
         self.exchange = Some(Exchange::Asked { reused, tunnel });
-        self.body_left = declared_body(first, written);
+        self.body = declared_body(first, written);
+        // An empty chunked body goes out with its head.
+        if self.body == Body::Open && whole && !std::ptr::eq(first, last) && last == LAST_CHUNK {
+            self.body = Body::Done;
+        }
     }
 
     fn written(
         &mut self,
         written: Poll<io::Result<usize>>,
         first: &[u8],
+        last: &[u8],
+        total: usize,
     ) -> Poll<io::Result<usize>> {
         match written {
             Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.note_write(first, n);
+                if n > 0 && self.exchange.is_some() {
+                    self.note_write(first, last, n, total);
                 }
                 Poll::Ready(Ok(n))
             }
@@ -343,7 +295,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.written(written, buf)
+        if this.exchange.is_none() {
+            return written;
+        }
+        this.written(written, buf, buf, buf.len())
     }
 
     fn poll_write_vectored(
@@ -353,11 +308,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        let first = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
-        this.written(written, first)
+        if this.exchange.is_none() {
+            return written;
+        }
+        let mut offered = bufs.iter().filter(|b| !b.is_empty());
+        let first = offered.next().map_or(&[][..], |b| &b[..]);
+        let last = offered.next_back().map_or(first, |b| &b[..]);
+        let total = bufs.iter().map(|b| b.len()).sum();
+        this.written(written, first, last, total)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -381,3 +339,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 #[cfg(test)]
 #[path = "stale_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "stale_writes_tests.rs"]
+mod writes_tests;

@@ -221,3 +221,126 @@ async fn a_stale_connection_after_an_answer_led_by_an_empty_line_is_still_stale(
     );
     books(&c);
 }
+
+/// A GET with a streamed body of known length (`content-length`; search APIs send them),
+/// whose second chunk is an HTTP message (`message/http`, a batch): the server answers early
+/// (its status line), then resets. Every attempt's answer began: each is the endpoint's
+/// failure, none a stale resend.
+#[tokio::test]
+async fn a_get_with_a_body_carrying_a_request_line_after_an_early_answer_is_charged() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                if common::read_head(&mut tcp, &mut pending).await.is_none() {
+                    return;
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            });
+        }
+    });
+    let c = builder(addr).build().unwrap();
+    let second: &'static [u8] = b"GET /inner HTTP/1.1\r\nhost: inner\r\n\r\n";
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Bytes::from_static(b"first part;")).unwrap();
+    let len = (11 + second.len()) as u64;
+    let req = http::Request::get("/_search")
+        .header("content-type", "message/http")
+        .body(ChanBody(rx, Some(len)))
+        .unwrap();
+    let call = tokio::spawn(async move {
+        let r = tokio::time::timeout(BOUND, c.request(req))
+            .await
+            .expect("no hang");
+        (r.map(|r| r.status().as_u16()).map_err(|e| chain(&e)), c)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = tx.send(Bytes::from_static(second));
+    drop(tx);
+    let (end, c) = call.await.unwrap();
+    let failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
+    let gets = hits.load(Ordering::SeqCst);
+    println!("{end:?}\ngets {gets}; {}", stats_line(&c));
+    assert!(
+        !end.as_ref().err().is_some_and(|e| e.contains("stale")),
+        "{end:?}"
+    );
+    assert_eq!(c.stats().stale_resends, 0, "{}", stats_line(&c));
+    assert_eq!(failures as usize, gets, "{}", stats_line(&c));
+}
+
+/// The same with a whole early answer head and part of its body, then a reset: the body's
+/// failure is the endpoint's.
+#[tokio::test]
+async fn a_get_body_cut_after_its_answer_head_is_charged() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                if common::read_head(&mut tcp, &mut pending).await.is_none() {
+                    return;
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            });
+        }
+    });
+    let c = builder(addr).build().unwrap();
+    let second: &'static [u8] = b"GET /inner HTTP/1.1\r\nhost: inner\r\n\r\n";
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Bytes::from_static(b"first part;")).unwrap();
+    let len = (11 + second.len()) as u64;
+    let req = http::Request::get("/_search")
+        .body(ChanBody(rx, Some(len)))
+        .unwrap();
+    let call = tokio::spawn(finish(c.request(req)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = tx.send(Bytes::from_static(second));
+    drop(tx);
+    let end = call.await.unwrap();
+    let failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
+    println!("{end:?}\n{}", stats_line(&c));
+    assert!(!format!("{end:?}").contains("stale"), "{end:?}");
+    assert_eq!(failures, 1, "{}", stats_line(&c));
+}
+
+/// The first answer on the connection carried a `100 Continue` whose lines end in a bare LF
+/// (hyper accepts it): the next GET's stale close is still stale, resent for free.
+#[tokio::test]
+async fn a_stale_close_after_a_bare_lf_interim_answer_is_charged() {
+    let s = serve(Arc::new(|n, _, _| match n {
+        0 => vec![w(
+            b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        )],
+        1 => vec![Step::Fin],
+        _ => vec![w(OK)],
+    }))
+    .await;
+    let c = builder(s.addr).build().unwrap();
+    let first = finish(c.get("/a")).await;
+    assert!(matches!(first, End::Ok(200, _)), "{first:?}");
+    let end = finish(c.get("/b")).await;
+    let st = c.stats();
+    let failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
+    println!("{end:?}; heads {:?}; {}", s.heads(), stats_line(&c));
+    assert_eq!(s.heads()[1].0, 0, "the GET went on the reused connection");
+    assert_eq!(
+        (st.stale_resends, st.retries, failures),
+        (1, 0, 0),
+        "{}",
+        stats_line(&c)
+    );
+}
