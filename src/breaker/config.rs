@@ -23,7 +23,7 @@ pub const MAX_HALF_OPEN_PROBES: u32 = 63;
 /// |---|---|---|---|
 /// | `enabled` | `true` | on in [`http::Client`](crate::http::Client): an outage then costs the upstream probes only | any; `false` passes every request through untouched |
 /// | `failure_rate_threshold` | 0.9 | ours: an outage, not a partial failure (see above). resilience4j 50%, Polly 10% (both with a fallback) | (0, 1] |
-/// | `window` | 2 s, in 10 buckets | ours (resilience4j's time window 60 s, Polly 30 s): an outage after busy traffic trips within it, once its failures make 90% of it; at 10 s the successes before a 6 s outage kept it closed throughout. A fleet flapping in phase (half a second failing, half healthy) stays below 90% | ≥ 10 ms |
+/// | `window` | 5 s, in 10 buckets | ours (resilience4j's time window 60 s, Polly 30 s): an outage after busy traffic trips it once its failures make 90% of the window, 4.5 s in. A shorter outage (a restart, a partition of a few seconds) never trips it, and costs nothing once it heals: at 2 s a 2 s outage tripped the circuit as the fleet came back (a hanging fleet's failures arrive a deadline late), which then refused and ramped for two more seconds (loadgen, 16 callers in a closed loop: 33–42% served against 99.95% without a breaker). At 10 s the successes before a 6 s outage kept it closed throughout. A fleet flapping in phase (half a second failing, half healthy) stays below 90% | ≥ 10 ms |
 /// | `minimum_calls` | 20 | resilience4j and Polly ask for 100 calls; 20 lets a client of 10 requests/s trip at all, and keeps the threshold from firing on a handful of calls | ≥ 1 |
 /// | `slow_call_duration` | `None` (off) | resilience4j 60 s | > 0 when set |
 /// | `slow_call_rate_threshold` | 1.0 | resilience4j 100%: only a window of slow calls trips | (0, 1] |
@@ -110,7 +110,7 @@ impl Default for BreakerConfig {
         BreakerConfig {
             enabled: true,
             failure_rate_threshold: 0.9,
-            window: Duration::from_secs(2),
+            window: Duration::from_secs(5),
             minimum_calls: 20,
             slow_call_duration: None,
             slow_call_rate_threshold: 1.0,
