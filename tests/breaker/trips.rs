@@ -126,3 +126,44 @@ async fn an_outage_after_healthy_traffic_trips_within_a_window_by_default() {
         "not on the first failures"
     );
 }
+
+/// Busy traffic (10 requests every 100 ms), then every request failing for `outage`: with the
+/// default settings, when (from the outage's start) the circuit opened, if it did.
+async fn default_breaker_under_an_outage(outage: Duration) -> Option<Duration> {
+    let upstream = Upstream::new();
+    let mut defaults = BreakerConfig::default();
+    defaults.break_jitter = 0.0;
+    let (svc, handle) = breaker(&defaults, &upstream);
+    let tick = Duration::from_millis(100);
+    for _ in 0..100 {
+        assert_eq!(calls(&svc, 10).await, 0);
+        tokio::time::advance(tick).await;
+    }
+    upstream.status(503);
+    let mut failing = Duration::ZERO;
+    while failing < outage {
+        calls(&svc, 10).await;
+        if handle.state() != BreakerState::Closed {
+            return Some(failing);
+        }
+        tokio::time::advance(tick).await;
+        failing += tick;
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_an_outage_of_a_few_seconds_never_opens_the_circuit() {
+    // A restart or a partition of a few seconds: once it heals, nothing is refused.
+    assert_eq!(
+        default_breaker_under_an_outage(Duration::from_secs(4)).await,
+        None
+    );
+    // A long one is an outage the upstream needs relief from: 90% of the 5 s window.
+    // (The window slides by tenths: it opens within the tenth where failures reach 90%.)
+    let opened = default_breaker_under_an_outage(Duration::from_secs(10)).await;
+    assert!(
+        opened.is_some_and(|at| (Duration::from_secs(4)..=Duration::from_secs(5)).contains(&at)),
+        "{opened:?}"
+    );
+}
