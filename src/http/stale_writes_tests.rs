@@ -62,7 +62,7 @@ async fn write_as_hyper(client: &mut Watched<Capped>, mut buf: &[u8]) {
 /// (a `message/http` body), answered early and then closed: the answer began, so the close is
 /// the server's. The watch cannot count a body after a cut head, and steps aside.
 #[tokio::test]
-async fn a_partial_head_write_miscounts_the_declared_body() {
+async fn a_body_after_a_head_cut_by_a_partial_write_is_no_new_request() {
     const INNER: &[u8] = b"GET /inner HTTP/1.1\r\n\r\n";
     let filler = b"0123456789";
     let body: Vec<u8> = [&filler[..], INNER].concat();
@@ -92,19 +92,13 @@ async fn a_partial_head_write_miscounts_the_declared_body() {
     );
 }
 
-/// A chunked upload (a streamed body of unknown size) answered early: a partial write that
-/// ends right after a chunk's size line makes the next write begin with the chunk's data, a
-/// request line here. The answer began, so the connection's end is the server's.
+/// A chunked upload (a streamed body of unknown size) answered early, on a stream that takes
+/// the chunk's size line alone: the next write begins with the chunk's data, a request line
+/// here. The answer began, so the connection's end is the server's, read or written.
 #[tokio::test]
-async fn a_chunked_body_after_a_partial_write_is_taken_for_a_new_request() {
-    const HEAD: &[u8] = b"PUT /replay HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
+async fn a_chunk_split_from_its_size_line_is_no_new_request() {
     const CHUNK: &[u8] = b"17\r\nGET /inner HTTP/1.1\r\n\r\n\r\n0\r\n\r\n";
-    let (mut client, mut server) = capped(&[usize::MAX, 4]);
-    write_as_hyper(&mut client, HEAD).await;
-    server.read_exact(&mut vec![0u8; HEAD.len()]).await.unwrap();
-    server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-    client.read_exact(&mut [0u8; 17]).await.unwrap();
-    // hyper flattens "17\r\n" + data + "\r\n" + last chunk; the stream takes 4 bytes first.
+    let (mut client, server) = chunked_upload_answered_early().await;
     write_as_hyper(&mut client, CHUNK).await;
     drop(server);
     let read = client.read(&mut [0u8; 16]).await;
@@ -112,23 +106,25 @@ async fn a_chunked_body_after_a_partial_write_is_taken_for_a_new_request() {
         !read.as_ref().is_err_and(is_stale),
         "the answer began: {read:?}"
     );
+
+    let (mut client, server) = chunked_upload_answered_early().await;
+    let n = client.write(CHUNK).await.unwrap();
+    assert_eq!(n, 4, "the size line alone");
+    drop(server);
+    let error = client.write(&CHUNK[n..]).await.unwrap_err();
+    assert!(!is_stale(&error), "the answer began: {error:?}");
 }
 
-/// The same, with the chunk's data write meeting the server's close (a broken pipe).
-#[tokio::test]
-async fn a_chunked_body_write_failing_after_an_early_answer_is_stale() {
+/// A chunked upload's head written whole, and the server's early status line read, on a
+/// stream whose next write takes 4 bytes only.
+async fn chunked_upload_answered_early() -> (Watched<Capped>, DuplexStream) {
     const HEAD: &[u8] = b"PUT /replay HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n";
-    const CHUNK: &[u8] = b"17\r\nGET /inner HTTP/1.1\r\n\r\n\r\n";
     let (mut client, mut server) = capped(&[usize::MAX, 4]);
     write_as_hyper(&mut client, HEAD).await;
     server.read_exact(&mut vec![0u8; HEAD.len()]).await.unwrap();
     server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
     client.read_exact(&mut [0u8; 17]).await.unwrap();
-    let n = client.write(CHUNK).await.unwrap();
-    assert_eq!(n, 4);
-    drop(server);
-    let error = client.write(&CHUNK[n..]).await.unwrap_err();
-    assert!(!is_stale(&error), "the answer began: {error:?}");
+    (client, server)
 }
 
 /// A GET with a body (search APIs: Elasticsearch, OpenSearch) answered early, whose body
@@ -176,7 +172,7 @@ async fn a_get_body_after_an_early_answer_is_no_new_request() {
 /// after the next request was written, then the idle close: no byte of an answer came (RFC
 /// 9112 §2.2: empty lines before a status line are ignored), so the close is stale.
 #[tokio::test]
-async fn a_lone_empty_line_then_a_close_is_not_stale() {
+async fn a_lone_empty_line_then_a_close_is_stale() {
     let (mut client, mut server) = pipe(true);
     exchange(&mut client, &mut server).await;
     client.write_all(REQUEST).await.unwrap();
@@ -194,7 +190,7 @@ async fn a_lone_empty_line_then_a_close_is_not_stale() {
 /// An interim answer whose lines end in a bare LF (httparse, hence hyper, accepts it) ends
 /// like any other: a later stale close on the connection is stale.
 #[tokio::test]
-async fn a_bare_lf_interim_answer_ends_the_watch_for_good() {
+async fn a_bare_lf_interim_answer_keeps_the_watch() {
     let (mut client, mut server) = pipe(true);
     let answer: &[u8] = b"HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\ncontent-length: 0\n\n";
     ask(&mut client, &mut server, REQUEST, answer).await;

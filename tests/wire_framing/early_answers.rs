@@ -225,35 +225,7 @@ async fn a_body_cut_after_an_early_answer_to_an_upload_is_the_endpoints_failure(
 /// sent again at no retry cost).
 #[tokio::test]
 async fn a_stale_connection_whose_first_answer_was_dribbled_is_still_stale() {
-    let s = serve(Arc::new(|n, _, _| match n {
-        0 => vec![Step::Drip(OK.to_vec(), 5)],
-        1 => vec![Step::Fin],
-        _ => vec![w(OK)],
-    }))
-    .await;
-    let c = builder(s.addr).build().unwrap();
-    assert!(matches!(finish(c.get("/a")).await, End::Ok(200, _)));
-    let end = finish(c.get("/b")).await;
-    let st = c.stats();
-    let failures: u64 = c.endpoints().iter().map(|e| e.failures).sum();
-    println!(
-        "dribbled then stale: {end:?}; heads {:?}; {}",
-        s.heads(),
-        stats_line(&c)
-    );
-    assert!(matches!(end, End::Ok(200, _)), "{end:?}");
-    assert_eq!(
-        s.heads()[1].0,
-        0,
-        "the second GET went on the reused connection"
-    );
-    assert_eq!(
-        (st.stale_resends, st.retries, failures),
-        (1, 0, 0),
-        "{}",
-        stats_line(&c)
-    );
-    books(&c);
+    super::stale_shapes::stale_after(vec![Step::Drip(OK.to_vec(), 5)], None).await;
 }
 
 /// A caller that gives up while its large upload is stuck (the server reads nothing): a
