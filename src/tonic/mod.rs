@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! Deadline (the channel's, or the call's own grpc-timeout when shorter)
-//!   → Limit → Breaker → Throttle
+//!   → Breaker → Limit → Throttle
 //!   → Retry (budget; a call that never reached a server always, others only for methods
 //!            declared idempotent)
 //!   → Hedge (off by default; idempotent methods only)
