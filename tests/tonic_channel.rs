@@ -272,8 +272,6 @@ async fn the_breaker_and_the_limit_answer_with_grpc_codes_without_sending() {
     let addr = serve(bad.clone());
     let mut breaker = BreakerConfig::default();
     breaker.consecutive_failures = 2;
-    // Refused at once rather than held until the break ends (and sent as a probe).
-    breaker.hold = false;
     let channel = channel(&[addr]).breaker(breaker).build().unwrap();
     for _ in 0..2 {
         let status = unary(channel.clone(), CREATE, tonic::Request::new(ping("a")))
