@@ -1,6 +1,6 @@
 //! The layer stack the clients share (`meshless::http::Client`, `meshless::reqwest::Client`,
 //! `meshless::tonic::Channel`): their policy settings, with defaults and checks, and the one
-//! place that stacks Deadline → Breaker → Limit → Throttle → Retry → Hedge → AttemptTimeout
+//! place that stacks Deadline → Limit → Breaker → Throttle → Retry → Hedge → AttemptTimeout
 //! over a balancer. Each client keeps its own endpoints, connection settings and public API.
 
 use crate::backoff::Backoff;
@@ -35,7 +35,7 @@ pub(crate) use crate::primitives::clock::NO_LIMIT;
 /// The layers as their own types rather than boxed: a request then costs no allocation for
 /// the service's clone nor for its future, and no dynamic call per poll.
 pub(crate) type Stack<K, S> =
-    Deadline<Breaker<Limit<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>;
+    Deadline<Limit<Breaker<Throttle<Retry<Hedge<AttemptTimeout<Balance<K, S>>>>>>>>;
 
 /// Names the route of a request, for per-route breakers.
 type RouteName =
@@ -300,8 +300,8 @@ impl Policies {
         };
         let stack = ServiceBuilder::new()
             .layer(deadline_layer)
-            .layer(protection.breaker)
             .layer(protection.limit)
+            .layer(protection.breaker)
             .layer(protection.throttle)
             .layer(retry)
             .layer(hedge)

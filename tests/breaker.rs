@@ -9,8 +9,6 @@ mod routes;
 #[path = "breaker/support.rs"]
 mod support;
 
-#[path = "breaker/hold.rs"]
-mod hold;
 #[path = "breaker/hot_path.rs"]
 mod hot_path;
 #[path = "breaker/modes.rs"]

@@ -42,9 +42,6 @@ fn config() -> BreakerConfig {
     c.half_open_probes = 3;
     c.ramp = Duration::from_millis(600);
     c.ramp_start_share = 0.1;
-    // Refused at once, so that each refusal is seen as it happens (held requests are in
-    // tests/breaker/hold.rs).
-    c.hold = false;
     c
 }
 

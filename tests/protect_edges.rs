@@ -217,9 +217,6 @@ async fn a_route_breaker_with_a_cancelled_probe_still_closes_and_other_routes_st
     });
     let (addr, hits) = server(respond).await;
     let mut breaker = BreakerConfig::default();
-    // Refused at once: the refusals are counted as they happen (held requests are in
-    // tests/breaker/hold.rs).
-    breaker.hold = false;
     breaker.minimum_calls = 5;
     breaker.failure_rate_threshold = 0.5;
     breaker.break_duration = Duration::from_secs(1);
@@ -533,9 +530,6 @@ async fn half_open_admits_exactly_the_configured_probes_from_a_burst() {
     });
     let (addr, hits) = server(respond).await;
     let mut breaker = BreakerConfig::default();
-    // Refused at once: the refusals are counted as they happen (held requests are in
-    // tests/breaker/hold.rs).
-    breaker.hold = false;
     breaker.minimum_calls = 5;
     breaker.failure_rate_threshold = 0.5;
     breaker.break_duration = Duration::from_millis(50);

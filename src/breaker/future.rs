@@ -1,25 +1,17 @@
 //! The breaker's response future: records the outcome at the response head.
 
 use super::layer::Core;
-use super::machine::{Admit, Shared};
-use super::{BreakerState, Rejected};
+use super::machine::Shared;
 use crate::classify::{Classified, Classify};
 use crate::error::{BoxError, Error, Kind};
 use crate::primitives::step::{self, Step};
-use http::Request;
 use pin_project_lite::pin_project;
 use std::error::Error as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
-use tokio::time::{Instant, Sleep};
-use tower::Service;
-
-/// How often a request held back looks again while the circuit's probes are out or its ramp
-/// refuses it (an open circuit is looked at again when its break ends).
-const RECHECK: Duration = Duration::from_millis(50);
+use tokio::time::Instant;
 
 /// How the request was admitted: what its outcome feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +37,10 @@ pin_project! {
     /// caller's (shorter than the client's own, set by the deadline layer from an inbound limit
     /// or an earlier `RequestDeadline`) counts as a cancellation when it passes: the caller ran
     /// out of patience, which says nothing certain about the upstream.
-    pub struct ResponseFuture<S, B, C>
-    where
-        S: Service<Request<B>>,
-    {
+    pub struct ResponseFuture<F, C> {
         #[pin]
-        inner: Option<S::Future>,
+        inner: Option<F>,
         refused: Option<Error>,
-        // A request held back while the circuit refuses (see `BreakerConfig::hold`): boxed,
-        // so that the common path moves one word for it.
-        held: Option<Box<Held<S, B>>>,
         core: Arc<Core<C>>,
         // The breaker of the request's route, when it has one (else the core's).
         route: Option<Arc<Shared>>,
@@ -64,10 +50,7 @@ pin_project! {
         callers_deadline: bool,
     }
 
-    impl<S, B, C> PinnedDrop for ResponseFuture<S, B, C>
-    where
-        S: Service<Request<B>>,
-    {
+    impl<F, C> PinnedDrop for ResponseFuture<F, C> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if *this.ticket == Ticket::Done {
@@ -83,29 +66,9 @@ pin_project! {
     }
 }
 
-/// A held request once sent: its future, how the circuit admitted it, and when (for slow calls).
-type Sent<F> = (F, Ticket, Option<Instant>);
-
-/// A request the circuit refused, held until it admits it or the request's deadline passes:
-/// nothing is sent meanwhile.
-pub(crate) struct Held<S, B> {
-    service: S,
-    request: Option<Request<B>>,
-    /// The refusal it gets if its deadline comes first.
-    why: Rejected,
-    deadline: Instant,
-    /// When it looks again.
-    look: Pin<Box<Sleep>>,
-    /// Admitted (how, and when), waiting for the service to be ready.
-    admitted: Option<(Ticket, Option<Instant>)>,
-}
-
-impl<S, B, C> ResponseFuture<S, B, C>
-where
-    S: Service<Request<B>>,
-{
+impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn new(
-        inner: S::Future,
+        inner: F,
         core: Arc<Core<C>>,
         route: Option<Arc<Shared>>,
         ticket: Ticket,
@@ -117,7 +80,6 @@ where
         ResponseFuture {
             inner: Some(inner),
             refused: None,
-            held: None,
             core,
             route,
             ticket,
@@ -130,7 +92,6 @@ where
         ResponseFuture {
             inner: None,
             refused: Some(error),
-            held: None,
             core,
             route: None,
             ticket: Ticket::Done,
@@ -138,119 +99,24 @@ where
             callers_deadline: false,
         }
     }
-
-    /// Holds `request`, refused for `why`, until the circuit admits it (then it goes to
-    /// `service`) or `deadline` passes (then it is refused).
-    pub(crate) fn held(
-        (service, request): (S, Request<B>),
-        why: Rejected,
-        deadline: Instant,
-        (core, route): (Arc<Core<C>>, Option<Arc<Shared>>),
-        callers_deadline: bool,
-    ) -> Self {
-        ResponseFuture {
-            inner: None,
-            refused: None,
-            held: Some(Box::new(Held {
-                service,
-                request: Some(request),
-                why,
-                deadline,
-                look: Box::pin(tokio::time::sleep_until(deadline)),
-                admitted: None,
-            })),
-            core,
-            route,
-            ticket: Ticket::Done,
-            started: None,
-            callers_deadline,
-        }
-    }
 }
 
-/// Counts and reports a refusal by `shared`, and the error it is.
-pub(crate) fn refusal(why: Rejected, shared: &Shared) -> Error {
-    shared.count_rejected();
-    if let Some(telemetry) = shared.telemetry.get() {
-        telemetry.rejected(why.state, false);
-    }
-    Error::with_source(Kind::CircuitOpen, why)
-}
-
-impl<S, B> Held<S, B>
+impl<F, C, RB, E> Future for ResponseFuture<F, C>
 where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    /// Waits for the circuit to admit the request and the service to be ready, then calls it:
-    /// its future, and how it was admitted. The refusal once the deadline passes first.
-    fn poll_call(
-        &mut self,
-        shared: &Shared,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Sent<S::Future>, Error>> {
-        while self.admitted.is_none() {
-            let now = Instant::now();
-            match shared.admit(now) {
-                Admit::Pass => self.admitted = Some((Ticket::Pass, shared.slow_call.map(|_| now))),
-                Admit::Probe { episode } => {
-                    self.admitted = Some((Ticket::Probe { episode }, Some(now)))
-                }
-                Admit::Reject(why) => {
-                    if now >= self.deadline {
-                        return Poll::Ready(Err(refusal(why, shared)));
-                    }
-                    // An open circuit changes at the end of its break; probes out and a ramp
-                    // change with answers this request cannot wait on, so it looks again.
-                    let next = match why.until {
-                        Some(end) if why.state == BreakerState::Open => end,
-                        _ => now + RECHECK,
-                    };
-                    self.why = why;
-                    self.look.as_mut().reset(next.min(self.deadline));
-                    ready!(self.look.as_mut().poll(cx));
-                }
-            }
-        }
-        ready!(self.service.poll_ready(cx)).map_err(Error::from_service)?;
-        let (ticket, started) = self.admitted.take().unwrap_or((Ticket::Pass, None));
-        match self.request.take() {
-            Some(request) => Poll::Ready(Ok((self.service.call(request), ticket, started))),
-            // Polled again after it was sent: the caller broke the future's contract.
-            None => Poll::Ready(Err(Error::with_source(Kind::CircuitOpen, self.why))),
-        }
-    }
-}
-
-impl<S, B, C, RB> Future for ResponseFuture<S, B, C>
-where
-    S: Service<Request<B>, Response = http::Response<RB>>,
-    S::Error: Into<BoxError>,
+    F: Future<Output = Result<http::Response<RB>, E>>,
+    E: Into<BoxError>,
     C: Classify,
 {
     type Output = Result<http::Response<RB>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _step = Step::enter();
-        let mut this = self.project();
+        let this = self.project();
         if this.refused.is_some() {
             ready!(crate::primitives::refusing::poll_budget(cx));
         }
         if let Some(error) = this.refused.take() {
             return Poll::Ready(Err(error));
-        }
-        if let Some(held) = this.held.as_mut() {
-            let shared = this.route.as_deref().unwrap_or(&this.core.shared);
-            let called = ready!(held.poll_call(shared, cx));
-            *this.held = None;
-            match called {
-                Ok((future, ticket, started)) => {
-                    *this.ticket = ticket;
-                    *this.started = started;
-                    this.inner.set(Some(future));
-                }
-                Err(error) => return Poll::Ready(Err(error)),
-            }
         }
         let Some(inner) = this.inner.as_pin_mut() else {
             // Polled after it finished: the caller broke the future's contract.

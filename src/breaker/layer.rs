@@ -1,14 +1,14 @@
 //! The breaker layer, its service and its handle.
 
 use super::config::BreakerConfig;
-use super::future::{ResponseFuture, Ticket, refusal};
+use super::future::{ResponseFuture, Ticket};
 use super::machine::{Admit, CLOSED, Shared, state};
 use super::route::Routes;
 use super::telemetry::Telemetry;
 use super::{BreakerState, BreakerStats, Rejected};
 use crate::classify::{Classifier, Classify};
 use crate::deadline::{DeadlineFromCaller, RequestDeadline};
-use crate::error::{BoxError, ConfigError, Error};
+use crate::error::{BoxError, ConfigError, Error, Kind};
 use crate::observe::Settings;
 use crate::primitives::step;
 use http::Request;
@@ -306,13 +306,13 @@ impl<S, C> Breaker<S, C> {
 
 impl<S, C, B, RB> Service<Request<B>> for Breaker<S, C>
 where
-    S: Service<Request<B>, Response = http::Response<RB>> + Clone,
+    S: Service<Request<B>, Response = http::Response<RB>>,
     S::Error: Into<BoxError>,
     C: Classify,
 {
     type Response = http::Response<RB>;
     type Error = Error;
-    type Future = ResponseFuture<S, B, C>;
+    type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if self.inner_ready {
@@ -346,7 +346,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let core = self.core.clone();
         if let Some(why) = self.refusal.take() {
-            return self.refuse(why, req, core, None);
+            return refuse(why, &core.shared, core.clone());
         }
         if !core.shared.config.enabled {
             self.inner_ready = false;
@@ -382,7 +382,7 @@ where
                 Ticket::Shadow
             }
             // The inner service's readiness stays for the next call.
-            Admit::Reject(why) => return self.refuse(why, req, core.clone(), route),
+            Admit::Reject(why) => return refuse(why, shared, core.clone()),
         };
         self.inner_ready = false;
         let extensions = req.extensions();
@@ -406,40 +406,13 @@ where
     }
 }
 
-impl<S: Clone, C> Breaker<S, C> {
-    /// Refuses `req` on behalf of the route's breaker (`route`, or the core's): nothing is
-    /// sent. A request with a deadline is held until the circuit admits it or the deadline
-    /// passes (see [`BreakerConfig::hold`]); one without is refused at once.
-    fn refuse<B>(
-        &self,
-        why: Rejected,
-        req: Request<B>,
-        core: Arc<Core<C>>,
-        route: Option<Arc<Shared>>,
-    ) -> ResponseFuture<S, B, C>
-    where
-        S: Service<Request<B>>,
-    {
-        let shared = route.as_deref().unwrap_or(&core.shared);
-        let extensions = req.extensions();
-        let deadline = extensions.get::<RequestDeadline>().map(|d| d.0);
-        match deadline {
-            Some(deadline) if shared.config.hold && Instant::now() < deadline => {
-                let callers = extensions.get::<DeadlineFromCaller>().is_some();
-                ResponseFuture::held(
-                    (self.inner.clone(), req),
-                    why,
-                    deadline,
-                    (core, route),
-                    callers,
-                )
-            }
-            _ => {
-                let error = refusal(why, shared);
-                ResponseFuture::refused(error, core)
-            }
-        }
+/// Refuses a request on behalf of `shared`: nothing is sent.
+fn refuse<F, C>(why: Rejected, shared: &Shared, core: Arc<Core<C>>) -> ResponseFuture<F, C> {
+    shared.count_rejected();
+    if let Some(telemetry) = shared.telemetry.get() {
+        telemetry.rejected(why.state, false);
     }
+    ResponseFuture::refused(Error::with_source(Kind::CircuitOpen, why), core)
 }
 
 /// Controls and reads a breaker: its state, its counts, and the manual switches.

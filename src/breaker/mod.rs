@@ -4,10 +4,8 @@
 //! Per-endpoint [ejection](crate::outlier) cannot help when every endpoint is sick. The
 //! breaker watches the outcome of each request (the one its retries ended with, taken at the
 //! response head: see below) and, when the upstream fails as a whole,
-//! refuses requests with [`Kind::CircuitOpen`](crate::error::Kind::CircuitOpen) instead of
-//! sending them. A request that has a deadline is held, unsent, until the circuit admits it
-//! (as a probe, or in the ramp) or its deadline passes ([`BreakerConfig::hold`], on by
-//! default); one without is refused at once:
+//! refuses requests at once with [`Kind::CircuitOpen`](crate::error::Kind::CircuitOpen)
+//! instead of sending them:
 //!
 //! ```text
 //!  closed ──trip──▶ open ──break over──▶ half-open: N probes ──N successes──▶ ramp ──▶ closed
@@ -65,8 +63,7 @@
 //!
 //! It belongs *outside* the retry layer: an open circuit then spends no retry budget, and the
 //! breaker sees outcomes after retries, which is what its defaults
-//! ([`BreakerConfig`]) are chosen for. And above a concurrency limit: a request it holds then
-//! takes no permit.
+//! ([`BreakerConfig`]) are chosen for.
 //!
 //! ```
 //! use meshless::breaker::{BreakerLayer, BreakerState};

@@ -7,7 +7,7 @@
 //! requests. The layers, outermost first:
 //!
 //! ```text
-//! Deadline → Breaker → Limit → Throttle → Retry → Hedge → AttemptTimeout → Balance
+//! Deadline → Limit → Breaker → Throttle → Retry → Hedge → AttemptTimeout → Balance
 //!          → Endpoint (your reqwest::Client, aimed at one base URL)
 //! ```
 //!

@@ -25,7 +25,7 @@
 //!
 //! ```text
 //! Deadline (the channel's, or the call's own grpc-timeout when shorter)
-//!   → Breaker → Limit → Throttle
+//!   → Limit → Breaker → Throttle
 //!   → Retry (budget; a call that never reached a server always, others only for methods
 //!            declared idempotent)
 //!   → Hedge (off by default; idempotent methods only)

@@ -56,8 +56,6 @@ async fn breaker_on_resets(
     b.consecutive_failures = 3;
     b.break_duration = Duration::from_secs(5);
     b.max_break_duration = Duration::from_secs(5);
-    // Refused at once once open: every error then comes as it happens.
-    b.hold = false;
     // The control has the same 300 ms as the client's own deadline.
     let own = if callers {
         Duration::from_secs(10)
