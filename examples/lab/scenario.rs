@@ -274,7 +274,7 @@ pub fn all(run: Duration) -> Vec<Scenario> {
 }
 
 /// Every backend answers 503 for 6 s after 1 s of health (the outage), then heals; the
-/// run goes on 7 s after healing, longer than the breaker's longest break (2 s ± 50%) and ramp.
+/// run goes on 7 s after healing, longer than the breaker's longest break (1 s ± 50%) and ramp.
 fn recovery() -> Scenario {
     let (outage_at, outage, length) = (ms(1000), ms(6000), ms(14_000));
     let failing = healthy().errors(1.0, StatusCode::SERVICE_UNAVAILABLE);

@@ -125,6 +125,7 @@ fn the_break_ladder_climbs_and_restarts_after_a_healthy_window() {
     let shared = Shared::new(BreakerConfig {
         ramp: Duration::ZERO,
         half_open_probes: 1,
+        break_duration: S,
         max_break_duration: Duration::from_secs(30),
         ..config()
     });
@@ -179,6 +180,8 @@ fn the_ramp_admits_a_rising_share_without_randomness() {
     let shared = Shared::new(BreakerConfig {
         half_open_probes: 1,
         ramp_start_share: 0.1,
+        break_duration: S,
+        ramp: S,
         ..config()
     });
     let t0 = Instant::now();

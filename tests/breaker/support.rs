@@ -17,12 +17,17 @@ pub(crate) use tower::{Layer as _, Service, ServiceExt};
 pub(crate) const MS: Duration = Duration::from_millis(1);
 pub(crate) const S: Duration = Duration::from_secs(1);
 
-/// The defaults, without jitter so that breaks are exact, and at a 50% failure threshold so
+/// The defaults but for the breaks and the ramp (set below), without jitter so that breaks are exact, and at a 50% failure threshold so
 /// that the tests count round numbers on either side of it.
 pub(crate) fn config() -> BreakerConfig {
     let mut config = BreakerConfig::default();
     config.break_jitter = 0.0;
     config.failure_rate_threshold = 0.5;
+    // The breaks and the ramp the tests time (the defaults are 0.5 s doubling to 1 s, and a
+    // 0.5 s ramp).
+    config.break_duration = S;
+    config.max_break_duration = 2 * S;
+    config.ramp = S;
     config
 }
 
