@@ -39,9 +39,7 @@ fn refused_connections_are_attempts_charged_once() {
         }
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "refused");
-        if outcomes(&client) != (20, 20, 0, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (20, 20, 0, 0), &mut v);
         attempts_charged_once(&client, &mut v);
         let d = samples(
             &rec,
@@ -87,9 +85,7 @@ fn a_retry_that_waits_for_pushback_is_counted_once() {
         r.into_body().collect().await.unwrap();
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "pb2");
-        if outcomes(&client) != (1, 1, 0, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 1, 0, 0), &mut v);
         attempts_charged_once(&client, &mut v);
         let s = client.stats();
         let finished: u64 = s.endpoints.iter().map(|e| e.requests).sum();
@@ -131,12 +127,7 @@ fn every_endpoint_pushing_back_fails_once() {
         };
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "pb_fail");
-        if outcomes(&client) != (2, 0, 2, 0) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?} (second: {e})",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (2, 0, 2, 0), &mut v);
         // README: "`meshless_attempts_total` … attempts sent": a request that failed at once
         // because every endpoint was pushing back sent nothing.
         let s = client.stats();

@@ -36,9 +36,7 @@ fn a_body_cut_by_the_server_is_timed_under_failure() {
                 "completed{{reason=success}} = {success_reason}, want 0"
             ));
         }
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         check(&v, &client, &rec);
     });
 }
@@ -109,9 +107,7 @@ fn the_endpoint_latency_runs_to_the_end_of_the_body() {
                 "endpoint latency samples {lat:?}, want one >= 0.35 s (body came 0.4 s after the head)"
             ));
         }
-        if outcomes(&client) != (1, 1, 0, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 1, 0, 0), &mut v);
         check(&v, &client, &rec);
     });
 }
@@ -144,9 +140,7 @@ fn a_body_dropped_early_is_one_success_in_every_family() {
                 "duration samples success {ok}, all {other}; want 1, 1"
             ));
         }
-        if outcomes(&client) != (1, 1, 0, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 1, 0, 0), &mut v);
         let key = addr.to_string();
         let el = [sv, ("endpoint", key.as_str())];
         let lat = samples(&rec, "meshless_endpoint_latency_seconds", &el).len();

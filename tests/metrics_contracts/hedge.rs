@@ -93,9 +93,7 @@ fn a_race_cut_by_attempt_timeouts_counts_both_attempts_once() {
                 s.attempt_timeouts
             ));
         }
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         let at_endpoints: u64 = s.endpoints.iter().map(|e| e.requests + e.cancelled).sum();
         if at_endpoints != attempts {
             v.push(format!(
@@ -140,9 +138,7 @@ fn a_hedged_request_dropped_by_its_caller_is_one_cancellation() {
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "hedge_drop");
         let s = client.stats();
-        if outcomes(&client) != (1, 0, 0, 1) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 0, 1), &mut v);
         let cancelled: u64 = s.endpoints.iter().map(|e| e.cancelled).sum();
         let failed: u64 = s.endpoints.iter().map(|e| e.failures + e.requests).sum();
         if (cancelled, failed, client.hedge_stats().hedges()) != (2, 0, 1) {
@@ -180,9 +176,7 @@ fn a_hedge_race_won_by_a_body_that_is_cut_is_one_failure() {
         let rec = quiesce(&client, &snap).await;
         let sv = ("service", "hedge_cut");
         let mut v = crate::edges_support::violations(&client, &rec, "hedge_cut");
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         let f = samples(
             &rec,
             "meshless_request_duration_seconds",

@@ -27,12 +27,7 @@ fn the_idle_timeout_on_a_silent_body_is_one_failure() {
         let rec = quiesce(&client, &snap).await;
         let sv = ("service", "idle");
         let mut v = crate::edges_support::violations(&client, &rec, "idle");
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want (1, 0, 1, 0)",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         let e = &client.stats().endpoints[0];
         if (e.requests, e.failures, e.cancelled) != (1, 1, 0) {
             v.push(format!(
@@ -86,12 +81,7 @@ fn a_body_read_after_the_deadline_is_a_cancellation_not_the_endpoints_failure() 
         if !was_err {
             v.push(format!("the late read was no error: {rest:?}"));
         }
-        if outcomes(&client) != (1, 0, 0, 1) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want (1, 0, 0, 1)",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (1, 0, 0, 1), &mut v);
         let e = &client.stats().endpoints[0];
         if e.failures != 0 {
             v.push(format!(
@@ -232,12 +222,7 @@ fn a_silent_event_stream_is_a_cancellation() {
                 "the silent stream did not end in an error: {next:?} after {waited:?}"
             ));
         }
-        if outcomes(&client) != (1, 0, 0, 1) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want (1, 0, 0, 1)",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (1, 0, 0, 1), &mut v);
         let e = &client.stats().endpoints[0];
         if e.failures != 0 {
             v.push(format!("endpoint charged {} failure(s)", e.failures));

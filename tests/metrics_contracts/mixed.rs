@@ -133,13 +133,8 @@ fn a_mixed_workload_adds_up_in_every_family() {
         let sv = ("service", "mixed");
         let mut v = crate::edges_support::violations(&client, &rec, "mixed");
         let s = client.stats();
-        if outcomes(&client) != (expect_ok + expect_fail + 2, expect_ok, expect_fail, 2) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want {:?}",
-                outcomes(&client),
-                (expect_ok + expect_fail + 2, expect_ok, expect_fail, 2)
-            ));
-        }
+        let want = (expect_ok + expect_fail + 2, expect_ok, expect_fail, 2);
+        want_outcomes(&client, want, &mut v);
         for class in ["success", "failure", "cancelled"] {
             let n = samples(
                 &rec,

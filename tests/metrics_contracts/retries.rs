@@ -102,12 +102,7 @@ fn a_request_dropped_during_its_backoff_is_one_cancellation() {
         let _ = task.await;
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "drop_backoff");
-        if outcomes(&client) != (1, 0, 0, 1) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want (1, 0, 0, 1)",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (1, 0, 0, 1), &mut v);
         let s = client.stats();
         let e = &s.endpoints[0];
         if (e.requests, e.failures, e.cancelled) != (1, 1, 0) {
@@ -172,12 +167,7 @@ fn a_request_dropped_while_its_retry_is_at_the_endpoint() {
         let _ = task.await;
         let rec = quiesce(&client, &snap).await;
         let mut v = crate::edges_support::violations(&client, &rec, "drop_retry");
-        if outcomes(&client) != (1, 0, 0, 1) {
-            v.push(format!(
-                "(req, ok, fail, cancel) = {:?}, want (1, 0, 0, 1)",
-                outcomes(&client)
-            ));
-        }
+        want_outcomes(&client, (1, 0, 0, 1), &mut v);
         let s = client.stats();
         let e = &s.endpoints[0];
         if (e.requests, e.failures, e.cancelled) != (1, 1, 1) {
@@ -221,9 +211,7 @@ fn attempt_timeouts_agree_between_stats_and_metrics() {
                 s.attempt_timeouts
             ));
         }
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         let t = rec.count(
             "meshless_requests_completed_total",
             &[sv, ("class", "failure"), ("reason", "timeout")],
@@ -274,9 +262,7 @@ fn budget_refusals_agree_between_stats_and_metrics() {
                 s.budget_exhausted
             ));
         }
-        if outcomes(&client) != (3, 0, 3, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (3, 0, 3, 0), &mut v);
         attempts_charged_once(&client, &rec, "budget_out", &mut v);
         check(&v, &client, &rec);
     });
@@ -366,9 +352,7 @@ fn a_body_too_large_to_replay_is_counted_once_everywhere() {
                 (refused, over, rs.body_too_large(), rs.replay_overflows())
             ));
         }
-        if outcomes(&client) != (1, 0, 1, 0) {
-            v.push(format!("(req, ok, fail, cancel) = {:?}", outcomes(&client)));
-        }
+        want_outcomes(&client, (1, 0, 1, 0), &mut v);
         check(&v, &client, &rec);
     });
 }

@@ -52,6 +52,14 @@ pub fn outcomes(client: &Client) -> (u64, u64, u64, u64) {
     (s.requests, s.successes, s.failures, s.cancelled)
 }
 
+/// Notes a violation unless the client's (requests, successes, failures, cancelled) are `want`.
+pub fn want_outcomes(client: &Client, want: (u64, u64, u64, u64), v: &mut Vec<String>) {
+    let got = outcomes(client);
+    if got != want {
+        v.push(format!("(req, ok, fail, cancel) = {got:?}, want {want:?}"));
+    }
+}
+
 /// Panics with every violation, the stats and the metrics.
 pub fn check(v: &[String], client: &Client, rec: &Recorded) {
     if !v.is_empty() {
